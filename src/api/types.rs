@@ -1,0 +1,361 @@
+//! The request and response bodies of the five Tented endpoints, as the pages in
+//! `shared/api/` describe them.
+//!
+//! Parsing is lenient where the pages are vague: unknown fields are ignored, status
+//! strings are kept as strings and interpreted by [`GenerationStatus`] and
+//! [`PublicationStatus`] (unknown values are "not final yet"), and `credits` stays raw JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `POST /v1/tents/bulk`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BulkCreateRequest {
+    pub template_id: String,
+    pub items: Vec<BulkItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_job_descriptor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_tent_name_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_index: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_publish: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// One item of a bulk request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BulkItem {
+    pub input_data: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_item_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tent_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_page_alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_brand: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_ids: Option<Vec<String>>,
+}
+
+/// The 202 answer of `POST /v1/tents/bulk`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BulkCreateResponse {
+    pub bulk_job_id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub accepted_count: Option<u64>,
+    #[serde(default)]
+    pub rejected_count: Option<u64>,
+    #[serde(default)]
+    pub items: Vec<BulkAdmissionItem>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// One item's admission result.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BulkAdmissionItem {
+    pub index: u32,
+    #[serde(default)]
+    pub client_item_id: Option<String>,
+    #[serde(default)]
+    pub tent_id: Option<String>,
+    #[serde(default)]
+    pub tent_name: Option<String>,
+    #[serde(default)]
+    pub custom_page_alias: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl BulkAdmissionItem {
+    pub fn is_accepted(&self) -> bool {
+        self.status == "accepted" && self.tent_id.is_some()
+    }
+}
+
+/// The answer of `GET /v1/bulk-jobs/{bulkJobId}`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BulkJobStatus {
+    pub bulk_job_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub template_id: Option<String>,
+    #[serde(default)]
+    pub auto_publish: Option<bool>,
+    #[serde(default)]
+    pub total: Option<u64>,
+    #[serde(default)]
+    pub queued: Option<u64>,
+    #[serde(default)]
+    pub generating: Option<u64>,
+    #[serde(default)]
+    pub completed: Option<u64>,
+    #[serde(default)]
+    pub failed: Option<u64>,
+    #[serde(default)]
+    pub items: Vec<BulkJobItem>,
+    /// Undocumented shape: kept as raw JSON.
+    #[serde(default)]
+    pub credits: Option<Value>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// One item of a bulk job's status.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BulkJobItem {
+    pub index: u32,
+    #[serde(default)]
+    pub client_item_id: Option<String>,
+    #[serde(default)]
+    pub tent_id: Option<String>,
+    #[serde(default)]
+    pub tent_name: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub publication_status: Option<String>,
+    #[serde(default)]
+    pub published_url: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST /v1/tents`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CreateTentRequest {
+    pub name: String,
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_brand: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_publish: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_page_alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tent_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_ids: Option<Vec<String>>,
+}
+
+/// The 202 answer of `POST /v1/tents`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CreateTentResponse {
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// `POST /v1/tents/{tentId}/edit`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EditTentRequest {
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_brand: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_publish: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_page_alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_ids: Option<Vec<String>>,
+}
+
+/// The 202 answer of `POST /v1/tents/{tentId}/edit`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct EditTentResponse {
+    pub id: String,
+    #[serde(default)]
+    pub generation_id: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// The answer of `GET /v1/tents/{tentId}`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TentStatus {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// A string on the page; kept as JSON in case it is an object elsewhere.
+    #[serde(default)]
+    pub error: Option<Value>,
+    #[serde(default)]
+    pub publication: Option<Publication>,
+}
+
+impl TentStatus {
+    /// The failure reason as text, whatever shape `error` has.
+    pub fn error_text(&self) -> Option<String> {
+        self.error.as_ref().map(|e| match e {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// The publication object of a tent.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Publication {
+    pub status: String,
+    #[serde(default)]
+    pub published_url: Option<String>,
+    #[serde(default)]
+    pub requested_custom_page_alias: Option<String>,
+    #[serde(default)]
+    pub applied_custom_page_alias: Option<String>,
+    #[serde(default)]
+    pub warnings: Vec<Notice>,
+    #[serde(default)]
+    pub error: Option<Notice>,
+}
+
+/// A warning or an error with Tented's `code` and `message`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Notice {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The body of an error answer. The pages show several shapes
+/// (`{"error"}`, `{"error","message","code"}`, `{"error","details":{"issues":[..]}}`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ApiErrorBody {
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub details: Option<Value>,
+}
+
+impl ApiErrorBody {
+    /// One line for logs and result files: the most specific text the answer carried.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(error) = &self.error {
+            parts.push(error.clone());
+        }
+        if let Some(message) = &self.message {
+            parts.push(message.clone());
+        }
+        if let Some(issues) = self
+            .details
+            .as_ref()
+            .and_then(|d| d.get("issues"))
+            .and_then(|i| i.as_array())
+        {
+            for issue in issues {
+                if let Some(message) = issue.get("message").and_then(|m| m.as_str()) {
+                    parts.push(message.to_string());
+                }
+            }
+        }
+        if parts.is_empty() {
+            "no message".to_string()
+        } else {
+            parts.join(": ")
+        }
+    }
+}
+
+/// A generation's status (tent status and bulk item status share these words).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GenerationStatus {
+    Queued,
+    Generating,
+    Completed,
+    Failed,
+    /// `rejected` appears only for bulk items that admission refused.
+    Rejected,
+    /// Anything else, e.g. `pending` from create and edit answers: not final yet.
+    Other(String),
+}
+
+impl GenerationStatus {
+    pub fn parse(s: &str) -> GenerationStatus {
+        match s {
+            "queued" => GenerationStatus::Queued,
+            "generating" => GenerationStatus::Generating,
+            "completed" => GenerationStatus::Completed,
+            "failed" => GenerationStatus::Failed,
+            "rejected" => GenerationStatus::Rejected,
+            other => GenerationStatus::Other(other.to_string()),
+        }
+    }
+
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            GenerationStatus::Completed | GenerationStatus::Failed | GenerationStatus::Rejected
+        )
+    }
+}
+
+/// A publication's lifecycle state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicationStatus {
+    Pending,
+    Published,
+    PublishedWithWarnings,
+    Failed,
+    /// Unknown words are treated as "not final yet".
+    Other(String),
+}
+
+impl PublicationStatus {
+    pub fn parse(s: &str) -> PublicationStatus {
+        match s {
+            "pending" => PublicationStatus::Pending,
+            "published" => PublicationStatus::Published,
+            "published_with_warnings" => PublicationStatus::PublishedWithWarnings,
+            "failed" => PublicationStatus::Failed,
+            other => PublicationStatus::Other(other.to_string()),
+        }
+    }
+
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            PublicationStatus::Published
+                | PublicationStatus::PublishedWithWarnings
+                | PublicationStatus::Failed
+        )
+    }
+
+    /// Warnings and errors appear only in `GET /v1/tents/{id}`: these states need that call.
+    pub fn needs_details(&self) -> bool {
+        matches!(
+            self,
+            PublicationStatus::PublishedWithWarnings | PublicationStatus::Failed
+        )
+    }
+}

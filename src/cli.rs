@@ -1,0 +1,300 @@
+//! The command line (SPEC section 2). Thin: each command parses, then calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{ControlAnswer, StatusReport};
+use crate::settings::{ConfigSource, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tented-bulkd",
+    version,
+    about = "Turns manifest files into Tented generations, durably and exactly once"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The daemon, in the foreground, logging to stderr.
+    Run {
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Starts the simulator and the daemon on a temporary folder, drops the example
+    /// manifest, waits for its result and prints a summary.
+    Demo {
+        /// The manifest to drop (default: the embedded examples/demo.json).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// The Tented API simulator, standalone.
+    Sim(crate::simulator::SimArgs),
+    /// The daemon's own validation, offline: a per-item report; exit 1 where anything
+    /// would be rejected.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// What the running daemon is doing, from its admin endpoint.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancels a manifest: chunks not yet sent are never sent.
+    Cancel {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Resumes a manifest paused by the failure threshold.
+    Resume {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs the parsed command; errors are printed with their cause chain by `main`.
+pub fn main_with(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { files } => validate(&files),
+        command => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async_main(command))
+        }
+    }
+}
+
+async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => run(config).await,
+        Command::Demo { manifest } => crate::demo::run(manifest).await,
+        Command::Sim(args) => sim(args).await,
+        Command::Status { config, json } => status(config, json).await,
+        Command::Cancel { name, config } => control(config, &name, "cancel").await,
+        Command::Resume { name, config } => control(config, &name, "resume").await,
+        Command::Validate { .. } => Ok(ExitCode::FAILURE),
+    }
+}
+
+/// systemd integration: readiness, watchdog, stopping.
+struct Systemd;
+
+impl crate::daemon::Lifecycle for Systemd {
+    fn ready(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+    fn alive(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+    }
+    fn stopping(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    }
+}
+
+async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let source = ConfigSource::from_arg(config);
+    let settings = Settings::load(&source)?;
+    crate::telemetry::init(settings.log.format);
+    let key = settings.resolve_api_key()?.context(
+        "no API key: set it with systemd LoadCredential=tented_api_key, api.key_file, TENTED_API_KEY or api.key",
+    )?;
+    let (ctx, jobs_rx) = crate::daemon::build_context(settings, key)?;
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(handle_signals(Arc::clone(&ctx), source, shutdown.clone()));
+    let result =
+        crate::daemon::run_with_context(ctx, jobs_rx, shutdown.clone(), Arc::new(Systemd)).await;
+    shutdown.cancel();
+    let _ = signals.await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn handle_signals(
+    ctx: Arc<crate::daemon::Context>,
+    source: ConfigSource,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = term.recv() => { tracing::info!("SIGTERM"); shutdown.cancel(); return; }
+            _ = int.recv() => { tracing::info!("SIGINT"); shutdown.cancel(); return; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the API key and the request budget");
+                match Settings::load(&source) {
+                    Ok(settings) => crate::daemon::reload(&ctx, &settings),
+                    Err(e) => tracing::error!("SIGHUP: the configuration does not load, nothing changed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+async fn sim(args: crate::simulator::SimArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(crate::settings::LogFormat::Text);
+    let (listen, config) = args.into_config()?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!("Tented simulator listening on http://{addr} (bearer token: the --api-key value)");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    crate::simulator::serve(listener, config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn admin_base(config: Option<PathBuf>) -> anyhow::Result<String> {
+    let settings = Settings::load(&ConfigSource::from_arg(config))?;
+    let Some(addr) = settings.admin_addr() else {
+        bail!("the admin endpoint is turned off (admin.listen = \"\")");
+    };
+    Ok(format!("http://{addr}"))
+}
+
+async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let report: StatusReport = reqwest::get(format!("{base}/status"))
+        .await
+        .with_context(|| format!("cannot reach the daemon at {base} (is it running?)"))?
+        .error_for_status()?
+        .json()
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "health: {}   budget: {}/s{}",
+        if report.healthy {
+            "ok"
+        } else {
+            "RED: Tented refuses the API key"
+        },
+        report.requests_per_second,
+        if report.budget_limited {
+            " (the budget is delaying polls)"
+        } else {
+            ""
+        }
+    );
+    if report.manifests.is_empty() {
+        println!("no unfinished manifests");
+    }
+    for m in &report.manifests {
+        let counts: Vec<String> = m.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<40} {:<6} {:<12} {}  next poll {}",
+            m.name,
+            m.kind,
+            m.state,
+            counts.join(" "),
+            m.next_poll_at.as_deref().unwrap_or("-")
+        );
+        if let Some(reason) = &m.reason {
+            println!("    {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn control(config: Option<PathBuf>, name: &str, action: &str) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let response = reqwest::Client::new()
+        .post(format!("{base}/manifests/{name}/{action}"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {base} (is it running?)"))?;
+    let ok = response.status().is_success();
+    let answer: ControlAnswer = response.json().await?;
+    println!("{}: {}", answer.manifest, answer.message);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `validate FILE...`: exactly the daemon's rules, offline.
+fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut all_ok = true;
+    for path in files {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let outcome = (|| -> Result<crate::manifest::ValidatedManifest, String> {
+            crate::validation::check_manifest_name(&file_name).map_err(|e| e.to_string())?;
+            let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+            if meta.len() > crate::manifest::MAX_MANIFEST_BYTES {
+                return Err("the file is over 64 MiB".into());
+            }
+            let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+            crate::validation::validate_manifest(&bytes).map_err(|e| e.to_string())
+        })();
+        match outcome {
+            Err(message) => {
+                all_ok = false;
+                println!("{}: REJECTED: {message}", path.display());
+            }
+            Ok(manifest) => {
+                let rejected = manifest
+                    .items
+                    .iter()
+                    .filter(|i| i.rejection.is_some())
+                    .count();
+                println!(
+                    "{}: {} manifest, {} items: {} accepted, {} rejected",
+                    path.display(),
+                    manifest.kind.as_str(),
+                    manifest.items.len(),
+                    manifest.items.len() - rejected,
+                    rejected
+                );
+                for item in &manifest.items {
+                    if let Some(message) = &item.rejection {
+                        all_ok = false;
+                        println!(
+                            "  item {} `{}`: rejected: {message}",
+                            item.index, item.client_item_id
+                        );
+                    }
+                }
+                if manifest.kind == crate::manifest::ManifestKind::Edit {
+                    println!("  note: target_client_item_id lookups need the daemon's store and are checked at intake");
+                }
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,230 @@
+//! `tented-bulkd demo`: the simulator on loopback, the daemon on a temporary folder, the
+//! example manifest dropped into its inbox, and a summary of the result.
+//!
+//! It runs the real pipeline with a shorter floor (1 s, allowed on loopback only) and a
+//! simulator whose generations take seconds, so it finishes in well under a minute.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{ConfigSource, Settings};
+use crate::simulator::{SimConfig, Simulator};
+
+/// The example manifest the demo drops.
+pub const DEMO_MANIFEST: &str = include_str!("../examples/demo.json");
+
+/// How long the demo waits for its result before it gives up.
+const DEMO_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The simulator as the demo sets it: quick generations, some failures, a taken alias.
+pub fn demo_simulator_config() -> SimConfig {
+    SimConfig {
+        queue_time: (Duration::from_millis(200), Duration::from_millis(600)),
+        generation_time: (Duration::from_millis(800), Duration::from_millis(2500)),
+        publish_time: (Duration::from_millis(200), Duration::from_millis(500)),
+        failure_rate: 0.1,
+        publish_failure_rate: 0.05,
+        taken_aliases: vec!["acme-onboarding".to_string()],
+        retry_after_secs: Some(1),
+        seed: Some(7),
+        ..SimConfig::default()
+    }
+}
+
+/// Settings for a daemon on `dir` talking to `base_url` (loopback), with a short floor.
+pub fn loopback_settings(
+    dir: &std::path::Path,
+    base_url: &str,
+    poll_interval: &str,
+) -> anyhow::Result<Settings> {
+    let env = vec![
+        (
+            "TENTED_BULKD__API__BASE_URL".to_string(),
+            base_url.to_string(),
+        ),
+        (
+            "TENTED_BULKD__API__REQUESTS_PER_SECOND".to_string(),
+            "50".to_string(),
+        ),
+        ("TENTED_BULKD__API__TIMEOUT".to_string(), "5s".to_string()),
+        (
+            "TENTED_BULKD__POLL__INTERVAL".to_string(),
+            poll_interval.to_string(),
+        ),
+        (
+            "TENTED_BULKD__PATHS__INBOX".to_string(),
+            dir.join("inbox").display().to_string(),
+        ),
+        (
+            "TENTED_BULKD__PATHS__OUTBOX".to_string(),
+            dir.join("outbox").display().to_string(),
+        ),
+        (
+            "TENTED_BULKD__PATHS__ARCHIVE".to_string(),
+            dir.join("archive").display().to_string(),
+        ),
+        (
+            "TENTED_BULKD__PATHS__STATE".to_string(),
+            dir.join("state").display().to_string(),
+        ),
+        (
+            "TENTED_BULKD__INBOX__SETTLE".to_string(),
+            "200ms".to_string(),
+        ),
+        ("TENTED_BULKD__INBOX__RESCAN".to_string(), "1s".to_string()),
+        ("TENTED_BULKD__ADMIN__LISTEN".to_string(), String::new()),
+    ];
+    Ok(Settings::load_with_env(&ConfigSource::BuiltIn, env)?)
+}
+
+pub async fn run(manifest: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(crate::settings::LogFormat::Text);
+    let (bytes, file_name) = match &manifest {
+        Some(path) => (
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "demo.json".into()),
+        ),
+        None => (DEMO_MANIFEST.as_bytes().to_vec(), "demo.json".to_string()),
+    };
+    let dir = tempfile_dir()?;
+    let simulator = Simulator::start(demo_simulator_config(), "127.0.0.1:0").await?;
+    let settings = loopback_settings(&dir, &simulator.base_url(), "1s")?;
+    let key = crate::settings::ApiKey::new("sim-key");
+    let (ctx, jobs_rx) = crate::daemon::build_context(settings.clone(), key)?;
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(crate::daemon::run_with_context(
+        Arc::clone(&ctx),
+        jobs_rx,
+        shutdown.clone(),
+        Arc::new(crate::daemon::Quiet),
+    ));
+
+    // Writers write elsewhere and rename into the inbox.
+    let staging = dir.join(format!(".{file_name}.partial"));
+    std::fs::write(&staging, &bytes)?;
+    std::fs::rename(&staging, settings.paths.inbox.join(&file_name))?;
+    eprintln!(
+        "demo: simulator on {}, daemon on {}",
+        simulator.base_url(),
+        dir.display()
+    );
+
+    let stem = file_name.trim_end_matches(".json").to_string();
+    let result_path = settings.paths.outbox.join(format!("{stem}.result.json"));
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} items final",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(stem.clone());
+    let started = tokio::time::Instant::now();
+    while !result_path.exists() {
+        if started.elapsed() > DEMO_DEADLINE {
+            bar.abandon();
+            shutdown.cancel();
+            bail!("no result after {}s", DEMO_DEADLINE.as_secs());
+        }
+        if let Ok(Some(id)) = ctx.store.manifest_named(&stem) {
+            if let Ok(Some(m)) = ctx.store.manifest(id) {
+                bar.set_length(u64::from(m.item_count));
+                bar.set_position(u64::from(m.item_count - m.unfinished()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bar.finish_and_clear();
+    shutdown.cancel();
+    let _ = daemon.await;
+    let calls = simulator.calls();
+    simulator.shutdown().await;
+
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&result_path)?)?;
+    print_summary(&result);
+    let posts = calls.iter().filter(|c| c.method == "POST").count();
+    let gets = calls.len() - posts;
+    println!();
+    println!("calls to the simulator: {posts} create requests, {gets} polls");
+    println!("result: {}", result_path.display());
+    let retry = settings.paths.outbox.join(format!("{stem}.retry.json"));
+    if retry.exists() {
+        println!("retry manifest: {}", retry.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir().join(format!(
+        "tented-bulkd-demo-{}-{}",
+        std::process::id(),
+        crate::clock::wall_now_ms()
+    ));
+    std::fs::create_dir_all(&base)?;
+    Ok(base)
+}
+
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The summary table: one line per item, then the counts.
+pub fn print_summary(result: &serde_json::Value) {
+    println!(
+        "manifest {}: {} ({})",
+        text(&result["manifest"]),
+        text(&result["status"]),
+        result["counts"]
+    );
+    if let Some(error) = result["error"].as_str() {
+        println!("error: {error}");
+    }
+    println!();
+    println!(
+        "{:<14} {:<10} {:<26} {:<24} detail",
+        "item", "status", "tent_name", "publication"
+    );
+    println!("{}", "-".repeat(100));
+    if let Some(items) = result["items"].as_object() {
+        for (id, item) in items {
+            let publication = &item["publication"];
+            let publication_text = if publication.is_null() {
+                "-".to_string()
+            } else {
+                text(&publication["status"])
+            };
+            let detail = if !item["message"].is_null() {
+                format!("{}: {}", text(&item["error_code"]), text(&item["message"]))
+            } else if let Some(w) = publication["warnings"].as_array().and_then(|w| w.first()) {
+                text(&w["code"])
+            } else if !publication["error"].is_null() {
+                text(&publication["error"]["code"])
+            } else {
+                text(&publication["published_url"])
+            };
+            let mut detail = detail;
+            if detail.chars().count() > 90 {
+                detail = detail.chars().take(87).collect::<String>() + "...";
+            }
+            println!(
+                "{:<14} {:<10} {:<26} {:<24} {}",
+                id,
+                text(&item["status"]),
+                text(&item["tent_name"]),
+                publication_text,
+                detail
+            );
+        }
+    }
+}

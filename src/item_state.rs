@@ -1,0 +1,579 @@
+//! The item state machine: every state an item can be in, and every transition, in one place.
+//!
+//! ```text
+//!              intake
+//!     ┌──────────┴───────────┐
+//!     ▼                      ▼
+//!  Pending ──Cancel──► Canceled        Rejected (local)
+//!     │ ▲
+//!     │ └──────NotAdmitted (not sent, 429/5xx, 401)──┐
+//!  SendIntent                                        │
+//!     ▼                                              │
+//!  Sending ──────────────────────────────────────────┘
+//!     ├──Accepted──────────► Admitted ──Progress──► Admitted
+//!     ├──RejectedByApi─────► Rejected (api)
+//!     ├──NoCredits─────────► CreditWait ──SendIntent──► Sending
+//!     │                        ├──Cancel──► Canceled
+//!     │                        └──MaxWait─► Rejected (INSUFFICIENT_CREDITS)
+//!     └──AnswerLost────────► Unknown     (also every Sending found at start-up)
+//!  Admitted ──Generated(publication final or none)──► Completed
+//!           ──Generated(needs warnings/error)────────► AwaitingDetails ──DetailsFetched──► Completed
+//!           ──GenerationFailed / JobVanished──────────► Failed
+//!           ──MaxWait─────────────────────────────────► TimedOut
+//!  Pending ──MaxWait──► TimedOut;   AwaitingDetails ──MaxWait──► Completed
+//! ```
+//!
+//! Callers never assign a state: they apply an [`ItemEvent`] to an [`ItemRecord`] through
+//! [`ItemRecord::apply`], and the store persists the record before any side effect.
+
+use serde::{Deserialize, Serialize};
+
+/// Where an item stands. The last six are final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ItemState {
+    /// Validated and durable; not sent yet.
+    Pending,
+    /// A create request carrying it is (or was, before a crash) on the wire.
+    Sending,
+    /// Admission said INSUFFICIENT_CREDITS (or a create answered 429): to be sent again.
+    CreditWait,
+    /// Admitted by Tented; generation (and publication) under way.
+    Admitted,
+    /// Generated; its publication warnings or error still have to be fetched.
+    AwaitingDetails,
+    Completed,
+    Failed,
+    Rejected,
+    TimedOut,
+    Canceled,
+    Unknown,
+}
+
+impl ItemState {
+    pub const ALL: [ItemState; 11] = [
+        ItemState::Pending,
+        ItemState::Sending,
+        ItemState::CreditWait,
+        ItemState::Admitted,
+        ItemState::AwaitingDetails,
+        ItemState::Completed,
+        ItemState::Failed,
+        ItemState::Rejected,
+        ItemState::TimedOut,
+        ItemState::Canceled,
+        ItemState::Unknown,
+    ];
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ItemState::Completed
+                | ItemState::Failed
+                | ItemState::Rejected
+                | ItemState::TimedOut
+                | ItemState::Canceled
+                | ItemState::Unknown
+        )
+    }
+
+    /// The word used in result files, `/status` and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Pending => "pending",
+            ItemState::Sending => "sending",
+            ItemState::CreditWait => "credit_wait",
+            ItemState::Admitted => "admitted",
+            ItemState::AwaitingDetails => "awaiting_details",
+            ItemState::Completed => "completed",
+            ItemState::Failed => "failed",
+            ItemState::Rejected => "rejected",
+            ItemState::TimedOut => "timed_out",
+            ItemState::Canceled => "canceled",
+            ItemState::Unknown => "unknown",
+        }
+    }
+
+    /// Items that were never admitted and may still be sent.
+    pub fn is_sendable(self) -> bool {
+        matches!(self, ItemState::Pending | ItemState::CreditWait)
+    }
+}
+
+/// Who rejected an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectedBy {
+    Local,
+    Api,
+}
+
+impl RejectedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectedBy::Local => "local",
+            RejectedBy::Api => "api",
+        }
+    }
+}
+
+/// A warning or error carried over from Tented (`code`, `message`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeRecord {
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// What the result file reports about an item's publication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicationRecord {
+    pub status: String,
+    pub published_url: Option<String>,
+    pub requested_custom_page_alias: Option<String>,
+    pub applied_custom_page_alias: Option<String>,
+    pub warnings: Vec<NoticeRecord>,
+    pub error: Option<NoticeRecord>,
+}
+
+/// The durable record of one manifest item (version 1 of its layout).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    pub manifest_id: u64,
+    pub index: u32,
+    pub client_item_id: String,
+    /// The item exactly as given, as JSON text (bincode cannot hold free-form JSON).
+    pub given: String,
+    pub state: ItemState,
+    /// The job (request) that carries or carried it.
+    pub job_seq: Option<u32>,
+    pub tent_id: Option<String>,
+    pub tent_name: Option<String>,
+    pub bulk_job_id: Option<String>,
+    pub generation_id: Option<String>,
+    /// The last generation status word Tented reported.
+    pub generation_status: Option<String>,
+    pub publication: Option<PublicationRecord>,
+    pub rejected_by: Option<RejectedBy>,
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+    /// For edits: the tent to edit, resolved at intake.
+    pub target_tent_id: Option<String>,
+}
+
+/// Something that happened to an item.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ItemEvent {
+    /// A create request carrying the item is about to be sent (recorded first).
+    SendIntent {
+        job_seq: u32,
+    },
+    /// The request is known not to have been admitted (never sent, 429, 5xx, 401): send again later.
+    NotAdmitted,
+    /// Admission accepted the item.
+    Accepted {
+        tent_id: String,
+        tent_name: Option<String>,
+        bulk_job_id: Option<String>,
+        generation_id: Option<String>,
+    },
+    /// Admission (or a 4xx answer to its request) rejected the item for good.
+    RejectedByApi {
+        error_code: String,
+        message: String,
+    },
+    /// Admission had no credits for it.
+    NoCredits {
+        message: String,
+    },
+    /// The request's answer never came: it may or may not have been admitted.
+    AnswerLost {
+        message: String,
+    },
+    /// A poll saw the generation still under way (or a status word we do not know).
+    Progress {
+        generation_status: String,
+        publication: Option<PublicationRecord>,
+    },
+    /// The generation completed; `publication` is its final state, if it was auto-published.
+    Generated {
+        publication: Option<PublicationRecord>,
+    },
+    /// The generation completed and was published with warnings or failed to publish:
+    /// the details come from `GET /v1/tents/{id}`.
+    GeneratedNeedsDetails {
+        publication: PublicationRecord,
+    },
+    /// The details of the publication arrived.
+    DetailsFetched {
+        publication: PublicationRecord,
+    },
+    GenerationFailed {
+        message: String,
+    },
+    /// The job answered 404 for longer than allowed.
+    JobVanished {
+        message: String,
+    },
+    /// The operator canceled the manifest.
+    Cancel,
+    /// `poll.max_wait` has passed since the manifest arrived.
+    MaxWait,
+}
+
+impl ItemEvent {
+    fn name(&self) -> &'static str {
+        match self {
+            ItemEvent::SendIntent { .. } => "SendIntent",
+            ItemEvent::NotAdmitted => "NotAdmitted",
+            ItemEvent::Accepted { .. } => "Accepted",
+            ItemEvent::RejectedByApi { .. } => "RejectedByApi",
+            ItemEvent::NoCredits { .. } => "NoCredits",
+            ItemEvent::AnswerLost { .. } => "AnswerLost",
+            ItemEvent::Progress { .. } => "Progress",
+            ItemEvent::Generated { .. } => "Generated",
+            ItemEvent::GeneratedNeedsDetails { .. } => "GeneratedNeedsDetails",
+            ItemEvent::DetailsFetched { .. } => "DetailsFetched",
+            ItemEvent::GenerationFailed { .. } => "GenerationFailed",
+            ItemEvent::JobVanished { .. } => "JobVanished",
+            ItemEvent::Cancel => "Cancel",
+            ItemEvent::MaxWait => "MaxWait",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("item {index} of manifest {manifest_id}: no transition from {from:?} on {event}")]
+pub struct IllegalTransition {
+    pub manifest_id: u64,
+    pub index: u32,
+    pub from: ItemState,
+    pub event: &'static str,
+}
+
+/// The message of an item whose create request's answer was lost.
+pub const ANSWER_LOST_MESSAGE: &str = "the create request carrying this item got no answer (it may or may not have been admitted, and the Tented API offers no way to find out); it was not resent, to avoid paying twice: check the workspace and resend it from the retry manifest if it is missing";
+
+impl ItemRecord {
+    /// A validated item, waiting to be sent.
+    pub fn pending(
+        manifest_id: u64,
+        index: u32,
+        client_item_id: String,
+        given: String,
+    ) -> ItemRecord {
+        ItemRecord {
+            manifest_id,
+            index,
+            client_item_id,
+            given,
+            state: ItemState::Pending,
+            job_seq: None,
+            tent_id: None,
+            tent_name: None,
+            bulk_job_id: None,
+            generation_id: None,
+            generation_status: None,
+            publication: None,
+            rejected_by: None,
+            error_code: None,
+            message: None,
+            target_tent_id: None,
+        }
+    }
+
+    /// An item that validation rejected: final from the start, never sent.
+    pub fn rejected_locally(
+        manifest_id: u64,
+        index: u32,
+        client_item_id: String,
+        given: String,
+        message: String,
+    ) -> ItemRecord {
+        let mut item = ItemRecord::pending(manifest_id, index, client_item_id, given);
+        item.state = ItemState::Rejected;
+        item.rejected_by = Some(RejectedBy::Local);
+        item.error_code = Some("INVALID_ITEM".to_string());
+        item.message = Some(message);
+        item
+    }
+
+    /// Applies one event: the only way an item's state changes.
+    pub fn apply(&mut self, event: ItemEvent) -> Result<(), IllegalTransition> {
+        use ItemEvent as E;
+        use ItemState as S;
+        let illegal = |from: ItemState, event: &ItemEvent| IllegalTransition {
+            manifest_id: self.manifest_id,
+            index: self.index,
+            from,
+            event: event.name(),
+        };
+        let next = match (self.state, &event) {
+            (S::Pending | S::CreditWait, E::SendIntent { .. }) => S::Sending,
+            (S::Pending | S::CreditWait, E::Cancel) => S::Canceled,
+            (S::Pending, E::MaxWait) => S::TimedOut,
+            (S::CreditWait, E::MaxWait) => S::Rejected,
+            (S::Sending, E::NotAdmitted) => S::Pending,
+            (S::Sending, E::Accepted { .. }) => S::Admitted,
+            (S::Sending, E::RejectedByApi { .. }) => S::Rejected,
+            (S::Sending, E::NoCredits { .. }) => S::CreditWait,
+            (S::Sending, E::AnswerLost { .. }) => S::Unknown,
+            (S::Admitted, E::Progress { .. }) => S::Admitted,
+            (S::Admitted, E::Generated { .. }) => S::Completed,
+            (S::Admitted, E::GeneratedNeedsDetails { .. }) => S::AwaitingDetails,
+            (S::Admitted, E::GenerationFailed { .. } | E::JobVanished { .. }) => S::Failed,
+            (S::Admitted, E::MaxWait) => S::TimedOut,
+            (S::AwaitingDetails, E::DetailsFetched { .. } | E::MaxWait) => S::Completed,
+            (from, event) => return Err(illegal(from, event)),
+        };
+        match event {
+            E::SendIntent { job_seq } => {
+                self.job_seq = Some(job_seq);
+            }
+            E::NotAdmitted => {
+                self.job_seq = None;
+            }
+            E::Accepted {
+                tent_id,
+                tent_name,
+                bulk_job_id,
+                generation_id,
+            } => {
+                self.tent_id = Some(tent_id);
+                self.tent_name = tent_name;
+                self.bulk_job_id = bulk_job_id;
+                self.generation_id = generation_id;
+                self.error_code = None;
+                self.message = None;
+            }
+            E::RejectedByApi {
+                error_code,
+                message,
+            } => {
+                self.rejected_by = Some(RejectedBy::Api);
+                self.error_code = Some(error_code);
+                self.message = Some(message);
+            }
+            E::NoCredits { message } => {
+                self.error_code = Some("INSUFFICIENT_CREDITS".to_string());
+                self.message = Some(message);
+                self.job_seq = None;
+            }
+            E::AnswerLost { message } => {
+                self.error_code = Some("ANSWER_LOST".to_string());
+                self.message = Some(message);
+            }
+            E::Progress {
+                generation_status,
+                publication,
+            } => {
+                self.generation_status = Some(generation_status);
+                if publication.is_some() {
+                    self.publication = publication;
+                }
+            }
+            E::Generated { publication } => {
+                self.generation_status = Some("completed".to_string());
+                if publication.is_some() {
+                    self.publication = publication;
+                }
+            }
+            E::GeneratedNeedsDetails { publication } | E::DetailsFetched { publication } => {
+                self.generation_status = Some("completed".to_string());
+                self.publication = Some(publication);
+            }
+            E::GenerationFailed { message } => {
+                self.generation_status = Some("failed".to_string());
+                self.error_code = Some("GENERATION_FAILED".to_string());
+                self.message = Some(message);
+            }
+            E::JobVanished { message } => {
+                self.error_code = Some("NOT_FOUND".to_string());
+                self.message = Some(message);
+            }
+            E::Cancel => {
+                self.error_code = Some("CANCELED".to_string());
+                self.message = Some("never sent: the operator canceled the manifest".to_string());
+            }
+            E::MaxWait => match self.state {
+                S::CreditWait => {
+                    self.rejected_by = Some(RejectedBy::Api);
+                    self.error_code = Some("INSUFFICIENT_CREDITS".to_string());
+                    self.message = Some(
+                        "not enough credits to send this item before poll.max_wait".to_string(),
+                    );
+                }
+                S::Pending => {
+                    self.error_code = Some("TIMED_OUT".to_string());
+                    self.message =
+                        Some("never sent before poll.max_wait (the manifest was paused)".into());
+                }
+                S::Admitted => {
+                    self.error_code = Some("TIMED_OUT".to_string());
+                    self.message = Some(format!(
+                        "still {} at poll.max_wait",
+                        self.generation_status.as_deref().unwrap_or("unfinished")
+                    ));
+                }
+                _ => {}
+            },
+        }
+        self.state = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(state: ItemState) -> ItemRecord {
+        let mut item = ItemRecord::pending(1, 0, "a".into(), "{}".into());
+        item.state = state;
+        item
+    }
+
+    fn publication(status: &str) -> PublicationRecord {
+        PublicationRecord {
+            status: status.into(),
+            published_url: None,
+            requested_custom_page_alias: None,
+            applied_custom_page_alias: None,
+            warnings: vec![],
+            error: None,
+        }
+    }
+
+    fn every_event() -> Vec<ItemEvent> {
+        vec![
+            ItemEvent::SendIntent { job_seq: 3 },
+            ItemEvent::NotAdmitted,
+            ItemEvent::Accepted {
+                tent_id: "t".into(),
+                tent_name: Some("n".into()),
+                bulk_job_id: Some("b".into()),
+                generation_id: None,
+            },
+            ItemEvent::RejectedByApi {
+                error_code: "INVALID_ITEM".into(),
+                message: "m".into(),
+            },
+            ItemEvent::NoCredits {
+                message: "m".into(),
+            },
+            ItemEvent::AnswerLost {
+                message: "m".into(),
+            },
+            ItemEvent::Progress {
+                generation_status: "generating".into(),
+                publication: None,
+            },
+            ItemEvent::Generated { publication: None },
+            ItemEvent::GeneratedNeedsDetails {
+                publication: publication("failed"),
+            },
+            ItemEvent::DetailsFetched {
+                publication: publication("failed"),
+            },
+            ItemEvent::GenerationFailed {
+                message: "m".into(),
+            },
+            ItemEvent::JobVanished {
+                message: "m".into(),
+            },
+            ItemEvent::Cancel,
+            ItemEvent::MaxWait,
+        ]
+    }
+
+    /// The full table of legal transitions; everything else must be refused.
+    fn expected(from: ItemState, event: &ItemEvent) -> Option<ItemState> {
+        use ItemEvent as E;
+        use ItemState as S;
+        match (from, event) {
+            (S::Pending, E::SendIntent { .. }) => Some(S::Sending),
+            (S::Pending, E::Cancel) => Some(S::Canceled),
+            (S::Pending, E::MaxWait) => Some(S::TimedOut),
+            (S::CreditWait, E::SendIntent { .. }) => Some(S::Sending),
+            (S::CreditWait, E::Cancel) => Some(S::Canceled),
+            (S::CreditWait, E::MaxWait) => Some(S::Rejected),
+            (S::Sending, E::NotAdmitted) => Some(S::Pending),
+            (S::Sending, E::Accepted { .. }) => Some(S::Admitted),
+            (S::Sending, E::RejectedByApi { .. }) => Some(S::Rejected),
+            (S::Sending, E::NoCredits { .. }) => Some(S::CreditWait),
+            (S::Sending, E::AnswerLost { .. }) => Some(S::Unknown),
+            (S::Admitted, E::Progress { .. }) => Some(S::Admitted),
+            (S::Admitted, E::Generated { .. }) => Some(S::Completed),
+            (S::Admitted, E::GeneratedNeedsDetails { .. }) => Some(S::AwaitingDetails),
+            (S::Admitted, E::GenerationFailed { .. }) => Some(S::Failed),
+            (S::Admitted, E::JobVanished { .. }) => Some(S::Failed),
+            (S::Admitted, E::MaxWait) => Some(S::TimedOut),
+            (S::AwaitingDetails, E::DetailsFetched { .. }) => Some(S::Completed),
+            (S::AwaitingDetails, E::MaxWait) => Some(S::Completed),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_state_and_event_pair_follows_the_table() {
+        let mut legal = 0;
+        for from in ItemState::ALL {
+            for event in every_event() {
+                let mut record = item(from);
+                let result = record.apply(event.clone());
+                match expected(from, &event) {
+                    Some(to) => {
+                        assert_eq!(result, Ok(()), "{from:?} on {event:?}");
+                        assert_eq!(record.state, to, "{from:?} on {event:?}");
+                        legal += 1;
+                    }
+                    None => {
+                        assert!(result.is_err(), "{from:?} on {event:?} must be refused");
+                        assert_eq!(record.state, from, "a refused event changes nothing");
+                    }
+                }
+            }
+        }
+        assert_eq!(legal, 19);
+    }
+
+    #[test]
+    fn final_states_accept_nothing() {
+        for from in ItemState::ALL.into_iter().filter(|s| s.is_final()) {
+            for event in every_event() {
+                assert!(item(from).apply(event).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_records_the_tent_and_clears_credit_errors() {
+        let mut record = item(ItemState::Sending);
+        record.error_code = Some("INSUFFICIENT_CREDITS".into());
+        record
+            .apply(ItemEvent::Accepted {
+                tent_id: "t-1".into(),
+                tent_name: Some("Acme 1".into()),
+                bulk_job_id: Some("job".into()),
+                generation_id: None,
+            })
+            .unwrap();
+        assert_eq!(record.tent_id.as_deref(), Some("t-1"));
+        assert_eq!(record.bulk_job_id.as_deref(), Some("job"));
+        assert_eq!(record.error_code, None);
+    }
+
+    #[test]
+    fn credit_wait_times_out_as_rejected_by_the_api() {
+        let mut record = item(ItemState::CreditWait);
+        record.apply(ItemEvent::MaxWait).unwrap();
+        assert_eq!(record.state, ItemState::Rejected);
+        assert_eq!(record.rejected_by, Some(RejectedBy::Api));
+        assert_eq!(record.error_code.as_deref(), Some("INSUFFICIENT_CREDITS"));
+    }
+
+    #[test]
+    fn local_rejection_is_final_and_named() {
+        let record = ItemRecord::rejected_locally(1, 4, "x".into(), "{}".into(), "rule".into());
+        assert!(record.state.is_final());
+        assert_eq!(record.rejected_by, Some(RejectedBy::Local));
+        assert_eq!(record.error_code.as_deref(), Some("INVALID_ITEM"));
+    }
+}

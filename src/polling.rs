@@ -1,0 +1,360 @@
+//! Polling: one scheduler for every admitted job, never faster than the floor.
+//!
+//! A single `DelayQueue` holds one entry per job that still has unfinished items, due at
+//! [`next_poll_due_ms`]: at least `poll.interval` after admission, and at least
+//! `max(poll.interval, Retry-After)` after the previous poll. The time of each poll is
+//! persisted *before* the request goes out, so the floor holds across restarts and crashes.
+//! Polls share the client's request budget; a few run at once so that a slow answer does
+//! not hold up the others.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::{delay_queue, DelayQueue};
+
+use crate::api::Outcome;
+use crate::daemon::Context;
+use crate::store::{JobKind, JobRecord, JobState, StoreError};
+
+/// Polls under way at once.
+pub const MAX_CONCURRENT_POLLS: usize = 4;
+
+/// The longest backoff between two polls that got no usable answer.
+pub const POLL_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// A job is identified by its manifest and its sequence number in that manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey {
+    pub manifest_id: u64,
+    pub seq: u32,
+}
+
+/// When a job may next be polled (wall ms). Pure, so it is tested directly.
+///
+/// `jitter_ms` is added only to backoff after failures, never below the floor.
+pub fn next_poll_due_ms(job: &JobRecord, floor_ms: u64, jitter_ms: u64) -> u64 {
+    let admitted = job.admitted_at_ms.unwrap_or(job.sent_at_ms);
+    let mut due = admitted + floor_ms;
+    if let Some(last) = job.last_polled_at_ms {
+        let gap = floor_ms.max(job.retry_after_ms.unwrap_or(0));
+        let backoff = if job.poll_failures == 0 {
+            0
+        } else {
+            let exp = floor_ms.saturating_mul(1u64 << (job.poll_failures - 1).min(16));
+            exp.min(crate::clock::duration_ms(POLL_BACKOFF_MAX)) + jitter_ms
+        };
+        due = due.max(last + gap.max(backoff));
+    }
+    due
+}
+
+/// What became of one poll.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PollResult {
+    /// Poll again at this wall time (ms).
+    Again(u64),
+    /// Every item of the job is final.
+    Done,
+}
+
+/// The scheduler: the due-time queue and its bookkeeping.
+pub struct Scheduler {
+    queue: DelayQueue<JobKey>,
+    entries: HashMap<JobKey, delay_queue::Key>,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler::new()
+    }
+}
+
+impl Scheduler {
+    pub fn new() -> Scheduler {
+        Scheduler {
+            queue: DelayQueue::new(),
+            entries: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Schedules (or reschedules) a job for the given tokio instant.
+    pub fn schedule(&mut self, key: JobKey, at: tokio::time::Instant) {
+        match self.entries.get(&key) {
+            Some(entry) => self.queue.reset_at(entry, at),
+            None => {
+                let entry = self.queue.insert_at(key, at);
+                self.entries.insert(key, entry);
+            }
+        }
+    }
+
+    /// The next job that is due; pending while none is.
+    pub async fn next_due(&mut self) -> Option<JobKey> {
+        let expired = std::future::poll_fn(|cx| self.queue.poll_expired(cx)).await?;
+        let key = expired.into_inner();
+        self.entries.remove(&key);
+        Some(key)
+    }
+}
+
+/// The poller task.
+pub async fn run(
+    ctx: Arc<Context>,
+    mut new_jobs: mpsc::UnboundedReceiver<JobKey>,
+    shutdown: CancellationToken,
+) {
+    let mut scheduler = Scheduler::new();
+    match load_jobs(&ctx) {
+        Ok(jobs) => {
+            for job in jobs {
+                let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
+                scheduler.schedule(
+                    JobKey {
+                        manifest_id: job.manifest_id,
+                        seq: job.seq,
+                    },
+                    ctx.clock.instant_at(due),
+                );
+            }
+        }
+        Err(e) => tracing::error!("polling: cannot load jobs: {e}"),
+    }
+    let mut inflight: JoinSet<(JobKey, Result<PollResult, StoreError>)> = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(key) = new_jobs.recv() => {
+                match ctx.store.job(key.manifest_id, key.seq) {
+                    Ok(Some(job)) => {
+                        let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
+                        scheduler.schedule(key, ctx.clock.instant_at(due));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("polling: {e}"),
+                }
+            }
+            Some(key) = scheduler.next_due(), if inflight.len() < MAX_CONCURRENT_POLLS && !scheduler.is_empty() => {
+                let ctx = Arc::clone(&ctx);
+                inflight.spawn(async move {
+                    let result = poll_job(&ctx, key).await;
+                    (key, result)
+                });
+            }
+            Some(joined) = inflight.join_next() => {
+                ctx.mark_progress();
+                match joined {
+                    Ok((key, Ok(PollResult::Again(at)))) => scheduler.schedule(key, ctx.clock.instant_at(at)),
+                    Ok((_, Ok(PollResult::Done))) => {}
+                    Ok((key, Err(e))) => {
+                        tracing::error!(manifest_id = key.manifest_id, seq = key.seq, "polling: {e}");
+                        let at = ctx.clock.now_ms() + ctx.poll_floor_ms();
+                        scheduler.schedule(key, ctx.clock.instant_at(at));
+                    }
+                    Err(e) => tracing::error!("a poll task ended abnormally: {e}"),
+                }
+            }
+        }
+    }
+    // Let the polls under way end (each is bounded by the request timeout).
+    while inflight.join_next().await.is_some() {}
+}
+
+/// Every admitted job of every unfinished manifest.
+fn load_jobs(ctx: &Context) -> Result<Vec<JobRecord>, StoreError> {
+    let mut out = Vec::new();
+    for id in ctx.active_ids() {
+        for job in ctx.store.jobs(id)? {
+            if job.state == JobState::Admitted {
+                out.push(job);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Polls one job once (and fetches publication details it calls for).
+pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreError> {
+    let floor = ctx.poll_floor_ms();
+    // 1. Record the poll before it goes out.
+    let (job, manifest_name) = {
+        let writer = ctx.store.writer().await;
+        let mut txn = match writer.begin(key.manifest_id) {
+            Ok(txn) => txn,
+            Err(StoreError::NoManifest(_)) => return Ok(PollResult::Done),
+            Err(e) => return Err(e),
+        };
+        let Some(mut job) = txn.job(key.seq)? else {
+            return Ok(PollResult::Done);
+        };
+        if job.state != JobState::Admitted {
+            return Ok(PollResult::Done);
+        }
+        let now = ctx.clock.now_ms();
+        let due = next_poll_due_ms(&job, floor, 0);
+        if due > now {
+            return Ok(PollResult::Again(due));
+        }
+        let lateness = now - due;
+        if lateness > 1000 && ctx.client.budget().delays().0 > 0 {
+            ctx.budget_bound.store(true, Ordering::Relaxed);
+        }
+        job.last_polled_at_ms = Some(now);
+        txn.put_job(job.clone());
+        let manifest = txn.commit().await?;
+        (job, manifest.name)
+    };
+    let Some(remote_id) = job.remote_id.clone() else {
+        return Ok(PollResult::Done);
+    };
+    let waited = ctx.client.budget().acquire().await;
+    if waited > Duration::from_secs(1) {
+        ctx.budget_bound.store(true, Ordering::Relaxed);
+        tracing::info!(manifest = %manifest_name, remote_id = %remote_id, waited_ms = waited.as_millis() as u64, "the request budget, not the poll floor, is delaying polls");
+    } else {
+        ctx.budget_bound.store(false, Ordering::Relaxed);
+    }
+    // 2. The poll itself.
+    let result = match job.kind {
+        JobKind::Bulk => {
+            let outcome = ctx.client.bulk_job(&remote_id).await;
+            crate::reconciliation::record_bulk_poll(ctx, key, outcome).await?
+        }
+        JobKind::Create | JobKind::Edit => {
+            let outcome = ctx.client.tent(&remote_id).await;
+            crate::reconciliation::record_tent_poll(ctx, key, outcome).await?
+        }
+    };
+    Ok(result)
+}
+
+/// The retry delay a failed poll asks for, never below the floor.
+pub fn retry_after_ms<T>(outcome: &Outcome<T>) -> Option<u64> {
+    match outcome {
+        Outcome::Success { retry_after, .. } | Outcome::Refused { retry_after, .. } => {
+            retry_after.map(crate::clock::duration_ms)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(admitted: u64) -> JobRecord {
+        JobRecord {
+            manifest_id: 1,
+            seq: 0,
+            kind: JobKind::Bulk,
+            item_indices: vec![0],
+            state: JobState::Admitted,
+            remote_id: Some("J".into()),
+            sent_at_ms: admitted,
+            admitted_at_ms: Some(admitted),
+            last_polled_at_ms: None,
+            retry_after_ms: None,
+            not_found_since_ms: None,
+            status: None,
+            poll_failures: 0,
+        }
+    }
+
+    #[test]
+    fn first_poll_comes_a_floor_after_admission() {
+        assert_eq!(next_poll_due_ms(&job(1_000), 10_000, 0), 11_000);
+    }
+
+    #[test]
+    fn later_polls_keep_the_floor_and_honour_a_longer_retry_after() {
+        let mut j = job(1_000);
+        j.last_polled_at_ms = Some(20_000);
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 30_000);
+        j.retry_after_ms = Some(25_000);
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 45_000);
+        // A shorter Retry-After never goes below the floor.
+        j.retry_after_ms = Some(1_000);
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 30_000);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_but_are_capped() {
+        let mut j = job(0);
+        j.last_polled_at_ms = Some(100_000);
+        j.poll_failures = 1;
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 110_000);
+        j.poll_failures = 3;
+        assert_eq!(next_poll_due_ms(&j, 10_000, 7), 140_007);
+        j.poll_failures = 40;
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 100_000 + 600_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_scheduler_releases_jobs_in_due_order_and_not_before() {
+        let mut scheduler = Scheduler::new();
+        let start = tokio::time::Instant::now();
+        let a = JobKey {
+            manifest_id: 1,
+            seq: 0,
+        };
+        let b = JobKey {
+            manifest_id: 1,
+            seq: 1,
+        };
+        scheduler.schedule(a, start + Duration::from_secs(20));
+        scheduler.schedule(b, start + Duration::from_secs(10));
+        assert_eq!(scheduler.next_due().await, Some(b));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(scheduler.next_due().await, Some(a));
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert!(scheduler.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rescheduling_moves_an_entry_instead_of_adding_one() {
+        let mut scheduler = Scheduler::new();
+        let start = tokio::time::Instant::now();
+        let a = JobKey {
+            manifest_id: 1,
+            seq: 0,
+        };
+        scheduler.schedule(a, start + Duration::from_secs(10));
+        scheduler.schedule(a, start + Duration::from_secs(30));
+        assert_eq!(scheduler.len(), 1);
+        assert_eq!(scheduler.next_due().await, Some(a));
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_jobs_are_released_each_exactly_once() {
+        let mut scheduler = Scheduler::new();
+        let start = tokio::time::Instant::now();
+        for seq in 0..10_000u32 {
+            scheduler.schedule(
+                JobKey {
+                    manifest_id: 1,
+                    seq,
+                },
+                start + Duration::from_millis(u64::from(seq % 97) * 100),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        while !scheduler.is_empty() {
+            let key = scheduler.next_due().await.unwrap();
+            assert!(seen.insert(key));
+        }
+        assert_eq!(seen.len(), 10_000);
+    }
+}

@@ -1,0 +1,487 @@
+//! Reconciliation: turns poll answers into item events, and ends what waits too long.
+//!
+//! An item is final when its generation is final and, with auto-publish, its publication
+//! is no longer `pending`. Warnings, the applied alias and publish errors appear only in
+//! `GET /v1/tents/{id}`: items published with warnings or whose publication failed get
+//! exactly one such call (more only if it fails).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::*;
+use crate::api::Outcome;
+use crate::daemon::Context;
+use crate::item_state::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
+use crate::polling::{next_poll_due_ms, retry_after_ms, JobKey, PollResult};
+use crate::store::{Control, JobState, StoreError};
+use crate::submission::wants_publication;
+
+/// How long a bulk job may answer 404 before its unfinished items fail.
+pub const JOB_NOT_FOUND_LIMIT: Duration = Duration::from_secs(600);
+
+/// How often the sweeper looks for deadlines, unwritten results and credit retries, at most.
+pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(10);
+
+fn notice(n: &Notice) -> NoticeRecord {
+    NoticeRecord {
+        code: n.code.clone(),
+        message: n.message.clone(),
+    }
+}
+
+/// The result file's publication object from a tent's publication.
+pub fn publication_record(p: &Publication) -> PublicationRecord {
+    PublicationRecord {
+        status: p.status.clone(),
+        published_url: p.published_url.clone(),
+        requested_custom_page_alias: p.requested_custom_page_alias.clone(),
+        applied_custom_page_alias: p.applied_custom_page_alias.clone(),
+        warnings: p.warnings.iter().map(notice).collect(),
+        error: p.error.as_ref().map(notice),
+    }
+}
+
+fn requested_alias(item: &ItemRecord) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(&item.given)
+        .ok()
+        .and_then(|g| {
+            g.get("custom_page_alias")
+                .and_then(|a| a.as_str())
+                .map(str::to_string)
+        })
+}
+
+/// The event a bulk job's item status means for our item, if any.
+pub fn bulk_item_event(
+    item: &ItemRecord,
+    job_item: &BulkJobItem,
+    auto_publish: bool,
+) -> Option<ItemEvent> {
+    if item.state != ItemState::Admitted {
+        return None;
+    }
+    match GenerationStatus::parse(&job_item.status) {
+        GenerationStatus::Completed => {
+            if !auto_publish {
+                return Some(ItemEvent::Generated { publication: None });
+            }
+            let requested = requested_alias(item);
+            let partial = |status: &str| PublicationRecord {
+                status: status.to_string(),
+                published_url: job_item.published_url.clone(),
+                requested_custom_page_alias: requested.clone(),
+                applied_custom_page_alias: None,
+                warnings: Vec::new(),
+                error: None,
+            };
+            match job_item
+                .publication_status
+                .as_deref()
+                .map(PublicationStatus::parse)
+            {
+                Some(PublicationStatus::Published) => {
+                    // Success means the requested alias (if any) was applied.
+                    let mut publication = partial("published");
+                    publication.applied_custom_page_alias = requested.clone();
+                    Some(ItemEvent::Generated {
+                        publication: Some(publication),
+                    })
+                }
+                Some(status) if status.needs_details() => Some(ItemEvent::GeneratedNeedsDetails {
+                    publication: partial(&job_item.publication_status.clone().unwrap_or_default()),
+                }),
+                // Pending, absent or an unknown word: not final yet.
+                other => Some(ItemEvent::Progress {
+                    generation_status: "completed".to_string(),
+                    publication: other.map(|_| {
+                        partial(job_item.publication_status.as_deref().unwrap_or("pending"))
+                    }),
+                }),
+            }
+        }
+        GenerationStatus::Failed | GenerationStatus::Rejected => {
+            Some(ItemEvent::GenerationFailed {
+                message: job_item
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("generation {}", job_item.status)),
+            })
+        }
+        GenerationStatus::Queued | GenerationStatus::Generating | GenerationStatus::Other(_) => {
+            if item.generation_status.as_deref() == Some(job_item.status.as_str()) {
+                None
+            } else {
+                Some(ItemEvent::Progress {
+                    generation_status: job_item.status.clone(),
+                    publication: None,
+                })
+            }
+        }
+    }
+}
+
+/// The event a tent's status means for an admitted item (create, edit, or details).
+pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> Option<ItemEvent> {
+    match item.state {
+        ItemState::AwaitingDetails => {
+            let publication = tent.publication.as_ref()?;
+            if PublicationStatus::parse(&publication.status).is_final() {
+                Some(ItemEvent::DetailsFetched {
+                    publication: publication_record(publication),
+                })
+            } else {
+                None
+            }
+        }
+        ItemState::Admitted => match GenerationStatus::parse(&tent.status) {
+            GenerationStatus::Completed => match &tent.publication {
+                Some(p) if PublicationStatus::parse(&p.status).is_final() => {
+                    Some(ItemEvent::Generated {
+                        publication: Some(publication_record(p)),
+                    })
+                }
+                None if !auto_publish => Some(ItemEvent::Generated { publication: None }),
+                other => Some(ItemEvent::Progress {
+                    generation_status: "completed".to_string(),
+                    publication: other.as_ref().map(|p| publication_record(p)),
+                }),
+            },
+            GenerationStatus::Failed | GenerationStatus::Rejected => {
+                Some(ItemEvent::GenerationFailed {
+                    message: tent
+                        .error_text()
+                        .unwrap_or_else(|| "generation failed".to_string()),
+                })
+            }
+            _ => (item.generation_status.as_deref() != Some(tent.status.as_str())).then(|| {
+                ItemEvent::Progress {
+                    generation_status: tent.status.clone(),
+                    publication: None,
+                }
+            }),
+        },
+        _ => None,
+    }
+}
+
+/// Records the answer to `GET /v1/bulk-jobs/{id}`, then fetches details it calls for.
+pub async fn record_bulk_poll(
+    ctx: &Context,
+    key: JobKey,
+    outcome: Outcome<BulkJobStatus>,
+) -> Result<PollResult, StoreError> {
+    let now = ctx.clock.now_ms();
+    let floor = ctx.poll_floor_ms();
+    let details: Vec<(u32, String)>;
+    let result;
+    {
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(key.manifest_id)?;
+        let Some(mut job) = txn.job(key.seq)? else {
+            return Ok(PollResult::Done);
+        };
+        let manifest = txn.manifest().clone();
+        let bulk_job_id = job.remote_id.clone().unwrap_or_default();
+        job.retry_after_ms = retry_after_ms(&outcome);
+        match outcome {
+            Outcome::Success { body, .. } => {
+                job.poll_failures = 0;
+                job.not_found_since_ms = None;
+                job.status = Some(body.status.clone());
+                let auto_publish = body.auto_publish.unwrap_or_else(|| {
+                    txn.item(job.item_indices.first().copied().unwrap_or(0))
+                        .map(|i| wants_publication(&manifest, &i))
+                        .unwrap_or(false)
+                });
+                for job_item in &body.items {
+                    let Some(&index) = job.item_indices.get(job_item.index as usize) else {
+                        continue;
+                    };
+                    let item = txn.item(index)?;
+                    if let Some(event) = bulk_item_event(&item, job_item, auto_publish) {
+                        txn.apply(index, event)?;
+                    }
+                }
+                tracing::debug!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, status = %body.status, "bulk job polled");
+            }
+            Outcome::Refused { status: 404, .. } => {
+                let since = *job.not_found_since_ms.get_or_insert(now);
+                job.poll_failures = 0;
+                if now.saturating_sub(since) >= crate::clock::duration_ms(JOB_NOT_FOUND_LIMIT) {
+                    tracing::error!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, "the bulk job has answered 404 for over 10 minutes: its unfinished items fail");
+                    for index in job.item_indices.clone() {
+                        if txn.item(index)?.state == ItemState::Admitted {
+                            txn.apply(
+                                index,
+                                ItemEvent::JobVanished {
+                                    message: format!(
+                                        "bulk job {bulk_job_id} answered 404 Not Found for over 10 minutes"
+                                    ),
+                                },
+                            )?;
+                        }
+                    }
+                } else {
+                    tracing::warn!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, "the bulk job answered 404");
+                }
+            }
+            other => {
+                job.poll_failures = job.poll_failures.saturating_add(1);
+                tracing::warn!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, outcome = %other.label(), "poll got no usable answer; backing off");
+            }
+        }
+        let mut needs = Vec::new();
+        let mut unfinished = false;
+        for index in &job.item_indices {
+            let item = txn.item(*index)?;
+            match item.state {
+                ItemState::AwaitingDetails => {
+                    unfinished = true;
+                    if let Some(tent_id) = item.tent_id.clone() {
+                        needs.push((*index, tent_id));
+                    }
+                }
+                s if !s.is_final() => unfinished = true,
+                _ => {}
+            }
+        }
+        details = needs;
+        if !unfinished {
+            job.state = JobState::Done;
+        }
+        let jitter = rand::random::<u64>() % (floor / 10 + 1);
+        result = if unfinished {
+            PollResult::Again(next_poll_due_ms(&job, floor, jitter))
+        } else {
+            PollResult::Done
+        };
+        txn.put_job(job);
+        crate::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
+        txn.commit().await?;
+    }
+    let mut result = result;
+    if !details.is_empty() {
+        fetch_details(ctx, key, &details).await?;
+        // The job is done once the details are in.
+        if result != PollResult::Done && job_finished(ctx, key).await? {
+            result = PollResult::Done;
+        }
+    }
+    crate::outbox::finish_if_done(ctx, key.manifest_id).await;
+    Ok(result)
+}
+
+async fn job_finished(ctx: &Context, key: JobKey) -> Result<bool, StoreError> {
+    let writer = ctx.store.writer().await;
+    let mut txn = writer.begin(key.manifest_id)?;
+    let Some(mut job) = txn.job(key.seq)? else {
+        return Ok(true);
+    };
+    for index in &job.item_indices {
+        if !txn.item(*index)?.state.is_final() {
+            return Ok(false);
+        }
+    }
+    job.state = JobState::Done;
+    txn.put_job(job);
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// One `GET /v1/tents/{id}` per item that needs its publication details.
+async fn fetch_details(
+    ctx: &Context,
+    key: JobKey,
+    items: &[(u32, String)],
+) -> Result<(), StoreError> {
+    for (index, tent_id) in items {
+        let outcome = ctx.client.tent(tent_id).await;
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(key.manifest_id)?;
+        let item = txn.item(*index)?;
+        match outcome {
+            Outcome::Success { body, .. } => {
+                if let Some(event) = tent_event(&item, &body, true) {
+                    txn.apply(*index, event)?;
+                }
+            }
+            other => {
+                tracing::warn!(manifest = %txn.manifest().name, tent_id = %tent_id, outcome = %other.label(), "publication details not fetched; trying again at the next poll");
+            }
+        }
+        txn.commit().await?;
+    }
+    Ok(())
+}
+
+/// Records the answer to `GET /v1/tents/{id}` for a create or edit job.
+pub async fn record_tent_poll(
+    ctx: &Context,
+    key: JobKey,
+    outcome: Outcome<TentStatus>,
+) -> Result<PollResult, StoreError> {
+    let now = ctx.clock.now_ms();
+    let floor = ctx.poll_floor_ms();
+    let result;
+    {
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(key.manifest_id)?;
+        let Some(mut job) = txn.job(key.seq)? else {
+            return Ok(PollResult::Done);
+        };
+        let manifest = txn.manifest().clone();
+        let tent_id = job.remote_id.clone().unwrap_or_default();
+        job.retry_after_ms = retry_after_ms(&outcome);
+        let index = job.item_indices.first().copied().unwrap_or(0);
+        match outcome {
+            Outcome::Success { body, .. } => {
+                job.poll_failures = 0;
+                job.not_found_since_ms = None;
+                job.status = Some(body.status.clone());
+                let item = txn.item(index)?;
+                let auto_publish = wants_publication(&manifest, &item);
+                if let Some(event) = tent_event(&item, &body, auto_publish) {
+                    txn.apply(index, event)?;
+                }
+            }
+            Outcome::Refused { status: 404, .. } => {
+                let since = *job.not_found_since_ms.get_or_insert(now);
+                if now.saturating_sub(since) >= crate::clock::duration_ms(JOB_NOT_FOUND_LIMIT)
+                    && txn.item(index)?.state == ItemState::Admitted
+                {
+                    txn.apply(
+                        index,
+                        ItemEvent::JobVanished {
+                            message: format!(
+                                "tent {tent_id} answered 404 Not Found for over 10 minutes"
+                            ),
+                        },
+                    )?;
+                }
+            }
+            other => {
+                job.poll_failures = job.poll_failures.saturating_add(1);
+                tracing::warn!(manifest = %manifest.name, tent_id = %tent_id, outcome = %other.label(), "poll got no usable answer; backing off");
+            }
+        }
+        let finished = txn.item(index)?.state.is_final();
+        if finished {
+            job.state = JobState::Done;
+        }
+        let jitter = rand::random::<u64>() % (floor / 10 + 1);
+        result = if finished {
+            PollResult::Done
+        } else {
+            PollResult::Again(next_poll_due_ms(&job, floor, jitter))
+        };
+        txn.put_job(job);
+        crate::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
+        txn.commit().await?;
+    }
+    crate::outbox::finish_if_done(ctx, key.manifest_id).await;
+    Ok(result)
+}
+
+/// Ends every unfinished item of a manifest whose `poll.max_wait` has passed.
+pub async fn expire(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError> {
+    let now = ctx.clock.now_ms();
+    let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
+    {
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(manifest_id)?;
+        let manifest = txn.manifest().clone();
+        if manifest.finished_at_ms.is_some()
+            || manifest.unfinished() == 0
+            || now < manifest.received_at_ms + max_wait
+        {
+            return Ok(false);
+        }
+        tracing::warn!(manifest = %manifest.name, unfinished = manifest.unfinished(), "poll.max_wait has passed: unfinished items end now");
+        for item in txn.items_range(0, manifest.item_count)? {
+            if matches!(
+                item.state,
+                ItemState::Pending
+                    | ItemState::CreditWait
+                    | ItemState::Admitted
+                    | ItemState::AwaitingDetails
+            ) {
+                txn.apply(item.index, ItemEvent::MaxWait)?;
+            }
+        }
+        for seq in 0..manifest.next_job_seq {
+            if let Some(mut job) = txn.job(seq)? {
+                if job.state == JobState::Admitted {
+                    job.state = JobState::Done;
+                    txn.put_job(job);
+                }
+            }
+        }
+        txn.commit().await?;
+    }
+    crate::outbox::finish_if_done(ctx, manifest_id).await;
+    Ok(true)
+}
+
+/// Cancels a manifest: unsent items end `canceled`; admitted jobs go on being polled.
+pub async fn cancel(ctx: &Context, manifest_id: u64) -> Result<u32, StoreError> {
+    let canceled;
+    {
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(manifest_id)?;
+        let manifest = txn.manifest().clone();
+        txn.manifest_mut().control = Control::Canceled;
+        txn.manifest_mut().credit_retry_at_ms = None;
+        let mut n = 0;
+        for item in txn.items_range(0, manifest.item_count)? {
+            if item.state.is_sendable() {
+                txn.apply(item.index, ItemEvent::Cancel)?;
+                n += 1;
+            }
+        }
+        canceled = n;
+        txn.commit().await?;
+        tracing::warn!(manifest = %manifest.name, canceled, "manifest canceled by the operator");
+    }
+    crate::outbox::finish_if_done(ctx, manifest_id).await;
+    Ok(canceled)
+}
+
+/// Resumes a paused manifest; the failure threshold no longer pauses it.
+pub async fn resume(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError> {
+    let writer = ctx.store.writer().await;
+    let mut txn = writer.begin(manifest_id)?;
+    let resumed = matches!(txn.manifest().control, Control::Paused { .. });
+    if resumed {
+        txn.manifest_mut().control = Control::Running;
+        txn.manifest_mut().threshold_overridden = true;
+        tracing::info!(manifest = %txn.manifest().name, "manifest resumed by the operator");
+    }
+    txn.commit().await?;
+    drop(writer);
+    ctx.wake_submitter.notify_one();
+    Ok(resumed)
+}
+
+/// The sweeper: deadlines, results still to write, and credit retries coming due.
+pub async fn sweep_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let period = ctx.settings.poll.interval.min(SWEEP_INTERVAL_MAX);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        for id in ctx.active_ids() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = expire(&ctx, id).await {
+                tracing::error!("sweep: {e}");
+            }
+            crate::outbox::finish_if_done(&ctx, id).await;
+        }
+        ctx.wake_submitter.notify_one();
+        ctx.mark_progress();
+    }
+}

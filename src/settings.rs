@@ -1,0 +1,345 @@
+//! Typed configuration: built-in defaults, then the TOML file, then
+//! `TENTED_BULKD__SECTION__KEY` environment variables, layered by the `config` crate.
+//!
+//! The built-in defaults are `config/default.toml` itself, compiled in, so the file in the
+//! repository and the daemon's behaviour without a file can never disagree.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default configuration, with a comment on every key.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
+
+/// Where `run`, `status`, `cancel` and `resume` look for the configuration by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tented-bulkd/config.toml";
+
+/// The prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "TENTED_BULKD";
+
+/// The floor between two polls of one job or tent against a real (non-loopback) API.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The name of the systemd credential that carries the API key.
+pub const CREDENTIAL_NAME: &str = "tented_api_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("cannot read the API key from {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A secret that never prints: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> ApiKey {
+        ApiKey(key.into())
+    }
+
+    /// The key itself, for the `Authorization` header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub api: ApiSettings,
+    pub poll: PollSettings,
+    pub paths: PathSettings,
+    pub inbox: InboxSettings,
+    pub submit: SubmitSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub base_url: String,
+    pub key_file: String,
+    /// The key written into the configuration itself: the last source tried.
+    #[serde(default)]
+    pub key: Option<ApiKey>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub requests_per_second: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollSettings {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSettings {
+    pub inbox: PathBuf,
+    pub outbox: PathBuf,
+    pub archive: PathBuf,
+    pub state: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxSettings {
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    #[serde(with = "humantime_serde")]
+    pub rescan: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitSettings {
+    #[serde(with = "humantime_serde")]
+    pub credit_retry: Duration,
+    pub failure_threshold: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub listen: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+/// Where the configuration comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// The default path: a missing file means built-in defaults.
+    Default,
+    /// A path given with `--config`: it must exist.
+    File(PathBuf),
+    /// Built-in defaults and the environment only (the demo and tests).
+    BuiltIn,
+}
+
+impl ConfigSource {
+    pub fn from_arg(path: Option<PathBuf>) -> ConfigSource {
+        match path {
+            Some(path) => ConfigSource::File(path),
+            None => ConfigSource::Default,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, the file and the environment of this process.
+    pub fn load(source: &ConfigSource) -> Result<Settings, SettingsError> {
+        Self::load_with_env(source, std::env::vars())
+    }
+
+    /// Loads defaults, the file and the given environment variables (tests pass their own).
+    pub fn load_with_env(
+        source: &ConfigSource,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_CONFIG_TOML,
+            config::FileFormat::Toml,
+        ));
+        builder = match source {
+            ConfigSource::Default => builder.add_source(
+                config::File::from(Path::new(DEFAULT_CONFIG_PATH))
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            ),
+            ConfigSource::BuiltIn => builder,
+            ConfigSource::File(path) => builder.add_source(
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            ),
+        };
+        let env_map: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_map)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// The rules that serde cannot express.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        let url = reqwest::Url::parse(&self.api.base_url).map_err(|e| SettingsError::Invalid {
+            key: "api.base_url",
+            message: format!("`{}` is not a URL: {e}", self.api.base_url),
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(SettingsError::Invalid {
+                key: "api.base_url",
+                message: format!("`{}` must be http or https", self.api.base_url),
+            });
+        }
+        if self.api.requests_per_second == 0 {
+            return Err(SettingsError::Invalid {
+                key: "api.requests_per_second",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.api.timeout.is_zero() {
+            return Err(SettingsError::Invalid {
+                key: "api.timeout",
+                message: "must be more than 0s".into(),
+            });
+        }
+        if self.poll.interval.is_zero() {
+            return Err(SettingsError::Invalid {
+                key: "poll.interval",
+                message: "must be more than 0s".into(),
+            });
+        }
+        if self.poll.interval < MIN_POLL_INTERVAL && !self.base_url_is_loopback() {
+            return Err(SettingsError::Invalid {
+                key: "poll.interval",
+                message: format!(
+                    "{} is below the 10s floor, which is allowed only when api.base_url is a loopback address (it is `{}`)",
+                    humantime::format_duration(self.poll.interval),
+                    self.api.base_url
+                ),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.submit.failure_threshold) {
+            return Err(SettingsError::Invalid {
+                key: "submit.failure_threshold",
+                message: format!(
+                    "{} is not a share between 0 and 1",
+                    self.submit.failure_threshold
+                ),
+            });
+        }
+        if self.submit.credit_retry.is_zero() {
+            return Err(SettingsError::Invalid {
+                key: "submit.credit_retry",
+                message: "must be more than 0s".into(),
+            });
+        }
+        if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
+            return Err(SettingsError::Invalid {
+                key: "admin.listen",
+                message: format!(
+                    "`{}` is not an address like 127.0.0.1:9187 (\"\" turns the endpoint off)",
+                    self.admin.listen
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// True when `api.base_url` names this machine (127.0.0.0/8, ::1 or `localhost`).
+    pub fn base_url_is_loopback(&self) -> bool {
+        let Ok(url) = reqwest::Url::parse(&self.api.base_url) else {
+            return false;
+        };
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+            Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+            None => false,
+        }
+    }
+
+    /// The admin endpoint's address, or `None` when it is turned off.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.listen.parse().ok()
+    }
+
+    /// Reads the API key from its sources, first found wins: `$CREDENTIALS_DIRECTORY/tented_api_key`,
+    /// the file named by `api.key_file`, `TENTED_API_KEY`, then `api.key`.
+    pub fn resolve_api_key(&self) -> Result<Option<ApiKey>, SettingsError> {
+        self.resolve_api_key_with(
+            std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            std::env::var("TENTED_API_KEY").ok(),
+        )
+    }
+
+    pub fn resolve_api_key_with(
+        &self,
+        credentials_directory: Option<PathBuf>,
+        env_key: Option<String>,
+    ) -> Result<Option<ApiKey>, SettingsError> {
+        if let Some(dir) = credentials_directory {
+            let path = dir.join(CREDENTIAL_NAME);
+            if path.exists() {
+                return read_key_file(&path).map(Some);
+            }
+        }
+        if !self.api.key_file.is_empty() {
+            return read_key_file(Path::new(&self.api.key_file)).map(Some);
+        }
+        if let Some(key) = env_key.filter(|k| !k.trim().is_empty()) {
+            return Ok(Some(ApiKey(key.trim().to_string())));
+        }
+        Ok(self
+            .api
+            .key
+            .clone()
+            .filter(|k| !k.expose().trim().is_empty()))
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<ApiKey, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(SettingsError::KeyFile {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"),
+        });
+    }
+    Ok(ApiKey(key.to_string()))
+}

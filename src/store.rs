@@ -1,0 +1,693 @@
+//! The durable store: manifests, items, jobs and their indexes in one sled tree.
+//!
+//! Invariant: this is the only module that touches sled. Every change goes through a
+//! [`Txn`], which applies its writes as one atomic batch and returns only after
+//! `flush_async` has made them durable, so that callers can perform side effects
+//! (requests, files) knowing the state that explains them survives a crash.
+//!
+//! Key layout (all integers big-endian, so that byte order is numeric order):
+//!
+//! | key | value |
+//! |---|---|
+//! | `M` manifest_id:u64 | [`StoredManifest`] |
+//! | `I` manifest_id:u64 index:u32 | [`StoredItem`] |
+//! | `J` manifest_id:u64 job_seq:u32 | [`StoredJob`] |
+//! | `N` name bytes | manifest_id:u64 (names ever used) |
+//! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
+//! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
+//!
+//! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
+//! enum whose variants are versions; shipped variants never change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::item_state::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
+use crate::manifest::ManifestKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another process (is another tented-bulkd running on this state folder?)")]
+    Locked { path: PathBuf },
+    #[error("the store at {path} is corrupt ({detail}); it was left untouched: restore it from a backup or move it aside")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store record `{key}` cannot be decoded: {source}")]
+    Decode { key: String, source: bincode::Error },
+    #[error("store record cannot be encoded: {0}")]
+    Encode(bincode::Error),
+    #[error("store: manifest {0} does not exist")]
+    NoManifest(u64),
+    #[error("store: item {index} of manifest {manifest_id} does not exist")]
+    NoItem { manifest_id: u64, index: u32 },
+    #[error(transparent)]
+    Transition(#[from] IllegalTransition),
+}
+
+/// The operator's hold on a manifest's sending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    Running,
+    /// The failure threshold tripped; waits for `resume` or `cancel`.
+    Paused {
+        reason: String,
+    },
+    Canceled,
+}
+
+/// A manifest as stored (version 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub id: u64,
+    /// NAME, with its `~N` suffix when the name was used before.
+    pub name: String,
+    /// The file name it had in the inbox.
+    pub inbox_file: String,
+    pub kind: ManifestKind,
+    pub received_at_ms: u64,
+    /// Set once every item is final (the result file then follows).
+    pub finished_at_ms: Option<u64>,
+    pub sha256: [u8; 32],
+    /// The top-level fields other than `kind` and `items`, as JSON text.
+    pub top: String,
+    pub item_count: u32,
+    /// Items rejected by validation (they count as `rejected` but had no API answer).
+    pub local_rejections: u32,
+    /// Why the manifest as a whole was rejected (then it has no items).
+    pub rejection: Option<String>,
+    pub control: Control,
+    /// Set by `resume`: the failure threshold no longer pauses this manifest.
+    pub threshold_overridden: bool,
+    /// While credits are short: when sending tries again.
+    pub credit_retry_at_ms: Option<u64>,
+    pub next_job_seq: u32,
+    /// Chunks below this number have all been taken for sending once.
+    pub next_chunk: u32,
+    /// Items by [`ItemState`], indexed as `ItemState::ALL`.
+    pub counts: [u32; 11],
+    /// The file has left the inbox for the archive.
+    pub archived: bool,
+    pub result_written: bool,
+}
+
+impl ManifestRecord {
+    pub fn count(&self, state: ItemState) -> u32 {
+        self.counts[state_slot(state)]
+    }
+
+    pub fn unfinished(&self) -> u32 {
+        ItemState::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| self.count(*s))
+            .sum()
+    }
+
+    pub fn file_name(&self) -> String {
+        format!("{}.json", self.name)
+    }
+}
+
+fn state_slot(state: ItemState) -> usize {
+    ItemState::ALL.iter().position(|s| *s == state).unwrap_or(0)
+}
+
+/// What a job (one create request) targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    Bulk,
+    Create,
+    Edit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// The request is (or was, before a crash) on the wire.
+    Sending,
+    /// Admitted: polled until its items are final.
+    Admitted,
+    /// Known not to have been admitted; its items went back to pending.
+    NotAdmitted,
+    /// Its answer was lost: its items are `unknown`.
+    Lost,
+    /// Every item it carried is final.
+    Done,
+}
+
+/// One create request and, once admitted, its polling (version 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub manifest_id: u64,
+    pub seq: u32,
+    pub kind: JobKind,
+    /// Manifest indexes of the items it carried, in request order.
+    pub item_indices: Vec<u32>,
+    pub state: JobState,
+    /// The bulk_job_id (bulk) or the tent id (create, edit).
+    pub remote_id: Option<String>,
+    pub sent_at_ms: u64,
+    pub admitted_at_ms: Option<u64>,
+    pub last_polled_at_ms: Option<u64>,
+    /// The last Retry-After Tented sent for this job or tent.
+    pub retry_after_ms: Option<u64>,
+    pub not_found_since_ms: Option<u64>,
+    /// The last status word of the job.
+    pub status: Option<String>,
+    /// Polls in a row that got no usable answer (for backoff).
+    pub poll_failures: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum StoredManifest {
+    V1(ManifestRecord),
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum StoredItem {
+    V1(ItemRecord),
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum StoredJob {
+    V1(JobRecord),
+}
+
+fn manifest_key(id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = b'M';
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn item_key(id: u64, index: u32) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[0] = b'I';
+    key[1..9].copy_from_slice(&id.to_be_bytes());
+    key[9..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn job_key(id: u64, seq: u32) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[0] = b'J';
+    key[1..9].copy_from_slice(&id.to_be_bytes());
+    key[9..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn prefixed(prefix: u8, id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn name_key(name: &str) -> Vec<u8> {
+    let mut key = vec![b'N'];
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn hash_key(hash: &[u8; 32]) -> Vec<u8> {
+    let mut key = vec![b'H'];
+    key.extend_from_slice(hash);
+    key
+}
+
+fn client_prefix(client_item_id: &str) -> Vec<u8> {
+    let mut key = vec![b'C'];
+    key.extend_from_slice(&(client_item_id.len() as u32).to_be_bytes());
+    key.extend_from_slice(client_item_id.as_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serialize(value).map_err(StoreError::Encode)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    bincode::deserialize(bytes).map_err(|source| StoreError::Decode {
+        key: String::from_utf8_lossy(&key[..1]).into_owned() + &hex(&key[1..]),
+        source,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    let array: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(array))
+}
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store. A store held by another process or a corrupt one
+    /// stops with a clear error; it is never deleted or repaired.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(path).open().map_err(|source| {
+            let text = source.to_string();
+            match &source {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || text.contains("lock")
+                        || io.raw_os_error() == Some(11) =>
+                {
+                    StoreError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                }
+                sled::Error::Corruption { .. } => StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: text,
+                },
+                _ => StoreError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            }
+        })?;
+        let tree = db.open_tree("pipeline")?;
+        Ok(Store {
+            db,
+            tree,
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A new manifest id, never reused.
+    pub fn new_manifest_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Takes the single writer's lock: every transaction happens under it.
+    pub async fn writer(&self) -> Writer<'_> {
+        Writer {
+            store: self,
+            _guard: self.writer.lock().await,
+        }
+    }
+
+    pub fn manifest(&self, id: u64) -> Result<Option<ManifestRecord>, StoreError> {
+        let key = manifest_key(id);
+        match self.tree.get(key)? {
+            Some(bytes) => {
+                let StoredManifest::V1(record) = decode(&key, &bytes)?;
+                Ok(Some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every manifest, oldest first.
+    pub fn manifests(&self) -> Result<Vec<ManifestRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix([b'M']) {
+            let (key, bytes) = entry?;
+            let StoredManifest::V1(record) = decode(&key, &bytes)?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    pub fn item(&self, manifest_id: u64, index: u32) -> Result<Option<ItemRecord>, StoreError> {
+        let key = item_key(manifest_id, index);
+        match self.tree.get(key)? {
+            Some(bytes) => {
+                let StoredItem::V1(record) = decode(&key, &bytes)?;
+                Ok(Some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Items `from..to` of a manifest, in order.
+    pub fn items_range(
+        &self,
+        manifest_id: u64,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<ItemRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .tree
+            .range(item_key(manifest_id, from)..item_key(manifest_id, to))
+        {
+            let (key, bytes) = entry?;
+            let StoredItem::V1(record) = decode(&key, &bytes)?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    pub fn items(&self, manifest_id: u64) -> Result<Vec<ItemRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(prefixed(b'I', manifest_id)) {
+            let (key, bytes) = entry?;
+            let StoredItem::V1(record) = decode(&key, &bytes)?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    pub fn job(&self, manifest_id: u64, seq: u32) -> Result<Option<JobRecord>, StoreError> {
+        let key = job_key(manifest_id, seq);
+        match self.tree.get(key)? {
+            Some(bytes) => {
+                let StoredJob::V1(record) = decode(&key, &bytes)?;
+                Ok(Some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn jobs(&self, manifest_id: u64) -> Result<Vec<JobRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(prefixed(b'J', manifest_id)) {
+            let (key, bytes) = entry?;
+            let StoredJob::V1(record) = decode(&key, &bytes)?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// The manifest that used `name`, if any.
+    pub fn manifest_named(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .tree
+            .get(name_key(name))?
+            .and_then(|bytes| read_u64(&bytes)))
+    }
+
+    /// The accepted manifest with these bytes, if any.
+    pub fn manifest_with_hash(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .tree
+            .get(hash_key(hash))?
+            .and_then(|bytes| read_u64(&bytes)))
+    }
+
+    /// Every (manifest_id, index) whose item carried this client_item_id.
+    pub fn items_with_client_id(
+        &self,
+        client_item_id: &str,
+    ) -> Result<Vec<(u64, u32)>, StoreError> {
+        let prefix = client_prefix(client_item_id);
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let rest = &key[prefix.len()..];
+            if rest.len() == 12 {
+                let id = read_u64(&rest[..8]).unwrap_or(0);
+                let index = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+                out.push((id, index));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The writer's lock. Transactions are begun from it.
+pub struct Writer<'a> {
+    store: &'a Store,
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// A transaction on an existing manifest.
+    pub fn begin(&self, manifest_id: u64) -> Result<Txn<'_>, StoreError> {
+        let manifest = self
+            .store
+            .manifest(manifest_id)?
+            .ok_or(StoreError::NoManifest(manifest_id))?;
+        Ok(Txn::new(self.store, manifest, true))
+    }
+
+    /// A transaction that creates a manifest.
+    pub fn create(&self, manifest: ManifestRecord) -> Txn<'_> {
+        Txn::new(self.store, manifest, false)
+    }
+}
+
+/// A set of changes to one manifest, its items, jobs and indexes, committed atomically.
+pub struct Txn<'w> {
+    store: &'w Store,
+    manifest: ManifestRecord,
+    items: BTreeMap<u32, ItemRecord>,
+    jobs: BTreeMap<u32, JobRecord>,
+    extra: Vec<(Vec<u8>, Vec<u8>)>,
+    exists: bool,
+}
+
+impl<'w> Txn<'w> {
+    fn new(store: &'w Store, manifest: ManifestRecord, exists: bool) -> Txn<'w> {
+        Txn {
+            store,
+            manifest,
+            items: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            extra: Vec::new(),
+            exists,
+        }
+    }
+
+    pub fn manifest(&self) -> &ManifestRecord {
+        &self.manifest
+    }
+
+    pub fn manifest_mut(&mut self) -> &mut ManifestRecord {
+        &mut self.manifest
+    }
+
+    /// The item as this transaction sees it.
+    /// Items `from..to`, as this transaction sees them.
+    pub fn items_range(&self, from: u32, to: u32) -> Result<Vec<ItemRecord>, StoreError> {
+        let mut items = if self.exists {
+            self.store.items_range(self.manifest.id, from, to)?
+        } else {
+            Vec::new()
+        };
+        for item in &mut items {
+            if let Some(changed) = self.items.get(&item.index) {
+                *item = changed.clone();
+            }
+        }
+        Ok(items)
+    }
+
+    pub fn item(&self, index: u32) -> Result<ItemRecord, StoreError> {
+        if let Some(item) = self.items.get(&index) {
+            return Ok(item.clone());
+        }
+        if !self.exists {
+            return Err(StoreError::NoItem {
+                manifest_id: self.manifest.id,
+                index,
+            });
+        }
+        self.store
+            .item(self.manifest.id, index)?
+            .ok_or(StoreError::NoItem {
+                manifest_id: self.manifest.id,
+                index,
+            })
+    }
+
+    /// Adds an item of a new manifest (intake).
+    pub fn insert_item(&mut self, item: ItemRecord) {
+        self.manifest.counts[state_slot(item.state)] += 1;
+        if item.rejected_by == Some(crate::item_state::RejectedBy::Local) {
+            self.manifest.local_rejections += 1;
+        }
+        self.items.insert(item.index, item);
+    }
+
+    /// Applies an event to an item through the state machine and keeps the counts true.
+    pub fn apply(&mut self, index: u32, event: ItemEvent) -> Result<ItemState, StoreError> {
+        let mut item = self.item(index)?;
+        let before = item.state;
+        item.apply(event)?;
+        let after = item.state;
+        let slot_before = state_slot(before);
+        self.manifest.counts[slot_before] = self.manifest.counts[slot_before].saturating_sub(1);
+        self.manifest.counts[state_slot(after)] += 1;
+        self.items.insert(index, item);
+        Ok(after)
+    }
+
+    /// Sets fields of an item that are not its state (e.g. the resolved edit target).
+    pub fn annotate(
+        &mut self,
+        index: u32,
+        f: impl FnOnce(&mut ItemRecord),
+    ) -> Result<(), StoreError> {
+        let mut item = self.item(index)?;
+        let state = item.state;
+        f(&mut item);
+        item.state = state;
+        self.items.insert(index, item);
+        Ok(())
+    }
+
+    pub fn job(&self, seq: u32) -> Result<Option<JobRecord>, StoreError> {
+        if let Some(job) = self.jobs.get(&seq) {
+            return Ok(Some(job.clone()));
+        }
+        self.store.job(self.manifest.id, seq)
+    }
+
+    pub fn put_job(&mut self, job: JobRecord) {
+        self.jobs.insert(job.seq, job);
+    }
+
+    pub fn index_name(&mut self) {
+        self.extra.push((
+            name_key(&self.manifest.name),
+            self.manifest.id.to_be_bytes().to_vec(),
+        ));
+    }
+
+    pub fn index_hash(&mut self) {
+        self.extra.push((
+            hash_key(&self.manifest.sha256),
+            self.manifest.id.to_be_bytes().to_vec(),
+        ));
+    }
+
+    pub fn index_client_item(&mut self, client_item_id: &str, index: u32) {
+        let mut key = client_prefix(client_item_id);
+        key.extend_from_slice(&self.manifest.id.to_be_bytes());
+        key.extend_from_slice(&index.to_be_bytes());
+        self.extra.push((key, Vec::new()));
+    }
+
+    /// Writes everything as one atomic batch and waits until it is durable.
+    pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            &manifest_key(self.manifest.id)[..],
+            encode(&StoredManifest::V1(self.manifest.clone()))?,
+        );
+        for (index, item) in self.items {
+            batch.insert(
+                &item_key(self.manifest.id, index)[..],
+                encode(&StoredItem::V1(item))?,
+            );
+        }
+        for (seq, job) in self.jobs {
+            batch.insert(
+                &job_key(self.manifest.id, seq)[..],
+                encode(&StoredJob::V1(job))?,
+            );
+        }
+        for (key, value) in self.extra {
+            batch.insert(key, value);
+        }
+        self.store.tree.apply_batch(batch)?;
+        self.store.db.flush_async().await?;
+        Ok(self.manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(id: u64) -> ManifestRecord {
+        ManifestRecord {
+            id,
+            name: "daily".into(),
+            inbox_file: "daily.json".into(),
+            kind: ManifestKind::Bulk,
+            received_at_ms: 1,
+            finished_at_ms: None,
+            sha256: [7; 32],
+            top: "{}".into(),
+            item_count: 2,
+            local_rejections: 0,
+            rejection: None,
+            control: Control::Running,
+            threshold_overridden: false,
+            credit_retry_at_ms: None,
+            next_job_seq: 0,
+            next_chunk: 0,
+            counts: [0; 11],
+            archived: false,
+            result_written: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_committed_manifest_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let id;
+        {
+            let store = Store::open(dir.path()).unwrap();
+            id = store.new_manifest_id().unwrap();
+            let writer = store.writer().await;
+            let mut txn = writer.create(manifest(id));
+            txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into()));
+            txn.insert_item(ItemRecord::rejected_locally(
+                id,
+                1,
+                "b".into(),
+                "{}".into(),
+                "bad".into(),
+            ));
+            txn.index_name();
+            txn.index_hash();
+            txn.index_client_item("a", 0);
+            txn.commit().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let record = store.manifest(id).unwrap().unwrap();
+        assert_eq!(record.count(ItemState::Pending), 1);
+        assert_eq!(record.count(ItemState::Rejected), 1);
+        assert_eq!(record.unfinished(), 1);
+        assert_eq!(store.items(id).unwrap().len(), 2);
+        assert_eq!(store.manifest_named("daily").unwrap(), Some(id));
+        assert_eq!(store.manifest_with_hash(&[7; 32]).unwrap(), Some(id));
+        assert_eq!(store.items_with_client_id("a").unwrap(), vec![(id, 0)]);
+        assert!(store.items_with_client_id("ab").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn apply_keeps_counts_and_refuses_illegal_transitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.new_manifest_id().unwrap();
+        let writer = store.writer().await;
+        let mut txn = writer.create(manifest(id));
+        txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into()));
+        txn.commit().await.unwrap();
+        let mut txn = writer.begin(id).unwrap();
+        txn.apply(0, ItemEvent::SendIntent { job_seq: 0 }).unwrap();
+        assert!(txn.apply(0, ItemEvent::Cancel).is_err());
+        let record = txn.commit().await.unwrap();
+        assert_eq!(record.count(ItemState::Sending), 1);
+        assert_eq!(record.count(ItemState::Pending), 0);
+        assert_eq!(store.item(id, 0).unwrap().unwrap().job_seq, Some(0));
+    }
+}

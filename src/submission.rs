@@ -1,0 +1,688 @@
+//! Submission: cuts manifests into create requests and sends them, exactly once.
+//!
+//! For each request: the intent (a `Sending` job and `Sending` items) is committed and
+//! flushed, then the request goes out, then its answer is committed before anything else
+//! happens. Only answers that prove the request was not admitted (not sent, 401, 429,
+//! 5xx) put items back to `Pending`; a lost answer makes them `Unknown`, never resent.
+//!
+//! Bulk manifests go in chunks of [`BULK_CHUNK`] consecutive items; chunk k is sent with
+//! `start_index + 25*k`, and items whose counter would shift (because a neighbour was
+//! left out) carry their documented default name as `tent_name`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::*;
+use crate::api::Outcome;
+use crate::daemon::Context;
+use crate::item_state::{ItemEvent, ItemRecord, ItemState, RejectedBy, ANSWER_LOST_MESSAGE};
+use crate::manifest::ManifestKind;
+use crate::polling::JobKey;
+use crate::store::{Control, JobKind, JobRecord, JobState, ManifestRecord, StoreError, Txn};
+
+/// Items per bulk request (the API's maximum).
+pub const BULK_CHUNK: u32 = 25;
+
+/// The failure threshold is judged once this many items have a final answer from the API.
+pub const THRESHOLD_MIN_ANSWERS: u32 = 25;
+
+/// First backoff after a 5xx, a 429 on a bulk create, or a request that was not sent.
+const SEND_BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+/// The longest backoff between two attempts of one request.
+const SEND_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How long the submitter sleeps after an internal error before trying again.
+const ERROR_PAUSE: Duration = Duration::from_secs(5);
+
+/// The default name Tented gives an item that has no `tent_name`.
+pub fn default_tent_name(top: &Map<String, Value>, counter: i64) -> String {
+    let prefix = top
+        .get("default_tent_name_prefix")
+        .and_then(Value::as_str)
+        .or_else(|| top.get("client_job_descriptor").and_then(Value::as_str))
+        .unwrap_or("Bulk tent");
+    format!("{prefix} {counter}")
+}
+
+pub fn chunk_size(kind: ManifestKind) -> u32 {
+    match kind {
+        ManifestKind::Bulk => BULK_CHUNK,
+        ManifestKind::Create | ManifestKind::Edit => 1,
+    }
+}
+
+fn top_fields(manifest: &ManifestRecord) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(&manifest.top) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Builds the bulk request for `items` (in manifest order). `start_index` is chosen so the
+/// first item keeps its counter; later items whose counter would differ from the one they
+/// have in one large batch get their default name explicitly.
+pub fn build_bulk_request(top: &Map<String, Value>, items: &[ItemRecord]) -> BulkCreateRequest {
+    let base = top.get("start_index").and_then(Value::as_i64).unwrap_or(1);
+    let first = items.first().map(|i| i64::from(i.index)).unwrap_or(0);
+    let start = base + first;
+    let bulk_items = items
+        .iter()
+        .enumerate()
+        .map(|(position, item)| {
+            let given: Value = serde_json::from_str(&item.given).unwrap_or(Value::Null);
+            let text = |key: &str| given.get(key).and_then(Value::as_str).map(str::to_string);
+            let intended = base + i64::from(item.index);
+            let tent_name = text("tent_name").or_else(|| {
+                (start + position as i64 != intended).then(|| default_tent_name(top, intended))
+            });
+            BulkItem {
+                input_data: given.get("input_data").cloned().unwrap_or(Value::Null),
+                instructions: text("instructions"),
+                client_item_id: text("client_item_id"),
+                tent_name,
+                custom_page_alias: text("custom_page_alias"),
+                include_brand: given.get("include_brand").and_then(Value::as_bool),
+                asset_ids: given.get("asset_ids").and_then(|a| {
+                    a.as_array().map(|ids| {
+                        ids.iter()
+                            .filter_map(|id| id.as_str().map(str::to_string))
+                            .collect()
+                    })
+                }),
+            }
+        })
+        .collect();
+    let text = |key: &str| top.get(key).and_then(Value::as_str).map(str::to_string);
+    BulkCreateRequest {
+        template_id: text("template_id").unwrap_or_default(),
+        items: bulk_items,
+        client_job_descriptor: text("client_job_descriptor"),
+        default_tent_name_prefix: text("default_tent_name_prefix"),
+        start_index: Some(start),
+        auto_publish: top.get("auto_publish").and_then(Value::as_bool),
+        metadata: top.get("metadata").cloned(),
+    }
+}
+
+/// The item merged over the create manifest's `defaults`.
+fn merged_create_fields(top: &Map<String, Value>, item: &ItemRecord) -> Map<String, Value> {
+    let mut fields = top
+        .get("defaults")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Ok(Value::Object(given)) = serde_json::from_str::<Value>(&item.given) {
+        for (k, v) in given {
+            fields.insert(k, v);
+        }
+    }
+    fields
+}
+
+pub fn build_create_request(top: &Map<String, Value>, item: &ItemRecord) -> CreateTentRequest {
+    let fields = merged_create_fields(top, item);
+    let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_string);
+    CreateTentRequest {
+        name: text("name").unwrap_or_default(),
+        prompt: text("prompt").unwrap_or_default(),
+        user_id: text("user_id"),
+        include_brand: fields.get("include_brand").and_then(Value::as_bool),
+        auto_publish: fields.get("auto_publish").and_then(Value::as_bool),
+        custom_page_alias: text("custom_page_alias"),
+        tent_id: None,
+        asset_ids: None,
+    }
+}
+
+pub fn build_edit_request(item: &ItemRecord) -> EditTentRequest {
+    let given: Value = serde_json::from_str(&item.given).unwrap_or(Value::Null);
+    let text = |key: &str| given.get(key).and_then(Value::as_str).map(str::to_string);
+    EditTentRequest {
+        prompt: text("prompt").unwrap_or_default(),
+        include_brand: given.get("include_brand").and_then(Value::as_bool),
+        auto_publish: given.get("auto_publish").and_then(Value::as_bool),
+        custom_page_alias: text("custom_page_alias"),
+        asset_ids: given.get("asset_ids").and_then(|a| {
+            a.as_array().map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_string))
+                    .collect()
+            })
+        }),
+    }
+}
+
+/// Whether an item asked for auto-publish (bulk: the manifest's flag).
+pub fn wants_publication(manifest: &ManifestRecord, item: &ItemRecord) -> bool {
+    let top = top_fields(manifest);
+    match manifest.kind {
+        ManifestKind::Bulk => top.get("auto_publish").and_then(Value::as_bool) == Some(true),
+        ManifestKind::Create => {
+            merged_create_fields(&top, item)
+                .get("auto_publish")
+                .and_then(Value::as_bool)
+                == Some(true)
+        }
+        ManifestKind::Edit => {
+            serde_json::from_str::<Value>(&item.given)
+                .ok()
+                .and_then(|g| g.get("auto_publish").and_then(Value::as_bool))
+                == Some(true)
+        }
+    }
+}
+
+/// What the submitter did in one step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A request went out (whatever its answer).
+    Sent,
+    /// Nothing to send now; look again at this wall time (ms) or when woken.
+    Idle { until_ms: Option<u64> },
+}
+
+/// Per-manifest backoff after answers that say "later", kept in memory.
+#[derive(Default)]
+pub struct Backoff {
+    not_before_ms: HashMap<u64, u64>,
+    attempts: HashMap<u64, u32>,
+}
+
+impl Backoff {
+    fn delay(&mut self, manifest_id: u64, retry_after: Option<Duration>) -> Duration {
+        let attempts = self.attempts.entry(manifest_id).or_insert(0);
+        *attempts += 1;
+        let exp = SEND_BACKOFF_BASE
+            .saturating_mul(1u32 << (*attempts - 1).min(16))
+            .min(SEND_BACKOFF_MAX);
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (exp.as_millis() as u64 / 4 + 1));
+        (exp + jitter).max(retry_after.unwrap_or_default())
+    }
+
+    fn reset(&mut self, manifest_id: u64) {
+        self.attempts.remove(&manifest_id);
+        self.not_before_ms.remove(&manifest_id);
+    }
+}
+
+/// The submitter task.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::default();
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let step = step(&ctx, &mut backoff).await;
+        ctx.mark_progress();
+        match step {
+            Ok(Step::Sent) => continue,
+            Ok(Step::Idle { until_ms }) => {
+                let wake = ctx.wake_submitter.notified();
+                let sleep = match until_ms {
+                    Some(at) => tokio::time::sleep_until(ctx.clock.instant_at(at)),
+                    None => tokio::time::sleep(Duration::from_secs(3600)),
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wake => {}
+                    _ = sleep => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!("submission: {e}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+}
+
+/// What to send next for one manifest.
+enum Plan {
+    Items(Vec<ItemRecord>),
+    Nothing,
+    Later(u64),
+}
+
+/// Sends at most one request: the next one of the oldest manifest that has something to send.
+pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreError> {
+    let now = ctx.clock.now_ms();
+    let mut wake_at: Option<u64> = None;
+    let earliest = |at: u64, wake_at: &mut Option<u64>| {
+        *wake_at = Some(wake_at.map_or(at, |w: u64| w.min(at)));
+    };
+    for id in ctx.active_ids() {
+        if let Some(&at) = backoff.not_before_ms.get(&id) {
+            if at > now {
+                earliest(at, &mut wake_at);
+                continue;
+            }
+        }
+        let (manifest, seq, items) = {
+            let writer = ctx.store.writer().await;
+            let mut txn = match writer.begin(id) {
+                Ok(txn) => txn,
+                Err(StoreError::NoManifest(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            match plan_next(&mut txn, now)? {
+                Plan::Items(items) => {
+                    let seq = txn.manifest().next_job_seq;
+                    txn.manifest_mut().next_job_seq += 1;
+                    let kind = match txn.manifest().kind {
+                        ManifestKind::Bulk => JobKind::Bulk,
+                        ManifestKind::Create => JobKind::Create,
+                        ManifestKind::Edit => JobKind::Edit,
+                    };
+                    for item in &items {
+                        txn.apply(item.index, ItemEvent::SendIntent { job_seq: seq })?;
+                    }
+                    txn.put_job(JobRecord {
+                        manifest_id: id,
+                        seq,
+                        kind,
+                        item_indices: items.iter().map(|i| i.index).collect(),
+                        state: JobState::Sending,
+                        remote_id: None,
+                        sent_at_ms: now,
+                        admitted_at_ms: None,
+                        last_polled_at_ms: None,
+                        retry_after_ms: None,
+                        not_found_since_ms: None,
+                        status: None,
+                        poll_failures: 0,
+                    });
+                    // The intent is durable before the request leaves.
+                    let manifest = txn.commit().await?;
+                    (manifest, seq, items)
+                }
+                Plan::Nothing => {
+                    txn.commit().await?;
+                    continue;
+                }
+                Plan::Later(at) => {
+                    earliest(at, &mut wake_at);
+                    continue;
+                }
+            }
+        };
+        send(ctx, backoff, &manifest, seq, &items).await?;
+        return Ok(Step::Sent);
+    }
+    Ok(Step::Idle { until_ms: wake_at })
+}
+
+fn plan_next(txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreError> {
+    let manifest = txn.manifest().clone();
+    if manifest.finished_at_ms.is_some()
+        || manifest.rejection.is_some()
+        || manifest.control != Control::Running
+    {
+        return Ok(Plan::Nothing);
+    }
+    let size = chunk_size(manifest.kind);
+    if let Some(at) = manifest.credit_retry_at_ms {
+        if at > now {
+            return Ok(Plan::Later(at));
+        }
+        txn.manifest_mut().credit_retry_at_ms = None;
+    }
+    if manifest.count(ItemState::CreditWait) > 0 {
+        // Items that waited for credits go first, one original chunk at a time.
+        let mut chunk = 0;
+        while chunk * size < manifest.item_count {
+            let to = ((chunk + 1) * size).min(manifest.item_count);
+            let waiting: Vec<ItemRecord> = txn
+                .items_range(chunk * size, to)?
+                .into_iter()
+                .filter(|i| i.state == ItemState::CreditWait)
+                .collect();
+            if !waiting.is_empty() {
+                return Ok(Plan::Items(waiting));
+            }
+            chunk += 1;
+        }
+    }
+    loop {
+        let chunk = txn.manifest().next_chunk;
+        let from = chunk.saturating_mul(size);
+        if from >= manifest.item_count {
+            return Ok(Plan::Nothing);
+        }
+        let to = from.saturating_add(size).min(manifest.item_count);
+        let pending: Vec<ItemRecord> = txn
+            .items_range(from, to)?
+            .into_iter()
+            .filter(|i| i.state == ItemState::Pending)
+            .collect();
+        if !pending.is_empty() {
+            return Ok(Plan::Items(pending));
+        }
+        txn.manifest_mut().next_chunk += 1;
+    }
+}
+
+/// A create or edit's admission, in one shape.
+pub struct SingleAdmission {
+    pub tent_id: String,
+    pub generation_id: Option<String>,
+}
+
+enum Answer {
+    Bulk(Outcome<BulkCreateResponse>),
+    Single(Outcome<SingleAdmission>),
+}
+
+async fn send(
+    ctx: &Context,
+    backoff: &mut Backoff,
+    manifest: &ManifestRecord,
+    seq: u32,
+    items: &[ItemRecord],
+) -> Result<(), StoreError> {
+    let top = top_fields(manifest);
+    fail::fail_point!("submit-before-request");
+    let answer = match (manifest.kind, items.first()) {
+        (ManifestKind::Bulk, _) => {
+            let request = build_bulk_request(&top, items);
+            tracing::info!(manifest = %manifest.name, seq, items = items.len(), start_index = ?request.start_index, "sending a bulk request");
+            Answer::Bulk(ctx.client.create_bulk(&request).await)
+        }
+        (ManifestKind::Create, Some(item)) => {
+            let request = build_create_request(&top, item);
+            tracing::info!(manifest = %manifest.name, item = %item.client_item_id, "sending a create request");
+            Answer::Single(
+                ctx.client
+                    .create_tent(&request)
+                    .await
+                    .map(|r| SingleAdmission {
+                        tent_id: r.id,
+                        generation_id: None,
+                    }),
+            )
+        }
+        (ManifestKind::Edit, Some(item)) => {
+            let request = build_edit_request(item);
+            let target = item.target_tent_id.clone().unwrap_or_default();
+            tracing::info!(manifest = %manifest.name, item = %item.client_item_id, tent_id = %target, "sending an edit request");
+            Answer::Single(
+                ctx.client
+                    .edit_tent(&target, &request)
+                    .await
+                    .map(|r| SingleAdmission {
+                        tent_id: if r.id.is_empty() {
+                            target.clone()
+                        } else {
+                            r.id
+                        },
+                        generation_id: r.generation_id,
+                    }),
+            )
+        }
+        (_, None) => return Ok(()),
+    };
+    fail::fail_point!("submit-after-request");
+    record_answer(ctx, backoff, manifest, seq, items, answer).await
+}
+
+async fn record_answer(
+    ctx: &Context,
+    backoff: &mut Backoff,
+    manifest: &ManifestRecord,
+    seq: u32,
+    items: &[ItemRecord],
+    answer: Answer,
+) -> Result<(), StoreError> {
+    let id = manifest.id;
+    let now = ctx.clock.now_ms();
+    let writer = ctx.store.writer().await;
+    let mut txn = writer.begin(id)?;
+    let Some(mut job) = txn.job(seq)? else {
+        return Ok(());
+    };
+    let indices = job.item_indices.clone();
+    let mut not_admitted = false;
+    let mut credits_short = false;
+    let mut retry_later: Option<Option<Duration>> = None;
+    // What a non-2xx answer means for the items it carried.
+    let refused = |status: u16, error: &ApiErrorBody, single: bool| -> ItemEvent {
+        match status {
+            429 if single => ItemEvent::NoCredits {
+                message: format!(
+                    "Tented answered 429 (credit limit exceeded): {}",
+                    error.summary()
+                ),
+            },
+            401 | 429 | 500..=599 => ItemEvent::NotAdmitted,
+            _ => ItemEvent::RejectedByApi {
+                error_code: error
+                    .code
+                    .clone()
+                    .unwrap_or_else(|| format!("HTTP_{status}")),
+                message: format!("Tented answered {status}: {}", error.summary()),
+            },
+        }
+    };
+    let mut events: Vec<(u32, ItemEvent)> = Vec::new();
+    match answer {
+        Answer::Bulk(Outcome::Success { body, .. }) => {
+            tracing::info!(manifest = %manifest.name, bulk_job_id = %body.bulk_job_id, accepted = ?body.accepted_count, rejected = ?body.rejected_count, "bulk request admitted");
+            job.remote_id = Some(body.bulk_job_id.clone());
+            job.admitted_at_ms = Some(now);
+            job.status = body.status.clone();
+            let mut seen = vec![false; indices.len()];
+            for admission in &body.items {
+                let position = admission.index as usize;
+                let Some(&index) = indices.get(position) else {
+                    tracing::warn!(manifest = %manifest.name, bulk_job_id = %body.bulk_job_id, index = admission.index, "the admission answer names an item that was not sent");
+                    continue;
+                };
+                if std::mem::replace(&mut seen[position], true) {
+                    continue;
+                }
+                let event = if admission.is_accepted() {
+                    ItemEvent::Accepted {
+                        tent_id: admission.tent_id.clone().unwrap_or_default(),
+                        tent_name: admission.tent_name.clone(),
+                        bulk_job_id: Some(body.bulk_job_id.clone()),
+                        generation_id: None,
+                    }
+                } else if admission.error_code.as_deref() == Some("INSUFFICIENT_CREDITS") {
+                    credits_short = true;
+                    ItemEvent::NoCredits {
+                        message: admission
+                            .message
+                            .clone()
+                            .unwrap_or_else(|| "insufficient credits".to_string()),
+                    }
+                } else {
+                    ItemEvent::RejectedByApi {
+                        error_code: admission
+                            .error_code
+                            .clone()
+                            .unwrap_or_else(|| "REJECTED".to_string()),
+                        message: admission
+                            .message
+                            .clone()
+                            .unwrap_or_else(|| "rejected during admission".to_string()),
+                    }
+                };
+                events.push((index, event));
+            }
+            for (position, index) in indices.iter().enumerate() {
+                if !seen[position] {
+                    events.push((
+                        *index,
+                        ItemEvent::AnswerLost {
+                            message: format!(
+                                "the admission answer of bulk job {} did not mention this item; {ANSWER_LOST_MESSAGE}",
+                                body.bulk_job_id
+                            ),
+                        },
+                    ));
+                }
+            }
+            backoff.reset(id);
+        }
+        Answer::Single(Outcome::Success { body, .. }) => {
+            let tent_name = items.first().and_then(|item| {
+                serde_json::from_str::<Value>(&item.given)
+                    .ok()
+                    .and_then(|g| g.get("name").and_then(Value::as_str).map(str::to_string))
+                    .or_else(|| {
+                        top_fields(manifest)
+                            .get("defaults")
+                            .and_then(|d| d.get("name"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+            });
+            tracing::info!(manifest = %manifest.name, tent_id = %body.tent_id, "tent admitted");
+            job.remote_id = Some(body.tent_id.clone());
+            job.admitted_at_ms = Some(now);
+            for index in &indices {
+                events.push((
+                    *index,
+                    ItemEvent::Accepted {
+                        tent_id: body.tent_id.clone(),
+                        tent_name: tent_name.clone(),
+                        bulk_job_id: None,
+                        generation_id: body.generation_id.clone(),
+                    },
+                ));
+            }
+            backoff.reset(id);
+        }
+        Answer::Bulk(Outcome::Refused {
+            status,
+            error,
+            retry_after,
+        }) => {
+            tracing::warn!(manifest = %manifest.name, status, "bulk request refused: {}", error.summary());
+            for index in &indices {
+                events.push((*index, refused(status, &error, false)));
+            }
+            if status == 429 || status >= 500 {
+                retry_later = Some(retry_after);
+            }
+        }
+        Answer::Single(Outcome::Refused {
+            status,
+            error,
+            retry_after,
+        }) => {
+            tracing::warn!(manifest = %manifest.name, status, "request refused: {}", error.summary());
+            for index in &indices {
+                let event = refused(status, &error, true);
+                credits_short |= matches!(event, ItemEvent::NoCredits { .. });
+                events.push((*index, event));
+            }
+            if status >= 500 {
+                retry_later = Some(retry_after);
+            }
+        }
+        Answer::Bulk(Outcome::NotSent { reason }) | Answer::Single(Outcome::NotSent { reason }) => {
+            tracing::warn!(manifest = %manifest.name, "request not sent ({reason}); it will be tried again");
+            for index in &indices {
+                events.push((*index, ItemEvent::NotAdmitted));
+            }
+            retry_later = Some(None);
+        }
+        Answer::Bulk(Outcome::Uncertain { reason })
+        | Answer::Single(Outcome::Uncertain { reason }) => {
+            tracing::error!(manifest = %manifest.name, items = indices.len(), "the answer of a create request was lost ({reason}): its items end as unknown and are not resent");
+            for index in &indices {
+                events.push((
+                    *index,
+                    ItemEvent::AnswerLost {
+                        message: format!("{ANSWER_LOST_MESSAGE} ({reason})"),
+                    },
+                ));
+            }
+            job.state = JobState::Lost;
+        }
+    }
+    let mut any_admitted = false;
+    for (index, event) in events {
+        not_admitted |= event == ItemEvent::NotAdmitted;
+        let state = txn.apply(index, event)?;
+        any_admitted |= state == ItemState::Admitted;
+    }
+    if job.state == JobState::Sending {
+        job.state = if any_admitted {
+            JobState::Admitted
+        } else if not_admitted {
+            JobState::NotAdmitted
+        } else {
+            JobState::Done
+        };
+    }
+    if not_admitted {
+        let size = chunk_size(manifest.kind);
+        let chunk = indices.first().copied().unwrap_or(0) / size;
+        let cursor = &mut txn.manifest_mut().next_chunk;
+        *cursor = (*cursor).min(chunk);
+    }
+    if credits_short {
+        let at = now + crate::clock::duration_ms(ctx.settings.submit.credit_retry);
+        txn.manifest_mut().credit_retry_at_ms = Some(at);
+        tracing::warn!(manifest = %manifest.name, retry_at = %crate::clock::rfc3339(at), "Tented is out of credits: this manifest's sending pauses and tries again later");
+    }
+    txn.put_job(job);
+    check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
+    txn.commit().await?;
+    drop(writer);
+    if let Some(retry_after) = retry_later {
+        let delay = backoff.delay(id, retry_after);
+        backoff
+            .not_before_ms
+            .insert(id, now + crate::clock::duration_ms(delay));
+    }
+    if any_admitted {
+        let _ = ctx.new_jobs.send(JobKey {
+            manifest_id: id,
+            seq,
+        });
+    }
+    crate::outbox::finish_if_done(ctx, id).await;
+    Ok(())
+}
+
+/// Pauses a manifest's remaining chunks when too many of its answered items went wrong.
+pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
+    let manifest = txn.manifest();
+    if manifest.threshold_overridden || manifest.control != Control::Running {
+        return;
+    }
+    let more_to_send =
+        manifest.count(ItemState::Pending) > 0 || manifest.count(ItemState::CreditWait) > 0;
+    if !more_to_send {
+        return;
+    }
+    let api_rejected = manifest
+        .count(ItemState::Rejected)
+        .saturating_sub(manifest.local_rejections);
+    let bad = manifest.count(ItemState::Failed) + api_rejected;
+    let answered = manifest.count(ItemState::Completed) + bad;
+    if answered >= THRESHOLD_MIN_ANSWERS && f64::from(bad) > threshold * f64::from(answered) {
+        let name = manifest.name.clone();
+        let reason = format!(
+            "{bad} of the {answered} items answered so far failed or were rejected, over the failure threshold of {threshold}; the remaining items wait for `tented-bulkd resume {name}` or `tented-bulkd cancel {name}`"
+        );
+        tracing::warn!(manifest = %name, "manifest paused: {reason}");
+        txn.manifest_mut().control = Control::Paused { reason };
+    }
+}
+
+/// Whether an item was rejected by the API rather than locally.
+pub fn rejected_by_api(item: &ItemRecord) -> bool {
+    item.rejected_by == Some(RejectedBy::Api)
+}
