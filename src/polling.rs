@@ -172,6 +172,16 @@ pub async fn run(
     while inflight.join_next().await.is_some() {}
 }
 
+/// Whether the floor allows polling the job now.
+fn poll_is_due(ctx: &Context, key: JobKey, floor: u64) -> Result<bool, StoreError> {
+    match ctx.store.job(key.manifest_id, key.seq)? {
+        Some(job) if job.state == JobState::Admitted => {
+            Ok(next_poll_due_ms(&job, floor, 0) <= ctx.clock.now_ms())
+        }
+        _ => Ok(true),
+    }
+}
+
 /// Every admitted job of every unfinished manifest.
 fn load_jobs(ctx: &Context) -> Result<Vec<JobRecord>, StoreError> {
     let mut out = Vec::new();
@@ -188,8 +198,27 @@ fn load_jobs(ctx: &Context) -> Result<Vec<JobRecord>, StoreError> {
 /// Polls one job once (and fetches publication details it calls for).
 pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreError> {
     let floor = ctx.poll_floor_ms();
-    // 1. Record the poll before it goes out.
-    let (job, manifest_name) = {
+    if !poll_is_due(ctx, key, floor)? {
+        return Ok(match ctx.store.job(key.manifest_id, key.seq)? {
+            Some(job) if job.state == JobState::Admitted => {
+                PollResult::Again(next_poll_due_ms(&job, floor, 0))
+            }
+            _ => PollResult::Done,
+        });
+    }
+    // 1. Reserve the budget, then record the poll, then send it: the recorded time is
+    //    the time it leaves, and it is durable before it leaves.
+    let permit = ctx.client.reserve().await;
+    let budget_bound = permit.waited() > Duration::from_secs(1);
+    if budget_bound && !ctx.budget_bound.swap(true, Ordering::Relaxed) {
+        tracing::info!(
+            waited_ms = permit.waited().as_millis() as u64,
+            "the request budget (api.requests_per_second), not the poll floor, is what delays polls"
+        );
+    } else if !budget_bound {
+        ctx.budget_bound.store(false, Ordering::Relaxed);
+    }
+    let job = {
         let writer = ctx.store.writer().await;
         let mut txn = match writer.begin(key.manifest_id) {
             Ok(txn) => txn,
@@ -202,38 +231,23 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
         if job.state != JobState::Admitted {
             return Ok(PollResult::Done);
         }
-        let now = ctx.clock.now_ms();
-        let due = next_poll_due_ms(&job, floor, 0);
-        if due > now {
-            return Ok(PollResult::Again(due));
-        }
-        let lateness = now - due;
-        if lateness > 1000 && ctx.client.budget().delays().0 > 0 {
-            ctx.budget_bound.store(true, Ordering::Relaxed);
-        }
-        job.last_polled_at_ms = Some(now);
+        job.last_polled_at_ms = Some(ctx.clock.now_ms());
         txn.put_job(job.clone());
-        let manifest = txn.commit().await?;
-        (job, manifest.name)
+        txn.commit().await?;
+        job
     };
     let Some(remote_id) = job.remote_id.clone() else {
         return Ok(PollResult::Done);
     };
-    let waited = ctx.client.budget().acquire().await;
-    if waited > Duration::from_secs(1) {
-        ctx.budget_bound.store(true, Ordering::Relaxed);
-        tracing::info!(manifest = %manifest_name, remote_id = %remote_id, waited_ms = waited.as_millis() as u64, "the request budget, not the poll floor, is delaying polls");
-    } else {
-        ctx.budget_bound.store(false, Ordering::Relaxed);
-    }
-    // 2. The poll itself.
+    fail::fail_point!("poll-after-record");
+    // 2. The poll itself, then its answer is recorded.
     let result = match job.kind {
         JobKind::Bulk => {
-            let outcome = ctx.client.bulk_job(&remote_id).await;
+            let outcome = ctx.client.bulk_job_with(permit, &remote_id).await;
             crate::reconciliation::record_bulk_poll(ctx, key, outcome).await?
         }
         JobKind::Create | JobKind::Edit => {
-            let outcome = ctx.client.tent(&remote_id).await;
+            let outcome = ctx.client.tent_with(permit, &remote_id).await;
             crate::reconciliation::record_tent_poll(ctx, key, outcome).await?
         }
     };

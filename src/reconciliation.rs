@@ -184,6 +184,8 @@ pub async fn record_bulk_poll(
         };
         let manifest = txn.manifest().clone();
         let bulk_job_id = job.remote_id.clone().unwrap_or_default();
+        // The request left before its answer came: counting the floor from now is safe.
+        job.last_polled_at_ms = Some(now);
         job.retry_after_ms = retry_after_ms(&outcome);
         match outcome {
             Outcome::Success { body, .. } => {
@@ -333,6 +335,7 @@ pub async fn record_tent_poll(
         };
         let manifest = txn.manifest().clone();
         let tent_id = job.remote_id.clone().unwrap_or_default();
+        job.last_polled_at_ms = Some(now);
         job.retry_after_ms = retry_after_ms(&outcome);
         let index = job.item_indices.first().copied().unwrap_or(0);
         match outcome {

@@ -228,6 +228,19 @@ impl CallCounts {
     }
 }
 
+/// Proof that one cell of the request budget was reserved for the next call.
+#[derive(Debug)]
+pub struct BudgetPermit {
+    waited: Duration,
+}
+
+impl BudgetPermit {
+    /// How long the reservation waited (for the 401 pause and the budget).
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
 /// The Tented API client. Cheap to clone.
 #[derive(Clone)]
 pub struct TentedClient {
@@ -315,8 +328,18 @@ impl TentedClient {
     }
 
     pub async fn bulk_job(&self, bulk_job_id: &str) -> Outcome<BulkJobStatus> {
+        let permit = self.reserve().await;
+        self.bulk_job_with(permit, bulk_job_id).await
+    }
+
+    /// `GET /v1/bulk-jobs/{id}` on a budget cell already reserved.
+    pub async fn bulk_job_with(
+        &self,
+        permit: BudgetPermit,
+        bulk_job_id: &str,
+    ) -> Outcome<BulkJobStatus> {
         let path = format!("v1/bulk-jobs/{}", encode_segment(bulk_job_id));
-        self.call::<(), _>(Endpoint::BulkStatus, Method::GET, &path, None)
+        self.call_with::<(), _>(permit, Endpoint::BulkStatus, Method::GET, &path, None)
             .await
     }
 
@@ -336,9 +359,24 @@ impl TentedClient {
     }
 
     pub async fn tent(&self, tent_id: &str) -> Outcome<TentStatus> {
+        let permit = self.reserve().await;
+        self.tent_with(permit, tent_id).await
+    }
+
+    /// `GET /v1/tents/{id}` on a budget cell already reserved.
+    pub async fn tent_with(&self, permit: BudgetPermit, tent_id: &str) -> Outcome<TentStatus> {
         let path = format!("v1/tents/{}", encode_segment(tent_id));
-        self.call::<(), _>(Endpoint::TentStatus, Method::GET, &path, None)
+        self.call_with::<(), _>(permit, Endpoint::TentStatus, Method::GET, &path, None)
             .await
+    }
+
+    /// Waits until a call may go out (the 401 pause and the request budget) and reserves
+    /// it. Pollers reserve first, then record the poll, then send: so the recorded time
+    /// is the time the request left.
+    pub async fn reserve(&self) -> BudgetPermit {
+        self.inner.auth.wait().await;
+        let waited = self.inner.budget.acquire().await;
+        BudgetPermit { waited }
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -348,8 +386,18 @@ impl TentedClient {
         path: &str,
         body: Option<&B>,
     ) -> Outcome<T> {
-        self.inner.auth.wait().await;
-        self.inner.budget.acquire().await;
+        let permit = self.reserve().await;
+        self.call_with(permit, endpoint, method, path, body).await
+    }
+
+    async fn call_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        _permit: BudgetPermit,
+        endpoint: Endpoint,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Outcome<T> {
         let outcome = self.send(method, path, body).await;
         let status = match &outcome {
             Outcome::Success { status, .. } | Outcome::Refused { status, .. } => Some(*status),

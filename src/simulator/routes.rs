@@ -24,6 +24,9 @@ use crate::simulator::{ConnectionKill, RecordedCall, Shared};
 
 /// Largest request body read, in bytes.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// How long a request hit by the `hang` fault stays unanswered before its connection is
+/// closed, so that a long-running simulator does not keep abandoned connections forever.
+const HANG_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 /// Items per bulk request.
 const MAX_BULK_ITEMS: usize = 25;
 /// Asset ids per item, create or edit.
@@ -167,7 +170,10 @@ async fn gatekeeper(State(shared): SharedState, request: Request, next: Next) ->
     };
     match fault {
         Some(Fault::DropAfter) => drop_connection(kill).await,
-        Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::Hang) => {
+            tokio::time::sleep(HANG_FOR).await;
+            drop_connection(kill).await
+        }
         _ => finish(response),
     }
 }
