@@ -1,0 +1,416 @@
+//! The bulk pipeline end to end: a real simulator over loopback, a real sled store in a
+//! temporary folder, real inbox/outbox/archive folders.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tented_bulkd::simulator::SimConfig;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A 60-item manifest mixing every case: local rejections, an admission rejection,
+/// generation failures, a taken alias, an applied alias, a given tent_name, an item
+/// without client_item_id.
+fn mixed_manifest() -> Value {
+    let mut items: Vec<Value> = (0..60)
+        .map(|i| json!({"client_item_id": format!("acme-{i:03}"), "input_data": {"first_name": format!("P{i}")}}))
+        .collect();
+    items[1]["custom_page_alias"] = json!("acme-one");
+    items[3]["custom_page_alias"] = json!("Admin"); // local: not lowercase
+    items[7].as_object_mut().map(|o| o.remove("input_data")); // local: no input_data
+    items[12]["asset_ids"] = json!(["nope"]); // admission: NOT_FOUND
+    items[20]["custom_page_alias"] = json!("taken-alias"); // published_with_warnings
+    items[25]["tent_name"] = json!("Custom Name");
+    items[30]["asset_ids"] = json!(["asset_1", "asset_2", "asset_3", "asset_4", "asset_5", "asset_6"]); // local: > 5
+    items[50].as_object_mut().map(|o| o.remove("client_item_id"));
+    json!({
+        "kind": "bulk",
+        "template_id": "tpl_acme",
+        "client_job_descriptor": "Acme batch",
+        "default_tent_name_prefix": "Acme",
+        "start_index": 5,
+        "auto_publish": true,
+        "metadata": {"source": "test"},
+        "items": items
+    })
+}
+
+async fn sim_truth(base_url: &str, tent_id: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base_url}/v1/tents/{tent_id}"))
+        .bearer_auth("sim-key")
+        .send()
+        .await
+        .expect("simulator answers")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
+    let app = TestApp::spawn(SimConfig {
+        failure_rate: 0.25,
+        taken_aliases: vec!["taken-alias".into()],
+        ..quick_sim()
+    })
+    .await;
+    let manifest = mixed_manifest();
+    app.drop_manifest("m60.json", &manifest);
+    let result = app.wait_result("m60", WAIT).await;
+
+    // The manifest as a whole.
+    assert_eq!(result["manifest"], "m60.json");
+    assert_eq!(result["kind"], "bulk");
+    assert_eq!(result["error"], Value::Null);
+    assert_eq!(result["status"], "completed_with_failures");
+    let counts = &result["counts"];
+    assert_eq!(counts["total"], 60);
+    assert_eq!(counts["rejected"], 4);
+    assert_eq!(counts["timed_out"], 0);
+    assert_eq!(counts["canceled"], 0);
+    assert_eq!(counts["unknown"], 0);
+    let completed = counts["completed"].as_u64().unwrap();
+    let failed = counts["failed"].as_u64().unwrap();
+    assert_eq!(completed + failed, 56);
+    assert!(failed > 0 && completed > 0, "{counts}");
+    assert!(result["received_at"].as_str().unwrap().ends_with('Z'));
+    assert!(result["finished_at"].as_str().unwrap().ends_with('Z'));
+
+    // Three bulk jobs: 23 + 24 + 10 items sent (local rejections left out).
+    let jobs = result["bulk_jobs"].as_array().unwrap();
+    let shape: Vec<(u64, u64)> = jobs
+        .iter()
+        .map(|j| (j["first_index"].as_u64().unwrap(), j["items"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(shape, vec![(0, 23), (25, 24), (50, 10)]);
+
+    // Every item, keyed by client_item_id, in manifest order.
+    let items = result["items"].as_object().unwrap();
+    assert_eq!(items.len(), 60);
+    let keys: Vec<&String> = items.keys().collect();
+    assert_eq!(keys[50], "#50");
+    assert_eq!(keys[0], "acme-000");
+    let local = ["acme-003", "acme-007", "acme-030"];
+    for (index, (id, item)) in items.iter().enumerate() {
+        assert_eq!(item["index"], index, "{id}");
+        if local.contains(&id.as_str()) {
+            assert_eq!(item["status"], "rejected", "{id}");
+            assert_eq!(item["rejected_by"], "local");
+            assert_eq!(item["error_code"], "INVALID_ITEM");
+            let message = item["message"].as_str().unwrap();
+            assert!(message.contains("m60.json"), "{message}");
+            assert!(message.contains(&format!("item {index}")), "{message}");
+            assert_eq!(item["tent_id"], Value::Null);
+            continue;
+        }
+        if id == "acme-012" {
+            assert_eq!(item["status"], "rejected");
+            assert_eq!(item["rejected_by"], "api");
+            assert_eq!(item["error_code"], "NOT_FOUND");
+            assert!(item["message"].as_str().unwrap().contains("nope"));
+            continue;
+        }
+        let tent_id = item["tent_id"].as_str().expect("admitted items have a tent");
+        let expected_name = if index == 25 {
+            "Custom Name".to_string()
+        } else {
+            format!("Acme {}", 5 + index)
+        };
+        assert_eq!(item["tent_name"], expected_name.as_str(), "{id}");
+        assert!(item["bulk_job_id"].is_string());
+        // The result agrees with what the simulator knows.
+        let truth = sim_truth(&app.sim.base_url(), tent_id).await;
+        assert_eq!(item["status"], truth["status"], "{id}");
+        match item["status"].as_str().unwrap() {
+            "completed" => {
+                let publication = &item["publication"];
+                assert_eq!(publication["status"], truth["publication"]["status"], "{id}");
+                if index == 20 {
+                    assert_eq!(publication["status"], "published_with_warnings");
+                    assert_eq!(publication["warnings"][0]["code"], "CUSTOM_PAGE_ALIAS_UNAVAILABLE");
+                    assert_eq!(publication["applied_custom_page_alias"], Value::Null);
+                    assert_eq!(publication["requested_custom_page_alias"], "taken-alias");
+                } else {
+                    assert_eq!(publication["status"], "published", "{id}");
+                    assert!(publication["published_url"].is_string());
+                }
+                if index == 1 {
+                    assert_eq!(publication["applied_custom_page_alias"], "acme-one");
+                }
+                assert_eq!(item["error_code"], Value::Null);
+            }
+            "failed" => {
+                assert_eq!(item["error_code"], "GENERATION_FAILED");
+                assert_eq!(item["publication"], Value::Null);
+            }
+            other => panic!("{id}: unexpected status {other}"),
+        }
+    }
+
+    // What the simulator received.
+    let calls = app.calls();
+    let posts = bulk_posts(&calls);
+    assert_eq!(posts.len(), 3);
+    let starts: Vec<i64> = posts
+        .iter()
+        .map(|c| c.body.as_ref().unwrap()["start_index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(starts, vec![5, 30, 55]);
+    for post in &posts {
+        let body = post.body.as_ref().unwrap();
+        assert!(body["items"].as_array().unwrap().len() <= 25);
+        assert_eq!(body["template_id"], "tpl_acme");
+        assert_eq!(body["metadata"]["source"], "test");
+    }
+    // Item 4 follows a left-out neighbour: it carries its default name explicitly.
+    let first_items = posts[0].body.as_ref().unwrap()["items"].as_array().unwrap().clone();
+    let item4 = first_items.iter().find(|i| i["client_item_id"] == "acme-004").unwrap();
+    assert_eq!(item4["tent_name"], "Acme 9");
+    let item2 = first_items.iter().find(|i| i["client_item_id"] == "acme-002").unwrap();
+    assert_eq!(item2.get("tent_name"), None, "no gap before item 2: no explicit name");
+    let sent = sent_client_ids(&calls);
+    let unique: HashSet<&String> = sent.iter().collect();
+    assert_eq!(unique.len(), sent.len(), "no item sent twice");
+    for id in local {
+        assert!(!sent.contains(&id.to_string()), "{id} was rejected locally but sent");
+    }
+    assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
+
+    // The retry manifest holds exactly the items that did not complete, as given.
+    let retry = app.read_json("outbox/m60.retry.json").expect("retry manifest");
+    let retry_items = retry["items"].as_array().unwrap();
+    let not_completed: Vec<usize> = items
+        .values()
+        .enumerate()
+        .filter(|(_, i)| i["status"] != "completed")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(retry_items.len(), not_completed.len());
+    for (given, index) in retry_items.iter().zip(&not_completed) {
+        assert_eq!(given, &manifest["items"][*index]);
+    }
+    assert_eq!(retry["template_id"], "tpl_acme");
+    assert_eq!(retry["start_index"], 5);
+    let bytes = serde_json::to_vec(&retry).unwrap();
+    tented_bulkd::validation::validate_manifest(&bytes).expect("the retry manifest is a valid manifest");
+
+    // The manifest moved to the archive; the inbox is empty.
+    assert!(app.path("archive/m60.json").exists());
+    assert_eq!(std::fs::read_dir(app.path("inbox")).unwrap().count(), 0);
+    let mut app = app;
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_run_resubmits_nothing_and_completes_the_result() {
+    let mut app = TestApp::spawn(SimConfig {
+        latency: (Duration::from_millis(150), Duration::from_millis(150)),
+        generation_time: (Duration::from_millis(800), Duration::from_millis(1200)),
+        ..quick_sim()
+    })
+    .await;
+    app.drop_manifest("restart.json", &bulk_manifest(60));
+    // Stop as soon as the first chunk has been admitted.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bulk_posts(&app.calls()).iter().all(|c| c.status.is_none()) {
+        assert!(tokio::time::Instant::now() < deadline, "no bulk request arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop_daemon().await;
+    let before = bulk_posts(&app.calls()).len();
+    assert!(before < 3, "the restart must happen mid-run ({before} requests)");
+
+    app.start_daemon().await;
+    let result = app.wait_result("restart", WAIT).await;
+    assert_eq!(result["counts"]["completed"], 60);
+    assert_eq!(result["status"], "completed");
+    let calls = app.calls();
+    assert_eq!(bulk_posts(&calls).len(), 3, "exactly one request per chunk");
+    let sent = sent_client_ids(&calls);
+    assert_eq!(sent.len(), 60);
+    assert_eq!(sent.iter().collect::<HashSet<_>>().len(), 60, "no item sent twice");
+    assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
+    app.stop_daemon().await;
+}
+
+/// Each rule of SPEC section 4 that rejects a whole manifest, and what the error says.
+fn bad_manifests() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let good_item = json!({"input_data": {"a": 1}});
+    vec![
+        ("not-json.json", b"{ this is not json".to_vec(), "JSON"),
+        ("not-utf8.json", vec![0xff, 0xfe, b'{', b'}'], "UTF-8"),
+        ("array.json", b"[1, 2, 3]".to_vec(), "object"),
+        ("bad-kind.json", serde_json::to_vec(&json!({"kind": "bulkk", "template_id": "tpl_x", "items": [good_item]})).unwrap(), "kind"),
+        ("no-template.json", serde_json::to_vec(&json!({"items": [good_item]})).unwrap(), "template_id"),
+        ("no-items.json", serde_json::to_vec(&json!({"template_id": "tpl_x", "items": []})).unwrap(), "items"),
+        ("dup-ids.json", serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [
+            {"client_item_id": "a", "input_data": {}}, {"client_item_id": "a", "input_data": {}}]})).unwrap(), "duplicate"),
+        ("typo.json", serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [
+            {"input_data": {}, "tent_nmae": "x"}]})).unwrap(), "did you mean `tent_name`"),
+        ("bad name!.json", serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [good_item]})).unwrap(), "name"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_get_a_rejected_result_and_an_archive_copy_and_the_daemon_goes_on() {
+    let mut app = TestApp::spawn(quick_sim()).await;
+    let bad = bad_manifests();
+    for (file, bytes, _) in &bad {
+        app.drop_bytes(file, bytes);
+    }
+    // Files the daemon must ignore.
+    std::fs::write(app.path("inbox/.hidden.json"), b"{}").unwrap();
+    std::fs::write(app.path("inbox/notes.txt"), b"hello").unwrap();
+    for (file, _, rule) in &bad {
+        let name = if *file == "bad name!.json" {
+            "bad_name_".to_string()
+        } else {
+            file.trim_end_matches(".json").to_string()
+        };
+        let result = app.wait_result(&name, WAIT).await;
+        assert_eq!(result["status"], "rejected", "{file}");
+        assert_eq!(result["items"], json!({}), "{file}");
+        assert_eq!(result["counts"]["total"], 0);
+        let error = result["error"].as_str().unwrap_or_default();
+        assert!(error.contains(file), "{file}: the error names the file: {error}");
+        assert!(
+            error.to_lowercase().contains(&rule.to_lowercase()),
+            "{file}: the error names the rule `{rule}`: {error}"
+        );
+        assert!(app.path(&format!("archive/{name}.json")).exists(), "{file} archived");
+        assert!(!app.path(&format!("outbox/{name}.retry.json")).exists());
+    }
+    // Nothing was sent for any of them, and the daemon still works.
+    assert!(bulk_posts(&app.calls()).is_empty());
+    app.drop_manifest("good.json", &bulk_manifest(3));
+    let result = app.wait_result("good", WAIT).await;
+    assert_eq!(result["status"], "completed");
+    assert!(app.path("inbox/.hidden.json").exists(), "hidden files are left alone");
+    assert!(app.path("inbox/notes.txt").exists(), "other suffixes are left alone");
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_bytes_are_refused_and_a_reused_name_gets_a_suffix() {
+    let mut app = TestApp::spawn(quick_sim()).await;
+    let first = bulk_manifest(2);
+    app.drop_manifest("daily.json", &first);
+    let r1 = app.wait_result("daily", WAIT).await;
+    assert_eq!(r1["status"], "completed");
+
+    // The same bytes again would pay twice.
+    app.drop_manifest("daily.json", &first);
+    let r2 = app.wait_result("daily~2", WAIT).await;
+    assert_eq!(r2["status"], "rejected");
+    assert_eq!(r2["manifest"], "daily~2.json");
+    let error = r2["error"].as_str().unwrap();
+    assert!(error.contains("identical") && error.contains("`daily.json`"), "{error}");
+
+    // Different bytes under the same name: accepted under the next free name.
+    let mut second = bulk_manifest(2);
+    second["default_tent_name_prefix"] = json!("Other");
+    app.drop_manifest("daily.json", &second);
+    let r3 = app.wait_result("daily~3", WAIT).await;
+    assert_eq!(r3["status"], "completed");
+    for name in ["daily", "daily~2", "daily~3"] {
+        assert!(app.path(&format!("archive/{name}.json")).exists(), "{name} archived");
+    }
+    // Only the two accepted manifests were sent.
+    assert_eq!(bulk_posts(&app.calls()).len(), 2);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowly_written_file_is_taken_only_once_complete() {
+    let mut app = TestApp::spawn(quick_sim()).await;
+    let bytes = serde_json::to_vec_pretty(&bulk_manifest(30)).unwrap();
+    let path = app.path("inbox/slow.json");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path).unwrap();
+        // Written in pieces, each well within the settle time of the previous one.
+        for piece in bytes.chunks(bytes.len() / 10 + 1) {
+            file.write_all(piece).unwrap();
+            file.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    let result = app.wait_result("slow", WAIT).await;
+    assert_eq!(result["status"], "completed", "{}", result["error"]);
+    assert_eq!(result["counts"]["total"], 30);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_template_pauses_the_manifest_after_one_chunk_and_cancel_finishes_it() {
+    let mut app = TestApp::spawn(SimConfig {
+        templates: vec!["tpl_only_this_one".into()],
+        ..quick_sim()
+    })
+    .await;
+    app.drop_manifest("broken.json", &bulk_manifest(100));
+    // Wait until the manifest is paused by the failure threshold.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        if let Ok(Some(id)) = app.ctx().store.manifest_named("broken") {
+            let m = app.ctx().store.manifest(id).unwrap().unwrap();
+            if matches!(m.control, tented_bulkd::store::Control::Paused { .. }) {
+                break id;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the manifest was never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bulk_posts(&app.calls()).len(), 1, "a broken template costs one chunk");
+    let status = tented_bulkd::admin::status_report(app.ctx());
+    let listed = status.manifests.iter().find(|m| m.name == "broken").unwrap();
+    assert_eq!(listed.state, "paused");
+    assert!(listed.reason.as_deref().unwrap().contains("failure threshold"));
+
+    let canceled = tented_bulkd::reconciliation::cancel(app.ctx(), id).await.unwrap();
+    assert_eq!(canceled, 75);
+    let result = app.wait_result("broken", WAIT).await;
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["counts"]["rejected"], 25);
+    assert_eq!(result["counts"]["canceled"], 75);
+    let first = &result["items"]["row-000"];
+    assert_eq!(first["rejected_by"], "api");
+    assert!(first["message"].as_str().unwrap().contains("404"));
+    assert_eq!(result["items"]["row-099"]["status"], "canceled");
+    assert_eq!(bulk_posts(&app.calls()).len(), 1);
+    let retry = app.read_json("outbox/broken.retry.json").unwrap();
+    assert_eq!(retry["items"].as_array().unwrap().len(), 100);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publication_failures_and_details_come_from_one_tent_fetch_each() {
+    let mut app = TestApp::spawn(SimConfig {
+        publish_failure_rate: 1.0,
+        ..quick_sim()
+    })
+    .await;
+    let mut manifest = bulk_manifest(5);
+    manifest["auto_publish"] = json!(true);
+    app.drop_manifest("pubfail.json", &manifest);
+    let result = app.wait_result("pubfail", WAIT).await;
+    assert_eq!(result["counts"]["completed"], 5);
+    let mut fetched: HashMap<String, usize> = HashMap::new();
+    for call in app.calls().iter().filter(|c| c.method == "GET" && c.path.starts_with("/v1/tents/")) {
+        *fetched.entry(call.path.clone()).or_default() += 1;
+    }
+    for (_, item) in result["items"].as_object().unwrap() {
+        let publication = &item["publication"];
+        assert_eq!(publication["status"], "failed");
+        assert_eq!(publication["error"]["code"], "PUBLISH_LIMIT_EXCEEDED");
+        let path = format!("/v1/tents/{}", item["tent_id"].as_str().unwrap());
+        assert_eq!(fetched.get(&path), Some(&1), "one detail fetch for {path}");
+    }
+    app.stop_daemon().await;
+}
