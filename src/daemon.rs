@@ -19,6 +19,13 @@ use crate::polling::JobKey;
 use crate::settings::{ApiKey, Settings};
 use crate::store::{Store, StoreError};
 
+/// Ends the process at once, as a crash or power loss would: used only by the fail points
+/// (`failpoints` feature) that the crash tests arm.
+pub fn simulated_crash() -> ! {
+    eprintln!("tented-bulkd: simulated crash (fail point)");
+    std::process::abort()
+}
+
 /// How long shutdown waits for requests under way before it gives up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(12);
 

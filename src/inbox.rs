@@ -227,6 +227,8 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
     }
     let record = txn.commit().await?;
     drop(writer);
+    fail::fail_point!("intake-before-archive", |_| crate::daemon::simulated_crash(
+    ));
     ctx.set_active(id, true);
     archive(ctx, &record, path).await?;
     ctx.wake_submitter.notify_one();

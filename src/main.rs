@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The crash tests arm fail points through the FAILPOINTS variable; without the
+    // `failpoints` feature (every normal build) this does not exist.
+    #[cfg(feature = "failpoints")]
+    let _fail_scenario = fail::FailScenario::setup();
     let cli = tented_bulkd::cli::Cli::parse();
     match tented_bulkd::cli::main_with(cli) {
         Ok(code) => code,

@@ -291,7 +291,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
     let items = ctx.store.items(manifest_id)?;
     let jobs = ctx.store.jobs(manifest_id)?;
     let result = build_result(&manifest, &items, &jobs);
-    fail::fail_point!("outbox-before-write", |_| Ok(()));
+    fail::fail_point!("outbox-before-write", |_| crate::daemon::simulated_crash());
     if let Some(retry) = build_retry_manifest(&manifest, &items) {
         write_atomically(
             &retry_path(ctx, &manifest),
@@ -302,7 +302,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         &result_path(ctx, &manifest),
         &serde_json::to_vec_pretty(&result)?,
     )?;
-    fail::fail_point!("outbox-after-write", |_| Ok(()));
+    fail::fail_point!("outbox-after-write", |_| crate::daemon::simulated_crash());
     {
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(manifest_id)?;

@@ -239,7 +239,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
     let Some(remote_id) = job.remote_id.clone() else {
         return Ok(PollResult::Done);
     };
-    fail::fail_point!("poll-after-record");
+    fail::fail_point!("poll-after-record", |_| crate::daemon::simulated_crash());
     // 2. The poll itself, then its answer is recorded.
     let result = match job.kind {
         JobKind::Bulk => {

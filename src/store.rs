@@ -605,8 +605,10 @@ impl<'w> Txn<'w> {
         for (key, value) in self.extra {
             batch.insert(key, value);
         }
+        fail::fail_point!("store-before-commit", |_| crate::daemon::simulated_crash());
         self.store.tree.apply_batch(batch)?;
         self.store.db.flush_async().await?;
+        fail::fail_point!("store-after-commit", |_| crate::daemon::simulated_crash());
         Ok(self.manifest)
     }
 }

@@ -389,7 +389,8 @@ async fn send(
     items: &[ItemRecord],
 ) -> Result<(), StoreError> {
     let top = top_fields(manifest);
-    fail::fail_point!("submit-before-request");
+    fail::fail_point!("submit-before-request", |_| crate::daemon::simulated_crash(
+    ));
     let answer = match (manifest.kind, items.first()) {
         (ManifestKind::Bulk, _) => {
             let request = build_bulk_request(&top, items);
@@ -429,7 +430,7 @@ async fn send(
         }
         (_, None) => return Ok(()),
     };
-    fail::fail_point!("submit-after-request");
+    fail::fail_point!("submit-after-request", |_| crate::daemon::simulated_crash());
     record_answer(ctx, backoff, manifest, seq, items, answer).await
 }
 

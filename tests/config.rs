@@ -47,7 +47,7 @@ fn load_text(text: &str) -> Result<Settings, SettingsError> {
 fn expect_err(result: Result<Settings, SettingsError>, what: &str) -> String {
     match result {
         Ok(settings) => panic!("{what}: expected an error, got {settings:?}"),
-        Err(e) => { eprintln!("MSG[{what}]: {e}"); e.to_string() }
+        Err(e) => e.to_string(),
     }
 }
 
@@ -63,8 +63,14 @@ fn built_in_defaults_match_spec_section_3() {
     assert_eq!(s.poll.interval, Duration::from_secs(10));
     assert_eq!(s.poll.max_wait, Duration::from_secs(24 * 3600));
     assert_eq!(s.paths.inbox, PathBuf::from("/var/lib/tented-bulkd/inbox"));
-    assert_eq!(s.paths.outbox, PathBuf::from("/var/lib/tented-bulkd/outbox"));
-    assert_eq!(s.paths.archive, PathBuf::from("/var/lib/tented-bulkd/archive"));
+    assert_eq!(
+        s.paths.outbox,
+        PathBuf::from("/var/lib/tented-bulkd/outbox")
+    );
+    assert_eq!(
+        s.paths.archive,
+        PathBuf::from("/var/lib/tented-bulkd/archive")
+    );
     assert_eq!(s.paths.state, PathBuf::from("/var/lib/tented-bulkd/state"));
     assert_eq!(s.submit.credit_retry, Duration::from_secs(15 * 60));
     assert_eq!(s.submit.failure_threshold, 0.5);
@@ -78,11 +84,9 @@ fn built_in_defaults_match_spec_section_3() {
 
 #[test]
 fn default_toml_in_the_repo_is_the_compiled_in_default() {
-    let on_disk = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/default.toml"
-    ))
-    .expect("config/default.toml exists");
+    let on_disk =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
+            .expect("config/default.toml exists");
     assert_eq!(on_disk, DEFAULT_CONFIG_TOML);
     // Loading the repo file explicitly gives the same settings as the built-in defaults.
     let from_file = load_file(
@@ -157,7 +161,10 @@ format = "json"
     assert_eq!(s.poll.max_wait, Duration::from_secs(300));
     assert_eq!(s.paths.inbox, PathBuf::from("/tmp/tb/inbox"));
     // Keys the file does not set keep their defaults.
-    assert_eq!(s.paths.outbox, PathBuf::from("/var/lib/tented-bulkd/outbox"));
+    assert_eq!(
+        s.paths.outbox,
+        PathBuf::from("/var/lib/tented-bulkd/outbox")
+    );
     assert_eq!(s.api.key_file, "");
     assert_eq!(s.submit.credit_retry, Duration::from_secs(3600));
     assert_eq!(s.submit.failure_threshold, 0.25);
@@ -227,11 +234,17 @@ fn api_key_never_appears_in_debug_or_display() {
     let s = load_file(&path, no_env()).expect("loads");
     let debug = format!("{s:?}");
     assert!(!debug.contains(SECRET), "Debug shows the key: {debug}");
-    assert!(!debug.contains("7f3a9c"), "Debug shows part of the key: {debug}");
+    assert!(
+        !debug.contains("7f3a9c"),
+        "Debug shows part of the key: {debug}"
+    );
     let pretty = format!("{s:#?}");
     assert!(!pretty.contains(SECRET), "{{:#?}} shows the key");
     // The key is still there for the Authorization header.
-    let key = s.resolve_api_key_with(None, None).unwrap().expect("api.key");
+    let key = s
+        .resolve_api_key_with(None, None)
+        .unwrap()
+        .expect("api.key");
     assert_eq!(key.expose(), SECRET);
     assert!(!format!("{key}").contains(SECRET), "Display shows the key");
     assert!(!format!("{key:?}").contains(SECRET), "Debug shows the key");
@@ -245,7 +258,9 @@ fn api_key_never_appears_in_debug_or_display() {
     .expect("loads");
     assert!(!format!("{s:?}").contains(SECRET));
     assert_eq!(
-        s.resolve_api_key_with(None, None).unwrap().map(|k| k.expose().to_string()),
+        s.resolve_api_key_with(None, None)
+            .unwrap()
+            .map(|k| k.expose().to_string()),
         Some(SECRET.to_string())
     );
 
@@ -339,7 +354,10 @@ fn poll_interval_below_floor_is_refused_for_a_remote_api() {
         ),
         "1s against https://api.tented.ai",
     );
-    assert!(msg.contains("poll.interval"), "message names the key: {msg}");
+    assert!(
+        msg.contains("poll.interval"),
+        "message names the key: {msg}"
+    );
 
     let msg = expect_err(load_text("[poll]\ninterval = \"9s\"\n"), "9s remote");
     assert!(msg.contains("poll.interval"), "{msg}");
@@ -387,8 +405,9 @@ fn poll_interval_below_floor_is_accepted_for_loopback() {
         assert_eq!(s.poll.interval, Duration::from_secs(1));
         assert!(s.base_url_is_loopback(), "{url}");
     }
-    let s = load_text("[api]\nbase_url = \"http://127.0.0.1:8787\"\n[poll]\ninterval = \"200ms\"\n")
-        .expect("200ms against loopback");
+    let s =
+        load_text("[api]\nbase_url = \"http://127.0.0.1:8787\"\n[poll]\ninterval = \"200ms\"\n")
+            .expect("200ms against loopback");
     assert_eq!(s.poll.interval, Duration::from_millis(200));
 }
 
@@ -400,7 +419,11 @@ fn unknown_key_in_file_is_refused_naming_it() {
         load_text("[api]\nbogus_setting = 1\n"),
         "unknown key in [api]",
     );
-    assert!(msg.contains("bogus_setting"), "message names the key: {msg}");
+    assert!(
+        msg.contains("bogus_setting"),
+        "message names the key: {msg}"
+    );
+    assert!(msg.contains("`api`"), "message names the section: {msg}");
 
     let msg = expect_err(
         load_text("[poll]\nintervall = \"10s\"\n"),
@@ -408,10 +431,7 @@ fn unknown_key_in_file_is_refused_naming_it() {
     );
     assert!(msg.contains("intervall"), "{msg}");
 
-    let msg = expect_err(
-        load_text("[nosuchsection]\nx = 1\n"),
-        "unknown section",
-    );
+    let msg = expect_err(load_text("[nosuchsection]\nx = 1\n"), "unknown section");
     assert!(msg.contains("nosuchsection"), "{msg}");
 }
 
@@ -424,7 +444,11 @@ fn unknown_key_via_env_is_refused_naming_it() {
         ),
         "TENTED_BULKD__API__BOGUS",
     );
-    assert!(msg.to_lowercase().contains("bogus"), "message names the key: {msg}");
+    assert!(
+        msg.to_lowercase().contains("bogus"),
+        "message names the key: {msg}"
+    );
+    assert!(msg.contains("`api`"), "message names the section: {msg}");
 
     let msg = expect_err(
         Settings::load_with_env(
@@ -440,7 +464,10 @@ fn unknown_key_via_env_is_refused_naming_it() {
 fn invalid_duration_is_refused_naming_the_key() {
     let msg = expect_err(load_text("[api]\ntimeout = \"soon\"\n"), "timeout = soon");
     assert!(msg.contains("timeout"), "message names the key: {msg}");
-    assert!(msg.contains("api.timeout"), "message names the full key: {msg}");
+    assert!(
+        msg.contains("api.timeout"),
+        "message names the full key: {msg}"
+    );
 
     let msg = expect_err(
         Settings::load_with_env(
@@ -455,14 +482,29 @@ fn invalid_duration_is_refused_naming_the_key() {
 #[test]
 fn invalid_values_are_refused_naming_the_key() {
     let cases: &[(&str, &str)] = &[
-        ("[submit]\nfailure_threshold = 2\n", "submit.failure_threshold"),
-        ("[submit]\nfailure_threshold = -0.1\n", "submit.failure_threshold"),
+        (
+            "[submit]\nfailure_threshold = 2\n",
+            "submit.failure_threshold",
+        ),
+        (
+            "[submit]\nfailure_threshold = -0.1\n",
+            "submit.failure_threshold",
+        ),
         ("[submit]\ncredit_retry = \"0s\"\n", "submit.credit_retry"),
-        ("[api]\nrequests_per_second = 0\n", "api.requests_per_second"),
-        ("[api]\nrequests_per_second = \"many\"\n", "api.requests_per_second"),
+        (
+            "[api]\nrequests_per_second = 0\n",
+            "api.requests_per_second",
+        ),
+        (
+            "[api]\nrequests_per_second = \"many\"\n",
+            "api.requests_per_second",
+        ),
         ("[api]\ntimeout = \"0s\"\n", "api.timeout"),
         ("[api]\nbase_url = \"not a url\"\n", "api.base_url"),
-        ("[api]\nbase_url = \"ftp://api.tented.ai\"\n", "api.base_url"),
+        (
+            "[api]\nbase_url = \"ftp://api.tented.ai\"\n",
+            "api.base_url",
+        ),
         ("[admin]\nlisten = \"everywhere\"\n", "admin.listen"),
         ("[log]\nformat = \"xml\"\n", "log.format"),
         ("[poll]\ninterval = \"0s\"\n", "poll.interval"),
@@ -499,7 +541,10 @@ fn missing_default_config_file_means_built_in_defaults() {
         .expect("a missing default config file is fine");
     assert_eq!(format!("{s:?}"), format!("{:?}", builtin()));
     // from_arg(None) is that default source.
-    assert!(matches!(ConfigSource::from_arg(None), ConfigSource::Default));
+    assert!(matches!(
+        ConfigSource::from_arg(None),
+        ConfigSource::Default
+    ));
     assert!(matches!(
         ConfigSource::from_arg(Some(PathBuf::from("/x.toml"))),
         ConfigSource::File(_)
@@ -510,4 +555,39 @@ fn missing_default_config_file_means_built_in_defaults() {
 fn malformed_toml_is_an_error() {
     let msg = expect_err(load_text("[api\nbase_url = \n"), "malformed TOML");
     assert!(!msg.is_empty());
+}
+
+#[test]
+fn env_values_that_look_like_numbers_stay_strings_where_strings_are_expected() {
+    // try_parsing turns "12345" into an integer; string keys must still accept it.
+    let s = Settings::load_with_env(
+        &ConfigSource::BuiltIn,
+        env(&[
+            ("TENTED_BULKD__API__KEY", "12345"),
+            ("TENTED_BULKD__API__KEY_FILE", "42"),
+            ("TENTED_BULKD__PATHS__INBOX", "7"),
+        ]),
+    )
+    .expect("numeric-looking strings load");
+    assert_eq!(s.api.key_file, "42");
+    assert_eq!(s.paths.inbox, PathBuf::from("7"));
+    let mut s = s;
+    s.api.key_file = String::new();
+    assert_eq!(
+        s.resolve_api_key_with(None, None)
+            .unwrap()
+            .map(|k| k.expose().to_string()),
+        Some("12345".to_string())
+    );
+}
+
+#[test]
+fn env_can_turn_the_admin_endpoint_off() {
+    let s = Settings::load_with_env(
+        &ConfigSource::BuiltIn,
+        env(&[("TENTED_BULKD__ADMIN__LISTEN", "")]),
+    )
+    .expect("an empty admin.listen from the environment loads");
+    assert_eq!(s.admin.listen, "");
+    assert_eq!(s.admin_addr(), None);
 }

@@ -25,8 +25,11 @@ fn mixed_manifest() -> Value {
     items[12]["asset_ids"] = json!(["nope"]); // admission: NOT_FOUND
     items[20]["custom_page_alias"] = json!("taken-alias"); // published_with_warnings
     items[25]["tent_name"] = json!("Custom Name");
-    items[30]["asset_ids"] = json!(["asset_1", "asset_2", "asset_3", "asset_4", "asset_5", "asset_6"]); // local: > 5
-    items[50].as_object_mut().map(|o| o.remove("client_item_id"));
+    items[30]["asset_ids"] =
+        json!(["asset_1", "asset_2", "asset_3", "asset_4", "asset_5", "asset_6"]); // local: > 5
+    items[50]
+        .as_object_mut()
+        .map(|o| o.remove("client_item_id"));
     json!({
         "kind": "bulk",
         "template_id": "tpl_acme",
@@ -85,7 +88,12 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
     let jobs = result["bulk_jobs"].as_array().unwrap();
     let shape: Vec<(u64, u64)> = jobs
         .iter()
-        .map(|j| (j["first_index"].as_u64().unwrap(), j["items"].as_u64().unwrap()))
+        .map(|j| {
+            (
+                j["first_index"].as_u64().unwrap(),
+                j["items"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(shape, vec![(0, 23), (25, 24), (50, 10)]);
 
@@ -115,7 +123,9 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
             assert!(item["message"].as_str().unwrap().contains("nope"));
             continue;
         }
-        let tent_id = item["tent_id"].as_str().expect("admitted items have a tent");
+        let tent_id = item["tent_id"]
+            .as_str()
+            .expect("admitted items have a tent");
         let expected_name = if index == 25 {
             "Custom Name".to_string()
         } else {
@@ -129,10 +139,16 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
         match item["status"].as_str().unwrap() {
             "completed" => {
                 let publication = &item["publication"];
-                assert_eq!(publication["status"], truth["publication"]["status"], "{id}");
+                assert_eq!(
+                    publication["status"], truth["publication"]["status"],
+                    "{id}"
+                );
                 if index == 20 {
                     assert_eq!(publication["status"], "published_with_warnings");
-                    assert_eq!(publication["warnings"][0]["code"], "CUSTOM_PAGE_ALIAS_UNAVAILABLE");
+                    assert_eq!(
+                        publication["warnings"][0]["code"],
+                        "CUSTOM_PAGE_ALIAS_UNAVAILABLE"
+                    );
                     assert_eq!(publication["applied_custom_page_alias"], Value::Null);
                     assert_eq!(publication["requested_custom_page_alias"], "taken-alias");
                 } else {
@@ -168,21 +184,39 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
         assert_eq!(body["metadata"]["source"], "test");
     }
     // Item 4 follows a left-out neighbour: it carries its default name explicitly.
-    let first_items = posts[0].body.as_ref().unwrap()["items"].as_array().unwrap().clone();
-    let item4 = first_items.iter().find(|i| i["client_item_id"] == "acme-004").unwrap();
+    let first_items = posts[0].body.as_ref().unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let item4 = first_items
+        .iter()
+        .find(|i| i["client_item_id"] == "acme-004")
+        .unwrap();
     assert_eq!(item4["tent_name"], "Acme 9");
-    let item2 = first_items.iter().find(|i| i["client_item_id"] == "acme-002").unwrap();
-    assert_eq!(item2.get("tent_name"), None, "no gap before item 2: no explicit name");
+    let item2 = first_items
+        .iter()
+        .find(|i| i["client_item_id"] == "acme-002")
+        .unwrap();
+    assert_eq!(
+        item2.get("tent_name"),
+        None,
+        "no gap before item 2: no explicit name"
+    );
     let sent = sent_client_ids(&calls);
     let unique: HashSet<&String> = sent.iter().collect();
     assert_eq!(unique.len(), sent.len(), "no item sent twice");
     for id in local {
-        assert!(!sent.contains(&id.to_string()), "{id} was rejected locally but sent");
+        assert!(
+            !sent.contains(&id.to_string()),
+            "{id} was rejected locally but sent"
+        );
     }
     assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
 
     // The retry manifest holds exactly the items that did not complete, as given.
-    let retry = app.read_json("outbox/m60.retry.json").expect("retry manifest");
+    let retry = app
+        .read_json("outbox/m60.retry.json")
+        .expect("retry manifest");
     let retry_items = retry["items"].as_array().unwrap();
     let not_completed: Vec<usize> = items
         .values()
@@ -197,7 +231,8 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
     assert_eq!(retry["template_id"], "tpl_acme");
     assert_eq!(retry["start_index"], 5);
     let bytes = serde_json::to_vec(&retry).unwrap();
-    tented_bulkd::validation::validate_manifest(&bytes).expect("the retry manifest is a valid manifest");
+    tented_bulkd::validation::validate_manifest(&bytes)
+        .expect("the retry manifest is a valid manifest");
 
     // The manifest moved to the archive; the inbox is empty.
     assert!(app.path("archive/m60.json").exists());
@@ -218,12 +253,18 @@ async fn a_restart_mid_run_resubmits_nothing_and_completes_the_result() {
     // Stop as soon as the first chunk has been admitted.
     let deadline = tokio::time::Instant::now() + WAIT;
     while bulk_posts(&app.calls()).iter().all(|c| c.status.is_none()) {
-        assert!(tokio::time::Instant::now() < deadline, "no bulk request arrived");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no bulk request arrived"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.stop_daemon().await;
     let before = bulk_posts(&app.calls()).len();
-    assert!(before < 3, "the restart must happen mid-run ({before} requests)");
+    assert!(
+        before < 3,
+        "the restart must happen mid-run ({before} requests)"
+    );
 
     app.start_daemon().await;
     let result = app.wait_result("restart", WAIT).await;
@@ -233,7 +274,11 @@ async fn a_restart_mid_run_resubmits_nothing_and_completes_the_result() {
     assert_eq!(bulk_posts(&calls).len(), 3, "exactly one request per chunk");
     let sent = sent_client_ids(&calls);
     assert_eq!(sent.len(), 60);
-    assert_eq!(sent.iter().collect::<HashSet<_>>().len(), 60, "no item sent twice");
+    assert_eq!(
+        sent.iter().collect::<HashSet<_>>().len(),
+        60,
+        "no item sent twice"
+    );
     assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
     app.stop_daemon().await;
 }
@@ -245,14 +290,43 @@ fn bad_manifests() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("not-json.json", b"{ this is not json".to_vec(), "JSON"),
         ("not-utf8.json", vec![0xff, 0xfe, b'{', b'}'], "UTF-8"),
         ("array.json", b"[1, 2, 3]".to_vec(), "object"),
-        ("bad-kind.json", serde_json::to_vec(&json!({"kind": "bulkk", "template_id": "tpl_x", "items": [good_item]})).unwrap(), "kind"),
-        ("no-template.json", serde_json::to_vec(&json!({"items": [good_item]})).unwrap(), "template_id"),
-        ("no-items.json", serde_json::to_vec(&json!({"template_id": "tpl_x", "items": []})).unwrap(), "items"),
-        ("dup-ids.json", serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [
-            {"client_item_id": "a", "input_data": {}}, {"client_item_id": "a", "input_data": {}}]})).unwrap(), "duplicate"),
-        ("typo.json", serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [
-            {"input_data": {}, "tent_nmae": "x"}]})).unwrap(), "did you mean `tent_name`"),
-        ("bad name!.json", serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [good_item]})).unwrap(), "name"),
+        (
+            "bad-kind.json",
+            serde_json::to_vec(
+                &json!({"kind": "bulkk", "template_id": "tpl_x", "items": [good_item]}),
+            )
+            .unwrap(),
+            "kind",
+        ),
+        (
+            "no-template.json",
+            serde_json::to_vec(&json!({"items": [good_item]})).unwrap(),
+            "template_id",
+        ),
+        (
+            "no-items.json",
+            serde_json::to_vec(&json!({"template_id": "tpl_x", "items": []})).unwrap(),
+            "items",
+        ),
+        (
+            "dup-ids.json",
+            serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [
+            {"client_item_id": "a", "input_data": {}}, {"client_item_id": "a", "input_data": {}}]}))
+            .unwrap(),
+            "duplicate",
+        ),
+        (
+            "typo.json",
+            serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [
+            {"input_data": {}, "tent_nmae": "x"}]}))
+            .unwrap(),
+            "did you mean `tent_name`",
+        ),
+        (
+            "bad name!.json",
+            serde_json::to_vec(&json!({"template_id": "tpl_x", "items": [good_item]})).unwrap(),
+            "name",
+        ),
     ]
 }
 
@@ -277,12 +351,18 @@ async fn bad_manifests_get_a_rejected_result_and_an_archive_copy_and_the_daemon_
         assert_eq!(result["items"], json!({}), "{file}");
         assert_eq!(result["counts"]["total"], 0);
         let error = result["error"].as_str().unwrap_or_default();
-        assert!(error.contains(file), "{file}: the error names the file: {error}");
+        assert!(
+            error.contains(file),
+            "{file}: the error names the file: {error}"
+        );
         assert!(
             error.to_lowercase().contains(&rule.to_lowercase()),
             "{file}: the error names the rule `{rule}`: {error}"
         );
-        assert!(app.path(&format!("archive/{name}.json")).exists(), "{file} archived");
+        assert!(
+            app.path(&format!("archive/{name}.json")).exists(),
+            "{file} archived"
+        );
         assert!(!app.path(&format!("outbox/{name}.retry.json")).exists());
     }
     // Nothing was sent for any of them, and the daemon still works.
@@ -290,8 +370,14 @@ async fn bad_manifests_get_a_rejected_result_and_an_archive_copy_and_the_daemon_
     app.drop_manifest("good.json", &bulk_manifest(3));
     let result = app.wait_result("good", WAIT).await;
     assert_eq!(result["status"], "completed");
-    assert!(app.path("inbox/.hidden.json").exists(), "hidden files are left alone");
-    assert!(app.path("inbox/notes.txt").exists(), "other suffixes are left alone");
+    assert!(
+        app.path("inbox/.hidden.json").exists(),
+        "hidden files are left alone"
+    );
+    assert!(
+        app.path("inbox/notes.txt").exists(),
+        "other suffixes are left alone"
+    );
     app.stop_daemon().await;
 }
 
@@ -309,7 +395,10 @@ async fn identical_bytes_are_refused_and_a_reused_name_gets_a_suffix() {
     assert_eq!(r2["status"], "rejected");
     assert_eq!(r2["manifest"], "daily~2.json");
     let error = r2["error"].as_str().unwrap();
-    assert!(error.contains("identical") && error.contains("`daily.json`"), "{error}");
+    assert!(
+        error.contains("identical") && error.contains("`daily.json`"),
+        "{error}"
+    );
 
     // Different bytes under the same name: accepted under the next free name.
     let mut second = bulk_manifest(2);
@@ -318,7 +407,10 @@ async fn identical_bytes_are_refused_and_a_reused_name_gets_a_suffix() {
     let r3 = app.wait_result("daily~3", WAIT).await;
     assert_eq!(r3["status"], "completed");
     for name in ["daily", "daily~2", "daily~3"] {
-        assert!(app.path(&format!("archive/{name}.json")).exists(), "{name} archived");
+        assert!(
+            app.path(&format!("archive/{name}.json")).exists(),
+            "{name} archived"
+        );
     }
     // Only the two accepted manifests were sent.
     assert_eq!(bulk_posts(&app.calls()).len(), 2);
@@ -363,17 +455,34 @@ async fn a_broken_template_pauses_the_manifest_after_one_chunk_and_cancel_finish
                 break id;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "the manifest was never paused");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the manifest was never paused"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(bulk_posts(&app.calls()).len(), 1, "a broken template costs one chunk");
+    assert_eq!(
+        bulk_posts(&app.calls()).len(),
+        1,
+        "a broken template costs one chunk"
+    );
     let status = tented_bulkd::admin::status_report(app.ctx());
-    let listed = status.manifests.iter().find(|m| m.name == "broken").unwrap();
+    let listed = status
+        .manifests
+        .iter()
+        .find(|m| m.name == "broken")
+        .unwrap();
     assert_eq!(listed.state, "paused");
-    assert!(listed.reason.as_deref().unwrap().contains("failure threshold"));
+    assert!(listed
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("failure threshold"));
 
-    let canceled = tented_bulkd::reconciliation::cancel(app.ctx(), id).await.unwrap();
+    let canceled = tented_bulkd::reconciliation::cancel(app.ctx(), id)
+        .await
+        .unwrap();
     assert_eq!(canceled, 75);
     let result = app.wait_result("broken", WAIT).await;
     assert_eq!(result["status"], "failed");
@@ -402,7 +511,11 @@ async fn publication_failures_and_details_come_from_one_tent_fetch_each() {
     let result = app.wait_result("pubfail", WAIT).await;
     assert_eq!(result["counts"]["completed"], 5);
     let mut fetched: HashMap<String, usize> = HashMap::new();
-    for call in app.calls().iter().filter(|c| c.method == "GET" && c.path.starts_with("/v1/tents/")) {
+    for call in app
+        .calls()
+        .iter()
+        .filter(|c| c.method == "GET" && c.path.starts_with("/v1/tents/"))
+    {
         *fetched.entry(call.path.clone()).or_default() += 1;
     }
     for (_, item) in result["items"].as_object().unwrap() {

@@ -39,13 +39,28 @@ pub fn quick_sim() -> SimConfig {
 pub fn test_env(dir: &Path, base_url: &str) -> Vec<(String, String)> {
     vec![
         ("TENTED_BULKD__API__BASE_URL".into(), base_url.into()),
-        ("TENTED_BULKD__API__REQUESTS_PER_SECOND".into(), "200".into()),
+        (
+            "TENTED_BULKD__API__REQUESTS_PER_SECOND".into(),
+            "200".into(),
+        ),
         ("TENTED_BULKD__API__TIMEOUT".into(), "3s".into()),
         ("TENTED_BULKD__POLL__INTERVAL".into(), "200ms".into()),
-        ("TENTED_BULKD__PATHS__INBOX".into(), dir.join("inbox").display().to_string()),
-        ("TENTED_BULKD__PATHS__OUTBOX".into(), dir.join("outbox").display().to_string()),
-        ("TENTED_BULKD__PATHS__ARCHIVE".into(), dir.join("archive").display().to_string()),
-        ("TENTED_BULKD__PATHS__STATE".into(), dir.join("state").display().to_string()),
+        (
+            "TENTED_BULKD__PATHS__INBOX".into(),
+            dir.join("inbox").display().to_string(),
+        ),
+        (
+            "TENTED_BULKD__PATHS__OUTBOX".into(),
+            dir.join("outbox").display().to_string(),
+        ),
+        (
+            "TENTED_BULKD__PATHS__ARCHIVE".into(),
+            dir.join("archive").display().to_string(),
+        ),
+        (
+            "TENTED_BULKD__PATHS__STATE".into(),
+            dir.join("state").display().to_string(),
+        ),
         ("TENTED_BULKD__INBOX__SETTLE".into(), "150ms".into()),
         ("TENTED_BULKD__INBOX__RESCAN".into(), "500ms".into()),
         ("TENTED_BULKD__ADMIN__LISTEN".into(), "".into()),
@@ -70,8 +85,9 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub async fn start(settings: Settings) -> TestDaemon {
-        let (ctx, jobs) = tented_bulkd::daemon::build_context(settings.clone(), ApiKey::new("sim-key"))
-            .expect("daemon context");
+        let (ctx, jobs) =
+            tented_bulkd::daemon::build_context(settings.clone(), ApiKey::new("sim-key"))
+                .expect("daemon context");
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(tented_bulkd::daemon::run_with_context(
             Arc::clone(&ctx),
@@ -113,9 +129,13 @@ impl TestApp {
     pub async fn spawn_with(sim: SimConfig, extra: &[(&str, &str)]) -> TestApp {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
-        let sim = Simulator::start(sim, "127.0.0.1:0").await.expect("simulator starts");
-        let extra: Vec<(String, String)> =
-            extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let sim = Simulator::start(sim, "127.0.0.1:0")
+            .await
+            .expect("simulator starts");
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut app = TestApp {
             dir,
             sim,
@@ -127,7 +147,11 @@ impl TestApp {
     }
 
     pub fn settings(&self) -> Settings {
-        let extra: Vec<(&str, &str)> = self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let extra: Vec<(&str, &str)> = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         test_settings(self.dir.path(), &self.sim.base_url(), &extra)
     }
 
@@ -152,7 +176,10 @@ impl TestApp {
 
     /// Writes the manifest elsewhere and renames it into the inbox, as writers should.
     pub fn drop_manifest(&self, file_name: &str, manifest: &Value) {
-        self.drop_bytes(file_name, &serde_json::to_vec_pretty(manifest).expect("json"));
+        self.drop_bytes(
+            file_name,
+            &serde_json::to_vec_pretty(manifest).expect("json"),
+        );
     }
 
     pub fn drop_bytes(&self, file_name: &str, bytes: &[u8]) {
