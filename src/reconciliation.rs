@@ -202,6 +202,10 @@ pub async fn record_bulk_poll(
                         continue;
                     };
                     let item = txn.item(index)?;
+                    if item.job_seq != Some(key.seq) {
+                        // Sent again by a later request (after a credit refusal): not ours.
+                        continue;
+                    }
                     if let Some(event) = bulk_item_event(&item, job_item, auto_publish) {
                         txn.apply(index, event)?;
                     }
@@ -214,7 +218,8 @@ pub async fn record_bulk_poll(
                 if now.saturating_sub(since) >= crate::clock::duration_ms(JOB_NOT_FOUND_LIMIT) {
                     tracing::error!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, "the bulk job has answered 404 for over 10 minutes: its unfinished items fail");
                     for index in job.item_indices.clone() {
-                        if txn.item(index)?.state == ItemState::Admitted {
+                        let item = txn.item(index)?;
+                        if item.state == ItemState::Admitted && item.job_seq == Some(key.seq) {
                             txn.apply(
                                 index,
                                 ItemEvent::JobVanished {
@@ -238,6 +243,9 @@ pub async fn record_bulk_poll(
         let mut unfinished = false;
         for index in &job.item_indices {
             let item = txn.item(*index)?;
+            if item.job_seq != Some(key.seq) {
+                continue;
+            }
             match item.state {
                 ItemState::AwaitingDetails => {
                     unfinished = true;
@@ -282,7 +290,8 @@ async fn job_finished(ctx: &Context, key: JobKey) -> Result<bool, StoreError> {
         return Ok(true);
     };
     for index in &job.item_indices {
-        if !txn.item(*index)?.state.is_final() {
+        let item = txn.item(*index)?;
+        if item.job_seq == Some(key.seq) && !item.state.is_final() {
             return Ok(false);
         }
     }
@@ -292,14 +301,31 @@ async fn job_finished(ctx: &Context, key: JobKey) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// One `GET /v1/tents/{id}` per item that needs its publication details.
+/// One `GET /v1/tents/{id}` per item that needs its publication details (more only when
+/// one fails, and never sooner than the floor after the previous one for that tent).
 async fn fetch_details(
     ctx: &Context,
     key: JobKey,
     items: &[(u32, String)],
 ) -> Result<(), StoreError> {
+    let floor = ctx.poll_floor_ms();
     for (index, tent_id) in items {
-        let outcome = ctx.client.tent(tent_id).await;
+        let permit = ctx.client.reserve().await;
+        {
+            let writer = ctx.store.writer().await;
+            let mut txn = writer.begin(key.manifest_id)?;
+            let item = txn.item(*index)?;
+            let now = ctx.clock.now_ms();
+            if item
+                .details_fetched_at_ms
+                .is_some_and(|at| now < at + floor)
+            {
+                continue;
+            }
+            txn.annotate(*index, |item| item.details_fetched_at_ms = Some(now))?;
+            txn.commit().await?;
+        }
+        let outcome = ctx.client.tent_with(permit, tent_id).await;
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(key.manifest_id)?;
         let item = txn.item(*index)?;

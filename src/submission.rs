@@ -30,7 +30,8 @@ pub const BULK_CHUNK: u32 = 25;
 /// The failure threshold is judged once this many items have a final answer from the API.
 pub const THRESHOLD_MIN_ANSWERS: u32 = 25;
 
-/// First backoff after a 5xx, a 429 on a bulk create, or a request that was not sent.
+/// First backoff after a 5xx, a 429 on a bulk create, or a request that was not sent
+/// (shorter when `poll.interval` is shorter, i.e. against the simulator).
 const SEND_BACKOFF_BASE: Duration = Duration::from_secs(1);
 
 /// The longest backoff between two attempts of one request.
@@ -187,17 +188,26 @@ pub enum Step {
 }
 
 /// Per-manifest backoff after answers that say "later", kept in memory.
-#[derive(Default)]
 pub struct Backoff {
+    base: Duration,
     not_before_ms: HashMap<u64, u64>,
     attempts: HashMap<u64, u32>,
 }
 
 impl Backoff {
+    pub fn new(poll_interval: Duration) -> Backoff {
+        Backoff {
+            base: SEND_BACKOFF_BASE.min(poll_interval),
+            not_before_ms: HashMap::new(),
+            attempts: HashMap::new(),
+        }
+    }
+
     fn delay(&mut self, manifest_id: u64, retry_after: Option<Duration>) -> Duration {
         let attempts = self.attempts.entry(manifest_id).or_insert(0);
         *attempts += 1;
-        let exp = SEND_BACKOFF_BASE
+        let exp = self
+            .base
             .saturating_mul(1u32 << (*attempts - 1).min(16))
             .min(SEND_BACKOFF_MAX);
         let jitter =
@@ -213,7 +223,7 @@ impl Backoff {
 
 /// The submitter task.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(ctx.settings.poll.interval);
     loop {
         if shutdown.is_cancelled() {
             return;

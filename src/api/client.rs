@@ -181,7 +181,9 @@ impl AuthGate {
                     );
                 }
             }
-            Some(_) => {
+            // Only an answer that got past the token check proves the key works: a 429 or
+            // 5xx may come from a gateway in front of the API.
+            Some(status) if status != 429 && status < 500 => {
                 if state.paused_since.take().is_some() {
                     state.next_probe = None;
                     state.last_logged = None;
@@ -189,7 +191,7 @@ impl AuthGate {
                     self.reopened.notify_waiters();
                 }
             }
-            None => {}
+            _ => {}
         }
     }
 

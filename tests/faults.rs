@@ -1,0 +1,437 @@
+//! API faults and disk trouble, against the simulator's knobs: nothing lost, nothing sent
+//! twice, never faster than the floor.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tented_bulkd::simulator::{EndpointFaults, FaultRates, SimConfig, Simulator};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn assert_sent_once(calls: &[tented_bulkd::simulator::RecordedCall]) {
+    let sent = sent_client_ids(calls);
+    let unique: HashSet<&String> = sent.iter().collect();
+    assert_eq!(unique.len(), sent.len(), "an item was sent twice: {sent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried_without_sending_anything_twice() {
+    let faults = FaultRates {
+        rate_429: 0.15,
+        rate_500: 0.15,
+        rate_503: 0.15,
+        retry_after_429: Some(1),
+        ..FaultRates::default()
+    };
+    let mut app = TestApp::spawn(SimConfig {
+        errors: EndpointFaults {
+            bulk_create: faults.clone(),
+            bulk_status: faults.clone(),
+            tent_status: faults,
+            ..EndpointFaults::default()
+        },
+        seed: Some(9),
+        ..quick_sim()
+    })
+    .await;
+    let mut manifest = bulk_manifest(75);
+    manifest["auto_publish"] = json!(true);
+    app.drop_manifest("flaky.json", &manifest);
+    let result = app.wait_result("flaky", WAIT).await;
+    assert_eq!(result["counts"]["completed"], 75, "{}", result["counts"]);
+    let calls = app.calls();
+    let statuses: Vec<Option<u16>> = calls.iter().map(|c| c.status).collect();
+    assert!(
+        statuses.contains(&Some(429))
+            && statuses.contains(&Some(500))
+            && statuses.contains(&Some(503))
+    );
+    // Every chunk was admitted exactly once, whatever was refused before.
+    let admitted: Vec<_> = bulk_posts(&calls)
+        .into_iter()
+        .filter(|c| c.status == Some(202))
+        .collect();
+    assert_eq!(admitted.len(), 3);
+    let mut admitted_ids = Vec::new();
+    for call in admitted {
+        for item in call.body.as_ref().unwrap()["items"].as_array().unwrap() {
+            admitted_ids.push(item["client_item_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(admitted_ids.iter().collect::<HashSet<_>>().len(), 75);
+    // Refused polls are retried, but never faster than the floor.
+    assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
+    // A 429 with Retry-After: 1 is honoured: the next request of that manifest comes later.
+    let posts = bulk_posts(&calls);
+    for pair in posts.windows(2) {
+        if pair[0].status == Some(429) {
+            assert!(pair[1].at_ms - pair[0].at_ms >= 1000, "Retry-After ignored");
+        }
+    }
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_never_resent_and_its_items_end_unknown() {
+    let mut app = TestApp::spawn_with(
+        SimConfig {
+            errors: EndpointFaults {
+                bulk_create: FaultRates {
+                    hang_rate: 1.0,
+                    ..FaultRates::default()
+                },
+                ..EndpointFaults::default()
+            },
+            ..quick_sim()
+        },
+        &[("TENTED_BULKD__API__TIMEOUT", "1s")],
+    )
+    .await;
+    app.drop_manifest("lost.json", &bulk_manifest(30));
+    let result = app.wait_result("lost", WAIT).await;
+    assert_eq!(result["counts"]["unknown"], 30);
+    assert_eq!(result["status"], "failed");
+    let item = &result["items"]["row-000"];
+    assert_eq!(item["status"], "unknown");
+    let message = item["message"].as_str().unwrap();
+    assert!(
+        message.contains("not resent") && message.contains("timeout"),
+        "{message}"
+    );
+    // Two chunks, each sent once, though neither got an answer; both were admitted.
+    let calls = app.calls();
+    assert_eq!(bulk_posts(&calls).len(), 2);
+    assert_sent_once(&calls);
+    let retry = app.read_json("outbox/lost.retry.json").unwrap();
+    assert_eq!(retry["items"].as_array().unwrap().len(), 30);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_after_sending_is_uncertain_but_polls_are_retried() {
+    let mut app = TestApp::spawn(SimConfig {
+        errors: EndpointFaults {
+            bulk_create: FaultRates {
+                drop_after_rate: 1.0,
+                ..FaultRates::default()
+            },
+            ..EndpointFaults::default()
+        },
+        ..quick_sim()
+    })
+    .await;
+    app.drop_manifest("dropped.json", &bulk_manifest(10));
+    let result = app.wait_result("dropped", WAIT).await;
+    assert_eq!(result["counts"]["unknown"], 10, "{result:#}");
+    assert_eq!(bulk_posts(&app.calls()).len(), 1, "never resent");
+
+    // Dropped polls, on the other hand, are simply tried again.
+    app.sim.set_faults(EndpointFaults {
+        bulk_status: FaultRates {
+            drop_before_rate: 0.3,
+            drop_after_rate: 0.3,
+            ..FaultRates::default()
+        },
+        ..EndpointFaults::default()
+    });
+    app.drop_manifest("polls.json", &bulk_manifest(11));
+    let result = app.wait_result("polls", WAIT).await;
+    assert_eq!(result["counts"]["completed"], 11, "{result:#}");
+    assert_poll_floor(&app.calls(), TEST_FLOOR, Duration::ZERO);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_could_not_connect_is_sent_once_the_api_is_back() {
+    init_logs();
+    // A port where nothing listens yet.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base_url = format!("http://127.0.0.1:{port}");
+    let daemon = TestDaemon::start(test_settings(dir.path(), &base_url, &[])).await;
+    let staging = dir.path().join("staging.json");
+    std::fs::write(&staging, serde_json::to_vec(&bulk_manifest(5)).unwrap()).unwrap();
+    std::fs::rename(&staging, dir.path().join("inbox/later.json")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sim = Simulator::start(quick_sim(), &format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let result_path = dir.path().join("outbox/later.result.json");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !result_path.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no result");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let result: Value = serde_json::from_slice(&std::fs::read(&result_path).unwrap()).unwrap();
+    assert_eq!(result["counts"]["completed"], 5, "{result}");
+    assert_eq!(bulk_posts(&sim.calls()).len(), 1);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_pauses_every_call_turns_health_red_and_fails_nothing() {
+    let admin_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut app = TestApp::spawn_with(
+        SimConfig {
+            generation_time: (Duration::from_millis(600), Duration::from_millis(800)),
+            ..quick_sim()
+        },
+        &[("TENTED_BULKD__ADMIN__LISTEN", admin.as_str())],
+    )
+    .await;
+    let health = || async {
+        reqwest::get(format!("http://{admin}/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(health().await, 200);
+    app.drop_manifest("auth.json", &bulk_manifest(30));
+    // Let the first chunk in, then rotate the key at Tented's end.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bulk_posts(&app.calls()).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.sim.set_api_key("rotated");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while health().await != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never turned red"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status: Value = reqwest::get(format!("http://{admin}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["auth_paused"], true);
+    assert!(
+        !status.to_string().contains("sim-key"),
+        "the key never appears in /status"
+    );
+    // While paused, calls go out only as rare probes (one per floor).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let unauthorized: Vec<_> = app
+        .calls()
+        .into_iter()
+        .filter(|c| c.status == Some(401))
+        .collect();
+    assert!(
+        unauthorized.len() <= 8,
+        "{} calls while paused",
+        unauthorized.len()
+    );
+    assert!(
+        !app.result_path("auth").exists(),
+        "nothing is failed because of a 401"
+    );
+    // The key works again: everything resumes and completes.
+    app.sim.set_api_key("sim-key");
+    let result = app.wait_result("auth", WAIT).await;
+    assert_eq!(result["counts"]["completed"], 30, "{}", result["counts"]);
+    assert_eq!(health().await, 200);
+    let calls = app.calls();
+    assert_sent_once(
+        &calls
+            .iter()
+            .filter(|c| c.status != Some(401))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tented_bulkd_api_calls_total{endpoint=\"bulk_status\",status=\"401\"}"),
+        "{metrics}"
+    );
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_running_out_pause_the_manifest_until_they_are_back() {
+    let mut app = TestApp::spawn_with(
+        SimConfig {
+            credits: Some(30),
+            ..quick_sim()
+        },
+        &[("TENTED_BULKD__SUBMIT__CREDIT_RETRY", "700ms")],
+    )
+    .await;
+    app.drop_manifest("credits.json", &bulk_manifest(60));
+    // The second chunk runs out after 5 items: the manifest waits for credits.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = tented_bulkd::admin::status_report(app.ctx());
+        if status.manifests.iter().any(|m| m.state == "credit_wait") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never waited for credits"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While credits are out, only the refused items are tried (every credit_retry); the
+    // third chunk waits.
+    let calls = app.calls();
+    let during: Vec<_> = bulk_posts(&calls);
+    assert!(
+        during.len() >= 3,
+        "the refused items were tried again: {}",
+        during.len()
+    );
+    for call in &during[2..] {
+        for item in call.body.as_ref().unwrap()["items"].as_array().unwrap() {
+            let id = item["client_item_id"].as_str().unwrap();
+            assert!(
+                ("row-030".."row-050").contains(&id),
+                "{id} sent while credits were out"
+            );
+        }
+    }
+    assert!(!app.result_path("credits").exists());
+    app.sim.set_credits(Some(1000));
+    let result = app.wait_result("credits", WAIT).await;
+    assert_eq!(result["counts"]["completed"], 60, "{}", result["counts"]);
+    // Items refused for credits were sent again, with the names one large batch gives them.
+    for (id, item) in result["items"].as_object().unwrap() {
+        let index = item["index"].as_u64().unwrap();
+        assert_eq!(
+            item["tent_name"],
+            format!("Test {}", index + 1).as_str(),
+            "{id}"
+        );
+    }
+    // Apart from those, nothing was sent twice.
+    let calls = app.calls();
+    let accepted_posts = bulk_posts(&calls);
+    let last = accepted_posts.last().unwrap();
+    assert_eq!(last.status, Some(202));
+    assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_that_cannot_be_written_keeps_the_result_pending_until_it_can() {
+    let mut app = TestApp::spawn(quick_sim()).await;
+    // The outbox is replaced by a plain file: every write into it fails.
+    std::fs::remove_dir_all(app.path("outbox")).unwrap();
+    std::fs::write(app.path("outbox"), b"not a folder").unwrap();
+    app.drop_manifest("blocked.json", &bulk_manifest(3));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let id = app.ctx().store.manifest_named("blocked").unwrap();
+        if let Some(id) = id {
+            let m = app.ctx().store.manifest(id).unwrap().unwrap();
+            if m.finished_at_ms.is_some() {
+                assert!(!m.result_written);
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The folder comes back: the sweeper writes the result.
+    std::fs::remove_file(app.path("outbox")).unwrap();
+    std::fs::create_dir(app.path("outbox")).unwrap();
+    let result = app.wait_result("blocked", WAIT).await;
+    assert_eq!(result["counts"]["completed"], 3);
+    assert_eq!(bulk_posts(&app.calls()).len(), 1);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_twenty_manifests_with_every_fault_at_a_modest_rate() {
+    let faults = FaultRates {
+        rate_429: 0.03,
+        rate_500: 0.03,
+        rate_503: 0.03,
+        drop_before_rate: 0.02,
+        drop_after_rate: 0.02,
+        ..FaultRates::default()
+    };
+    let mut app = TestApp::spawn(SimConfig {
+        errors: EndpointFaults::all(faults),
+        failure_rate: 0.05,
+        publish_failure_rate: 0.05,
+        latency: (Duration::ZERO, Duration::from_millis(20)),
+        seed: Some(2026),
+        ..quick_sim()
+    })
+    .await;
+    for m in 0..20 {
+        let mut manifest = bulk_manifest(100);
+        for item in manifest["items"].as_array_mut().unwrap() {
+            let id = format!("m{m:02}-{}", item["client_item_id"].as_str().unwrap());
+            item["client_item_id"] = json!(id);
+        }
+        manifest["default_tent_name_prefix"] = json!(format!("Soak {m}"));
+        manifest["auto_publish"] = json!(m % 2 == 0);
+        app.drop_manifest(&format!("soak-{m:02}.json"), &manifest);
+    }
+    let mut totals = (0u64, 0u64);
+    for m in 0..20 {
+        let result = app
+            .wait_result(&format!("soak-{m:02}"), Duration::from_secs(120))
+            .await;
+        let counts = &result["counts"];
+        assert_eq!(counts["total"], 100);
+        let sum: u64 = [
+            "completed",
+            "failed",
+            "rejected",
+            "timed_out",
+            "canceled",
+            "unknown",
+        ]
+        .iter()
+        .map(|k| counts[*k].as_u64().unwrap())
+        .sum();
+        assert_eq!(sum, 100, "{counts}");
+        assert_eq!(counts["timed_out"], 0);
+        // Every unknown item comes from a request whose connection dropped after sending.
+        for (id, item) in result["items"].as_object().unwrap() {
+            if item["status"] == "unknown" {
+                assert!(
+                    item["message"].as_str().unwrap().contains("not resent"),
+                    "{id}"
+                );
+            }
+        }
+        totals.0 += counts["completed"].as_u64().unwrap();
+        totals.1 += counts["unknown"].as_u64().unwrap();
+    }
+    let calls = app.calls();
+    assert_sent_once(
+        &calls
+            .iter()
+            .filter(|c| matches!(c.status, Some(202)) || c.fault.as_deref() == Some("drop_after"))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
+    assert!(totals.0 > 1500, "most items complete: {totals:?}");
+    app.stop_daemon().await;
+}
