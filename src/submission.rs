@@ -315,7 +315,14 @@ pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreErr
                     (manifest, seq, items)
                 }
                 Plan::Nothing => {
-                    txn.commit().await?;
+                    // Only a moved cursor or a cleared credit retry is worth a write.
+                    let unchanged = writer
+                        .store()
+                        .manifest(id)?
+                        .is_some_and(|stored| &stored == txn.manifest());
+                    if !unchanged {
+                        txn.commit().await?;
+                    }
                     continue;
                 }
                 Plan::Later(at) => {
