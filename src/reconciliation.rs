@@ -92,6 +92,10 @@ pub fn bulk_item_event(
                 Some(status) if status.needs_details() => Some(ItemEvent::GeneratedNeedsDetails {
                     publication: partial(&job_item.publication_status.clone().unwrap_or_default()),
                 }),
+                // Completed twice in a row with no publication state at all: none is coming.
+                None if item.generation_status.as_deref() == Some("completed") => {
+                    Some(ItemEvent::Generated { publication: None })
+                }
                 // Pending, absent or an unknown word: not final yet.
                 other => Some(ItemEvent::Progress {
                     generation_status: "completed".to_string(),
@@ -143,6 +147,11 @@ pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> O
                     })
                 }
                 None if !auto_publish => Some(ItemEvent::Generated { publication: None }),
+                // Completed twice in a row with no publication at all: none is coming
+                // (e.g. a later edit of the same tent asked for none). Final as it is.
+                None if item.generation_status.as_deref() == Some("completed") => {
+                    Some(ItemEvent::Generated { publication: None })
+                }
                 other => Some(ItemEvent::Progress {
                     generation_status: "completed".to_string(),
                     publication: other.as_ref().map(|p| publication_record(p)),
@@ -512,5 +521,140 @@ pub async fn sweep_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
         ctx.wake_submitter.notify_one();
         ctx.mark_progress();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(given: &str) -> ItemRecord {
+        let mut item = ItemRecord::pending(1, 0, "a".into(), given.into());
+        item.state = ItemState::Admitted;
+        item.tent_id = Some("t".into());
+        item
+    }
+
+    fn job_item(status: &str, publication: Option<&str>) -> BulkJobItem {
+        BulkJobItem {
+            index: 0,
+            client_item_id: None,
+            tent_id: Some("t".into()),
+            tent_name: None,
+            status: status.into(),
+            publication_status: publication.map(str::to_string),
+            published_url: publication.map(|_| "https://x/y".to_string()),
+            error_code: None,
+            message: Some("boom".into()),
+        }
+    }
+
+    #[test]
+    fn bulk_items_become_final_only_when_publication_is_no_longer_pending() {
+        let item = admitted(r#"{"custom_page_alias":"spring"}"#);
+        match bulk_item_event(&item, &job_item("completed", Some("pending")), true) {
+            Some(ItemEvent::Progress {
+                publication: Some(p),
+                ..
+            }) => assert_eq!(p.status, "pending"),
+            other => panic!("{other:?}"),
+        }
+        match bulk_item_event(&item, &job_item("completed", Some("published")), true) {
+            Some(ItemEvent::Generated {
+                publication: Some(p),
+            }) => {
+                assert_eq!(p.applied_custom_page_alias.as_deref(), Some("spring"));
+                assert_eq!(p.published_url.as_deref(), Some("https://x/y"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            bulk_item_event(
+                &item,
+                &job_item("completed", Some("published_with_warnings")),
+                true
+            ),
+            Some(ItemEvent::GeneratedNeedsDetails { .. })
+        ));
+        assert!(matches!(
+            bulk_item_event(&item, &job_item("completed", Some("failed")), true),
+            Some(ItemEvent::GeneratedNeedsDetails { .. })
+        ));
+        assert!(matches!(
+            bulk_item_event(&item, &job_item("completed", None), false),
+            Some(ItemEvent::Generated { publication: None })
+        ));
+    }
+
+    #[test]
+    fn bulk_items_in_progress_change_only_when_their_status_does() {
+        let mut item = admitted("{}");
+        assert!(matches!(
+            bulk_item_event(&item, &job_item("queued", None), false),
+            Some(ItemEvent::Progress { .. })
+        ));
+        item.generation_status = Some("queued".into());
+        assert_eq!(
+            bulk_item_event(&item, &job_item("queued", None), false),
+            None
+        );
+        // An unknown word is "not final yet".
+        assert!(matches!(
+            bulk_item_event(&item, &job_item("thinking", None), false),
+            Some(ItemEvent::Progress { .. })
+        ));
+        match bulk_item_event(&item, &job_item("failed", None), false) {
+            Some(ItemEvent::GenerationFailed { message }) => assert_eq!(message, "boom"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_publication_that_never_appears_ends_after_a_second_completed_poll() {
+        let mut item = admitted("{}");
+        assert!(matches!(
+            bulk_item_event(&item, &job_item("completed", None), true),
+            Some(ItemEvent::Progress { .. })
+        ));
+        item.generation_status = Some("completed".into());
+        assert!(matches!(
+            bulk_item_event(&item, &job_item("completed", None), true),
+            Some(ItemEvent::Generated { publication: None })
+        ));
+    }
+
+    #[test]
+    fn details_end_awaiting_items_only_with_a_final_publication() {
+        let mut item = admitted("{}");
+        item.state = ItemState::AwaitingDetails;
+        let tent = |status: &str| TentStatus {
+            id: "t".into(),
+            status: "completed".into(),
+            created_at: None,
+            updated_at: None,
+            result: None,
+            error: None,
+            publication: Some(Publication {
+                status: status.into(),
+                published_url: None,
+                requested_custom_page_alias: Some("a".into()),
+                applied_custom_page_alias: None,
+                warnings: vec![Notice {
+                    code: Some("CUSTOM_PAGE_ALIAS_UNAVAILABLE".into()),
+                    message: None,
+                }],
+                error: None,
+            }),
+        };
+        assert_eq!(tent_event(&item, &tent("pending"), true), None);
+        match tent_event(&item, &tent("published_with_warnings"), true) {
+            Some(ItemEvent::DetailsFetched { publication }) => {
+                assert_eq!(
+                    publication.warnings[0].code.as_deref(),
+                    Some("CUSTOM_PAGE_ALIAS_UNAVAILABLE")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

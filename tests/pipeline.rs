@@ -527,3 +527,93 @@ async fn publication_failures_and_details_come_from_one_tent_fetch_each() {
     }
     app.stop_daemon().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_edit_manifests_run_one_request_per_item_and_edits_find_earlier_items() {
+    let mut app = TestApp::spawn(quick_sim()).await;
+    let create = json!({
+        "kind": "create",
+        "defaults": {"include_brand": true, "auto_publish": true},
+        "items": [
+            {"client_item_id": "spring", "name": "Spring launch", "prompt": "Create a landing page for our spring launch", "custom_page_alias": "spring-launch"},
+            {"client_item_id": "partner", "name": "Partner page", "prompt": "Build a registration page with a signup form", "auto_publish": false},
+            {"client_item_id": "broken", "name": "No prompt"}
+        ]
+    });
+    app.drop_manifest("launch.json", &create);
+    let created = app.wait_result("launch", WAIT).await;
+    assert_eq!(created["kind"], "create");
+    assert_eq!(created["counts"]["completed"], 2, "{created:#}");
+    assert_eq!(created["counts"]["rejected"], 1);
+    assert_eq!(created["bulk_jobs"], json!([]));
+    let spring = &created["items"]["spring"];
+    assert_eq!(spring["tent_name"], "Spring launch");
+    assert_eq!(spring["publication"]["status"], "published");
+    assert_eq!(
+        spring["publication"]["applied_custom_page_alias"],
+        "spring-launch"
+    );
+    assert_eq!(created["items"]["partner"]["publication"], Value::Null);
+    assert_eq!(created["items"]["broken"]["rejected_by"], "local");
+    let calls = app.calls();
+    let creates: Vec<_> = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path == "/v1/tents")
+        .collect();
+    assert_eq!(creates.len(), 2, "one request per accepted item");
+    let body = creates[0].body.as_ref().unwrap();
+    assert_eq!(body["include_brand"], true, "defaults apply");
+    assert_eq!(body["custom_page_alias"], "spring-launch");
+    assert_eq!(
+        body.get("client_item_id"),
+        None,
+        "only documented fields are sent"
+    );
+
+    let spring_tent = spring["tent_id"].as_str().unwrap().to_string();
+    let partner_tent = created["items"]["partner"]["tent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let edit = json!({
+        "kind": "edit",
+        "items": [
+            {"client_item_id": "spring-v2", "target_client_item_id": "spring", "prompt": "Make the header blue", "auto_publish": true},
+            {"client_item_id": "direct", "tent_id": partner_tent, "prompt": "Tighten the copy"},
+            {"client_item_id": "ghost", "target_client_item_id": "no-such-item", "prompt": "Anything"}
+        ]
+    });
+    app.drop_manifest("edits.json", &edit);
+    let edited = app.wait_result("edits", WAIT).await;
+    assert_eq!(edited["counts"]["completed"], 2, "{edited:#}");
+    let v2 = &edited["items"]["spring-v2"];
+    assert_eq!(v2["tent_id"], spring_tent.as_str());
+    assert!(
+        v2["generation_id"].is_string(),
+        "edits report their generation"
+    );
+    assert_ne!(
+        v2["generation_id"],
+        edited["items"]["direct"]["generation_id"]
+    );
+    let ghost = &edited["items"]["ghost"];
+    assert_eq!(ghost["status"], "rejected");
+    assert!(
+        ghost["message"].as_str().unwrap().contains("unknown"),
+        "{ghost}"
+    );
+    let edits: Vec<_> = app
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/edit"))
+        .collect();
+    let paths: HashSet<String> = edits.iter().map(|c| c.path.clone()).collect();
+    let expected: HashSet<String> = [&spring_tent, &partner_tent]
+        .iter()
+        .map(|t| format!("/v1/tents/{t}/edit"))
+        .collect();
+    assert_eq!(paths, expected);
+    assert_eq!(v2["publication"]["status"], "published");
+    assert_poll_floor(&app.calls(), TEST_FLOOR, Duration::ZERO);
+    app.stop_daemon().await;
+}

@@ -1,0 +1,1184 @@
+//! Crash safety of the real binary (SPEC sections 5 to 8): `tented-bulkd run` against the
+//! in-process simulator, crashed at chosen points (fail points, compiled in because the
+//! tests build the crate with the `failpoints` feature) or killed at random times, then
+//! restarted on the same state folder; after every scenario one function checks the
+//! invariants: one result, one archive copy, nothing sent twice, nothing lost, every tent
+//! agreed with the simulator, the poll floor held across restarts.
+//!
+//! Scenarios run several at once inside each test (each has its own folder, simulator and
+//! daemon); a test reports every failing scenario, with the tail of its daemon logs.
+//! `CRASH_TEST_SEED=N` replays the random kill times of a run (the seed is printed).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tented_bulkd::item_state::ANSWER_LOST_MESSAGE;
+use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tented-bulkd");
+const NAME: &str = "crashy";
+/// The poll floor the daemon runs with (loopback allows it).
+const FLOOR_MS: u64 = 200;
+/// The poll time is recorded just *before* the GET is sent, and the next poll is due a floor
+/// after that record (or after the answer), so between two arrivals at the simulator the gap
+/// can be shorter than the floor by the record-to-send delay of the first one (a store flush,
+/// more on a loaded machine): 50 ms of slack.
+const FLOOR_SLACK_MS: u64 = 50;
+/// How long a run with an armed fail point may take to crash (or finish).
+const CRASH_WAIT: Duration = Duration::from_secs(20);
+/// How long a clean restart may take to write the result.
+const RESULT_WAIT: Duration = Duration::from_secs(30);
+/// SPEC section 8: SIGTERM exits 0 within 15 seconds.
+const TERM_WAIT: Duration = Duration::from_secs(15);
+/// Scenarios run at once inside one test.
+const PARALLEL: usize = 4;
+
+const ITEMS: usize = 30;
+const LOCAL_REJECT: usize = 3; // custom_page_alias "Admin": not lowercase
+const ADMISSION_REJECT: usize = 12; // asset_ids ["nope"]: NOT_FOUND at admission
+const TAKEN_ALIAS: usize = 20; // published_with_warnings: one detail fetch
+
+fn client_id(index: usize) -> String {
+    format!("crash-{index:02}")
+}
+
+/// 30 items (two chunks) with auto-publish, one local rejection, one admission rejection,
+/// a taken alias (a detail fetch) and an alias that applies.
+fn manifest() -> Value {
+    let mut items: Vec<Value> = (0..ITEMS)
+        .map(|i| json!({"client_item_id": client_id(i), "input_data": {"first_name": format!("P{i}")}}))
+        .collect();
+    items[LOCAL_REJECT]["custom_page_alias"] = json!("Admin");
+    items[ADMISSION_REJECT]["asset_ids"] = json!(["nope"]);
+    items[TAKEN_ALIAS]["custom_page_alias"] = json!("taken-alias");
+    items[7]["custom_page_alias"] = json!("crash-seven");
+    json!({
+        "kind": "bulk",
+        "template_id": "tpl_crash",
+        "default_tent_name_prefix": "Crash",
+        "start_index": 1,
+        "auto_publish": true,
+        "items": items
+    })
+}
+
+/// Quick times, some generation and publication failures, a taken alias, a little latency.
+fn crash_sim(seed: u64) -> SimConfig {
+    SimConfig {
+        latency: (Duration::from_millis(5), Duration::from_millis(25)),
+        failure_rate: 0.2,
+        publish_failure_rate: 0.1,
+        taken_aliases: vec!["taken-alias".into()],
+        seed: Some(seed),
+        ..common::quick_sim()
+    }
+}
+
+type Check = Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// A daemon child process; killed (by its pid) if a failing scenario leaves it running.
+struct Daemon {
+    child: Child,
+    run: usize,
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGTERM; the daemon must exit 0 within 15 seconds.
+    async fn terminate(&mut self) -> Check {
+        if let Some(status) = self.exited() {
+            return Err(format!(
+                "run {}: the daemon had already exited ({status}) before SIGTERM",
+                self.run
+            ));
+        }
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        ensure!(sent.success(), "kill -TERM {} failed", self.pid());
+        let started = Instant::now();
+        match self.wait_exit(TERM_WAIT).await {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(format!(
+                "run {}: after SIGTERM the daemon exited with {status}, not 0",
+                self.run
+            )),
+            None => Err(format!(
+                "run {}: the daemon did not exit within {TERM_WAIT:?} of SIGTERM (waited {:?})",
+                self.run,
+                started.elapsed()
+            )),
+        }
+    }
+
+    /// SIGKILL (`Child::kill`), as a crash or power loss would.
+    async fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.wait_exit(Duration::from_secs(10)).await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One scenario: a folder, a simulator, the manifest, and the daemon runs on them.
+struct Scenario {
+    label: String,
+    dir: tempfile::TempDir,
+    sim: Simulator,
+    logs: Vec<PathBuf>,
+    manifest_bytes: Vec<u8>,
+}
+
+impl Scenario {
+    async fn new(label: impl Into<String>, sim: SimConfig) -> Scenario {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sim = Simulator::start(sim, "127.0.0.1:0")
+            .await
+            .expect("simulator starts");
+        let scenario = Scenario {
+            label: label.into(),
+            dir,
+            sim,
+            logs: Vec::new(),
+            manifest_bytes: serde_json::to_vec_pretty(&manifest()).expect("json"),
+        };
+        scenario.write_config();
+        scenario
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    fn write_config(&self) {
+        let p = |sub: &str| self.path(sub).display().to_string();
+        let config = format!(
+            r#"[api]
+base_url = "{base}"
+key_file = ""
+timeout = "3s"
+requests_per_second = 200
+
+[poll]
+interval = "200ms"
+max_wait = "24h"
+
+[paths]
+inbox = "{inbox}"
+outbox = "{outbox}"
+archive = "{archive}"
+state = "{state}"
+
+[inbox]
+settle = "150ms"
+rescan = "500ms"
+
+[submit]
+credit_retry = "15m"
+failure_threshold = 0.5
+
+[admin]
+listen = ""
+
+[log]
+format = "text"
+"#,
+            base = self.sim.base_url(),
+            inbox = p("inbox"),
+            outbox = p("outbox"),
+            archive = p("archive"),
+            state = p("state"),
+        );
+        std::fs::write(self.path("config.toml"), config).expect("write config");
+    }
+
+    /// Writes the manifest elsewhere and renames it into the inbox, as writers should.
+    fn drop_manifest(&self) {
+        std::fs::create_dir_all(self.path("inbox")).expect("inbox");
+        let staging = self.path(&format!(".staging-{NAME}.json"));
+        std::fs::write(&staging, &self.manifest_bytes).expect("write staging");
+        std::fs::rename(&staging, self.path(&format!("inbox/{NAME}.json"))).expect("rename");
+    }
+
+    fn result_path(&self) -> PathBuf {
+        self.path(&format!("outbox/{NAME}.result.json"))
+    }
+
+    fn retry_path(&self) -> PathBuf {
+        self.path(&format!("outbox/{NAME}.retry.json"))
+    }
+
+    /// Starts `tented-bulkd run` with `failpoints` armed (or none), stderr to a file.
+    fn spawn(&mut self, failpoints: Option<&str>) -> Daemon {
+        let run = self.logs.len() + 1;
+        let log = self.path(&format!("daemon-{run}.log"));
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(BIN);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(self.path("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("TENTED_") || key == "CREDENTIALS_DIRECTORY" || key == "FAILPOINTS" {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .env("TENTED_API_KEY", "sim-key")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        if let Some(failpoints) = failpoints {
+            command.env("FAILPOINTS", failpoints);
+        }
+        let child = command.spawn().expect("the daemon starts");
+        self.logs.push(log);
+        Daemon { child, run }
+    }
+
+    fn log(&self, run: usize) -> String {
+        std::fs::read_to_string(&self.logs[run - 1]).unwrap_or_default()
+    }
+
+    /// The last lines of every run's stderr, for failure messages.
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for (n, path) in self.logs.iter().enumerate() {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(25);
+            out.push_str(&format!(
+                "    --- run {} stderr (last {} of {} lines) ---\n",
+                n + 1,
+                lines.len() - from,
+                lines.len()
+            ));
+            for line in &lines[from..] {
+                out.push_str("    ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    async fn wait_for_log(&self, daemon: &mut Daemon, needle: &str, within: Duration) -> Check {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log(daemon.run).contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = daemon.exited() {
+                return Err(format!(
+                    "run {}: the daemon exited ({status}) before logging `{needle}`",
+                    daemon.run
+                ));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "run {}: no `{needle}` in the log within {within:?}",
+                daemon.run
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits for the result file (the daemon must not exit meanwhile).
+    async fn wait_result(&self, daemon: &mut Daemon, within: Duration) -> Check {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.result_path().exists() {
+                return Ok(());
+            }
+            if let Some(status) = daemon.exited() {
+                return Err(format!(
+                    "run {}: the daemon exited ({status}) before writing the result",
+                    daemon.run
+                ));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "run {}: no result file within {within:?}",
+                daemon.run
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Restarts without fail points, waits for the result, stops with SIGTERM (exit 0).
+    /// A result file that existed before is rewritten byte for byte, if at all.
+    async fn finish(&mut self) -> Check {
+        let before = std::fs::read(self.result_path()).ok();
+        let retry_before = std::fs::read(self.retry_path()).ok();
+        let mut daemon = self.spawn(None);
+        self.wait_for_log(&mut daemon, "is ready", RESULT_WAIT)
+            .await?;
+        self.wait_result(&mut daemon, RESULT_WAIT).await?;
+        // Let the run record that the result is written (the ready line comes after
+        // recovery, which does that for a result written before a crash).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        daemon.terminate().await?;
+        if let Some(before) = before {
+            let after = std::fs::read(self.result_path()).unwrap_or_default();
+            ensure!(
+                before == after,
+                "the result file written before the crash changed on restart"
+            );
+        }
+        if let Some(before) = retry_before {
+            let after = std::fs::read(self.retry_path()).unwrap_or_default();
+            ensure!(
+                before == after,
+                "the retry file written before the crash changed on restart"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn visible_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn is_2xx(call: &RecordedCall) -> bool {
+    call.status.is_some_and(|s| (200..300).contains(&s))
+}
+
+fn posted_ids(call: &RecordedCall) -> Vec<String> {
+    call.body
+        .as_ref()
+        .and_then(|b| b["items"].as_array())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["client_item_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// No two GETs of the same path closer than the floor (minus the slack explained at
+/// [`FLOOR_SLACK_MS`]).
+fn check_poll_floor(calls: &[RecordedCall]) -> Check {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for call in calls.iter().filter(|c| c.method == "GET") {
+        if let Some(previous) = last.insert(call.path.as_str(), call.at_ms) {
+            let gap = call.at_ms - previous;
+            ensure!(
+                gap + FLOOR_SLACK_MS >= FLOOR_MS,
+                "{} was polled twice {gap} ms apart (at {previous} and {} ms), under the {FLOOR_MS} ms floor",
+                call.path,
+                call.at_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn sim_tent(base_url: &str, tent_id: &str) -> Result<Value, String> {
+    let response = reqwest::Client::new()
+        .get(format!("{base_url}/v1/tents/{tent_id}"))
+        .bearer_auth("sim-key")
+        .send()
+        .await
+        .map_err(|e| format!("the simulator does not answer: {e}"))?;
+    ensure!(
+        response.status().is_success(),
+        "the simulator does not know tent {tent_id} ({})",
+        response.status()
+    );
+    response.json().await.map_err(|e| format!("json: {e}"))
+}
+
+/// Every invariant of a finished scenario (the daemon is stopped).
+async fn check_invariants(sc: &Scenario) -> Result<String, String> {
+    // The call log before our own GETs of the simulator's truth.
+    let calls = sc.sim.calls();
+
+    // Files: one result, one archive copy (the bytes dropped), an empty inbox.
+    let results: Vec<String> = visible_files(&sc.path("outbox"))
+        .into_iter()
+        .filter(|n| n.ends_with(".result.json"))
+        .collect();
+    ensure!(
+        results == vec![format!("{NAME}.result.json")],
+        "the outbox should hold exactly one result file, {NAME}.result.json: {results:?}"
+    );
+    let archive = visible_files(&sc.path("archive"));
+    ensure!(
+        archive == vec![format!("{NAME}.json")],
+        "the archive should hold exactly {NAME}.json: {archive:?}"
+    );
+    ensure!(
+        std::fs::read(sc.path(&format!("archive/{NAME}.json")))
+            .ok()
+            .as_deref()
+            == Some(&sc.manifest_bytes[..]),
+        "the archive copy is not the manifest that was dropped"
+    );
+    let inbox = visible_files(&sc.path("inbox"));
+    ensure!(inbox.is_empty(), "files left in the inbox: {inbox:?}");
+
+    let result: Value = serde_json::from_slice(
+        &std::fs::read(sc.result_path()).map_err(|e| format!("no result: {e}"))?,
+    )
+    .map_err(|e| format!("the result is not JSON: {e}"))?;
+    ensure!(
+        result["manifest"] == format!("{NAME}.json"),
+        "result names {}",
+        result["manifest"]
+    );
+    ensure!(
+        result["error"].is_null(),
+        "the manifest was rejected: {}",
+        result["error"]
+    );
+
+    // Every item once, in order, with a final status; the counts add up.
+    let items = result["items"]
+        .as_object()
+        .ok_or("the result has no items object")?;
+    let keys: Vec<&String> = items.keys().collect();
+    let expected: Vec<String> = (0..ITEMS).map(client_id).collect();
+    ensure!(
+        keys.len() == ITEMS && keys.iter().zip(&expected).all(|(a, b)| *a == b),
+        "the result's items are not the manifest's items in order: {keys:?}"
+    );
+    let finals = [
+        "completed",
+        "failed",
+        "rejected",
+        "timed_out",
+        "canceled",
+        "unknown",
+    ];
+    let mut tally: BTreeMap<&str, u64> = finals.iter().map(|s| (*s, 0)).collect();
+    for (index, (id, item)) in items.iter().enumerate() {
+        ensure!(item["index"] == index, "{id}: index {}", item["index"]);
+        let status = item["status"].as_str().unwrap_or("");
+        ensure!(
+            finals.contains(&status),
+            "{id}: status `{status}` is not final"
+        );
+        *tally.get_mut(status).unwrap() += 1;
+    }
+    let counts = &result["counts"];
+    ensure!(counts["total"] == ITEMS, "counts.total {}", counts["total"]);
+    let mut sum = 0;
+    for status in finals {
+        let n = counts[status].as_u64().unwrap_or(u64::MAX);
+        ensure!(
+            n == tally[status],
+            "counts.{status} is {n} but {} items have that status",
+            tally[status]
+        );
+        sum += n;
+    }
+    ensure!(
+        sum == ITEMS as u64,
+        "the counts add up to {sum}, not {ITEMS}"
+    );
+
+    // Nothing sent twice; the locally rejected item never sent.
+    let posts = common::bulk_posts(&calls);
+    let mut sent: HashMap<String, usize> = HashMap::new();
+    for post in &posts {
+        for id in posted_ids(post) {
+            *sent.entry(id).or_default() += 1;
+        }
+    }
+    let twice: Vec<&String> = sent
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    ensure!(twice.is_empty(), "items sent more than once: {twice:?}");
+    ensure!(
+        posts.len() <= 2,
+        "{} bulk requests for two chunks: {:?}",
+        posts.len(),
+        posts.iter().map(|c| c.status).collect::<Vec<_>>()
+    );
+    let local = &items[&client_id(LOCAL_REJECT)];
+    ensure!(
+        !sent.contains_key(&client_id(LOCAL_REJECT)),
+        "the locally rejected item was sent"
+    );
+    ensure!(
+        local["status"] == "rejected" && local["rejected_by"] == "local",
+        "the locally rejected item ended as {local}"
+    );
+
+    // Every item the simulator admitted appears with its tent, or as unknown.
+    let admitted: HashSet<String> = posts
+        .iter()
+        .filter(|c| is_2xx(c))
+        .flat_map(|c| posted_ids(c))
+        .collect();
+    for id in &admitted {
+        let item = &items[id];
+        let with_tent = item["tent_id"].is_string();
+        let unknown = item["status"] == "unknown";
+        let refused_at_admission = *id == client_id(ADMISSION_REJECT)
+            && item["status"] == "rejected"
+            && item["rejected_by"] == "api"
+            && item["error_code"] == "NOT_FOUND";
+        ensure!(
+            with_tent || unknown || refused_at_admission,
+            "{id} was admitted by the simulator but the result has {item}"
+        );
+    }
+
+    // Tents agree with the simulator; unknown items say why and are in the retry manifest.
+    let retry: Option<Value> = std::fs::read(sc.retry_path())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let not_completed: Vec<&String> = items
+        .iter()
+        .filter(|(_, i)| i["status"] != "completed")
+        .map(|(id, _)| id)
+        .collect();
+    let retry_ids: Vec<String> = retry
+        .as_ref()
+        .and_then(|r| r["items"].as_array())
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| i["client_item_id"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        retry_ids.len() == not_completed.len()
+            && retry_ids.iter().zip(&not_completed).all(|(a, b)| a == *b),
+        "the retry manifest should hold exactly the items that did not complete {not_completed:?}, holds {retry_ids:?}"
+    );
+    let base_url = sc.sim.base_url();
+    for (id, item) in items {
+        let status = item["status"].as_str().unwrap_or("");
+        if let Some(tent_id) = item["tent_id"].as_str() {
+            ensure!(
+                admitted.contains(id),
+                "{id} has tent {tent_id} but was never in an admitted request"
+            );
+        }
+        match status {
+            "completed" | "failed" => {
+                let tent_id = item["tent_id"]
+                    .as_str()
+                    .ok_or_else(|| format!("{id} is {status} without a tent_id"))?;
+                let truth = sim_tent(&base_url, tent_id).await?;
+                ensure!(
+                    truth["status"] == status,
+                    "{id}: the result says {status}, the simulator says {}",
+                    truth["status"]
+                );
+                if status == "completed" {
+                    ensure!(
+                        item["publication"]["status"] == truth["publication"]["status"],
+                        "{id}: publication {} in the result, {} in the simulator",
+                        item["publication"]["status"],
+                        truth["publication"]["status"]
+                    );
+                }
+            }
+            "unknown" => {
+                let message = item["message"].as_str().unwrap_or("");
+                ensure!(
+                    message.contains(ANSWER_LOST_MESSAGE),
+                    "{id} is unknown but its message does not say the answer was lost: {message:?}"
+                );
+                ensure!(
+                    retry_ids.contains(id),
+                    "{id} is unknown but not in the retry manifest"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    check_poll_floor(&calls)?;
+    Ok(format!(
+        "{} posts, {} admitted, counts {}",
+        posts.len(),
+        admitted.len(),
+        serde_json::to_string(counts).unwrap_or_default()
+    ))
+}
+
+/// What a fail point scenario expects of its first run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fire {
+    /// The point must fire (the process aborts).
+    Must,
+    /// It may not be reached in this run (a commit count beyond the end of some runs).
+    May,
+}
+
+#[derive(Clone)]
+struct Plan {
+    label: String,
+    failpoints: String,
+    fire: Fire,
+    seed: u64,
+}
+
+fn plan(failpoints: impl Into<String>, fire: Fire, seed: u64) -> Plan {
+    let failpoints = failpoints.into();
+    Plan {
+        label: failpoints.clone(),
+        failpoints,
+        fire,
+        seed,
+    }
+}
+
+/// The fail point crashes at its (n+1)-th hit.
+fn nth(point: &str, n: usize) -> String {
+    if n == 0 {
+        format!("{point}=return")
+    } else {
+        format!("{point}={n}*off->return")
+    }
+}
+
+/// Runs the daemon with the fail point armed until it crashes (or finishes), restarts it
+/// cleanly until the result is written, stops it with SIGTERM, checks the invariants.
+async fn run_fail_point(sc: &mut Scenario, plan: &Plan) -> Result<String, String> {
+    sc.drop_manifest();
+    let mut daemon = sc.spawn(Some(&plan.failpoints));
+    let deadline = Instant::now() + CRASH_WAIT;
+    let mut result_seen_at: Option<Instant> = None;
+    let status = loop {
+        if let Some(status) = daemon.exited() {
+            break Some(status);
+        }
+        if result_seen_at.is_none() && sc.result_path().exists() {
+            result_seen_at = Some(Instant::now());
+        }
+        // A point that was not reached: once the result is there (and a moment for the
+        // point to fire right after writing it), this run is done.
+        if plan.fire == Fire::May
+            && result_seen_at.is_some_and(|at| at.elapsed() > Duration::from_millis(1500))
+        {
+            break None;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the first run neither crashed nor finished within {CRASH_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let fired = match status {
+        Some(status) => {
+            ensure!(
+                !status.success(),
+                "the run with `{}` exited 0 by itself",
+                plan.failpoints
+            );
+            ensure!(
+                status.signal() == Some(6),
+                "the run with `{}` ended with {status}, not SIGABRT from the fail point",
+                plan.failpoints
+            );
+            ensure!(
+                sc.log(daemon.run).contains("simulated crash"),
+                "the first run aborted but not through a fail point"
+            );
+            true
+        }
+        None => {
+            daemon.terminate().await?;
+            false
+        }
+    };
+    ensure!(
+        fired || plan.fire == Fire::May,
+        "the fail point `{}` never fired",
+        plan.failpoints
+    );
+    drop(daemon);
+    if fired {
+        sc.finish().await?;
+    }
+    let summary = check_invariants(sc).await?;
+    Ok(format!(
+        "{}; {summary}",
+        if fired { "crashed" } else { "not reached" }
+    ))
+}
+
+/// Runs scenarios, `PARALLEL` at a time, and fails with every failing one.
+async fn run_plans(test: &str, plans: Vec<Plan>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    let mut set = tokio::task::JoinSet::new();
+    for (n, plan) in plans.into_iter().enumerate() {
+        let gate = Arc::clone(&gate);
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore");
+            let mut sc = Scenario::new(plan.label.clone(), crash_sim(plan.seed)).await;
+            let started = Instant::now();
+            let outcome = run_fail_point(&mut sc, &plan).await;
+            let report = match &outcome {
+                Ok(summary) => format!("ok   {} ({:?}): {summary}", sc.label, started.elapsed()),
+                Err(e) => format!(
+                    "FAIL {}: FAILPOINTS={:?}: {e}\n{}",
+                    sc.label,
+                    plan.failpoints,
+                    sc.log_tails()
+                ),
+            };
+            (n, outcome.is_ok(), report)
+        });
+    }
+    let mut reports = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        reports.push(joined.expect("a scenario task panicked"));
+    }
+    reports.sort_by_key(|(n, _, _)| *n);
+    let mut failures = Vec::new();
+    for (_, ok, report) in &reports {
+        println!("[{test}] {report}");
+        if !ok {
+            failures.push(report.clone());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failures.len(),
+        reports.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fail_point_crashes_once_and_a_restart_completes_the_manifest() {
+    let mut plans: Vec<Plan> = [
+        "store-before-commit",
+        "store-after-commit",
+        "intake-before-archive",
+        "submit-before-request",
+        "submit-after-request",
+        "poll-after-record",
+        "outbox-before-write",
+        "outbox-after-write",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(n, point)| plan(nth(point, 0), Fire::Must, 100 + n as u64))
+    .collect();
+    // The second chunk's answer lost; a crash after a later poll was recorded.
+    plans.push(plan(nth("submit-after-request", 1), Fire::Must, 120));
+    plans.push(plan(nth("poll-after-record", 2), Fire::Must, 121));
+    run_plans("named", plans).await;
+}
+
+/// How many store commits a clean run makes, before and after (they are the same
+/// transactions; counted with the fail points' `print` action).
+async fn clean_run_commits() -> (usize, usize) {
+    static COUNT: tokio::sync::OnceCell<(usize, usize)> = tokio::sync::OnceCell::const_new();
+    *COUNT
+        .get_or_init(|| async {
+            let mut sc = Scenario::new("clean run", crash_sim(7)).await;
+            sc.drop_manifest();
+            let mut daemon =
+                sc.spawn(Some("store-before-commit=print(COMMIT-B);store-after-commit=print(COMMIT-A)"));
+            let outcome = async {
+                sc.wait_result(&mut daemon, RESULT_WAIT).await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                daemon.terminate().await?;
+                check_invariants(&sc).await
+            }
+            .await;
+            if let Err(e) = &outcome {
+                panic!("the clean run fails: {e}\n{}", sc.log_tails());
+            }
+            let log = sc.log(1);
+            let before = log.matches("COMMIT-B").count();
+            let after = log.matches("COMMIT-A").count();
+            println!(
+                "a clean run makes {after} store commits ({before} reached the point before the commit); {}",
+                outcome.unwrap()
+            );
+            assert_eq!(before, after, "every commit passes both points");
+            assert!(after >= 10, "the print action counted only {after} commits");
+            (before, after)
+        })
+        .await
+}
+
+/// Crash points spread over the whole run: commit 0 (intake) to the last one.
+fn sweep(point: &str, commits: usize, seed: u64) -> Vec<Plan> {
+    let steps = 12;
+    let mut ns: Vec<usize> = (0..=steps).map(|k| k * (commits - 1) / steps).collect();
+    // The first few commits are each a different transaction (intake, archive, intents,
+    // answers): take them all.
+    ns.extend(0..6);
+    ns.sort();
+    ns.dedup();
+    ns.into_iter()
+        .map(|n| {
+            // Later commits depend on timing (polls, idle submitter passes): a crash point
+            // near the end may lie beyond a faster run.
+            let fire = if n * 10 < commits * 6 {
+                Fire::Must
+            } else {
+                Fire::May
+            };
+            plan(nth(point, n), fire, seed + n as u64)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_any_store_commit_loses_and_repeats_nothing() {
+    let (before, _) = clean_run_commits().await;
+    run_plans("before-commit", sweep("store-before-commit", before, 1000)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_any_store_commit_loses_and_repeats_nothing() {
+    let (_, after) = clean_run_commits().await;
+    run_plans("after-commit", sweep("store-after-commit", after, 2000)).await;
+}
+
+/// SIGKILL at random times (seeded), three times, then a run to the end.
+async fn random_kills(seed: u64) -> Result<String, String> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut sc = Scenario::new(format!("random kills, seed {seed}"), crash_sim(seed)).await;
+    let outcome = async {
+        sc.drop_manifest();
+        let mut kills = Vec::new();
+        for _ in 0..3 {
+            let mut daemon = sc.spawn(None);
+            let after = rng.random_range(0..1500u64);
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            if let Some(status) = daemon.exited() {
+                return Err(format!(
+                    "run {}: the daemon exited by itself ({status})",
+                    daemon.run
+                ));
+            }
+            daemon.sigkill().await;
+            kills.push(after);
+        }
+        sc.finish().await?;
+        let summary = check_invariants(&sc).await?;
+        Ok(format!("killed after {kills:?} ms; {summary}"))
+    }
+    .await;
+    outcome.map_err(|e| format!("{e}\n{}", sc.log_tails()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sigkills_and_restarts_lose_and_repeat_nothing() {
+    let seed = std::env::var("CRASH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(1)
+        });
+    println!("random kill seed: {seed} (replay with CRASH_TEST_SEED={seed})");
+    let mut set = tokio::task::JoinSet::new();
+    for k in 0..3u64 {
+        set.spawn(random_kills(seed.wrapping_add(k)));
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined.expect("a scenario task panicked") {
+            Ok(summary) => println!("[random] ok: {summary}"),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "random kills (seed {seed}, replay with CRASH_TEST_SEED={seed}):\n{}",
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_folder_is_refused_and_the_first_goes_on() {
+    let mut sc = Scenario::new(
+        "second daemon",
+        SimConfig {
+            generation_time: (Duration::from_millis(600), Duration::from_millis(1000)),
+            ..crash_sim(31)
+        },
+    )
+    .await;
+    let outcome = async {
+        let mut first = sc.spawn(None);
+        sc.wait_for_log(&mut first, "is ready", RESULT_WAIT).await?;
+        sc.drop_manifest();
+        sc.wait_for_log(&mut first, "sending a bulk request", RESULT_WAIT)
+            .await?;
+        let mut second = sc.spawn(None);
+        let status = second
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .ok_or("the second daemon still runs after 5 s")?;
+        ensure!(!status.success(), "the second daemon exited 0");
+        let stderr = sc.log(second.run);
+        ensure!(
+            stderr.contains("in use"),
+            "the second daemon's message does not say the store is in use: {stderr}"
+        );
+        ensure!(
+            !stderr.contains("panicked"),
+            "the second daemon panicked: {stderr}"
+        );
+        ensure!(first.exited().is_none(), "the first daemon stopped");
+        sc.wait_result(&mut first, RESULT_WAIT).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first.terminate().await?;
+        check_invariants(&sc).await
+    }
+    .await;
+    if let Err(e) = outcome {
+        panic!("{e}\n{}", sc.log_tails());
+    }
+    let posts = common::bulk_posts(&sc.sim.calls()).len();
+    assert_eq!(posts, 2, "one request per chunk");
+}
+
+/// Runs a manifest to the end on a fresh folder and stops the daemon.
+async fn finished_scenario(label: &str, seed: u64) -> Scenario {
+    let mut sc = Scenario::new(label, crash_sim(seed)).await;
+    sc.drop_manifest();
+    let outcome = async {
+        let mut daemon = sc.spawn(None);
+        sc.wait_result(&mut daemon, RESULT_WAIT).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        daemon.terminate().await?;
+        check_invariants(&sc).await
+    }
+    .await;
+    if let Err(e) = outcome {
+        panic!("{e}\n{}", sc.log_tails());
+    }
+    sc
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Overwrites a file with pseudo-random bytes of the same length (at least 64).
+fn garble(path: &Path, seed: u64) {
+    let len = std::fs::metadata(path)
+        .map(|m| m.len())
+        .unwrap_or(0)
+        .max(64) as usize;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+    std::fs::write(path, bytes).expect("garble");
+}
+
+/// A start-up on a damaged store must stop with a clear message, and not start working.
+async fn expect_refused_start(sc: &mut Scenario, what: &str) -> Check {
+    // The same manifest again: a store that was silently reset would not recognise it.
+    sc.drop_manifest();
+    let posts_before = common::bulk_posts(&sc.sim.calls()).len();
+    let result_before = std::fs::read(sc.result_path()).ok();
+    let mut daemon = sc.spawn(None);
+    let status = daemon.wait_exit(Duration::from_secs(10)).await;
+    let stderr = sc.log(daemon.run);
+    let Some(status) = status else {
+        // Evidence of what running on it does.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let posts_after = common::bulk_posts(&sc.sim.calls()).len();
+        let result_after = std::fs::read(sc.result_path()).ok();
+        let _ = daemon.terminate().await;
+        return Err(format!(
+            "with {what}, the daemon started and ran for 10 s instead of refusing the store; \
+             meanwhile it sent {} bulk requests for a manifest whose bytes were already \
+             processed, and the earlier result file was {}",
+            posts_after - posts_before,
+            if result_after == result_before {
+                "left as it was"
+            } else {
+                "overwritten"
+            }
+        ));
+    };
+    ensure!(
+        !status.success(),
+        "with {what}, start-up exited 0: {stderr}"
+    );
+    ensure!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "with {what}, start-up panicked: {stderr}"
+    );
+    let state = sc.path("state").display().to_string();
+    ensure!(
+        stderr.contains(&state),
+        "with {what}, the message does not name the state folder {state}: {stderr}"
+    );
+    ensure!(
+        stderr.to_lowercase().contains("corrupt"),
+        "with {what}, the message does not say the store is corrupt: {stderr}"
+    );
+    ensure!(
+        common::bulk_posts(&sc.sim.calls()).len() == posts_before,
+        "with {what}, requests were sent"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_garbage_over_every_file_stops_start_up_with_a_clear_message() {
+    let mut sc = finished_scenario("garbage store", 41).await;
+    for (n, file) in files_under(&sc.path("state")).iter().enumerate() {
+        garble(file, n as u64);
+    }
+    if let Err(e) = expect_refused_start(&mut sc, "garbage over every file of the store").await {
+        panic!("{e}\n{}", sc.log_tails());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_data_file_is_garbage_is_not_opened_as_an_empty_store() {
+    let mut sc = finished_scenario("garbage data file", 43).await;
+    let data = sc.path("state/db");
+    assert!(data.exists(), "sled keeps its data in state/db");
+    garble(&data, 5);
+    if let Err(e) = expect_refused_start(&mut sc, "garbage over state/db").await {
+        panic!("{e}\n{}", sc.log_tails());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_active_work_exits_zero_and_a_restart_resends_nothing() {
+    let mut sc = Scenario::new(
+        "sigterm",
+        SimConfig {
+            latency: (Duration::from_millis(300), Duration::from_millis(300)),
+            generation_time: (Duration::from_millis(800), Duration::from_millis(1200)),
+            ..crash_sim(51)
+        },
+    )
+    .await;
+    let outcome = async {
+        sc.drop_manifest();
+        let mut daemon = sc.spawn(None);
+        // SIGTERM while the first create request is on the wire.
+        let deadline = Instant::now() + RESULT_WAIT;
+        while common::bulk_posts(&sc.sim.calls()).is_empty() {
+            ensure!(Instant::now() < deadline, "no bulk request arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let in_flight = common::bulk_posts(&sc.sim.calls())
+            .iter()
+            .any(|c| c.status.is_none());
+        ensure!(
+            in_flight,
+            "the bulk request was answered before SIGTERM could be sent"
+        );
+        let started = Instant::now();
+        daemon.terminate().await?;
+        let took = started.elapsed();
+        let calls = sc.sim.calls();
+        let posts = common::bulk_posts(&calls);
+        ensure!(
+            posts.iter().all(|c| c.status.is_some()),
+            "a create request was left unanswered at shutdown"
+        );
+        let log = sc.log(daemon.run);
+        ensure!(
+            log.contains("bulk request admitted"),
+            "the answer of the request under way was not recorded before exiting"
+        );
+        drop(daemon);
+        sc.finish().await?;
+        let summary = check_invariants(&sc).await?;
+        let result: Value =
+            serde_json::from_slice(&std::fs::read(sc.result_path()).unwrap()).unwrap();
+        ensure!(
+            result["counts"]["unknown"] == 0,
+            "a SIGTERM must not lose an answer: {}",
+            result["counts"]
+        );
+        let posts = common::bulk_posts(&sc.sim.calls()).len();
+        ensure!(posts == 2, "{posts} bulk requests for two chunks");
+        Ok(format!(
+            "request in flight at SIGTERM: {in_flight}; exited in {took:?}; {summary}"
+        ))
+    }
+    .await;
+    match outcome {
+        Ok(summary) => println!("[sigterm] {summary}"),
+        Err(e) => panic!("{e}\n{}", sc.log_tails()),
+    }
+}
