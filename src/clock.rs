@@ -5,20 +5,21 @@
 //! from an anchor taken at start, so that `tokio::time::pause()` moves them in tests and a
 //! wall-clock step backwards cannot shorten the floor between two polls.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Clock {
     anchor_wall_ms: u64,
     anchor: tokio::time::Instant,
+    /// Time added by [`Clock::skip`] (tests that must cross long deadlines over real HTTP).
+    skipped_ms: Arc<AtomicU64>,
 }
 
 impl Clock {
     pub fn new() -> Clock {
-        Clock {
-            anchor_wall_ms: wall_now_ms(),
-            anchor: tokio::time::Instant::now(),
-        }
+        Clock::starting_at(wall_now_ms())
     }
 
     /// A clock whose "now" starts at the given wall time (tests).
@@ -26,12 +27,22 @@ impl Clock {
         Clock {
             anchor_wall_ms: wall_ms,
             anchor: tokio::time::Instant::now(),
+            skipped_ms: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Moves this clock's "now" forward (persisted times are then that much older). Used
+    /// by tests to cross deadlines of minutes, such as the 404 limit, without waiting.
+    pub fn skip(&self, by: Duration) {
+        self.skipped_ms
+            .fetch_add(duration_ms(by), Ordering::Relaxed);
     }
 
     /// Milliseconds since the UNIX epoch.
     pub fn now_ms(&self) -> u64 {
-        self.anchor_wall_ms + self.anchor.elapsed().as_millis() as u64
+        self.anchor_wall_ms
+            + self.anchor.elapsed().as_millis() as u64
+            + self.skipped_ms.load(Ordering::Relaxed)
     }
 
     /// The tokio instant at which the wall time `at_ms` comes (now, if it is past).

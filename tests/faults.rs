@@ -435,3 +435,55 @@ async fn soak_twenty_manifests_with_every_fault_at_a_modest_rate() {
     assert!(totals.0 > 1500, "most items complete: {totals:?}");
     app.stop_daemon().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_job_that_answers_404_for_over_ten_minutes_fails_its_unfinished_items() {
+    let mut app = TestApp::spawn(SimConfig {
+        generation_time: (Duration::from_secs(30), Duration::from_secs(40)),
+        ..quick_sim()
+    })
+    .await;
+    app.drop_manifest("vanished.json", &bulk_manifest(5));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let bulk_job_id = loop {
+        let store = &app.ctx().store;
+        let job = store
+            .manifest_named("vanished")
+            .unwrap()
+            .and_then(|id| store.jobs(id).unwrap().into_iter().next())
+            .and_then(|job| job.remote_id);
+        if let Some(id) = job {
+            break id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never admitted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(app.sim.forget_bulk_job(&bulk_job_id));
+    let path = format!("/v1/bulk-jobs/{bulk_job_id}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !app
+        .calls()
+        .iter()
+        .any(|c| c.path == path && c.status == Some(404))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never polled after it vanished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A few 404s within the limit change nothing.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!app.result_path("vanished").exists());
+    // Ten minutes later (the daemon's clock skips them), the items fail with that reason.
+    app.ctx().clock.skip(Duration::from_secs(601));
+    let result = app.wait_result("vanished", WAIT).await;
+    assert_eq!(result["counts"]["failed"], 5, "{result:#}");
+    let message = result["items"]["row-000"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("404") && message.contains("10 minutes"),
+        "{message}"
+    );
+    assert_poll_floor(&app.calls(), TEST_FLOOR, Duration::ZERO);
+    app.stop_daemon().await;
+}

@@ -255,6 +255,11 @@ impl Simulator {
         self.shared.model().config.api_key = key.to_owned();
     }
 
+    /// Makes a bulk job answer 404 from now on (Tented losing it).
+    pub fn forget_bulk_job(&self, bulk_job_id: &str) -> bool {
+        self.shared.model().forget_bulk_job(bulk_job_id)
+    }
+
     pub fn set_credits(&self, credits: Option<u64>) {
         self.shared.model().config.credits = credits;
     }

@@ -548,6 +548,11 @@ impl Model {
 
     // ---- GET /v1/bulk-jobs/{id} --------------------------------------------------
 
+    /// Forgets a bulk job, as if Tented had lost it: it answers 404 from now on.
+    pub(crate) fn forget_bulk_job(&mut self, job_id: &str) -> bool {
+        self.jobs.remove(job_id).is_some()
+    }
+
     pub(crate) fn bulk_job(&self, job_id: &str, now: Instant) -> Option<Value> {
         let job = self.jobs.get(job_id)?;
         let (mut queued, mut generating, mut completed, mut failed) = (0u64, 0u64, 0u64, 0u64);
