@@ -265,9 +265,12 @@ async fn watchdog_loop(
 /// SIGHUP: re-reads the configuration for the API key and the request budget.
 pub fn reload(ctx: &Context, settings: &Settings) {
     match settings.resolve_api_key() {
+        Ok(Some(key)) if ctx.client.uses_key(&key) => {
+            tracing::info!("API key unchanged (under systemd, a new credential file needs a restart, not a reload)");
+        }
         Ok(Some(key)) => {
             ctx.client.set_api_key(key);
-            tracing::info!("API key reloaded");
+            tracing::info!("API key reloaded: a new key is in use");
         }
         Ok(None) => tracing::error!("reload: no API key found; keeping the old one"),
         Err(e) => tracing::error!("reload: {e}; keeping the old key"),

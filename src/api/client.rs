@@ -306,6 +306,12 @@ impl TentedClient {
         self.inner.auth.reopen();
     }
 
+    /// Whether `key` is the key in use (for reload messages; the key itself never leaves).
+    pub fn uses_key(&self, key: &ApiKey) -> bool {
+        let guard = self.inner.key.read().unwrap_or_else(|p| p.into_inner());
+        *guard == *key
+    }
+
     pub fn budget(&self) -> &Budget {
         &self.inner.budget
     }
