@@ -270,23 +270,23 @@ pub async fn finish_if_done(ctx: &Context, manifest_id: u64) {
 }
 
 async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> {
-    let manifest = {
-        let writer = ctx.store.writer().await;
-        let mut txn = writer.begin(manifest_id)?;
-        let manifest = txn.manifest().clone();
-        if manifest.result_written {
-            ctx.set_active(manifest_id, false);
-            return Ok(());
-        }
-        if manifest.unfinished() > 0 {
-            return Ok(());
-        }
-        if manifest.finished_at_ms.is_none() {
-            txn.manifest_mut().finished_at_ms = Some(ctx.clock.now_ms());
-            txn.commit().await?
-        } else {
-            manifest
-        }
+    // The writer's lock is held throughout, so two callers (a poll and the sweeper) never
+    // write the same result twice.
+    let writer = ctx.store.writer().await;
+    let mut txn = writer.begin(manifest_id)?;
+    let manifest = txn.manifest().clone();
+    if manifest.result_written {
+        ctx.set_active(manifest_id, false);
+        return Ok(());
+    }
+    if manifest.unfinished() > 0 {
+        return Ok(());
+    }
+    let manifest = if manifest.finished_at_ms.is_none() {
+        txn.manifest_mut().finished_at_ms = Some(ctx.clock.now_ms());
+        txn.commit().await?
+    } else {
+        manifest
     };
     let items = ctx.store.items(manifest_id)?;
     let jobs = ctx.store.jobs(manifest_id)?;
@@ -303,12 +303,10 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         &serde_json::to_vec_pretty(&result)?,
     )?;
     fail::fail_point!("outbox-after-write", |_| crate::daemon::simulated_crash());
-    {
-        let writer = ctx.store.writer().await;
-        let mut txn = writer.begin(manifest_id)?;
-        txn.manifest_mut().result_written = true;
-        txn.commit().await?;
-    }
+    let mut txn = writer.begin(manifest_id)?;
+    txn.manifest_mut().result_written = true;
+    txn.commit().await?;
+    drop(writer);
     ctx.set_active(manifest_id, false);
     tracing::info!(
         manifest = %manifest.name,

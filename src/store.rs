@@ -18,6 +18,11 @@
 //!
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
 //! enum whose variants are versions; shipped variants never change.
+//!
+//! sled 0.34 treats a damaged log as a torn tail and silently drops what follows, which
+//! could turn a damaged store into an empty one (and re-send everything). So beside sled a
+//! small marker file, [`MARKER_FILE`], holds the newest manifest id ever committed; a store
+//! that no longer has that manifest is refused as corrupt.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -177,6 +182,9 @@ pub enum StoredJob {
     V1(JobRecord),
 }
 
+/// The file beside sled's own that records the newest manifest id committed.
+pub const MARKER_FILE: &str = "tented-bulkd.newest-manifest";
+
 fn manifest_key(id: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = b'M';
@@ -252,6 +260,7 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    marker: PathBuf,
 }
 
 impl Store {
@@ -270,10 +279,12 @@ impl Store {
                         path: path.to_path_buf(),
                     }
                 }
-                sled::Error::Corruption { .. } => StoreError::Corrupt {
-                    path: path.to_path_buf(),
-                    detail: text,
-                },
+                sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
+                    StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: text,
+                    }
+                }
                 _ => StoreError::Open {
                     path: path.to_path_buf(),
                     source,
@@ -281,11 +292,57 @@ impl Store {
             }
         })?;
         let tree = db.open_tree("pipeline")?;
-        Ok(Store {
+        let store = Store {
             db,
             tree,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
-        })
+            marker: path.join(MARKER_FILE),
+        };
+        store.check_marker(path)?;
+        Ok(store)
+    }
+
+    /// Refuses a store that lost the newest manifest it once committed.
+    fn check_marker(&self, path: &Path) -> Result<(), StoreError> {
+        let text = match std::fs::read_to_string(&self.marker) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("cannot read {}: {e}", self.marker.display()),
+                })
+            }
+        };
+        let Ok(newest) = text.trim().parse::<u64>() else {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("{} does not hold a manifest id", self.marker.display()),
+            });
+        };
+        if self.manifest(newest).ok().flatten().is_none() {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "manifest {newest}, once committed, is missing: the store's files were damaged"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records `id` as the newest manifest committed (after its commit is durable).
+    fn write_marker(&self, id: u64) -> Result<(), StoreError> {
+        let io = |source: std::io::Error| StoreError::Open {
+            path: self.marker.clone(),
+            source: sled::Error::Io(source),
+        };
+        let mut file = atomic_write_file::AtomicWriteFile::options()
+            .open(&self.marker)
+            .map_err(io)?;
+        std::io::Write::write_all(&mut file, format!("{id}\n").as_bytes()).map_err(io)?;
+        file.commit().map_err(io)?;
+        Ok(())
     }
 
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -608,6 +665,9 @@ impl<'w> Txn<'w> {
         fail::fail_point!("store-before-commit", |_| crate::daemon::simulated_crash());
         self.store.tree.apply_batch(batch)?;
         self.store.db.flush_async().await?;
+        if !self.exists {
+            self.store.write_marker(self.manifest.id)?;
+        }
         fail::fail_point!("store-after-commit", |_| crate::daemon::simulated_crash());
         Ok(self.manifest)
     }

@@ -927,10 +927,15 @@ async fn a_crash_after_any_store_commit_loses_and_repeats_nothing() {
     run_plans("after-commit", sweep("store-after-commit", after, 2000)).await;
 }
 
-/// SIGKILL at random times (seeded), three times, then a run to the end.
-async fn random_kills(seed: u64) -> Result<String, String> {
+/// SIGKILL at random times (seeded), three times, then a run to the end. A slow simulator
+/// makes the kills land often while a create request is on the wire.
+async fn random_kills(seed: u64, slow: bool) -> Result<String, String> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut sc = Scenario::new(format!("random kills, seed {seed}"), crash_sim(seed)).await;
+    let mut sim = crash_sim(seed);
+    if slow {
+        sim.latency = (Duration::from_millis(100), Duration::from_millis(300));
+    }
+    let mut sc = Scenario::new(format!("random kills, seed {seed}, slow {slow}"), sim).await;
     let outcome = async {
         sc.drop_manifest();
         let mut kills = Vec::new();
@@ -949,9 +954,14 @@ async fn random_kills(seed: u64) -> Result<String, String> {
         }
         sc.finish().await?;
         let summary = check_invariants(&sc).await?;
-        Ok(format!("killed after {kills:?} ms; {summary}"))
+        Ok(format!(
+            "seed {seed}, slow {slow}: killed after {kills:?} ms; {summary}"
+        ))
     }
     .await;
+    if std::env::var_os("CRASH_TEST_VERBOSE").is_some() {
+        println!("[random] seed {seed}:\n{}", sc.log_tails());
+    }
     outcome.map_err(|e| format!("{e}\n{}", sc.log_tails()))
 }
 
@@ -968,8 +978,8 @@ async fn random_sigkills_and_restarts_lose_and_repeat_nothing() {
         });
     println!("random kill seed: {seed} (replay with CRASH_TEST_SEED={seed})");
     let mut set = tokio::task::JoinSet::new();
-    for k in 0..3u64 {
-        set.spawn(random_kills(seed.wrapping_add(k)));
+    for k in 0..4u64 {
+        set.spawn(random_kills(seed.wrapping_add(k), k >= 2));
     }
     let mut failures = Vec::new();
     while let Some(joined) = set.join_next().await {
