@@ -154,7 +154,7 @@ pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> O
                 }
                 other => Some(ItemEvent::Progress {
                     generation_status: "completed".to_string(),
-                    publication: other.as_ref().map(|p| publication_record(p)),
+                    publication: other.as_ref().map(publication_record),
                 }),
             },
             GenerationStatus::Failed | GenerationStatus::Rejected => {

@@ -182,6 +182,9 @@ pub enum StoredJob {
     V1(JobRecord),
 }
 
+/// sled's page cache (its default is 1 GiB, too much for a daemon that runs for months).
+const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The file beside sled's own that records the newest manifest id committed.
 pub const MARKER_FILE: &str = "tented-bulkd.newest-manifest";
 
@@ -267,30 +270,34 @@ impl Store {
     /// Opens (or creates) the store. A store held by another process or a corrupt one
     /// stops with a clear error; it is never deleted or repaired.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).open().map_err(|source| {
-            let text = source.to_string();
-            match &source {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || text.contains("lock")
-                        || io.raw_os_error() == Some(11) =>
-                {
-                    StoreError::Locked {
-                        path: path.to_path_buf(),
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(STORE_CACHE_BYTES)
+            .open()
+            .map_err(|source| {
+                let text = source.to_string();
+                match &source {
+                    sled::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::WouldBlock
+                            || text.contains("lock")
+                            || io.raw_os_error() == Some(11) =>
+                    {
+                        StoreError::Locked {
+                            path: path.to_path_buf(),
+                        }
                     }
-                }
-                sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
-                    StoreError::Corrupt {
-                        path: path.to_path_buf(),
-                        detail: text,
+                    sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
+                        StoreError::Corrupt {
+                            path: path.to_path_buf(),
+                            detail: text,
+                        }
                     }
+                    _ => StoreError::Open {
+                        path: path.to_path_buf(),
+                        source,
+                    },
                 }
-                _ => StoreError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                },
-            }
-        })?;
+            })?;
         let tree = db.open_tree("pipeline")?;
         let store = Store {
             db,

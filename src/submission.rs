@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::types::*;
 use crate::api::Outcome;
 use crate::daemon::Context;
-use crate::item_state::{ItemEvent, ItemRecord, ItemState, RejectedBy, ANSWER_LOST_MESSAGE};
+use crate::item_state::{ItemEvent, ItemRecord, ItemState, ANSWER_LOST_MESSAGE};
 use crate::manifest::ManifestKind;
 use crate::polling::JobKey;
 use crate::store::{Control, JobKind, JobRecord, JobState, ManifestRecord, StoreError, Txn};
@@ -698,9 +698,4 @@ pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
         tracing::warn!(manifest = %name, "manifest paused: {reason}");
         txn.manifest_mut().control = Control::Paused { reason };
     }
-}
-
-/// Whether an item was rejected by the API rather than locally.
-pub fn rejected_by_api(item: &ItemRecord) -> bool {
-    item.rejected_by == Some(RejectedBy::Api)
 }

@@ -183,13 +183,13 @@ impl AuthGate {
             }
             // Only an answer that got past the token check proves the key works: a 429 or
             // 5xx may come from a gateway in front of the API.
-            Some(status) if status != 429 && status < 500 => {
-                if state.paused_since.take().is_some() {
-                    state.next_probe = None;
-                    state.last_logged = None;
-                    tracing::info!("the API key works again: calls resume");
-                    self.reopened.notify_waiters();
-                }
+            Some(status)
+                if status != 429 && status < 500 && state.paused_since.take().is_some() =>
+            {
+                state.next_probe = None;
+                state.last_logged = None;
+                tracing::info!("the API key works again: calls resume");
+                self.reopened.notify_waiters();
             }
             _ => {}
         }
