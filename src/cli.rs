@@ -38,6 +38,9 @@ pub enum Command {
         /// The manifest to drop (default: the embedded examples/demo.json).
         #[arg(long)]
         manifest: Option<PathBuf>,
+        /// The simulator's random seed (the same seed replays the same outcomes).
+        #[arg(long, default_value_t = crate::demo::DEMO_SEED)]
+        seed: u64,
     },
     /// The Tented API simulator, standalone.
     Sim(crate::simulator::SimArgs),
@@ -85,7 +88,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config } => run(config).await,
-        Command::Demo { manifest } => crate::demo::run(manifest).await,
+        Command::Demo { manifest, seed } => crate::demo::run(manifest, seed).await,
         Command::Sim(args) => sim(args).await,
         Command::Status { config, json } => status(config, json).await,
         Command::Cancel { name, config } => control(config, &name, "cancel").await,
@@ -164,7 +167,7 @@ async fn sim(args: crate::simulator::SimArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    eprintln!("Tented simulator listening on http://{addr} (bearer token: the --api-key value)");
+    eprintln!("Tented simulator listening on http://{addr} (bearer token: the configured api_key, default sim-key)");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -243,6 +246,9 @@ async fn control(config: Option<PathBuf>, name: &str, action: &str) -> anyhow::R
     })
 }
 
+/// Files above this size get a progress spinner while they are validated.
+const LARGE_MANIFEST_BYTES: u64 = 1024 * 1024;
+
 /// `validate FILE...`: exactly the daemon's rules, offline.
 fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut all_ok = true;
@@ -258,7 +264,22 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 return Err("the file is over 64 MiB".into());
             }
             let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-            crate::validation::validate_manifest(&bytes).map_err(|e| e.to_string())
+            // Large files take a moment: a spinner on a terminal (hidden otherwise).
+            let spinner = (meta.len() > LARGE_MANIFEST_BYTES).then(|| {
+                let spinner = indicatif::ProgressBar::new_spinner();
+                spinner.set_message(format!(
+                    "validating {} ({:.1} MiB)",
+                    path.display(),
+                    meta.len() as f64 / 1048576.0
+                ));
+                spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+                spinner
+            });
+            let verdict = crate::validation::validate_manifest(&bytes).map_err(|e| e.to_string());
+            if let Some(spinner) = spinner {
+                spinner.finish_and_clear();
+            }
+            verdict
         })();
         match outcome {
             Err(message) => {

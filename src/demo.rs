@@ -21,8 +21,11 @@ pub const DEMO_MANIFEST: &str = include_str!("../examples/demo.json");
 /// How long the demo waits for its result before it gives up.
 const DEMO_DEADLINE: Duration = Duration::from_secs(180);
 
+/// The simulator's default seed in the demo: one that shows every case.
+pub const DEMO_SEED: u64 = 9;
+
 /// The simulator as the demo sets it: quick generations, some failures, a taken alias.
-pub fn demo_simulator_config() -> SimConfig {
+pub fn demo_simulator_config(seed: u64) -> SimConfig {
     SimConfig {
         queue_time: (Duration::from_millis(200), Duration::from_millis(600)),
         generation_time: (Duration::from_millis(800), Duration::from_millis(2500)),
@@ -31,7 +34,7 @@ pub fn demo_simulator_config() -> SimConfig {
         publish_failure_rate: 0.05,
         taken_aliases: vec!["acme-onboarding".to_string()],
         retry_after_secs: Some(1),
-        seed: Some(7),
+        seed: Some(seed),
         ..SimConfig::default()
     }
 }
@@ -82,7 +85,7 @@ pub fn loopback_settings(
     Ok(Settings::load_with_env(&ConfigSource::BuiltIn, env)?)
 }
 
-pub async fn run(manifest: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn run(manifest: Option<PathBuf>, seed: u64) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(crate::settings::LogFormat::Text);
     let (bytes, file_name) = match &manifest {
         Some(path) => (
@@ -94,7 +97,7 @@ pub async fn run(manifest: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         None => (DEMO_MANIFEST.as_bytes().to_vec(), "demo.json".to_string()),
     };
     let dir = tempfile_dir()?;
-    let simulator = Simulator::start(demo_simulator_config(), "127.0.0.1:0").await?;
+    let simulator = Simulator::start(demo_simulator_config(seed), "127.0.0.1:0").await?;
     let settings = loopback_settings(&dir, &simulator.base_url(), "1s")?;
     let key = crate::settings::ApiKey::new("sim-key");
     let (ctx, jobs_rx) = crate::daemon::build_context(settings.clone(), key)?;

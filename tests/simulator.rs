@@ -1750,3 +1750,89 @@ async fn invalid_settings_are_refused() {
     };
     assert!(Simulator::start(bad_range, "127.0.0.1:0").await.is_err());
 }
+
+// ---- the real binary with a config file ------------------------------------------
+
+/// Kills the child process when dropped, so a failed assertion leaves nothing behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn sim_command_reads_its_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sim.toml");
+    std::fs::write(
+        &config,
+        "[sim]\napi_key = \"file-key\"\n\n[sim.faults.all]\nrate_503 = 1.0\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tented-bulkd"))
+            .arg("sim")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match http.get(format!("{base}/_sim/healthz")).send().await {
+            Ok(reply) => {
+                assert_eq!(reply.status(), 200);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    child.0.try_wait().unwrap().is_none(),
+                    "the simulator exited"
+                );
+                assert!(Instant::now() < deadline, "no simulator: {e}");
+                tokio::time::sleep(ms(50)).await;
+            }
+        }
+    }
+
+    let reply = http
+        .get(format!(
+            "{base}/v1/tents/f11ef3cf-8664-4fe5-a261-c5b4d647b7d1"
+        ))
+        .bearer_auth("file-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 503, "[sim.faults.all] rate_503 = 1.0");
+    let calls: Value = http
+        .get(format!("{base}/_sim/calls"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls[0]["fault"], "503");
+    assert_eq!(calls[0]["authorized"], true, "the file's api_key");
+
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+}
