@@ -215,56 +215,59 @@ fn find(ctx: &Context, name: &str) -> Option<ManifestRecord> {
     ctx.store.manifest(id).ok()?
 }
 
+fn control_answer(status: StatusCode, manifest: String, message: String) -> Response {
+    let done = status.is_success();
+    (
+        status,
+        Json(ControlAnswer {
+            manifest,
+            done,
+            message,
+        }),
+    )
+        .into_response()
+}
+
 async fn cancel(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     let Some(m) = find(&ctx, &name) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(ControlAnswer {
-                manifest: name.clone(),
-                done: false,
-                message: format!("no manifest named `{name}`"),
-            }),
-        )
-            .into_response();
+        let message = format!("no manifest named `{name}`");
+        return control_answer(StatusCode::NOT_FOUND, name, message);
     };
     if m.finished_at_ms.is_some() {
-        return (
+        return control_answer(
             StatusCode::CONFLICT,
-            Json(ControlAnswer {
-                manifest: name,
-                done: false,
-                message: "the manifest is already finished".into(),
-            }),
-        )
-            .into_response();
+            name,
+            "the manifest is already finished".into(),
+        );
     }
     match crate::reconciliation::cancel(&ctx, m.id).await {
-        Ok(n) => Json(ControlAnswer {
-            manifest: name,
-            done: true,
-            message: format!("canceled: {n} unsent items will never be sent; admitted jobs are still polled and reported"),
-        })
-        .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(ControlAnswer { manifest: name, done: false, message: e.to_string() })).into_response(),
+        Ok(n) => control_answer(
+            StatusCode::OK,
+            name,
+            format!("canceled: {n} unsent items will never be sent; admitted jobs are still polled and reported"),
+        ),
+        Err(e) => control_answer(StatusCode::INTERNAL_SERVER_ERROR, name, e.to_string()),
     }
 }
 
 async fn resume(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     let Some(m) = find(&ctx, &name) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(ControlAnswer {
-                manifest: name.clone(),
-                done: false,
-                message: format!("no manifest named `{name}`"),
-            }),
-        )
-            .into_response();
+        let message = format!("no manifest named `{name}`");
+        return control_answer(StatusCode::NOT_FOUND, name, message);
     };
     match crate::reconciliation::resume(&ctx, m.id).await {
-        Ok(true) => Json(ControlAnswer { manifest: name, done: true, message: "resumed: its remaining items will be sent; the failure threshold no longer pauses it".into() }).into_response(),
-        Ok(false) => (StatusCode::CONFLICT, Json(ControlAnswer { manifest: name, done: false, message: "the manifest is not paused".into() })).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(ControlAnswer { manifest: name, done: false, message: e.to_string() })).into_response(),
+        Ok(true) => control_answer(
+            StatusCode::OK,
+            name,
+            "resumed: its remaining items will be sent; the failure threshold no longer pauses it"
+                .into(),
+        ),
+        Ok(false) => control_answer(
+            StatusCode::CONFLICT,
+            name,
+            "the manifest is not paused".into(),
+        ),
+        Err(e) => control_answer(StatusCode::INTERNAL_SERVER_ERROR, name, e.to_string()),
     }
 }
 

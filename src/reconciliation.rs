@@ -15,7 +15,7 @@ use crate::api::Outcome;
 use crate::daemon::Context;
 use crate::item_state::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
 use crate::polling::{next_poll_due_ms, retry_after_ms, JobKey, PollResult};
-use crate::store::{Control, JobState, StoreError};
+use crate::store::{Control, JobRecord, JobState, StoreError, Txn};
 use crate::submission::wants_publication;
 
 /// How long a bulk job may answer 404 before its unfinished items fail.
@@ -175,6 +175,69 @@ pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> O
     }
 }
 
+/// What a poll's answer means once its bookkeeping is done.
+enum PollAnswer<T> {
+    /// A body to reconcile.
+    Usable(T),
+    /// The job or tent has answered 404 for longer than [`JOB_NOT_FOUND_LIMIT`].
+    VanishedTooLong,
+    /// Nothing to reconcile: poll again at the floor (or later, after failures).
+    Wait,
+}
+
+/// The bookkeeping every poll answer needs: the poll time (the floor counts from the
+/// answer, which came after the request left), `Retry-After`, the failure count that
+/// drives backoff, and since when the job has answered 404.
+fn note_poll_answer<T>(
+    job: &mut JobRecord,
+    outcome: Outcome<T>,
+    now: u64,
+    manifest: &str,
+    what: &str,
+) -> PollAnswer<T> {
+    job.last_polled_at_ms = Some(now);
+    job.retry_after_ms = retry_after_ms(&outcome);
+    match outcome {
+        Outcome::Success { body, .. } => {
+            job.poll_failures = 0;
+            job.not_found_since_ms = None;
+            PollAnswer::Usable(body)
+        }
+        Outcome::Refused { status: 404, .. } => {
+            job.poll_failures = 0;
+            let since = *job.not_found_since_ms.get_or_insert(now);
+            if now.saturating_sub(since) >= crate::clock::duration_ms(JOB_NOT_FOUND_LIMIT) {
+                tracing::error!(manifest = %manifest, "{what} has answered 404 for over 10 minutes: its unfinished items fail");
+                PollAnswer::VanishedTooLong
+            } else {
+                tracing::warn!(manifest = %manifest, "{what} answered 404");
+                PollAnswer::Wait
+            }
+        }
+        other => {
+            job.poll_failures = job.poll_failures.saturating_add(1);
+            tracing::warn!(manifest = %manifest, outcome = %other.label(), "{what}: the poll got no usable answer; backing off");
+            PollAnswer::Wait
+        }
+    }
+}
+
+/// Fails the job's items that are still generating: Tented no longer knows the job.
+fn fail_vanished(txn: &mut Txn<'_>, job: &JobRecord, what: &str) -> Result<(), StoreError> {
+    for index in &job.item_indices {
+        let item = txn.item(*index)?;
+        if item.state == ItemState::Admitted && item.job_seq == Some(job.seq) {
+            txn.apply(
+                *index,
+                ItemEvent::JobVanished {
+                    message: format!("{what} answered 404 Not Found for over 10 minutes"),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Records the answer to `GET /v1/bulk-jobs/{id}`, then fetches details it calls for.
 pub async fn record_bulk_poll(
     ctx: &Context,
@@ -193,13 +256,9 @@ pub async fn record_bulk_poll(
         };
         let manifest = txn.manifest().clone();
         let bulk_job_id = job.remote_id.clone().unwrap_or_default();
-        // The request left before its answer came: counting the floor from now is safe.
-        job.last_polled_at_ms = Some(now);
-        job.retry_after_ms = retry_after_ms(&outcome);
-        match outcome {
-            Outcome::Success { body, .. } => {
-                job.poll_failures = 0;
-                job.not_found_since_ms = None;
+        let what = format!("bulk job {bulk_job_id}");
+        match note_poll_answer(&mut job, outcome, now, &manifest.name, &what) {
+            PollAnswer::Usable(body) => {
                 job.status = Some(body.status.clone());
                 let auto_publish = body.auto_publish.unwrap_or_else(|| {
                     txn.item(job.item_indices.first().copied().unwrap_or(0))
@@ -221,32 +280,8 @@ pub async fn record_bulk_poll(
                 }
                 tracing::debug!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, status = %body.status, "bulk job polled");
             }
-            Outcome::Refused { status: 404, .. } => {
-                let since = *job.not_found_since_ms.get_or_insert(now);
-                job.poll_failures = 0;
-                if now.saturating_sub(since) >= crate::clock::duration_ms(JOB_NOT_FOUND_LIMIT) {
-                    tracing::error!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, "the bulk job has answered 404 for over 10 minutes: its unfinished items fail");
-                    for index in job.item_indices.clone() {
-                        let item = txn.item(index)?;
-                        if item.state == ItemState::Admitted && item.job_seq == Some(key.seq) {
-                            txn.apply(
-                                index,
-                                ItemEvent::JobVanished {
-                                    message: format!(
-                                        "bulk job {bulk_job_id} answered 404 Not Found for over 10 minutes"
-                                    ),
-                                },
-                            )?;
-                        }
-                    }
-                } else {
-                    tracing::warn!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, "the bulk job answered 404");
-                }
-            }
-            other => {
-                job.poll_failures = job.poll_failures.saturating_add(1);
-                tracing::warn!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, outcome = %other.label(), "poll got no usable answer; backing off");
-            }
+            PollAnswer::VanishedTooLong => fail_vanished(&mut txn, &job, &what)?,
+            PollAnswer::Wait => {}
         }
         let mut needs = Vec::new();
         let mut unfinished = false;
@@ -370,13 +405,10 @@ pub async fn record_tent_poll(
         };
         let manifest = txn.manifest().clone();
         let tent_id = job.remote_id.clone().unwrap_or_default();
-        job.last_polled_at_ms = Some(now);
-        job.retry_after_ms = retry_after_ms(&outcome);
         let index = job.item_indices.first().copied().unwrap_or(0);
-        match outcome {
-            Outcome::Success { body, .. } => {
-                job.poll_failures = 0;
-                job.not_found_since_ms = None;
+        let what = format!("tent {tent_id}");
+        match note_poll_answer(&mut job, outcome, now, &manifest.name, &what) {
+            PollAnswer::Usable(body) => {
                 job.status = Some(body.status.clone());
                 let item = txn.item(index)?;
                 let auto_publish = wants_publication(&manifest, &item);
@@ -384,25 +416,8 @@ pub async fn record_tent_poll(
                     txn.apply(index, event)?;
                 }
             }
-            Outcome::Refused { status: 404, .. } => {
-                let since = *job.not_found_since_ms.get_or_insert(now);
-                if now.saturating_sub(since) >= crate::clock::duration_ms(JOB_NOT_FOUND_LIMIT)
-                    && txn.item(index)?.state == ItemState::Admitted
-                {
-                    txn.apply(
-                        index,
-                        ItemEvent::JobVanished {
-                            message: format!(
-                                "tent {tent_id} answered 404 Not Found for over 10 minutes"
-                            ),
-                        },
-                    )?;
-                }
-            }
-            other => {
-                job.poll_failures = job.poll_failures.saturating_add(1);
-                tracing::warn!(manifest = %manifest.name, tent_id = %tent_id, outcome = %other.label(), "poll got no usable answer; backing off");
-            }
+            PollAnswer::VanishedTooLong => fail_vanished(&mut txn, &job, &what)?,
+            PollAnswer::Wait => {}
         }
         let finished = txn.item(index)?.state.is_final();
         if finished {
