@@ -337,6 +337,13 @@ async fn bad_manifests_get_a_rejected_result_and_an_archive_copy_and_the_daemon_
     for (file, bytes, _) in &bad {
         app.drop_bytes(file, bytes);
     }
+    // Over 64 MiB (sparse, so the test stays cheap): rejected without being read.
+    {
+        let staging = app.path("huge.partial");
+        let file = std::fs::File::create(&staging).unwrap();
+        file.set_len(64 * 1024 * 1024 + 1).unwrap();
+        std::fs::rename(&staging, app.path("inbox/huge.json")).unwrap();
+    }
     // Files the daemon must ignore.
     std::fs::write(app.path("inbox/.hidden.json"), b"{}").unwrap();
     std::fs::write(app.path("inbox/notes.txt"), b"hello").unwrap();
@@ -365,6 +372,9 @@ async fn bad_manifests_get_a_rejected_result_and_an_archive_copy_and_the_daemon_
         );
         assert!(!app.path(&format!("outbox/{name}.retry.json")).exists());
     }
+    let huge = app.wait_result("huge", WAIT).await;
+    assert_eq!(huge["status"], "rejected");
+    assert!(huge["error"].as_str().unwrap().contains("64 MiB"), "{}", huge["error"]);
     // Nothing was sent for any of them, and the daemon still works.
     assert!(bulk_posts(&app.calls()).is_empty());
     app.drop_manifest("good.json", &bulk_manifest(3));
