@@ -352,6 +352,51 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn after_a_restart_persisted_poll_times_keep_the_floor() {
+        // The previous process polled job A 3 s and job B 12 s before this one started,
+        // and Tented asked for 20 s on job C: a new scheduler must respect all three.
+        let clock = crate::clock::Clock::starting_at(1_000_000);
+        let now = clock.now_ms();
+        let floor = 10_000;
+        let mut a = job(now - 60_000);
+        a.last_polled_at_ms = Some(now - 3_000);
+        let mut b = job(now - 60_000);
+        b.seq = 1;
+        b.last_polled_at_ms = Some(now - 12_000);
+        let mut c = job(now - 60_000);
+        c.seq = 2;
+        c.last_polled_at_ms = Some(now - 1_000);
+        c.retry_after_ms = Some(20_000);
+        let mut scheduler = Scheduler::new();
+        for j in [&a, &b, &c] {
+            let key = JobKey {
+                manifest_id: 1,
+                seq: j.seq,
+            };
+            scheduler.schedule(key, clock.instant_at(next_poll_due_ms(j, floor, 0)));
+        }
+        let start = tokio::time::Instant::now();
+        let key = |seq| JobKey {
+            manifest_id: 1,
+            seq,
+        };
+        assert_eq!(scheduler.next_due().await, Some(key(1)));
+        assert_eq!(start.elapsed(), Duration::ZERO, "B is overdue: at once");
+        assert_eq!(scheduler.next_due().await, Some(key(0)));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(7),
+            "A: 10 s after its last poll"
+        );
+        assert_eq!(scheduler.next_due().await, Some(key(2)));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(19),
+            "C: its Retry-After"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn ten_thousand_jobs_are_released_each_exactly_once() {
         let mut scheduler = Scheduler::new();
         let start = tokio::time::Instant::now();

@@ -374,7 +374,11 @@ async fn bad_manifests_get_a_rejected_result_and_an_archive_copy_and_the_daemon_
     }
     let huge = app.wait_result("huge", WAIT).await;
     assert_eq!(huge["status"], "rejected");
-    assert!(huge["error"].as_str().unwrap().contains("64 MiB"), "{}", huge["error"]);
+    assert!(
+        huge["error"].as_str().unwrap().contains("64 MiB"),
+        "{}",
+        huge["error"]
+    );
     // Nothing was sent for any of them, and the daemon still works.
     assert!(bulk_posts(&app.calls()).is_empty());
     app.drop_manifest("good.json", &bulk_manifest(3));
