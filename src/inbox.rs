@@ -279,6 +279,11 @@ fn resolve_edit_target(store: &Store, given: &serde_json::Value) -> Result<Strin
         .items_with_client_id(target)
         .map_err(|e| format!("cannot look up `{target}`: {e}"))?;
     let mut tents: Vec<String> = Vec::new();
+    // Items of an intake that a crash interrupted have no manifest record: skip them.
+    let found: Vec<(u64, u32)> = found
+        .into_iter()
+        .filter(|(manifest_id, _)| matches!(store.manifest(*manifest_id), Ok(Some(_))))
+        .collect();
     for (manifest_id, index) in &found {
         if let Ok(Some(item)) = store.item(*manifest_id, *index) {
             if let Some(tent_id) = item.tent_id {

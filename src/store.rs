@@ -185,6 +185,9 @@ pub enum StoredJob {
 /// sled's page cache (its default is 1 GiB, too much for a daemon that runs for months).
 const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Items of a new manifest are written in batches of this many.
+const NEW_MANIFEST_SLICE: usize = 2_000;
+
 /// The file beside sled's own that records the newest manifest id committed.
 pub const MARKER_FILE: &str = "tented-bulkd.newest-manifest";
 
@@ -522,6 +525,7 @@ pub struct Txn<'w> {
     items: BTreeMap<u32, ItemRecord>,
     jobs: BTreeMap<u32, JobRecord>,
     extra: Vec<(Vec<u8>, Vec<u8>)>,
+    client_index: Vec<Vec<u8>>,
     exists: bool,
 }
 
@@ -533,6 +537,7 @@ impl<'w> Txn<'w> {
             items: BTreeMap::new(),
             jobs: BTreeMap::new(),
             extra: Vec::new(),
+            client_index: Vec::new(),
             exists,
         }
     }
@@ -644,21 +649,50 @@ impl<'w> Txn<'w> {
         let mut key = client_prefix(client_item_id);
         key.extend_from_slice(&self.manifest.id.to_be_bytes());
         key.extend_from_slice(&index.to_be_bytes());
-        self.extra.push((key, Vec::new()));
+        self.client_index.push(key);
     }
 
     /// Writes everything as one atomic batch and waits until it is durable.
     pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
+        if !self.exists {
+            // A new manifest's items go first, in slices (one batch of 100,000 items costs
+            // sled a gigabyte), and its record last: until the record is written, the
+            // items are unreachable leftovers that a crash leaves harmlessly behind.
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            for (index, item) in &self.items {
+                batch.insert(
+                    &item_key(self.manifest.id, *index)[..],
+                    encode(&StoredItem::V1(item.clone()))?,
+                );
+                in_batch += 1;
+                if in_batch == NEW_MANIFEST_SLICE {
+                    self.store.tree.apply_batch(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                }
+            }
+            for key in &self.client_index {
+                batch.insert(key.clone(), Vec::new());
+                in_batch += 1;
+                if in_batch == NEW_MANIFEST_SLICE {
+                    self.store.tree.apply_batch(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                }
+            }
+            self.store.tree.apply_batch(batch)?;
+        }
         let mut batch = sled::Batch::default();
         batch.insert(
             &manifest_key(self.manifest.id)[..],
             encode(&StoredManifest::V1(self.manifest.clone()))?,
         );
-        for (index, item) in self.items {
-            batch.insert(
-                &item_key(self.manifest.id, index)[..],
-                encode(&StoredItem::V1(item))?,
-            );
+        if self.exists {
+            for (index, item) in self.items {
+                batch.insert(
+                    &item_key(self.manifest.id, index)[..],
+                    encode(&StoredItem::V1(item))?,
+                );
+            }
         }
         for (seq, job) in self.jobs {
             batch.insert(
@@ -668,6 +702,11 @@ impl<'w> Txn<'w> {
         }
         for (key, value) in self.extra {
             batch.insert(key, value);
+        }
+        if self.exists {
+            for key in self.client_index {
+                batch.insert(key, Vec::new());
+            }
         }
         fail::fail_point!("store-before-commit", |_| crate::daemon::simulated_crash());
         self.store.tree.apply_batch(batch)?;
