@@ -1,6 +1,6 @@
 //! Intake: from a ready file in the inbox to durable items in the store, then to the archive.
 //!
-//! Order (each step durable before the next): validate → one atomic store commit of the
+//! Order (each step durable before the next): validate → one flushed store commit of the
 //! manifest, its items and its indexes → move the file to `archive/NAME.json` → mark it
 //! archived. A crash between the commit and the move is finished by recovery, which
 //! recognises the file by its bytes.

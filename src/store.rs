@@ -1,7 +1,8 @@
 //! The durable store: manifests, items, jobs and their indexes in one sled tree.
 //!
 //! Invariant: this is the only module that touches sled. Every change goes through a
-//! [`Txn`], which applies its writes as one atomic batch and returns only after
+//! [`Txn`], which applies its writes as one atomic batch (for a new manifest: its items in
+//! slices first, then its record, which is what makes them reachable) and returns only after
 //! `flush_async` has made them durable, so that callers can perform side effects
 //! (requests, files) knowing the state that explains them survives a crash.
 //!
@@ -652,7 +653,8 @@ impl<'w> Txn<'w> {
         self.client_index.push(key);
     }
 
-    /// Writes everything as one atomic batch and waits until it is durable.
+    /// Writes everything and waits until it is durable: one atomic batch, except that a new
+    /// manifest's items (and client index) go first, in slices, and its record last.
     pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
         if !self.exists {
             // A new manifest's items go first, in slices (one batch of 100,000 items costs
