@@ -48,7 +48,9 @@ impl Clock {
     /// The tokio instant at which the wall time `at_ms` comes (now, if it is past).
     pub fn instant_at(&self, at_ms: u64) -> tokio::time::Instant {
         let now_ms = self.now_ms();
-        tokio::time::Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms))
+        // Capped at a year ahead: far enough for any deadline here, and free of overflow.
+        let ahead = at_ms.saturating_sub(now_ms).min(365 * 24 * 3600 * 1000);
+        tokio::time::Instant::now() + Duration::from_millis(ahead)
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Context {
     pub progress: AtomicU64,
     /// True while the budget, not the floor, delays polls.
     pub budget_bound: std::sync::atomic::AtomicBool,
+    /// Serialises the writing of result files (not the store: other work goes on meanwhile).
+    pub finishing: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -154,6 +156,7 @@ pub fn build_context(
         new_jobs,
         progress: AtomicU64::new(0),
         budget_bound: std::sync::atomic::AtomicBool::new(false),
+        finishing: tokio::sync::Mutex::new(()),
     });
     Ok((ctx, jobs_rx))
 }

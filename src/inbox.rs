@@ -71,6 +71,24 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The sha256 of a file, read in pieces (a file over the size limit is never held whole).
+pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&hasher.finalize());
+    Ok(out)
+}
+
 /// Takes one file: records it (accepted or rejected) and archives it. Returns its NAME,
 /// or `None` when the file vanished before it could be read.
 pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeError> {
@@ -102,12 +120,26 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
             }
         }
     };
-    let hash = sha256(&bytes);
+    let hash = if too_large {
+        match sha256_file(path) {
+            Ok(hash) => hash,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(IntakeError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    } else {
+        sha256(&bytes)
+    };
 
-    // A file whose record exists but was not archived yet (a crash in between): finish the move.
-    if let Some(id) = ctx.store.manifest_with_hash(&hash)? {
+    // A file already recorded but not archived yet (a crash, or a failed move, in between;
+    // accepted or rejected): finish the move instead of taking it twice.
+    for id in ctx.active_ids() {
         if let Some(record) = ctx.store.manifest(id)? {
-            if !record.archived && record.inbox_file == file_name {
+            if !record.archived && record.inbox_file == file_name && record.sha256 == hash {
                 archive(ctx, &record, path).await?;
                 return Ok(Some(record.name));
             }

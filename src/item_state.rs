@@ -156,8 +156,6 @@ pub struct ItemRecord {
     pub message: Option<String>,
     /// For edits: the tent to edit, resolved at intake.
     pub target_tent_id: Option<String>,
-    /// When its tent was last fetched for publication details (the floor applies per tent).
-    pub details_fetched_at_ms: Option<u64>,
 }
 
 /// Something that happened to an item.
@@ -278,7 +276,6 @@ impl ItemRecord {
             error_code: None,
             message: None,
             target_tent_id: None,
-            details_fetched_at_ms: None,
         }
     }
 

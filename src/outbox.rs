@@ -270,23 +270,27 @@ pub async fn finish_if_done(ctx: &Context, manifest_id: u64) {
 }
 
 async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> {
-    // The writer's lock is held throughout, so two callers (a poll and the sweeper) never
-    // write the same result twice.
-    let writer = ctx.store.writer().await;
-    let mut txn = writer.begin(manifest_id)?;
-    let manifest = txn.manifest().clone();
-    if manifest.result_written {
-        ctx.set_active(manifest_id, false);
-        return Ok(());
-    }
-    if manifest.unfinished() > 0 {
-        return Ok(());
-    }
-    let manifest = if manifest.finished_at_ms.is_none() {
-        txn.manifest_mut().finished_at_ms = Some(ctx.clock.now_ms());
-        txn.commit().await?
-    } else {
-        manifest
+    // One finisher at a time, so that a poll and the sweeper never both write a result.
+    // The store's writer lock is held only for the two small commits: the result's items
+    // are all final and can no longer change, so building and writing it needs no lock.
+    let _finishing = ctx.finishing.lock().await;
+    let manifest = {
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(manifest_id)?;
+        let manifest = txn.manifest().clone();
+        if manifest.result_written {
+            ctx.set_active(manifest_id, false);
+            return Ok(());
+        }
+        if manifest.unfinished() > 0 {
+            return Ok(());
+        }
+        if manifest.finished_at_ms.is_none() {
+            txn.manifest_mut().finished_at_ms = Some(ctx.clock.now_ms());
+            txn.commit().await?
+        } else {
+            manifest
+        }
     };
     let items = ctx.store.items(manifest_id)?;
     let jobs = ctx.store.jobs(manifest_id)?;
@@ -303,10 +307,12 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         &serde_json::to_vec_pretty(&result)?,
     )?;
     fail::fail_point!("outbox-after-write", |_| crate::daemon::simulated_crash());
-    let mut txn = writer.begin(manifest_id)?;
-    txn.manifest_mut().result_written = true;
-    txn.commit().await?;
-    drop(writer);
+    {
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(manifest_id)?;
+        txn.manifest_mut().result_written = true;
+        txn.commit().await?;
+    }
     ctx.set_active(manifest_id, false);
     tracing::info!(
         manifest = %manifest.name,

@@ -27,6 +27,9 @@ pub const MAX_CONCURRENT_POLLS: usize = 4;
 /// The longest backoff between two polls that got no usable answer.
 pub const POLL_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
+/// The furthest ahead a poll is scheduled; a later one is looked at again then.
+pub const SCHEDULE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A job is identified by its manifest and its sequence number in that manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobKey {
@@ -39,16 +42,17 @@ pub struct JobKey {
 /// `jitter_ms` is added only to backoff after failures, never below the floor.
 pub fn next_poll_due_ms(job: &JobRecord, floor_ms: u64, jitter_ms: u64) -> u64 {
     let admitted = job.admitted_at_ms.unwrap_or(job.sent_at_ms);
-    let mut due = admitted + floor_ms;
+    let mut due = admitted.saturating_add(floor_ms);
     if let Some(last) = job.last_polled_at_ms {
         let gap = floor_ms.max(job.retry_after_ms.unwrap_or(0));
         let backoff = if job.poll_failures == 0 {
             0
         } else {
             let exp = floor_ms.saturating_mul(1u64 << (job.poll_failures - 1).min(16));
-            exp.min(crate::clock::duration_ms(POLL_BACKOFF_MAX)) + jitter_ms
+            exp.min(crate::clock::duration_ms(POLL_BACKOFF_MAX))
+                .saturating_add(jitter_ms)
         };
-        due = due.max(last + gap.max(backoff));
+        due = due.max(last.saturating_add(gap.max(backoff)));
     }
     due
 }
@@ -90,8 +94,10 @@ impl Scheduler {
         self.entries.is_empty()
     }
 
-    /// Schedules (or reschedules) a job for the given tokio instant.
+    /// Schedules (or reschedules) a job for the given tokio instant (at most
+    /// [`SCHEDULE_HORIZON`] ahead: the queue cannot hold deadlines years away).
     pub fn schedule(&mut self, key: JobKey, at: tokio::time::Instant) {
+        let at = at.min(tokio::time::Instant::now() + SCHEDULE_HORIZON);
         match self.entries.get(&key) {
             Some(entry) => self.queue.reset_at(entry, at),
             None => {
@@ -133,6 +139,8 @@ pub async fn run(
         Err(e) => tracing::error!("polling: cannot load jobs: {e}"),
     }
     let mut inflight: JoinSet<(JobKey, Result<PollResult, StoreError>)> = JoinSet::new();
+    // Which job each poll task polls, so that one that panics is scheduled again.
+    let mut task_jobs: HashMap<tokio::task::Id, JobKey> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -148,22 +156,33 @@ pub async fn run(
             }
             Some(key) = scheduler.next_due(), if inflight.len() < MAX_CONCURRENT_POLLS && !scheduler.is_empty() => {
                 let ctx = Arc::clone(&ctx);
-                inflight.spawn(async move {
+                let handle = inflight.spawn(async move {
                     let result = poll_job(&ctx, key).await;
                     (key, result)
                 });
+                task_jobs.insert(handle.id(), key);
             }
-            Some(joined) = inflight.join_next() => {
+            Some(joined) = inflight.join_next_with_id() => {
                 ctx.mark_progress();
+                let retry_at = ctx.clock.now_ms().saturating_add(ctx.poll_floor_ms());
                 match joined {
-                    Ok((key, Ok(PollResult::Again(at)))) => scheduler.schedule(key, ctx.clock.instant_at(at)),
-                    Ok((_, Ok(PollResult::Done))) => {}
-                    Ok((key, Err(e))) => {
-                        tracing::error!(manifest_id = key.manifest_id, seq = key.seq, "polling: {e}");
-                        let at = ctx.clock.now_ms() + ctx.poll_floor_ms();
-                        scheduler.schedule(key, ctx.clock.instant_at(at));
+                    Ok((id, (key, result))) => {
+                        task_jobs.remove(&id);
+                        match result {
+                            Ok(PollResult::Again(at)) => scheduler.schedule(key, ctx.clock.instant_at(at)),
+                            Ok(PollResult::Done) => {}
+                            Err(e) => {
+                                tracing::error!(manifest_id = key.manifest_id, seq = key.seq, "polling: {e}");
+                                scheduler.schedule(key, ctx.clock.instant_at(retry_at));
+                            }
+                        }
                     }
-                    Err(e) => tracing::error!("a poll task ended abnormally: {e}"),
+                    Err(e) => {
+                        tracing::error!("a poll task ended abnormally: {e}");
+                        if let Some(key) = task_jobs.remove(&e.id()) {
+                            scheduler.schedule(key, ctx.clock.instant_at(retry_at));
+                        }
+                    }
                 }
             }
         }
@@ -172,14 +191,30 @@ pub async fn run(
     while inflight.join_next().await.is_some() {}
 }
 
-/// Whether the floor allows polling the job now.
-fn poll_is_due(ctx: &Context, key: JobKey, floor: u64) -> Result<bool, StoreError> {
-    match ctx.store.job(key.manifest_id, key.seq)? {
-        Some(job) if job.state == JobState::Admitted => {
-            Ok(next_poll_due_ms(&job, floor, 0) <= ctx.clock.now_ms())
-        }
-        _ => Ok(true),
+/// When a job may be polled: its own floor and, for a tent, the tent's (another job or a
+/// detail fetch may have polled the same tent).
+fn job_due_ms(job: &JobRecord, tent: Option<crate::store::TentPollRecord>, floor: u64) -> u64 {
+    let own = next_poll_due_ms(job, floor, 0);
+    match (job.kind, tent) {
+        (JobKind::Create | JobKind::Edit, Some(tent)) => own.max(tent.next_due_ms(floor)),
+        _ => own,
     }
+}
+
+/// `None` when the job may be polled now; else when it may.
+fn not_due_until(ctx: &Context, key: JobKey, floor: u64) -> Result<Option<PollResult>, StoreError> {
+    let Some(job) = ctx.store.job(key.manifest_id, key.seq)? else {
+        return Ok(Some(PollResult::Done));
+    };
+    if job.state != JobState::Admitted {
+        return Ok(Some(PollResult::Done));
+    }
+    let tent = match (&job.remote_id, job.kind) {
+        (Some(id), JobKind::Create | JobKind::Edit) => ctx.store.tent_poll(id)?,
+        _ => None,
+    };
+    let due = job_due_ms(&job, tent, floor);
+    Ok((due > ctx.clock.now_ms()).then_some(PollResult::Again(due)))
 }
 
 /// Every admitted job of every unfinished manifest.
@@ -198,13 +233,8 @@ fn load_jobs(ctx: &Context) -> Result<Vec<JobRecord>, StoreError> {
 /// Polls one job once (and fetches publication details it calls for).
 pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreError> {
     let floor = ctx.poll_floor_ms();
-    if !poll_is_due(ctx, key, floor)? {
-        return Ok(match ctx.store.job(key.manifest_id, key.seq)? {
-            Some(job) if job.state == JobState::Admitted => {
-                PollResult::Again(next_poll_due_ms(&job, floor, 0))
-            }
-            _ => PollResult::Done,
-        });
+    if let Some(later) = not_due_until(ctx, key, floor)? {
+        return Ok(later);
     }
     // 1. Reserve the budget, then record the poll, then send it: the recorded time is
     //    the time it leaves, and it is durable before it leaves.
@@ -231,7 +261,26 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
         if job.state != JobState::Admitted {
             return Ok(PollResult::Done);
         }
-        job.last_polled_at_ms = Some(ctx.clock.now_ms());
+        let now = ctx.clock.now_ms();
+        let tent = match (&job.remote_id, job.kind) {
+            (Some(id), JobKind::Create | JobKind::Edit) => txn.tent_poll(id)?,
+            _ => None,
+        };
+        // Checked again under the writer's lock: a detail fetch may have just polled it.
+        let due = job_due_ms(&job, tent, floor);
+        if due > now {
+            return Ok(PollResult::Again(due));
+        }
+        job.last_polled_at_ms = Some(now);
+        if let (Some(id), JobKind::Create | JobKind::Edit) = (&job.remote_id, job.kind) {
+            txn.put_tent_poll(
+                id,
+                crate::store::TentPollRecord {
+                    last_polled_at_ms: now,
+                    retry_after_ms: tent.and_then(|t| t.retry_after_ms),
+                },
+            );
+        }
         txn.put_job(job.clone());
         txn.commit().await?;
         job

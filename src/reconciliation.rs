@@ -15,7 +15,7 @@ use crate::api::Outcome;
 use crate::daemon::Context;
 use crate::item_state::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
 use crate::polling::{next_poll_due_ms, retry_after_ms, JobKey, PollResult};
-use crate::store::{Control, JobRecord, JobState, StoreError, Txn};
+use crate::store::{Control, JobRecord, JobState, StoreError, TentPollRecord, Txn};
 use crate::submission::wants_publication;
 
 /// How long a bulk job may answer 404 before its unfinished items fail.
@@ -140,13 +140,17 @@ pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> O
             }
         }
         ItemState::Admitted => match GenerationStatus::parse(&tent.status) {
+            // Without auto-publish the result reports no publication, even when the tent
+            // carries one from an earlier generation.
+            GenerationStatus::Completed if !auto_publish => {
+                Some(ItemEvent::Generated { publication: None })
+            }
             GenerationStatus::Completed => match &tent.publication {
                 Some(p) if PublicationStatus::parse(&p.status).is_final() => {
                     Some(ItemEvent::Generated {
                         publication: Some(publication_record(p)),
                     })
                 }
-                None if !auto_publish => Some(ItemEvent::Generated { publication: None }),
                 // Completed twice in a row with no publication at all: none is coming
                 // (e.g. a later edit of the same tent asked for none). Final as it is.
                 None if item.generation_status.as_deref() == Some("completed") => {
@@ -315,6 +319,8 @@ pub async fn record_bulk_poll(
         crate::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
         txn.commit().await?;
     }
+    // Answers may release a manifest that waits for its first answers.
+    ctx.wake_submitter.notify_one();
     let mut result = result;
     if !details.is_empty() {
         fetch_details(ctx, key, &details).await?;
@@ -354,24 +360,43 @@ async fn fetch_details(
 ) -> Result<(), StoreError> {
     let floor = ctx.poll_floor_ms();
     for (index, tent_id) in items {
+        // Cheap check first, so that a tent not due yet costs no budget.
+        if ctx
+            .store
+            .tent_poll(tent_id)?
+            .is_some_and(|t| t.next_due_ms(floor) > ctx.clock.now_ms())
+        {
+            continue;
+        }
         let permit = ctx.client.reserve().await;
         {
             let writer = ctx.store.writer().await;
             let mut txn = writer.begin(key.manifest_id)?;
-            let item = txn.item(*index)?;
             let now = ctx.clock.now_ms();
-            if item
-                .details_fetched_at_ms
-                .is_some_and(|at| now < at + floor)
-            {
+            let previous = txn.tent_poll(tent_id)?;
+            if previous.is_some_and(|t| t.next_due_ms(floor) > now) {
                 continue;
             }
-            txn.annotate(*index, |item| item.details_fetched_at_ms = Some(now))?;
+            txn.put_tent_poll(
+                tent_id,
+                TentPollRecord {
+                    last_polled_at_ms: now,
+                    retry_after_ms: previous.and_then(|t| t.retry_after_ms),
+                },
+            );
             txn.commit().await?;
         }
         let outcome = ctx.client.tent_with(permit, tent_id).await;
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(key.manifest_id)?;
+        // The floor counts from the answer, and honours the tent's Retry-After.
+        txn.put_tent_poll(
+            tent_id,
+            TentPollRecord {
+                last_polled_at_ms: ctx.clock.now_ms(),
+                retry_after_ms: retry_after_ms(&outcome),
+            },
+        );
         let item = txn.item(*index)?;
         match outcome {
             Outcome::Success { body, .. } => {
@@ -406,6 +431,13 @@ pub async fn record_tent_poll(
         let manifest = txn.manifest().clone();
         let tent_id = job.remote_id.clone().unwrap_or_default();
         let index = job.item_indices.first().copied().unwrap_or(0);
+        txn.put_tent_poll(
+            &tent_id,
+            TentPollRecord {
+                last_polled_at_ms: now,
+                retry_after_ms: retry_after_ms(&outcome),
+            },
+        );
         let what = format!("tent {tent_id}");
         match note_poll_answer(&mut job, outcome, now, &manifest.name, &what) {
             PollAnswer::Usable(body) => {
@@ -433,6 +465,8 @@ pub async fn record_tent_poll(
         crate::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
         txn.commit().await?;
     }
+    // Answers may release a manifest that waits for its first answers.
+    ctx.wake_submitter.notify_one();
     crate::outbox::finish_if_done(ctx, key.manifest_id).await;
     Ok(result)
 }
@@ -447,7 +481,7 @@ pub async fn expire(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError>
         let manifest = txn.manifest().clone();
         if manifest.finished_at_ms.is_some()
             || manifest.unfinished() == 0
-            || now < manifest.received_at_ms + max_wait
+            || now < manifest.received_at_ms.saturating_add(max_wait)
         {
             return Ok(false);
         }

@@ -21,8 +21,8 @@ pub async fn recover(ctx: &Context) -> Result<(), DaemonError> {
         ctx.set_active(manifest.id, true);
         if !manifest.archived {
             let path = ctx.settings.paths.inbox.join(&manifest.inbox_file);
-            let same_file = std::fs::read(&path)
-                .map(|bytes| crate::inbox::sha256(&bytes) == manifest.sha256)
+            let same_file = crate::inbox::sha256_file(&path)
+                .map(|hash| hash == manifest.sha256)
                 .unwrap_or(false);
             let from = if same_file {
                 path

@@ -16,6 +16,7 @@
 //! | `N` name bytes | manifest_id:u64 (names ever used) |
 //! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
 //! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
+//! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
 //!
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
 //! enum whose variants are versions; shipped variants never change.
@@ -168,6 +169,27 @@ pub struct JobRecord {
     pub poll_failures: u32,
 }
 
+/// The last poll of one tent, whichever job or fetch made it (version 1): the floor is
+/// per tent, and one tent can be polled by a create job, edit jobs and detail fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TentPollRecord {
+    pub last_polled_at_ms: u64,
+    pub retry_after_ms: Option<u64>,
+}
+
+impl TentPollRecord {
+    /// When the tent may be polled again.
+    pub fn next_due_ms(&self, floor_ms: u64) -> u64 {
+        self.last_polled_at_ms
+            .saturating_add(floor_ms.max(self.retry_after_ms.unwrap_or(0)))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum StoredTentPoll {
+    V1(TentPollRecord),
+}
+
 #[derive(Serialize, Deserialize)]
 pub enum StoredManifest {
     V1(ManifestRecord),
@@ -225,6 +247,12 @@ fn prefixed(prefix: u8, id: u64) -> [u8; 9] {
 fn name_key(name: &str) -> Vec<u8> {
     let mut key = vec![b'N'];
     key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn tent_key(tent_id: &str) -> Vec<u8> {
+    let mut key = vec![b'T'];
+    key.extend_from_slice(tent_id.as_bytes());
     key
 }
 
@@ -457,6 +485,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The last poll of a tent, if it was ever polled.
+    pub fn tent_poll(&self, tent_id: &str) -> Result<Option<TentPollRecord>, StoreError> {
+        let key = tent_key(tent_id);
+        match self.tree.get(&key)? {
+            Some(bytes) => {
+                let StoredTentPoll::V1(record) = decode(&key, &bytes)?;
+                Ok(Some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The manifest that used `name`, if any.
     pub fn manifest_named(&self, name: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
@@ -527,6 +567,7 @@ pub struct Txn<'w> {
     jobs: BTreeMap<u32, JobRecord>,
     extra: Vec<(Vec<u8>, Vec<u8>)>,
     client_index: Vec<Vec<u8>>,
+    tent_polls: BTreeMap<String, TentPollRecord>,
     exists: bool,
 }
 
@@ -539,6 +580,7 @@ impl<'w> Txn<'w> {
             jobs: BTreeMap::new(),
             extra: Vec::new(),
             client_index: Vec::new(),
+            tent_polls: BTreeMap::new(),
             exists,
         }
     }
@@ -632,6 +674,18 @@ impl<'w> Txn<'w> {
         self.jobs.insert(job.seq, job);
     }
 
+    /// The last poll of a tent, as this transaction sees it.
+    pub fn tent_poll(&self, tent_id: &str) -> Result<Option<TentPollRecord>, StoreError> {
+        if let Some(record) = self.tent_polls.get(tent_id) {
+            return Ok(Some(*record));
+        }
+        self.store.tent_poll(tent_id)
+    }
+
+    pub fn put_tent_poll(&mut self, tent_id: &str, record: TentPollRecord) {
+        self.tent_polls.insert(tent_id.to_string(), record);
+    }
+
     pub fn index_name(&mut self) {
         self.extra.push((
             name_key(&self.manifest.name),
@@ -704,6 +758,9 @@ impl<'w> Txn<'w> {
         }
         for (key, value) in self.extra {
             batch.insert(key, value);
+        }
+        for (tent_id, record) in self.tent_polls {
+            batch.insert(tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?);
         }
         if self.exists {
             for key in self.client_index {

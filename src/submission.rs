@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::types::*;
-use crate::api::Outcome;
+use crate::api::{BudgetPermit, Outcome};
 use crate::daemon::Context;
 use crate::item_state::{ItemEvent, ItemRecord, ItemState, ANSWER_LOST_MESSAGE};
 use crate::manifest::ManifestKind;
@@ -265,10 +265,14 @@ enum Plan {
 /// Sends at most one request: the next one of the oldest manifest that has something to send.
 pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreError> {
     let now = ctx.clock.now_ms();
+    let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
+    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let mut wake_at: Option<u64> = None;
     let earliest = |at: u64, wake_at: &mut Option<u64>| {
         *wake_at = Some(wake_at.map_or(at, |w: u64| w.min(at)));
     };
+    // 1. Find the oldest manifest with something to send (nothing is recorded yet).
+    let mut chosen = None;
     for id in ctx.active_ids() {
         if let Some(&at) = backoff.not_before_ms.get(&id) {
             if at > now {
@@ -276,72 +280,108 @@ pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreErr
                 continue;
             }
         }
-        let (manifest, seq, items) = {
-            let writer = ctx.store.writer().await;
-            let mut txn = match writer.begin(id) {
-                Ok(txn) => txn,
-                Err(StoreError::NoManifest(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            match plan_next(&mut txn, now)? {
-                Plan::Items(items) => {
-                    let seq = txn.manifest().next_job_seq;
-                    txn.manifest_mut().next_job_seq += 1;
-                    let kind = match txn.manifest().kind {
-                        ManifestKind::Bulk => JobKind::Bulk,
-                        ManifestKind::Create => JobKind::Create,
-                        ManifestKind::Edit => JobKind::Edit,
-                    };
-                    for item in &items {
-                        txn.apply(item.index, ItemEvent::SendIntent { job_seq: seq })?;
-                    }
-                    txn.put_job(JobRecord {
-                        manifest_id: id,
-                        seq,
-                        kind,
-                        item_indices: items.iter().map(|i| i.index).collect(),
-                        state: JobState::Sending,
-                        remote_id: None,
-                        sent_at_ms: now,
-                        admitted_at_ms: None,
-                        last_polled_at_ms: None,
-                        retry_after_ms: None,
-                        not_found_since_ms: None,
-                        status: None,
-                        poll_failures: 0,
-                    });
-                    // The intent is durable before the request leaves.
-                    let manifest = txn.commit().await?;
-                    (manifest, seq, items)
-                }
-                Plan::Nothing => {
-                    // Only a moved cursor or a cleared credit retry is worth a write.
-                    let unchanged = writer
-                        .store()
-                        .manifest(id)?
-                        .is_some_and(|stored| &stored == txn.manifest());
-                    if !unchanged {
-                        txn.commit().await?;
-                    }
-                    continue;
-                }
-                Plan::Later(at) => {
-                    earliest(at, &mut wake_at);
-                    continue;
+        let writer = ctx.store.writer().await;
+        let mut txn = match writer.begin(id) {
+            Ok(txn) => txn,
+            Err(StoreError::NoManifest(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        match plan_next(&mut txn, now, max_wait, slow_start)? {
+            Plan::Items(_) => {
+                chosen = Some(id);
+                break;
+            }
+            Plan::Nothing => {
+                // Only a moved cursor or a cleared credit retry is worth a write.
+                let unchanged = writer
+                    .store()
+                    .manifest(id)?
+                    .is_some_and(|stored| &stored == txn.manifest());
+                if !unchanged {
+                    txn.commit().await?;
                 }
             }
-        };
-        send(ctx, backoff, &manifest, seq, &items).await?;
-        return Ok(Step::Sent);
+            Plan::Later(at) => earliest(at, &mut wake_at),
+        }
     }
-    Ok(Step::Idle { until_ms: wake_at })
+    let Some(id) = chosen else {
+        return Ok(Step::Idle { until_ms: wake_at });
+    };
+    // 2. Wait for the budget (and any 401 pause) before recording anything, so that a long
+    //    wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
+    let permit = ctx.client.reserve().await;
+    // 3. Record the intent, durably, then send.
+    let (manifest, seq, items) = {
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(id)?;
+        let now = ctx.clock.now_ms();
+        let Plan::Items(items) = plan_next(&mut txn, now, max_wait, slow_start)? else {
+            // Something changed while we waited (a cancel, a pause): look again.
+            return Ok(Step::Sent);
+        };
+        let seq = txn.manifest().next_job_seq;
+        txn.manifest_mut().next_job_seq += 1;
+        let kind = match txn.manifest().kind {
+            ManifestKind::Bulk => JobKind::Bulk,
+            ManifestKind::Create => JobKind::Create,
+            ManifestKind::Edit => JobKind::Edit,
+        };
+        for item in &items {
+            txn.apply(item.index, ItemEvent::SendIntent { job_seq: seq })?;
+        }
+        txn.put_job(JobRecord {
+            manifest_id: id,
+            seq,
+            kind,
+            item_indices: items.iter().map(|i| i.index).collect(),
+            state: JobState::Sending,
+            remote_id: None,
+            sent_at_ms: now,
+            admitted_at_ms: None,
+            last_polled_at_ms: None,
+            retry_after_ms: None,
+            not_found_since_ms: None,
+            status: None,
+            poll_failures: 0,
+        });
+        let manifest = txn.commit().await?;
+        (manifest, seq, items)
+    };
+    send(ctx, backoff, &manifest, seq, &items, permit).await;
+    Ok(Step::Sent)
 }
 
-fn plan_next(txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreError> {
+/// Whether a manifest must wait for answers before sending more: until the failure
+/// threshold can judge it (25 final answers from the API), only one request's items are in
+/// flight at a time, so that a broken template costs one chunk, not the whole manifest.
+pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
+    if manifest.threshold_overridden {
+        return false;
+    }
+    let api_rejected = manifest
+        .count(ItemState::Rejected)
+        .saturating_sub(manifest.local_rejections);
+    let answered =
+        manifest.count(ItemState::Completed) + manifest.count(ItemState::Failed) + api_rejected;
+    let in_flight = manifest.count(ItemState::Sending)
+        + manifest.count(ItemState::Admitted)
+        + manifest.count(ItemState::AwaitingDetails);
+    answered < THRESHOLD_MIN_ANSWERS && in_flight > 0
+}
+
+fn plan_next(
+    txn: &mut Txn<'_>,
+    now: u64,
+    max_wait_ms: u64,
+    slow_start: bool,
+) -> Result<Plan, StoreError> {
     let manifest = txn.manifest().clone();
     if manifest.finished_at_ms.is_some()
         || manifest.rejection.is_some()
         || manifest.control != Control::Running
+        // Past poll.max_wait nothing more is sent: the sweeper ends what is left.
+        || now >= manifest.received_at_ms.saturating_add(max_wait_ms)
+        || (slow_start && holds_for_answers(&manifest))
     {
         return Ok(Plan::Nothing);
     }
@@ -398,13 +438,18 @@ enum Answer {
     Single(Outcome<SingleAdmission>),
 }
 
+/// How long the submitter waits before trying again to record an answer it could not
+/// record (the answer is kept in memory meanwhile: it is never dropped).
+const RECORD_RETRY: Duration = Duration::from_secs(1);
+
 async fn send(
     ctx: &Context,
     backoff: &mut Backoff,
     manifest: &ManifestRecord,
     seq: u32,
     items: &[ItemRecord],
-) -> Result<(), StoreError> {
+    permit: BudgetPermit,
+) {
     let top = top_fields(manifest);
     fail::fail_point!("submit-before-request", |_| crate::daemon::simulated_crash(
     ));
@@ -412,14 +457,14 @@ async fn send(
         (ManifestKind::Bulk, _) => {
             let request = build_bulk_request(&top, items);
             tracing::info!(manifest = %manifest.name, seq, items = items.len(), start_index = ?request.start_index, "sending a bulk request");
-            Answer::Bulk(ctx.client.create_bulk(&request).await)
+            Answer::Bulk(ctx.client.create_bulk_with(permit, &request).await)
         }
         (ManifestKind::Create, Some(item)) => {
             let request = build_create_request(&top, item);
             tracing::info!(manifest = %manifest.name, item = %item.client_item_id, "sending a create request");
             Answer::Single(
                 ctx.client
-                    .create_tent(&request)
+                    .create_tent_with(permit, &request)
                     .await
                     .map(|r| SingleAdmission {
                         tent_id: r.id,
@@ -433,7 +478,7 @@ async fn send(
             tracing::info!(manifest = %manifest.name, item = %item.client_item_id, tent_id = %target, "sending an edit request");
             Answer::Single(
                 ctx.client
-                    .edit_tent(&target, &request)
+                    .edit_tent_with(permit, &target, &request)
                     .await
                     .map(|r| SingleAdmission {
                         tent_id: if r.id.is_empty() {
@@ -445,10 +490,19 @@ async fn send(
                     }),
             )
         }
-        (_, None) => return Ok(()),
+        (_, None) => return,
     };
     fail::fail_point!("submit-after-request", |_| crate::daemon::simulated_crash());
-    record_answer(ctx, backoff, manifest, seq, items, answer).await
+    // The answer is what tells whether credits were spent: record it, however long it takes.
+    loop {
+        match record_answer(ctx, backoff, manifest, seq, items, &answer).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(manifest = %manifest.name, seq, "cannot record the answer to a create request (trying again): {e}");
+                tokio::time::sleep(RECORD_RETRY).await;
+            }
+        }
+    }
 }
 
 async fn record_answer(
@@ -457,7 +511,7 @@ async fn record_answer(
     manifest: &ManifestRecord,
     seq: u32,
     items: &[ItemRecord],
-    answer: Answer,
+    answer: &Answer,
 ) -> Result<(), StoreError> {
     let id = manifest.id;
     let now = ctx.clock.now_ms();
@@ -471,9 +525,11 @@ async fn record_answer(
     let mut credits_short = false;
     let mut retry_later: Option<Option<Duration>> = None;
     // What a non-2xx answer means for the items it carried.
-    let refused = |status: u16, error: &ApiErrorBody, single: bool| -> ItemEvent {
+    // A 429 with Retry-After is throttling: wait that long. Without one it is the
+    // documented credit limit: the manifest waits for credits (submit.credit_retry).
+    let refused = |status: u16, error: &ApiErrorBody, retry_after: Option<Duration>| -> ItemEvent {
         match status {
-            429 if single => ItemEvent::NoCredits {
+            429 if retry_after.is_none() => ItemEvent::NoCredits {
                 message: format!(
                     "Tented answered 429 (credit limit exceeded): {}",
                     error.summary()
@@ -506,23 +562,25 @@ async fn record_answer(
                 if std::mem::replace(&mut seen[position], true) {
                     continue;
                 }
-                let event = if admission.is_accepted() {
-                    ItemEvent::Accepted {
-                        tent_id: admission.tent_id.clone().unwrap_or_default(),
+                let event = match admission.admission() {
+                    Admission::Accepted { tent_id } => ItemEvent::Accepted {
+                        tent_id,
                         tent_name: admission.tent_name.clone(),
                         bulk_job_id: Some(body.bulk_job_id.clone()),
                         generation_id: None,
+                    },
+                    Admission::Refused
+                        if admission.error_code.as_deref() == Some("INSUFFICIENT_CREDITS") =>
+                    {
+                        credits_short = true;
+                        ItemEvent::NoCredits {
+                            message: admission
+                                .message
+                                .clone()
+                                .unwrap_or_else(|| "insufficient credits".to_string()),
+                        }
                     }
-                } else if admission.error_code.as_deref() == Some("INSUFFICIENT_CREDITS") {
-                    credits_short = true;
-                    ItemEvent::NoCredits {
-                        message: admission
-                            .message
-                            .clone()
-                            .unwrap_or_else(|| "insufficient credits".to_string()),
-                    }
-                } else {
-                    ItemEvent::RejectedByApi {
+                    Admission::Refused => ItemEvent::RejectedByApi {
                         error_code: admission
                             .error_code
                             .clone()
@@ -531,7 +589,13 @@ async fn record_answer(
                             .message
                             .clone()
                             .unwrap_or_else(|| "rejected during admission".to_string()),
-                    }
+                    },
+                    Admission::Unclear => ItemEvent::AnswerLost {
+                        message: format!(
+                            "bulk job {}'s admission answer for this item is unclear (status `{}`, no tent id); {ANSWER_LOST_MESSAGE}",
+                            body.bulk_job_id, admission.status
+                        ),
+                    },
                 };
                 events.push((index, event));
             }
@@ -583,27 +647,20 @@ async fn record_answer(
             status,
             error,
             retry_after,
-        }) => {
-            tracing::warn!(manifest = %manifest.name, status, "bulk request refused: {}", error.summary());
-            for index in &indices {
-                events.push((*index, refused(status, &error, false)));
-            }
-            if status == 429 || status >= 500 {
-                retry_later = Some(retry_after);
-            }
-        }
-        Answer::Single(Outcome::Refused {
+        })
+        | Answer::Single(Outcome::Refused {
             status,
             error,
             retry_after,
         }) => {
-            tracing::warn!(manifest = %manifest.name, status, "request refused: {}", error.summary());
+            let (status, retry_after) = (*status, *retry_after);
+            tracing::warn!(manifest = %manifest.name, status, "create request refused: {}", error.summary());
             for index in &indices {
-                let event = refused(status, &error, true);
+                let event = refused(status, error, retry_after);
                 credits_short |= matches!(event, ItemEvent::NoCredits { .. });
                 events.push((*index, event));
             }
-            if status >= 500 {
+            if (status == 429 && retry_after.is_some()) || status >= 500 {
                 retry_later = Some(retry_after);
             }
         }
@@ -629,10 +686,15 @@ async fn record_answer(
         }
     }
     let mut any_admitted = false;
+    let canceled = txn.manifest().control == Control::Canceled;
     for (index, event) in events {
         not_admitted |= event == ItemEvent::NotAdmitted;
         let state = txn.apply(index, event)?;
         any_admitted |= state == ItemState::Admitted;
+        // Canceled while this request was on the wire: what was not admitted ends here.
+        if canceled && state.is_sendable() {
+            txn.apply(index, ItemEvent::Cancel)?;
+        }
     }
     if job.state == JobState::Sending {
         job.state = if any_admitted {
@@ -650,7 +712,7 @@ async fn record_answer(
         *cursor = (*cursor).min(chunk);
     }
     if credits_short {
-        let at = now + crate::clock::duration_ms(ctx.settings.submit.credit_retry);
+        let at = now.saturating_add(crate::clock::duration_ms(ctx.settings.submit.credit_retry));
         txn.manifest_mut().credit_retry_at_ms = Some(at);
         tracing::warn!(manifest = %manifest.name, retry_at = %crate::clock::rfc3339(at), "Tented is out of credits: this manifest's sending pauses and tries again later");
     }
@@ -662,7 +724,7 @@ async fn record_answer(
         let delay = backoff.delay(id, retry_after);
         backoff
             .not_before_ms
-            .insert(id, now + crate::clock::duration_ms(delay));
+            .insert(id, now.saturating_add(crate::clock::duration_ms(delay)));
     }
     if any_admitted {
         let _ = ctx.new_jobs.send(JobKey {

@@ -368,6 +368,7 @@ async fn soak_twenty_manifests_with_every_fault_at_a_modest_rate() {
         rate_429: 0.03,
         rate_500: 0.03,
         rate_503: 0.03,
+        retry_after_429: Some(1),
         drop_before_rate: 0.02,
         drop_after_rate: 0.02,
         ..FaultRates::default()

@@ -631,3 +631,95 @@ async fn create_and_edit_manifests_run_one_request_per_item_and_edits_find_earli
     assert_poll_floor(&app.calls(), TEST_FLOOR, Duration::ZERO);
     app.stop_daemon().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_whose_generations_all_fail_costs_one_chunk_thanks_to_slow_start() {
+    let mut app = TestApp::spawn(SimConfig {
+        failure_rate: 1.0,
+        ..quick_sim()
+    })
+    .await;
+    app.drop_manifest("doomed.json", &bulk_manifest(200));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = tented_bulkd::admin::status_report(app.ctx());
+        if status
+            .manifests
+            .iter()
+            .any(|m| m.name == "doomed" && m.state == "paused")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The budget would have allowed all eight chunks long before the first failure
+    // came back; slow start sent one.
+    assert_eq!(bulk_posts(&app.calls()).len(), 1);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_a_chunk_is_on_the_wire_ends_its_unadmitted_items_canceled() {
+    use tented_bulkd::simulator::{EndpointFaults, FaultRates};
+    let mut app = TestApp::spawn(SimConfig {
+        latency: (Duration::from_millis(400), Duration::from_millis(400)),
+        errors: EndpointFaults {
+            bulk_create: FaultRates {
+                rate_503: 1.0,
+                ..FaultRates::default()
+            },
+            ..EndpointFaults::default()
+        },
+        ..quick_sim()
+    })
+    .await;
+    app.drop_manifest("wire.json", &bulk_manifest(30));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        let store = &app.ctx().store;
+        if let Some(id) = store.manifest_named("wire").unwrap() {
+            let m = store.manifest(id).unwrap().unwrap();
+            if m.count(tented_bulkd::item_state::ItemState::Sending) > 0 {
+                break id;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // 5 items are pending, 25 on the wire: cancel catches the 5 now, the 25 when the 503 comes.
+    let canceled = tented_bulkd::reconciliation::cancel(app.ctx(), id)
+        .await
+        .unwrap();
+    assert_eq!(canceled, 5);
+    let result = app.wait_result("wire", Duration::from_secs(10)).await;
+    assert_eq!(result["counts"]["canceled"], 30, "{}", result["counts"]);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edits_of_one_tent_share_its_floor() {
+    let mut app = TestApp::spawn(quick_sim()).await;
+    let create = json!({"kind": "create", "items": [
+        {"client_item_id": "page", "name": "Page", "prompt": "Create a landing page"}
+    ]});
+    app.drop_manifest("one.json", &create);
+    let created = app.wait_result("one", WAIT).await;
+    assert_eq!(created["counts"]["completed"], 1);
+    let edit = json!({"kind": "edit", "items": [
+        {"client_item_id": "e1", "target_client_item_id": "page", "prompt": "Make the header blue"},
+        {"client_item_id": "e2", "target_client_item_id": "page", "prompt": "Add a testimonial section"}
+    ]});
+    app.drop_manifest("twice.json", &edit);
+    let edited = app.wait_result("twice", WAIT).await;
+    assert_eq!(edited["counts"]["completed"], 2, "{edited:#}");
+    let calls = app.calls();
+    let tent = created["items"]["page"]["tent_id"].as_str().unwrap();
+    let polls = calls
+        .iter()
+        .filter(|c| c.method == "GET" && c.path == format!("/v1/tents/{tent}"))
+        .count();
+    assert!(polls >= 2, "the tent was polled for both edits");
+    assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
+    app.stop_daemon().await;
+}

@@ -281,6 +281,8 @@ impl TentedClient {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("tented-bulkd/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send a create elsewhere: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(TentedClient {
             inner: Arc::new(ClientInner {
@@ -326,7 +328,19 @@ impl TentedClient {
     }
 
     pub async fn create_bulk(&self, request: &BulkCreateRequest) -> Outcome<BulkCreateResponse> {
-        self.call(
+        let permit = self.reserve().await;
+        self.create_bulk_with(permit, request).await
+    }
+
+    /// `POST /v1/tents/bulk` on a budget cell already reserved (the submitter reserves,
+    /// then records its intent, then sends: a long wait never holds items in `Sending`).
+    pub async fn create_bulk_with(
+        &self,
+        permit: BudgetPermit,
+        request: &BulkCreateRequest,
+    ) -> Outcome<BulkCreateResponse> {
+        self.call_with(
+            permit,
             Endpoint::BulkCreate,
             Method::POST,
             "v1/tents/bulk",
@@ -352,8 +366,23 @@ impl TentedClient {
     }
 
     pub async fn create_tent(&self, request: &CreateTentRequest) -> Outcome<CreateTentResponse> {
-        self.call(Endpoint::Create, Method::POST, "v1/tents", Some(request))
-            .await
+        let permit = self.reserve().await;
+        self.create_tent_with(permit, request).await
+    }
+
+    pub async fn create_tent_with(
+        &self,
+        permit: BudgetPermit,
+        request: &CreateTentRequest,
+    ) -> Outcome<CreateTentResponse> {
+        self.call_with(
+            permit,
+            Endpoint::Create,
+            Method::POST,
+            "v1/tents",
+            Some(request),
+        )
+        .await
     }
 
     pub async fn edit_tent(
@@ -361,8 +390,18 @@ impl TentedClient {
         tent_id: &str,
         request: &EditTentRequest,
     ) -> Outcome<EditTentResponse> {
+        let permit = self.reserve().await;
+        self.edit_tent_with(permit, tent_id, request).await
+    }
+
+    pub async fn edit_tent_with(
+        &self,
+        permit: BudgetPermit,
+        tent_id: &str,
+        request: &EditTentRequest,
+    ) -> Outcome<EditTentResponse> {
         let path = format!("v1/tents/{}/edit", encode_segment(tent_id));
-        self.call(Endpoint::Edit, Method::POST, &path, Some(request))
+        self.call_with(permit, Endpoint::Edit, Method::POST, &path, Some(request))
             .await
     }
 
@@ -385,17 +424,6 @@ impl TentedClient {
         self.inner.auth.wait().await;
         let waited = self.inner.budget.acquire().await;
         BudgetPermit { waited }
-    }
-
-    async fn call<B: Serialize, T: DeserializeOwned>(
-        &self,
-        endpoint: Endpoint,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Outcome<T> {
-        let permit = self.reserve().await;
-        self.call_with(permit, endpoint, method, path, body).await
     }
 
     async fn call_with<B: Serialize, T: DeserializeOwned>(
@@ -519,11 +547,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// `Retry-After` in seconds (the form Tented documents); an HTTP date is not used by Tented
-/// and is ignored.
+/// The longest `Retry-After` honoured; a larger one is read as this (a bogus header must not
+/// park a job for years, or overflow the scheduler).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds (the form Tented documents), at most [`RETRY_AFTER_MAX`]; an
+/// HTTP date is not used by Tented and is ignored.
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|secs| Duration::from_secs(secs).min(RETRY_AFTER_MAX))
 }
 
 /// Ids are opaque: escape anything that would change the path.
@@ -554,6 +590,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, "10".parse().unwrap_or_else(|_| unreachable!()));
         assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(10)));
+        headers.insert(
+            RETRY_AFTER,
+            "99999999999999".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        assert_eq!(parse_retry_after(&headers), Some(RETRY_AFTER_MAX));
         headers.insert(
             RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT"

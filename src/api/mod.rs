@@ -8,4 +8,4 @@ pub mod client;
 pub mod types;
 
 pub use budget::Budget;
-pub use client::{ClientConfig, Endpoint, Outcome, TentedClient};
+pub use client::{BudgetPermit, ClientConfig, Endpoint, Outcome, TentedClient};

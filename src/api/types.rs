@@ -78,9 +78,33 @@ pub struct BulkAdmissionItem {
     pub message: Option<String>,
 }
 
+/// What an item's admission answer says, read conservatively: only an explicit refusal is
+/// a refusal (anything else might have been admitted and must never be resent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accepted { tent_id: String },
+    Refused,
+    Unclear,
+}
+
 impl BulkAdmissionItem {
     pub fn is_accepted(&self) -> bool {
-        self.status == "accepted" && self.tent_id.is_some()
+        matches!(self.admission(), Admission::Accepted { .. })
+    }
+
+    pub fn admission(&self) -> Admission {
+        match (&self.tent_id, self.status.as_str()) {
+            (Some(tent_id), _) if !tent_id.is_empty() && self.status != "rejected" => {
+                Admission::Accepted {
+                    tent_id: tent_id.clone(),
+                }
+            }
+            (_, "rejected") => Admission::Refused,
+            (None, _) if self.error_code.is_some() && self.status != "accepted" => {
+                Admission::Refused
+            }
+            _ => Admission::Unclear,
+        }
     }
 }
 
@@ -357,5 +381,57 @@ impl PublicationStatus {
             self,
             PublicationStatus::PublishedWithWarnings | PublicationStatus::Failed
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(status: &str, tent_id: Option<&str>, error_code: Option<&str>) -> BulkAdmissionItem {
+        BulkAdmissionItem {
+            index: 0,
+            client_item_id: None,
+            tent_id: tent_id.map(str::to_string),
+            tent_name: None,
+            custom_page_alias: None,
+            status: status.to_string(),
+            error_code: error_code.map(str::to_string),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn only_an_explicit_refusal_counts_as_refused() {
+        assert_eq!(
+            item("accepted", Some("t"), None).admission(),
+            Admission::Accepted {
+                tent_id: "t".into()
+            }
+        );
+        // An unknown word with a tent id: Tented created a tent.
+        assert!(matches!(
+            item("queued", Some("t"), None).admission(),
+            Admission::Accepted { .. }
+        ));
+        assert_eq!(
+            item("rejected", None, Some("INVALID_ITEM")).admission(),
+            Admission::Refused
+        );
+        assert_eq!(
+            item("weird", None, Some("NOT_FOUND")).admission(),
+            Admission::Refused
+        );
+        // Accepted without a tent id, or a word we do not know: maybe admitted.
+        assert_eq!(item("accepted", None, None).admission(), Admission::Unclear);
+        assert_eq!(
+            item("accepted", Some(""), None).admission(),
+            Admission::Unclear
+        );
+        assert_eq!(
+            item("accepted", None, Some("X")).admission(),
+            Admission::Unclear
+        );
+        assert_eq!(item("pending", None, None).admission(), Admission::Unclear);
     }
 }

@@ -85,9 +85,21 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub async fn start(settings: Settings) -> TestDaemon {
-        let (ctx, jobs) =
-            tented_bulkd::daemon::build_context(settings.clone(), ApiKey::new("sim-key"))
-                .expect("daemon context");
+        // A restart in the same process: sled lets go of its folder lock only when its
+        // background threads (a flush in progress) have dropped their handles, a moment
+        // after the previous daemon returned. A new process would not wait at all.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let (ctx, jobs) = loop {
+            match tented_bulkd::daemon::build_context(settings.clone(), ApiKey::new("sim-key")) {
+                Ok(built) => break built,
+                Err(DaemonError::Store(tented_bulkd::store::StoreError::Locked { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("daemon context: {e}"),
+            }
+        };
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(tented_bulkd::daemon::run_with_context(
             Arc::clone(&ctx),
