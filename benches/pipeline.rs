@@ -17,7 +17,7 @@ use serde_json::json;
 use tented_bulkd::item_state::{ItemEvent, ItemRecord};
 use tented_bulkd::manifest::ManifestKind;
 use tented_bulkd::polling::{JobKey, Scheduler};
-use tented_bulkd::store::{Control, ManifestRecord, Store};
+use tented_bulkd::store::{ManifestRecord, Received, Store};
 
 const ITEMS: usize = 100_000;
 
@@ -107,27 +107,18 @@ fn main() {
     let result = runtime.block_on(async {
         let store = Store::open(&dir).map_err(|e| e.to_string())?;
         let id = store.new_manifest_id().map_err(|e| e.to_string())?;
-        let record = ManifestRecord {
+        let mut record = ManifestRecord::received(Received {
             id,
             name: "bench".into(),
             inbox_file: "bench.json".into(),
             kind: ManifestKind::Bulk,
             received_at_ms: 0,
-            finished_at_ms: None,
             sha256: [0; 32],
             top: serde_json::Value::Object(manifest.top.clone()).to_string(),
             item_count: ITEMS as u32,
-            local_rejections: 0,
             rejection: None,
-            control: Control::Running,
-            threshold_overridden: false,
-            credit_retry_at_ms: None,
-            next_job_seq: 0,
-            next_chunk: 0,
-            counts: [0; 11],
-            archived: true,
-            result_written: false,
-        };
+        });
+        record.archived = true;
         let start = Instant::now();
         {
             let writer = store.writer().await;

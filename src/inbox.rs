@@ -15,7 +15,7 @@ use crate::daemon::Context;
 use crate::inbox_watch::InboxWatcher;
 use crate::item_state::ItemRecord;
 use crate::manifest::{ManifestKind, ValidatedManifest, MAX_MANIFEST_BYTES};
-use crate::store::{Control, ManifestRecord, Store, StoreError};
+use crate::store::{ManifestRecord, Received, Store, StoreError};
 use crate::validation;
 
 #[derive(Debug, thiserror::Error)]
@@ -192,27 +192,17 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
         ),
         Err(_) => (kind_hint(&bytes), "{}".to_string(), 0),
     };
-    let record = ManifestRecord {
+    let record = ManifestRecord::received(Received {
         id,
         name: name.clone(),
         inbox_file: file_name.clone(),
         kind,
         received_at_ms: now,
-        finished_at_ms: None,
         sha256: hash,
         top,
         item_count,
-        local_rejections: 0,
         rejection: verdict.as_ref().err().map(|e| format!("{file_name}: {e}")),
-        control: Control::Running,
-        threshold_overridden: false,
-        credit_retry_at_ms: None,
-        next_job_seq: 0,
-        next_chunk: 0,
-        counts: [0; 11],
-        archived: false,
-        result_written: false,
-    };
+    });
     let mut txn = writer.create(record);
     txn.index_name();
     match &verdict {

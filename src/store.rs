@@ -102,7 +102,45 @@ pub struct ManifestRecord {
     pub result_written: bool,
 }
 
+/// What intake knows of a manifest when it records it.
+pub struct Received {
+    pub id: u64,
+    pub name: String,
+    pub inbox_file: String,
+    pub kind: ManifestKind,
+    pub received_at_ms: u64,
+    pub sha256: [u8; 32],
+    pub top: String,
+    pub item_count: u32,
+    pub rejection: Option<String>,
+}
+
 impl ManifestRecord {
+    /// A manifest just taken from the inbox: running, nothing sent, nothing counted yet.
+    pub fn received(r: Received) -> ManifestRecord {
+        ManifestRecord {
+            id: r.id,
+            name: r.name,
+            inbox_file: r.inbox_file,
+            kind: r.kind,
+            received_at_ms: r.received_at_ms,
+            finished_at_ms: None,
+            sha256: r.sha256,
+            top: r.top,
+            item_count: r.item_count,
+            local_rejections: 0,
+            rejection: r.rejection,
+            control: Control::Running,
+            threshold_overridden: false,
+            credit_retry_at_ms: None,
+            next_job_seq: 0,
+            next_chunk: 0,
+            counts: [0; 11],
+            archived: false,
+            result_written: false,
+        }
+    }
+
     pub fn count(&self, state: ItemState) -> u32 {
         self.counts[state_slot(state)]
     }
@@ -783,27 +821,17 @@ mod tests {
     use super::*;
 
     fn manifest(id: u64) -> ManifestRecord {
-        ManifestRecord {
+        ManifestRecord::received(Received {
             id,
             name: "daily".into(),
             inbox_file: "daily.json".into(),
             kind: ManifestKind::Bulk,
             received_at_ms: 1,
-            finished_at_ms: None,
             sha256: [7; 32],
             top: "{}".into(),
             item_count: 2,
-            local_rejections: 0,
             rejection: None,
-            control: Control::Running,
-            threshold_overridden: false,
-            credit_retry_at_ms: None,
-            next_job_seq: 0,
-            next_chunk: 0,
-            counts: [0; 11],
-            archived: false,
-            result_written: false,
-        }
+        })
     }
 
     #[tokio::test]
