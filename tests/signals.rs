@@ -310,3 +310,42 @@ async fn status_cancel_and_resume_talk_to_the_running_daemon() {
         .await
         .success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_json_object_per_line_and_name_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(quick_sim(), "127.0.0.1:0").await.unwrap();
+    let key_file = dir.path().join("api_key");
+    std::fs::write(&key_file, "sim-key").unwrap();
+    let config = write_config(dir.path(), &sim.base_url(), "", &key_file);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[log]\nformat = \"json\"\n");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = start(&config, &log);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !dir.path().join("inbox").exists() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let staging = dir.path().join("j.partial");
+    std::fs::write(&staging, serde_json::to_vec(&bulk_manifest(2)).unwrap()).unwrap();
+    std::fs::rename(&staging, dir.path().join("inbox/jsonlog.json")).unwrap();
+    while !dir.path().join("outbox/jsonlog.result.json").exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no result");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15))
+        .await
+        .success());
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3);
+    assert!(lines
+        .iter()
+        .any(|l| l["fields"]["manifest"] == "jsonlog" && l["fields"]["bulk_job_id"].is_string()));
+}
