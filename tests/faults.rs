@@ -291,16 +291,18 @@ async fn credits_running_out_pause_the_manifest_until_they_are_back() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     // While credits are out, only the refused items are tried (every credit_retry); the
     // third chunk waits.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bulk_posts(&app.calls()).len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused items were never tried again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let calls = app.calls();
     let during: Vec<_> = bulk_posts(&calls);
-    assert!(
-        during.len() >= 3,
-        "the refused items were tried again: {}",
-        during.len()
-    );
     for call in &during[2..] {
         for item in call.body.as_ref().unwrap()["items"].as_array().unwrap() {
             let id = item["client_item_id"].as_str().unwrap();
