@@ -352,8 +352,10 @@ pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreErr
 }
 
 /// Whether a manifest must wait for answers before sending more: until the failure
-/// threshold can judge it (25 final answers from the API), only one request's items are in
-/// flight at a time, so that a broken template costs one chunk, not the whole manifest.
+/// threshold can judge it (25 final answers from the API), at most about 25 items are at
+/// risk (sent and not yet answered), so that a broken template costs one chunk's worth,
+/// not everything the budget could send before the first failure comes back. Create and
+/// edit manifests (one item per request) may have 25 in flight, not one.
 pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
     if manifest.threshold_overridden {
         return false;
@@ -366,7 +368,7 @@ pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
     let in_flight = manifest.count(ItemState::Sending)
         + manifest.count(ItemState::Admitted)
         + manifest.count(ItemState::AwaitingDetails);
-    answered < THRESHOLD_MIN_ANSWERS && in_flight > 0
+    answered < THRESHOLD_MIN_ANSWERS && answered + in_flight >= THRESHOLD_MIN_ANSWERS
 }
 
 fn plan_next(
@@ -759,5 +761,97 @@ pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
         );
         tracing::warn!(manifest = %name, "manifest paused: {reason}");
         txn.manifest_mut().control = Control::Paused { reason };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Received;
+
+    fn top(json: serde_json::Value) -> Map<String, Value> {
+        json.as_object().cloned().unwrap_or_default()
+    }
+
+    fn item(index: u32, given: serde_json::Value) -> ItemRecord {
+        ItemRecord::pending(1, index, format!("c{index}"), given.to_string())
+    }
+
+    #[test]
+    fn default_names_follow_the_documented_order() {
+        let both =
+            top(serde_json::json!({"default_tent_name_prefix": "P", "client_job_descriptor": "D"}));
+        assert_eq!(default_tent_name(&both, 3), "P 3");
+        let descriptor = top(serde_json::json!({"client_job_descriptor": "D"}));
+        assert_eq!(default_tent_name(&descriptor, 3), "D 3");
+        assert_eq!(default_tent_name(&Map::new(), 3), "Bulk tent 3");
+    }
+
+    #[test]
+    fn items_after_a_gap_carry_their_default_name_and_the_first_keeps_its_counter() {
+        let t = top(
+            serde_json::json!({"template_id": "tpl_x", "default_tent_name_prefix": "P", "start_index": 5}),
+        );
+        // Items 25, 26 and 28 of chunk 1 (27 was rejected locally); 26 has its own name.
+        let items = vec![
+            item(25, serde_json::json!({"input_data": {}})),
+            item(
+                26,
+                serde_json::json!({"input_data": {}, "tent_name": "Mine"}),
+            ),
+            item(28, serde_json::json!({"input_data": {}})),
+        ];
+        let request = build_bulk_request(&t, &items);
+        assert_eq!(request.start_index, Some(30));
+        assert_eq!(request.items[0].tent_name, None);
+        assert_eq!(request.items[1].tent_name.as_deref(), Some("Mine"));
+        assert_eq!(request.items[2].tent_name.as_deref(), Some("P 33"));
+        assert_eq!(request.template_id, "tpl_x");
+    }
+
+    fn manifest_with(counts: &[(ItemState, u32)], local: u32) -> ManifestRecord {
+        let mut m = ManifestRecord::received(Received {
+            id: 1,
+            name: "m".into(),
+            inbox_file: "m.json".into(),
+            kind: ManifestKind::Bulk,
+            received_at_ms: 0,
+            sha256: [0; 32],
+            top: "{}".into(),
+            item_count: 100,
+            rejection: None,
+        });
+        for (state, n) in counts {
+            let slot = ItemState::ALL.iter().position(|s| s == state).unwrap_or(0);
+            m.counts[slot] = *n;
+        }
+        m.local_rejections = local;
+        m
+    }
+
+    #[test]
+    fn slow_start_holds_once_about_one_chunk_is_at_risk() {
+        use ItemState::*;
+        // Nothing sent yet: go.
+        assert!(!holds_for_answers(&manifest_with(&[(Pending, 100)], 0)));
+        // One full chunk generating, no answer yet: hold.
+        assert!(holds_for_answers(&manifest_with(
+            &[(Pending, 75), (Admitted, 25)],
+            0
+        )));
+        // A chunk of 23 (two rejected locally) leaves room for the next.
+        assert!(!holds_for_answers(&manifest_with(
+            &[(Pending, 75), (Admitted, 23), (Rejected, 2)],
+            2
+        )));
+        // 25 answers in: the threshold can judge, no more holding.
+        assert!(!holds_for_answers(&manifest_with(
+            &[(Pending, 50), (Admitted, 25), (Completed, 25)],
+            0
+        )));
+        // Resumed by the operator: no holding.
+        let mut resumed = manifest_with(&[(Pending, 75), (Admitted, 25)], 0);
+        resumed.threshold_overridden = true;
+        assert!(!holds_for_answers(&resumed));
     }
 }
