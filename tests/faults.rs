@@ -10,7 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, SimConfig, Simulator};
 
-const WAIT: Duration = Duration::from_secs(40);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn assert_sent_once(calls: &[tented_bulkd::simulator::RecordedCall]) {
     let sent = sent_client_ids(calls);

@@ -10,7 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 use tented_bulkd::simulator::SimConfig;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A 60-item manifest mixing every case: local rejections, an admission rejection,
 /// generation failures, a taken alias, an applied alias, a given tent_name, an item
