@@ -505,14 +505,7 @@ async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         keys.len() == ITEMS && keys.iter().zip(&expected).all(|(a, b)| *a == b),
         "the result's items are not the manifest's items in order: {keys:?}"
     );
-    let finals = [
-        "completed",
-        "failed",
-        "rejected",
-        "timed_out",
-        "canceled",
-        "unknown",
-    ];
+    let finals = common::FINAL_STATUSES;
     let mut tally: BTreeMap<&str, u64> = finals.iter().map(|s| (*s, 0)).collect();
     for (index, (id, item)) in items.iter().enumerate() {
         ensure!(item["index"] == index, "{id}: index {}", item["index"]);

@@ -401,17 +401,10 @@ async fn soak_twenty_manifests_with_every_fault_at_a_modest_rate() {
             .await;
         let counts = &result["counts"];
         assert_eq!(counts["total"], 100);
-        let sum: u64 = [
-            "completed",
-            "failed",
-            "rejected",
-            "timed_out",
-            "canceled",
-            "unknown",
-        ]
-        .iter()
-        .map(|k| counts[*k].as_u64().unwrap())
-        .sum();
+        let sum: u64 = FINAL_STATUSES
+            .iter()
+            .map(|k| counts[*k].as_u64().unwrap())
+            .sum();
         assert_eq!(sum, 100, "{counts}");
         assert_eq!(counts["timed_out"], 0);
         // Every unknown item comes from a request whose connection dropped after sending.

@@ -723,3 +723,42 @@ async fn two_edits_of_one_tent_share_its_floor() {
     assert_poll_floor(&calls, TEST_FLOOR, Duration::ZERO);
     app.stop_daemon().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_releases_a_paused_manifest_and_the_threshold_no_longer_pauses_it() {
+    let mut app = TestApp::spawn(SimConfig {
+        templates: vec!["tpl_only_this_one".into()],
+        ..quick_sim()
+    })
+    .await;
+    app.drop_manifest("again.json", &bulk_manifest(80));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        if let Ok(Some(id)) = app.ctx().store.manifest_named("again") {
+            let m = app.ctx().store.manifest(id).unwrap().unwrap();
+            if matches!(m.control, tented_bulkd::store::Control::Paused { .. }) {
+                break id;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(bulk_posts(&app.calls()).len(), 1);
+    // The operator decides to go on anyway: every remaining chunk is sent, once.
+    assert!(tented_bulkd::reconciliation::resume(app.ctx(), id)
+        .await
+        .unwrap());
+    let result = app.wait_result("again", WAIT).await;
+    assert_eq!(result["counts"]["rejected"], 80, "{}", result["counts"]);
+    let calls = app.calls();
+    assert_eq!(bulk_posts(&calls).len(), 4);
+    let sent = sent_client_ids(&calls);
+    assert_eq!(sent.iter().collect::<HashSet<_>>().len(), 80);
+    assert!(
+        !tented_bulkd::reconciliation::resume(app.ctx(), id)
+            .await
+            .unwrap(),
+        "nothing left to resume"
+    );
+    app.stop_daemon().await;
+}

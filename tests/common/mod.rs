@@ -13,6 +13,17 @@ use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// An item's final statuses, as SPEC section 5 lists them (the tests' own copy, not the
+/// daemon's, so that the two are checked against each other).
+pub const FINAL_STATUSES: [&str; 6] = [
+    "completed",
+    "failed",
+    "rejected",
+    "timed_out",
+    "canceled",
+    "unknown",
+];
+
 /// The floor the tests run with (loopback only).
 pub const TEST_FLOOR: Duration = Duration::from_millis(200);
 
