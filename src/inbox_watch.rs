@@ -11,10 +11,14 @@
 //! A modification time in the future (a skewed clock, preserved timestamps) cannot be
 //! judged and is left to the two-look rule alone, so that such a file is not stuck.
 //!
-//! `notify` events are hints only: every event (including a queue overflow, flagged
-//! `Rescan`, and watcher errors) triggers a full scan of the folder, the folder is also
-//! scanned every `rescan_interval`, and while a candidate is not yet ready it is looked
-//! at again as soon as it could be. The stability clock is tokio's, so the watcher
+//! `notify` events are hints only: an event that can change what is ready (a file
+//! created, moved in or out, written, closed after writing, removed; a queue overflow,
+//! flagged `Rescan`; a watcher error) triggers a full scan of the folder, the folder is
+//! also scanned every `rescan_interval`, and while a candidate is not yet ready it is
+//! looked at again as soon as it could be. Events that cannot change it are ignored:
+//! notify 8 on Linux also reports `IN_OPEN` and reads, so the scan's own opening of the
+//! folder (and intake's reading of a file) would otherwise trigger the next scan for ever
+//! and keep an idle daemon on a whole core. The stability clock is tokio's, so the watcher
 //! needs real (not paused) time, as it compares with file timestamps.
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +27,7 @@ use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -102,6 +107,8 @@ pub struct InboxWatcher {
     /// Whether the notify side of `hints` is still there.
     hints_open: bool,
     observed: HashMap<PathBuf, Observation>,
+    /// How many scans of the folder this watcher has made (for tests and diagnostics).
+    scans: u64,
 }
 
 impl std::fmt::Debug for InboxWatcher {
@@ -134,6 +141,7 @@ impl InboxWatcher {
                 Ok(event) if event.need_rescan() => {
                     tracing::debug!(dir = %watched_dir.display(), "inbox watcher lost events; scanning the folder")
                 }
+                Ok(event) if !can_change_what_is_ready(&event.kind) => return,
                 Ok(_) => {}
             }
             // A full channel already holds a hint, and a closed one means nobody listens.
@@ -154,6 +162,7 @@ impl InboxWatcher {
             hints,
             hints_open: true,
             observed: HashMap::new(),
+            scans: 0,
         })
     }
 
@@ -197,6 +206,11 @@ impl InboxWatcher {
         self.scan().map(|outcome| outcome.ready)
     }
 
+    /// How many times this watcher has scanned the folder.
+    pub fn scan_count(&self) -> u64 {
+        self.scans
+    }
+
     /// Tells the watcher a file was taken (moved away), so it forgets it.
     pub fn forget(&mut self, path: &Path) {
         self.observed.remove(path);
@@ -205,6 +219,7 @@ impl InboxWatcher {
     /// Looks at every candidate in the folder, updates what was seen of it, and forgets
     /// files that are gone.
     fn scan(&mut self) -> Result<ScanOutcome, InboxWatchError> {
+        self.scans += 1;
         let entries = std::fs::read_dir(&self.dir).map_err(|source| InboxWatchError::ReadDir {
             dir: self.dir.clone(),
             source,
@@ -266,6 +281,18 @@ impl InboxWatcher {
         self.observed.retain(|path, _| present.contains(path));
         outcome.ready.sort();
         Ok(outcome)
+    }
+}
+
+/// Whether a notify event can change which files are ready: creations, changes of
+/// content, names or metadata, closes after writing, removals and events of no known
+/// kind. Opens, reads and closes after reading cannot, and the scan itself causes them.
+fn can_change_what_is_ready(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Any | EventKind::Other => true,
     }
 }
 
@@ -464,6 +491,47 @@ mod tests {
         .await
         .expect("returned on cancellation");
         assert!(ready.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_idle_inbox_is_not_rescanned_by_its_own_scans() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A settled file is present too, as intake's hashing of files opens them.
+        std::fs::write(dir.path().join("notes.txt"), b"{}").expect("write");
+        let mut watcher = watcher_on(dir.path());
+        let shutdown = CancellationToken::new();
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(2), watcher.next_ready(&shutdown)).await;
+        assert!(outcome.is_err(), "nothing is ready in an idle inbox");
+        // One scan at the start; with a 60 s rescan interval nothing else may cause one.
+        // (Before the fix, each scan's own open of the folder caused the next: thousands.)
+        assert!(
+            watcher.scan_count() <= 2,
+            "an idle inbox was scanned {} times in 2 s",
+            watcher.scan_count()
+        );
+    }
+
+    #[test]
+    fn events_that_cannot_make_a_file_ready_are_ignored() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        for ignored in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert!(!can_change_what_is_ready(&ignored), "{ignored:?}");
+        }
+        for acted_on in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Other,
+        ] {
+            assert!(can_change_what_is_ready(&acted_on), "{acted_on:?}");
+        }
     }
 
     #[test]
