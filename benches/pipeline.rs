@@ -14,9 +14,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tented_bulkd::item_state::{ItemEvent, ItemRecord};
+use tented_bulkd::state::item::{ItemEvent, ItemRecord};
 use tented_bulkd::manifest::ManifestKind;
-use tented_bulkd::polling::{JobKey, Scheduler};
+use tented_bulkd::schedule::{JobKey, Scheduler};
 use tented_bulkd::store::{ManifestRecord, Received, Store};
 
 const ITEMS: usize = 100_000;
@@ -79,7 +79,7 @@ fn main() {
     );
 
     let start = Instant::now();
-    let manifest = match tented_bulkd::validation::validate_manifest(&bytes) {
+    let manifest = match tented_bulkd::pipeline::intake::validation::validate_manifest(&bytes) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("the bench manifest is invalid: {e}");
@@ -177,7 +177,7 @@ fn main() {
             .ok_or("no manifest")?;
         let items = store.items(id).map_err(|e| e.to_string())?;
         let jobs = store.jobs(id).map_err(|e| e.to_string())?;
-        let doc = tented_bulkd::outbox::build_result(&m, &items, &jobs);
+        let doc = tented_bulkd::pipeline::outbox::build_result(&m, &items, &jobs);
         let text = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
         let build = start.elapsed();
         Ok::<_, String>((intake, transitions, build, text.len()))

@@ -15,9 +15,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Context;
-use crate::item_state::ItemState;
-use crate::polling::next_poll_due_ms;
+use crate::context::Context;
+use crate::state::item::ItemState;
+use crate::schedule::next_poll_due_ms;
 use crate::store::{Control, JobState, ManifestRecord};
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -240,7 +240,7 @@ async fn cancel(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Re
             "the manifest is already finished".into(),
         );
     }
-    match crate::reconciliation::cancel(&ctx, m.id).await {
+    match crate::pipeline::controls::cancel(&ctx, m.id).await {
         Ok(n) => control_answer(
             StatusCode::OK,
             name,
@@ -255,7 +255,7 @@ async fn resume(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Re
         let message = format!("no manifest named `{name}`");
         return control_answer(StatusCode::NOT_FOUND, name, message);
     };
-    match crate::reconciliation::resume(&ctx, m.id).await {
+    match crate::pipeline::controls::resume(&ctx, m.id).await {
         Ok(true) => control_answer(
             StatusCode::OK,
             name,

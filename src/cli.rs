@@ -131,7 +131,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 async fn handle_signals(
-    ctx: Arc<crate::daemon::Context>,
+    ctx: Arc<crate::context::Context>,
     source: ConfigSource,
     shutdown: CancellationToken,
 ) {
@@ -258,7 +258,7 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let outcome = (|| -> Result<crate::manifest::ValidatedManifest, String> {
-            crate::validation::check_manifest_name(&file_name).map_err(|e| e.to_string())?;
+            crate::pipeline::intake::validation::check_manifest_name(&file_name).map_err(|e| e.to_string())?;
             let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
             if meta.len() > crate::manifest::MAX_MANIFEST_BYTES {
                 return Err("the file is over 64 MiB".into());
@@ -275,7 +275,7 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 spinner.enable_steady_tick(std::time::Duration::from_millis(100));
                 spinner
             });
-            let verdict = crate::validation::validate_manifest(&bytes).map_err(|e| e.to_string());
+            let verdict = crate::pipeline::intake::validation::validate_manifest(&bytes).map_err(|e| e.to_string());
             if let Some(spinner) = spinner {
                 spinner.finish_and_clear();
             }

@@ -15,16 +15,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{ClientConfig, TentedClient};
 use crate::clock::Clock;
-use crate::polling::JobKey;
+use crate::context::Context;
+use crate::schedule::JobKey;
 use crate::settings::{ApiKey, Settings};
 use crate::store::{Store, StoreError};
 
-/// Ends the process at once, as a crash or power loss would: used only by the fail points
-/// (`failpoints` feature) that the crash tests arm.
-pub fn simulated_crash() -> ! {
-    eprintln!("tented-bulkd: simulated crash (fail point)");
-    std::process::abort()
-}
 
 /// How long shutdown waits for requests under way before it gives up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(12);
@@ -41,60 +36,12 @@ pub enum DaemonError {
     #[error(transparent)]
     Client(#[from] crate::api::client::ClientError),
     #[error("cannot watch the inbox: {0}")]
-    Inbox(#[from] crate::inbox_watch::InboxWatchError),
+    Inbox(#[from] crate::pipeline::intake::watch::InboxWatchError),
     #[error("cannot start the admin endpoint on {addr}: {source}")]
     Admin {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// What every stage of the pipeline shares.
-pub struct Context {
-    pub settings: Settings,
-    pub store: Store,
-    pub client: TentedClient,
-    pub clock: Clock,
-    /// Manifests that are not finished yet (their ids).
-    pub active: Mutex<BTreeSet<u64>>,
-    /// Wakes the submitter: a new manifest, a resume, a credit retry.
-    pub wake_submitter: Notify,
-    /// Admitted jobs for the poll scheduler.
-    pub new_jobs: mpsc::UnboundedSender<JobKey>,
-    /// Counts the main loop's progress (for the watchdog).
-    pub progress: AtomicU64,
-    /// True while the budget, not the floor, delays polls.
-    pub budget_bound: std::sync::atomic::AtomicBool,
-    /// Serialises the writing of result files (not the store: other work goes on meanwhile).
-    pub finishing: tokio::sync::Mutex<()>,
-}
-
-impl Context {
-    pub fn poll_floor_ms(&self) -> u64 {
-        crate::clock::duration_ms(self.settings.poll.interval)
-    }
-
-    pub fn mark_progress(&self) {
-        self.progress.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn active_ids(&self) -> Vec<u64> {
-        self.active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect()
-    }
-
-    pub fn set_active(&self, id: u64, active: bool) {
-        let mut set = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        if active {
-            set.insert(id);
-        } else {
-            set.remove(&id);
-        }
-    }
 }
 
 /// Hooks for the outside world (systemd) that `run` calls.
@@ -179,8 +126,8 @@ pub async fn run_with_context(
     shutdown: CancellationToken,
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), DaemonError> {
-    crate::recovery::recover(&ctx).await?;
-    let watcher = crate::inbox_watch::InboxWatcher::new(
+    crate::pipeline::recovery::recover(&ctx).await?;
+    let watcher = crate::pipeline::intake::watch::InboxWatcher::new(
         ctx.settings.paths.inbox.clone(),
         ctx.settings.inbox.settle,
         ctx.settings.inbox.rescan,
@@ -200,18 +147,18 @@ pub async fn run_with_context(
     );
 
     let tracker = TaskTracker::new();
-    tracker.spawn(crate::inbox::run(
+    tracker.spawn(crate::pipeline::intake::run(
         Arc::clone(&ctx),
         watcher,
         shutdown.clone(),
     ));
-    tracker.spawn(crate::submission::run(Arc::clone(&ctx), shutdown.clone()));
-    tracker.spawn(crate::polling::run(
+    tracker.spawn(crate::pipeline::submission::run(Arc::clone(&ctx), shutdown.clone()));
+    tracker.spawn(crate::pipeline::polling::run(
         Arc::clone(&ctx),
         jobs_rx,
         shutdown.clone(),
     ));
-    tracker.spawn(crate::reconciliation::sweep_loop(
+    tracker.spawn(crate::pipeline::reconciliation::sweep_loop(
         Arc::clone(&ctx),
         shutdown.clone(),
     ));

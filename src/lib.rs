@@ -1,20 +1,21 @@
-//! tented-bulkd: turns manifest files into Tented generations, durably and exactly once.
+//! tented-bulkd: turns manifest files into Tented generations, durably, never sending a
+//! create request twice.
 //!
-//! A tour, in the order a manifest travels:
+//! A tour, in the order a manifest travels (the [`pipeline`] folder holds the stages):
 //!
-//! - [`inbox_watch`] notices files in the inbox and says when one has stopped changing;
-//!   [`inbox`] takes it: [`validation`] checks it against the rules of SPEC section 4
-//!   (the shapes are in [`manifest`]), and its items become durable in the [`store`]
-//!   before the file moves to the archive.
-//! - [`item_state`] is the heart: every state an item can be in and every transition.
-//! - [`submission`] cuts manifests into create requests (25 items per bulk request) and
-//!   sends each exactly once, recording the intent before and the answer after.
-//! - [`polling`] schedules every admitted job on one due-time queue, never faster than the
-//!   floor; [`reconciliation`] turns its answers into item events and ends what waits
-//!   past `poll.max_wait`.
-//! - [`outbox`] writes one result file per manifest (and a retry manifest) atomically.
-//! - [`recovery`] settles what a crash left half-done; [`daemon`] runs it all until
-//!   shutdown; [`admin`] serves `/healthz`, `/metrics`, `/status` and the operator controls.
+//! - [`pipeline::intake`] notices files in the inbox, judges each against the rules of
+//!   SPEC section 4 (the shapes are in [`manifest`]), and makes its items durable in the
+//!   [`store`] before the file moves to the archive.
+//! - [`state`] is the heart: every state an item, a job and a manifest's control can be
+//!   in, and the one transition function of each.
+//! - [`pipeline::submission`] cuts manifests into create requests (25 items per bulk
+//!   request) and sends each at most once, recording the intent before and the answer
+//!   after; [`pipeline::polling`] polls every admitted job on one due-time queue
+//!   ([`schedule`]), never faster than the floor; [`pipeline::reconciliation`] turns its
+//!   answers into item events; [`pipeline::outbox`] writes one result file per manifest.
+//! - [`pipeline::recovery`] settles what a crash left half-done; [`daemon`] wires the
+//!   stages' tasks around the shared [`context`] and runs them until shutdown; [`admin`]
+//!   serves `/healthz`, `/metrics`, `/status` and the operator controls.
 //! - [`api`] is the only module that speaks HTTP to Tented; [`simulator`] is a faithful,
 //!   stateful fake of it for the demo and the tests (the daemon never imports it).
 //! - [`settings`] is the configuration; [`cli`] the thin command line; [`demo`] the
@@ -24,19 +25,15 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod context;
+pub(crate) mod crash;
 pub mod daemon;
 pub mod demo;
-pub mod inbox;
-pub mod inbox_watch;
-pub mod item_state;
 pub mod manifest;
-pub mod outbox;
-pub mod polling;
-pub mod reconciliation;
-pub mod recovery;
+pub mod pipeline;
+pub mod schedule;
 pub mod settings;
 pub mod simulator;
+pub mod state;
 pub mod store;
-pub mod submission;
 pub mod telemetry;
-pub mod validation;

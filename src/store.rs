@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::item_state::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
+use crate::state::item::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
 use crate::manifest::ManifestKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -668,7 +668,7 @@ impl<'w> Txn<'w> {
     /// Adds an item of a new manifest (intake).
     pub fn insert_item(&mut self, item: ItemRecord) {
         self.manifest.counts[state_slot(item.state)] += 1;
-        if item.rejected_by == Some(crate::item_state::RejectedBy::Local) {
+        if item.rejected_by == Some(crate::state::item::RejectedBy::Local) {
             self.manifest.local_rejections += 1;
         }
         self.items.insert(item.index, item);
@@ -805,13 +805,13 @@ impl<'w> Txn<'w> {
                 batch.insert(key, Vec::new());
             }
         }
-        fail::fail_point!("store-before-commit", |_| crate::daemon::simulated_crash());
+        fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
         self.store.tree.apply_batch(batch)?;
         self.store.db.flush_async().await?;
         if !self.exists {
             self.store.write_marker(self.manifest.id)?;
         }
-        fail::fail_point!("store-after-commit", |_| crate::daemon::simulated_crash());
+        fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
         Ok(self.manifest)
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tented_bulkd::item_state::ANSWER_LOST_MESSAGE;
+use tented_bulkd::state::item::ANSWER_LOST_MESSAGE;
 use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tented-bulkd");

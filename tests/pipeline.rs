@@ -231,7 +231,7 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
     assert_eq!(retry["template_id"], "tpl_acme");
     assert_eq!(retry["start_index"], 5);
     let bytes = serde_json::to_vec(&retry).unwrap();
-    tented_bulkd::validation::validate_manifest(&bytes)
+    tented_bulkd::pipeline::intake::validation::validate_manifest(&bytes)
         .expect("the retry manifest is a valid manifest");
 
     // The manifest moved to the archive; the inbox is empty.
@@ -494,7 +494,7 @@ async fn a_broken_template_pauses_the_manifest_after_one_chunk_and_cancel_finish
         .unwrap()
         .contains("failure threshold"));
 
-    let canceled = tented_bulkd::reconciliation::cancel(app.ctx(), id)
+    let canceled = tented_bulkd::pipeline::controls::cancel(app.ctx(), id)
         .await
         .unwrap();
     assert_eq!(canceled, 75);
@@ -680,7 +680,7 @@ async fn cancel_while_a_chunk_is_on_the_wire_ends_its_unadmitted_items_canceled(
         let store = &app.ctx().store;
         if let Some(id) = store.manifest_named("wire").unwrap() {
             let m = store.manifest(id).unwrap().unwrap();
-            if m.count(tented_bulkd::item_state::ItemState::Sending) > 0 {
+            if m.count(tented_bulkd::state::item::ItemState::Sending) > 0 {
                 break id;
             }
         }
@@ -688,7 +688,7 @@ async fn cancel_while_a_chunk_is_on_the_wire_ends_its_unadmitted_items_canceled(
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     // 5 items are pending, 25 on the wire: cancel catches the 5 now, the 25 when the 503 comes.
-    let canceled = tented_bulkd::reconciliation::cancel(app.ctx(), id)
+    let canceled = tented_bulkd::pipeline::controls::cancel(app.ctx(), id)
         .await
         .unwrap();
     assert_eq!(canceled, 5);
@@ -745,7 +745,7 @@ async fn resume_releases_a_paused_manifest_and_the_threshold_no_longer_pauses_it
     };
     assert_eq!(bulk_posts(&app.calls()).len(), 1);
     // The operator decides to go on anyway: every remaining chunk is sent, once.
-    assert!(tented_bulkd::reconciliation::resume(app.ctx(), id)
+    assert!(tented_bulkd::pipeline::controls::resume(app.ctx(), id)
         .await
         .unwrap());
     let result = app.wait_result("again", WAIT).await;
@@ -755,7 +755,7 @@ async fn resume_releases_a_paused_manifest_and_the_threshold_no_longer_pauses_it
     let sent = sent_client_ids(&calls);
     assert_eq!(sent.iter().collect::<HashSet<_>>().len(), 80);
     assert!(
-        !tented_bulkd::reconciliation::resume(app.ctx(), id)
+        !tented_bulkd::pipeline::controls::resume(app.ctx(), id)
             .await
             .unwrap(),
         "nothing left to resume"

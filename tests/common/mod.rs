@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tented_bulkd::daemon::{Context, DaemonError};
+use tented_bulkd::context::Context;
+use tented_bulkd::daemon::DaemonError;
 use tented_bulkd::settings::{ApiKey, ConfigSource, Settings};
 use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
 use tokio::task::JoinHandle;

@@ -7,11 +7,11 @@
 //! - Unsent chunks and admitted jobs are picked up by the submitter and the poller, which
 //!   read the store.
 
-use crate::daemon::{Context, DaemonError};
-use crate::item_state::{ItemEvent, ItemState, ANSWER_LOST_MESSAGE};
-use crate::store::JobState;
+use crate::context::Context;
+use crate::state::item::{ItemEvent, ItemState, ANSWER_LOST_MESSAGE};
+use crate::store::{JobState, StoreError};
 
-pub async fn recover(ctx: &Context) -> Result<(), DaemonError> {
+pub async fn recover(ctx: &Context) -> Result<(), StoreError> {
     let manifests = ctx.store.manifests()?;
     let mut lost_items = 0u32;
     for manifest in &manifests {
@@ -21,7 +21,7 @@ pub async fn recover(ctx: &Context) -> Result<(), DaemonError> {
         ctx.set_active(manifest.id, true);
         if !manifest.archived {
             let path = ctx.settings.paths.inbox.join(&manifest.inbox_file);
-            let same_file = crate::inbox::sha256_file(&path)
+            let same_file = crate::pipeline::intake::sha256_file(&path)
                 .map(|hash| hash == manifest.sha256)
                 .unwrap_or(false);
             let from = if same_file {
@@ -30,7 +30,7 @@ pub async fn recover(ctx: &Context) -> Result<(), DaemonError> {
                 // The file is gone (or is another file now): only the record is updated.
                 ctx.settings.paths.inbox.join(".tented-bulkd-missing")
             };
-            if let Err(e) = crate::inbox::archive(ctx, manifest, &from).await {
+            if let Err(e) = crate::pipeline::intake::archive(ctx, manifest, &from).await {
                 tracing::error!(manifest = %manifest.name, "recovery cannot archive the manifest: {e}");
             }
         }
@@ -66,7 +66,7 @@ pub async fn recover(ctx: &Context) -> Result<(), DaemonError> {
         tracing::error!(manifest = %manifest.name, "a create request was under way when the daemon stopped: its items end as unknown and are not resent");
     }
     for id in ctx.active_ids() {
-        crate::outbox::finish_if_done(ctx, id).await;
+        crate::pipeline::outbox::finish_if_done(ctx, id).await;
     }
     if lost_items > 0 {
         tracing::warn!(

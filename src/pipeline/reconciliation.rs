@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::types::*;
 use crate::api::Outcome;
-use crate::daemon::Context;
-use crate::item_state::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
-use crate::polling::{next_poll_due_ms, retry_after_ms, JobKey, PollResult};
-use crate::store::{Control, JobRecord, JobState, StoreError, TentPollRecord, Txn};
-use crate::submission::wants_publication;
+use crate::context::Context;
+use crate::state::item::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
+use crate::schedule::{next_poll_due_ms, retry_after_ms, JobKey, PollResult};
+use crate::store::{JobRecord, JobState, StoreError, TentPollRecord, Txn};
+use crate::pipeline::submission::wants_publication;
 
 /// How long a bulk job may answer 404 before its unfinished items fail.
 pub const JOB_NOT_FOUND_LIMIT: Duration = Duration::from_secs(600);
@@ -316,7 +316,7 @@ pub async fn record_bulk_poll(
             PollResult::Done
         };
         txn.put_job(job);
-        crate::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
+        crate::pipeline::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
         txn.commit().await?;
     }
     // Answers may release a manifest that waits for its first answers.
@@ -329,7 +329,7 @@ pub async fn record_bulk_poll(
             result = PollResult::Done;
         }
     }
-    crate::outbox::finish_if_done(ctx, key.manifest_id).await;
+    crate::pipeline::outbox::finish_if_done(ctx, key.manifest_id).await;
     Ok(result)
 }
 
@@ -462,12 +462,12 @@ pub async fn record_tent_poll(
             PollResult::Again(next_poll_due_ms(&job, floor, jitter))
         };
         txn.put_job(job);
-        crate::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
+        crate::pipeline::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
         txn.commit().await?;
     }
     // Answers may release a manifest that waits for its first answers.
     ctx.wake_submitter.notify_one();
-    crate::outbox::finish_if_done(ctx, key.manifest_id).await;
+    crate::pipeline::outbox::finish_if_done(ctx, key.manifest_id).await;
     Ok(result)
 }
 
@@ -507,48 +507,8 @@ pub async fn expire(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError>
         }
         txn.commit().await?;
     }
-    crate::outbox::finish_if_done(ctx, manifest_id).await;
+    crate::pipeline::outbox::finish_if_done(ctx, manifest_id).await;
     Ok(true)
-}
-
-/// Cancels a manifest: unsent items end `canceled`; admitted jobs go on being polled.
-pub async fn cancel(ctx: &Context, manifest_id: u64) -> Result<u32, StoreError> {
-    let canceled;
-    {
-        let writer = ctx.store.writer().await;
-        let mut txn = writer.begin(manifest_id)?;
-        let manifest = txn.manifest().clone();
-        txn.manifest_mut().control = Control::Canceled;
-        txn.manifest_mut().credit_retry_at_ms = None;
-        let mut n = 0;
-        for item in txn.items_range(0, manifest.item_count)? {
-            if item.state.is_sendable() {
-                txn.apply(item.index, ItemEvent::Cancel)?;
-                n += 1;
-            }
-        }
-        canceled = n;
-        txn.commit().await?;
-        tracing::warn!(manifest = %manifest.name, canceled, "manifest canceled by the operator");
-    }
-    crate::outbox::finish_if_done(ctx, manifest_id).await;
-    Ok(canceled)
-}
-
-/// Resumes a paused manifest; the failure threshold no longer pauses it.
-pub async fn resume(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError> {
-    let writer = ctx.store.writer().await;
-    let mut txn = writer.begin(manifest_id)?;
-    let resumed = matches!(txn.manifest().control, Control::Paused { .. });
-    if resumed {
-        txn.manifest_mut().control = Control::Running;
-        txn.manifest_mut().threshold_overridden = true;
-        tracing::info!(manifest = %txn.manifest().name, "manifest resumed by the operator");
-    }
-    txn.commit().await?;
-    drop(writer);
-    ctx.wake_submitter.notify_one();
-    Ok(resumed)
 }
 
 /// The sweeper: deadlines, results still to write, and credit retries coming due.
@@ -566,7 +526,7 @@ pub async fn sweep_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
             if let Err(e) = expire(&ctx, id).await {
                 tracing::error!("sweep: {e}");
             }
-            crate::outbox::finish_if_done(&ctx, id).await;
+            crate::pipeline::outbox::finish_if_done(&ctx, id).await;
         }
         ctx.wake_submitter.notify_one();
         ctx.mark_progress();

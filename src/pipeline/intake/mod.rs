@@ -5,18 +5,20 @@
 //! archived. A crash between the commit and the move is finished by recovery, which
 //! recognises the file by its bytes.
 
+pub mod validation;
+pub mod watch;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Context;
-use crate::inbox_watch::InboxWatcher;
-use crate::item_state::ItemRecord;
+use crate::context::Context;
+use crate::pipeline::intake::watch::InboxWatcher;
+use crate::state::item::ItemRecord;
 use crate::manifest::{ManifestKind, ValidatedManifest, MAX_MANIFEST_BYTES};
 use crate::store::{ManifestRecord, Received, Store, StoreError};
-use crate::validation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -249,13 +251,13 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
     }
     let record = txn.commit().await?;
     drop(writer);
-    fail::fail_point!("intake-before-archive", |_| crate::daemon::simulated_crash(
+    fail::fail_point!("intake-before-archive", |_| crate::crash::simulated_crash(
     ));
     ctx.set_active(id, true);
     archive(ctx, &record, path).await?;
     ctx.wake_submitter.notify_one();
     // A manifest with nothing to send (rejected, or every item rejected) finishes now.
-    crate::outbox::finish_if_done(ctx, id).await;
+    crate::pipeline::outbox::finish_if_done(ctx, id).await;
     Ok(Some(name))
 }
 

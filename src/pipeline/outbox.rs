@@ -12,8 +12,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::clock::rfc3339;
-use crate::daemon::Context;
-use crate::item_state::{ItemRecord, ItemState, PublicationRecord};
+use crate::context::Context;
+use crate::state::item::{ItemRecord, ItemState, PublicationRecord};
 use crate::store::{JobKind, JobRecord, JobState, ManifestRecord, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -295,7 +295,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
     let items = ctx.store.items(manifest_id)?;
     let jobs = ctx.store.jobs(manifest_id)?;
     let result = build_result(&manifest, &items, &jobs);
-    fail::fail_point!("outbox-before-write", |_| crate::daemon::simulated_crash());
+    fail::fail_point!("outbox-before-write", |_| crate::crash::simulated_crash());
     if let Some(retry) = build_retry_manifest(&manifest, &items) {
         write_atomically(
             &retry_path(ctx, &manifest),
@@ -306,7 +306,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         &result_path(ctx, &manifest),
         &serde_json::to_vec_pretty(&result)?,
     )?;
-    fail::fail_point!("outbox-after-write", |_| crate::daemon::simulated_crash());
+    fail::fail_point!("outbox-after-write", |_| crate::crash::simulated_crash());
     {
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(manifest_id)?;

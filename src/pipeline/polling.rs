@@ -17,54 +17,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
-use crate::api::Outcome;
-use crate::daemon::Context;
+
+use crate::context::Context;
+use crate::schedule::{job_due_ms, next_poll_due_ms, JobKey, PollResult};
 use crate::store::{JobKind, JobRecord, JobState, StoreError};
 
 /// Polls under way at once.
 pub const MAX_CONCURRENT_POLLS: usize = 4;
 
-/// The longest backoff between two polls that got no usable answer.
-pub const POLL_BACKOFF_MAX: Duration = Duration::from_secs(600);
-
 /// The furthest ahead a poll is scheduled; a later one is looked at again then.
 pub const SCHEDULE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// A job is identified by its manifest and its sequence number in that manifest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct JobKey {
-    pub manifest_id: u64,
-    pub seq: u32,
-}
-
-/// When a job may next be polled (wall ms). Pure, so it is tested directly.
-///
-/// `jitter_ms` is added only to backoff after failures, never below the floor.
-pub fn next_poll_due_ms(job: &JobRecord, floor_ms: u64, jitter_ms: u64) -> u64 {
-    let admitted = job.admitted_at_ms.unwrap_or(job.sent_at_ms);
-    let mut due = admitted.saturating_add(floor_ms);
-    if let Some(last) = job.last_polled_at_ms {
-        let gap = floor_ms.max(job.retry_after_ms.unwrap_or(0));
-        let backoff = if job.poll_failures == 0 {
-            0
-        } else {
-            let exp = floor_ms.saturating_mul(1u64 << (job.poll_failures - 1).min(16));
-            exp.min(crate::clock::duration_ms(POLL_BACKOFF_MAX))
-                .saturating_add(jitter_ms)
-        };
-        due = due.max(last.saturating_add(gap.max(backoff)));
-    }
-    due
-}
-
-/// What became of one poll.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PollResult {
-    /// Poll again at this wall time (ms).
-    Again(u64),
-    /// Every item of the job is final.
-    Done,
-}
 
 /// The scheduler: the due-time queue and its bookkeeping.
 pub struct Scheduler {
@@ -191,16 +153,6 @@ pub async fn run(
     while inflight.join_next().await.is_some() {}
 }
 
-/// When a job may be polled: its own floor and, for a tent, the tent's (another job or a
-/// detail fetch may have polled the same tent).
-fn job_due_ms(job: &JobRecord, tent: Option<crate::store::TentPollRecord>, floor: u64) -> u64 {
-    let own = next_poll_due_ms(job, floor, 0);
-    match (job.kind, tent) {
-        (JobKind::Create | JobKind::Edit, Some(tent)) => own.max(tent.next_due_ms(floor)),
-        _ => own,
-    }
-}
-
 /// `None` when the job may be polled now; else when it may.
 fn not_due_until(ctx: &Context, key: JobKey, floor: u64) -> Result<Option<PollResult>, StoreError> {
     let Some(job) = ctx.store.job(key.manifest_id, key.seq)? else {
@@ -288,29 +240,19 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
     let Some(remote_id) = job.remote_id.clone() else {
         return Ok(PollResult::Done);
     };
-    fail::fail_point!("poll-after-record", |_| crate::daemon::simulated_crash());
+    fail::fail_point!("poll-after-record", |_| crate::crash::simulated_crash());
     // 2. The poll itself, then its answer is recorded.
     let result = match job.kind {
         JobKind::Bulk => {
             let outcome = ctx.client.bulk_job_with(permit, &remote_id).await;
-            crate::reconciliation::record_bulk_poll(ctx, key, outcome).await?
+            crate::pipeline::reconciliation::record_bulk_poll(ctx, key, outcome).await?
         }
         JobKind::Create | JobKind::Edit => {
             let outcome = ctx.client.tent_with(permit, &remote_id).await;
-            crate::reconciliation::record_tent_poll(ctx, key, outcome).await?
+            crate::pipeline::reconciliation::record_tent_poll(ctx, key, outcome).await?
         }
     };
     Ok(result)
-}
-
-/// The retry delay a failed poll asks for, never below the floor.
-pub fn retry_after_ms<T>(outcome: &Outcome<T>) -> Option<u64> {
-    match outcome {
-        Outcome::Success { retry_after, .. } | Outcome::Refused { retry_after, .. } => {
-            retry_after.map(crate::clock::duration_ms)
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

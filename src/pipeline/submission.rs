@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::types::*;
 use crate::api::{BudgetPermit, Outcome};
-use crate::daemon::Context;
-use crate::item_state::{ItemEvent, ItemRecord, ItemState, ANSWER_LOST_MESSAGE};
+use crate::context::Context;
+use crate::state::item::{ItemEvent, ItemRecord, ItemState, ANSWER_LOST_MESSAGE};
 use crate::manifest::ManifestKind;
-use crate::polling::JobKey;
+use crate::schedule::JobKey;
 use crate::store::{Control, JobKind, JobRecord, JobState, ManifestRecord, StoreError, Txn};
 
 /// Items per bulk request (the API's maximum).
@@ -453,7 +453,7 @@ async fn send(
     permit: BudgetPermit,
 ) {
     let top = top_fields(manifest);
-    fail::fail_point!("submit-before-request", |_| crate::daemon::simulated_crash(
+    fail::fail_point!("submit-before-request", |_| crate::crash::simulated_crash(
     ));
     let answer = match (manifest.kind, items.first()) {
         (ManifestKind::Bulk, _) => {
@@ -494,7 +494,7 @@ async fn send(
         }
         (_, None) => return,
     };
-    fail::fail_point!("submit-after-request", |_| crate::daemon::simulated_crash());
+    fail::fail_point!("submit-after-request", |_| crate::crash::simulated_crash());
     // The answer is what tells whether credits were spent: record it, however long it takes.
     loop {
         match record_answer(ctx, backoff, manifest, seq, items, &answer).await {
@@ -734,7 +734,7 @@ async fn record_answer(
             seq,
         });
     }
-    crate::outbox::finish_if_done(ctx, id).await;
+    crate::pipeline::outbox::finish_if_done(ctx, id).await;
     Ok(())
 }
 

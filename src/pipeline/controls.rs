@@ -1,0 +1,45 @@
+//! Operator controls (SPEC section 8): cancel and resume a manifest.
+
+use crate::context::Context;
+use crate::state::item::ItemEvent;
+use crate::store::{Control, StoreError};
+
+/// Cancels a manifest: unsent items end `canceled`; admitted jobs go on being polled.
+pub async fn cancel(ctx: &Context, manifest_id: u64) -> Result<u32, StoreError> {
+    let canceled;
+    {
+        let writer = ctx.store.writer().await;
+        let mut txn = writer.begin(manifest_id)?;
+        let manifest = txn.manifest().clone();
+        txn.manifest_mut().control = Control::Canceled;
+        txn.manifest_mut().credit_retry_at_ms = None;
+        let mut n = 0;
+        for item in txn.items_range(0, manifest.item_count)? {
+            if item.state.is_sendable() {
+                txn.apply(item.index, ItemEvent::Cancel)?;
+                n += 1;
+            }
+        }
+        canceled = n;
+        txn.commit().await?;
+        tracing::warn!(manifest = %manifest.name, canceled, "manifest canceled by the operator");
+    }
+    crate::pipeline::outbox::finish_if_done(ctx, manifest_id).await;
+    Ok(canceled)
+}
+
+/// Resumes a paused manifest; the failure threshold no longer pauses it.
+pub async fn resume(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError> {
+    let writer = ctx.store.writer().await;
+    let mut txn = writer.begin(manifest_id)?;
+    let resumed = matches!(txn.manifest().control, Control::Paused { .. });
+    if resumed {
+        txn.manifest_mut().control = Control::Running;
+        txn.manifest_mut().threshold_overridden = true;
+        tracing::info!(manifest = %txn.manifest().name, "manifest resumed by the operator");
+    }
+    txn.commit().await?;
+    drop(writer);
+    ctx.wake_submitter.notify_one();
+    Ok(resumed)
+}

@@ -1,0 +1,4 @@
+//! The state machines: every state a record can be in, and the one function that moves
+//! it from one to the next.
+
+pub mod item;
