@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::state::item::ItemState;
 use crate::schedule::next_poll_due_ms;
-use crate::store::{Control, JobState, ManifestRecord};
+use crate::state::control::Control;
+use crate::state::job::JobState;
+use crate::store::ManifestRecord;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct StatusReport {
@@ -48,7 +50,7 @@ pub fn manifest_status(ctx: &Context, m: &ManifestRecord) -> ManifestStatus {
     let mut polling = 0;
     if m.finished_at_ms.is_none() {
         if let Ok(jobs) = ctx.store.jobs(m.id) {
-            for job in jobs.iter().filter(|j| j.state == JobState::Admitted) {
+            for job in jobs.iter().filter(|j| j.state() == JobState::Admitted) {
                 polling += 1;
                 let due = next_poll_due_ms(job, ctx.poll_floor_ms(), 0);
                 next_poll = Some(next_poll.map_or(due, |n| n.min(due)));
@@ -58,7 +60,7 @@ pub fn manifest_status(ctx: &Context, m: &ManifestRecord) -> ManifestStatus {
     let (state, reason) = if m.finished_at_ms.is_some() {
         ("finished", m.rejection.clone())
     } else {
-        match &m.control {
+        match &m.control() {
             Control::Paused { reason } => ("paused", Some(reason.clone())),
             Control::Canceled => ("canceled", None),
             Control::Running if m.credit_retry_at_ms.is_some() => (
@@ -137,8 +139,8 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
     let mut manifests_by_state: std::collections::BTreeMap<String, u64> = Default::default();
     for id in ctx.active_ids() {
         if let Ok(Some(m)) = ctx.store.manifest(id) {
-            for (slot, n) in m.counts.iter().enumerate() {
-                by_state[slot] += u64::from(*n);
+            for (slot, state) in ItemState::ALL.iter().enumerate() {
+                by_state[slot] += u64::from(m.count(*state));
             }
             *manifests_by_state
                 .entry(manifest_status(&ctx, &m).state)

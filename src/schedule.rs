@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::api::Outcome;
-use crate::store::{JobKind, JobRecord, TentPollRecord};
+use crate::state::job::{JobKind, JobRecord};
+use crate::store::TentPollRecord;
 
 /// The longest backoff between two polls that got no usable answer.
 pub const POLL_BACKOFF_MAX: Duration = Duration::from_secs(600);
@@ -62,5 +63,43 @@ pub fn retry_after_ms<T>(outcome: &Outcome<T>) -> Option<u64> {
             retry_after.map(crate::clock::duration_ms)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(admitted: u64) -> JobRecord {
+        JobRecord::admitted_for_test(1, 0, JobKind::Bulk, admitted)
+    }
+
+    #[test]
+    fn first_poll_comes_a_floor_after_admission() {
+        assert_eq!(next_poll_due_ms(&job(1_000), 10_000, 0), 11_000);
+    }
+
+    #[test]
+    fn later_polls_keep_the_floor_and_honour_a_longer_retry_after() {
+        let mut j = job(1_000);
+        j.last_polled_at_ms = Some(20_000);
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 30_000);
+        j.retry_after_ms = Some(25_000);
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 45_000);
+        // A shorter Retry-After never goes below the floor.
+        j.retry_after_ms = Some(1_000);
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 30_000);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_but_are_capped() {
+        let mut j = job(0);
+        j.last_polled_at_ms = Some(100_000);
+        j.poll_failures = 1;
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 110_000);
+        j.poll_failures = 3;
+        assert_eq!(next_poll_due_ms(&j, 10_000, 7), 140_007);
+        j.poll_failures = 40;
+        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 100_000 + 600_000);
     }
 }

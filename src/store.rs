@@ -31,7 +31,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::control::{Control, ControlEffect, ControlEvent};
 use crate::state::item::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
+use crate::state::job::{IllegalJobTransition, JobRecord};
 use crate::manifest::ManifestKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,17 +56,8 @@ pub enum StoreError {
     NoItem { manifest_id: u64, index: u32 },
     #[error(transparent)]
     Transition(#[from] IllegalTransition),
-}
-
-/// The operator's hold on a manifest's sending.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Control {
-    Running,
-    /// The failure threshold tripped; waits for `resume` or `cancel`.
-    Paused {
-        reason: String,
-    },
-    Canceled,
+    #[error(transparent)]
+    JobTransition(#[from] IllegalJobTransition),
 }
 
 /// A manifest as stored (version 1).
@@ -87,16 +80,19 @@ pub struct ManifestRecord {
     pub local_rejections: u32,
     /// Why the manifest as a whole was rejected (then it has no items).
     pub rejection: Option<String>,
-    pub control: Control,
-    /// Set by `resume`: the failure threshold no longer pauses this manifest.
-    pub threshold_overridden: bool,
+    /// Private: only [`ManifestRecord::apply_control`] moves it.
+    control: Control,
+    /// Set by `resume`: the failure threshold no longer pauses this manifest. Private:
+    /// set only by the control machine's effect.
+    threshold_overridden: bool,
     /// While credits are short: when sending tries again.
     pub credit_retry_at_ms: Option<u64>,
     pub next_job_seq: u32,
     /// Chunks below this number have all been taken for sending once.
     pub next_chunk: u32,
     /// Items by [`ItemState`], indexed as `ItemState::ALL`.
-    pub counts: [u32; 11],
+    /// Private: kept true by [`Txn::apply`] and [`Txn::insert_item`].
+    counts: [u32; 11],
     /// The file has left the inbox for the archive.
     pub archived: bool,
     pub result_written: bool,
@@ -141,6 +137,36 @@ impl ManifestRecord {
         }
     }
 
+    pub fn threshold_overridden(&self) -> bool {
+        self.threshold_overridden
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Applies a control event through the machine of [`Control`] and its effect on the
+    /// record's other fields. Returns whether anything changed.
+    pub fn apply_control(&mut self, event: ControlEvent) -> bool {
+        let Some((next, effect)) = self.control.next(event) else {
+            return false;
+        };
+        self.control = next;
+        match effect {
+            Some(ControlEffect::OverrideThreshold) => self.threshold_overridden = true,
+            Some(ControlEffect::ClearCreditRetry) => self.credit_retry_at_ms = None,
+            None => {}
+        }
+        true
+    }
+
+    /// Test support: a record with these counts, bypassing the store.
+    #[cfg(test)]
+    pub(crate) fn with_count(mut self, state: ItemState, n: u32) -> ManifestRecord {
+        self.counts[state_slot(state)] = n;
+        self
+    }
+
     pub fn count(&self, state: ItemState) -> u32 {
         self.counts[state_slot(state)]
     }
@@ -160,51 +186,6 @@ impl ManifestRecord {
 
 fn state_slot(state: ItemState) -> usize {
     ItemState::ALL.iter().position(|s| *s == state).unwrap_or(0)
-}
-
-/// What a job (one create request) targets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JobKind {
-    Bulk,
-    Create,
-    Edit,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JobState {
-    /// The request is (or was, before a crash) on the wire.
-    Sending,
-    /// Admitted: polled until its items are final.
-    Admitted,
-    /// Known not to have been admitted; its items went back to pending.
-    NotAdmitted,
-    /// Its answer was lost: its items are `unknown`.
-    Lost,
-    /// Every item it carried is final.
-    Done,
-}
-
-/// One create request and, once admitted, its polling (version 1).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub manifest_id: u64,
-    pub seq: u32,
-    pub kind: JobKind,
-    /// Manifest indexes of the items it carried, in request order.
-    pub item_indices: Vec<u32>,
-    pub state: JobState,
-    /// The bulk_job_id (bulk) or the tent id (create, edit).
-    pub remote_id: Option<String>,
-    pub sent_at_ms: u64,
-    pub admitted_at_ms: Option<u64>,
-    pub last_polled_at_ms: Option<u64>,
-    /// The last Retry-After Tented sent for this job or tent.
-    pub retry_after_ms: Option<u64>,
-    pub not_found_since_ms: Option<u64>,
-    /// The last status word of the job.
-    pub status: Option<String>,
-    /// Polls in a row that got no usable answer (for backoff).
-    pub poll_failures: u32,
 }
 
 /// The last poll of one tent, whichever job or fetch made it (version 1): the floor is
@@ -667,7 +648,7 @@ impl<'w> Txn<'w> {
 
     /// Adds an item of a new manifest (intake).
     pub fn insert_item(&mut self, item: ItemRecord) {
-        self.manifest.counts[state_slot(item.state)] += 1;
+        self.manifest.counts[state_slot(item.state())] += 1;
         if item.rejected_by == Some(crate::state::item::RejectedBy::Local) {
             self.manifest.local_rejections += 1;
         }
@@ -677,9 +658,9 @@ impl<'w> Txn<'w> {
     /// Applies an event to an item through the state machine and keeps the counts true.
     pub fn apply(&mut self, index: u32, event: ItemEvent) -> Result<ItemState, StoreError> {
         let mut item = self.item(index)?;
-        let before = item.state;
+        let before = item.state();
         item.apply(event)?;
-        let after = item.state;
+        let after = item.state();
         let slot_before = state_slot(before);
         self.manifest.counts[slot_before] = self.manifest.counts[slot_before].saturating_sub(1);
         self.manifest.counts[state_slot(after)] += 1;
@@ -694,9 +675,8 @@ impl<'w> Txn<'w> {
         f: impl FnOnce(&mut ItemRecord),
     ) -> Result<(), StoreError> {
         let mut item = self.item(index)?;
-        let state = item.state;
+        // The closure cannot change the state: the field is private to the machine.
         f(&mut item);
-        item.state = state;
         self.items.insert(index, item);
         Ok(())
     }

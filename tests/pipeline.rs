@@ -465,7 +465,7 @@ async fn a_broken_template_pauses_the_manifest_after_one_chunk_and_cancel_finish
     let id = loop {
         if let Ok(Some(id)) = app.ctx().store.manifest_named("broken") {
             let m = app.ctx().store.manifest(id).unwrap().unwrap();
-            if matches!(m.control, tented_bulkd::store::Control::Paused { .. }) {
+            if matches!(m.control(), tented_bulkd::state::control::Control::Paused { .. }) {
                 break id;
             }
         }
@@ -736,7 +736,7 @@ async fn resume_releases_a_paused_manifest_and_the_threshold_no_longer_pauses_it
     let id = loop {
         if let Ok(Some(id)) = app.ctx().store.manifest_named("again") {
             let m = app.ctx().store.manifest(id).unwrap().unwrap();
-            if matches!(m.control, tented_bulkd::store::Control::Paused { .. }) {
+            if matches!(m.control(), tented_bulkd::state::control::Control::Paused { .. }) {
                 break id;
             }
         }

@@ -2,7 +2,8 @@
 
 use crate::context::Context;
 use crate::state::item::ItemEvent;
-use crate::store::{Control, StoreError};
+use crate::state::control::ControlEvent;
+use crate::store::StoreError;
 
 /// Cancels a manifest: unsent items end `canceled`; admitted jobs go on being polled.
 pub async fn cancel(ctx: &Context, manifest_id: u64) -> Result<u32, StoreError> {
@@ -11,11 +12,10 @@ pub async fn cancel(ctx: &Context, manifest_id: u64) -> Result<u32, StoreError> 
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(manifest_id)?;
         let manifest = txn.manifest().clone();
-        txn.manifest_mut().control = Control::Canceled;
-        txn.manifest_mut().credit_retry_at_ms = None;
+        txn.manifest_mut().apply_control(ControlEvent::Cancel);
         let mut n = 0;
         for item in txn.items_range(0, manifest.item_count)? {
-            if item.state.is_sendable() {
+            if item.state().is_sendable() {
                 txn.apply(item.index, ItemEvent::Cancel)?;
                 n += 1;
             }
@@ -32,10 +32,8 @@ pub async fn cancel(ctx: &Context, manifest_id: u64) -> Result<u32, StoreError> 
 pub async fn resume(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError> {
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(manifest_id)?;
-    let resumed = matches!(txn.manifest().control, Control::Paused { .. });
+    let resumed = txn.manifest_mut().apply_control(ControlEvent::Resume);
     if resumed {
-        txn.manifest_mut().control = Control::Running;
-        txn.manifest_mut().threshold_overridden = true;
         tracing::info!(manifest = %txn.manifest().name, "manifest resumed by the operator");
     }
     txn.commit().await?;

@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::state::item::{ItemRecord, ItemState, PublicationRecord};
-use crate::store::{JobKind, JobRecord, JobState, ManifestRecord, StoreError};
+use crate::state::job::{JobKind, JobRecord, JobState};
+use crate::store::{ManifestRecord, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -124,7 +125,7 @@ pub fn count_items(items: &[ItemRecord]) -> Counts {
         ..Counts::default()
     };
     for item in items {
-        match item.state {
+        match item.state() {
             ItemState::Completed => counts.completed += 1,
             ItemState::Failed => counts.failed += 1,
             ItemState::Rejected => counts.rejected += 1,
@@ -158,7 +159,7 @@ pub fn build_result(
     let bulk_jobs = jobs
         .iter()
         .filter(|j| j.kind == JobKind::Bulk && j.remote_id.is_some())
-        .filter(|j| matches!(j.state, JobState::Admitted | JobState::Done))
+        .filter(|j| matches!(j.state(), JobState::Admitted | JobState::Done))
         .map(|j| BulkJobSummary {
             bulk_job_id: j.remote_id.clone().unwrap_or_default(),
             first_index: j.item_indices.first().copied().unwrap_or(0),
@@ -173,19 +174,19 @@ pub fn build_result(
                 item.client_item_id.clone(),
                 ItemResult {
                     index: item.index,
-                    status: item.state.as_str(),
+                    status: item.state().as_str(),
                     tent_id: item.tent_id.clone(),
                     tent_name: item.tent_name.clone(),
                     bulk_job_id: item.bulk_job_id.clone(),
                     generation_id: item.generation_id.clone(),
                     publication: item.publication.as_ref().map(publication_out),
                     rejected_by: item.rejected_by.map(|r| r.as_str()),
-                    error_code: if item.state == ItemState::Completed {
+                    error_code: if item.state() == ItemState::Completed {
                         None
                     } else {
                         item.error_code.clone()
                     },
-                    message: if item.state == ItemState::Completed {
+                    message: if item.state() == ItemState::Completed {
                         None
                     } else {
                         item.message.clone()
@@ -212,7 +213,7 @@ pub fn build_result(
 pub fn build_retry_manifest(manifest: &ManifestRecord, items: &[ItemRecord]) -> Option<Value> {
     let retry: Vec<Value> = items
         .iter()
-        .filter(|i| i.state != ItemState::Completed)
+        .filter(|i| i.state() != ItemState::Completed)
         .map(|i| serde_json::from_str(&i.given).unwrap_or(Value::Null))
         .collect();
     if retry.is_empty() || manifest.rejection.is_some() {

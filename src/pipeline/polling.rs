@@ -20,7 +20,8 @@ use tokio_util::time::{delay_queue, DelayQueue};
 
 use crate::context::Context;
 use crate::schedule::{job_due_ms, next_poll_due_ms, JobKey, PollResult};
-use crate::store::{JobKind, JobRecord, JobState, StoreError};
+use crate::state::job::{JobKind, JobRecord, JobState};
+use crate::store::StoreError;
 
 /// Polls under way at once.
 pub const MAX_CONCURRENT_POLLS: usize = 4;
@@ -158,7 +159,7 @@ fn not_due_until(ctx: &Context, key: JobKey, floor: u64) -> Result<Option<PollRe
     let Some(job) = ctx.store.job(key.manifest_id, key.seq)? else {
         return Ok(Some(PollResult::Done));
     };
-    if job.state != JobState::Admitted {
+    if job.state() != JobState::Admitted {
         return Ok(Some(PollResult::Done));
     }
     let tent = match (&job.remote_id, job.kind) {
@@ -174,7 +175,7 @@ fn load_jobs(ctx: &Context) -> Result<Vec<JobRecord>, StoreError> {
     let mut out = Vec::new();
     for id in ctx.active_ids() {
         for job in ctx.store.jobs(id)? {
-            if job.state == JobState::Admitted {
+            if job.state() == JobState::Admitted {
                 out.push(job);
             }
         }
@@ -210,7 +211,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
         let Some(mut job) = txn.job(key.seq)? else {
             return Ok(PollResult::Done);
         };
-        if job.state != JobState::Admitted {
+        if job.state() != JobState::Admitted {
             return Ok(PollResult::Done);
         }
         let now = ctx.clock.now_ms();
@@ -260,50 +261,7 @@ mod tests {
     use super::*;
 
     fn job(admitted: u64) -> JobRecord {
-        JobRecord {
-            manifest_id: 1,
-            seq: 0,
-            kind: JobKind::Bulk,
-            item_indices: vec![0],
-            state: JobState::Admitted,
-            remote_id: Some("J".into()),
-            sent_at_ms: admitted,
-            admitted_at_ms: Some(admitted),
-            last_polled_at_ms: None,
-            retry_after_ms: None,
-            not_found_since_ms: None,
-            status: None,
-            poll_failures: 0,
-        }
-    }
-
-    #[test]
-    fn first_poll_comes_a_floor_after_admission() {
-        assert_eq!(next_poll_due_ms(&job(1_000), 10_000, 0), 11_000);
-    }
-
-    #[test]
-    fn later_polls_keep_the_floor_and_honour_a_longer_retry_after() {
-        let mut j = job(1_000);
-        j.last_polled_at_ms = Some(20_000);
-        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 30_000);
-        j.retry_after_ms = Some(25_000);
-        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 45_000);
-        // A shorter Retry-After never goes below the floor.
-        j.retry_after_ms = Some(1_000);
-        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 30_000);
-    }
-
-    #[test]
-    fn failures_back_off_exponentially_but_are_capped() {
-        let mut j = job(0);
-        j.last_polled_at_ms = Some(100_000);
-        j.poll_failures = 1;
-        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 110_000);
-        j.poll_failures = 3;
-        assert_eq!(next_poll_due_ms(&j, 10_000, 7), 140_007);
-        j.poll_failures = 40;
-        assert_eq!(next_poll_due_ms(&j, 10_000, 0), 100_000 + 600_000);
+        JobRecord::admitted_for_test(1, 0, JobKind::Bulk, admitted)
     }
 
     #[tokio::test(start_paused = true)]

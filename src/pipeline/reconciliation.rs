@@ -15,7 +15,8 @@ use crate::api::Outcome;
 use crate::context::Context;
 use crate::state::item::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
 use crate::schedule::{next_poll_due_ms, retry_after_ms, JobKey, PollResult};
-use crate::store::{JobRecord, JobState, StoreError, TentPollRecord, Txn};
+use crate::state::job::{JobEvent, JobRecord, JobState};
+use crate::store::{StoreError, TentPollRecord, Txn};
 use crate::pipeline::submission::wants_publication;
 
 /// How long a bulk job may answer 404 before its unfinished items fail.
@@ -59,7 +60,7 @@ pub fn bulk_item_event(
     job_item: &BulkJobItem,
     auto_publish: bool,
 ) -> Option<ItemEvent> {
-    if item.state != ItemState::Admitted {
+    if item.state() != ItemState::Admitted {
         return None;
     }
     match GenerationStatus::parse(&job_item.status) {
@@ -128,7 +129,7 @@ pub fn bulk_item_event(
 
 /// The event a tent's status means for an admitted item (create, edit, or details).
 pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> Option<ItemEvent> {
-    match item.state {
+    match item.state() {
         ItemState::AwaitingDetails => {
             let publication = tent.publication.as_ref()?;
             if PublicationStatus::parse(&publication.status).is_final() {
@@ -230,7 +231,7 @@ fn note_poll_answer<T>(
 fn fail_vanished(txn: &mut Txn<'_>, job: &JobRecord, what: &str) -> Result<(), StoreError> {
     for index in &job.item_indices {
         let item = txn.item(*index)?;
-        if item.state == ItemState::Admitted && item.job_seq == Some(job.seq) {
+        if item.state() == ItemState::Admitted && item.job_seq == Some(job.seq) {
             txn.apply(
                 *index,
                 ItemEvent::JobVanished {
@@ -294,7 +295,7 @@ pub async fn record_bulk_poll(
             if item.job_seq != Some(key.seq) {
                 continue;
             }
-            match item.state {
+            match item.state() {
                 ItemState::AwaitingDetails => {
                     unfinished = true;
                     if let Some(tent_id) = item.tent_id.clone() {
@@ -307,7 +308,7 @@ pub async fn record_bulk_poll(
         }
         details = needs;
         if !unfinished {
-            job.state = JobState::Done;
+            job.apply(JobEvent::ItemsFinal)?;
         }
         let jitter = rand::random::<u64>() % (floor / 10 + 1);
         result = if unfinished {
@@ -341,11 +342,11 @@ async fn job_finished(ctx: &Context, key: JobKey) -> Result<bool, StoreError> {
     };
     for index in &job.item_indices {
         let item = txn.item(*index)?;
-        if item.job_seq == Some(key.seq) && !item.state.is_final() {
+        if item.job_seq == Some(key.seq) && !item.state().is_final() {
             return Ok(false);
         }
     }
-    job.state = JobState::Done;
+    job.apply(JobEvent::ItemsFinal)?;
     txn.put_job(job);
     txn.commit().await?;
     Ok(true)
@@ -451,9 +452,9 @@ pub async fn record_tent_poll(
             PollAnswer::VanishedTooLong => fail_vanished(&mut txn, &job, &what)?,
             PollAnswer::Wait => {}
         }
-        let finished = txn.item(index)?.state.is_final();
+        let finished = txn.item(index)?.state().is_final();
         if finished {
-            job.state = JobState::Done;
+            job.apply(JobEvent::ItemsFinal)?;
         }
         let jitter = rand::random::<u64>() % (floor / 10 + 1);
         result = if finished {
@@ -488,7 +489,7 @@ pub async fn expire(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError>
         tracing::warn!(manifest = %manifest.name, unfinished = manifest.unfinished(), "poll.max_wait has passed: unfinished items end now");
         for item in txn.items_range(0, manifest.item_count)? {
             if matches!(
-                item.state,
+                item.state(),
                 ItemState::Pending
                     | ItemState::CreditWait
                     | ItemState::Admitted
@@ -499,8 +500,8 @@ pub async fn expire(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError>
         }
         for seq in 0..manifest.next_job_seq {
             if let Some(mut job) = txn.job(seq)? {
-                if job.state == JobState::Admitted {
-                    job.state = JobState::Done;
+                if job.state() == JobState::Admitted {
+                    job.apply(JobEvent::ItemsFinal)?;
                     txn.put_job(job);
                 }
             }
@@ -538,8 +539,8 @@ mod tests {
     use super::*;
 
     fn admitted(given: &str) -> ItemRecord {
-        let mut item = ItemRecord::pending(1, 0, "a".into(), given.into());
-        item.state = ItemState::Admitted;
+        let mut item =
+            ItemRecord::pending(1, 0, "a".into(), given.into()).forced_into(ItemState::Admitted);
         item.tent_id = Some("t".into());
         item
     }
@@ -634,8 +635,7 @@ mod tests {
 
     #[test]
     fn details_end_awaiting_items_only_with_a_final_publication() {
-        let mut item = admitted("{}");
-        item.state = ItemState::AwaitingDetails;
+        let item = admitted("{}").forced_into(ItemState::AwaitingDetails);
         let tent = |status: &str| TentStatus {
             id: "t".into(),
             status: "completed".into(),

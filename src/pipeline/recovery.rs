@@ -9,7 +9,8 @@
 
 use crate::context::Context;
 use crate::state::item::{ItemEvent, ItemState, ANSWER_LOST_MESSAGE};
-use crate::store::{JobState, StoreError};
+use crate::state::job::{JobEvent, JobState};
+use crate::store::StoreError;
 
 pub async fn recover(ctx: &Context) -> Result<(), StoreError> {
     let manifests = ctx.store.manifests()?;
@@ -43,11 +44,11 @@ pub async fn recover(ctx: &Context) -> Result<(), StoreError> {
             let Some(mut job) = txn.job(seq)? else {
                 continue;
             };
-            if job.state != JobState::Sending {
+            if job.state() != JobState::Sending {
                 continue;
             }
             for index in job.item_indices.clone() {
-                if txn.item(index)?.state == ItemState::Sending {
+                if txn.item(index)?.state() == ItemState::Sending {
                     txn.apply(
                         index,
                         ItemEvent::AnswerLost {
@@ -59,7 +60,7 @@ pub async fn recover(ctx: &Context) -> Result<(), StoreError> {
                     lost_items += 1;
                 }
             }
-            job.state = JobState::Lost;
+            job.apply(JobEvent::AnswerLost)?;
             txn.put_job(job);
         }
         txn.commit().await?;

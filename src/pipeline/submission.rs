@@ -22,7 +22,9 @@ use crate::context::Context;
 use crate::state::item::{ItemEvent, ItemRecord, ItemState, ANSWER_LOST_MESSAGE};
 use crate::manifest::ManifestKind;
 use crate::schedule::JobKey;
-use crate::store::{Control, JobKind, JobRecord, JobState, ManifestRecord, StoreError, Txn};
+use crate::state::control::{Control, ControlEvent};
+use crate::state::job::{JobEvent, JobKind, JobRecord, JobState};
+use crate::store::{ManifestRecord, StoreError, Txn};
 
 /// Items per bulk request (the API's maximum).
 pub const BULK_CHUNK: u32 = 25;
@@ -329,21 +331,13 @@ pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreErr
         for item in &items {
             txn.apply(item.index, ItemEvent::SendIntent { job_seq: seq })?;
         }
-        txn.put_job(JobRecord {
-            manifest_id: id,
+        txn.put_job(JobRecord::sending(
+            id,
             seq,
             kind,
-            item_indices: items.iter().map(|i| i.index).collect(),
-            state: JobState::Sending,
-            remote_id: None,
-            sent_at_ms: now,
-            admitted_at_ms: None,
-            last_polled_at_ms: None,
-            retry_after_ms: None,
-            not_found_since_ms: None,
-            status: None,
-            poll_failures: 0,
-        });
+            items.iter().map(|i| i.index).collect(),
+            now,
+        ));
         let manifest = txn.commit().await?;
         (manifest, seq, items)
     };
@@ -357,7 +351,7 @@ pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreErr
 /// not everything the budget could send before the first failure comes back. Create and
 /// edit manifests (one item per request) may have 25 in flight, not one.
 pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
-    if manifest.threshold_overridden {
+    if manifest.threshold_overridden() {
         return false;
     }
     let api_rejected = manifest
@@ -380,7 +374,7 @@ fn plan_next(
     let manifest = txn.manifest().clone();
     if manifest.finished_at_ms.is_some()
         || manifest.rejection.is_some()
-        || manifest.control != Control::Running
+        || !manifest.control().is_running()
         // Past poll.max_wait nothing more is sent: the sweeper ends what is left.
         || now >= manifest.received_at_ms.saturating_add(max_wait_ms)
         || (slow_start && holds_for_answers(&manifest))
@@ -402,7 +396,7 @@ fn plan_next(
             let waiting: Vec<ItemRecord> = txn
                 .items_range(chunk * size, to)?
                 .into_iter()
-                .filter(|i| i.state == ItemState::CreditWait)
+                .filter(|i| i.state() == ItemState::CreditWait)
                 .collect();
             if !waiting.is_empty() {
                 return Ok(Plan::Items(waiting));
@@ -420,7 +414,7 @@ fn plan_next(
         let pending: Vec<ItemRecord> = txn
             .items_range(from, to)?
             .into_iter()
-            .filter(|i| i.state == ItemState::Pending)
+            .filter(|i| i.state() == ItemState::Pending)
             .collect();
         if !pending.is_empty() {
             return Ok(Plan::Items(pending));
@@ -684,11 +678,11 @@ async fn record_answer(
                     },
                 ));
             }
-            job.state = JobState::Lost;
+            job.apply(JobEvent::AnswerLost)?;
         }
     }
     let mut any_admitted = false;
-    let canceled = txn.manifest().control == Control::Canceled;
+    let canceled = *txn.manifest().control() == Control::Canceled;
     for (index, event) in events {
         not_admitted |= event == ItemEvent::NotAdmitted;
         let state = txn.apply(index, event)?;
@@ -698,14 +692,11 @@ async fn record_answer(
             txn.apply(index, ItemEvent::Cancel)?;
         }
     }
-    if job.state == JobState::Sending {
-        job.state = if any_admitted {
-            JobState::Admitted
-        } else if not_admitted {
-            JobState::NotAdmitted
-        } else {
-            JobState::Done
-        };
+    if job.state() == JobState::Sending {
+        job.apply(JobEvent::Answered {
+            any_admitted,
+            any_to_resend: not_admitted,
+        })?;
     }
     if not_admitted {
         let size = chunk_size(manifest.kind);
@@ -741,7 +732,7 @@ async fn record_answer(
 /// Pauses a manifest's remaining chunks when too many of its answered items went wrong.
 pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
     let manifest = txn.manifest();
-    if manifest.threshold_overridden || manifest.control != Control::Running {
+    if manifest.threshold_overridden() || !manifest.control().is_running() {
         return;
     }
     let more_to_send =
@@ -760,7 +751,8 @@ pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
             "{bad} of the {answered} items answered so far failed or were rejected, over the failure threshold of {threshold}; the remaining items wait for `tented-bulkd resume {name}` or `tented-bulkd cancel {name}`"
         );
         tracing::warn!(manifest = %name, "manifest paused: {reason}");
-        txn.manifest_mut().control = Control::Paused { reason };
+        txn.manifest_mut()
+            .apply_control(ControlEvent::ThresholdTripped { reason });
     }
 }
 
@@ -822,8 +814,7 @@ mod tests {
             rejection: None,
         });
         for (state, n) in counts {
-            let slot = ItemState::ALL.iter().position(|s| s == state).unwrap_or(0);
-            m.counts[slot] = *n;
+            m = m.with_count(*state, *n);
         }
         m.local_rejections = local;
         m
@@ -851,7 +842,8 @@ mod tests {
         )));
         // Resumed by the operator: no holding.
         let mut resumed = manifest_with(&[(Pending, 75), (Admitted, 25)], 0);
-        resumed.threshold_overridden = true;
+        resumed.apply_control(ControlEvent::ThresholdTripped { reason: "r".into() });
+        resumed.apply_control(ControlEvent::Resume);
         assert!(!holds_for_answers(&resumed));
     }
 }

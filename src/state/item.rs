@@ -141,7 +141,8 @@ pub struct ItemRecord {
     pub client_item_id: String,
     /// The item exactly as given, as JSON text (bincode cannot hold free-form JSON).
     pub given: String,
-    pub state: ItemState,
+    /// Private: only [`ItemRecord::apply`] moves it.
+    state: ItemState,
     /// The job (request) that carries or carried it.
     pub job_seq: Option<u32>,
     pub tent_id: Option<String>,
@@ -295,130 +296,135 @@ impl ItemRecord {
         item
     }
 
-    /// Applies one event: the only way an item's state changes.
+    /// Where the item stands.
+    pub fn state(&self) -> ItemState {
+        self.state
+    }
+
+    /// Applies one event: the only way an item's state changes. One match decides, for
+    /// each legal (state, event) pair, both the next state and what the event records;
+    /// every other pair is an [`IllegalTransition`] and changes nothing.
     pub fn apply(&mut self, event: ItemEvent) -> Result<(), IllegalTransition> {
         use ItemEvent as E;
         use ItemState as S;
-        let illegal = |from: ItemState, event: &ItemEvent| IllegalTransition {
-            manifest_id: self.manifest_id,
-            index: self.index,
-            from,
-            event: event.name(),
-        };
-        let next = match (self.state, &event) {
-            (S::Pending | S::CreditWait, E::SendIntent { .. }) => S::Sending,
-            (S::Pending | S::CreditWait, E::Cancel) => S::Canceled,
-            (S::Pending, E::MaxWait) => S::TimedOut,
-            (S::CreditWait, E::MaxWait) => S::Rejected,
-            (S::Sending, E::NotAdmitted) => S::Pending,
-            (S::Sending, E::Accepted { .. }) => S::Admitted,
-            (S::Sending, E::RejectedByApi { .. }) => S::Rejected,
-            (S::Sending, E::NoCredits { .. }) => S::CreditWait,
-            (S::Sending, E::AnswerLost { .. }) => S::Unknown,
-            (S::Admitted, E::Progress { .. }) => S::Admitted,
-            (S::Admitted, E::Generated { .. }) => S::Completed,
-            (S::Admitted, E::GeneratedNeedsDetails { .. }) => S::AwaitingDetails,
-            (S::Admitted, E::GenerationFailed { .. } | E::JobVanished { .. }) => S::Failed,
-            (S::Admitted, E::MaxWait) => S::TimedOut,
-            (S::AwaitingDetails, E::DetailsFetched { .. } | E::MaxWait) => S::Completed,
-            (from, event) => return Err(illegal(from, event)),
-        };
-        match event {
-            E::SendIntent { job_seq } => {
+        let event_name = event.name();
+        let next = match (self.state, event) {
+            (S::Pending | S::CreditWait, E::SendIntent { job_seq }) => {
                 self.job_seq = Some(job_seq);
+                S::Sending
             }
-            E::NotAdmitted => {
+            (S::Pending | S::CreditWait, E::Cancel) => {
+                self.note(CANCELED, "never sent: the operator canceled the manifest");
+                S::Canceled
+            }
+            (S::Pending, E::MaxWait) => {
+                self.note(TIMED_OUT, "never sent before poll.max_wait (the manifest was paused)");
+                S::TimedOut
+            }
+            (S::CreditWait, E::MaxWait) => {
+                self.rejected_by = Some(RejectedBy::Api);
+                self.note(NO_CREDITS, "not enough credits to send this item before poll.max_wait");
+                S::Rejected
+            }
+            (S::Sending, E::NotAdmitted) => {
                 self.job_seq = None;
+                S::Pending
             }
-            E::Accepted {
-                tent_id,
-                tent_name,
-                bulk_job_id,
-                generation_id,
-            } => {
+            (S::Sending, E::Accepted { tent_id, tent_name, bulk_job_id, generation_id }) => {
                 self.tent_id = Some(tent_id);
                 self.tent_name = tent_name;
                 self.bulk_job_id = bulk_job_id;
                 self.generation_id = generation_id;
                 self.error_code = None;
                 self.message = None;
+                S::Admitted
             }
-            E::RejectedByApi {
-                error_code,
-                message,
-            } => {
+            (S::Sending, E::RejectedByApi { error_code, message }) => {
                 self.rejected_by = Some(RejectedBy::Api);
-                self.error_code = Some(error_code);
-                self.message = Some(message);
+                self.note(&error_code, message);
+                S::Rejected
             }
-            E::NoCredits { message } => {
-                self.error_code = Some("INSUFFICIENT_CREDITS".to_string());
-                self.message = Some(message);
+            (S::Sending, E::NoCredits { message }) => {
+                self.note(NO_CREDITS, message);
                 self.job_seq = None;
+                S::CreditWait
             }
-            E::AnswerLost { message } => {
-                self.error_code = Some("ANSWER_LOST".to_string());
-                self.message = Some(message);
+            (S::Sending, E::AnswerLost { message }) => {
+                self.note(ANSWER_LOST, message);
+                S::Unknown
             }
-            E::Progress {
-                generation_status,
-                publication,
-            } => {
+            (S::Admitted, E::Progress { generation_status, publication }) => {
                 self.generation_status = Some(generation_status);
-                if publication.is_some() {
-                    self.publication = publication;
-                }
+                self.publication = publication.or(self.publication.take());
+                S::Admitted
             }
-            E::Generated { publication } => {
-                self.generation_status = Some("completed".to_string());
-                if publication.is_some() {
-                    self.publication = publication;
-                }
+            (S::Admitted, E::Generated { publication }) => {
+                self.generation_status = Some(GENERATION_COMPLETED.to_string());
+                self.publication = publication.or(self.publication.take());
+                S::Completed
             }
-            E::GeneratedNeedsDetails { publication } | E::DetailsFetched { publication } => {
-                self.generation_status = Some("completed".to_string());
+            (S::Admitted, E::GeneratedNeedsDetails { publication }) => {
+                self.generation_status = Some(GENERATION_COMPLETED.to_string());
                 self.publication = Some(publication);
+                S::AwaitingDetails
             }
-            E::GenerationFailed { message } => {
-                self.generation_status = Some("failed".to_string());
-                self.error_code = Some("GENERATION_FAILED".to_string());
-                self.message = Some(message);
+            (S::Admitted, E::GenerationFailed { message }) => {
+                self.generation_status = Some(GENERATION_FAILED.to_string());
+                self.note("GENERATION_FAILED", message);
+                S::Failed
             }
-            E::JobVanished { message } => {
-                self.error_code = Some("NOT_FOUND".to_string());
-                self.message = Some(message);
+            (S::Admitted, E::JobVanished { message }) => {
+                self.note("NOT_FOUND", message);
+                S::Failed
             }
-            E::Cancel => {
-                self.error_code = Some("CANCELED".to_string());
-                self.message = Some("never sent: the operator canceled the manifest".to_string());
+            (S::Admitted, E::MaxWait) => {
+                let still = self.generation_status.as_deref().unwrap_or("unfinished");
+                let message = format!("still {still} at poll.max_wait");
+                self.note(TIMED_OUT, message);
+                S::TimedOut
             }
-            E::MaxWait => match self.state {
-                S::CreditWait => {
-                    self.rejected_by = Some(RejectedBy::Api);
-                    self.error_code = Some("INSUFFICIENT_CREDITS".to_string());
-                    self.message = Some(
-                        "not enough credits to send this item before poll.max_wait".to_string(),
-                    );
-                }
-                S::Pending => {
-                    self.error_code = Some("TIMED_OUT".to_string());
-                    self.message =
-                        Some("never sent before poll.max_wait (the manifest was paused)".into());
-                }
-                S::Admitted => {
-                    self.error_code = Some("TIMED_OUT".to_string());
-                    self.message = Some(format!(
-                        "still {} at poll.max_wait",
-                        self.generation_status.as_deref().unwrap_or("unfinished")
-                    ));
-                }
-                _ => {}
-            },
-        }
+            (S::AwaitingDetails, E::DetailsFetched { publication }) => {
+                self.generation_status = Some(GENERATION_COMPLETED.to_string());
+                self.publication = Some(publication);
+                S::Completed
+            }
+            // The generation completed: only the publication's details are missing.
+            (S::AwaitingDetails, E::MaxWait) => S::Completed,
+            (from, _) => {
+                return Err(IllegalTransition {
+                    manifest_id: self.manifest_id,
+                    index: self.index,
+                    from,
+                    event: event_name,
+                })
+            }
+        };
         self.state = next;
         Ok(())
     }
+
+    /// Records the error code and message the result file reports for this item.
+    fn note(&mut self, error_code: &str, message: impl Into<String>) {
+        self.error_code = Some(error_code.to_string());
+        self.message = Some(message.into());
+    }
+
+    /// Test support: the same item in another state, bypassing the machine.
+    #[cfg(test)]
+    pub(crate) fn forced_into(mut self, state: ItemState) -> ItemRecord {
+        self.state = state;
+        self
+    }
 }
+
+/// Error codes the daemon itself gives items.
+const CANCELED: &str = "CANCELED";
+const TIMED_OUT: &str = "TIMED_OUT";
+const NO_CREDITS: &str = "INSUFFICIENT_CREDITS";
+const ANSWER_LOST: &str = "ANSWER_LOST";
+/// Generation status words the machine records.
+const GENERATION_COMPLETED: &str = "completed";
+const GENERATION_FAILED: &str = "failed";
 
 #[cfg(test)]
 mod tests {

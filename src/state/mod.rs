@@ -2,3 +2,5 @@
 //! it from one to the next.
 
 pub mod item;
+pub mod job;
+pub mod control;
