@@ -16,10 +16,13 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+mod answer;
+
 use crate::api::types::*;
+use answer::{interpret, AnswerEffects, CreateAnswer, JobLearns, Retry, SentRequest, SingleAdmission};
 use crate::api::{BudgetPermit, Outcome};
 use crate::context::Context;
-use crate::state::item::{ItemEvent, ItemRecord, ItemState, ANSWER_LOST_MESSAGE};
+use crate::state::item::{ItemEvent, ItemRecord, ItemState};
 use crate::manifest::ManifestKind;
 use crate::schedule::JobKey;
 use crate::state::control::{Control, ControlEvent};
@@ -423,17 +426,6 @@ fn plan_next(
     }
 }
 
-/// A create or edit's admission, in one shape.
-pub struct SingleAdmission {
-    pub tent_id: String,
-    pub generation_id: Option<String>,
-}
-
-enum Answer {
-    Bulk(Outcome<BulkCreateResponse>),
-    Single(Outcome<SingleAdmission>),
-}
-
 /// How long the submitter waits before trying again to record an answer it could not
 /// record (the answer is kept in memory meanwhile: it is never dropped).
 const RECORD_RETRY: Duration = Duration::from_secs(1);
@@ -453,12 +445,12 @@ async fn send(
         (ManifestKind::Bulk, _) => {
             let request = build_bulk_request(&top, items);
             tracing::info!(manifest = %manifest.name, seq, items = items.len(), start_index = ?request.start_index, "sending a bulk request");
-            Answer::Bulk(ctx.client.create_bulk_with(permit, &request).await)
+            CreateAnswer::Bulk(ctx.client.create_bulk_with(permit, &request).await)
         }
         (ManifestKind::Create, Some(item)) => {
             let request = build_create_request(&top, item);
             tracing::info!(manifest = %manifest.name, item = %item.client_item_id, "sending a create request");
-            Answer::Single(
+            CreateAnswer::Single(
                 ctx.client
                     .create_tent_with(permit, &request)
                     .await
@@ -470,9 +462,20 @@ async fn send(
         }
         (ManifestKind::Edit, Some(item)) => {
             let request = build_edit_request(item);
-            let target = item.target_tent_id.clone().unwrap_or_default();
+            let Some(target) = item.target_tent_id.clone() else {
+                // Intake resolves every edit's target or rejects the item, so this is a
+                // bug: refuse to send `POST /v1/tents//edit`, and say so loudly.
+                debug_assert!(false, "an edit item without a target tent id reached sending");
+                tracing::error!(manifest = %manifest.name, item = %item.client_item_id, "an edit item has no target tent id (a bug): it is not sent");
+                CreateAnswer::Unsendable {
+                    reason: "the daemon recorded no target tent id for this edit (a bug); it was not sent".into(),
+                }
+                .record(ctx, backoff, manifest, seq, items)
+                .await;
+                return;
+            };
             tracing::info!(manifest = %manifest.name, item = %item.client_item_id, tent_id = %target, "sending an edit request");
-            Answer::Single(
+            CreateAnswer::Single(
                 ctx.client
                     .edit_tent_with(permit, &target, &request)
                     .await
@@ -489,25 +492,40 @@ async fn send(
         (_, None) => return,
     };
     fail::fail_point!("submit-after-request", |_| crate::crash::simulated_crash());
-    // The answer is what tells whether credits were spent: record it, however long it takes.
-    loop {
-        match record_answer(ctx, backoff, manifest, seq, items, &answer).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::error!(manifest = %manifest.name, seq, "cannot record the answer to a create request (trying again): {e}");
-                tokio::time::sleep(RECORD_RETRY).await;
+    answer.record(ctx, backoff, manifest, seq, items).await;
+}
+
+impl CreateAnswer {
+    /// Records the answer, however long it takes: it is what tells whether credits were
+    /// spent, so it is never dropped.
+    async fn record(
+        &self,
+        ctx: &Context,
+        backoff: &mut Backoff,
+        manifest: &ManifestRecord,
+        seq: u32,
+        items: &[ItemRecord],
+    ) {
+        loop {
+            match record_answer(ctx, backoff, manifest, seq, items, self).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(manifest = %manifest.name, seq, "cannot record the answer to a create request (trying again): {e}");
+                    tokio::time::sleep(RECORD_RETRY).await;
+                }
             }
         }
     }
 }
 
+/// Records an answer: interprets it, then applies the effects in one transaction.
 async fn record_answer(
     ctx: &Context,
     backoff: &mut Backoff,
     manifest: &ManifestRecord,
     seq: u32,
     items: &[ItemRecord],
-    answer: &Answer,
+    answer: &CreateAnswer,
 ) -> Result<(), StoreError> {
     let id = manifest.id;
     let now = ctx.clock.now_ms();
@@ -517,194 +535,14 @@ async fn record_answer(
         return Ok(());
     };
     let indices = job.item_indices.clone();
-    let mut not_admitted = false;
-    let mut credits_short = false;
-    let mut retry_later: Option<Option<Duration>> = None;
-    // What a non-2xx answer means for the items it carried.
-    // A 429 with Retry-After is throttling: wait that long. Without one it is the
-    // documented credit limit: the manifest waits for credits (submit.credit_retry).
-    let refused = |status: u16, error: &ApiErrorBody, retry_after: Option<Duration>| -> ItemEvent {
-        match status {
-            429 if retry_after.is_none() => ItemEvent::NoCredits {
-                message: format!(
-                    "Tented answered 429 (credit limit exceeded): {}",
-                    error.summary()
-                ),
-            },
-            401 | 429 | 500..=599 => ItemEvent::NotAdmitted,
-            _ => ItemEvent::RejectedByApi {
-                error_code: error
-                    .code
-                    .clone()
-                    .unwrap_or_else(|| format!("HTTP_{status}")),
-                message: format!("Tented answered {status}: {}", error.summary()),
-            },
-        }
+    log_answer(manifest, answer, &indices);
+    let single_tent_name = match answer {
+        CreateAnswer::Single(Outcome::Success { .. }) => requested_tent_name(manifest, items),
+        _ => None,
     };
-    let mut events: Vec<(u32, ItemEvent)> = Vec::new();
-    match answer {
-        Answer::Bulk(Outcome::Success { body, .. }) => {
-            tracing::info!(manifest = %manifest.name, bulk_job_id = %body.bulk_job_id, accepted = ?body.accepted_count, rejected = ?body.rejected_count, "bulk request admitted");
-            job.remote_id = Some(body.bulk_job_id.clone());
-            job.admitted_at_ms = Some(now);
-            job.status = body.status.clone();
-            let mut seen = vec![false; indices.len()];
-            for admission in &body.items {
-                let position = admission.index as usize;
-                let Some(&index) = indices.get(position) else {
-                    tracing::warn!(manifest = %manifest.name, bulk_job_id = %body.bulk_job_id, index = admission.index, "the admission answer names an item that was not sent");
-                    continue;
-                };
-                if std::mem::replace(&mut seen[position], true) {
-                    continue;
-                }
-                let event = match admission.admission() {
-                    Admission::Accepted { tent_id } => ItemEvent::Accepted {
-                        tent_id,
-                        tent_name: admission.tent_name.clone(),
-                        bulk_job_id: Some(body.bulk_job_id.clone()),
-                        generation_id: None,
-                    },
-                    Admission::Refused
-                        if admission.error_code.as_deref() == Some("INSUFFICIENT_CREDITS") =>
-                    {
-                        credits_short = true;
-                        ItemEvent::NoCredits {
-                            message: admission
-                                .message
-                                .clone()
-                                .unwrap_or_else(|| "insufficient credits".to_string()),
-                        }
-                    }
-                    Admission::Refused => ItemEvent::RejectedByApi {
-                        error_code: admission
-                            .error_code
-                            .clone()
-                            .unwrap_or_else(|| "REJECTED".to_string()),
-                        message: admission
-                            .message
-                            .clone()
-                            .unwrap_or_else(|| "rejected during admission".to_string()),
-                    },
-                    Admission::Unclear => ItemEvent::AnswerLost {
-                        message: format!(
-                            "bulk job {}'s admission answer for this item is unclear (status `{}`, no tent id); {ANSWER_LOST_MESSAGE}",
-                            body.bulk_job_id, admission.status
-                        ),
-                    },
-                };
-                events.push((index, event));
-            }
-            for (position, index) in indices.iter().enumerate() {
-                if !seen[position] {
-                    events.push((
-                        *index,
-                        ItemEvent::AnswerLost {
-                            message: format!(
-                                "the admission answer of bulk job {} did not mention this item; {ANSWER_LOST_MESSAGE}",
-                                body.bulk_job_id
-                            ),
-                        },
-                    ));
-                }
-            }
-            backoff.reset(id);
-        }
-        Answer::Single(Outcome::Success { body, .. }) => {
-            let tent_name = items.first().and_then(|item| {
-                serde_json::from_str::<Value>(&item.given)
-                    .ok()
-                    .and_then(|g| g.get("name").and_then(Value::as_str).map(str::to_string))
-                    .or_else(|| {
-                        top_fields(manifest)
-                            .get("defaults")
-                            .and_then(|d| d.get("name"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-            });
-            tracing::info!(manifest = %manifest.name, tent_id = %body.tent_id, "tent admitted");
-            job.remote_id = Some(body.tent_id.clone());
-            job.admitted_at_ms = Some(now);
-            for index in &indices {
-                events.push((
-                    *index,
-                    ItemEvent::Accepted {
-                        tent_id: body.tent_id.clone(),
-                        tent_name: tent_name.clone(),
-                        bulk_job_id: None,
-                        generation_id: body.generation_id.clone(),
-                    },
-                ));
-            }
-            backoff.reset(id);
-        }
-        Answer::Bulk(Outcome::Refused {
-            status,
-            error,
-            retry_after,
-        })
-        | Answer::Single(Outcome::Refused {
-            status,
-            error,
-            retry_after,
-        }) => {
-            let (status, retry_after) = (*status, *retry_after);
-            tracing::warn!(manifest = %manifest.name, status, "create request refused: {}", error.summary());
-            for index in &indices {
-                let event = refused(status, error, retry_after);
-                credits_short |= matches!(event, ItemEvent::NoCredits { .. });
-                events.push((*index, event));
-            }
-            if (status == 429 && retry_after.is_some()) || status >= 500 {
-                retry_later = Some(retry_after);
-            }
-        }
-        Answer::Bulk(Outcome::NotSent { reason }) | Answer::Single(Outcome::NotSent { reason }) => {
-            tracing::warn!(manifest = %manifest.name, "request not sent ({reason}); it will be tried again");
-            for index in &indices {
-                events.push((*index, ItemEvent::NotAdmitted));
-            }
-            retry_later = Some(None);
-        }
-        Answer::Bulk(Outcome::Uncertain { reason })
-        | Answer::Single(Outcome::Uncertain { reason }) => {
-            tracing::error!(manifest = %manifest.name, items = indices.len(), "the answer of a create request was lost ({reason}): its items end as unknown and are not resent");
-            for index in &indices {
-                events.push((
-                    *index,
-                    ItemEvent::AnswerLost {
-                        message: format!("{ANSWER_LOST_MESSAGE} ({reason})"),
-                    },
-                ));
-            }
-            job.apply(JobEvent::AnswerLost)?;
-        }
-    }
-    let mut any_admitted = false;
-    let canceled = *txn.manifest().control() == Control::Canceled;
-    for (index, event) in events {
-        not_admitted |= event == ItemEvent::NotAdmitted;
-        let state = txn.apply(index, event)?;
-        any_admitted |= state == ItemState::Admitted;
-        // Canceled while this request was on the wire: what was not admitted ends here.
-        if canceled && state.is_sendable() {
-            txn.apply(index, ItemEvent::Cancel)?;
-        }
-    }
-    if job.state() == JobState::Sending {
-        job.apply(JobEvent::Answered {
-            any_admitted,
-            any_to_resend: not_admitted,
-        })?;
-    }
-    if not_admitted {
-        let size = chunk_size(manifest.kind);
-        let chunk = indices.first().copied().unwrap_or(0) / size;
-        let cursor = &mut txn.manifest_mut().next_chunk;
-        *cursor = (*cursor).min(chunk);
-    }
-    if credits_short {
+    let effects = interpret(answer, &SentRequest { indices: &indices, single_tent_name });
+    let any_admitted = apply_effects(&mut txn, &mut job, &effects, now)?;
+    if effects.credits_short {
         let at = now.saturating_add(crate::clock::duration_ms(ctx.settings.submit.credit_retry));
         txn.manifest_mut().credit_retry_at_ms = Some(at);
         tracing::warn!(manifest = %manifest.name, retry_at = %crate::clock::rfc3339(at), "Tented is out of credits: this manifest's sending pauses and tries again later");
@@ -713,11 +551,15 @@ async fn record_answer(
     check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
     txn.commit().await?;
     drop(writer);
-    if let Some(retry_after) = retry_later {
-        let delay = backoff.delay(id, retry_after);
-        backoff
-            .not_before_ms
-            .insert(id, now.saturating_add(crate::clock::duration_ms(delay)));
+    match effects.retry {
+        Retry::Now => backoff.reset(id),
+        Retry::Backoff { at_least } => {
+            let delay = backoff.delay(id, at_least);
+            backoff
+                .not_before_ms
+                .insert(id, now.saturating_add(crate::clock::duration_ms(delay)));
+        }
+        Retry::Unchanged => {}
     }
     if any_admitted {
         let _ = ctx.new_jobs.send(JobKey {
@@ -727,6 +569,93 @@ async fn record_answer(
     }
     crate::pipeline::outbox::finish_if_done(ctx, id).await;
     Ok(())
+}
+
+/// Applies an answer's effects to the job and its items; returns whether any item was
+/// admitted (the job then goes to the poller).
+fn apply_effects(
+    txn: &mut Txn<'_>,
+    job: &mut JobRecord,
+    effects: &AnswerEffects,
+    now: u64,
+) -> Result<bool, StoreError> {
+    match &effects.job {
+        JobLearns::Admitted { remote_id, status } => {
+            job.remote_id = Some(remote_id.clone());
+            job.admitted_at_ms = Some(now);
+            job.status = status.clone();
+        }
+        JobLearns::AnswerLost => job.apply(JobEvent::AnswerLost)?,
+        JobLearns::Nothing => {}
+    }
+    let canceled = *txn.manifest().control() == Control::Canceled;
+    let (mut any_admitted, mut any_to_resend) = (false, false);
+    for (index, event) in &effects.events {
+        any_to_resend |= *event == ItemEvent::NotAdmitted;
+        let state = txn.apply(*index, event.clone())?;
+        any_admitted |= state == ItemState::Admitted;
+        // Canceled while this request was on the wire: what was not admitted ends here.
+        if canceled && state.is_sendable() {
+            txn.apply(*index, ItemEvent::Cancel)?;
+        }
+    }
+    if job.state() == JobState::Sending {
+        job.apply(JobEvent::Answered {
+            any_admitted,
+            any_to_resend,
+        })?;
+    }
+    if any_to_resend {
+        // The chunk goes again: the cursor moves back to it.
+        let size = chunk_size(txn.manifest().kind);
+        let chunk = job.item_indices.first().copied().unwrap_or(0) / size;
+        let cursor = &mut txn.manifest_mut().next_chunk;
+        *cursor = (*cursor).min(chunk);
+    }
+    Ok(any_admitted)
+}
+
+/// The log line an answer deserves.
+fn log_answer(manifest: &ManifestRecord, answer: &CreateAnswer, indices: &[u32]) {
+    let name = &manifest.name;
+    match answer {
+        CreateAnswer::Bulk(Outcome::Success { body, .. }) => {
+            tracing::info!(manifest = %name, bulk_job_id = %body.bulk_job_id, accepted = ?body.accepted_count, rejected = ?body.rejected_count, "bulk request admitted");
+        }
+        CreateAnswer::Single(Outcome::Success { body, .. }) => {
+            tracing::info!(manifest = %name, tent_id = %body.tent_id, "tent admitted");
+        }
+        CreateAnswer::Bulk(Outcome::Refused { status, error, .. })
+        | CreateAnswer::Single(Outcome::Refused { status, error, .. }) => {
+            tracing::warn!(manifest = %name, status, "create request refused: {}", error.summary());
+        }
+        CreateAnswer::Bulk(Outcome::NotSent { reason })
+        | CreateAnswer::Single(Outcome::NotSent { reason }) => {
+            tracing::warn!(manifest = %name, "request not sent ({reason}); it will be tried again");
+        }
+        CreateAnswer::Bulk(Outcome::Uncertain { reason })
+        | CreateAnswer::Single(Outcome::Uncertain { reason }) => {
+            tracing::error!(manifest = %name, items = indices.len(), "the answer of a create request was lost ({reason}): its items end as unknown and are not resent");
+        }
+        // Logged where it was found.
+        CreateAnswer::Unsendable { .. } => {}
+    }
+}
+
+/// The tent name a single create asked for (the item's `name`, or the defaults').
+fn requested_tent_name(manifest: &ManifestRecord, items: &[ItemRecord]) -> Option<String> {
+    items.first().and_then(|item| {
+        serde_json::from_str::<Value>(&item.given)
+            .ok()
+            .and_then(|g| g.get("name").and_then(Value::as_str).map(str::to_string))
+            .or_else(|| {
+                top_fields(manifest)
+                    .get("defaults")
+                    .and_then(|d| d.get("name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+    })
 }
 
 /// Pauses a manifest's remaining chunks when too many of its answered items went wrong.
