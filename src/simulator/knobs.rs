@@ -7,6 +7,10 @@
 //! `--taken-alias`, `--idle-tent`) replaces the file's list; `--fault` flags are applied
 //! one by one on top of the file's `[sim.faults.*]` tables, so each overrides only the
 //! rate it names. `examples/sim.toml` lists every key.
+//!
+//! How: the file and the flags each become a checked [`Layer`] (every knob an `Option`,
+//! errors naming the file and key or the flag), the flags' layer goes over the file's,
+//! and [`Layer::into_config`] fills what neither set from `SimConfig::default()`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,9 @@ use crate::simulator::{EndpointFaults, FaultRates, SimConfig, SimError};
 
 /// Where the simulator listens unless told otherwise.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+/// A duration range: minimum, maximum.
+type Range = (Duration, Duration);
 
 /// `tented-bulkd sim [--config FILE] [--listen ADDR] [--api-key KEY] [--template ID]... [knobs]`
 ///
@@ -88,123 +95,169 @@ impl SimArgs {
     /// `--config` file when one is given.
     pub fn into_config(self) -> Result<(String, SimConfig), SimError> {
         let file = match &self.config {
-            Some(path) => Some(SimFile::load(path)?),
-            None => None,
+            Some(path) => SimFile::load(path)?,
+            None => SimFile::default(),
         };
-        self.merge(file.unwrap_or_default())
+        self.merge(file)
     }
 
-    /// Built-in defaults, then the file, then the flags given.
+    /// Built-in defaults, then the file, then the flags given. The file is checked
+    /// first and whole, so its errors come before the flags' ones.
     fn merge(self, file: SimFile) -> Result<(String, SimConfig), SimError> {
-        let SimFile { origin, sim } = file;
-        let key = |name: &str| format!("{origin}: [sim] {name}");
-        let mut config = SimConfig::default();
+        let file = file.layer()?;
+        let flags = self.layer()?;
+        Ok(file.under(flags).into_config())
+    }
 
-        // The file.
-        let mut listen = sim.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        if let Some(api_key) = sim.api_key {
-            config.api_key = api_key;
+    /// The knobs the flags set, checked and named by flag. The flags are first written
+    /// as a `[sim]` section (same keys); a repeatable flag counts only when given, and
+    /// `--no-retry-after` wins over `--retry-after-secs`.
+    fn layer(self) -> Result<Layer, KnobError> {
+        let given = |list: Vec<String>| (!list.is_empty()).then_some(list);
+        let retry_after = if self.no_retry_after {
+            Some(RetryAfter::Off)
+        } else {
+            self.retry_after_secs.map(RetryAfter::Seconds)
+        };
+        let flags = SimSection {
+            listen: self.listen,
+            api_key: self.api_key,
+            templates: given(self.templates),
+            latency: self.latency,
+            queue_time: self.queue_time,
+            generation_time: self.generation_time,
+            publish_time: self.publish_time,
+            failure_rate: self.failure_rate,
+            publish_failure_rate: self.publish_failure_rate,
+            taken_aliases: given(self.taken_aliases),
+            idle_tents: given(self.idle_tents),
+            retry_after_secs: retry_after,
+            credits: self.credits,
+            seed: self.seed,
+            faults: FaultSections::default(),
+        };
+        let mut layer = flags.layer(|key| format!("--{}", key.replace('_', "-")))?;
+        layer.faults = self
+            .faults
+            .iter()
+            .map(|spec| parse_fault(spec))
+            .collect::<Result<_, _>>()?;
+        Ok(layer)
+    }
+}
+
+/// Why a knob is refused. Every message names where the value came from: the file (and
+/// its key) or the flag. The causes are written into the message rather than kept as
+/// `source`s, since the message becomes the text of `SimError::InvalidConfig`.
+#[derive(Debug, thiserror::Error)]
+enum KnobError {
+    #[error("cannot read {origin}: {error}")]
+    Read {
+        origin: String,
+        error: std::io::Error,
+    },
+    #[error("{origin}: {}", .error.to_string().trim_end())]
+    Toml {
+        origin: String,
+        error: toml::de::Error,
+    },
+    #[error("{key} {text:?}: {error}")]
+    Duration {
+        key: String,
+        text: String,
+        error: humantime::DurationError,
+    },
+    #[error("{key} {text:?}: the minimum is above the maximum")]
+    ReversedRange { key: String, text: String },
+    #[error("{key} {rate}: a rate is between 0 and 1")]
+    Rate { key: String, rate: f64 },
+    #[error("--fault {spec:?}: {why}")]
+    Fault { spec: String, why: &'static str },
+}
+
+/// The simulator's error keeps its shape: the message is the setting refused.
+impl From<KnobError> for SimError {
+    fn from(error: KnobError) -> Self {
+        SimError::InvalidConfig(error.to_string())
+    }
+}
+
+/// One source of knobs, already checked: a knob left `None` is left to the source below.
+#[derive(Debug, Default)]
+struct Layer {
+    listen: Option<String>,
+    api_key: Option<String>,
+    templates: Option<Vec<String>>,
+    latency: Option<Range>,
+    queue_time: Option<Range>,
+    generation_time: Option<Range>,
+    publish_time: Option<Range>,
+    failure_rate: Option<f64>,
+    publish_failure_rate: Option<f64>,
+    taken_aliases: Option<Vec<String>>,
+    idle_tents: Option<Vec<String>>,
+    retry_after: Option<RetryAfter>,
+    credits: Option<u64>,
+    seed: Option<u64>,
+    /// Fault settings, applied in order on top of the ones below.
+    faults: Vec<FaultEdit>,
+}
+
+impl Layer {
+    /// This layer with `top` over it: each knob `top` sets wins, and its fault settings
+    /// apply after these.
+    fn under(self, top: Layer) -> Layer {
+        Layer {
+            listen: top.listen.or(self.listen),
+            api_key: top.api_key.or(self.api_key),
+            templates: top.templates.or(self.templates),
+            latency: top.latency.or(self.latency),
+            queue_time: top.queue_time.or(self.queue_time),
+            generation_time: top.generation_time.or(self.generation_time),
+            publish_time: top.publish_time.or(self.publish_time),
+            failure_rate: top.failure_rate.or(self.failure_rate),
+            publish_failure_rate: top.publish_failure_rate.or(self.publish_failure_rate),
+            taken_aliases: top.taken_aliases.or(self.taken_aliases),
+            idle_tents: top.idle_tents.or(self.idle_tents),
+            retry_after: top.retry_after.or(self.retry_after),
+            credits: top.credits.or(self.credits),
+            seed: top.seed.or(self.seed),
+            faults: self.faults.into_iter().chain(top.faults).collect(),
         }
-        if let Some(templates) = sim.templates {
-            config.templates = templates;
-        }
-        let ranges = [
-            (&sim.latency, "latency", &mut config.latency),
-            (&sim.queue_time, "queue_time", &mut config.queue_time),
-            (
-                &sim.generation_time,
-                "generation_time",
-                &mut config.generation_time,
-            ),
-            (&sim.publish_time, "publish_time", &mut config.publish_time),
-        ];
-        for (text, name, target) in ranges {
-            if let Some(text) = text {
-                *target = parse_range(&key(name), text)?;
+    }
+
+    /// The listen address and the configuration, with the built-in default for every
+    /// knob no layer sets.
+    fn into_config(self) -> (String, SimConfig) {
+        let default = SimConfig::default();
+        let mut errors = default.errors;
+        for (endpoint, table) in &self.faults {
+            for rates in endpoint.rates(&mut errors) {
+                table.apply(rates);
             }
         }
-        if let Some(rate) = sim.failure_rate {
-            config.failure_rate = check_rate(&key("failure_rate"), rate)?;
-        }
-        if let Some(rate) = sim.publish_failure_rate {
-            config.publish_failure_rate = check_rate(&key("publish_failure_rate"), rate)?;
-        }
-        if let Some(aliases) = sim.taken_aliases {
-            config.taken_aliases = aliases;
-        }
-        if let Some(tents) = sim.idle_tents {
-            config.idle_tents = tents;
-        }
-        match sim.retry_after_secs {
-            Some(RetryAfter::Seconds(secs)) => config.retry_after_secs = Some(secs),
-            Some(RetryAfter::Off) => config.retry_after_secs = None,
-            None => {}
-        }
-        if sim.credits.is_some() {
-            config.credits = sim.credits;
-        }
-        if sim.seed.is_some() {
-            config.seed = sim.seed;
-        }
-        sim.faults.apply(&origin, &mut config.errors)?;
-
-        // The flags given on the command line.
-        if let Some(addr) = self.listen {
-            listen = addr;
-        }
-        if let Some(api_key) = self.api_key {
-            config.api_key = api_key;
-        }
-        if !self.templates.is_empty() {
-            config.templates = self.templates;
-        }
-        let ranges = [
-            (&self.latency, "--latency", &mut config.latency),
-            (&self.queue_time, "--queue-time", &mut config.queue_time),
-            (
-                &self.generation_time,
-                "--generation-time",
-                &mut config.generation_time,
-            ),
-            (
-                &self.publish_time,
-                "--publish-time",
-                &mut config.publish_time,
-            ),
-        ];
-        for (text, flag, target) in ranges {
-            if let Some(text) = text {
-                *target = parse_range(flag, text)?;
-            }
-        }
-        if let Some(rate) = self.failure_rate {
-            config.failure_rate = check_rate("--failure-rate", rate)?;
-        }
-        if let Some(rate) = self.publish_failure_rate {
-            config.publish_failure_rate = check_rate("--publish-failure-rate", rate)?;
-        }
-        if !self.taken_aliases.is_empty() {
-            config.taken_aliases = self.taken_aliases;
-        }
-        if !self.idle_tents.is_empty() {
-            config.idle_tents = self.idle_tents;
-        }
-        if let Some(secs) = self.retry_after_secs {
-            config.retry_after_secs = Some(secs);
-        }
-        if self.no_retry_after {
-            config.retry_after_secs = None;
-        }
-        if self.credits.is_some() {
-            config.credits = self.credits;
-        }
-        if self.seed.is_some() {
-            config.seed = self.seed;
-        }
-        for spec in &self.faults {
-            apply_fault(&mut config.errors, spec)?;
-        }
-        Ok((listen, config))
+        let config = SimConfig {
+            api_key: self.api_key.unwrap_or(default.api_key),
+            templates: self.templates.unwrap_or(default.templates),
+            latency: self.latency.unwrap_or(default.latency),
+            queue_time: self.queue_time.unwrap_or(default.queue_time),
+            generation_time: self.generation_time.unwrap_or(default.generation_time),
+            publish_time: self.publish_time.unwrap_or(default.publish_time),
+            failure_rate: self.failure_rate.unwrap_or(default.failure_rate),
+            publish_failure_rate: self
+                .publish_failure_rate
+                .unwrap_or(default.publish_failure_rate),
+            taken_aliases: self.taken_aliases.unwrap_or(default.taken_aliases),
+            idle_tents: self.idle_tents.unwrap_or(default.idle_tents),
+            errors,
+            retry_after_secs: self
+                .retry_after
+                .map_or(default.retry_after_secs, RetryAfter::secs),
+            credits: self.credits.or(default.credits),
+            seed: self.seed.or(default.seed),
+        };
+        let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        (listen, config)
     }
 }
 
@@ -216,22 +269,34 @@ struct SimFile {
 }
 
 impl SimFile {
-    fn load(path: &Path) -> Result<SimFile, SimError> {
+    fn load(path: &Path) -> Result<SimFile, KnobError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SimError::InvalidConfig(format!("cannot read {origin}: {e}")))?;
-        SimFile::parse(&origin, &text)
+        match std::fs::read_to_string(path) {
+            Ok(text) => SimFile::parse(&origin, &text),
+            Err(error) => Err(KnobError::Read { origin, error }),
+        }
     }
 
     /// Parses the TOML text; unknown sections and keys are refused by name.
-    fn parse(origin: &str, text: &str) -> Result<SimFile, SimError> {
-        let file: FileRoot = toml::from_str(text).map_err(|e| {
-            SimError::InvalidConfig(format!("{origin}: {}", e.to_string().trim_end()))
+    fn parse(origin: &str, text: &str) -> Result<SimFile, KnobError> {
+        let file: FileRoot = toml::from_str(text).map_err(|error| KnobError::Toml {
+            origin: origin.to_owned(),
+            error,
         })?;
         Ok(SimFile {
             origin: origin.to_owned(),
             sim: file.sim,
         })
+    }
+
+    /// The knobs the file sets, checked and named "FILE: [sim] KEY" (the fault tables
+    /// after the other keys).
+    fn layer(self) -> Result<Layer, KnobError> {
+        let SimFile { origin, mut sim } = self;
+        let tables = std::mem::take(&mut sim.faults);
+        let mut layer = sim.layer(|key| format!("{origin}: [sim] {key}"))?;
+        layer.faults = tables.edits(&origin)?;
+        Ok(layer)
     }
 }
 
@@ -266,11 +331,51 @@ struct SimSection {
     faults: FaultSections,
 }
 
-/// `retry_after_secs` in the file: a number of seconds, or `false`.
+impl SimSection {
+    /// These knobs as a layer: durations parsed, rates checked, `name(key)` naming a
+    /// value in errors. The fault tables are left to the caller.
+    fn layer(self, name: impl Fn(&str) -> String) -> Result<Layer, KnobError> {
+        let range = |key: &str, text: Option<String>| {
+            text.map(|text| parse_range(&name(key), &text)).transpose()
+        };
+        let rate = |key: &str, rate: Option<f64>| {
+            rate.map(|rate| check_rate(&name(key), rate)).transpose()
+        };
+        Ok(Layer {
+            latency: range("latency", self.latency)?,
+            queue_time: range("queue_time", self.queue_time)?,
+            generation_time: range("generation_time", self.generation_time)?,
+            publish_time: range("publish_time", self.publish_time)?,
+            failure_rate: rate("failure_rate", self.failure_rate)?,
+            publish_failure_rate: rate("publish_failure_rate", self.publish_failure_rate)?,
+            listen: self.listen,
+            api_key: self.api_key,
+            templates: self.templates,
+            taken_aliases: self.taken_aliases,
+            idle_tents: self.idle_tents,
+            retry_after: self.retry_after_secs,
+            credits: self.credits,
+            seed: self.seed,
+            faults: Vec::new(),
+        })
+    }
+}
+
+/// `retry_after_secs`: a number of seconds, or `false` (or `--no-retry-after`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum RetryAfter {
     Seconds(u64),
     Off,
+}
+
+impl RetryAfter {
+    /// The `Retry-After` header to send, if any.
+    fn secs(self) -> Option<u64> {
+        match self {
+            RetryAfter::Seconds(secs) => Some(secs),
+            RetryAfter::Off => None,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for RetryAfter {
@@ -301,6 +406,53 @@ impl<'de> Deserialize<'de> for RetryAfter {
     }
 }
 
+/// One fault setting: a table of rates applied to the endpoint(s) named. A `--fault`
+/// flag is a table with a single key.
+type FaultEdit = (Endpoint, FaultTable);
+
+/// The endpoints a fault setting can name; `All` is every one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    All,
+    BulkCreate,
+    BulkStatus,
+    Create,
+    Edit,
+    TentStatus,
+}
+
+impl Endpoint {
+    fn from_name(name: &str) -> Option<Endpoint> {
+        Some(match name {
+            "all" => Endpoint::All,
+            "bulk_create" => Endpoint::BulkCreate,
+            "bulk_status" => Endpoint::BulkStatus,
+            "create" => Endpoint::Create,
+            "edit" => Endpoint::Edit,
+            "tent_status" => Endpoint::TentStatus,
+            _ => return None,
+        })
+    }
+
+    /// The fault rates this endpoint designates.
+    fn rates(self, faults: &mut EndpointFaults) -> Vec<&mut FaultRates> {
+        match self {
+            Endpoint::All => vec![
+                &mut faults.bulk_create,
+                &mut faults.bulk_status,
+                &mut faults.create,
+                &mut faults.edit,
+                &mut faults.tent_status,
+            ],
+            Endpoint::BulkCreate => vec![&mut faults.bulk_create],
+            Endpoint::BulkStatus => vec![&mut faults.bulk_status],
+            Endpoint::Create => vec![&mut faults.create],
+            Endpoint::Edit => vec![&mut faults.edit],
+            Endpoint::TentStatus => vec![&mut faults.tent_status],
+        }
+    }
+}
+
 /// `[sim.faults.ENDPOINT]` tables; `all` applies first, then each endpoint's own.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,36 +466,28 @@ struct FaultSections {
 }
 
 impl FaultSections {
-    fn apply(&self, origin: &str, faults: &mut EndpointFaults) -> Result<(), SimError> {
+    /// The tables given, in the order they apply, each rate checked and named
+    /// "FILE: [sim.faults.ENDPOINT] KEY".
+    fn edits(self, origin: &str) -> Result<Vec<FaultEdit>, KnobError> {
         let tables = [
-            ("all", &self.all),
-            ("bulk_create", &self.bulk_create),
-            ("bulk_status", &self.bulk_status),
-            ("create", &self.create),
-            ("edit", &self.edit),
-            ("tent_status", &self.tent_status),
+            ("all", Endpoint::All, self.all),
+            ("bulk_create", Endpoint::BulkCreate, self.bulk_create),
+            ("bulk_status", Endpoint::BulkStatus, self.bulk_status),
+            ("create", Endpoint::Create, self.create),
+            ("edit", Endpoint::Edit, self.edit),
+            ("tent_status", Endpoint::TentStatus, self.tent_status),
         ];
-        for (endpoint, table) in tables {
+        let mut edits = Vec::new();
+        for (name, endpoint, table) in tables {
             let Some(table) = table else { continue };
-            let key = |name: &str| format!("{origin}: [sim.faults.{endpoint}] {name}");
-            let rates = [
-                (table.rate_429, "rate_429"),
-                (table.rate_500, "rate_500"),
-                (table.rate_503, "rate_503"),
-                (table.drop_before, "drop_before"),
-                (table.drop_after, "drop_after"),
-                (table.hang, "hang"),
-            ];
-            for (rate, name) in rates {
+            for (key, rate) in table.rates() {
                 if let Some(rate) = rate {
-                    check_rate(&key(name), rate)?;
+                    check_rate(&format!("{origin}: [sim.faults.{name}] {key}"), rate)?;
                 }
             }
-            for target in endpoint_rates(faults, endpoint).into_iter().flatten() {
-                table.apply(target);
-            }
+            edits.push((endpoint, table));
         }
-        Ok(())
+        Ok(edits)
     }
 }
 
@@ -361,6 +505,31 @@ struct FaultTable {
 }
 
 impl FaultTable {
+    /// The rates, by key.
+    fn rates(&self) -> [(&'static str, Option<f64>); 6] {
+        [
+            ("rate_429", self.rate_429),
+            ("rate_500", self.rate_500),
+            ("rate_503", self.rate_503),
+            ("drop_before", self.drop_before),
+            ("drop_after", self.drop_after),
+            ("hang", self.hang),
+        ]
+    }
+
+    /// The rate a `--fault` KIND names.
+    fn rate_mut(&mut self, kind: &str) -> Option<&mut Option<f64>> {
+        Some(match kind {
+            "429" => &mut self.rate_429,
+            "500" => &mut self.rate_500,
+            "503" => &mut self.rate_503,
+            "drop_before" => &mut self.drop_before,
+            "drop_after" => &mut self.drop_after,
+            "hang" => &mut self.hang,
+            _ => return None,
+        })
+    }
+
     /// Sets the fields this table names (already checked), leaving the others.
     fn apply(&self, rates: &mut FaultRates) {
         let fields = [
@@ -382,33 +551,14 @@ impl FaultTable {
     }
 }
 
-/// The fault rates an endpoint name designates (`all` is every endpoint).
-fn endpoint_rates<'a>(
-    faults: &'a mut EndpointFaults,
-    endpoint: &str,
-) -> Option<Vec<&'a mut FaultRates>> {
-    Some(match endpoint {
-        "all" => vec![
-            &mut faults.bulk_create,
-            &mut faults.bulk_status,
-            &mut faults.create,
-            &mut faults.edit,
-            &mut faults.tent_status,
-        ],
-        "bulk_create" => vec![&mut faults.bulk_create],
-        "bulk_status" => vec![&mut faults.bulk_status],
-        "create" => vec![&mut faults.create],
-        "edit" => vec![&mut faults.edit],
-        "tent_status" => vec![&mut faults.tent_status],
-        _ => return None,
-    })
-}
-
-/// Parses "500ms" (a fixed duration) or "1s..3s" (a range).
-pub fn parse_range(flag: &str, text: &str) -> Result<(Duration, Duration), SimError> {
+/// Parses "500ms" (a fixed duration) or "1s..3s" (a range); `key` names it in errors.
+fn parse_range(key: &str, text: &str) -> Result<Range, KnobError> {
     let parse = |s: &str| {
-        humantime::parse_duration(s.trim())
-            .map_err(|e| SimError::InvalidConfig(format!("{flag} {text:?}: {e}")))
+        humantime::parse_duration(s.trim()).map_err(|error| KnobError::Duration {
+            key: key.to_owned(),
+            text: text.to_owned(),
+            error,
+        })
     };
     let (lo, hi) = match text.split_once("..") {
         Some((lo, hi)) => (parse(lo)?, parse(hi)?),
@@ -418,60 +568,56 @@ pub fn parse_range(flag: &str, text: &str) -> Result<(Duration, Duration), SimEr
         }
     };
     if lo > hi {
-        return Err(SimError::InvalidConfig(format!(
-            "{flag} {text:?}: the minimum is above the maximum"
-        )));
+        return Err(KnobError::ReversedRange {
+            key: key.to_owned(),
+            text: text.to_owned(),
+        });
     }
     Ok((lo, hi))
 }
 
-fn check_rate(flag: &str, rate: f64) -> Result<f64, SimError> {
+fn check_rate(key: &str, rate: f64) -> Result<f64, KnobError> {
     if (0.0..=1.0).contains(&rate) {
         Ok(rate)
     } else {
-        Err(SimError::InvalidConfig(format!(
-            "{flag} {rate}: a rate is between 0 and 1"
-        )))
+        Err(KnobError::Rate {
+            key: key.to_owned(),
+            rate,
+        })
     }
 }
 
-fn apply_fault(faults: &mut EndpointFaults, spec: &str) -> Result<(), SimError> {
-    let invalid = |why: &str| SimError::InvalidConfig(format!("--fault {spec:?}: {why}"));
+/// A `--fault ENDPOINT.KIND=VALUE` flag, as the one-key fault table it amounts to.
+fn parse_fault(spec: &str) -> Result<FaultEdit, KnobError> {
+    let invalid = |why| KnobError::Fault {
+        spec: spec.to_owned(),
+        why,
+    };
     let (target, value) = spec
         .split_once('=')
         .ok_or_else(|| invalid("expected ENDPOINT.KIND=VALUE"))?;
     let (endpoint, kind) = target
         .split_once('.')
         .ok_or_else(|| invalid("expected ENDPOINT.KIND=VALUE"))?;
-    let targets = endpoint_rates(faults, endpoint).ok_or_else(|| invalid("unknown endpoint"))?;
+    let endpoint = Endpoint::from_name(endpoint).ok_or_else(|| invalid("unknown endpoint"))?;
+    let mut table = FaultTable::default();
     if kind == "retry_after_429" {
-        let secs: u64 = value
+        let secs = value
             .trim()
             .parse()
             .map_err(|_| invalid("retry_after_429 takes whole seconds"))?;
-        for rates in targets {
-            rates.retry_after_429 = Some(secs);
-        }
-        return Ok(());
+        table.retry_after_429 = Some(secs);
+    } else {
+        let rate = value
+            .trim()
+            .parse()
+            .map_err(|_| invalid("the rate is not a number"))?;
+        let rate = check_rate("--fault", rate)?;
+        *table
+            .rate_mut(kind)
+            .ok_or_else(|| invalid("unknown fault kind"))? = Some(rate);
     }
-    let rate: f64 = value
-        .trim()
-        .parse()
-        .map_err(|_| invalid("the rate is not a number"))?;
-    let rate = check_rate("--fault", rate)?;
-    for rates in targets {
-        let field = match kind {
-            "429" => &mut rates.rate_429,
-            "500" => &mut rates.rate_500,
-            "503" => &mut rates.rate_503,
-            "drop_before" => &mut rates.drop_before_rate,
-            "drop_after" => &mut rates.drop_after_rate,
-            "hang" => &mut rates.hang_rate,
-            _ => return Err(invalid("unknown fault kind")),
-        };
-        *field = rate;
-    }
-    Ok(())
+    Ok((endpoint, table))
 }
 
 #[cfg(test)]
@@ -806,5 +952,151 @@ mod tests {
         };
         let message = error_of(missing.into_config());
         assert!(message.contains("/nonexistent/sim.toml"), "{message}");
+    }
+
+    #[test]
+    fn every_flag_overrides_its_file_key() {
+        let (listen, config) = with_file(
+            &[
+                "--listen",
+                "127.0.0.1:1",
+                "--latency",
+                "1ms",
+                "--generation-time",
+                "2ms..3ms",
+                "--publish-time",
+                "4ms",
+                "--publish-failure-rate",
+                "0.125",
+                "--taken-alias",
+                "a1",
+                "--taken-alias",
+                "a2",
+                "--idle-tent",
+                "0c9d3a51-7a8e-4a44-9d2e-6a4b3f0f2b11",
+                "--retry-after-secs",
+                "8",
+                "--seed",
+                "77",
+            ],
+            FULL_FILE,
+        )
+        .unwrap();
+        assert_eq!(listen, "127.0.0.1:1");
+        let ms = Duration::from_millis;
+        assert_eq!(config.latency, (ms(1), ms(1)));
+        assert_eq!(config.generation_time, (ms(2), ms(3)));
+        assert_eq!(config.publish_time, (ms(4), ms(4)));
+        assert_eq!(config.publish_failure_rate, 0.125);
+        // A repeatable flag given replaces the file's whole list.
+        assert_eq!(config.taken_aliases, vec!["a1", "a2"]);
+        assert_eq!(
+            config.idle_tents,
+            vec!["0c9d3a51-7a8e-4a44-9d2e-6a4b3f0f2b11"]
+        );
+        assert_eq!(config.retry_after_secs, Some(8));
+        assert_eq!(config.seed, Some(77));
+        // The rest still comes from the file.
+        assert_eq!(config.api_key, "file-key");
+        assert_eq!(config.templates, vec!["tpl_a", "tpl_b"]);
+        assert_eq!(
+            config.queue_time,
+            (Duration::from_secs(2), Duration::from_secs(2))
+        );
+        assert_eq!(config.failure_rate, 0.25);
+        assert_eq!(config.credits, Some(40));
+    }
+
+    #[test]
+    fn no_retry_after_wins_over_retry_after_secs() {
+        let args = ["--retry-after-secs", "4", "--no-retry-after"];
+        let (_, config) = parse_args(&args).into_config().unwrap();
+        assert_eq!(config.retry_after_secs, None);
+        let (_, config) = with_file(&args, FULL_FILE).unwrap();
+        assert_eq!(config.retry_after_secs, None);
+        // Neither flag given: the file's value stands.
+        let (_, config) = with_file(&["--seed", "1"], FULL_FILE).unwrap();
+        assert_eq!(config.retry_after_secs, Some(3));
+    }
+
+    #[test]
+    fn fault_flags_apply_in_order_over_the_file() {
+        let text = "[sim.faults.all]\nrate_503 = 0.1\nretry_after_429 = 1\n\
+                    [sim.faults.bulk_create]\nrate_503 = 0.2\ndrop_after = 0.05\n";
+        // A later `all` flag overrides the file's endpoint table and an earlier flag.
+        let (_, config) = with_file(
+            &["--fault", "bulk_create.503=0.3", "--fault", "all.503=0.4"],
+            text,
+        )
+        .unwrap();
+        let e = &config.errors;
+        for rates in [
+            &e.bulk_create,
+            &e.bulk_status,
+            &e.create,
+            &e.edit,
+            &e.tent_status,
+        ] {
+            assert_eq!(rates.rate_503, 0.4);
+            assert_eq!(rates.retry_after_429, Some(1));
+        }
+        assert_eq!(e.bulk_create.drop_after_rate, 0.05);
+        // The other way round, the endpoint's flag wins over the earlier `all` one.
+        let (_, config) = with_file(
+            &[
+                "--fault",
+                "all.503=0.4",
+                "--fault",
+                "bulk_create.503=0.3",
+                "--fault",
+                "edit.retry_after_429=9",
+            ],
+            text,
+        )
+        .unwrap();
+        let e = &config.errors;
+        assert_eq!(e.bulk_create.rate_503, 0.3);
+        assert_eq!(e.create.rate_503, 0.4);
+        assert_eq!(e.edit.retry_after_429, Some(9));
+        assert_eq!(e.create.retry_after_429, Some(1), "only the endpoint named");
+        // The same flag twice: the last one counts.
+        let (_, config) = with_file(
+            &["--fault", "edit.hang=0.5", "--fault", "edit.hang=0.25"],
+            "",
+        )
+        .unwrap();
+        assert_eq!(config.errors.edit.hang_rate, 0.25);
+    }
+
+    #[test]
+    fn the_file_is_checked_whole_before_the_flags() {
+        // A bad key in the file is refused even where a flag would override it.
+        let message = error_of(with_file(
+            &["--latency", "1ms"],
+            "[sim]\nlatency = \"slow\"\n",
+        ));
+        assert!(message.contains("sim.toml: [sim] latency"), "{message}");
+        let message = error_of(with_file(
+            &["--fault", "edit.hang=0"],
+            "[sim.faults.edit]\nhang = 2.0\n",
+        ));
+        assert!(message.contains("[sim.faults.edit] hang"), "{message}");
+        // Both bad: the file's error is the one reported.
+        let message = error_of(with_file(
+            &["--latency", "fast"],
+            "[sim]\nlatency = \"slow\"\n",
+        ));
+        assert!(message.contains("sim.toml: [sim] latency"), "{message}");
+        // With a good file, a bad flag is named by the flag, not the file's key.
+        for (args, name) in [
+            (["--latency", "fast"], "--latency \"fast\""),
+            (["--queue-time", "3s..1s"], "--queue-time \"3s..1s\""),
+            (["--publish-failure-rate", "2"], "--publish-failure-rate 2"),
+            (["--fault", "all.503=5"], "--fault 5"),
+        ] {
+            let message = error_of(with_file(&args, FULL_FILE));
+            assert!(message.contains(name), "{name}: {message}");
+            assert!(!message.contains("sim.toml"), "{message}");
+        }
     }
 }
