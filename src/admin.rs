@@ -122,19 +122,10 @@ async fn status(State(ctx): State<Arc<Context>>) -> Json<StatusReport> {
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP tented_bulkd_api_calls_total Calls to the Tented API by endpoint and answer."
-    );
-    let _ = writeln!(out, "# TYPE tented_bulkd_api_calls_total counter");
-    for (endpoint, label, n) in ctx.client.call_counts() {
-        let _ = writeln!(
-            out,
-            "tented_bulkd_api_calls_total{{endpoint=\"{}\",status=\"{}\"}} {n}",
-            endpoint.as_str(),
-            label
-        );
-    }
+    let calls = ctx.client.call_counts().into_iter().map(|(endpoint, label, n)| {
+        (format!("{{endpoint=\"{}\",status=\"{label}\"}}", endpoint.as_str()), n.to_string())
+    });
+    family(&mut out, "api_calls_total", "counter", "Calls to the Tented API by endpoint and answer.", calls);
     let mut by_state = [0u64; 11];
     let mut manifests_by_state: std::collections::BTreeMap<String, u64> = Default::default();
     for id in ctx.active_ids() {
@@ -147,62 +138,37 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
                 .or_insert(0) += 1;
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP tented_bulkd_items Items of unfinished manifests by state."
-    );
-    let _ = writeln!(out, "# TYPE tented_bulkd_items gauge");
-    for (slot, state) in ItemState::ALL.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "tented_bulkd_items{{state=\"{}\"}} {}",
-            state.as_str(),
-            by_state[slot]
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tented_bulkd_manifests Unfinished manifests by state."
-    );
-    let _ = writeln!(out, "# TYPE tented_bulkd_manifests gauge");
-    for state in ["active", "paused", "credit_wait", "canceled", "finished"] {
-        let _ = writeln!(
-            out,
-            "tented_bulkd_manifests{{state=\"{state}\"}} {}",
-            manifests_by_state.get(state).copied().unwrap_or(0)
-        );
-    }
+    let items = ItemState::ALL.iter().enumerate().map(|(slot, state)| {
+        (format!("{{state=\"{}\"}}", state.as_str()), by_state[slot].to_string())
+    });
+    family(&mut out, "items", "gauge", "Items of unfinished manifests by state.", items);
+    let manifests = ["active", "paused", "credit_wait", "canceled", "finished"].map(|state| {
+        let n = manifests_by_state.get(state).copied().unwrap_or(0);
+        (format!("{{state=\"{state}\"}}"), n.to_string())
+    });
+    family(&mut out, "manifests", "gauge", "Unfinished manifests by state.", manifests);
     let (delayed, waited) = ctx.client.budget().delays();
-    let _ = writeln!(
-        out,
-        "# HELP tented_bulkd_budget_delayed_calls_total Calls that waited for the request budget."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE tented_bulkd_budget_delayed_calls_total counter"
-    );
-    let _ = writeln!(out, "tented_bulkd_budget_delayed_calls_total {delayed}");
-    let _ = writeln!(
-        out,
-        "# HELP tented_bulkd_poll_delay_seconds_total Time calls waited for the request budget."
-    );
-    let _ = writeln!(out, "# TYPE tented_bulkd_poll_delay_seconds_total counter");
-    let _ = writeln!(
-        out,
-        "tented_bulkd_poll_delay_seconds_total {:.3}",
-        waited.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP tented_bulkd_auth_paused 1 while a 401 pauses every call."
-    );
-    let _ = writeln!(out, "# TYPE tented_bulkd_auth_paused gauge");
-    let _ = writeln!(
-        out,
-        "tented_bulkd_auth_paused {}",
-        u8::from(ctx.client.auth_paused())
-    );
+    let one = |value: String| [(String::new(), value)];
+    family(&mut out, "budget_delayed_calls_total", "counter", "Calls that waited for the request budget.", one(delayed.to_string()));
+    family(&mut out, "poll_delay_seconds_total", "counter", "Time calls waited for the request budget.", one(format!("{:.3}", waited.as_secs_f64())));
+    family(&mut out, "auth_paused", "gauge", "1 while a 401 pauses every call.", one(u8::from(ctx.client.auth_paused()).to_string()));
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Writes one metric family in the Prometheus text format: HELP, TYPE, then a line per
+/// (labels, value).
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (String, String)>,
+) {
+    let _ = writeln!(out, "# HELP tented_bulkd_{name} {help}");
+    let _ = writeln!(out, "# TYPE tented_bulkd_{name} {kind}");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "tented_bulkd_{name}{labels} {value}");
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug)]

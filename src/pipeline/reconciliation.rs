@@ -243,6 +243,63 @@ fn fail_vanished(txn: &mut Txn<'_>, job: &JobRecord, what: &str) -> Result<(), S
     Ok(())
 }
 
+/// Applies a bulk job's answer to the items it carried (those a later request did not
+/// take over).
+fn apply_bulk_answer(
+    txn: &mut Txn<'_>,
+    job: &mut JobRecord,
+    body: &BulkJobStatus,
+    manifest: &crate::store::ManifestRecord,
+) -> Result<(), StoreError> {
+    job.status = Some(body.status.clone());
+    let auto_publish = body.auto_publish.unwrap_or_else(|| {
+        txn.item(job.item_indices.first().copied().unwrap_or(0))
+            .map(|i| wants_publication(manifest, &i))
+            .unwrap_or(false)
+    });
+    for job_item in &body.items {
+        let Some(&index) = job.item_indices.get(job_item.index as usize) else {
+            continue;
+        };
+        let item = txn.item(index)?;
+        if item.job_seq != Some(job.seq) {
+            // Sent again by a later request (after a credit refusal): not ours.
+            continue;
+        }
+        if let Some(event) = bulk_item_event(&item, job_item, auto_publish) {
+            txn.apply(index, event)?;
+        }
+    }
+    Ok(())
+}
+
+/// The job's items that wait for publication details (index, tent id), and whether any
+/// of its items is unfinished.
+fn still_unfinished(
+    txn: &Txn<'_>,
+    job: &JobRecord,
+) -> Result<(Vec<(u32, String)>, bool), StoreError> {
+    let mut needs = Vec::new();
+    let mut unfinished = false;
+    for index in &job.item_indices {
+        let item = txn.item(*index)?;
+        if item.job_seq != Some(job.seq) {
+            continue;
+        }
+        match item.state() {
+            ItemState::AwaitingDetails => {
+                unfinished = true;
+                if let Some(tent_id) = item.tent_id.clone() {
+                    needs.push((*index, tent_id));
+                }
+            }
+            s if !s.is_final() => unfinished = true,
+            _ => {}
+        }
+    }
+    Ok((needs, unfinished))
+}
+
 /// Records the answer to `GET /v1/bulk-jobs/{id}`, then fetches details it calls for.
 pub async fn record_bulk_poll(
     ctx: &Context,
@@ -264,48 +321,13 @@ pub async fn record_bulk_poll(
         let what = format!("bulk job {bulk_job_id}");
         match note_poll_answer(&mut job, outcome, now, &manifest.name, &what) {
             PollAnswer::Usable(body) => {
-                job.status = Some(body.status.clone());
-                let auto_publish = body.auto_publish.unwrap_or_else(|| {
-                    txn.item(job.item_indices.first().copied().unwrap_or(0))
-                        .map(|i| wants_publication(&manifest, &i))
-                        .unwrap_or(false)
-                });
-                for job_item in &body.items {
-                    let Some(&index) = job.item_indices.get(job_item.index as usize) else {
-                        continue;
-                    };
-                    let item = txn.item(index)?;
-                    if item.job_seq != Some(key.seq) {
-                        // Sent again by a later request (after a credit refusal): not ours.
-                        continue;
-                    }
-                    if let Some(event) = bulk_item_event(&item, job_item, auto_publish) {
-                        txn.apply(index, event)?;
-                    }
-                }
+                apply_bulk_answer(&mut txn, &mut job, &body, &manifest)?;
                 tracing::debug!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, status = %body.status, "bulk job polled");
             }
             PollAnswer::VanishedTooLong => fail_vanished(&mut txn, &job, &what)?,
             PollAnswer::Wait => {}
         }
-        let mut needs = Vec::new();
-        let mut unfinished = false;
-        for index in &job.item_indices {
-            let item = txn.item(*index)?;
-            if item.job_seq != Some(key.seq) {
-                continue;
-            }
-            match item.state() {
-                ItemState::AwaitingDetails => {
-                    unfinished = true;
-                    if let Some(tent_id) = item.tent_id.clone() {
-                        needs.push((*index, tent_id));
-                    }
-                }
-                s if !s.is_final() => unfinished = true,
-                _ => {}
-            }
-        }
+        let (needs, unfinished) = still_unfinished(&txn, &job)?;
         details = needs;
         if !unfinished {
             job.apply(JobEvent::ItemsFinal)?;

@@ -317,26 +317,17 @@ impl ItemRecord {
                 self.note(CANCELED, "never sent: the operator canceled the manifest");
                 S::Canceled
             }
-            (S::Pending, E::MaxWait) => {
-                self.note(TIMED_OUT, "never sent before poll.max_wait (the manifest was paused)");
-                S::TimedOut
-            }
-            (S::CreditWait, E::MaxWait) => {
-                self.rejected_by = Some(RejectedBy::Api);
-                self.note(NO_CREDITS, "not enough credits to send this item before poll.max_wait");
-                S::Rejected
+            (from @ (S::Pending | S::CreditWait | S::Admitted | S::AwaitingDetails), E::MaxWait) => {
+                self.deadline_passed(from)
             }
             (S::Sending, E::NotAdmitted) => {
                 self.job_seq = None;
                 S::Pending
             }
             (S::Sending, E::Accepted { tent_id, tent_name, bulk_job_id, generation_id }) => {
-                self.tent_id = Some(tent_id);
-                self.tent_name = tent_name;
-                self.bulk_job_id = bulk_job_id;
-                self.generation_id = generation_id;
-                self.error_code = None;
-                self.message = None;
+                (self.tent_id, self.tent_name) = (Some(tent_id), tent_name);
+                (self.bulk_job_id, self.generation_id) = (bulk_job_id, generation_id);
+                (self.error_code, self.message) = (None, None);
                 S::Admitted
             }
             (S::Sending, E::RejectedByApi { error_code, message }) => {
@@ -359,13 +350,11 @@ impl ItemRecord {
                 S::Admitted
             }
             (S::Admitted, E::Generated { publication }) => {
-                self.generation_status = Some(GENERATION_COMPLETED.to_string());
-                self.publication = publication.or(self.publication.take());
+                self.generated(publication);
                 S::Completed
             }
             (S::Admitted, E::GeneratedNeedsDetails { publication }) => {
-                self.generation_status = Some(GENERATION_COMPLETED.to_string());
-                self.publication = Some(publication);
+                self.generated(Some(publication));
                 S::AwaitingDetails
             }
             (S::Admitted, E::GenerationFailed { message }) => {
@@ -377,30 +366,51 @@ impl ItemRecord {
                 self.note("NOT_FOUND", message);
                 S::Failed
             }
-            (S::Admitted, E::MaxWait) => {
-                let still = self.generation_status.as_deref().unwrap_or("unfinished");
-                let message = format!("still {still} at poll.max_wait");
-                self.note(TIMED_OUT, message);
-                S::TimedOut
-            }
             (S::AwaitingDetails, E::DetailsFetched { publication }) => {
-                self.generation_status = Some(GENERATION_COMPLETED.to_string());
-                self.publication = Some(publication);
+                self.generated(Some(publication));
                 S::Completed
             }
-            // The generation completed: only the publication's details are missing.
-            (S::AwaitingDetails, E::MaxWait) => S::Completed,
-            (from, _) => {
-                return Err(IllegalTransition {
-                    manifest_id: self.manifest_id,
-                    index: self.index,
-                    from,
-                    event: event_name,
-                })
-            }
+            (from, _) => return Err(self.illegal(from, event_name)),
         };
         self.state = next;
         Ok(())
+    }
+
+    /// `poll.max_wait` has passed: what it means depends on where the item stands.
+    fn deadline_passed(&mut self, from: ItemState) -> ItemState {
+        match from {
+            ItemState::Pending => {
+                self.note(TIMED_OUT, "never sent before poll.max_wait (the manifest was paused)");
+                ItemState::TimedOut
+            }
+            ItemState::CreditWait => {
+                self.rejected_by = Some(RejectedBy::Api);
+                self.note(NO_CREDITS, "not enough credits to send this item before poll.max_wait");
+                ItemState::Rejected
+            }
+            // The generation completed: only the publication's details are missing.
+            ItemState::AwaitingDetails => ItemState::Completed,
+            _ => {
+                let still = self.generation_status.as_deref().unwrap_or("unfinished");
+                self.note(TIMED_OUT, format!("still {still} at poll.max_wait"));
+                ItemState::TimedOut
+            }
+        }
+    }
+
+    /// The generation completed; a publication, when given, replaces the one known.
+    fn generated(&mut self, publication: Option<PublicationRecord>) {
+        self.generation_status = Some(GENERATION_COMPLETED.to_string());
+        self.publication = publication.or(self.publication.take());
+    }
+
+    fn illegal(&self, from: ItemState, event: &'static str) -> IllegalTransition {
+        IllegalTransition {
+            manifest_id: self.manifest_id,
+            index: self.index,
+            from,
+            event,
+        }
     }
 
     /// Records the error code and message the result file reports for this item.
@@ -532,12 +542,61 @@ mod tests {
                     }
                     None => {
                         assert!(result.is_err(), "{from:?} on {event:?} must be refused");
-                        assert_eq!(record.state, from, "a refused event changes nothing");
+                        assert_eq!(record, item(from), "a refused event changes nothing");
                     }
                 }
             }
         }
         assert_eq!(legal, 19);
+    }
+
+    #[test]
+    fn each_transition_records_what_the_result_file_reports() {
+        use ItemState as S;
+        let lost = || ItemEvent::AnswerLost { message: "lost".into() };
+        let no_credits = || ItemEvent::NoCredits { message: "none".into() };
+        let rejected = || ItemEvent::RejectedByApi { error_code: "INVALID_ITEM".into(), message: "bad".into() };
+        let failed = || ItemEvent::GenerationFailed { message: "boom".into() };
+        let vanished = || ItemEvent::JobVanished { message: "gone".into() };
+        // (from, event, error_code, rejected_by, the message contains)
+        let cases = [
+            (S::Pending, ItemEvent::Cancel, Some("CANCELED"), None, "canceled"),
+            (S::CreditWait, ItemEvent::Cancel, Some("CANCELED"), None, "canceled"),
+            (S::Pending, ItemEvent::MaxWait, Some("TIMED_OUT"), None, "never sent"),
+            (S::CreditWait, ItemEvent::MaxWait, Some("INSUFFICIENT_CREDITS"), Some(RejectedBy::Api), "credits"),
+            (S::Admitted, ItemEvent::MaxWait, Some("TIMED_OUT"), None, "still unfinished"),
+            (S::Sending, lost(), Some("ANSWER_LOST"), None, "lost"),
+            (S::Sending, no_credits(), Some("INSUFFICIENT_CREDITS"), None, "none"),
+            (S::Sending, rejected(), Some("INVALID_ITEM"), Some(RejectedBy::Api), "bad"),
+            (S::Admitted, failed(), Some("GENERATION_FAILED"), None, "boom"),
+            (S::Admitted, vanished(), Some("NOT_FOUND"), None, "gone"),
+        ];
+        for (from, event, code, rejected_by, says) in cases {
+            let mut record = item(from);
+            record.apply(event.clone()).expect("legal");
+            assert_eq!(record.error_code.as_deref(), code, "{from:?} on {event:?}");
+            assert_eq!(record.rejected_by, rejected_by, "{from:?} on {event:?}");
+            let message = record.message.unwrap_or_default();
+            assert!(message.contains(says), "{from:?} on {event:?}: {message}");
+        }
+        // Sending records the job; not being admitted forgets it; failing records the status.
+        let mut record = item(S::Pending);
+        record.apply(ItemEvent::SendIntent { job_seq: 4 }).expect("legal");
+        assert_eq!(record.job_seq, Some(4));
+        record.apply(ItemEvent::NotAdmitted).expect("legal");
+        assert_eq!(record.job_seq, None);
+        let mut record = item(S::Admitted);
+        record.apply(failed()).expect("legal");
+        assert_eq!(record.generation_status.as_deref(), Some("failed"));
+        // A generation that completes keeps a publication seen earlier when none is new.
+        let mut record = item(S::Admitted);
+        let seen = publication("pending");
+        record
+            .apply(ItemEvent::Progress { generation_status: "generating".into(), publication: Some(seen.clone()) })
+            .expect("legal");
+        record.apply(ItemEvent::Generated { publication: None }).expect("legal");
+        assert_eq!(record.generation_status.as_deref(), Some("completed"));
+        assert_eq!(record.publication, Some(seen));
     }
 
     #[test]
