@@ -96,3 +96,232 @@ impl ValidatedManifest {
         self.items.iter().filter(|item| !item.is_accepted()).count()
     }
 }
+
+/// Free-form JSON (`input_data`, `metadata`) kept as its text: bincode, which writes the
+/// store, cannot hold a `serde_json::Value`. Only the daemon writes it, from a value it
+/// parsed, so reading it back fails only if the store was damaged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonText(String);
+
+impl JsonText {
+    pub fn of(value: &serde_json::Value) -> JsonText {
+        JsonText(value.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value again.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+/// A manifest's top-level fields, typed, as the store keeps them (the fields of every
+/// kind; a kind's validation allows only its own).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopFields {
+    pub template_id: Option<String>,
+    pub client_job_descriptor: Option<String>,
+    pub default_tent_name_prefix: Option<String>,
+    pub start_index: Option<i64>,
+    pub auto_publish: Option<bool>,
+    pub metadata: Option<JsonText>,
+    /// Create manifests: item fields that apply to every item.
+    pub defaults: Option<ItemFields>,
+}
+
+/// One item's fields, typed, as the store keeps them (the fields of every kind).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemFields {
+    pub client_item_id: Option<String>,
+    // Bulk.
+    pub input_data: Option<JsonText>,
+    pub instructions: Option<String>,
+    pub tent_name: Option<String>,
+    // Create.
+    pub name: Option<String>,
+    pub user_id: Option<String>,
+    // Edit.
+    pub tent_id: Option<String>,
+    pub target_client_item_id: Option<String>,
+    // Create and edit.
+    pub prompt: Option<String>,
+    pub auto_publish: Option<bool>,
+    // Every kind.
+    pub custom_page_alias: Option<String>,
+    pub include_brand: Option<bool>,
+    pub asset_ids: Option<Vec<String>>,
+}
+
+/// Why validated JSON did not fit the typed fields: validation and the types disagree,
+/// which is a bug (validation checks every type first).
+#[derive(Debug, thiserror::Error)]
+#[error("the validated {what} does not fit its typed fields: {source}")]
+pub struct FieldsError {
+    what: &'static str,
+    #[source]
+    source: serde_json::Error,
+}
+
+/// The top-level fields as JSON gives them (free-form `metadata` as a value).
+#[derive(Deserialize)]
+struct TopDocument {
+    template_id: Option<String>,
+    client_job_descriptor: Option<String>,
+    default_tent_name_prefix: Option<String>,
+    start_index: Option<i64>,
+    auto_publish: Option<bool>,
+    metadata: Option<serde_json::Value>,
+    defaults: Option<ItemDocument>,
+}
+
+/// One item as JSON gives it (free-form `input_data` as a value).
+#[derive(Deserialize)]
+struct ItemDocument {
+    client_item_id: Option<String>,
+    input_data: Option<serde_json::Value>,
+    instructions: Option<String>,
+    tent_name: Option<String>,
+    name: Option<String>,
+    user_id: Option<String>,
+    tent_id: Option<String>,
+    target_client_item_id: Option<String>,
+    prompt: Option<String>,
+    auto_publish: Option<bool>,
+    custom_page_alias: Option<String>,
+    include_brand: Option<bool>,
+    asset_ids: Option<Vec<String>>,
+}
+
+impl From<ItemDocument> for ItemFields {
+    fn from(d: ItemDocument) -> ItemFields {
+        ItemFields {
+            client_item_id: d.client_item_id,
+            input_data: d.input_data.as_ref().map(JsonText::of),
+            instructions: d.instructions,
+            tent_name: d.tent_name,
+            name: d.name,
+            user_id: d.user_id,
+            tent_id: d.tent_id,
+            target_client_item_id: d.target_client_item_id,
+            prompt: d.prompt,
+            auto_publish: d.auto_publish,
+            custom_page_alias: d.custom_page_alias,
+            include_brand: d.include_brand,
+            asset_ids: d.asset_ids,
+        }
+    }
+}
+
+impl TopFields {
+    /// The typed fields of a validated manifest's top level (without `kind`, `items`).
+    pub fn from_validated(top: &serde_json::Map<String, serde_json::Value>) -> Result<TopFields, FieldsError> {
+        let document: TopDocument = serde_json::from_value(serde_json::Value::Object(top.clone()))
+            .map_err(|source| FieldsError { what: "top level", source })?;
+        Ok(TopFields {
+            template_id: document.template_id,
+            client_job_descriptor: document.client_job_descriptor,
+            default_tent_name_prefix: document.default_tent_name_prefix,
+            start_index: document.start_index,
+            auto_publish: document.auto_publish,
+            metadata: document.metadata.as_ref().map(JsonText::of),
+            defaults: document.defaults.map(ItemFields::from),
+        })
+    }
+
+    /// The default name Tented gives the item with this counter when it has no
+    /// `tent_name` (the prefix, else the job descriptor, else "Bulk tent").
+    pub fn default_tent_name(&self, counter: i64) -> String {
+        let prefix = self
+            .default_tent_name_prefix
+            .as_deref()
+            .or(self.client_job_descriptor.as_deref())
+            .unwrap_or("Bulk tent");
+        format!("{prefix} {counter}")
+    }
+}
+
+impl ItemFields {
+    /// The typed fields of an item that validation accepted.
+    pub fn from_validated(item: &serde_json::Value) -> Result<ItemFields, FieldsError> {
+        serde_json::from_value::<ItemDocument>(item.clone())
+            .map(ItemFields::from)
+            .map_err(|source| FieldsError { what: "item", source })
+    }
+
+    /// This item over a create manifest's `defaults`: a field the item gives wins.
+    pub fn over(&self, defaults: Option<&ItemFields>) -> ItemFields {
+        let Some(d) = defaults else {
+            return self.clone();
+        };
+        let item = self.clone();
+        ItemFields {
+            client_item_id: item.client_item_id.or(d.client_item_id.clone()),
+            input_data: item.input_data.or(d.input_data.clone()),
+            instructions: item.instructions.or(d.instructions.clone()),
+            tent_name: item.tent_name.or(d.tent_name.clone()),
+            name: item.name.or(d.name.clone()),
+            user_id: item.user_id.or(d.user_id.clone()),
+            tent_id: item.tent_id.or(d.tent_id.clone()),
+            target_client_item_id: item.target_client_item_id.or(d.target_client_item_id.clone()),
+            prompt: item.prompt.or(d.prompt.clone()),
+            auto_publish: item.auto_publish.or(d.auto_publish),
+            custom_page_alias: item.custom_page_alias.or(d.custom_page_alias.clone()),
+            include_brand: item.include_brand.or(d.include_brand),
+            asset_ids: item.asset_ids.or(d.asset_ids.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn validated_json_becomes_typed_fields_with_free_form_parts_as_text() {
+        let top = json!({"template_id": "tpl_1", "start_index": 5, "auto_publish": true,
+                         "metadata": {"campaign": ["a", 1]}});
+        let top = TopFields::from_validated(top.as_object().expect("object")).expect("fits");
+        assert_eq!(top.template_id.as_deref(), Some("tpl_1"));
+        assert_eq!(top.start_index, Some(5));
+        assert_eq!(top.auto_publish, Some(true));
+        let metadata = top.metadata.expect("metadata").to_value().expect("json");
+        assert_eq!(metadata, json!({"campaign": ["a", 1]}));
+        let item = ItemFields::from_validated(&json!({"input_data": {"x": null}, "asset_ids": ["a"]}))
+            .expect("fits");
+        assert_eq!(item.input_data.expect("input").to_value().expect("json"), json!({"x": null}));
+        assert_eq!(item.asset_ids, Some(vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn json_that_validation_would_refuse_does_not_fit() {
+        assert!(ItemFields::from_validated(&json!({"include_brand": "yes"})).is_err());
+        assert!(ItemFields::from_validated(&json!([1])).is_err());
+        let top = json!({"start_index": "one"});
+        assert!(TopFields::from_validated(top.as_object().expect("object")).is_err());
+    }
+
+    #[test]
+    fn an_item_wins_over_the_defaults_field_by_field() {
+        let defaults = ItemFields { name: Some("D".into()), user_id: Some("u".into()), auto_publish: Some(true), ..Default::default() };
+        let item = ItemFields { name: Some("I".into()), auto_publish: Some(false), ..Default::default() };
+        let merged = item.over(Some(&defaults));
+        assert_eq!(merged.name.as_deref(), Some("I"));
+        assert_eq!(merged.user_id.as_deref(), Some("u"));
+        assert_eq!(merged.auto_publish, Some(false));
+        assert_eq!(item.over(None), item);
+    }
+
+    #[test]
+    fn default_names_use_the_prefix_then_the_descriptor() {
+        let mut top = TopFields::default();
+        assert_eq!(top.default_tent_name(3), "Bulk tent 3");
+        top.client_job_descriptor = Some("Job".into());
+        assert_eq!(top.default_tent_name(3), "Job 3");
+        top.default_tent_name_prefix = Some("Acme".into());
+        assert_eq!(top.default_tent_name(3), "Acme 3");
+    }
+}

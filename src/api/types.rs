@@ -148,9 +148,9 @@ pub struct BulkJobItem {
     pub tent_id: Option<String>,
     #[serde(default)]
     pub tent_name: Option<String>,
-    pub status: String,
+    pub status: GenerationStatus,
     #[serde(default)]
-    pub publication_status: Option<String>,
+    pub publication_status: Option<PublicationStatus>,
     #[serde(default)]
     pub published_url: Option<String>,
     #[serde(default)]
@@ -218,7 +218,7 @@ pub struct EditTentResponse {
 #[derive(Clone, Debug, Deserialize)]
 pub struct TentStatus {
     pub id: String,
-    pub status: String,
+    pub status: GenerationStatus,
     #[serde(default)]
     pub created_at: Option<String>,
     #[serde(default)]
@@ -245,7 +245,7 @@ impl TentStatus {
 /// The publication object of a tent.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 pub struct Publication {
-    pub status: String,
+    pub status: PublicationStatus,
     #[serde(default)]
     pub published_url: Option<String>,
     #[serde(default)]
@@ -311,7 +311,8 @@ impl ApiErrorBody {
     }
 }
 
-/// A generation's status (tent status and bulk item status share these words).
+/// A generation's status (tent status and bulk item status share these words). On the
+/// wire and in the store it is the word itself, so a word Tented adds later is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GenerationStatus {
     Queued,
@@ -336,6 +337,17 @@ impl GenerationStatus {
         }
     }
 
+    pub fn as_str(&self) -> &str {
+        match self {
+            GenerationStatus::Queued => "queued",
+            GenerationStatus::Generating => "generating",
+            GenerationStatus::Completed => "completed",
+            GenerationStatus::Failed => "failed",
+            GenerationStatus::Rejected => "rejected",
+            GenerationStatus::Other(word) => word,
+        }
+    }
+
     pub fn is_final(&self) -> bool {
         matches!(
             self,
@@ -344,7 +356,7 @@ impl GenerationStatus {
     }
 }
 
-/// A publication's lifecycle state.
+/// A publication's lifecycle state; the word itself on the wire and in the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublicationStatus {
     Pending,
@@ -375,6 +387,16 @@ impl PublicationStatus {
         )
     }
 
+    pub fn as_str(&self) -> &str {
+        match self {
+            PublicationStatus::Pending => "pending",
+            PublicationStatus::Published => "published",
+            PublicationStatus::PublishedWithWarnings => "published_with_warnings",
+            PublicationStatus::Failed => "failed",
+            PublicationStatus::Other(word) => word,
+        }
+    }
+
     /// Warnings and errors appear only in `GET /v1/tents/{id}`: these states need that call.
     pub fn needs_details(&self) -> bool {
         matches!(
@@ -384,9 +406,66 @@ impl PublicationStatus {
     }
 }
 
+/// Status words travel as the words themselves (JSON and bincode alike), parsed on the
+/// way in so that the daemon compares enums, never strings.
+macro_rules! status_word_serde {
+    ($status:ty) => {
+        impl Serialize for $status {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $status {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let word = String::deserialize(deserializer)?;
+                Ok(<$status>::parse(&word))
+            }
+        }
+
+        impl std::fmt::Display for $status {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(self.as_str())
+            }
+        }
+
+        impl From<&str> for $status {
+            fn from(word: &str) -> Self {
+                <$status>::parse(word)
+            }
+        }
+
+        impl PartialEq<&str> for $status {
+            fn eq(&self, word: &&str) -> bool {
+                self.as_str() == *word
+            }
+        }
+    };
+}
+
+status_word_serde!(GenerationStatus);
+status_word_serde!(PublicationStatus);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_words_round_trip_and_unknown_words_are_kept() {
+        for word in ["queued", "generating", "completed", "failed", "rejected", "pending", "archived"] {
+            let status: GenerationStatus = serde_json::from_value(serde_json::json!(word)).expect("a word");
+            assert_eq!(status.as_str(), word);
+            assert_eq!(serde_json::to_value(&status).expect("json"), serde_json::json!(word));
+            let stored = bincode::serialize(&status).expect("bincode");
+            assert_eq!(stored, bincode::serialize(word).expect("bincode"), "stored as the word");
+            assert_eq!(bincode::deserialize::<GenerationStatus>(&stored).expect("back"), status);
+        }
+        assert_eq!(GenerationStatus::parse("archived"), GenerationStatus::Other("archived".into()));
+        for word in ["pending", "published", "published_with_warnings", "failed", "unpublished"] {
+            let status: PublicationStatus = serde_json::from_value(serde_json::json!(word)).expect("a word");
+            assert_eq!(status.to_string(), word);
+        }
+    }
 
     fn item(status: &str, tent_id: Option<&str>, error_code: Option<&str>) -> BulkAdmissionItem {
         BulkAdmissionItem {

@@ -105,7 +105,7 @@ fn notice_json(code: &Option<String>, message: &Option<String>) -> Value {
 
 fn publication_out(p: &PublicationRecord) -> PublicationOut {
     PublicationOut {
-        status: p.status.clone(),
+        status: p.status.to_string(),
         published_url: p.published_url.clone(),
         requested_custom_page_alias: p.requested_custom_page_alias.clone(),
         applied_custom_page_alias: p.applied_custom_page_alias.clone(),

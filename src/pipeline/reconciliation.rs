@@ -54,6 +54,11 @@ fn requested_alias(item: &ItemRecord) -> Option<String> {
         })
 }
 
+/// Whether the item's generation was already seen completed (by an earlier poll).
+fn seen_completed(item: &ItemRecord) -> bool {
+    item.generation_status == Some(GenerationStatus::Completed)
+}
+
 /// The event a bulk job's item status means for our item, if any.
 pub fn bulk_item_event(
     item: &ItemRecord,
@@ -63,49 +68,11 @@ pub fn bulk_item_event(
     if item.state() != ItemState::Admitted {
         return None;
     }
-    match GenerationStatus::parse(&job_item.status) {
-        GenerationStatus::Completed => {
-            if !auto_publish {
-                return Some(ItemEvent::Generated { publication: None });
-            }
-            let requested = requested_alias(item);
-            let partial = |status: &str| PublicationRecord {
-                status: status.to_string(),
-                published_url: job_item.published_url.clone(),
-                requested_custom_page_alias: requested.clone(),
-                applied_custom_page_alias: None,
-                warnings: Vec::new(),
-                error: None,
-            };
-            match job_item
-                .publication_status
-                .as_deref()
-                .map(PublicationStatus::parse)
-            {
-                Some(PublicationStatus::Published) => {
-                    // Success means the requested alias (if any) was applied.
-                    let mut publication = partial("published");
-                    publication.applied_custom_page_alias = requested.clone();
-                    Some(ItemEvent::Generated {
-                        publication: Some(publication),
-                    })
-                }
-                Some(status) if status.needs_details() => Some(ItemEvent::GeneratedNeedsDetails {
-                    publication: partial(&job_item.publication_status.clone().unwrap_or_default()),
-                }),
-                // Completed twice in a row with no publication state at all: none is coming.
-                None if item.generation_status.as_deref() == Some("completed") => {
-                    Some(ItemEvent::Generated { publication: None })
-                }
-                // Pending, absent or an unknown word: not final yet.
-                other => Some(ItemEvent::Progress {
-                    generation_status: "completed".to_string(),
-                    publication: other.map(|_| {
-                        partial(job_item.publication_status.as_deref().unwrap_or("pending"))
-                    }),
-                }),
-            }
+    match &job_item.status {
+        GenerationStatus::Completed if !auto_publish => {
+            Some(ItemEvent::Generated { publication: None })
         }
+        GenerationStatus::Completed => bulk_publication_event(item, job_item),
         GenerationStatus::Failed | GenerationStatus::Rejected => {
             Some(ItemEvent::GenerationFailed {
                 message: job_item
@@ -115,15 +82,48 @@ pub fn bulk_item_event(
             })
         }
         GenerationStatus::Queued | GenerationStatus::Generating | GenerationStatus::Other(_) => {
-            if item.generation_status.as_deref() == Some(job_item.status.as_str()) {
-                None
-            } else {
-                Some(ItemEvent::Progress {
+            (item.generation_status.as_ref() != Some(&job_item.status)).then(|| {
+                ItemEvent::Progress {
                     generation_status: job_item.status.clone(),
                     publication: None,
-                })
-            }
+                }
+            })
         }
+    }
+}
+
+/// A completed, auto-published bulk item: where its publication stands.
+fn bulk_publication_event(item: &ItemRecord, job_item: &BulkJobItem) -> Option<ItemEvent> {
+    let requested = requested_alias(item);
+    let partial = |status: PublicationStatus| PublicationRecord {
+        status,
+        published_url: job_item.published_url.clone(),
+        requested_custom_page_alias: requested.clone(),
+        applied_custom_page_alias: None,
+        warnings: Vec::new(),
+        error: None,
+    };
+    match &job_item.publication_status {
+        Some(PublicationStatus::Published) => {
+            // Success means the requested alias (if any) was applied.
+            let mut publication = partial(PublicationStatus::Published);
+            publication.applied_custom_page_alias = requested.clone();
+            Some(ItemEvent::Generated {
+                publication: Some(publication),
+            })
+        }
+        Some(status) if status.needs_details() => Some(ItemEvent::GeneratedNeedsDetails {
+            publication: partial(status.clone()),
+        }),
+        // Completed twice in a row with no publication state at all: none is coming.
+        None if seen_completed(item) => Some(ItemEvent::Generated { publication: None }),
+        // Pending, absent or an unknown word: not final yet.
+        other => Some(ItemEvent::Progress {
+            generation_status: GenerationStatus::Completed,
+            publication: other.as_ref().map(|_| {
+                partial(job_item.publication_status.clone().unwrap_or(PublicationStatus::Pending))
+            }),
+        }),
     }
 }
 
@@ -132,33 +132,25 @@ pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> O
     match item.state() {
         ItemState::AwaitingDetails => {
             let publication = tent.publication.as_ref()?;
-            if PublicationStatus::parse(&publication.status).is_final() {
-                Some(ItemEvent::DetailsFetched {
-                    publication: publication_record(publication),
-                })
-            } else {
-                None
-            }
+            publication.status.is_final().then(|| ItemEvent::DetailsFetched {
+                publication: publication_record(publication),
+            })
         }
-        ItemState::Admitted => match GenerationStatus::parse(&tent.status) {
+        ItemState::Admitted => match &tent.status {
             // Without auto-publish the result reports no publication, even when the tent
             // carries one from an earlier generation.
             GenerationStatus::Completed if !auto_publish => {
                 Some(ItemEvent::Generated { publication: None })
             }
             GenerationStatus::Completed => match &tent.publication {
-                Some(p) if PublicationStatus::parse(&p.status).is_final() => {
-                    Some(ItemEvent::Generated {
-                        publication: Some(publication_record(p)),
-                    })
-                }
+                Some(p) if p.status.is_final() => Some(ItemEvent::Generated {
+                    publication: Some(publication_record(p)),
+                }),
                 // Completed twice in a row with no publication at all: none is coming
                 // (e.g. a later edit of the same tent asked for none). Final as it is.
-                None if item.generation_status.as_deref() == Some("completed") => {
-                    Some(ItemEvent::Generated { publication: None })
-                }
+                None if seen_completed(item) => Some(ItemEvent::Generated { publication: None }),
                 other => Some(ItemEvent::Progress {
-                    generation_status: "completed".to_string(),
+                    generation_status: GenerationStatus::Completed,
                     publication: other.as_ref().map(publication_record),
                 }),
             },
@@ -169,9 +161,9 @@ pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> O
                         .unwrap_or_else(|| "generation failed".to_string()),
                 })
             }
-            _ => (item.generation_status.as_deref() != Some(tent.status.as_str())).then(|| {
+            status => (item.generation_status.as_ref() != Some(status)).then(|| {
                 ItemEvent::Progress {
-                    generation_status: tent.status.clone(),
+                    generation_status: status.clone(),
                     publication: None,
                 }
             }),
@@ -464,7 +456,7 @@ pub async fn record_tent_poll(
         let what = format!("tent {tent_id}");
         match note_poll_answer(&mut job, outcome, now, &manifest.name, &what) {
             PollAnswer::Usable(body) => {
-                job.status = Some(body.status.clone());
+                job.status = Some(body.status.to_string());
                 let item = txn.item(index)?;
                 let auto_publish = wants_publication(&manifest, &item);
                 if let Some(event) = tent_event(&item, &body, auto_publish) {
@@ -574,7 +566,7 @@ mod tests {
             tent_id: Some("t".into()),
             tent_name: None,
             status: status.into(),
-            publication_status: publication.map(str::to_string),
+            publication_status: publication.map(PublicationStatus::from),
             published_url: publication.map(|_| "https://x/y".to_string()),
             error_code: None,
             message: Some("boom".into()),

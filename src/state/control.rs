@@ -85,7 +85,8 @@ mod tests {
     #[test]
     fn every_state_and_event_pair_follows_the_table() {
         use ControlEffect::*;
-        let cases: Vec<(Control, ControlEvent, Option<(Control, Option<ControlEffect>)>)> = vec![
+        type Next = Option<(Control, Option<ControlEffect>)>;
+        let cases: Vec<(Control, ControlEvent, Next)> = vec![
             (Control::Running, trip(), Some((Control::Paused { reason: "too many failed".into() }, None))),
             (Control::Running, ControlEvent::Resume, None),
             (Control::Running, ControlEvent::Cancel, Some((Control::Canceled, Some(ClearCreditRetry)))),

@@ -28,6 +28,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::types::{GenerationStatus, PublicationStatus};
+
+
 /// Where an item stands. The last six are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ItemState {
@@ -125,7 +128,7 @@ pub struct NoticeRecord {
 /// What the result file reports about an item's publication.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicationRecord {
-    pub status: String,
+    pub status: PublicationStatus,
     pub published_url: Option<String>,
     pub requested_custom_page_alias: Option<String>,
     pub applied_custom_page_alias: Option<String>,
@@ -149,8 +152,8 @@ pub struct ItemRecord {
     pub tent_name: Option<String>,
     pub bulk_job_id: Option<String>,
     pub generation_id: Option<String>,
-    /// The last generation status word Tented reported.
-    pub generation_status: Option<String>,
+    /// The last generation status Tented reported.
+    pub generation_status: Option<GenerationStatus>,
     pub publication: Option<PublicationRecord>,
     pub rejected_by: Option<RejectedBy>,
     pub error_code: Option<String>,
@@ -190,7 +193,7 @@ pub enum ItemEvent {
     },
     /// A poll saw the generation still under way (or a status word we do not know).
     Progress {
-        generation_status: String,
+        generation_status: GenerationStatus,
         publication: Option<PublicationRecord>,
     },
     /// The generation completed; `publication` is its final state, if it was auto-published.
@@ -358,7 +361,7 @@ impl ItemRecord {
                 S::AwaitingDetails
             }
             (S::Admitted, E::GenerationFailed { message }) => {
-                self.generation_status = Some(GENERATION_FAILED.to_string());
+                self.generation_status = Some(GenerationStatus::Failed);
                 self.note("GENERATION_FAILED", message);
                 S::Failed
             }
@@ -391,7 +394,7 @@ impl ItemRecord {
             // The generation completed: only the publication's details are missing.
             ItemState::AwaitingDetails => ItemState::Completed,
             _ => {
-                let still = self.generation_status.as_deref().unwrap_or("unfinished");
+                let still = self.generation_status.as_ref().map_or("unfinished", GenerationStatus::as_str);
                 self.note(TIMED_OUT, format!("still {still} at poll.max_wait"));
                 ItemState::TimedOut
             }
@@ -400,7 +403,7 @@ impl ItemRecord {
 
     /// The generation completed; a publication, when given, replaces the one known.
     fn generated(&mut self, publication: Option<PublicationRecord>) {
-        self.generation_status = Some(GENERATION_COMPLETED.to_string());
+        self.generation_status = Some(GenerationStatus::Completed);
         self.publication = publication.or(self.publication.take());
     }
 
@@ -432,9 +435,6 @@ const CANCELED: &str = "CANCELED";
 const TIMED_OUT: &str = "TIMED_OUT";
 const NO_CREDITS: &str = "INSUFFICIENT_CREDITS";
 const ANSWER_LOST: &str = "ANSWER_LOST";
-/// Generation status words the machine records.
-const GENERATION_COMPLETED: &str = "completed";
-const GENERATION_FAILED: &str = "failed";
 
 #[cfg(test)]
 mod tests {
@@ -587,7 +587,7 @@ mod tests {
         assert_eq!(record.job_seq, None);
         let mut record = item(S::Admitted);
         record.apply(failed()).expect("legal");
-        assert_eq!(record.generation_status.as_deref(), Some("failed"));
+        assert_eq!(record.generation_status, Some(GenerationStatus::Failed));
         // A generation that completes keeps a publication seen earlier when none is new.
         let mut record = item(S::Admitted);
         let seen = publication("pending");
@@ -595,7 +595,7 @@ mod tests {
             .apply(ItemEvent::Progress { generation_status: "generating".into(), publication: Some(seen.clone()) })
             .expect("legal");
         record.apply(ItemEvent::Generated { publication: None }).expect("legal");
-        assert_eq!(record.generation_status.as_deref(), Some("completed"));
+        assert_eq!(record.generation_status, Some(GenerationStatus::Completed));
         assert_eq!(record.publication, Some(seen));
     }
 
