@@ -245,6 +245,12 @@ enum Admission {
     Rejected(Rejection),
 }
 
+impl JobItem {
+    fn is_accepted(&self) -> bool {
+        matches!(self.admission, Admission::Accepted { .. })
+    }
+}
+
 pub(crate) struct Model {
     pub(crate) config: SimConfig,
     rng: StdRng,
@@ -359,13 +365,18 @@ impl Model {
 
     /// Takes one credit; false when the balance is exhausted.
     fn try_charge(&mut self) -> bool {
-        match self.config.credits.as_mut() {
-            None => true,
-            Some(0) => false,
-            Some(n) => {
-                *n -= 1;
-                true
-            }
+        if !has_credit(self.config.credits) {
+            return false;
+        }
+        self.take_credit();
+        true
+    }
+
+    /// Takes one credit from a limited balance; an unlimited balance stays unlimited.
+    /// Callers check `has_credit` first; an exhausted balance stays at zero.
+    fn take_credit(&mut self) {
+        if let Some(n) = self.config.credits.as_mut() {
+            *n = n.saturating_sub(1);
         }
     }
 
@@ -449,6 +460,10 @@ impl Model {
 
     // ---- POST /v1/tents/bulk -----------------------------------------------------
 
+    /// Admits a bulk request: each item is judged in order, then its verdict is applied
+    /// (an admitted item takes a credit and becomes a tent), and the job is kept for
+    /// GET /v1/bulk-jobs/{id}. Random draws happen in this order: the job id, then for
+    /// each admitted item its tent id and its generation.
     pub(crate) fn admit_bulk(
         &mut self,
         request: BulkRequest,
@@ -458,56 +473,22 @@ impl Model {
         let job_id = self.new_ulid(wall).to_string();
         let mut items = Vec::with_capacity(request.items.len());
         let mut answers = Vec::with_capacity(request.items.len());
-        let mut charged = 0u64;
         for candidate in request.items {
-            let verdict = match candidate.verdict {
-                Ok(item) if self.try_charge() => Ok(item),
-                Ok(_) => Err(Rejection {
-                    code: "INSUFFICIENT_CREDITS",
-                    message: "Insufficient credits".to_owned(),
-                }),
-                Err(rejection) => Err(rejection),
-            };
-            let mut answer = Map::new();
-            answer.insert("index".into(), json!(candidate.index));
-            if let Some(cid) = &candidate.client_item_id {
-                answer.insert("client_item_id".into(), json!(cid));
-            }
-            let admission = match verdict {
-                Ok(item) => {
-                    charged += 1;
-                    let tent_id = self.new_uuid();
-                    let generation = self.new_generation(
-                        tent_id,
-                        request.auto_publish,
-                        item.custom_page_alias.clone(),
-                        now,
-                        wall,
-                    );
-                    let generation_id = generation.id;
-                    self.tents.insert(
-                        tent_id,
-                        Tent {
-                            created_wall: wall,
-                            generations: vec![generation],
-                        },
-                    );
-                    answer.insert("tent_id".into(), json!(tent_id.to_string()));
-                    answer.insert("tent_name".into(), json!(item.tent_name));
-                    if let Some(alias) = &item.custom_page_alias {
-                        answer.insert("custom_page_alias".into(), json!(alias));
-                    }
-                    answer.insert("status".into(), json!("accepted"));
+            let mut answer = item_head(candidate.index, candidate.client_item_id.as_deref());
+            let admission = match judge_item(candidate.verdict, self.config.credits) {
+                ItemVerdict::Admit(item) => {
+                    self.take_credit();
+                    let (tent_id, generation_id) =
+                        self.admit_tent(&item, request.auto_publish, now, wall);
+                    insert_acceptance(&mut answer, tent_id, &item);
                     Admission::Accepted {
                         tent_id,
                         generation_id,
                         tent_name: item.tent_name,
                     }
                 }
-                Err(rejection) => {
-                    answer.insert("status".into(), json!("rejected"));
-                    answer.insert("error_code".into(), json!(rejection.code));
-                    answer.insert("message".into(), json!(rejection.message));
+                ItemVerdict::Reject(rejection) => {
+                    insert_rejection(&mut answer, &rejection);
                     Admission::Rejected(rejection)
                 }
             };
@@ -518,32 +499,46 @@ impl Model {
                 admission,
             });
         }
-        let accepted = charged;
-        let rejected = items.len() as u64 - accepted;
-        let mut body = Map::new();
-        body.insert("bulk_job_id".into(), json!(job_id));
-        body.insert("status".into(), json!("accepted"));
-        body.insert("template_id".into(), json!(request.template_id));
-        body.insert("auto_publish".into(), json!(request.auto_publish));
-        body.insert("accepted_count".into(), json!(accepted));
-        body.insert("rejected_count".into(), json!(rejected));
-        body.insert("items".into(), Value::Array(answers));
-        if let Some(metadata) = &request.metadata {
-            body.insert("metadata".into(), metadata.clone());
-        }
-        body.insert("created_at".into(), json!(rfc3339(wall)));
-        self.jobs.insert(
-            job_id,
-            BulkJob {
-                template_id: request.template_id,
-                auto_publish: request.auto_publish,
-                metadata: request.metadata,
+        let charged = items.iter().filter(|item| item.is_accepted()).count() as u64;
+        let job = BulkJob {
+            template_id: request.template_id,
+            auto_publish: request.auto_publish,
+            metadata: request.metadata,
+            created_wall: wall,
+            charged,
+            items,
+        };
+        let body = admission_body(&job_id, &job, answers);
+        self.jobs.insert(job_id, job);
+        body
+    }
+
+    /// Creates the tent of an admitted bulk item with its first generation, and returns
+    /// the ids of both.
+    fn admit_tent(
+        &mut self,
+        item: &CandidateItem,
+        auto_publish: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) -> (Uuid, Ulid) {
+        let tent_id = self.new_uuid();
+        let generation = self.new_generation(
+            tent_id,
+            auto_publish,
+            item.custom_page_alias.clone(),
+            now,
+            wall,
+        );
+        let generation_id = generation.id;
+        self.tents.insert(
+            tent_id,
+            Tent {
                 created_wall: wall,
-                charged,
-                items,
+                generations: vec![generation],
             },
         );
-        Value::Object(body)
+        (tent_id, generation_id)
     }
 
     // ---- GET /v1/bulk-jobs/{id} --------------------------------------------------
@@ -553,102 +548,40 @@ impl Model {
         self.jobs.remove(job_id).is_some()
     }
 
+    /// The bulk job's status answer at `now`, or None when the job is unknown.
     pub(crate) fn bulk_job(&self, job_id: &str, now: Instant) -> Option<Value> {
         let job = self.jobs.get(job_id)?;
-        let (mut queued, mut generating, mut completed, mut failed) = (0u64, 0u64, 0u64, 0u64);
+        let mut counts = PhaseCounts::default();
         let mut updated = job.created_wall;
         let mut items = Vec::with_capacity(job.items.len());
         for item in &job.items {
-            let mut out = Map::new();
-            out.insert("index".into(), json!(item.index));
-            if let Some(cid) = &item.client_item_id {
-                out.insert("client_item_id".into(), json!(cid));
-            }
+            let mut out = item_head(item.index, item.client_item_id.as_deref());
             match &item.admission {
-                Admission::Rejected(rejection) => {
-                    out.insert("status".into(), json!("rejected"));
-                    out.insert("error_code".into(), json!(rejection.code));
-                    out.insert("message".into(), json!(rejection.message));
-                }
+                Admission::Rejected(rejection) => insert_rejection(&mut out, rejection),
                 Admission::Accepted {
                     tent_id,
                     generation_id,
                     tent_name,
                 } => {
-                    out.insert("tent_id".into(), json!(tent_id.to_string()));
-                    out.insert("tent_name".into(), json!(tent_name));
-                    let generation = self
-                        .tents
-                        .get(tent_id)
-                        .and_then(|t| t.generations.iter().find(|g| g.id == *generation_id));
-                    // The item reports the generation it created, even if the tent was
-                    // edited since. The generation always exists; be lenient anyway.
-                    let Some(generation) = generation else {
-                        out.insert("status".into(), json!("failed"));
-                        out.insert("message".into(), json!(GENERATION_FAILED));
-                        failed += 1;
-                        items.push(Value::Object(out));
-                        continue;
-                    };
-                    let phase = generation.phase(now);
-                    match phase {
-                        Phase::Queued => queued += 1,
-                        Phase::Generating => generating += 1,
-                        Phase::Completed => completed += 1,
-                        Phase::Failed => failed += 1,
+                    let generation = self.find_generation(tent_id, generation_id);
+                    let progress = item_progress(*tent_id, generation, job.auto_publish, now);
+                    counts.count(progress.phase);
+                    if let Some(at) = progress.updated {
+                        updated = updated.max(at);
                     }
-                    out.insert("status".into(), json!(phase.as_str()));
-                    if job.auto_publish {
-                        if let Some((plan, pending)) = generation.publication(now) {
-                            let publication = publication_json(*tent_id, plan, pending);
-                            if let Some(status) = publication.get("status") {
-                                out.insert("publication_status".into(), status.clone());
-                            }
-                            if let Some(url) = publication.get("published_url") {
-                                out.insert("published_url".into(), url.clone());
-                            }
-                        }
-                    }
-                    if phase == Phase::Failed {
-                        out.insert("message".into(), json!(GENERATION_FAILED));
-                    }
-                    updated = updated.max(generation.updated_wall(now));
+                    insert_progress(&mut out, *tent_id, tent_name, &progress);
                 }
             }
             items.push(Value::Object(out));
         }
-        let accepted = queued + generating + completed + failed;
-        let status = if accepted == 0 {
-            "failed"
-        } else if queued == accepted {
-            "accepted"
-        } else if queued + generating > 0 {
-            "running"
-        } else if completed == accepted {
-            "completed"
-        } else if completed == 0 {
-            "failed"
-        } else {
-            "completed_with_failures"
-        };
-        let mut body = Map::new();
-        body.insert("bulk_job_id".into(), json!(job_id));
-        body.insert("status".into(), json!(status));
-        body.insert("template_id".into(), json!(job.template_id));
-        body.insert("auto_publish".into(), json!(job.auto_publish));
-        body.insert("total".into(), json!(job.items.len()));
-        body.insert("queued".into(), json!(queued));
-        body.insert("generating".into(), json!(generating));
-        body.insert("completed".into(), json!(completed));
-        body.insert("failed".into(), json!(failed));
-        body.insert("items".into(), Value::Array(items));
-        body.insert("credits".into(), json!({ "charged": job.charged }));
-        if let Some(metadata) = &job.metadata {
-            body.insert("metadata".into(), metadata.clone());
-        }
-        body.insert("created_at".into(), json!(rfc3339(job.created_wall)));
-        body.insert("updated_at".into(), json!(rfc3339(updated)));
-        Some(Value::Object(body))
+        Some(bulk_job_body(job_id, job, counts, items, updated))
+    }
+
+    /// The generation `generation_id` of tent `tent_id`, if both exist.
+    fn find_generation(&self, tent_id: &Uuid, generation_id: &Ulid) -> Option<&Generation> {
+        self.tents
+            .get(tent_id)
+            .and_then(|t| t.generations.iter().find(|g| g.id == *generation_id))
     }
 
     // ---- POST /v1/tents ----------------------------------------------------------
@@ -812,6 +745,221 @@ fn insufficient_credits() -> ApiError {
     ApiError::new(429, json!({ "error": "Insufficient credits" }))
 }
 
+/// True when a credit balance can pay for one more generation; `None` is unlimited.
+fn has_credit(balance: Option<u64>) -> bool {
+    balance != Some(0)
+}
+
+/// The model's decision on one bulk item.
+enum ItemVerdict {
+    /// The item is admitted: it costs one credit and becomes a tent with a generation.
+    Admit(CandidateItem),
+    /// The item is rejected for this reason and costs nothing.
+    Reject(Rejection),
+}
+
+/// Judges one bulk item: an item that passed the handler's validation is admitted when
+/// the balance (`None` is unlimited) still holds a credit, and rejected for insufficient
+/// credits otherwise; an item that failed validation keeps its rejection.
+fn judge_item(validated: Result<CandidateItem, Rejection>, balance: Option<u64>) -> ItemVerdict {
+    match validated {
+        Ok(item) if has_credit(balance) => ItemVerdict::Admit(item),
+        Ok(_) => ItemVerdict::Reject(Rejection {
+            code: "INSUFFICIENT_CREDITS",
+            message: "Insufficient credits".to_owned(),
+        }),
+        Err(rejection) => ItemVerdict::Reject(rejection),
+    }
+}
+
+/// The fields that open every item of a bulk answer: its index, then its client id when
+/// the request gave one.
+fn item_head(index: usize, client_item_id: Option<&str>) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("index".into(), json!(index));
+    if let Some(cid) = client_item_id {
+        out.insert("client_item_id".into(), json!(cid));
+    }
+    out
+}
+
+/// Writes an admitted item's fields into its entry of the POST /v1/tents/bulk answer.
+fn insert_acceptance(out: &mut Map<String, Value>, tent_id: Uuid, item: &CandidateItem) {
+    out.insert("tent_id".into(), json!(tent_id.to_string()));
+    out.insert("tent_name".into(), json!(item.tent_name));
+    if let Some(alias) = &item.custom_page_alias {
+        out.insert("custom_page_alias".into(), json!(alias));
+    }
+    out.insert("status".into(), json!("accepted"));
+}
+
+/// Writes a rejected item's fields into its entry of a bulk answer; both bulk routes
+/// report a rejection the same way.
+fn insert_rejection(out: &mut Map<String, Value>, rejection: &Rejection) {
+    out.insert("status".into(), json!("rejected"));
+    out.insert("error_code".into(), json!(rejection.code));
+    out.insert("message".into(), json!(rejection.message));
+}
+
+/// The POST /v1/tents/bulk answer for a job just admitted, with one entry per item.
+fn admission_body(job_id: &str, job: &BulkJob, answers: Vec<Value>) -> Value {
+    let rejected = job.items.len() as u64 - job.charged;
+    let mut body = Map::new();
+    body.insert("bulk_job_id".into(), json!(job_id));
+    body.insert("status".into(), json!("accepted"));
+    body.insert("template_id".into(), json!(job.template_id));
+    body.insert("auto_publish".into(), json!(job.auto_publish));
+    body.insert("accepted_count".into(), json!(job.charged));
+    body.insert("rejected_count".into(), json!(rejected));
+    body.insert("items".into(), Value::Array(answers));
+    if let Some(metadata) = &job.metadata {
+        body.insert("metadata".into(), metadata.clone());
+    }
+    body.insert("created_at".into(), json!(rfc3339(job.created_wall)));
+    Value::Object(body)
+}
+
+/// What one accepted bulk item reports at a given moment.
+#[derive(Debug, PartialEq)]
+struct ItemProgress {
+    phase: Phase,
+    /// The publication's status, when the job asked for auto-publish and the
+    /// publication exists.
+    publication_status: Option<Value>,
+    /// The published URL, when the publication has one.
+    published_url: Option<Value>,
+    /// The wall time of the generation's last transition; None when the generation is
+    /// missing.
+    updated: Option<SystemTime>,
+}
+
+/// Computes one accepted item's progress at `now` from the generation the item created,
+/// even if its tent was edited since. That generation always exists; a missing one is
+/// reported as failed all the same, to be lenient.
+fn item_progress(
+    tent_id: Uuid,
+    generation: Option<&Generation>,
+    auto_publish: bool,
+    now: Instant,
+) -> ItemProgress {
+    let Some(generation) = generation else {
+        return ItemProgress {
+            phase: Phase::Failed,
+            publication_status: None,
+            published_url: None,
+            updated: None,
+        };
+    };
+    let mut progress = ItemProgress {
+        phase: generation.phase(now),
+        publication_status: None,
+        published_url: None,
+        updated: Some(generation.updated_wall(now)),
+    };
+    if auto_publish {
+        if let Some((plan, pending)) = generation.publication(now) {
+            let publication = publication_json(tent_id, plan, pending);
+            progress.publication_status = publication.get("status").cloned();
+            progress.published_url = publication.get("published_url").cloned();
+        }
+    }
+    progress
+}
+
+/// Writes an accepted item's fields into its entry of the GET /v1/bulk-jobs/{id} answer.
+fn insert_progress(
+    out: &mut Map<String, Value>,
+    tent_id: Uuid,
+    tent_name: &str,
+    progress: &ItemProgress,
+) {
+    out.insert("tent_id".into(), json!(tent_id.to_string()));
+    out.insert("tent_name".into(), json!(tent_name));
+    out.insert("status".into(), json!(progress.phase.as_str()));
+    if let Some(status) = &progress.publication_status {
+        out.insert("publication_status".into(), status.clone());
+    }
+    if let Some(url) = &progress.published_url {
+        out.insert("published_url".into(), url.clone());
+    }
+    if progress.phase == Phase::Failed {
+        out.insert("message".into(), json!(GENERATION_FAILED));
+    }
+}
+
+/// How many of a bulk job's accepted items are in each phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PhaseCounts {
+    queued: u64,
+    generating: u64,
+    completed: u64,
+    failed: u64,
+}
+
+impl PhaseCounts {
+    fn count(&mut self, phase: Phase) {
+        match phase {
+            Phase::Queued => self.queued += 1,
+            Phase::Generating => self.generating += 1,
+            Phase::Completed => self.completed += 1,
+            Phase::Failed => self.failed += 1,
+        }
+    }
+
+    fn accepted(self) -> u64 {
+        self.queued + self.generating + self.completed + self.failed
+    }
+
+    /// The job's status: failed when nothing was accepted, accepted while everything is
+    /// queued, running while anything is queued or generating, and otherwise completed,
+    /// failed or completed with failures depending on how many items completed.
+    fn job_status(self) -> &'static str {
+        let accepted = self.accepted();
+        if accepted == 0 {
+            "failed"
+        } else if self.queued == accepted {
+            "accepted"
+        } else if self.queued + self.generating > 0 {
+            "running"
+        } else if self.completed == accepted {
+            "completed"
+        } else if self.completed == 0 {
+            "failed"
+        } else {
+            "completed_with_failures"
+        }
+    }
+}
+
+/// The GET /v1/bulk-jobs/{id} answer, from the job, its phase counts, its items'
+/// entries and the wall time of its last transition.
+fn bulk_job_body(
+    job_id: &str,
+    job: &BulkJob,
+    counts: PhaseCounts,
+    items: Vec<Value>,
+    updated: SystemTime,
+) -> Value {
+    let mut body = Map::new();
+    body.insert("bulk_job_id".into(), json!(job_id));
+    body.insert("status".into(), json!(counts.job_status()));
+    body.insert("template_id".into(), json!(job.template_id));
+    body.insert("auto_publish".into(), json!(job.auto_publish));
+    body.insert("total".into(), json!(job.items.len()));
+    body.insert("queued".into(), json!(counts.queued));
+    body.insert("generating".into(), json!(counts.generating));
+    body.insert("completed".into(), json!(counts.completed));
+    body.insert("failed".into(), json!(counts.failed));
+    body.insert("items".into(), Value::Array(items));
+    body.insert("credits".into(), json!({ "charged": job.charged }));
+    if let Some(metadata) = &job.metadata {
+        body.insert("metadata".into(), metadata.clone());
+    }
+    body.insert("created_at".into(), json!(rfc3339(job.created_wall)));
+    body.insert("updated_at".into(), json!(rfc3339(updated)));
+    Value::Object(body)
+}
+
 fn default_url(tent_id: Uuid) -> String {
     format!("{WORKSPACE_URL}/{tent_id}")
 }
@@ -870,4 +1018,315 @@ fn publication_json(tent_id: Uuid, plan: &PublicationPlan, pending: bool) -> Val
         }
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: f64) -> Duration {
+        Duration::from_secs_f64(n)
+    }
+
+    fn wall() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn candidate(name: &str, alias: Option<&str>) -> CandidateItem {
+        CandidateItem {
+            tent_name: name.to_owned(),
+            custom_page_alias: alias.map(str::to_owned),
+        }
+    }
+
+    fn invalid() -> Rejection {
+        Rejection {
+            code: "INVALID_ITEM",
+            message: "bad item".to_owned(),
+        }
+    }
+
+    /// Queued for 1 s, generating for 2 s, then publishing for 1 s when a plan is given.
+    fn generation(
+        base: Instant,
+        succeeds: bool,
+        publication: Option<PublicationPlan>,
+    ) -> Generation {
+        Generation {
+            id: Ulid::from_parts(0, 1),
+            admitted: base,
+            admitted_wall: wall(),
+            queue: secs(1.0),
+            generation: secs(2.0),
+            succeeds,
+            publication,
+        }
+    }
+
+    fn published_as(alias: &str) -> Option<PublicationPlan> {
+        Some(PublicationPlan {
+            requested_alias: Some(alias.to_owned()),
+            delay: secs(1.0),
+            outcome: PublishOutcome::Published {
+                applied_alias: Some(alias.to_owned()),
+            },
+        })
+    }
+
+    #[test]
+    fn a_valid_item_is_admitted_while_a_credit_remains() {
+        for balance in [None, Some(1), Some(5)] {
+            match judge_item(Ok(candidate("Spring 1", None)), balance) {
+                ItemVerdict::Admit(item) => assert_eq!(item.tent_name, "Spring 1"),
+                ItemVerdict::Reject(r) => panic!("balance {balance:?} rejected: {}", r.code),
+            }
+        }
+    }
+
+    #[test]
+    fn a_valid_item_is_rejected_when_credits_are_exhausted() {
+        match judge_item(Ok(candidate("Spring 1", None)), Some(0)) {
+            ItemVerdict::Reject(r) => {
+                assert_eq!(r.code, "INSUFFICIENT_CREDITS");
+                assert_eq!(r.message, "Insufficient credits");
+            }
+            ItemVerdict::Admit(_) => panic!("admitted without a credit"),
+        }
+    }
+
+    #[test]
+    fn an_invalid_item_keeps_its_own_rejection_whatever_the_balance() {
+        for balance in [None, Some(0), Some(3)] {
+            match judge_item(Err(invalid()), balance) {
+                ItemVerdict::Reject(r) => {
+                    assert_eq!(r.code, "INVALID_ITEM");
+                    assert_eq!(r.message, "bad item");
+                }
+                ItemVerdict::Admit(_) => panic!("an invalid item was admitted"),
+            }
+        }
+    }
+
+    #[test]
+    fn charging_stops_at_zero_and_unlimited_stays_unlimited() {
+        let limited = SimConfig {
+            credits: Some(1),
+            seed: Some(1),
+            ..SimConfig::default()
+        };
+        let mut model = Model::new(limited).unwrap();
+        assert!(model.try_charge());
+        assert!(!model.try_charge());
+        model.take_credit();
+        assert_eq!(model.config.credits, Some(0));
+
+        let unlimited = SimConfig {
+            credits: None,
+            seed: Some(1),
+            ..SimConfig::default()
+        };
+        let mut model = Model::new(unlimited).unwrap();
+        assert!(model.try_charge());
+        assert_eq!(model.config.credits, None);
+    }
+
+    #[test]
+    fn progress_follows_the_generation_through_time() {
+        let base = Instant::now();
+        let tent_id = Uuid::from_u128(7);
+        let g = generation(base, true, published_as("spring"));
+        let at = |s: f64| item_progress(tent_id, Some(&g), true, base + secs(s));
+
+        let queued = at(0.5);
+        assert_eq!(queued.phase, Phase::Queued);
+        assert_eq!(queued.publication_status, None);
+        assert_eq!(queued.updated, Some(wall()));
+
+        let generating = at(1.5);
+        assert_eq!(generating.phase, Phase::Generating);
+        assert_eq!(generating.updated, Some(wall() + secs(1.0)));
+
+        let publishing = at(3.5);
+        assert_eq!(publishing.phase, Phase::Completed);
+        assert_eq!(publishing.publication_status, Some(json!("pending")));
+        assert_eq!(publishing.published_url, None);
+        assert_eq!(publishing.updated, Some(wall() + secs(3.0)));
+
+        let published = at(4.5);
+        assert_eq!(published.phase, Phase::Completed);
+        assert_eq!(published.publication_status, Some(json!("published")));
+        assert_eq!(
+            published.published_url,
+            Some(json!(format!("{WORKSPACE_URL}/spring")))
+        );
+        assert_eq!(published.updated, Some(wall() + secs(4.0)));
+    }
+
+    #[test]
+    fn progress_omits_the_publication_when_the_job_did_not_ask_for_it() {
+        let base = Instant::now();
+        let g = generation(base, true, published_as("spring"));
+        let progress = item_progress(Uuid::from_u128(7), Some(&g), false, base + secs(4.5));
+        assert_eq!(progress.phase, Phase::Completed);
+        assert_eq!(progress.publication_status, None);
+        assert_eq!(progress.published_url, None);
+    }
+
+    #[test]
+    fn a_failed_or_missing_generation_reports_failed() {
+        let base = Instant::now();
+        let g = generation(base, false, published_as("spring"));
+        let failed = item_progress(Uuid::from_u128(7), Some(&g), true, base + secs(4.5));
+        assert_eq!(failed.phase, Phase::Failed);
+        assert_eq!(failed.publication_status, None);
+        assert_eq!(failed.updated, Some(wall() + secs(3.0)));
+
+        let missing = item_progress(Uuid::from_u128(7), None, true, base);
+        assert_eq!(missing.phase, Phase::Failed);
+        assert_eq!(missing.updated, None);
+        let mut out = item_head(0, None);
+        insert_progress(&mut out, Uuid::from_u128(7), "Spring 1", &missing);
+        assert_eq!(out["status"], json!("failed"));
+        assert_eq!(out["message"], json!(GENERATION_FAILED));
+    }
+
+    #[test]
+    fn item_entries_keep_the_pages_key_order() {
+        let mut rejected = item_head(2, Some("row-3"));
+        insert_rejection(&mut rejected, &invalid());
+        let keys: Vec<&str> = rejected.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["index", "client_item_id", "status", "error_code", "message"]
+        );
+
+        let mut accepted = item_head(0, None);
+        insert_acceptance(
+            &mut accepted,
+            Uuid::from_u128(7),
+            &candidate("A", Some("a")),
+        );
+        let keys: Vec<&str> = accepted.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "index",
+                "tent_id",
+                "tent_name",
+                "custom_page_alias",
+                "status"
+            ]
+        );
+
+        let base = Instant::now();
+        let g = generation(base, true, published_as("spring"));
+        let progress = item_progress(Uuid::from_u128(7), Some(&g), true, base + secs(4.5));
+        let mut done = item_head(0, None);
+        insert_progress(&mut done, Uuid::from_u128(7), "A", &progress);
+        let keys: Vec<&str> = done.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "index",
+                "tent_id",
+                "tent_name",
+                "status",
+                "publication_status",
+                "published_url"
+            ]
+        );
+    }
+
+    fn counts(queued: u64, generating: u64, completed: u64, failed: u64) -> PhaseCounts {
+        PhaseCounts {
+            queued,
+            generating,
+            completed,
+            failed,
+        }
+    }
+
+    #[test]
+    fn job_status_follows_the_phase_counts() {
+        let table = [
+            (counts(0, 0, 0, 0), "failed"),
+            (counts(3, 0, 0, 0), "accepted"),
+            (counts(2, 1, 0, 0), "running"),
+            (counts(1, 0, 1, 0), "running"),
+            (counts(0, 1, 1, 1), "running"),
+            (counts(0, 0, 3, 0), "completed"),
+            (counts(0, 0, 0, 3), "failed"),
+            (counts(0, 0, 2, 1), "completed_with_failures"),
+        ];
+        for (c, status) in table {
+            assert_eq!(c.job_status(), status, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn counting_a_phase_adds_one_to_it() {
+        let mut c = PhaseCounts::default();
+        for phase in [
+            Phase::Queued,
+            Phase::Generating,
+            Phase::Completed,
+            Phase::Completed,
+            Phase::Failed,
+        ] {
+            c.count(phase);
+        }
+        assert_eq!(c, counts(1, 1, 2, 1));
+        assert_eq!(c.accepted(), 5);
+    }
+
+    #[test]
+    fn admission_applies_verdicts_in_order_and_charges_one_credit_each() {
+        let config = SimConfig {
+            credits: Some(1),
+            seed: Some(3),
+            ..SimConfig::default()
+        };
+        let mut model = Model::new(config).unwrap();
+        let items = vec![
+            Ok(candidate("A", Some("a"))),
+            Err(invalid()),
+            Ok(candidate("B", None)),
+        ];
+        let request = BulkRequest {
+            template_id: "tpl_x".to_owned(),
+            auto_publish: true,
+            metadata: None,
+            items: items
+                .into_iter()
+                .enumerate()
+                .map(|(index, verdict)| BulkCandidate {
+                    index,
+                    client_item_id: None,
+                    verdict,
+                })
+                .collect(),
+        };
+        let base = Instant::now();
+        let answer = model.admit_bulk(request, base, wall());
+        assert_eq!(answer["accepted_count"], json!(1));
+        assert_eq!(answer["rejected_count"], json!(2));
+        assert_eq!(answer["items"][0]["status"], json!("accepted"));
+        assert_eq!(answer["items"][0]["custom_page_alias"], json!("a"));
+        assert_eq!(answer["items"][1]["error_code"], json!("INVALID_ITEM"));
+        assert_eq!(
+            answer["items"][2]["error_code"],
+            json!("INSUFFICIENT_CREDITS")
+        );
+        assert_eq!(model.config.credits, Some(0));
+        assert_eq!(model.tents.len(), 1);
+
+        let job_id = answer["bulk_job_id"].as_str().unwrap();
+        let status = model.bulk_job(job_id, base).unwrap();
+        assert_eq!(status["status"], json!("accepted"));
+        assert_eq!(status["total"], json!(3));
+        assert_eq!(status["queued"], json!(1));
+        assert_eq!(status["credits"], json!({ "charged": 1 }));
+        assert_eq!(status["items"][0]["tent_id"], answer["items"][0]["tent_id"]);
+        assert_eq!(status["items"][2]["status"], json!("rejected"));
+    }
 }
