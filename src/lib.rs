@@ -23,6 +23,8 @@
 
 pub mod admin;
 pub mod api;
+#[cfg(test)]
+mod architecture;
 pub mod cli;
 pub mod clock;
 pub mod context;
