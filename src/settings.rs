@@ -212,7 +212,7 @@ impl Settings {
 
     /// The rules that serde cannot express.
     pub fn check(&self) -> Result<(), SettingsError> {
-        let url = reqwest::Url::parse(&self.api.base_url).map_err(|e| SettingsError::Invalid {
+        let url = url::Url::parse(&self.api.base_url).map_err(|e| SettingsError::Invalid {
             key: "api.base_url",
             message: format!("`{}` is not a URL: {e}", self.api.base_url),
         })?;
@@ -279,7 +279,7 @@ impl Settings {
 
     /// True when `api.base_url` names this machine (127.0.0.0/8, ::1 or `localhost`).
     pub fn base_url_is_loopback(&self) -> bool {
-        let Ok(url) = reqwest::Url::parse(&self.api.base_url) else {
+        let Ok(url) = url::Url::parse(&self.api.base_url) else {
             return false;
         };
         match url.host() {
