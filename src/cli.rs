@@ -1,6 +1,6 @@
 //! The command line (SPEC section 2). Thin: each command parses, then calls the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{ControlAnswer, StatusReport};
+use crate::manifest::ManifestKind;
+use crate::pipeline::intake::{self, FileContent, Verdict};
 use crate::settings::{ConfigSource, Settings};
 
 #[derive(Parser, Debug)]
@@ -253,71 +255,193 @@ const LARGE_MANIFEST_BYTES: u64 = 1024 * 1024;
 fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut all_ok = true;
     for path in files {
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let outcome = (|| -> Result<crate::manifest::ValidatedManifest, String> {
-            crate::pipeline::intake::validation::check_manifest_name(&file_name).map_err(|e| e.to_string())?;
-            let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-            if meta.len() > crate::manifest::MAX_MANIFEST_BYTES {
-                return Err("the file is over 64 MiB".into());
-            }
-            let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-            // Large files take a moment: a spinner on a terminal (hidden otherwise).
-            let spinner = (meta.len() > LARGE_MANIFEST_BYTES).then(|| {
-                let spinner = indicatif::ProgressBar::new_spinner();
-                spinner.set_message(format!(
-                    "validating {} ({:.1} MiB)",
-                    path.display(),
-                    meta.len() as f64 / 1048576.0
-                ));
-                spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-                spinner
-            });
-            let verdict = crate::pipeline::intake::validation::validate_manifest(&bytes).map_err(|e| e.to_string());
-            if let Some(spinner) = spinner {
-                spinner.finish_and_clear();
-            }
-            verdict
-        })();
-        match outcome {
-            Err(message) => {
-                all_ok = false;
-                println!("{}: REJECTED: {message}", path.display());
-            }
-            Ok(manifest) => {
-                let rejected = manifest
-                    .items
-                    .iter()
-                    .filter(|i| i.rejection.is_some())
-                    .count();
-                println!(
-                    "{}: {} manifest, {} items: {} accepted, {} rejected",
-                    path.display(),
-                    manifest.kind.as_str(),
-                    manifest.items.len(),
-                    manifest.items.len() - rejected,
-                    rejected
-                );
-                for item in &manifest.items {
-                    if let Some(message) = &item.rejection {
-                        all_ok = false;
-                        println!(
-                            "  item {} `{}`: rejected: {message}",
-                            item.index, item.client_item_id
-                        );
-                    }
-                }
-                if manifest.kind == crate::manifest::ManifestKind::Edit {
-                    println!("  note: target_client_item_id lookups need the daemon's store and are checked at intake");
-                }
-            }
+        let (ok, lines) = validation_report(path);
+        for line in lines {
+            println!("{line}");
         }
+        all_ok &= ok;
     }
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Judges one file as the daemon's intake does (with [`intake::judge_file`]; without the
+/// store, so no duplicate-bytes or edit-target lookups) and returns whether nothing of
+/// it would be rejected, with its report's lines.
+fn validation_report(path: &Path) -> (bool, Vec<String>) {
+    let shown = path.display();
+    let Some(file_name) = path.file_name() else {
+        // `..` or `/`: no file name, so no `NAME.json` (checked before any read, as
+        // always, so a folder gets this answer and not a read error).
+        let rejection = intake::validation::ManifestRejection::NameWithoutJsonSuffix;
+        return (false, vec![format!("{shown}: REJECTED: {rejection}")]);
+    };
+    let file_name = file_name.to_string_lossy();
+    let content = match intake::read_manifest_file(path) {
+        Ok(content) => content,
+        Err(e) => {
+            // Nothing to judge (intake would try again later); a name that breaks the
+            // rule is still the answer, as it always was here.
+            let message = match intake::judge::judge_file_name(&file_name) {
+                (_, Some(rejection)) => rejection.to_string(),
+                (_, None) => format!("cannot read: {e}"),
+            };
+            return (false, vec![format!("{shown}: REJECTED: {message}")]);
+        }
+    };
+    // Large files take a moment: a spinner on a terminal (hidden otherwise).
+    let spinner = match &content {
+        FileContent::Bytes(bytes) if bytes.len() as u64 > LARGE_MANIFEST_BYTES => {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_message(format!(
+                "validating {shown} ({:.1} MiB)",
+                bytes.len() as f64 / 1048576.0
+            ));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+            Some(spinner)
+        }
+        _ => None,
+    };
+    let verdict = intake::judge_file(&file_name, &content, None);
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let manifest = match verdict {
+        Verdict::Rejected { reason, .. } => {
+            return (false, vec![format!("{shown}: REJECTED: {reason}")])
+        }
+        Verdict::Accepted { manifest, .. } => manifest,
+    };
+    let rejected = manifest.rejected_count();
+    let mut lines = vec![format!(
+        "{shown}: {} manifest, {} items: {} accepted, {} rejected",
+        manifest.kind.as_str(),
+        manifest.items.len(),
+        manifest.items.len() - rejected,
+        rejected
+    )];
+    for item in &manifest.items {
+        if let Some(message) = &item.rejection {
+            lines.push(format!(
+                "  item {} `{}`: rejected: {message}",
+                item.index, item.client_item_id
+            ));
+        }
+    }
+    if manifest.kind == ManifestKind::Edit {
+        lines.push("  note: target_client_item_id lookups need the daemon's store and are checked at intake".to_string());
+    }
+    (rejected == 0, lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Writes `bytes` as `dir/file_name` and returns the report on it.
+    fn report_on(dir: &Path, file_name: &str, bytes: &[u8]) -> (PathBuf, bool, Vec<String>) {
+        let path = dir.join(file_name);
+        std::fs::write(&path, bytes).expect("write the manifest");
+        let (ok, lines) = validation_report(&path);
+        (path, ok, lines)
+    }
+
+    #[test]
+    fn an_accepted_manifest_reports_its_counts_and_each_rejected_item() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let manifest = json!({"template_id": "t", "items": [
+            {"client_item_id": "a", "input_data": {}},
+            {"client_item_id": "b", "input_data": 1}]});
+        let (path, ok, lines) = report_on(dir.path(), "m.json", manifest.to_string().as_bytes());
+        assert!(!ok);
+        assert_eq!(
+            lines,
+            vec![
+                format!("{}: bulk manifest, 2 items: 1 accepted, 1 rejected", path.display()),
+                "  item 1 `b`: rejected: item 1 (client_item_id `b`): input_data must be an object, found a number".to_string(),
+            ]
+        );
+        let edit =
+            json!({"kind": "edit", "items": [{"prompt": "p", "target_client_item_id": "a"}]});
+        let (path, ok, lines) = report_on(dir.path(), "e.json", edit.to_string().as_bytes());
+        assert!(ok);
+        assert_eq!(
+            lines,
+            vec![
+                format!("{}: edit manifest, 1 items: 1 accepted, 0 rejected", path.display()),
+                "  note: target_client_item_id lookups need the daemon's store and are checked at intake".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rejected_file_reports_the_rule_it_breaks() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let (path, ok, lines) = report_on(dir.path(), "broken.json", b"[1]");
+        assert!(!ok);
+        assert_eq!(
+            lines,
+            vec![format!(
+                "{}: REJECTED: the manifest must be a JSON object, found an array",
+                path.display()
+            )]
+        );
+        let good = json!({"template_id": "t", "items": [{"input_data": {}}]});
+        let (path, ok, lines) = report_on(dir.path(), "bad name.json", good.to_string().as_bytes());
+        assert!(!ok);
+        assert_eq!(
+            lines,
+            vec![format!("{}: REJECTED: the manifest name contains ' '; NAME may contain only ASCII letters, digits, `.`, `-` and `_`", path.display())]
+        );
+        let huge = dir.path().join("huge.json");
+        let file = std::fs::File::create(&huge).expect("create");
+        file.set_len(crate::manifest::MAX_MANIFEST_BYTES + 1)
+            .expect("sparse file");
+        assert_eq!(
+            validation_report(&huge),
+            (
+                false,
+                vec![format!(
+                    "{}: REJECTED: the file is over 64 MiB",
+                    huge.display()
+                )]
+            )
+        );
+        assert_eq!(
+            validation_report(&dir.path().join("gone!.json")),
+            (false, vec![format!("{}: REJECTED: the manifest name contains '!'; NAME may contain only ASCII letters, digits, `.`, `-` and `_`", dir.path().join("gone!.json").display())])
+        );
+        // As intake judges it: the size first, even before a name that breaks the rule.
+        let huge_bad = dir.path().join("huge bad.json");
+        std::fs::rename(&huge, &huge_bad).expect("rename");
+        assert_eq!(
+            validation_report(&huge_bad),
+            (
+                false,
+                vec![format!(
+                    "{}: REJECTED: the file is over 64 MiB",
+                    huge_bad.display()
+                )]
+            )
+        );
+        let missing = dir.path().join("missing.json");
+        let (ok, lines) = validation_report(&missing);
+        assert!(!ok);
+        assert!(
+            lines.len() == 1
+                && lines[0].starts_with(&format!("{}: REJECTED: cannot read: ", missing.display())),
+            "{lines:?}"
+        );
+        assert_eq!(
+            validation_report(Path::new("..")),
+            (
+                false,
+                vec!["..: REJECTED: the file name does not end in `.json`".to_string()]
+            )
+        );
+    }
 }

@@ -1,12 +1,20 @@
 //! Intake: from a ready file in the inbox to durable items in the store, then to the archive.
 //!
-//! Order (each step durable before the next): validate → one flushed store commit of the
-//! manifest, its items and its indexes → move the file to `archive/NAME.json` → mark it
-//! archived. A crash between the commit and the move is finished by recovery, which
-//! recognises the file by its bytes.
+//! Order (each step durable before the next): read the file → judge it ([`judge_file`]:
+//! pure, the same judgement `tented-bulkd validate` prints) → apply the verdict: one
+//! flushed store commit of the manifest, its items and its indexes → move the file to
+//! `archive/NAME.json` → mark it archived. A crash between the commit and the move is
+//! finished by recovery, which recognises the file by its bytes.
+//!
+//! What the judgement needs from the store (whether its bytes are an earlier manifest's)
+//! is looked up before it; what needs the writer (the `~N` name, edit targets) is done
+//! while applying it.
 
+pub mod judge;
 pub mod validation;
 pub mod watch;
+
+pub use judge::{judge_file, EarlierCopy, FileContent, FileRejection, Verdict};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,9 +23,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
+use crate::manifest::{ManifestKind, ValidatedItem};
 use crate::pipeline::intake::watch::InboxWatcher;
 use crate::state::item::ItemRecord;
-use crate::manifest::{ManifestKind, ValidatedManifest, MAX_MANIFEST_BYTES};
 use crate::store::{ManifestRecord, Received, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +41,26 @@ pub enum IntakeError {
         to: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} names no file")]
+    NoFileName { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why the tent an edit item names cannot be found; the item is rejected locally with
+/// this message.
+#[derive(Debug, thiserror::Error)]
+enum EditTargetError {
+    #[error("names no tent (`tent_id` or `target_client_item_id`)")]
+    NoTarget,
+    #[error("cannot look up `{target}`: {source}")]
+    Lookup { target: String, source: StoreError },
+    #[error("target_client_item_id `{target}` is unknown: no earlier manifest has an item with that client_item_id")]
+    Unknown { target: String },
+    #[error("target_client_item_id `{target}` has no tent: the earlier item was never admitted")]
+    NeverAdmitted { target: String },
+    #[error("target_client_item_id `{target}` is ambiguous: {count} earlier items with that client_item_id have tents; name the tent by tent_id")]
+    Ambiguous { target: String, count: usize },
 }
 
 /// The inbox task: takes every ready file, one at a time, until shutdown.
@@ -91,151 +117,167 @@ pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(out)
 }
 
-/// Takes one file: records it (accepted or rejected) and archives it. Returns its NAME,
-/// or `None` when the file vanished before it could be read.
+/// Takes one file: judges it, records the verdict (accepted or rejected) and archives
+/// it. Returns its NAME, or `None` when the file vanished before it could be read.
 pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let too_large = match std::fs::metadata(path) {
-        Ok(meta) => meta.len() > MAX_MANIFEST_BYTES,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(IntakeError::Read {
+    let file_name = inbox_file_name(path)?;
+    let Some((content, hash)) = read_inbox_file(path)? else {
+        return Ok(None);
+    };
+    if let Some(name) = finish_unarchived(ctx, path, &file_name, &hash).await? {
+        return Ok(Some(name));
+    }
+    let earlier = earlier_copy(&ctx.store, &hash)?;
+    let verdict = judge_file(&file_name, &content, earlier.as_ref());
+    drop(content);
+    let record = record_verdict(ctx, &file_name, hash, &verdict).await?;
+    fail::fail_point!("intake-before-archive", |_| crate::crash::simulated_crash());
+    ctx.set_active(record.id, true);
+    archive(ctx, &record, path).await?;
+    ctx.wake_submitter.notify_one();
+    // A manifest with nothing to send (rejected, or every item rejected) finishes now.
+    crate::pipeline::outbox::finish_if_done(ctx, record.id).await;
+    Ok(Some(record.name))
+}
+
+/// The file name of a path the inbox watcher gave. Every such path names a file, so a
+/// path without one is a bug: refused (and the file left in the inbox), never judged
+/// under an empty name.
+fn inbox_file_name(path: &Path) -> Result<String, IntakeError> {
+    let file_name = path.file_name();
+    debug_assert!(
+        file_name.is_some(),
+        "the inbox watcher gave a path without a file name: {}",
+        path.display()
+    );
+    match file_name {
+        Some(name) => Ok(name.to_string_lossy().into_owned()),
+        None => {
+            tracing::error!(file = %path.display(), "an inbox path without a file name; not taken");
+            Err(IntakeError::NoFileName {
                 path: path.to_path_buf(),
-                source,
             })
         }
-    };
-    let bytes = if too_large {
-        Vec::new()
-    } else {
-        match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(IntakeError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    };
-    let hash = if too_large {
-        match sha256_file(path) {
-            Ok(hash) => hash,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(IntakeError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    } else {
-        sha256(&bytes)
-    };
+    }
+}
 
-    // A file already recorded but not archived yet (a crash, or a failed move, in between;
-    // accepted or rejected): finish the move instead of taking it twice.
+/// What the judgement needs of a manifest file: its bytes, or only its size when it is
+/// over the size limit (such a file is never held whole). `validate` reads files with
+/// this too, so both judge the same content.
+pub fn read_manifest_file(path: &Path) -> std::io::Result<FileContent> {
+    let size = std::fs::metadata(path)?.len();
+    if judge::is_over_size_limit(size) {
+        return Ok(FileContent::TooLarge { size });
+    }
+    Ok(FileContent::Bytes(std::fs::read(path)?))
+}
+
+/// Reads an inbox file and its sha256 (a file over the size limit is hashed in
+/// pieces); `None` when it vanished meanwhile.
+fn read_inbox_file(path: &Path) -> Result<Option<(FileContent, [u8; 32])>, IntakeError> {
+    let Some(content) = unless_vanished(path, read_manifest_file(path))? else {
+        return Ok(None);
+    };
+    let hash = match &content {
+        FileContent::Bytes(bytes) => sha256(bytes),
+        FileContent::TooLarge { .. } => match unless_vanished(path, sha256_file(path))? {
+            Some(hash) => hash,
+            None => return Ok(None),
+        },
+    };
+    Ok(Some((content, hash)))
+}
+
+/// A read's result, with a file that is no longer there as `None`.
+fn unless_vanished<T>(path: &Path, read: std::io::Result<T>) -> Result<Option<T>, IntakeError> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IntakeError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// A file already recorded but not archived yet (a crash, or a failed move, in between;
+/// accepted or rejected): finishes the move instead of taking it twice, and returns its
+/// NAME.
+async fn finish_unarchived(
+    ctx: &Context,
+    path: &Path,
+    file_name: &str,
+    hash: &[u8; 32],
+) -> Result<Option<String>, IntakeError> {
     for id in ctx.active_ids() {
         if let Some(record) = ctx.store.manifest(id)? {
-            if !record.archived && record.inbox_file == file_name && record.sha256 == hash {
+            if !record.archived && record.inbox_file == file_name && record.sha256 == *hash {
                 archive(ctx, &record, path).await?;
                 return Ok(Some(record.name));
             }
         }
     }
+    Ok(None)
+}
 
-    let name_check = validation::check_manifest_name(&file_name);
-    let base_name = match &name_check {
-        Ok(name) => name.clone(),
-        Err(_) => validation::sanitize_manifest_name(&file_name),
+/// The earlier accepted manifest with these bytes, from the store's hash index.
+fn earlier_copy(store: &Store, hash: &[u8; 32]) -> Result<Option<EarlierCopy>, StoreError> {
+    let Some(id) = store.manifest_with_hash(hash)? else {
+        return Ok(None);
     };
-    let verdict: Result<ValidatedManifest, String> = if too_large {
-        Err(format!(
-            "the file is over {} MiB",
-            MAX_MANIFEST_BYTES / (1024 * 1024)
-        ))
-    } else {
-        match name_check {
-            Err(e) => Err(e.to_string()),
-            Ok(_) => validation::validate_manifest(&bytes).map_err(|e| e.to_string()),
-        }
-    };
-    let verdict = match verdict {
-        Ok(manifest) => match ctx.store.manifest_with_hash(&hash)? {
-            Some(earlier) => {
-                let earlier = ctx.store.manifest(earlier)?;
-                Err(match earlier {
-                    Some(m) => format!(
-                        "its bytes are identical to the earlier manifest `{}` (received {}); sending it again would pay twice. To send it again on purpose, change anything in it",
-                        m.file_name(),
-                        crate::clock::rfc3339(m.received_at_ms)
-                    ),
-                    None => "its bytes are identical to an earlier manifest".to_string(),
-                })
-            }
-            None => Ok(manifest),
+    Ok(Some(match store.manifest(id)? {
+        Some(earlier) => EarlierCopy::Known {
+            file_name: earlier.file_name(),
+            received_at_ms: earlier.received_at_ms,
         },
-        Err(e) => Err(e),
-    };
+        None => EarlierCopy::Unrecorded,
+    }))
+}
 
+/// Applies a verdict: one flushed commit of the manifest record under a unique name
+/// (`~N`), its name index, and for an accepted manifest its hash index and its items
+/// (edit targets resolved against the store).
+async fn record_verdict(
+    ctx: &Context,
+    file_name: &str,
+    sha256: [u8; 32],
+    verdict: &Verdict,
+) -> Result<ManifestRecord, IntakeError> {
     let writer = ctx.store.writer().await;
-    let name = unique_name(writer.store(), &base_name)?;
+    let name = unique_name(writer.store(), verdict.name())?;
     let id = ctx.store.new_manifest_id()?;
-    let now = ctx.clock.now_ms();
-    let (kind, top, item_count) = match &verdict {
-        Ok(m) => (
-            m.kind,
-            serde_json::Value::Object(m.top.clone()).to_string(),
-            m.items.len() as u32,
+    let (kind, top, item_count, rejection) = match verdict {
+        Verdict::Accepted { manifest, .. } => (
+            manifest.kind,
+            serde_json::Value::Object(manifest.top.clone()).to_string(),
+            // Validation numbers items with u32 and refuses a manifest it cannot number.
+            manifest.items.len() as u32,
+            None,
         ),
-        Err(_) => (kind_hint(&bytes), "{}".to_string(), 0),
+        Verdict::Rejected { kind, reason, .. } => (
+            *kind,
+            "{}".to_string(),
+            0,
+            Some(format!("{file_name}: {reason}")),
+        ),
     };
-    let record = ManifestRecord::received(Received {
+    let mut txn = writer.create(ManifestRecord::received(Received {
         id,
         name: name.clone(),
-        inbox_file: file_name.clone(),
+        inbox_file: file_name.to_string(),
         kind,
-        received_at_ms: now,
-        sha256: hash,
+        received_at_ms: ctx.clock.now_ms(),
+        sha256,
         top,
         item_count,
-        rejection: verdict.as_ref().err().map(|e| format!("{file_name}: {e}")),
-    });
-    let mut txn = writer.create(record);
+        rejection,
+    }));
     txn.index_name();
-    match &verdict {
-        Ok(manifest) => {
+    match verdict {
+        Verdict::Accepted { manifest, .. } => {
             txn.index_hash();
             for item in &manifest.items {
-                let given = item.given.to_string();
-                let mut rejection = item.rejection.clone();
-                let mut target = None;
-                if rejection.is_none() && manifest.kind == ManifestKind::Edit {
-                    match resolve_edit_target(&ctx.store, &item.given) {
-                        Ok(tent_id) => target = Some(tent_id),
-                        Err(message) => {
-                            rejection = Some(format!(
-                                "item {} (`{}`): {message}",
-                                item.index, item.client_item_id
-                            ))
-                        }
-                    }
-                }
-                let mut record = match rejection {
-                    Some(message) => ItemRecord::rejected_locally(
-                        id,
-                        item.index,
-                        item.client_item_id.clone(),
-                        given,
-                        format!("{file_name}: {message}"),
-                    ),
-                    None => ItemRecord::pending(id, item.index, item.client_item_id.clone(), given),
-                };
-                record.target_tent_id = target;
+                let record = item_record(&ctx.store, id, file_name, manifest.kind, item);
                 if !item.client_item_id.starts_with('#') {
                     txn.index_client_item(&item.client_item_id, item.index);
                 }
@@ -245,33 +287,48 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
                 tracing::warn!(manifest = %name, "every item of the manifest was rejected locally");
             }
         }
-        Err(message) => {
-            tracing::warn!(manifest = %name, "manifest rejected: {file_name}: {message}");
+        Verdict::Rejected { reason, .. } => {
+            tracing::warn!(manifest = %name, "manifest rejected: {file_name}: {reason}");
         }
     }
-    let record = txn.commit().await?;
-    drop(writer);
-    fail::fail_point!("intake-before-archive", |_| crate::crash::simulated_crash(
-    ));
-    ctx.set_active(id, true);
-    archive(ctx, &record, path).await?;
-    ctx.wake_submitter.notify_one();
-    // A manifest with nothing to send (rejected, or every item rejected) finishes now.
-    crate::pipeline::outbox::finish_if_done(ctx, id).await;
-    Ok(Some(name))
+    Ok(txn.commit().await?)
 }
 
-/// `kind` of a manifest that failed validation, for its result file (default bulk).
-fn kind_hint(bytes: &[u8]) -> ManifestKind {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
-        .and_then(|k| match k.as_str() {
-            "create" => Some(ManifestKind::Create),
-            "edit" => Some(ManifestKind::Edit),
-            _ => None,
-        })
-        .unwrap_or(ManifestKind::Bulk)
+/// The record of one item of an accepted manifest: pending, or rejected locally (by
+/// validation, or because the tent an edit item names cannot be found).
+fn item_record(
+    store: &Store,
+    manifest_id: u64,
+    file_name: &str,
+    kind: ManifestKind,
+    item: &ValidatedItem,
+) -> ItemRecord {
+    let given = item.given.to_string();
+    let mut rejection = item.rejection.clone();
+    let mut target = None;
+    if rejection.is_none() && kind == ManifestKind::Edit {
+        match resolve_edit_target(store, &item.given) {
+            Ok(tent_id) => target = Some(tent_id),
+            Err(error) => {
+                rejection = Some(format!(
+                    "item {} (`{}`): {error}",
+                    item.index, item.client_item_id
+                ))
+            }
+        }
+    }
+    let mut record = match rejection {
+        Some(message) => ItemRecord::rejected_locally(
+            manifest_id,
+            item.index,
+            item.client_item_id.clone(),
+            given,
+            format!("{file_name}: {message}"),
+        ),
+        None => ItemRecord::pending(manifest_id, item.index, item.client_item_id.clone(), given),
+    };
+    record.target_tent_id = target;
+    record
 }
 
 /// `daily`, or `daily~2`, `daily~3`, … when the name was used before. `~` is not allowed
@@ -292,16 +349,22 @@ fn unique_name(store: &Store, base: &str) -> Result<String, StoreError> {
 
 /// The tent an edit item names: its `tent_id`, or the tent created for the
 /// `target_client_item_id` of an earlier manifest.
-fn resolve_edit_target(store: &Store, given: &serde_json::Value) -> Result<String, String> {
+fn resolve_edit_target(
+    store: &Store,
+    given: &serde_json::Value,
+) -> Result<String, EditTargetError> {
     if let Some(tent_id) = given.get("tent_id").and_then(|t| t.as_str()) {
         return Ok(tent_id.to_string());
     }
     let Some(target) = given.get("target_client_item_id").and_then(|t| t.as_str()) else {
-        return Err("names no tent (`tent_id` or `target_client_item_id`)".to_string());
+        return Err(EditTargetError::NoTarget);
     };
     let found = store
         .items_with_client_id(target)
-        .map_err(|e| format!("cannot look up `{target}`: {e}"))?;
+        .map_err(|source| EditTargetError::Lookup {
+            target: target.to_string(),
+            source,
+        })?;
     let mut tents: Vec<String> = Vec::new();
     // Items of an intake that a crash interrupted have no manifest record: skip them.
     let found: Vec<(u64, u32)> = found
@@ -319,15 +382,16 @@ fn resolve_edit_target(store: &Store, given: &serde_json::Value) -> Result<Strin
     }
     match tents.len() {
         1 => Ok(tents.remove(0)),
-        0 if found.is_empty() => Err(format!(
-            "target_client_item_id `{target}` is unknown: no earlier manifest has an item with that client_item_id"
-        )),
-        0 => Err(format!(
-            "target_client_item_id `{target}` has no tent: the earlier item was never admitted"
-        )),
-        n => Err(format!(
-            "target_client_item_id `{target}` is ambiguous: {n} earlier items with that client_item_id have tents; name the tent by tent_id"
-        )),
+        0 if found.is_empty() => Err(EditTargetError::Unknown {
+            target: target.to_string(),
+        }),
+        0 => Err(EditTargetError::NeverAdmitted {
+            target: target.to_string(),
+        }),
+        count => Err(EditTargetError::Ambiguous {
+            target: target.to_string(),
+            count,
+        }),
     }
 }
 
@@ -374,4 +438,87 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_limit_is_read_as_its_size_only() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let small = dir.path().join("small.json");
+        std::fs::write(&small, b"{}").expect("write");
+        assert_eq!(
+            read_manifest_file(&small).expect("readable"),
+            FileContent::Bytes(b"{}".to_vec())
+        );
+        let huge = dir.path().join("huge.json");
+        let file = std::fs::File::create(&huge).expect("create");
+        let size = crate::manifest::MAX_MANIFEST_BYTES + 1;
+        file.set_len(size).expect("sparse file");
+        assert_eq!(
+            read_manifest_file(&huge).expect("readable"),
+            FileContent::TooLarge { size }
+        );
+        let missing = dir.path().join("missing.json");
+        assert!(matches!(
+            unless_vanished(&missing, read_manifest_file(&missing)),
+            Ok(None)
+        ));
+        assert!(matches!(
+            inbox_file_name(&small).as_deref(),
+            Ok("small.json")
+        ));
+    }
+
+    #[test]
+    fn an_edit_target_is_the_given_tent_id_or_a_clear_refusal() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let store = Store::open(dir.path()).expect("store");
+        let given = serde_json::json!({"tent_id": "6f1c2a9e-0000-4000-8000-000000000001"});
+        assert_eq!(
+            resolve_edit_target(&store, &given).expect("named"),
+            "6f1c2a9e-0000-4000-8000-000000000001"
+        );
+        assert!(matches!(
+            resolve_edit_target(&store, &serde_json::json!({"prompt": "p"})),
+            Err(EditTargetError::NoTarget)
+        ));
+        let given = serde_json::json!({"target_client_item_id": "row-1"});
+        assert!(matches!(
+            resolve_edit_target(&store, &given),
+            Err(EditTargetError::Unknown { target }) if target == "row-1"
+        ));
+    }
+
+    #[test]
+    fn edit_target_errors_say_which_case_it_is() {
+        let target = "row-1".to_string();
+        let cases = [
+            (
+                EditTargetError::NoTarget,
+                "names no tent (`tent_id` or `target_client_item_id`)",
+            ),
+            (
+                EditTargetError::Unknown {
+                    target: target.clone(),
+                },
+                "target_client_item_id `row-1` is unknown: no earlier manifest has an item with that client_item_id",
+            ),
+            (
+                EditTargetError::NeverAdmitted {
+                    target: target.clone(),
+                },
+                "target_client_item_id `row-1` has no tent: the earlier item was never admitted",
+            ),
+            (
+                EditTargetError::Ambiguous { target, count: 2 },
+                "target_client_item_id `row-1` is ambiguous: 2 earlier items with that client_item_id have tents; name the tent by tent_id",
+            ),
+        ];
+        for (error, message) in cases {
+            assert_eq!(error.to_string(), message);
+        }
+    }
 }

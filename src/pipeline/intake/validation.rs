@@ -3,7 +3,8 @@
 //! [`validate_manifest`] either rejects a whole manifest with a [`ManifestRejection`]
 //! (nothing of it is ever sent) or returns a [`ValidatedManifest`] in which single
 //! items may carry a local rejection while the rest go on. `tented-bulkd validate`
-//! and the daemon call the same function, so both apply exactly the same rules.
+//! and the daemon both judge a file with [`super::judge_file`], which calls it, so both
+//! apply exactly the same rules.
 //!
 //! Choices where the SPEC is silent, for the README:
 //! - A UTF-8 byte order mark at the start of the file is skipped.
@@ -354,11 +355,27 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// The manifest-level checks and the item-level ones, with limits as a parameter.
+/// The manifest-level checks and the item-level ones, with limits as a parameter. Each
+/// step either rejects the whole manifest or hands the next one what it left.
 fn validate_manifest_with_limits(
     bytes: &[u8],
     limits: Limits,
 ) -> Result<ValidatedManifest, ManifestRejection> {
+    let mut top = parse_object(bytes, limits)?;
+    let kind = take_kind(&mut top)?;
+    let (top_fields, item_fields) = known_fields(kind);
+    check_top_level_fields(kind, &top, top_fields)?;
+    let items = take_items(&mut top, limits)?;
+    // Manifest-level rules on items come first, so that nothing is judged item by item
+    // in a manifest that is rejected as a whole.
+    check_items_as_a_whole(&items, item_fields)?;
+    let items = judge_items(items, kind, &top)?;
+    Ok(ValidatedManifest { kind, top, items })
+}
+
+/// Parse and shape: the size limit, UTF-8 (a byte order mark is skipped), JSON, and an
+/// object at the top.
+fn parse_object(bytes: &[u8], limits: Limits) -> Result<Map<String, Value>, ManifestRejection> {
     let size = bytes.len() as u64;
     if size > limits.max_bytes {
         return Err(ManifestRejection::TooLarge {
@@ -374,14 +391,19 @@ fn validate_manifest_with_limits(
         serde_json::from_str(text).map_err(|error| ManifestRejection::NotJson {
             message: error.to_string(),
         })?;
-    let Value::Object(mut top) = document else {
-        return Err(ManifestRejection::NotAnObject {
-            found: json_type(&document),
-        });
-    };
+    match document {
+        Value::Object(top) => Ok(top),
+        other => Err(ManifestRejection::NotAnObject {
+            found: json_type(&other),
+        }),
+    }
+}
 
-    let kind = match top.remove("kind") {
-        None => ManifestKind::Bulk,
+/// Kind: removes `kind` from the top-level fields and names the kind it selects
+/// (bulk when absent).
+fn take_kind(top: &mut Map<String, Value>) -> Result<ManifestKind, ManifestRejection> {
+    match top.remove("kind") {
+        None => Ok(ManifestKind::Bulk),
         Some(Value::String(name)) => ManifestKind::from_name(&name).ok_or_else(|| {
             let kind_names: Vec<&str> =
                 ManifestKind::ALL.iter().map(ManifestKind::as_str).collect();
@@ -389,20 +411,30 @@ fn validate_manifest_with_limits(
                 suggestion: nearest_known_name(&name, &kind_names),
                 kind: name,
             }
-        })?,
-        Some(other) => {
-            return Err(ManifestRejection::WrongTopLevelType {
-                field: "kind",
-                expected: "one of \"bulk\", \"create\" or \"edit\"",
-                found: json_type(&other).to_owned(),
-            })
-        }
-    };
-    let (top_fields, item_fields) = match kind {
+        }),
+        Some(other) => Err(ManifestRejection::WrongTopLevelType {
+            field: "kind",
+            expected: "one of \"bulk\", \"create\" or \"edit\"",
+            found: json_type(&other).to_owned(),
+        }),
+    }
+}
+
+/// The top-level fields and the item fields that a kind of manifest knows.
+fn known_fields(kind: ManifestKind) -> (&'static [&'static str], &'static [&'static str]) {
+    match kind {
         ManifestKind::Bulk => (BULK_TOP_FIELDS, BULK_ITEM_FIELDS),
         ManifestKind::Create => (CREATE_TOP_FIELDS, CREATE_ITEM_FIELDS),
         ManifestKind::Edit => (EDIT_TOP_FIELDS, EDIT_ITEM_FIELDS),
-    };
+    }
+}
+
+/// Top-level fields: no unknown one, and the known ones of the kind with their types.
+fn check_top_level_fields(
+    kind: ManifestKind,
+    top: &Map<String, Value>,
+    top_fields: &[&str],
+) -> Result<(), ManifestRejection> {
     if let Some(field) = top
         .keys()
         .find(|field| !top_fields.contains(&field.as_str()))
@@ -413,11 +445,18 @@ fn validate_manifest_with_limits(
         });
     }
     match kind {
-        ManifestKind::Bulk => check_bulk_top(&top)?,
-        ManifestKind::Create => check_create_defaults(&top)?,
-        ManifestKind::Edit => {}
+        ManifestKind::Bulk => check_bulk_top(top),
+        ManifestKind::Create => check_create_defaults(top),
+        ManifestKind::Edit => Ok(()),
     }
+}
 
+/// Items array: removes `items` from the top-level fields; an array of 1 to
+/// `limits.max_items` entries.
+fn take_items(
+    top: &mut Map<String, Value>,
+    limits: Limits,
+) -> Result<Vec<Value>, ManifestRejection> {
     let items = match top.remove("items") {
         None => return Err(ManifestRejection::MissingItems),
         Some(Value::Array(items)) => items,
@@ -438,9 +477,14 @@ fn validate_manifest_with_limits(
             limit: limits.max_items,
         });
     }
+    Ok(items)
+}
 
-    // Manifest-level rules on items come first, so that nothing is judged item by item
-    // in a manifest that is rejected as a whole.
+/// The manifest-level rules on items, item by item in manifest order (the first broken
+/// rule of the first item that breaks one rejects the manifest): each item is an object,
+/// its `client_item_id` is a string not beginning with `#` and not seen before, and it
+/// has no unknown field.
+fn check_items_as_a_whole(items: &[Value], item_fields: &[&str]) -> Result<(), ManifestRejection> {
     let mut first_index_of_id: HashMap<&str, usize> = HashMap::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let Value::Object(fields) = item else {
@@ -451,21 +495,7 @@ fn validate_manifest_with_limits(
         };
         match fields.get("client_item_id") {
             None => {}
-            Some(Value::String(id)) => {
-                if id.starts_with('#') {
-                    return Err(ManifestRejection::ClientItemIdReserved {
-                        index,
-                        id: id.clone(),
-                    });
-                }
-                if let Some(first_index) = first_index_of_id.insert(id.as_str(), index) {
-                    return Err(ManifestRejection::DuplicateClientItemId {
-                        id: id.clone(),
-                        first_index,
-                        second_index: index,
-                    });
-                }
-            }
+            Some(Value::String(id)) => check_unique_id(index, id, &mut first_index_of_id)?,
             Some(other) => {
                 return Err(ManifestRejection::ClientItemIdNotString {
                     index,
@@ -484,45 +514,94 @@ fn validate_manifest_with_limits(
             });
         }
     }
-    drop(first_index_of_id);
+    Ok(())
+}
 
-    let validated_items = items
-        .into_iter()
-        .enumerate()
-        .map(|(index, given)| {
-            let client_item_id = match given.get("client_item_id") {
-                Some(Value::String(id)) => id.clone(),
-                _ => format!("#{index}"),
-            };
-            let mut problems = Vec::new();
-            if let Value::Object(fields) = &given {
-                match kind {
-                    ManifestKind::Bulk => check_bulk_item(fields, &top, &mut problems),
-                    ManifestKind::Create => check_create_item(fields, &top, &mut problems),
-                    ManifestKind::Edit => check_edit_item(fields, &mut problems),
-                }
-            }
-            let rejection = (!problems.is_empty()).then(|| {
-                format!(
-                    "item {index} (client_item_id `{client_item_id}`): {}",
-                    problems.join("; ")
-                )
-            });
-            ValidatedItem {
-                // The item count is at most MAX_ITEMS, far below u32::MAX.
-                index: u32::try_from(index).unwrap_or(u32::MAX),
-                client_item_id,
-                given,
-                rejection,
-            }
-        })
-        .collect();
+/// Duplicate ids: a given `client_item_id` may not begin with `#` (reserved for `#INDEX`)
+/// and may appear once per manifest; remembers where each one first appeared.
+fn check_unique_id<'a>(
+    index: usize,
+    id: &'a str,
+    first_index_of_id: &mut HashMap<&'a str, usize>,
+) -> Result<(), ManifestRejection> {
+    if id.starts_with('#') {
+        return Err(ManifestRejection::ClientItemIdReserved {
+            index,
+            id: id.to_owned(),
+        });
+    }
+    if let Some(first_index) = first_index_of_id.insert(id, index) {
+        return Err(ManifestRejection::DuplicateClientItemId {
+            id: id.to_owned(),
+            first_index,
+            second_index: index,
+        });
+    }
+    Ok(())
+}
 
-    Ok(ValidatedManifest {
-        kind,
-        top,
-        items: validated_items,
-    })
+/// Per-item checks: each item of a manifest that passed every manifest-level rule,
+/// judged on its own (accepted, or rejected locally with every problem named).
+fn judge_items(
+    items: Vec<Value>,
+    kind: ManifestKind,
+    top: &Map<String, Value>,
+) -> Result<Vec<ValidatedItem>, ManifestRejection> {
+    // `take_items` allowed at most `limits.max_items` (100,000 in the SPEC), far below
+    // u32::MAX; a limit raised past it must refuse rather than number items wrongly.
+    debug_assert!(
+        u32::try_from(items.len()).is_ok(),
+        "{} items cannot be numbered with u32",
+        items.len()
+    );
+    let Ok(count) = u32::try_from(items.len()) else {
+        tracing::error!(
+            items = items.len(),
+            "a manifest passed the item limit with more items than u32 can number; refused"
+        );
+        return Err(ManifestRejection::TooManyItems {
+            count: items.len(),
+            limit: u32::MAX as usize,
+        });
+    };
+    Ok((0..count)
+        .zip(items)
+        .map(|(index, given)| judge_item(index, given, kind, top))
+        .collect())
+}
+
+/// The item-level rules of one item, by kind; its `client_item_id` (`#INDEX` when it
+/// gave none) and its rejection message, if any.
+fn judge_item(
+    index: u32,
+    given: Value,
+    kind: ManifestKind,
+    top: &Map<String, Value>,
+) -> ValidatedItem {
+    let client_item_id = match given.get("client_item_id") {
+        Some(Value::String(id)) => id.clone(),
+        _ => format!("#{index}"),
+    };
+    let mut problems = Vec::new();
+    if let Value::Object(fields) = &given {
+        match kind {
+            ManifestKind::Bulk => check_bulk_item(fields, top, &mut problems),
+            ManifestKind::Create => check_create_item(fields, top, &mut problems),
+            ManifestKind::Edit => check_edit_item(fields, &mut problems),
+        }
+    }
+    let rejection = (!problems.is_empty()).then(|| {
+        format!(
+            "item {index} (client_item_id `{client_item_id}`): {}",
+            problems.join("; ")
+        )
+    });
+    ValidatedItem {
+        index,
+        client_item_id,
+        given,
+        rejection,
+    }
 }
 
 /// Checks the top-level fields of a bulk manifest other than `kind` and `items`.
