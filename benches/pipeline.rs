@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tented_bulkd::state::item::{ItemEvent, ItemRecord};
-use tented_bulkd::manifest::ManifestKind;
+use tented_bulkd::manifest::{ItemFields, ManifestKind, TopFields};
 use tented_bulkd::pipeline::polling::Scheduler;
 use tented_bulkd::schedule::JobKey;
 use tented_bulkd::store::{ManifestRecord, Received, Store};
@@ -115,7 +115,8 @@ fn main() {
             kind: ManifestKind::Bulk,
             received_at_ms: 0,
             sha256: [0; 32],
-            top: serde_json::Value::Object(manifest.top.clone()).to_string(),
+            top: TopFields::from_validated(&manifest.top).map_err(|e| e.to_string())?,
+            top_given: serde_json::Value::Object(manifest.top.clone()).to_string(),
             item_count: ITEMS as u32,
             rejection: None,
         });
@@ -127,11 +128,13 @@ fn main() {
             txn.index_name();
             for item in &manifest.items {
                 txn.index_client_item(&item.client_item_id, item.index);
+                let fields = ItemFields::from_validated(&item.given).map_err(|e| e.to_string())?;
                 txn.insert_item(ItemRecord::pending(
                     id,
                     item.index,
                     item.client_item_id.clone(),
                     item.given.to_string(),
+                    fields,
                 ));
             }
             txn.commit().await.map_err(|e| e.to_string())?;

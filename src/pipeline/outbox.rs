@@ -21,6 +21,8 @@ use crate::store::{ManifestRecord, StoreError};
 pub enum OutboxError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the store holds damaged JSON text: {0}")]
+    Damaged(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -210,24 +212,31 @@ pub fn build_result(
 
 /// The retry manifest: the manifest's top-level fields and exactly the items that did not
 /// complete, as they were given.
-pub fn build_retry_manifest(manifest: &ManifestRecord, items: &[ItemRecord]) -> Option<Value> {
-    let retry: Vec<Value> = items
+pub fn build_retry_manifest(
+    manifest: &ManifestRecord,
+    items: &[ItemRecord],
+) -> Result<Option<Value>, OutboxError> {
+    // The texts were written by intake from parsed JSON: one that no longer parses means
+    // a damaged store, refused loudly rather than written as `null`.
+    let damaged = |what: String, e: serde_json::Error| {
+        debug_assert!(false, "{what} of manifest {} does not parse: {e}", manifest.name);
+        OutboxError::Damaged(format!("{what} of manifest {}: {e}", manifest.name))
+    };
+    let retry = items
         .iter()
         .filter(|i| i.state() != ItemState::Completed)
-        .map(|i| serde_json::from_str(&i.given).unwrap_or(Value::Null))
-        .collect();
+        .map(|i| serde_json::from_str(&i.given).map_err(|e| damaged(format!("item {}", i.index), e)))
+        .collect::<Result<Vec<Value>, OutboxError>>()?;
     if retry.is_empty() || manifest.rejection.is_some() {
-        return None;
+        return Ok(None);
     }
     let mut out = Map::new();
     out.insert("kind".into(), Value::String(manifest.kind.as_str().into()));
-    if let Ok(Value::Object(top)) = serde_json::from_str::<Value>(&manifest.top) {
-        for (k, v) in top {
-            out.insert(k, v);
-        }
-    }
+    let top: Map<String, Value> = serde_json::from_str(&manifest.top_given)
+        .map_err(|e| damaged("the top-level fields".into(), e))?;
+    out.extend(top);
     out.insert("items".into(), Value::Array(retry));
-    Some(Value::Object(out))
+    Ok(Some(Value::Object(out)))
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
@@ -297,7 +306,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
     let jobs = ctx.store.jobs(manifest_id)?;
     let result = build_result(&manifest, &items, &jobs);
     fail::fail_point!("outbox-before-write", |_| crate::crash::simulated_crash());
-    if let Some(retry) = build_retry_manifest(&manifest, &items) {
+    if let Some(retry) = build_retry_manifest(&manifest, &items)? {
         write_atomically(
             &retry_path(ctx, &manifest),
             &serde_json::to_vec_pretty(&retry)?,

@@ -17,7 +17,7 @@ use crate::state::item::{ItemEvent, ItemRecord, ItemState, NoticeRecord, Publica
 use crate::schedule::{next_poll_due_ms, retry_after_ms, JobKey, PollResult};
 use crate::state::job::{JobEvent, JobRecord, JobState};
 use crate::store::{StoreError, TentPollRecord, Txn};
-use crate::pipeline::submission::wants_publication;
+use crate::pipeline::submission::{requested_alias, wants_publication};
 
 /// How long a bulk job may answer 404 before its unfinished items fail.
 pub const JOB_NOT_FOUND_LIMIT: Duration = Duration::from_secs(600);
@@ -42,16 +42,6 @@ pub fn publication_record(p: &Publication) -> PublicationRecord {
         warnings: p.warnings.iter().map(notice).collect(),
         error: p.error.as_ref().map(notice),
     }
-}
-
-fn requested_alias(item: &ItemRecord) -> Option<String> {
-    serde_json::from_str::<serde_json::Value>(&item.given)
-        .ok()
-        .and_then(|g| {
-            g.get("custom_page_alias")
-                .and_then(|a| a.as_str())
-                .map(str::to_string)
-        })
 }
 
 /// Whether the item's generation was already seen completed (by an earlier poll).
@@ -554,7 +544,7 @@ mod tests {
 
     fn admitted(given: &str) -> ItemRecord {
         let mut item =
-            ItemRecord::pending(1, 0, "a".into(), given.into()).forced_into(ItemState::Admitted);
+            ItemRecord::pending(1, 0, "a".into(), given.into(), crate::manifest::ItemFields::from_validated(&serde_json::from_str(given).expect("json")).expect("fits")).forced_into(ItemState::Admitted);
         item.tent_id = Some("t".into());
         item
     }

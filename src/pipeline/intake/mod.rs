@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::manifest::{ManifestKind, ValidatedItem};
+use crate::manifest::{ItemFields, TopFields, ManifestKind, ValidatedItem};
 use crate::pipeline::intake::watch::InboxWatcher;
 use crate::state::item::ItemRecord;
 use crate::store::{ManifestRecord, Received, Store, StoreError};
@@ -246,16 +246,31 @@ async fn record_verdict(
     let writer = ctx.store.writer().await;
     let name = unique_name(writer.store(), verdict.name())?;
     let id = ctx.store.new_manifest_id()?;
-    let (kind, top, item_count, rejection) = match verdict {
-        Verdict::Accepted { manifest, .. } => (
+    // The typed top-level fields; validation checked every type, so a misfit is a bug,
+    // refused loudly as a rejection of the whole manifest (nothing is sent).
+    let typed_top = match verdict {
+        Verdict::Accepted { manifest, .. } => Some(TopFields::from_validated(&manifest.top)),
+        Verdict::Rejected { .. } => None,
+    };
+    let (kind, top, top_given, item_count, rejection) = match (verdict, typed_top) {
+        (Verdict::Accepted { manifest, .. }, Some(Ok(top))) => (
             manifest.kind,
+            top,
             serde_json::Value::Object(manifest.top.clone()).to_string(),
             // Validation numbers items with u32 and refuses a manifest it cannot number.
             manifest.items.len() as u32,
             None,
         ),
-        Verdict::Rejected { kind, reason, .. } => (
+        (Verdict::Accepted { manifest, .. }, Some(Err(e))) => {
+            debug_assert!(false, "validation and the typed fields disagree: {e}");
+            tracing::error!(file = %file_name, "{e} (a bug): the manifest is rejected, nothing is sent");
+            let reason = format!("{file_name}: {e} (a bug in the daemon; nothing was sent)");
+            (manifest.kind, TopFields::default(), "{}".to_string(), 0, Some(reason))
+        }
+        (Verdict::Accepted { manifest, .. }, None) => (manifest.kind, TopFields::default(), "{}".into(), 0, None),
+        (Verdict::Rejected { kind, reason, .. }, _) => (
             *kind,
+            TopFields::default(),
             "{}".to_string(),
             0,
             Some(format!("{file_name}: {reason}")),
@@ -269,12 +284,14 @@ async fn record_verdict(
         received_at_ms: ctx.clock.now_ms(),
         sha256,
         top,
+        top_given,
         item_count,
         rejection,
     }));
+    let accepted = rejection_is_none(&txn);
     txn.index_name();
     match verdict {
-        Verdict::Accepted { manifest, .. } => {
+        Verdict::Accepted { manifest, .. } if accepted => {
             txn.index_hash();
             for item in &manifest.items {
                 let record = item_record(&ctx.store, id, file_name, manifest.kind, item);
@@ -287,11 +304,16 @@ async fn record_verdict(
                 tracing::warn!(manifest = %name, "every item of the manifest was rejected locally");
             }
         }
+        Verdict::Accepted { .. } => {}
         Verdict::Rejected { reason, .. } => {
             tracing::warn!(manifest = %name, "manifest rejected: {file_name}: {reason}");
         }
     }
     Ok(txn.commit().await?)
+}
+
+fn rejection_is_none(txn: &crate::store::Txn<'_>) -> bool {
+    txn.manifest().rejection.is_none()
 }
 
 /// The record of one item of an accepted manifest: pending, or rejected locally (by
@@ -317,15 +339,27 @@ fn item_record(
             }
         }
     }
-    let mut record = match rejection {
-        Some(message) => ItemRecord::rejected_locally(
+    // Validation checked every type of an accepted item, so a misfit is a bug: refused
+    // loudly, as a local rejection of that item alone.
+    let typed = match rejection {
+        Some(message) => Err(message),
+        None => ItemFields::from_validated(&item.given).map_err(|e| {
+            debug_assert!(false, "validation and the typed fields disagree: {e}");
+            tracing::error!(file = %file_name, index = item.index, "{e} (a bug): the item is rejected");
+            format!("item {}: {e} (a bug in the daemon)", item.index)
+        }),
+    };
+    let mut record = match typed {
+        Ok(fields) => {
+            ItemRecord::pending(manifest_id, item.index, item.client_item_id.clone(), given, fields)
+        }
+        Err(message) => ItemRecord::rejected_locally(
             manifest_id,
             item.index,
             item.client_item_id.clone(),
             given,
             format!("{file_name}: {message}"),
         ),
-        None => ItemRecord::pending(manifest_id, item.index, item.client_item_id.clone(), given),
     };
     record.target_tent_id = target;
     record

@@ -13,10 +13,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+
 use tokio_util::sync::CancellationToken;
 
 mod answer;
+mod requests;
+
+pub use requests::{requested_alias, wants_publication};
+use requests::{build_bulk_request, build_create_request, build_edit_request, requested_tent_name, Unsendable};
 
 use crate::api::types::*;
 use answer::{interpret, AnswerEffects, CreateAnswer, JobLearns, Retry, SentRequest, SingleAdmission};
@@ -45,141 +49,10 @@ const SEND_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How long the submitter sleeps after an internal error before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
 
-/// The default name Tented gives an item that has no `tent_name`.
-pub fn default_tent_name(top: &Map<String, Value>, counter: i64) -> String {
-    let prefix = top
-        .get("default_tent_name_prefix")
-        .and_then(Value::as_str)
-        .or_else(|| top.get("client_job_descriptor").and_then(Value::as_str))
-        .unwrap_or("Bulk tent");
-    format!("{prefix} {counter}")
-}
-
 pub fn chunk_size(kind: ManifestKind) -> u32 {
     match kind {
         ManifestKind::Bulk => BULK_CHUNK,
         ManifestKind::Create | ManifestKind::Edit => 1,
-    }
-}
-
-fn top_fields(manifest: &ManifestRecord) -> Map<String, Value> {
-    match serde_json::from_str::<Value>(&manifest.top) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
-}
-
-/// Builds the bulk request for `items` (in manifest order). `start_index` is chosen so the
-/// first item keeps its counter; later items whose counter would differ from the one they
-/// have in one large batch get their default name explicitly.
-pub fn build_bulk_request(top: &Map<String, Value>, items: &[ItemRecord]) -> BulkCreateRequest {
-    let base = top.get("start_index").and_then(Value::as_i64).unwrap_or(1);
-    let first = items.first().map(|i| i64::from(i.index)).unwrap_or(0);
-    let start = base + first;
-    let bulk_items = items
-        .iter()
-        .enumerate()
-        .map(|(position, item)| {
-            let given: Value = serde_json::from_str(&item.given).unwrap_or(Value::Null);
-            let text = |key: &str| given.get(key).and_then(Value::as_str).map(str::to_string);
-            let intended = base + i64::from(item.index);
-            let tent_name = text("tent_name").or_else(|| {
-                (start + position as i64 != intended).then(|| default_tent_name(top, intended))
-            });
-            BulkItem {
-                input_data: given.get("input_data").cloned().unwrap_or(Value::Null),
-                instructions: text("instructions"),
-                client_item_id: text("client_item_id"),
-                tent_name,
-                custom_page_alias: text("custom_page_alias"),
-                include_brand: given.get("include_brand").and_then(Value::as_bool),
-                asset_ids: given.get("asset_ids").and_then(|a| {
-                    a.as_array().map(|ids| {
-                        ids.iter()
-                            .filter_map(|id| id.as_str().map(str::to_string))
-                            .collect()
-                    })
-                }),
-            }
-        })
-        .collect();
-    let text = |key: &str| top.get(key).and_then(Value::as_str).map(str::to_string);
-    BulkCreateRequest {
-        template_id: text("template_id").unwrap_or_default(),
-        items: bulk_items,
-        client_job_descriptor: text("client_job_descriptor"),
-        default_tent_name_prefix: text("default_tent_name_prefix"),
-        start_index: Some(start),
-        auto_publish: top.get("auto_publish").and_then(Value::as_bool),
-        metadata: top.get("metadata").cloned(),
-    }
-}
-
-/// The item merged over the create manifest's `defaults`.
-fn merged_create_fields(top: &Map<String, Value>, item: &ItemRecord) -> Map<String, Value> {
-    let mut fields = top
-        .get("defaults")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    if let Ok(Value::Object(given)) = serde_json::from_str::<Value>(&item.given) {
-        for (k, v) in given {
-            fields.insert(k, v);
-        }
-    }
-    fields
-}
-
-pub fn build_create_request(top: &Map<String, Value>, item: &ItemRecord) -> CreateTentRequest {
-    let fields = merged_create_fields(top, item);
-    let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_string);
-    CreateTentRequest {
-        name: text("name").unwrap_or_default(),
-        prompt: text("prompt").unwrap_or_default(),
-        user_id: text("user_id"),
-        include_brand: fields.get("include_brand").and_then(Value::as_bool),
-        auto_publish: fields.get("auto_publish").and_then(Value::as_bool),
-        custom_page_alias: text("custom_page_alias"),
-        tent_id: None,
-        asset_ids: None,
-    }
-}
-
-pub fn build_edit_request(item: &ItemRecord) -> EditTentRequest {
-    let given: Value = serde_json::from_str(&item.given).unwrap_or(Value::Null);
-    let text = |key: &str| given.get(key).and_then(Value::as_str).map(str::to_string);
-    EditTentRequest {
-        prompt: text("prompt").unwrap_or_default(),
-        include_brand: given.get("include_brand").and_then(Value::as_bool),
-        auto_publish: given.get("auto_publish").and_then(Value::as_bool),
-        custom_page_alias: text("custom_page_alias"),
-        asset_ids: given.get("asset_ids").and_then(|a| {
-            a.as_array().map(|ids| {
-                ids.iter()
-                    .filter_map(|id| id.as_str().map(str::to_string))
-                    .collect()
-            })
-        }),
-    }
-}
-
-/// Whether an item asked for auto-publish (bulk: the manifest's flag).
-pub fn wants_publication(manifest: &ManifestRecord, item: &ItemRecord) -> bool {
-    let top = top_fields(manifest);
-    match manifest.kind {
-        ManifestKind::Bulk => top.get("auto_publish").and_then(Value::as_bool) == Some(true),
-        ManifestKind::Create => {
-            merged_create_fields(&top, item)
-                .get("auto_publish")
-                .and_then(Value::as_bool)
-                == Some(true)
-        }
-        ManifestKind::Edit => {
-            serde_json::from_str::<Value>(&item.given)
-                .ok()
-                .and_then(|g| g.get("auto_publish").and_then(Value::as_bool))
-                == Some(true)
-        }
     }
 }
 
@@ -430,6 +303,28 @@ fn plan_next(
 /// record (the answer is kept in memory meanwhile: it is never dropped).
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 
+/// One request, built and ready to go.
+enum Request {
+    Bulk(BulkCreateRequest),
+    Create(CreateTentRequest),
+    Edit { target: String, request: EditTentRequest },
+}
+
+/// The request a manifest's items become.
+fn build_request(manifest: &ManifestRecord, items: &[ItemRecord]) -> Result<Request, Unsendable> {
+    let first = items
+        .first()
+        .ok_or_else(|| Unsendable("a request with no items (a bug)".into()))?;
+    Ok(match manifest.kind {
+        ManifestKind::Bulk => Request::Bulk(build_bulk_request(&manifest.top, items)?),
+        ManifestKind::Create => Request::Create(build_create_request(&manifest.top, first)?),
+        ManifestKind::Edit => {
+            let (target, request) = build_edit_request(first)?;
+            Request::Edit { target, request }
+        }
+    })
+}
+
 async fn send(
     ctx: &Context,
     backoff: &mut Backoff,
@@ -438,58 +333,37 @@ async fn send(
     items: &[ItemRecord],
     permit: BudgetPermit,
 ) {
-    let top = top_fields(manifest);
     fail::fail_point!("submit-before-request", |_| crate::crash::simulated_crash(
     ));
-    let answer = match (manifest.kind, items.first()) {
-        (ManifestKind::Bulk, _) => {
-            let request = build_bulk_request(&top, items);
-            tracing::info!(manifest = %manifest.name, seq, items = items.len(), start_index = ?request.start_index, "sending a bulk request");
+    let name = &manifest.name;
+    let answer = match build_request(manifest, items) {
+        Ok(Request::Bulk(request)) => {
+            tracing::info!(manifest = %name, seq, items = items.len(), start_index = ?request.start_index, "sending a bulk request");
             CreateAnswer::Bulk(ctx.client.create_bulk_with(permit, &request).await)
         }
-        (ManifestKind::Create, Some(item)) => {
-            let request = build_create_request(&top, item);
-            tracing::info!(manifest = %manifest.name, item = %item.client_item_id, "sending a create request");
-            CreateAnswer::Single(
-                ctx.client
-                    .create_tent_with(permit, &request)
-                    .await
-                    .map(|r| SingleAdmission {
-                        tent_id: r.id,
-                        generation_id: None,
-                    }),
-            )
+        Ok(Request::Create(request)) => {
+            tracing::info!(manifest = %name, item = %request.name, "sending a create request");
+            let outcome = ctx.client.create_tent_with(permit, &request).await;
+            CreateAnswer::Single(outcome.map(|r| SingleAdmission {
+                tent_id: r.id,
+                generation_id: None,
+            }))
         }
-        (ManifestKind::Edit, Some(item)) => {
-            let request = build_edit_request(item);
-            let Some(target) = item.target_tent_id.clone() else {
-                // Intake resolves every edit's target or rejects the item, so this is a
-                // bug: refuse to send `POST /v1/tents//edit`, and say so loudly.
-                debug_assert!(false, "an edit item without a target tent id reached sending");
-                tracing::error!(manifest = %manifest.name, item = %item.client_item_id, "an edit item has no target tent id (a bug): it is not sent");
-                CreateAnswer::Unsendable {
-                    reason: "the daemon recorded no target tent id for this edit (a bug); it was not sent".into(),
-                }
-                .record(ctx, backoff, manifest, seq, items)
-                .await;
-                return;
-            };
-            tracing::info!(manifest = %manifest.name, item = %item.client_item_id, tent_id = %target, "sending an edit request");
-            CreateAnswer::Single(
-                ctx.client
-                    .edit_tent_with(permit, &target, &request)
-                    .await
-                    .map(|r| SingleAdmission {
-                        tent_id: if r.id.is_empty() {
-                            target.clone()
-                        } else {
-                            r.id
-                        },
-                        generation_id: r.generation_id,
-                    }),
-            )
+        Ok(Request::Edit { target, request }) => {
+            tracing::info!(manifest = %name, tent_id = %target, "sending an edit request");
+            let outcome = ctx.client.edit_tent_with(permit, &target, &request).await;
+            CreateAnswer::Single(outcome.map(|r| SingleAdmission {
+                tent_id: if r.id.is_empty() { target.clone() } else { r.id },
+                generation_id: r.generation_id,
+            }))
         }
-        (_, None) => return,
+        Err(Unsendable(reason)) => {
+            // Intake records every field a request needs, so this is a bug or a damaged
+            // store: nothing made up is sent, and the items say why.
+            debug_assert!(false, "an unsendable request reached sending: {reason}");
+            tracing::error!(manifest = %name, seq, "a request cannot be built: {reason}");
+            CreateAnswer::Unsendable { reason }
+        }
     };
     fail::fail_point!("submit-after-request", |_| crate::crash::simulated_crash());
     answer.record(ctx, backoff, manifest, seq, items).await;
@@ -537,7 +411,9 @@ async fn record_answer(
     let indices = job.item_indices.clone();
     log_answer(manifest, answer, &indices);
     let single_tent_name = match answer {
-        CreateAnswer::Single(Outcome::Success { .. }) => requested_tent_name(manifest, items),
+        CreateAnswer::Single(Outcome::Success { .. }) => {
+            items.first().and_then(|item| requested_tent_name(manifest, item))
+        }
         _ => None,
     };
     let effects = interpret(answer, &SentRequest { indices: &indices, single_tent_name });
@@ -642,22 +518,6 @@ fn log_answer(manifest: &ManifestRecord, answer: &CreateAnswer, indices: &[u32])
     }
 }
 
-/// The tent name a single create asked for (the item's `name`, or the defaults').
-fn requested_tent_name(manifest: &ManifestRecord, items: &[ItemRecord]) -> Option<String> {
-    items.first().and_then(|item| {
-        serde_json::from_str::<Value>(&item.given)
-            .ok()
-            .and_then(|g| g.get("name").and_then(Value::as_str).map(str::to_string))
-            .or_else(|| {
-                top_fields(manifest)
-                    .get("defaults")
-                    .and_then(|d| d.get("name"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-    })
-}
-
 /// Pauses a manifest's remaining chunks when too many of its answered items went wrong.
 pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
     let manifest = txn.manifest();
@@ -690,46 +550,6 @@ mod tests {
     use super::*;
     use crate::store::Received;
 
-    fn top(json: serde_json::Value) -> Map<String, Value> {
-        json.as_object().cloned().unwrap_or_default()
-    }
-
-    fn item(index: u32, given: serde_json::Value) -> ItemRecord {
-        ItemRecord::pending(1, index, format!("c{index}"), given.to_string())
-    }
-
-    #[test]
-    fn default_names_follow_the_documented_order() {
-        let both =
-            top(serde_json::json!({"default_tent_name_prefix": "P", "client_job_descriptor": "D"}));
-        assert_eq!(default_tent_name(&both, 3), "P 3");
-        let descriptor = top(serde_json::json!({"client_job_descriptor": "D"}));
-        assert_eq!(default_tent_name(&descriptor, 3), "D 3");
-        assert_eq!(default_tent_name(&Map::new(), 3), "Bulk tent 3");
-    }
-
-    #[test]
-    fn items_after_a_gap_carry_their_default_name_and_the_first_keeps_its_counter() {
-        let t = top(
-            serde_json::json!({"template_id": "tpl_x", "default_tent_name_prefix": "P", "start_index": 5}),
-        );
-        // Items 25, 26 and 28 of chunk 1 (27 was rejected locally); 26 has its own name.
-        let items = vec![
-            item(25, serde_json::json!({"input_data": {}})),
-            item(
-                26,
-                serde_json::json!({"input_data": {}, "tent_name": "Mine"}),
-            ),
-            item(28, serde_json::json!({"input_data": {}})),
-        ];
-        let request = build_bulk_request(&t, &items);
-        assert_eq!(request.start_index, Some(30));
-        assert_eq!(request.items[0].tent_name, None);
-        assert_eq!(request.items[1].tent_name.as_deref(), Some("Mine"));
-        assert_eq!(request.items[2].tent_name.as_deref(), Some("P 33"));
-        assert_eq!(request.template_id, "tpl_x");
-    }
-
     fn manifest_with(counts: &[(ItemState, u32)], local: u32) -> ManifestRecord {
         let mut m = ManifestRecord::received(Received {
             id: 1,
@@ -738,7 +558,8 @@ mod tests {
             kind: ManifestKind::Bulk,
             received_at_ms: 0,
             sha256: [0; 32],
-            top: "{}".into(),
+            top: crate::manifest::TopFields::default(),
+            top_given: "{}".into(),
             item_count: 100,
             rejection: None,
         });

@@ -26,6 +26,8 @@
 //! small marker file, [`MARKER_FILE`], holds the newest manifest id ever committed; a store
 //! that no longer has that manifest is refused as corrupt.
 
+pub mod v1;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::control::{Control, ControlEffect, ControlEvent};
 use crate::state::item::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{IllegalJobTransition, JobRecord};
-use crate::manifest::ManifestKind;
+use crate::manifest::{ManifestKind, TopFields};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,9 +60,11 @@ pub enum StoreError {
     Transition(#[from] IllegalTransition),
     #[error(transparent)]
     JobTransition(#[from] IllegalJobTransition),
+    #[error("cannot migrate a version-1 record: {0}")]
+    Migration(#[from] v1::MigrationError),
 }
 
-/// A manifest as stored (version 1).
+/// A manifest as stored (version 2; version 1 is in [`v1`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManifestRecord {
     pub id: u64,
@@ -73,8 +77,10 @@ pub struct ManifestRecord {
     /// Set once every item is final (the result file then follows).
     pub finished_at_ms: Option<u64>,
     pub sha256: [u8; 32],
-    /// The top-level fields other than `kind` and `items`, as JSON text.
-    pub top: String,
+    /// The top-level fields other than `kind` and `items`, parsed once at intake.
+    pub top: TopFields,
+    /// The same fields exactly as given, as JSON text, for the retry manifest.
+    pub top_given: String,
     pub item_count: u32,
     /// Items rejected by validation (they count as `rejected` but had no API answer).
     pub local_rejections: u32,
@@ -106,7 +112,8 @@ pub struct Received {
     pub kind: ManifestKind,
     pub received_at_ms: u64,
     pub sha256: [u8; 32],
-    pub top: String,
+    pub top: TopFields,
+    pub top_given: String,
     pub item_count: u32,
     pub rejection: Option<String>,
 }
@@ -123,6 +130,7 @@ impl ManifestRecord {
             finished_at_ms: None,
             sha256: r.sha256,
             top: r.top,
+            top_given: r.top_given,
             item_count: r.item_count,
             local_rejections: 0,
             rejection: r.rejection,
@@ -139,6 +147,32 @@ impl ManifestRecord {
 
     pub fn threshold_overridden(&self) -> bool {
         self.threshold_overridden
+    }
+
+    /// A version-1 record with the top-level fields it never had parsed.
+    fn from_parts_v1(v1: v1::ManifestRecordV1, top: TopFields) -> ManifestRecord {
+        ManifestRecord {
+            id: v1.id,
+            name: v1.name,
+            inbox_file: v1.inbox_file,
+            kind: v1.kind,
+            received_at_ms: v1.received_at_ms,
+            finished_at_ms: v1.finished_at_ms,
+            sha256: v1.sha256,
+            top,
+            top_given: v1.top,
+            item_count: v1.item_count,
+            local_rejections: v1.local_rejections,
+            rejection: v1.rejection,
+            control: v1.control,
+            threshold_overridden: v1.threshold_overridden,
+            credit_retry_at_ms: v1.credit_retry_at_ms,
+            next_job_seq: v1.next_job_seq,
+            next_chunk: v1.next_chunk,
+            counts: v1.counts,
+            archived: v1.archived,
+            result_written: v1.result_written,
+        }
     }
 
     pub fn control(&self) -> &Control {
@@ -211,12 +245,32 @@ pub enum StoredTentPoll {
 
 #[derive(Serialize, Deserialize)]
 pub enum StoredManifest {
-    V1(ManifestRecord),
+    V1(v1::ManifestRecordV1),
+    V2(ManifestRecord),
 }
 
 #[derive(Serialize, Deserialize)]
 pub enum StoredItem {
-    V1(ItemRecord),
+    V1(v1::ItemRecordV1),
+    V2(ItemRecord),
+}
+
+impl StoredManifest {
+    fn current(self) -> Result<ManifestRecord, StoreError> {
+        match self {
+            StoredManifest::V1(old) => Ok(old.migrate()?),
+            StoredManifest::V2(record) => Ok(record),
+        }
+    }
+}
+
+impl StoredItem {
+    fn current(self) -> Result<ItemRecord, StoreError> {
+        match self {
+            StoredItem::V1(old) => Ok(old.migrate().map_err(v1::MigrationError::from)?),
+            StoredItem::V2(record) => Ok(record),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -357,7 +411,75 @@ impl Store {
             marker: path.join(MARKER_FILE),
         };
         store.check_marker(path)?;
+        let migrated = store.migrate_to_current()?;
+        if migrated > 0 {
+            tracing::info!(migrated, "store records rewritten in the current record version");
+        }
         Ok(store)
+    }
+
+    /// Rewrites every record of an older version (manifests and items of version 1) in
+    /// the current one, in slices, and flushes. Each record migrates on its own, so a
+    /// crash halfway leaves a store that reads (both versions decode) and finishes the
+    /// migration at the next start.
+    fn migrate_to_current(&self) -> Result<u64, StoreError> {
+        let mut migrated = 0u64;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0usize;
+        for prefix in [b'M', b'I'] {
+            for entry in self.tree.scan_prefix([prefix]) {
+                let (key, bytes) = entry?;
+                let rewritten = match prefix {
+                    b'M' => match decode::<StoredManifest>(&key, &bytes)? {
+                        StoredManifest::V1(old) => Some(encode(&StoredManifest::V2(old.migrate()?))?),
+                        StoredManifest::V2(_) => None,
+                    },
+                    _ => match decode::<StoredItem>(&key, &bytes)? {
+                        StoredItem::V1(old) => {
+                            let current = old.migrate().map_err(v1::MigrationError::from)?;
+                            Some(encode(&StoredItem::V2(current))?)
+                        }
+                        StoredItem::V2(_) => None,
+                    },
+                };
+                let Some(rewritten) = rewritten else { continue };
+                batch.insert(key, rewritten);
+                migrated += 1;
+                in_batch += 1;
+                if in_batch >= NEW_MANIFEST_SLICE {
+                    self.tree.apply_batch(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                }
+            }
+        }
+        if migrated > 0 {
+            self.tree.apply_batch(batch)?;
+            self.db.flush()?;
+        }
+        Ok(migrated)
+    }
+
+    /// How many records of each version the store holds (manifests and items): for the
+    /// migration test and diagnostics.
+    pub fn record_versions(&self) -> Result<BTreeMap<&'static str, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for entry in self.tree.scan_prefix([b'M']) {
+            let (key, bytes) = entry?;
+            let version = match decode::<StoredManifest>(&key, &bytes)? {
+                StoredManifest::V1(_) => "manifest v1",
+                StoredManifest::V2(_) => "manifest v2",
+            };
+            *counts.entry(version).or_insert(0) += 1;
+        }
+        for entry in self.tree.scan_prefix([b'I']) {
+            let (key, bytes) = entry?;
+            let version = match decode::<StoredItem>(&key, &bytes)? {
+                StoredItem::V1(_) => "item v1",
+                StoredItem::V2(_) => "item v2",
+            };
+            *counts.entry(version).or_insert(0) += 1;
+        }
+        Ok(counts)
     }
 
     /// Refuses a store that lost the newest manifest it once committed.
@@ -425,7 +547,7 @@ impl Store {
         let key = manifest_key(id);
         match self.tree.get(key)? {
             Some(bytes) => {
-                let StoredManifest::V1(record) = decode(&key, &bytes)?;
+                let record = decode::<StoredManifest>(&key, &bytes)?.current()?;
                 Ok(Some(record))
             }
             None => Ok(None),
@@ -437,7 +559,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in self.tree.scan_prefix([b'M']) {
             let (key, bytes) = entry?;
-            let StoredManifest::V1(record) = decode(&key, &bytes)?;
+            let record = decode::<StoredManifest>(&key, &bytes)?.current()?;
             out.push(record);
         }
         Ok(out)
@@ -447,7 +569,7 @@ impl Store {
         let key = item_key(manifest_id, index);
         match self.tree.get(key)? {
             Some(bytes) => {
-                let StoredItem::V1(record) = decode(&key, &bytes)?;
+                let record = decode::<StoredItem>(&key, &bytes)?.current()?;
                 Ok(Some(record))
             }
             None => Ok(None),
@@ -467,7 +589,7 @@ impl Store {
             .range(item_key(manifest_id, from)..item_key(manifest_id, to))
         {
             let (key, bytes) = entry?;
-            let StoredItem::V1(record) = decode(&key, &bytes)?;
+            let record = decode::<StoredItem>(&key, &bytes)?.current()?;
             out.push(record);
         }
         Ok(out)
@@ -477,7 +599,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in self.tree.scan_prefix(prefixed(b'I', manifest_id)) {
             let (key, bytes) = entry?;
-            let StoredItem::V1(record) = decode(&key, &bytes)?;
+            let record = decode::<StoredItem>(&key, &bytes)?.current()?;
             out.push(record);
         }
         Ok(out)
@@ -737,7 +859,7 @@ impl<'w> Txn<'w> {
             for (index, item) in &self.items {
                 batch.insert(
                     &item_key(self.manifest.id, *index)[..],
-                    encode(&StoredItem::V1(item.clone()))?,
+                    encode(&StoredItem::V2(item.clone()))?,
                 );
                 in_batch += 1;
                 if in_batch == NEW_MANIFEST_SLICE {
@@ -758,13 +880,13 @@ impl<'w> Txn<'w> {
         let mut batch = sled::Batch::default();
         batch.insert(
             &manifest_key(self.manifest.id)[..],
-            encode(&StoredManifest::V1(self.manifest.clone()))?,
+            encode(&StoredManifest::V2(self.manifest.clone()))?,
         );
         if self.exists {
             for (index, item) in self.items {
                 batch.insert(
                     &item_key(self.manifest.id, index)[..],
-                    encode(&StoredItem::V1(item))?,
+                    encode(&StoredItem::V2(item))?,
                 );
             }
         }
@@ -808,7 +930,8 @@ mod tests {
             kind: ManifestKind::Bulk,
             received_at_ms: 1,
             sha256: [7; 32],
-            top: "{}".into(),
+            top: TopFields::default(),
+            top_given: "{}".into(),
             item_count: 2,
             rejection: None,
         })
@@ -823,7 +946,7 @@ mod tests {
             id = store.new_manifest_id().unwrap();
             let writer = store.writer().await;
             let mut txn = writer.create(manifest(id));
-            txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into()));
+            txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default()));
             txn.insert_item(ItemRecord::rejected_locally(
                 id,
                 1,
@@ -855,7 +978,7 @@ mod tests {
         let id = store.new_manifest_id().unwrap();
         let writer = store.writer().await;
         let mut txn = writer.create(manifest(id));
-        txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into()));
+        txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default()));
         txn.commit().await.unwrap();
         let mut txn = writer.begin(id).unwrap();
         txn.apply(0, ItemEvent::SendIntent { job_seq: 0 }).unwrap();
