@@ -17,7 +17,7 @@ use crate::settings::{ConfigSource, Settings};
 #[command(
     name = "tented-bulkd",
     version,
-    about = "Turns manifest files into Tented generations, durably and exactly once"
+    about = "Turns manifest files into Tented generations, durably, never sending a request twice"
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -243,12 +243,15 @@ pub enum StoredTentPoll {
     V1(TentPollRecord),
 }
 
+// A stored version is decoded and converted at once, never kept: its size is no concern.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 pub enum StoredManifest {
     V1(v1::ManifestRecordV1),
     V2(ManifestRecord),
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 pub enum StoredItem {
     V1(v1::ItemRecordV1),

@@ -1,4 +1,4 @@
-//! Submission: cuts manifests into create requests and sends them, exactly once.
+//! Submission: cuts manifests into create requests and sends each at most once.
 //!
 //! For each request: the intent (a `Sending` job and `Sending` items) is committed and
 //! flushed, then the request goes out, then its answer is committed before anything else

@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn impossible_records_are_refused_not_sent_with_made_up_values() {
         let rejected = ItemRecord::rejected_locally(1, 0, "c0".into(), "{}".into(), "rule".into());
-        assert!(build_bulk_request(&top(json!({"template_id": "t"})), &[rejected.clone()]).is_err());
+        assert!(build_bulk_request(&top(json!({"template_id": "t"})), std::slice::from_ref(&rejected)).is_err());
         assert!(build_bulk_request(&TopFields::default(), &[item(0, json!({"input_data": {}}))]).is_err());
         assert!(build_create_request(&TopFields::default(), &item(0, json!({"name": "n"}))).is_err());
         let no_target = item(0, json!({"prompt": "p"}));
