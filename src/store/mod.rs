@@ -381,6 +381,9 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(STORE_CACHE_BYTES)
+            // Every commit flushes before its side effects; sled's own flush every 500 ms
+            // would only wake an idle daemon twice a second.
+            .flush_every_ms(None)
             .open()
             .map_err(|source| {
                 let text = source.to_string();
