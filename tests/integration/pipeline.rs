@@ -1,12 +1,11 @@
 //! The bulk pipeline end to end: a real simulator over loopback, a real sled store in a
 //! temporary folder, real inbox/outbox/archive folders.
 
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use serde_json::{json, Value};
 use tented_bulkd::simulator::SimConfig;
 

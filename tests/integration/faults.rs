@@ -1,12 +1,11 @@
 //! API faults and disk trouble, against the simulator's knobs: nothing lost, nothing sent
 //! twice, never faster than the floor.
 
-mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use serde_json::{json, Value};
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, SimConfig, Simulator};
 

@@ -9,7 +9,6 @@
 //! daemon); a test reports every failing scenario, with the tail of its daemon logs.
 //! `CRASH_TEST_SEED=N` replays the random kill times of a run (the seed is printed).
 
-mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
@@ -78,7 +77,7 @@ fn crash_sim(seed: u64) -> SimConfig {
         publish_failure_rate: 0.1,
         taken_aliases: vec!["taken-alias".into()],
         seed: Some(seed),
-        ..common::quick_sim()
+        ..crate::helpers::quick_sim()
     }
 }
 
@@ -505,7 +504,7 @@ async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         keys.len() == ITEMS && keys.iter().zip(&expected).all(|(a, b)| *a == b),
         "the result's items are not the manifest's items in order: {keys:?}"
     );
-    let finals = common::FINAL_STATUSES;
+    let finals = crate::helpers::FINAL_STATUSES;
     let mut tally: BTreeMap<&str, u64> = finals.iter().map(|s| (*s, 0)).collect();
     for (index, (id, item)) in items.iter().enumerate() {
         ensure!(item["index"] == index, "{id}: index {}", item["index"]);
@@ -534,7 +533,7 @@ async fn check_invariants(sc: &Scenario) -> Result<String, String> {
     );
 
     // Nothing sent twice; the locally rejected item never sent.
-    let posts = common::bulk_posts(&calls);
+    let posts = crate::helpers::bulk_posts(&calls);
     let mut sent: HashMap<String, usize> = HashMap::new();
     for post in &posts {
         for id in posted_ids(post) {
@@ -1029,7 +1028,7 @@ async fn a_second_daemon_on_the_same_state_folder_is_refused_and_the_first_goes_
     if let Err(e) = outcome {
         panic!("{e}\n{}", sc.log_tails());
     }
-    let posts = common::bulk_posts(&sc.sim.calls()).len();
+    let posts = crate::helpers::bulk_posts(&sc.sim.calls()).len();
     assert_eq!(posts, 2, "one request per chunk");
 }
 
@@ -1079,7 +1078,7 @@ fn garble(path: &Path, seed: u64) {
 async fn expect_refused_start(sc: &mut Scenario, what: &str) -> Check {
     // The same manifest again: a store that was silently reset would not recognise it.
     sc.drop_manifest();
-    let posts_before = common::bulk_posts(&sc.sim.calls()).len();
+    let posts_before = crate::helpers::bulk_posts(&sc.sim.calls()).len();
     let result_before = std::fs::read(sc.result_path()).ok();
     let mut daemon = sc.spawn(None);
     let status = daemon.wait_exit(Duration::from_secs(5)).await;
@@ -1087,7 +1086,7 @@ async fn expect_refused_start(sc: &mut Scenario, what: &str) -> Check {
     let Some(status) = status else {
         // Evidence of what running on it does.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let posts_after = common::bulk_posts(&sc.sim.calls()).len();
+        let posts_after = crate::helpers::bulk_posts(&sc.sim.calls()).len();
         let result_after = std::fs::read(sc.result_path()).ok();
         let _ = daemon.terminate().await;
         return Err(format!(
@@ -1120,7 +1119,7 @@ async fn expect_refused_start(sc: &mut Scenario, what: &str) -> Check {
         "with {what}, the message does not say the store is corrupt: {stderr}"
     );
     ensure!(
-        common::bulk_posts(&sc.sim.calls()).len() == posts_before,
+        crate::helpers::bulk_posts(&sc.sim.calls()).len() == posts_before,
         "with {what}, requests were sent"
     );
     Ok(())
@@ -1164,11 +1163,11 @@ async fn sigterm_during_active_work_exits_zero_and_a_restart_resends_nothing() {
         let mut daemon = sc.spawn(None);
         // SIGTERM while the first create request is on the wire.
         let deadline = Instant::now() + RESULT_WAIT;
-        while common::bulk_posts(&sc.sim.calls()).is_empty() {
+        while crate::helpers::bulk_posts(&sc.sim.calls()).is_empty() {
             ensure!(Instant::now() < deadline, "no bulk request arrived");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let in_flight = common::bulk_posts(&sc.sim.calls())
+        let in_flight = crate::helpers::bulk_posts(&sc.sim.calls())
             .iter()
             .any(|c| c.status.is_none());
         ensure!(
@@ -1179,7 +1178,7 @@ async fn sigterm_during_active_work_exits_zero_and_a_restart_resends_nothing() {
         daemon.terminate().await?;
         let took = started.elapsed();
         let calls = sc.sim.calls();
-        let posts = common::bulk_posts(&calls);
+        let posts = crate::helpers::bulk_posts(&calls);
         ensure!(
             posts.iter().all(|c| c.status.is_some()),
             "a create request was left unanswered at shutdown"
@@ -1199,7 +1198,7 @@ async fn sigterm_during_active_work_exits_zero_and_a_restart_resends_nothing() {
             "a SIGTERM must not lose an answer: {}",
             result["counts"]
         );
-        let posts = common::bulk_posts(&sc.sim.calls()).len();
+        let posts = crate::helpers::bulk_posts(&sc.sim.calls()).len();
         ensure!(posts == 2, "{posts} bulk requests for two chunks");
         Ok(format!(
             "request in flight at SIGTERM: {in_flight}; exited in {took:?}; {summary}"

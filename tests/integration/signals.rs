@@ -1,12 +1,11 @@
 //! The real binary and its signals: SIGHUP reloads the API key; SIGTERM stops cleanly.
 
-mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use tented_bulkd::simulator::{SimConfig, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tented-bulkd");
