@@ -2,7 +2,8 @@
 //! binary, linking the whole crate again. Test names are `MODULE::test`, so
 //! `cargo test --test integration crash::` runs the crash tests only.
 //!
-//! - [`helpers`]: the harness (a simulator, a daemon in this process, typed helpers).
+//! - [`helpers`]: the harness (the test configuration, a daemon in this process, the real
+//!   binary, `wait_until`).
 //! - [`client`]: the real client against the real simulator, every documented shape and error.
 //! - [`config`]: configuration loading, `config/default.toml`, the key's sources and secrecy.
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`

@@ -1,8 +1,16 @@
-//! Shared harness for the integration tests: a simulator on loopback, a daemon on a
-//! temporary folder with a short floor, and typed helpers to drop manifests and read results.
-#![allow(dead_code)]
+//! The integration tests' harness: the test configuration (a simulator on loopback, a
+//! temporary folder, a short floor), a daemon in this process ([`TestApp`]), the real binary
+//! ([`BinaryDaemon`]), the one way to wait ([`wait_until`]), and typed helpers to drop
+//! manifests and read results and the simulator's call log.
+
+mod binary;
+mod wait;
+
+pub use binary::{command, write_config, BinaryDaemon, READY_LINE, START_WAIT};
+pub use wait::{try_wait_until, wait_until, Progress};
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +33,12 @@ pub const FINAL_STATUSES: [&str; 6] = [
     "unknown",
 ];
 
-/// The floor the tests run with (loopback only).
+/// The floor the tests run with (loopback only): `poll.interval` of [`TestConfig`].
 pub const TEST_FLOOR: Duration = Duration::from_millis(200);
+
+/// How long the in-process tests wait for anything, a result above all (a loaded run once
+/// needed more than 30 s).
+pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -48,37 +60,83 @@ pub fn quick_sim() -> SimConfig {
     }
 }
 
-pub fn test_env(dir: &Path, base_url: &str) -> Vec<(String, String)> {
-    vec![
-        ("TENTED_BULKD__API__BASE_URL".into(), base_url.into()),
-        (
-            "TENTED_BULKD__API__REQUESTS_PER_SECOND".into(),
-            "200".into(),
-        ),
-        ("TENTED_BULKD__API__TIMEOUT".into(), "3s".into()),
-        ("TENTED_BULKD__POLL__INTERVAL".into(), "200ms".into()),
-        (
-            "TENTED_BULKD__PATHS__INBOX".into(),
-            dir.join("inbox").display().to_string(),
-        ),
-        (
-            "TENTED_BULKD__PATHS__OUTBOX".into(),
-            dir.join("outbox").display().to_string(),
-        ),
-        (
-            "TENTED_BULKD__PATHS__ARCHIVE".into(),
-            dir.join("archive").display().to_string(),
-        ),
-        (
-            "TENTED_BULKD__PATHS__STATE".into(),
-            dir.join("state").display().to_string(),
-        ),
-        ("TENTED_BULKD__INBOX__SETTLE".into(), "150ms".into()),
-        ("TENTED_BULKD__INBOX__RESCAN".into(), "500ms".into()),
-        ("TENTED_BULKD__ADMIN__LISTEN".into(), "".into()),
-    ]
+/// The configuration every test daemon runs with, in-process or the real binary: the
+/// simulator on loopback, folders under one temporary folder, a 200 ms floor
+/// ([`TEST_FLOOR`]), a quick inbox, a generous budget, no admin endpoint. The same keys
+/// become `TENTED_BULKD__*` variables ([`TestConfig::env`]) or a TOML file
+/// ([`TestConfig::toml`]).
+#[derive(Clone, Debug)]
+pub struct TestConfig {
+    table: toml::Table,
 }
 
+impl TestConfig {
+    pub fn new(dir: &Path, base_url: &str) -> TestConfig {
+        let path = |sub: &str| dir.join(sub).display().to_string();
+        TestConfig {
+            table: toml::Table::new(),
+        }
+        .set("api", "base_url", base_url)
+        .set("api", "requests_per_second", 200)
+        .set("api", "timeout", "3s")
+        .set("poll", "interval", "200ms")
+        .set("paths", "inbox", path("inbox"))
+        .set("paths", "outbox", path("outbox"))
+        .set("paths", "archive", path("archive"))
+        .set("paths", "state", path("state"))
+        .set("inbox", "settle", "150ms")
+        .set("inbox", "rescan", "500ms")
+        .set("admin", "listen", "")
+    }
+
+    /// Sets `section.key` (replacing the test default, if any).
+    pub fn set(mut self, section: &str, key: &str, value: impl Into<toml::Value>) -> TestConfig {
+        let section = self
+            .table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(keys) = section {
+            keys.insert(key.to_string(), value.into());
+        }
+        self
+    }
+
+    /// As environment variables: `TENTED_BULKD__SECTION__KEY`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for (section, keys) in &self.table {
+            let Some(keys) = keys.as_table() else {
+                continue;
+            };
+            for (key, value) in keys {
+                let value = match value {
+                    toml::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                env.push((
+                    format!(
+                        "TENTED_BULKD__{}__{}",
+                        section.to_uppercase(),
+                        key.to_uppercase()
+                    ),
+                    value,
+                ));
+            }
+        }
+        env
+    }
+
+    /// As a configuration file.
+    pub fn toml(&self) -> String {
+        toml::to_string(&self.table).expect("the test configuration serialises")
+    }
+}
+
+pub fn test_env(dir: &Path, base_url: &str) -> Vec<(String, String)> {
+    TestConfig::new(dir, base_url).env()
+}
+
+/// The test configuration, then `extra` environment overrides, loaded as the daemon does.
 pub fn test_settings(dir: &Path, base_url: &str, extra: &[(&str, &str)]) -> Settings {
     let mut env = test_env(dir, base_url);
     for (k, v) in extra {
@@ -90,7 +148,6 @@ pub fn test_settings(dir: &Path, base_url: &str, extra: &[(&str, &str)]) -> Sett
 /// A daemon running in this process.
 pub struct TestDaemon {
     pub ctx: Arc<Context>,
-    pub settings: Settings,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), DaemonError>>,
 }
@@ -100,18 +157,21 @@ impl TestDaemon {
         // A restart in the same process: sled lets go of its folder lock only when its
         // background threads (a flush in progress) have dropped their handles, a moment
         // after the previous daemon returned. A new process would not wait at all.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let (ctx, jobs) = loop {
-            match tented_bulkd::daemon::build_context(settings.clone(), ApiKey::new("sim-key")) {
-                Ok(built) => break built,
-                Err(DaemonError::Store(tented_bulkd::store::StoreError::Locked { .. }))
-                    if tokio::time::Instant::now() < deadline =>
+        let (ctx, jobs) = wait_until(
+            "the store's folder lock, released by the previous daemon",
+            Duration::from_secs(5),
+            || async {
+                match tented_bulkd::daemon::build_context(settings.clone(), ApiKey::new("sim-key"))
                 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(built) => Progress::Done(built),
+                    Err(DaemonError::Store(tented_bulkd::store::StoreError::Locked { .. })) => {
+                        Progress::NotYet("the store is locked".into())
+                    }
+                    Err(e) => Progress::Stop(format!("daemon context: {e}")),
                 }
-                Err(e) => panic!("daemon context: {e}"),
-            }
-        };
+            },
+        )
+        .await;
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(tented_bulkd::daemon::run_with_context(
             Arc::clone(&ctx),
@@ -121,7 +181,6 @@ impl TestDaemon {
         ));
         TestDaemon {
             ctx,
-            settings,
             shutdown,
             handle,
         }
@@ -134,6 +193,26 @@ impl TestDaemon {
             .expect("the daemon stops within 15 s")
             .expect("the daemon task does not panic");
         result.expect("the daemon stops cleanly");
+    }
+
+    /// Waits until the sweeper has made `passes` whole passes that began after this call.
+    /// Each pass tries to write pending results, expires what `poll.max_wait` ends, and
+    /// wakes the submitter.
+    ///
+    /// For a daemon with nothing in flight (no poll due, no file arriving, nothing to send):
+    /// the main loop's progress counter (the watchdog's) then moves once at the end of each
+    /// sweeper pass and once per submitter step, and an idle submitter steps only when a
+    /// pass wakes it (one wake-up may be pending). So `2 × (passes + 1)` moves include
+    /// `passes + 1` pass ends: the last `passes` of them ends of passes begun after this call.
+    pub async fn sweeper_passes(&self, passes: u64) {
+        let from = self.ctx.progress.load(Ordering::Relaxed);
+        let moves = 2 * (passes + 1);
+        wait_until(
+            format!("{passes} whole passes of the sweeper"),
+            WAIT,
+            || async { self.ctx.progress.load(Ordering::Relaxed) >= from + moves },
+        )
+        .await;
     }
 }
 
@@ -190,8 +269,12 @@ impl TestApp {
         }
     }
 
+    pub fn daemon(&self) -> &TestDaemon {
+        self.daemon.as_ref().expect("daemon running")
+    }
+
     pub fn ctx(&self) -> &Arc<Context> {
-        &self.daemon.as_ref().expect("daemon running").ctx
+        &self.daemon().ctx
     }
 
     pub fn path(&self, sub: &str) -> PathBuf {
@@ -200,17 +283,11 @@ impl TestApp {
 
     /// Writes the manifest elsewhere and renames it into the inbox, as writers should.
     pub fn drop_manifest(&self, file_name: &str, manifest: &Value) {
-        self.drop_bytes(
-            file_name,
-            &serde_json::to_vec_pretty(manifest).expect("json"),
-        );
+        drop_manifest(self.dir.path(), file_name, manifest);
     }
 
     pub fn drop_bytes(&self, file_name: &str, bytes: &[u8]) {
-        std::fs::create_dir_all(self.path("inbox")).expect("inbox");
-        let staging = self.dir.path().join(format!(".staging-{file_name}"));
-        std::fs::write(&staging, bytes).expect("write staging");
-        std::fs::rename(&staging, self.path("inbox").join(file_name)).expect("rename into inbox");
+        drop_bytes(self.dir.path(), file_name, bytes);
     }
 
     pub fn result_path(&self, name: &str) -> PathBuf {
@@ -219,19 +296,7 @@ impl TestApp {
 
     /// Waits for `outbox/NAME.result.json` and returns it.
     pub async fn wait_result(&self, name: &str, within: Duration) -> Value {
-        let path = self.result_path(name);
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Ok(bytes) = std::fs::read(&path) {
-                return serde_json::from_slice(&bytes).expect("the result file is JSON");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no result file {} within {within:?}",
-                path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_result_file(&self.result_path(name), within).await
     }
 
     pub fn read_json(&self, sub: &str) -> Option<Value> {
@@ -243,6 +308,66 @@ impl TestApp {
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.sim.calls()
     }
+
+    /// Waits until the simulator's call log satisfies `condition`; returns the log.
+    pub async fn wait_calls(
+        &self,
+        what: &str,
+        condition: impl Fn(&[RecordedCall]) -> bool,
+    ) -> Vec<RecordedCall> {
+        wait_until(what, WAIT, || async {
+            let calls = self.calls();
+            condition(&calls).then_some(calls)
+        })
+        .await
+    }
+
+    /// Waits until the store holds a manifest named `name` whose record satisfies
+    /// `condition` (`what` it stands for names the wait); returns its id.
+    pub async fn wait_manifest(
+        &self,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&tented_bulkd::store::ManifestRecord) -> bool,
+    ) -> u64 {
+        let store = &self.ctx().store;
+        wait_until(format!("{name}: {what}"), WAIT, || async {
+            let id = store.manifest_named(name).expect("the store reads")?;
+            let record = store
+                .manifest(id)
+                .expect("the store reads")
+                .expect("the record");
+            condition(&record).then_some(id)
+        })
+        .await
+    }
+}
+
+/// Writes the manifest under `DIR/.staging-NAME` and renames it into `DIR/inbox`.
+pub fn drop_manifest(dir: &Path, file_name: &str, manifest: &Value) {
+    drop_bytes(
+        dir,
+        file_name,
+        &serde_json::to_vec_pretty(manifest).expect("json"),
+    );
+}
+
+pub fn drop_bytes(dir: &Path, file_name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir.join("inbox")).expect("inbox");
+    let staging = dir.join(format!(".staging-{file_name}"));
+    std::fs::write(&staging, bytes).expect("write staging");
+    std::fs::rename(&staging, dir.join("inbox").join(file_name)).expect("rename into inbox");
+}
+
+/// Waits for a result file and returns it, parsed.
+pub async fn wait_result_file(path: &Path, within: Duration) -> Value {
+    let bytes = wait_until(
+        format!("the result file {}", path.display()),
+        within,
+        || async { std::fs::read(path).ok() },
+    )
+    .await;
+    serde_json::from_slice(&bytes).expect("the result file is JSON")
 }
 
 /// A bulk manifest with `n` plain items `row-000`…
@@ -289,4 +414,18 @@ pub fn sent_client_ids(calls: &[RecordedCall]) -> Vec<String> {
         }
     }
     out
+}
+
+/// A free port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// `GET http://ADMIN/healthz`: its status, or `None` when nothing answers.
+pub async fn health(admin: &str) -> Option<u16> {
+    reqwest::get(format!("http://{admin}/healthz"))
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
 }
