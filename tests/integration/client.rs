@@ -1604,6 +1604,11 @@ async fn not_sent_when_nothing_listens() {
     ));
     assert!(!client.auth_paused());
     let counts = client.call_counts();
+    assert_eq!(
+        counts.iter().map(|(_, _, n)| n).sum::<u64>(),
+        3,
+        "every call is counted: {counts:?}"
+    );
     assert!(
         counts.iter().all(|(_, label, _)| label == "not_sent"),
         "{counts:?}"

@@ -1,7 +1,7 @@
 //! API faults and disk trouble, against the simulator's knobs: nothing lost, nothing sent
 //! twice, never faster than the floor.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -314,6 +314,16 @@ async fn credits_running_out_pause_the_manifest_until_they_are_back() {
     }
     // Apart from those, nothing was sent twice.
     let calls = app.calls();
+    let mut times_sent: HashMap<String, usize> = HashMap::new();
+    for id in sent_client_ids(&calls) {
+        *times_sent.entry(id).or_default() += 1;
+    }
+    assert_eq!(times_sent.len(), 60, "every item was sent");
+    for (id, times) in &times_sent {
+        if !("row-030".."row-050").contains(&id.as_str()) {
+            assert_eq!(*times, 1, "{id} was sent {times} times");
+        }
+    }
     let accepted_posts = bulk_posts(&calls);
     let last = accepted_posts.last().unwrap();
     assert_eq!(last.status, Some(202));
