@@ -1,16 +1,13 @@
 //! API faults and disk trouble, against the simulator's knobs: nothing lost, nothing sent
 //! twice, never faster than the floor.
 
-mod common;
-
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, SimConfig, Simulator};
 
-const WAIT: Duration = Duration::from_secs(60);
+use crate::helpers::*;
 
 fn assert_sent_once(calls: &[tented_bulkd::simulator::RecordedCall]) {
     let sent = sent_client_ids(calls);
@@ -149,27 +146,36 @@ async fn a_connection_dropped_after_sending_is_uncertain_but_polls_are_retried()
 async fn a_request_that_could_not_connect_is_sent_once_the_api_is_back() {
     init_logs();
     // A port where nothing listens yet.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
     let base_url = format!("http://127.0.0.1:{port}");
     let daemon = TestDaemon::start(test_settings(dir.path(), &base_url, &[])).await;
-    let staging = dir.path().join("staging.json");
-    std::fs::write(&staging, serde_json::to_vec(&bulk_manifest(5)).unwrap()).unwrap();
-    std::fs::rename(&staging, dir.path().join("inbox/later.json")).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop_manifest(dir.path(), "later.json", &bulk_manifest(5));
+    // The daemon tried to send the chunk, and could not connect (twice: once retried).
+    wait_until("two bulk requests that could not connect", WAIT, || async {
+        let counts = daemon.ctx.client.call_counts();
+        let not_sent: u64 = counts
+            .iter()
+            .filter(|(endpoint, label, _)| {
+                endpoint.as_str() == "bulk_create" && label == "not_sent"
+            })
+            .map(|(_, _, n)| n)
+            .sum();
+        if not_sent >= 2 {
+            Progress::Done(())
+        } else {
+            Progress::NotYet(format!("{counts:?}"))
+        }
+    })
+    .await;
+    assert!(
+        !dir.path().join("outbox/later.result.json").exists(),
+        "a request that could not connect fails nothing"
+    );
     let sim = Simulator::start(quick_sim(), &format!("127.0.0.1:{port}"))
         .await
-        .unwrap();
-    let result_path = dir.path().join("outbox/later.result.json");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !result_path.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "no result");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let result: Value = serde_json::from_slice(&std::fs::read(&result_path).unwrap()).unwrap();
+        .expect("the simulator starts on the port");
+    let result = wait_result_file(&dir.path().join("outbox/later.result.json"), WAIT).await;
     assert_eq!(result["counts"]["completed"], 5, "{result}");
     assert_eq!(bulk_posts(&sim.calls()).len(), 1);
     daemon.stop().await;
@@ -177,11 +183,7 @@ async fn a_request_that_could_not_connect_is_sent_once_the_api_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_pauses_every_call_turns_health_red_and_fails_nothing() {
-    let admin_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let admin = format!("127.0.0.1:{admin_port}");
+    let admin = format!("127.0.0.1:{}", free_port());
     let mut app = TestApp::spawn_with(
         SimConfig {
             generation_time: (Duration::from_millis(600), Duration::from_millis(800)),
@@ -200,20 +202,15 @@ async fn a_refused_key_pauses_every_call_turns_health_red_and_fails_nothing() {
     assert_eq!(health().await, 200);
     app.drop_manifest("auth.json", &bulk_manifest(30));
     // Let the first chunk in, then rotate the key at Tented's end.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while bulk_posts(&app.calls()).is_empty() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    app.wait_calls("the first bulk request", |calls| {
+        !bulk_posts(calls).is_empty()
+    })
+    .await;
     app.sim.set_api_key("rotated");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while health().await != 503 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never turned red"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("/healthz answering 503", WAIT, || async {
+        health().await == 503
+    })
+    .await;
     let status: Value = reqwest::get(format!("http://{admin}/status"))
         .await
         .unwrap()
@@ -225,7 +222,8 @@ async fn a_refused_key_pauses_every_call_turns_health_red_and_fails_nothing() {
         !status.to_string().contains("sim-key"),
         "the key never appears in /status"
     );
-    // While paused, calls go out only as rare probes (one per floor).
+    // While paused, calls go out only as rare probes (one per floor): a rate, measured over
+    // a window in which nothing marks an event (the sleep is the measurement).
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let unauthorized: Vec<_> = app
         .calls()
@@ -279,29 +277,18 @@ async fn credits_running_out_pause_the_manifest_until_they_are_back() {
     .await;
     app.drop_manifest("credits.json", &bulk_manifest(60));
     // The second chunk runs out after 5 items: the manifest waits for credits.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    wait_until("the manifest waiting for credits", WAIT, || async {
         let status = tented_bulkd::admin::status_report(app.ctx());
-        if status.manifests.iter().any(|m| m.state == "credit_wait") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never waited for credits"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        status.manifests.iter().any(|m| m.state == "credit_wait")
+    })
+    .await;
     // While credits are out, only the refused items are tried (every credit_retry); the
     // third chunk waits.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while bulk_posts(&app.calls()).len() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the refused items were never tried again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let calls = app.calls();
+    let calls = app
+        .wait_calls("the refused items tried again", |calls| {
+            bulk_posts(calls).len() >= 3
+        })
+        .await;
     let during: Vec<_> = bulk_posts(&calls);
     for call in &during[2..] {
         for item in call.body.as_ref().unwrap()["items"].as_array().unwrap() {
@@ -327,6 +314,16 @@ async fn credits_running_out_pause_the_manifest_until_they_are_back() {
     }
     // Apart from those, nothing was sent twice.
     let calls = app.calls();
+    let mut times_sent: HashMap<String, usize> = HashMap::new();
+    for id in sent_client_ids(&calls) {
+        *times_sent.entry(id).or_default() += 1;
+    }
+    assert_eq!(times_sent.len(), 60, "every item was sent");
+    for (id, times) in &times_sent {
+        if !("row-030".."row-050").contains(&id.as_str()) {
+            assert_eq!(*times, 1, "{id} was sent {times} times");
+        }
+    }
     let accepted_posts = bulk_posts(&calls);
     let last = accepted_posts.last().unwrap();
     assert_eq!(last.status, Some(202));
@@ -341,20 +338,24 @@ async fn an_outbox_that_cannot_be_written_keeps_the_result_pending_until_it_can(
     std::fs::remove_dir_all(app.path("outbox")).unwrap();
     std::fs::write(app.path("outbox"), b"not a folder").unwrap();
     app.drop_manifest("blocked.json", &bulk_manifest(3));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let id = app.ctx().store.manifest_named("blocked").unwrap();
-        if let Some(id) = id {
-            let m = app.ctx().store.manifest(id).unwrap().unwrap();
-            if m.finished_at_ms.is_some() {
-                assert!(!m.result_written);
-                break;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never finished");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = app
+        .wait_manifest("blocked", "every item final", |m| {
+            m.finished_at_ms.is_some()
+        })
+        .await;
+    let pending = || {
+        !app.ctx()
+            .store
+            .manifest(id)
+            .expect("the store reads")
+            .expect("the record")
+            .result_written
+    };
+    assert!(pending());
+    // The sweeper tries again, and fails again: the result stays pending.
+    app.daemon().sweeper_passes(2).await;
+    assert!(pending(), "a result recorded as written into a plain file");
+    assert!(!app.result_path("blocked").exists());
     // The folder comes back: the sweeper writes the result.
     std::fs::remove_file(app.path("outbox")).unwrap();
     std::fs::create_dir(app.path("outbox")).unwrap();
@@ -436,42 +437,42 @@ async fn soak_twenty_manifests_with_every_fault_at_a_modest_rate() {
 async fn a_bulk_job_that_answers_404_for_over_ten_minutes_fails_its_unfinished_items() {
     let mut app = TestApp::spawn(SimConfig {
         generation_time: (Duration::from_secs(30), Duration::from_secs(40)),
+        // Every call stays on the wire this long: the clock skip below lands in that time.
+        latency: (Duration::from_millis(150), Duration::from_millis(150)),
         ..quick_sim()
     })
     .await;
     app.drop_manifest("vanished.json", &bulk_manifest(5));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let bulk_job_id = loop {
-        let store = &app.ctx().store;
-        let job = store
+    let store = &app.ctx().store;
+    let bulk_job_id = wait_until("the bulk job admitted", WAIT, || async {
+        store
             .manifest_named("vanished")
-            .unwrap()
-            .and_then(|id| store.jobs(id).unwrap().into_iter().next())
-            .and_then(|job| job.remote_id);
-        if let Some(id) = job {
-            break id;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never admitted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+            .expect("the store reads")
+            .and_then(|id| store.jobs(id).expect("the store reads").into_iter().next())
+            .and_then(|job| job.remote_id)
+    })
+    .await;
     assert!(app.sim.forget_bulk_job(&bulk_job_id));
     let path = format!("/v1/bulk-jobs/{bulk_job_id}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !app
-        .calls()
-        .iter()
-        .any(|c| c.path == path && c.status == Some(404))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never polled after it vanished"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let answered_404 = |calls: &[tented_bulkd::simulator::RecordedCall]| {
+        calls
+            .iter()
+            .filter(|c| c.path == path && c.status == Some(404))
+            .count()
+    };
     // A few 404s within the limit change nothing.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    app.wait_calls(
+        "three polls answered 404 after the job vanished, and a fourth on the wire",
+        |calls| {
+            answered_404(calls) >= 3 && calls.iter().any(|c| c.path == path && c.status.is_none())
+        },
+    )
+    .await;
     assert!(!app.result_path("vanished").exists());
     // Ten minutes later (the daemon's clock skips them), the items fail with that reason.
+    // The skip lands while a poll is on the wire, not while the daemon turns an answer
+    // into the next due time: a due time computed before the jump and scheduled after it
+    // would be due at once, and the floor below (in real time) would not hold.
     app.ctx().clock.skip(Duration::from_secs(601));
     let result = app.wait_result("vanished", WAIT).await;
     assert_eq!(result["counts"]["failed"], 5, "{result:#}");

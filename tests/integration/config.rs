@@ -2,6 +2,7 @@
 //! overrides, the API key's sources and secrecy, the poll floor, and the errors that must
 //! name the key at fault.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ fn built_in_defaults_match_spec_section_3() {
         PathBuf::from("/var/lib/tented-bulkd/archive")
     );
     assert_eq!(s.paths.state, PathBuf::from("/var/lib/tented-bulkd/state"));
+    assert_eq!(s.inbox.settle, Duration::from_secs(2));
+    assert_eq!(s.inbox.rescan, Duration::from_secs(30));
     assert_eq!(s.submit.credit_retry, Duration::from_secs(15 * 60));
     assert_eq!(s.submit.failure_threshold, 0.5);
     assert_eq!(s.admin.listen, "127.0.0.1:9187");
@@ -82,18 +85,65 @@ fn built_in_defaults_match_spec_section_3() {
     assert!(!s.base_url_is_loopback());
 }
 
+/// The fields serde expects where `toml_text` puts an unknown one: every struct of
+/// `Settings` denies unknown fields, and serde's refusal lists the fields it knows
+/// ("unknown field `x`, expected one of `a`, `b`" or "expected `a`").
+fn fields_serde_expects(toml_text: &str) -> Vec<String> {
+    let message = toml::from_str::<Settings>(toml_text)
+        .expect_err("an unknown field is refused")
+        .to_string();
+    let (_, expected) = message
+        .split_once("expected ")
+        .unwrap_or_else(|| panic!("serde's message lists the expected fields: {message}"));
+    let fields: Vec<String> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    assert!(!fields.is_empty(), "no field names in: {message}");
+    fields
+}
+
+/// Every key of `Settings`, as `section.key`, from its serde derive (not from a list here).
+fn settings_keys() -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for section in fields_serde_expects("unknown_probe = 1\n") {
+        for key in fields_serde_expects(&format!("[{section}]\nunknown_probe = 1\n")) {
+            keys.insert(format!("{section}.{key}"));
+        }
+    }
+    keys
+}
+
 #[test]
-fn default_toml_in_the_repo_is_the_compiled_in_default() {
-    let on_disk =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
-            .expect("config/default.toml exists");
-    assert_eq!(on_disk, DEFAULT_CONFIG_TOML);
+fn default_toml_sets_every_settings_key_and_no_other() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"));
+    let text = std::fs::read_to_string(path).expect("config/default.toml exists");
+    let file: toml::Table = toml::from_str(&text).expect("config/default.toml is TOML");
+    let mut in_file = BTreeSet::new();
+    for (section, keys) in &file {
+        let keys = keys
+            .as_table()
+            .unwrap_or_else(|| panic!("`{section}` in default.toml is not a section"));
+        for key in keys.keys() {
+            in_file.insert(format!("{section}.{key}"));
+        }
+    }
+    let in_struct = settings_keys();
+    let missing: Vec<&String> = in_struct.difference(&in_file).collect();
+    assert!(
+        missing.is_empty(),
+        "default.toml lacks keys that Settings has (every key is written there with its \
+         default): {missing:?}"
+    );
+    let unknown: Vec<&String> = in_file.difference(&in_struct).collect();
+    assert!(
+        unknown.is_empty(),
+        "default.toml sets keys that Settings does not have: {unknown:?}"
+    );
     // Loading the repo file explicitly gives the same settings as the built-in defaults.
-    let from_file = load_file(
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml")),
-        no_env(),
-    )
-    .expect("the repo's default.toml loads");
+    let from_file = load_file(path, no_env()).expect("the repo's default.toml loads");
     assert_eq!(format!("{from_file:?}"), format!("{:?}", builtin()));
 }
 
@@ -554,7 +604,12 @@ fn missing_default_config_file_means_built_in_defaults() {
 #[test]
 fn malformed_toml_is_an_error() {
     let msg = expect_err(load_text("[api\nbase_url = \n"), "malformed TOML");
-    assert!(!msg.is_empty());
+    // Where, and in which file: enough to find the mistake.
+    assert!(msg.contains("line 1"), "the message gives the line: {msg}");
+    assert!(
+        msg.contains("config.toml"),
+        "the message names the file: {msg}"
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tented_bulkd::simulator::{serve, EndpointFaults, FaultRates, SimConfig, Simulator};
 
+use crate::helpers::{wait_until, BinaryDaemon, Progress, START_WAIT};
+
 const KEY: &str = "sim-key";
 const WORKSPACE: &str = "https://sim-workspace.tented-pages.com";
 const INTENT_MESSAGE: &str = "Please enter a prompt that describes the web content you'd like to create (e.g., landing page, form, registration page).";
@@ -104,21 +106,17 @@ impl Harness {
         .await
     }
 
-    /// Polls GET `path` every 5 ms until `done` holds (at most 3 s).
+    /// Polls GET `path` until `done` holds (at most 3 s).
     async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Reply {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
+        wait_until(format!("GET {path}"), Duration::from_secs(3), || async {
             let reply = self.get(path).await;
-            if done(&reply.body) || Instant::now() > deadline {
-                assert!(
-                    done(&reply.body),
-                    "gave up waiting on {path}: {}",
-                    reply.body
-                );
-                return reply;
+            if done(&reply.body) {
+                Progress::Done(reply)
+            } else {
+                Progress::NotYet(reply.body.to_string())
             }
-            tokio::time::sleep(ms(5)).await;
-        }
+        })
+        .await
     }
 
     async fn wait_tent_final(&self, tent_id: &str) -> Reply {
@@ -1753,65 +1751,43 @@ async fn invalid_settings_are_refused() {
 
 // ---- the real binary with a config file ------------------------------------------
 
-/// Kills the child process when dropped, so a failed assertion leaves nothing behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn sim_command_reads_its_config_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("sim.toml");
     std::fs::write(
         &config,
         "[sim]\napi_key = \"file-key\"\n\n[sim.faults.all]\nrate_503 = 1.0\n",
     )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_tented-bulkd"))
-            .arg("sim")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    .expect("write sim.toml");
+    let port = crate::helpers::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config_arg = config.display().to_string();
+    let sim = BinaryDaemon::spawn(
+        ["sim", "--listen", &listen, "--config", &config_arg],
+        &dir.path().join("sim.log"),
+        &[],
+    )
+    .labelled("the simulator");
+    let base = format!("http://{listen}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
-        .unwrap();
+        .expect("http client");
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let healthz = wait_until("the simulator's /_sim/healthz", START_WAIT, || async {
         match http.get(format!("{base}/_sim/healthz")).send().await {
-            Ok(reply) => {
-                assert_eq!(reply.status(), 200);
-                break;
-            }
-            Err(e) => {
-                assert!(
-                    child.0.try_wait().unwrap().is_none(),
-                    "the simulator exited"
-                );
-                assert!(Instant::now() < deadline, "no simulator: {e}");
-                tokio::time::sleep(ms(50)).await;
-            }
+            Ok(reply) => Progress::Done(reply),
+            Err(e) => match sim.exited() {
+                Some(status) => {
+                    Progress::Stop(format!("the simulator exited ({status}): {}", sim.stderr()))
+                }
+                None => Progress::NotYet(e.to_string()),
+            },
         }
-    }
+    })
+    .await;
+    assert_eq!(healthz.status(), 200);
 
     let reply = http
         .get(format!(
@@ -1820,19 +1796,18 @@ async fn sim_command_reads_its_config_file() {
         .bearer_auth("file-key")
         .send()
         .await
-        .unwrap();
+        .expect("the simulator answers");
     assert_eq!(reply.status(), 503, "[sim.faults.all] rate_503 = 1.0");
     let calls: Value = http
         .get(format!("{base}/_sim/calls"))
         .send()
         .await
-        .unwrap()
+        .expect("the simulator answers")
         .json()
         .await
-        .unwrap();
+        .expect("the call log is JSON");
     assert_eq!(calls[0]["fault"], "503");
     assert_eq!(calls[0]["authorized"], true, "the file's api_key");
 
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    sim.kill9().await;
 }

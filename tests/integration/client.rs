@@ -3,8 +3,8 @@
 //! rules, credits, every fault knob, the three outcome classes and the 401 pause.
 //!
 //! Simulator times are short (10-100 ms) and its random choices seeded with rates of 0 or
-//! 1, so every outcome is deterministic; lifecycle changes are awaited by polling with
-//! short sleeps under a deadline.
+//! 1, so every outcome is deterministic; lifecycle changes are awaited with `wait_until`
+//! (polling the endpoint under a deadline).
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ use tented_bulkd::api::types::{
 use tented_bulkd::api::{ClientConfig, Outcome, TentedClient};
 use tented_bulkd::settings::ApiKey;
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, SimConfig, Simulator};
+
+use crate::helpers::{wait_until, Progress};
 
 const KEY: &str = "sim-key";
 /// The longest any lifecycle wait may take.
@@ -182,16 +184,16 @@ async fn wait_tent(
     id: &str,
     done: impl Fn(&TentStatus) -> bool,
 ) -> (TentStatus, Option<Duration>) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    wait_until(format!("tent {id} to get there"), DEADLINE, || async {
         let (status, tent, retry_after) = ok(client.tent(id).await);
         assert_eq!(status, 200);
         if done(&tent) {
-            return (tent, retry_after);
+            Progress::Done((tent, retry_after))
+        } else {
+            Progress::NotYet(format!("{tent:?}"))
         }
-        assert!(Instant::now() < deadline, "tent never got there: {tent:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 fn generation_final(t: &TentStatus) -> bool {
@@ -210,19 +212,16 @@ async fn wait_job(
     id: &str,
     done: impl Fn(&BulkJobStatus) -> bool,
 ) -> BulkJobStatus {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    wait_until(format!("bulk job {id} to get there"), DEADLINE, || async {
         let (status, job, _) = ok(client.bulk_job(id).await);
         assert_eq!(status, 200);
         if done(&job) {
-            return job;
+            Progress::Done(job)
+        } else {
+            Progress::NotYet(format!("{job:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "bulk job never got there: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 fn job_final(job: &BulkJobStatus) -> bool {
@@ -1605,6 +1604,11 @@ async fn not_sent_when_nothing_listens() {
     ));
     assert!(!client.auth_paused());
     let counts = client.call_counts();
+    assert_eq!(
+        counts.iter().map(|(_, _, n)| n).sum::<u64>(),
+        3,
+        "every call is counted: {counts:?}"
+    );
     assert!(
         counts.iter().all(|(_, label, _)| label == "not_sent"),
         "{counts:?}"
@@ -1736,6 +1740,7 @@ async fn unauthorized_pause_ends_when_the_client_gets_a_new_key() {
         let id = id.clone();
         tokio::spawn(async move { client.tent(&id).await })
     };
+    // A window, not a wait: nothing may happen in it (no event marks "still waiting").
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !waiting.is_finished(),

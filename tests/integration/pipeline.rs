@@ -1,16 +1,14 @@
 //! The bulk pipeline end to end: a real simulator over loopback, a real sled store in a
 //! temporary folder, real inbox/outbox/archive folders.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
 use tented_bulkd::simulator::SimConfig;
+use tented_bulkd::state::control::Control;
 
-const WAIT: Duration = Duration::from_secs(60);
+use crate::helpers::*;
 
 /// A 60-item manifest mixing every case: local rejections, an admission rejection,
 /// generation failures, a taken alias, an applied alias, a given tent_name, an item
@@ -251,14 +249,10 @@ async fn a_restart_mid_run_resubmits_nothing_and_completes_the_result() {
     .await;
     app.drop_manifest("restart.json", &bulk_manifest(60));
     // Stop as soon as the first chunk has been admitted.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while bulk_posts(&app.calls()).iter().all(|c| c.status.is_none()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no bulk request arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_calls("an answered bulk request", |calls| {
+        bulk_posts(calls).iter().any(|c| c.status.is_some())
+    })
+    .await;
     app.stop_daemon().await;
     let before = bulk_posts(&app.calls()).len();
     assert!(
@@ -439,7 +433,8 @@ async fn a_slowly_written_file_is_taken_only_once_complete() {
     {
         use std::io::Write;
         let mut file = std::fs::File::create(&path).unwrap();
-        // Written in pieces, each well within the settle time of the previous one.
+        // Written in pieces, each well within the settle time of the previous one (the
+        // sleeps are the slow writer this test is about, not waits).
         for piece in bytes.chunks(bytes.len() / 10 + 1) {
             file.write_all(piece).unwrap();
             file.flush().unwrap();
@@ -461,21 +456,13 @@ async fn a_broken_template_pauses_the_manifest_after_one_chunk_and_cancel_finish
     .await;
     app.drop_manifest("broken.json", &bulk_manifest(100));
     // Wait until the manifest is paused by the failure threshold.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let id = loop {
-        if let Ok(Some(id)) = app.ctx().store.manifest_named("broken") {
-            let m = app.ctx().store.manifest(id).unwrap().unwrap();
-            if matches!(m.control(), tented_bulkd::state::control::Control::Paused { .. }) {
-                break id;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the manifest was never paused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = app
+        .wait_manifest("broken", "paused", |m| {
+            matches!(m.control(), Control::Paused { .. })
+        })
+        .await;
+    // A window in which nothing may be sent: two sweeper passes, each waking the submitter.
+    app.daemon().sweeper_passes(2).await;
     assert_eq!(
         bulk_posts(&app.calls()).len(),
         1,
@@ -640,19 +627,14 @@ async fn a_template_whose_generations_all_fail_costs_one_chunk_thanks_to_slow_st
     })
     .await;
     app.drop_manifest("doomed.json", &bulk_manifest(200));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    wait_until("`doomed` paused in the status report", WAIT, || async {
         let status = tented_bulkd::admin::status_report(app.ctx());
-        if status
+        status
             .manifests
             .iter()
             .any(|m| m.name == "doomed" && m.state == "paused")
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never paused");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     // The budget would have allowed all eight chunks long before the first failure
     // came back; slow start sent one.
     assert_eq!(bulk_posts(&app.calls()).len(), 1);
@@ -675,18 +657,11 @@ async fn cancel_while_a_chunk_is_on_the_wire_ends_its_unadmitted_items_canceled(
     })
     .await;
     app.drop_manifest("wire.json", &bulk_manifest(30));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let id = loop {
-        let store = &app.ctx().store;
-        if let Some(id) = store.manifest_named("wire").unwrap() {
-            let m = store.manifest(id).unwrap().unwrap();
-            if m.count(tented_bulkd::state::item::ItemState::Sending) > 0 {
-                break id;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never sent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let id = app
+        .wait_manifest("wire", "items sending", |m| {
+            m.count(tented_bulkd::state::item::ItemState::Sending) > 0
+        })
+        .await;
     // 5 items are pending, 25 on the wire: cancel catches the 5 now, the 25 when the 503 comes.
     let canceled = tented_bulkd::pipeline::controls::cancel(app.ctx(), id)
         .await
@@ -732,17 +707,11 @@ async fn resume_releases_a_paused_manifest_and_the_threshold_no_longer_pauses_it
     })
     .await;
     app.drop_manifest("again.json", &bulk_manifest(80));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let id = loop {
-        if let Ok(Some(id)) = app.ctx().store.manifest_named("again") {
-            let m = app.ctx().store.manifest(id).unwrap().unwrap();
-            if matches!(m.control(), tented_bulkd::state::control::Control::Paused { .. }) {
-                break id;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never paused");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let id = app
+        .wait_manifest("again", "paused", |m| {
+            matches!(m.control(), Control::Paused { .. })
+        })
+        .await;
     assert_eq!(bulk_posts(&app.calls()).len(), 1);
     // The operator decides to go on anyway: every remaining chunk is sent, once.
     assert!(tented_bulkd::pipeline::controls::resume(app.ctx(), id)

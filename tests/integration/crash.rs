@@ -9,21 +9,21 @@
 //! daemon); a test reports every failing scenario, with the tail of its daemon logs.
 //! `CRASH_TEST_SEED=N` replays the random kill times of a run (the seed is printed).
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tented_bulkd::state::item::ANSWER_LOST_MESSAGE;
 use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
+use tented_bulkd::state::item::ANSWER_LOST_MESSAGE;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tented-bulkd");
+use crate::helpers::{
+    self, drop_bytes, try_wait_until, write_config, BinaryDaemon, TestConfig, READY_LINE,
+};
+
 const NAME: &str = "crashy";
 /// The poll floor the daemon runs with (loopback allows it).
 const FLOOR_MS: u64 = 200;
@@ -36,8 +36,6 @@ const FLOOR_SLACK_MS: u64 = 50;
 const CRASH_WAIT: Duration = Duration::from_secs(20);
 /// How long a clean restart may take to write the result.
 const RESULT_WAIT: Duration = Duration::from_secs(30);
-/// SPEC section 8: SIGTERM exits 0 within 15 seconds.
-const TERM_WAIT: Duration = Duration::from_secs(15);
 /// Scenarios run at once inside one test.
 const PARALLEL: usize = 4;
 
@@ -78,7 +76,7 @@ fn crash_sim(seed: u64) -> SimConfig {
         publish_failure_rate: 0.1,
         taken_aliases: vec!["taken-alias".into()],
         seed: Some(seed),
-        ..common::quick_sim()
+        ..helpers::quick_sim()
     }
 }
 
@@ -92,78 +90,9 @@ macro_rules! ensure {
     };
 }
 
-/// A daemon child process; killed (by its pid) if a failing scenario leaves it running.
-struct Daemon {
-    child: Child,
-    run: usize,
-}
-
-impl Daemon {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// SIGTERM; the daemon must exit 0 within 15 seconds.
-    async fn terminate(&mut self) -> Check {
-        if let Some(status) = self.exited() {
-            return Err(format!(
-                "run {}: the daemon had already exited ({status}) before SIGTERM",
-                self.run
-            ));
-        }
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .map_err(|e| format!("cannot run kill: {e}"))?;
-        ensure!(sent.success(), "kill -TERM {} failed", self.pid());
-        let started = Instant::now();
-        match self.wait_exit(TERM_WAIT).await {
-            Some(status) if status.success() => Ok(()),
-            Some(status) => Err(format!(
-                "run {}: after SIGTERM the daemon exited with {status}, not 0",
-                self.run
-            )),
-            None => Err(format!(
-                "run {}: the daemon did not exit within {TERM_WAIT:?} of SIGTERM (waited {:?})",
-                self.run,
-                started.elapsed()
-            )),
-        }
-    }
-
-    /// SIGKILL (`Child::kill`), as a crash or power loss would.
-    async fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.wait_exit(Duration::from_secs(10)).await;
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// What a run logs once the result file is written *and* recorded as written in the store
+/// (the manifest's last commit).
+const RESULT_WRITTEN: &str = "result written";
 
 /// One scenario: a folder, a simulator, the manifest, and the daemon runs on them.
 struct Scenario {
@@ -180,69 +109,27 @@ impl Scenario {
         let sim = Simulator::start(sim, "127.0.0.1:0")
             .await
             .expect("simulator starts");
-        let scenario = Scenario {
+        write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
+        Scenario {
             label: label.into(),
             dir,
             sim,
             logs: Vec::new(),
             manifest_bytes: serde_json::to_vec_pretty(&manifest()).expect("json"),
-        };
-        scenario.write_config();
-        scenario
+        }
     }
 
     fn path(&self, sub: &str) -> PathBuf {
         self.dir.path().join(sub)
     }
 
-    fn write_config(&self) {
-        let p = |sub: &str| self.path(sub).display().to_string();
-        let config = format!(
-            r#"[api]
-base_url = "{base}"
-key_file = ""
-timeout = "3s"
-requests_per_second = 200
-
-[poll]
-interval = "200ms"
-max_wait = "24h"
-
-[paths]
-inbox = "{inbox}"
-outbox = "{outbox}"
-archive = "{archive}"
-state = "{state}"
-
-[inbox]
-settle = "150ms"
-rescan = "500ms"
-
-[submit]
-credit_retry = "15m"
-failure_threshold = 0.5
-
-[admin]
-listen = ""
-
-[log]
-format = "text"
-"#,
-            base = self.sim.base_url(),
-            inbox = p("inbox"),
-            outbox = p("outbox"),
-            archive = p("archive"),
-            state = p("state"),
-        );
-        std::fs::write(self.path("config.toml"), config).expect("write config");
-    }
-
     /// Writes the manifest elsewhere and renames it into the inbox, as writers should.
     fn drop_manifest(&self) {
-        std::fs::create_dir_all(self.path("inbox")).expect("inbox");
-        let staging = self.path(&format!(".staging-{NAME}.json"));
-        std::fs::write(&staging, &self.manifest_bytes).expect("write staging");
-        std::fs::rename(&staging, self.path(&format!("inbox/{NAME}.json"))).expect("rename");
+        drop_bytes(
+            self.dir.path(),
+            &format!("{NAME}.json"),
+            &self.manifest_bytes,
+        );
     }
 
     fn result_path(&self) -> PathBuf {
@@ -253,35 +140,19 @@ format = "text"
         self.path(&format!("outbox/{NAME}.retry.json"))
     }
 
-    /// Starts `tented-bulkd run` with `failpoints` armed (or none), stderr to a file.
-    fn spawn(&mut self, failpoints: Option<&str>) -> Daemon {
+    /// Starts `tented-bulkd run` with `failpoints` armed (or none), stderr to
+    /// `daemon-N.log`.
+    fn spawn(&mut self, failpoints: Option<&str>) -> BinaryDaemon {
         let run = self.logs.len() + 1;
         let log = self.path(&format!("daemon-{run}.log"));
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(BIN);
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(self.path("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().into_owned();
-            if key.starts_with("TENTED_") || key == "CREDENTIALS_DIRECTORY" || key == "FAILPOINTS" {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .env("TENTED_API_KEY", "sim-key")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1");
+        let mut env = vec![("TENTED_API_KEY", "sim-key")];
         if let Some(failpoints) = failpoints {
-            command.env("FAILPOINTS", failpoints);
+            env.push(("FAILPOINTS", failpoints));
         }
-        let child = command.spawn().expect("the daemon starts");
+        let daemon =
+            BinaryDaemon::run(&self.path("config.toml"), &log, &env).labelled(format!("run {run}"));
         self.logs.push(log);
-        Daemon { child, run }
+        daemon
     }
 
     fn log(&self, run: usize) -> String {
@@ -310,47 +181,17 @@ format = "text"
         out
     }
 
-    async fn wait_for_log(&self, daemon: &mut Daemon, needle: &str, within: Duration) -> Check {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.log(daemon.run).contains(needle) {
-                return Ok(());
-            }
-            if let Some(status) = daemon.exited() {
-                return Err(format!(
-                    "run {}: the daemon exited ({status}) before logging `{needle}`",
-                    daemon.run
-                ));
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "run {}: no `{needle}` in the log within {within:?}",
-                daemon.run
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    /// Waits for the result file (the daemon must not exit meanwhile).
+    async fn wait_result(&self, daemon: &BinaryDaemon, within: Duration) -> Check {
+        daemon.wait_for_file(&self.result_path(), within).await?;
+        Ok(())
     }
 
-    /// Waits for the result file (the daemon must not exit meanwhile).
-    async fn wait_result(&self, daemon: &mut Daemon, within: Duration) -> Check {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.result_path().exists() {
-                return Ok(());
-            }
-            if let Some(status) = daemon.exited() {
-                return Err(format!(
-                    "run {}: the daemon exited ({status}) before writing the result",
-                    daemon.run
-                ));
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "run {}: no result file within {within:?}",
-                daemon.run
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    /// Waits for the result file and for the run to record it as written: its last commit.
+    async fn wait_result_recorded(&self, daemon: &BinaryDaemon) -> Check {
+        self.wait_result(daemon, RESULT_WAIT).await?;
+        daemon.wait_for_line(RESULT_WRITTEN, RESULT_WAIT).await?;
+        Ok(())
     }
 
     /// Restarts without fail points, waits for the result, stops with SIGTERM (exit 0).
@@ -358,14 +199,17 @@ format = "text"
     async fn finish(&mut self) -> Check {
         let before = std::fs::read(self.result_path()).ok();
         let retry_before = std::fs::read(self.retry_path()).ok();
-        let mut daemon = self.spawn(None);
-        self.wait_for_log(&mut daemon, "is ready", RESULT_WAIT)
-            .await?;
-        self.wait_result(&mut daemon, RESULT_WAIT).await?;
-        // Let the run record that the result is written (the ready line comes after
-        // recovery, which does that for a result written before a crash).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        daemon.terminate().await?;
+        let daemon = self.spawn(None);
+        daemon.wait_for_line(READY_LINE, RESULT_WAIT).await?;
+        if before.is_none() {
+            // This run writes the result: stop it only once it has recorded that.
+            self.wait_result_recorded(&daemon).await?;
+        } else {
+            // Written before the crash: recovery, done before the ready line, recorded it
+            // (if the crash had not let the earlier run do so).
+            self.wait_result(&daemon, RESULT_WAIT).await?;
+        }
+        daemon.sigterm().await?;
         if let Some(before) = before {
             let after = std::fs::read(self.result_path()).unwrap_or_default();
             ensure!(
@@ -505,7 +349,7 @@ async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         keys.len() == ITEMS && keys.iter().zip(&expected).all(|(a, b)| *a == b),
         "the result's items are not the manifest's items in order: {keys:?}"
     );
-    let finals = common::FINAL_STATUSES;
+    let finals = helpers::FINAL_STATUSES;
     let mut tally: BTreeMap<&str, u64> = finals.iter().map(|s| (*s, 0)).collect();
     for (index, (id, item)) in items.iter().enumerate() {
         ensure!(item["index"] == index, "{id}: index {}", item["index"]);
@@ -534,7 +378,7 @@ async fn check_invariants(sc: &Scenario) -> Result<String, String> {
     );
 
     // Nothing sent twice; the locally rejected item never sent.
-    let posts = common::bulk_posts(&calls);
+    let posts = helpers::bulk_posts(&calls);
     let mut sent: HashMap<String, usize> = HashMap::new();
     for post in &posts {
         for id in posted_ids(post) {
@@ -707,58 +551,48 @@ async fn run_fail_point(sc: &mut Scenario, plan: &Plan) -> Result<String, String
     sc.drop_manifest();
     let mut fired_all = true;
     for failpoints in &plan.stages {
-        let mut daemon = sc.spawn(Some(failpoints));
-        let deadline = Instant::now() + CRASH_WAIT;
-        let mut result_seen_at: Option<Instant> = None;
-        let status = loop {
-            if let Some(status) = daemon.exited() {
-                break Some(status);
-            }
-            if result_seen_at.is_none() && sc.result_path().exists() {
-                result_seen_at = Some(Instant::now());
-            }
-            // A point that was not reached: once the result is there (and a moment for
-            // the point to fire right after writing it), this run is done.
-            if plan.fire == Fire::May
-                && result_seen_at.is_some_and(|at| at.elapsed() > Duration::from_millis(1500))
-            {
-                break None;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "run {}: with `{failpoints}` the daemon neither crashed nor finished within {CRASH_WAIT:?}",
-                daemon.run
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        };
+        let daemon = sc.spawn(Some(failpoints));
+        let run = daemon.label.clone();
+        // The run ends in a crash; or, for a point that may lie beyond the end of this run,
+        // once the result is written and recorded (the manifest's last commit).
+        let status = try_wait_until(
+            format!("{run}: with `{failpoints}`, the daemon crashing or finishing"),
+            CRASH_WAIT,
+            || async {
+                if let Some(status) = daemon.exited() {
+                    return Some(Some(status));
+                }
+                if plan.fire == Fire::May && daemon.stderr().contains(RESULT_WRITTEN) {
+                    return Some(None);
+                }
+                None
+            },
+        )
+        .await?;
         let fired = match status {
             Some(status) => {
                 ensure!(
                     !status.success(),
-                    "run {}: with `{failpoints}` the daemon exited 0 by itself",
-                    daemon.run
+                    "{run}: with `{failpoints}` the daemon exited 0 by itself"
                 );
                 ensure!(
                     status.signal() == Some(6),
-                    "run {}: with `{failpoints}` the daemon ended with {status}, not SIGABRT from the fail point",
-                    daemon.run
+                    "{run}: with `{failpoints}` the daemon ended with {status}, not SIGABRT from the fail point"
                 );
                 ensure!(
-                    sc.log(daemon.run).contains("simulated crash"),
-                    "run {}: the daemon aborted but not through a fail point",
-                    daemon.run
+                    daemon.stderr().contains("simulated crash"),
+                    "{run}: the daemon aborted but not through a fail point"
                 );
                 true
             }
             None => {
-                daemon.terminate().await?;
+                daemon.sigterm().await?;
                 false
             }
         };
         ensure!(
             fired || plan.fire == Fire::May,
-            "run {}: the fail point `{failpoints}` never fired",
-            daemon.run
+            "{run}: the fail point `{failpoints}` never fired"
         );
         if !fired {
             fired_all = false;
@@ -859,12 +693,12 @@ async fn clean_run_commits() -> (usize, usize) {
         .get_or_init(|| async {
             let mut sc = Scenario::new("clean run", crash_sim(7)).await;
             sc.drop_manifest();
-            let mut daemon =
+            let daemon =
                 sc.spawn(Some("store-before-commit=print(COMMIT-B);store-after-commit=print(COMMIT-A)"));
             let outcome = async {
-                sc.wait_result(&mut daemon, RESULT_WAIT).await?;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                daemon.terminate().await?;
+                // Every commit is counted once the run has recorded the result: its last.
+                sc.wait_result_recorded(&daemon).await?;
+                daemon.sigterm().await?;
                 check_invariants(&sc).await
             }
             .await;
@@ -933,16 +767,18 @@ async fn random_kills(seed: u64, slow: bool) -> Result<String, String> {
         sc.drop_manifest();
         let mut kills = Vec::new();
         for _ in 0..3 {
-            let mut daemon = sc.spawn(None);
+            let daemon = sc.spawn(None);
+            // The kill time is what this test draws at random (the seed replays it), not a
+            // wait for something: the sleep is the experiment.
             let after = rng.random_range(0..1500u64);
             tokio::time::sleep(Duration::from_millis(after)).await;
             if let Some(status) = daemon.exited() {
                 return Err(format!(
-                    "run {}: the daemon exited by itself ({status})",
-                    daemon.run
+                    "{}: the daemon exited by itself ({status})",
+                    daemon.label
                 ));
             }
-            daemon.sigkill().await;
+            daemon.kill9().await;
             kills.push(after);
         }
         sc.finish().await?;
@@ -999,18 +835,19 @@ async fn a_second_daemon_on_the_same_state_folder_is_refused_and_the_first_goes_
     )
     .await;
     let outcome = async {
-        let mut first = sc.spawn(None);
-        sc.wait_for_log(&mut first, "is ready", RESULT_WAIT).await?;
+        let first = sc.spawn(None);
+        first.wait_for_line(READY_LINE, RESULT_WAIT).await?;
         sc.drop_manifest();
-        sc.wait_for_log(&mut first, "sending a bulk request", RESULT_WAIT)
+        first
+            .wait_for_line("sending a bulk request", RESULT_WAIT)
             .await?;
-        let mut second = sc.spawn(None);
+        let second = sc.spawn(None);
         let status = second
             .wait_exit(Duration::from_secs(5))
             .await
             .ok_or("the second daemon still runs after 5 s")?;
         ensure!(!status.success(), "the second daemon exited 0");
-        let stderr = sc.log(second.run);
+        let stderr = second.stderr();
         ensure!(
             stderr.contains("in use"),
             "the second daemon's message does not say the store is in use: {stderr}"
@@ -1020,16 +857,15 @@ async fn a_second_daemon_on_the_same_state_folder_is_refused_and_the_first_goes_
             "the second daemon panicked: {stderr}"
         );
         ensure!(first.exited().is_none(), "the first daemon stopped");
-        sc.wait_result(&mut first, RESULT_WAIT).await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        first.terminate().await?;
+        sc.wait_result_recorded(&first).await?;
+        first.sigterm().await?;
         check_invariants(&sc).await
     }
     .await;
     if let Err(e) = outcome {
         panic!("{e}\n{}", sc.log_tails());
     }
-    let posts = common::bulk_posts(&sc.sim.calls()).len();
+    let posts = helpers::bulk_posts(&sc.sim.calls()).len();
     assert_eq!(posts, 2, "one request per chunk");
 }
 
@@ -1038,10 +874,9 @@ async fn finished_scenario(label: &str, seed: u64) -> Scenario {
     let mut sc = Scenario::new(label, crash_sim(seed)).await;
     sc.drop_manifest();
     let outcome = async {
-        let mut daemon = sc.spawn(None);
-        sc.wait_result(&mut daemon, RESULT_WAIT).await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        daemon.terminate().await?;
+        let daemon = sc.spawn(None);
+        sc.wait_result_recorded(&daemon).await?;
+        daemon.sigterm().await?;
         check_invariants(&sc).await
     }
     .await;
@@ -1079,17 +914,19 @@ fn garble(path: &Path, seed: u64) {
 async fn expect_refused_start(sc: &mut Scenario, what: &str) -> Check {
     // The same manifest again: a store that was silently reset would not recognise it.
     sc.drop_manifest();
-    let posts_before = common::bulk_posts(&sc.sim.calls()).len();
+    let posts_before = helpers::bulk_posts(&sc.sim.calls()).len();
     let result_before = std::fs::read(sc.result_path()).ok();
-    let mut daemon = sc.spawn(None);
+    let daemon = sc.spawn(None);
     let status = daemon.wait_exit(Duration::from_secs(5)).await;
-    let stderr = sc.log(daemon.run);
+    let stderr = daemon.stderr();
     let Some(status) = status else {
-        // Evidence of what running on it does.
+        // The test has failed already; two more seconds of running gather evidence of what
+        // running on a damaged store does, for the message (a window, not a wait).
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let posts_after = common::bulk_posts(&sc.sim.calls()).len();
+        let posts_after = helpers::bulk_posts(&sc.sim.calls()).len();
         let result_after = std::fs::read(sc.result_path()).ok();
-        let _ = daemon.terminate().await;
+        // Whatever the exit, the failure below is the one to report.
+        let _ = daemon.sigterm().await;
         return Err(format!(
             "with {what}, the daemon started and ran for 5 s instead of refusing the store; \
              meanwhile it sent {} bulk requests for a manifest whose bytes were already \
@@ -1120,7 +957,7 @@ async fn expect_refused_start(sc: &mut Scenario, what: &str) -> Check {
         "with {what}, the message does not say the store is corrupt: {stderr}"
     );
     ensure!(
-        common::bulk_posts(&sc.sim.calls()).len() == posts_before,
+        helpers::bulk_posts(&sc.sim.calls()).len() == posts_before,
         "with {what}, requests were sent"
     );
     Ok(())
@@ -1161,30 +998,27 @@ async fn sigterm_during_active_work_exits_zero_and_a_restart_resends_nothing() {
     .await;
     let outcome = async {
         sc.drop_manifest();
-        let mut daemon = sc.spawn(None);
+        let daemon = sc.spawn(None);
         // SIGTERM while the first create request is on the wire.
-        let deadline = Instant::now() + RESULT_WAIT;
-        while common::bulk_posts(&sc.sim.calls()).is_empty() {
-            ensure!(Instant::now() < deadline, "no bulk request arrived");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let in_flight = common::bulk_posts(&sc.sim.calls())
-            .iter()
-            .any(|c| c.status.is_none());
+        let sim = &sc.sim;
+        let in_flight = try_wait_until("a bulk request at the simulator", RESULT_WAIT, || async {
+            let calls = sim.calls();
+            let posts = helpers::bulk_posts(&calls);
+            (!posts.is_empty()).then(|| posts.iter().any(|c| c.status.is_none()))
+        })
+        .await?;
         ensure!(
             in_flight,
             "the bulk request was answered before SIGTERM could be sent"
         );
-        let started = Instant::now();
-        daemon.terminate().await?;
-        let took = started.elapsed();
+        let took = daemon.sigterm().await?;
         let calls = sc.sim.calls();
-        let posts = common::bulk_posts(&calls);
+        let posts = helpers::bulk_posts(&calls);
         ensure!(
             posts.iter().all(|c| c.status.is_some()),
             "a create request was left unanswered at shutdown"
         );
-        let log = sc.log(daemon.run);
+        let log = daemon.stderr();
         ensure!(
             log.contains("bulk request admitted"),
             "the answer of the request under way was not recorded before exiting"
@@ -1199,7 +1033,7 @@ async fn sigterm_during_active_work_exits_zero_and_a_restart_resends_nothing() {
             "a SIGTERM must not lose an answer: {}",
             result["counts"]
         );
-        let posts = common::bulk_posts(&sc.sim.calls()).len();
+        let posts = helpers::bulk_posts(&sc.sim.calls()).len();
         ensure!(posts == 2, "{posts} bulk requests for two chunks");
         Ok(format!(
             "request in flight at SIGTERM: {in_flight}; exited in {took:?}; {summary}"

@@ -1,0 +1,24 @@
+//! The integration tests, in one binary: each file under `tests/` used to be its own test
+//! binary, linking the whole crate again. Test names are `MODULE::test`, so
+//! `cargo test --test integration crash::` runs the crash tests only.
+//!
+//! - [`helpers`]: the harness (the test configuration, a daemon in this process, the real
+//!   binary, `wait_until`).
+//! - [`client`]: the real client against the real simulator, every documented shape and error.
+//! - [`config`]: configuration loading, `config/default.toml`, the key's sources and secrecy.
+//! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
+//!   replays its random kills).
+//! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
+//! - [`pipeline`]: the daemon end to end.
+//! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
+//! - [`simulator`]: the simulator in raw HTTP against the API pages.
+
+mod helpers;
+
+mod client;
+mod config;
+mod crash;
+mod faults;
+mod pipeline;
+mod signals;
+mod simulator;

@@ -1,0 +1,232 @@
+//! The real binary and its signals: SIGHUP reloads the API key; SIGTERM stops cleanly.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tented_bulkd::simulator::{SimConfig, Simulator};
+
+use crate::helpers::*;
+
+/// The test configuration for the real binary, its key read from `DIR/api_key`.
+fn config_with_key_file(dir: &Path, base_url: &str) -> TestConfig {
+    TestConfig::new(dir, base_url).set("api", "key_file", dir.join("api_key").display().to_string())
+}
+
+/// Waits for `DIR/outbox/NAME.result.json`, written by `daemon`, and returns it.
+async fn wait_result(daemon: &BinaryDaemon, dir: &Path, name: &str) -> Value {
+    let path = dir.join(format!("outbox/{name}.result.json"));
+    let bytes = daemon
+        .wait_for_file(&path, START_WAIT)
+        .await
+        .expect("the result file");
+    serde_json::from_slice(&bytes).expect("the result file is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_corrected_key_and_sigterm_exits_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let key_file = dir.path().join("api_key");
+    std::fs::write(&key_file, "a-wrong-key\n").expect("write the key file");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        dir.path(),
+        &config_with_key_file(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
+    );
+    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
+    daemon.wait_ready().await.expect("the daemon gets ready");
+
+    // The wrong key: the first call is refused and health turns red; nothing is failed.
+    drop_manifest(dir.path(), "m.json", &bulk_manifest(5));
+    wait_until("/healthz answering 503", START_WAIT, || async {
+        match health(&admin).await {
+            Some(503) => Progress::Done(()),
+            other => Progress::NotYet(format!("{other:?}; stderr:\n{}", daemon.stderr_tail(15))),
+        }
+    })
+    .await;
+    assert!(!dir.path().join("outbox/m.result.json").exists());
+
+    // The operator fixes the key file and sends SIGHUP: calls resume, the manifest completes.
+    std::fs::write(&key_file, "sim-key\n").expect("write the key file");
+    daemon.signal("HUP").expect("SIGHUP is sent");
+    let result = wait_result(&daemon, dir.path(), "m").await;
+    assert_eq!(result["counts"]["completed"], 5);
+    assert_eq!(health(&admin).await, Some(200));
+    let logs = daemon.stderr();
+    assert!(
+        !logs.contains("a-wrong-key") && !logs.contains("sim-key"),
+        "the key never reaches the log"
+    );
+    assert_eq!(
+        bulk_posts(&sim.calls())
+            .iter()
+            .filter(|c| c.status == Some(202))
+            .count(),
+        1
+    );
+
+    // SIGTERM: a clean exit, status 0, well within 15 s.
+    daemon.sigterm().await.expect("SIGTERM exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_a_key_or_with_a_bad_config_refuses_to_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // No key anywhere.
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), "http://127.0.0.1:9"),
+    );
+    let output = command(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no API key"), "{stderr}");
+
+    // An unknown key in the file names the key.
+    std::fs::write(&config, "[poll]\nintervall = \"10s\"\n").expect("write config");
+    let output = command(["run", "--config"])
+        .arg(&config)
+        .env("TENTED_API_KEY", "k")
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("intervall"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_reports_per_item_and_exits_one_when_anything_would_be_rejected() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, serde_json::to_vec(&bulk_manifest(3)).expect("json"))
+        .expect("write manifest");
+    let output = command(["validate"])
+        .arg(&good)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 accepted, 0 rejected"));
+
+    let mut manifest = bulk_manifest(3);
+    manifest["items"][1]["custom_page_alias"] = serde_json::json!("Admin");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec(&manifest).expect("json")).expect("write manifest");
+    let output = command(["validate"])
+        .arg(&good)
+        .arg(&bad)
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("item 1 `row-001`: rejected"), "{stdout}");
+    assert!(stdout.contains("custom_page_alias"), "{stdout}");
+
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, b"{\"items\": [}").expect("write manifest");
+    let output = command(["validate"])
+        .arg(&broken)
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("REJECTED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_cancel_and_resume_talk_to_the_running_daemon() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = Simulator::start(
+        SimConfig {
+            templates: vec!["tpl_other".into()],
+            ..quick_sim()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("simulator starts");
+    std::fs::write(dir.path().join("api_key"), "sim-key").expect("write the key file");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        dir.path(),
+        &config_with_key_file(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
+    );
+    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
+    daemon.wait_ready().await.expect("the daemon gets ready");
+    assert_eq!(health(&admin).await, Some(200), "healthy once ready");
+    // A broken template: the threshold pauses the manifest after one chunk.
+    drop_manifest(dir.path(), "broken.json", &bulk_manifest(60));
+    let cli = |args: &[&str]| {
+        command(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("the binary runs")
+    };
+    let text = wait_until(
+        "`status` to show the manifest paused",
+        START_WAIT,
+        || async {
+            let out = cli(&["status", "--json"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.contains("\"paused\"") {
+                Progress::Done(text)
+            } else {
+                Progress::NotYet(text)
+            }
+        },
+    )
+    .await;
+    assert!(text.contains("failure threshold"), "{text}");
+    let out = cli(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("broken"));
+    let out = cli(&["resume", "nope"]);
+    assert!(!out.status.success());
+    let out = cli(&["cancel", "broken"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("35 unsent items"));
+    let result = wait_result(&daemon, dir.path(), "broken").await;
+    assert_eq!(result["counts"]["canceled"], 35);
+    assert_eq!(result["counts"]["rejected"], 25);
+    daemon.sigterm().await.expect("SIGTERM exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_json_object_per_line_and_name_the_manifest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    std::fs::write(dir.path().join("api_key"), "sim-key").expect("write the key file");
+    let config = write_config(
+        dir.path(),
+        &config_with_key_file(dir.path(), &sim.base_url()).set("log", "format", "json"),
+    );
+    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
+    daemon.wait_ready().await.expect("the daemon gets ready");
+    drop_manifest(dir.path(), "jsonlog.json", &bulk_manifest(2));
+    wait_result(&daemon, dir.path(), "jsonlog").await;
+    daemon.sigterm().await.expect("SIGTERM exits 0");
+    let lines: Vec<Value> = daemon
+        .stderr_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3);
+    assert!(lines
+        .iter()
+        .any(|l| l["fields"]["manifest"] == "jsonlog" && l["fields"]["bulk_job_id"].is_string()));
+}
