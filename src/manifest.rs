@@ -97,6 +97,37 @@ impl ValidatedManifest {
     }
 }
 
+/// A manifest's share of the create slots when several are sending (SPEC section 7):
+/// the daemon's own field, never sent to Tented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Create slots per round: high 4, normal 2, low 1.
+    pub fn weight(self) -> u32 {
+        match self {
+            Priority::High => 4,
+            Priority::Normal => 2,
+            Priority::Low => 1,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Priority> {
+        match name {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
 /// Free-form JSON (`input_data`, `metadata`) kept as its text: bincode, which writes the
 /// store, cannot hold a `serde_json::Value`. Only the daemon writes it, from a value it
 /// parsed, so reading it back fails only if the store was damaged.
@@ -130,6 +161,8 @@ pub struct TopFields {
     pub metadata: Option<JsonText>,
     /// Create manifests: item fields that apply to every item.
     pub defaults: Option<ItemFields>,
+    /// The manifest's share of the create slots (the daemon's; never sent).
+    pub priority: Priority,
 }
 
 /// One item's fields, typed, as the store keeps them (the fields of every kind).
@@ -175,6 +208,8 @@ struct TopDocument {
     auto_publish: Option<bool>,
     metadata: Option<serde_json::Value>,
     defaults: Option<ItemDocument>,
+    #[serde(default)]
+    priority: Priority,
 }
 
 /// One item as JSON gives it (free-form `input_data` as a value).
@@ -228,6 +263,7 @@ impl TopFields {
             auto_publish: document.auto_publish,
             metadata: document.metadata.as_ref().map(JsonText::of),
             defaults: document.defaults.map(ItemFields::from),
+            priority: document.priority,
         })
     }
 

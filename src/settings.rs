@@ -125,6 +125,8 @@ pub struct SubmitSettings {
     #[serde(with = "humantime_serde")]
     pub credit_retry: Duration,
     pub failure_threshold: f64,
+    /// Create requests on the wire at once, across manifests.
+    pub max_in_flight: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -257,6 +259,12 @@ impl Settings {
                     "{} is not a share between 0 and 1",
                     self.submit.failure_threshold
                 ),
+            });
+        }
+        if !(1..=64).contains(&self.submit.max_in_flight) {
+            return Err(SettingsError::Invalid {
+                key: "submit.max_in_flight",
+                message: format!("{} is not between 1 and 64", self.submit.max_in_flight),
             });
         }
         if self.submit.credit_retry.is_zero() {

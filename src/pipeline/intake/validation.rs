@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::manifest::{
+use crate::manifest::{Priority, 
     ManifestKind, ValidatedItem, ValidatedManifest, MAX_ASSET_IDS, MAX_ITEMS, MAX_MANIFEST_BYTES,
 };
 
@@ -49,6 +49,7 @@ pub const MAX_START_INDEX: u64 = (1u64 << 53) - 1 - MAX_ITEMS as u64;
 /// The top-level fields of a bulk manifest (the body of `POST /v1/tents/bulk` plus `kind`).
 const BULK_TOP_FIELDS: &[&str] = &[
     "kind",
+    "priority",
     "template_id",
     "client_job_descriptor",
     "default_tent_name_prefix",
@@ -70,7 +71,7 @@ const BULK_ITEM_FIELDS: &[&str] = &[
 ];
 
 /// The top-level fields of a create manifest.
-const CREATE_TOP_FIELDS: &[&str] = &["kind", "defaults", "items"];
+const CREATE_TOP_FIELDS: &[&str] = &["kind", "priority", "defaults", "items"];
 
 /// The fields of one create item. `asset_ids` is known only so that its use gets the
 /// clear rejection "asset_ids is not allowed on create items" rather than "unknown field".
@@ -86,7 +87,7 @@ const CREATE_ITEM_FIELDS: &[&str] = &[
 ];
 
 /// The top-level fields of an edit manifest (the SPEC gives `defaults` to create only).
-const EDIT_TOP_FIELDS: &[&str] = &["kind", "items"];
+const EDIT_TOP_FIELDS: &[&str] = &["kind", "priority", "items"];
 
 /// The fields of one edit item.
 const EDIT_ITEM_FIELDS: &[&str] = &[
@@ -443,6 +444,12 @@ fn check_top_level_fields(
             suggestion: nearest_known_name(field, top_fields),
             field: field.clone(),
         });
+    }
+    // The daemon's own field (never sent to Tented): the manifest's share of the budget.
+    if let Some(priority) = top.get("priority") {
+        if !priority.as_str().is_some_and(|p| Priority::from_name(p).is_some()) {
+            return Err(wrong_top_type("priority", "\"high\", \"normal\" or \"low\"", priority));
+        }
     }
     match kind {
         ManifestKind::Bulk => check_bulk_top(top),
