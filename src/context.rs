@@ -29,6 +29,9 @@ pub struct Context {
     pub progress: AtomicU64,
     /// True while the budget, not the floor, delays polls.
     pub budget_bound: AtomicBool,
+    /// What the daemon has learned of how long generations take, per template (a copy of
+    /// the store's, read at start and kept in step by reconciliation).
+    pub generation_times: Mutex<std::collections::HashMap<String, crate::schedule::GenerationTimes>>,
     /// Serialises the writing of result files (not the store: other work goes on meanwhile).
     pub finishing: tokio::sync::Mutex<()>,
 }
@@ -36,6 +39,18 @@ pub struct Context {
 impl Context {
     pub fn poll_floor_ms(&self) -> u64 {
         crate::clock::duration_ms(self.settings.poll.interval)
+    }
+
+    /// When a job of this template can first be expected to have finished (ms after admission).
+    pub fn expected_generation_ms(&self, key: &str) -> Option<u64> {
+        let times = self.generation_times.lock().unwrap_or_else(|p| p.into_inner());
+        times.get(key).and_then(crate::schedule::GenerationTimes::expected_ms)
+    }
+
+    /// Keeps the in-memory copy in step with a sample the store recorded.
+    pub fn learned_generation_times(&self, key: String, times: crate::schedule::GenerationTimes) {
+        let mut all = self.generation_times.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(key, times);
     }
 
     pub fn mark_progress(&self) {

@@ -85,6 +85,7 @@ pub fn build_context(
 ) -> Result<(Arc<Context>, mpsc::UnboundedReceiver<JobKey>), DaemonError> {
     create_folders(&settings)?;
     let store = Store::open(&settings.paths.state)?;
+    let generation_times = store.generation_times()?;
     let client = TentedClient::new(ClientConfig {
         base_url: settings.api.base_url.clone(),
         api_key,
@@ -104,6 +105,7 @@ pub fn build_context(
         progress: AtomicU64::new(0),
         budget_bound: std::sync::atomic::AtomicBool::new(false),
         finishing: tokio::sync::Mutex::new(()),
+        generation_times: Mutex::new(generation_times),
     });
     Ok((ctx, jobs_rx))
 }

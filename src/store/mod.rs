@@ -17,6 +17,7 @@
 //! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
 //! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
+//! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
 //!
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
 //! enum whose variants are versions; shipped variants never change.
@@ -28,7 +29,7 @@
 
 pub mod v1;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,7 @@ use crate::state::control::{Control, ControlEffect, ControlEvent};
 use crate::state::item::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{IllegalJobTransition, JobRecord};
 use crate::manifest::{ManifestKind, TopFields};
+use crate::schedule::{GenerationTimes, TentPollRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -222,20 +224,9 @@ fn state_slot(state: ItemState) -> usize {
     ItemState::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
-/// The last poll of one tent, whichever job or fetch made it (version 1): the floor is
-/// per tent, and one tent can be polled by a create job, edit jobs and detail fetches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TentPollRecord {
-    pub last_polled_at_ms: u64,
-    pub retry_after_ms: Option<u64>,
-}
-
-impl TentPollRecord {
-    /// When the tent may be polled again.
-    pub fn next_due_ms(&self, floor_ms: u64) -> u64 {
-        self.last_polled_at_ms
-            .saturating_add(floor_ms.max(self.retry_after_ms.unwrap_or(0)))
-    }
+#[derive(Serialize, Deserialize)]
+pub enum StoredGenerationTimes {
+    V1(GenerationTimes),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -324,6 +315,12 @@ fn name_key(name: &str) -> Vec<u8> {
     let mut key = vec![b'N'];
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+fn generation_key(key: &str) -> Vec<u8> {
+    let mut out = vec![b'G'];
+    out.extend_from_slice(key.as_bytes());
+    out
 }
 
 fn tent_key(tent_id: &str) -> Vec<u8> {
@@ -645,6 +642,28 @@ impl Store {
     }
 
     /// The manifest that used `name`, if any.
+    /// Every template's generation times.
+    pub fn generation_times(&self) -> Result<HashMap<String, GenerationTimes>, StoreError> {
+        let mut out = HashMap::new();
+        for entry in self.tree.scan_prefix([b'G']) {
+            let (key, bytes) = entry?;
+            let StoredGenerationTimes::V1(times) = decode(&key, &bytes)?;
+            out.insert(String::from_utf8_lossy(&key[1..]).into_owned(), times);
+        }
+        Ok(out)
+    }
+
+    /// One template's generation times.
+    pub fn generation_times_of(&self, key: &str) -> Result<GenerationTimes, StoreError> {
+        match self.tree.get(generation_key(key))? {
+            Some(bytes) => {
+                let StoredGenerationTimes::V1(times) = decode(&generation_key(key), &bytes)?;
+                Ok(times)
+            }
+            None => Ok(GenerationTimes::default()),
+        }
+    }
+
     pub fn manifest_named(&self, name: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
             .tree
@@ -826,6 +845,13 @@ impl<'w> Txn<'w> {
             return Ok(Some(*record));
         }
         self.store.tent_poll(tent_id)
+    }
+
+    /// Records how long generations of this key (template) took, in this transaction.
+    pub fn put_generation_times(&mut self, key: &str, times: &GenerationTimes) -> Result<(), StoreError> {
+        let value = encode(&StoredGenerationTimes::V1(times.clone()))?;
+        self.extra.push((generation_key(key), value));
+        Ok(())
     }
 
     pub fn put_tent_poll(&mut self, tent_id: &str, record: TentPollRecord) {
