@@ -123,7 +123,15 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     )?;
     let (ctx, jobs_rx) = crate::daemon::build_context(settings, key)?;
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(handle_signals(Arc::clone(&ctx), source, shutdown.clone()));
+    // Installed before the daemon can say it is ready, so that a SIGTERM right after
+    // readiness is a clean stop, never the default action (death by the signal).
+    let installed = install_signals().context("cannot install the signal handlers")?;
+    let signals = tokio::spawn(handle_signals(
+        Arc::clone(&ctx),
+        source,
+        shutdown.clone(),
+        installed,
+    ));
     let result =
         crate::daemon::run_with_context(ctx, jobs_rx, shutdown.clone(), Arc::new(Systemd)).await;
     shutdown.cancel();
@@ -132,20 +140,28 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGTERM, SIGINT and SIGHUP streams.
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+fn install_signals() -> std::io::Result<Signals> {
+    use tokio::signal::unix::{signal, SignalKind};
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::hangup())?,
+    ))
+}
+
 async fn handle_signals(
     ctx: Arc<crate::context::Context>,
     source: ConfigSource,
     shutdown: CancellationToken,
+    (mut term, mut int, mut hup): Signals,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

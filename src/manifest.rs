@@ -76,8 +76,10 @@ pub struct ValidatedItem {
     pub index: u32,
     /// The item's `client_item_id` as given, or `#INDEX` when it gave none.
     pub client_item_id: String,
-    /// The item object exactly as given (used to write retry manifests).
-    pub given: serde_json::Value,
+    /// The item's JSON text exactly as given (used to write retry manifests).
+    pub given: String,
+    /// The item's fields, typed, when it was accepted.
+    pub fields: Option<ItemFields>,
     /// `Some(message naming the item and the rule)` when the item was rejected
     /// locally; such an item is never sent.
     pub rejection: Option<String>,

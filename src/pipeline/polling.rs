@@ -88,10 +88,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut scheduler = Scheduler::new();
+    // A poll recorded before a crash may have left a little after its recorded time (the
+    // record's flush comes first): after a start, no job is polled sooner than one floor
+    // from now, which is after every poll the previous run sent.
+    let after_start = ctx.clock.now_ms().saturating_add(ctx.poll_floor_ms());
     match load_jobs(&ctx) {
         Ok(jobs) => {
             for job in jobs {
-                let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
+                let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0).max(after_start);
                 let due = with_expectation(due, &job, expected_ms(&ctx, &job));
                 scheduler.schedule(
                     JobKey {

@@ -20,9 +20,10 @@
 
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::manifest::{Priority, 
+use crate::manifest::{ItemFields, Priority, 
     ManifestKind, ValidatedItem, ValidatedManifest, MAX_ASSET_IDS, MAX_ITEMS, MAX_MANIFEST_BYTES,
 };
 
@@ -362,11 +363,11 @@ fn validate_manifest_with_limits(
     bytes: &[u8],
     limits: Limits,
 ) -> Result<ValidatedManifest, ManifestRejection> {
-    let mut top = parse_object(bytes, limits)?;
+    let RawDocument { mut top, items } = parse_object(bytes, limits)?;
     let kind = take_kind(&mut top)?;
     let (top_fields, item_fields) = known_fields(kind);
     check_top_level_fields(kind, &top, top_fields)?;
-    let items = take_items(&mut top, limits)?;
+    let items = take_items(items, limits)?;
     // Manifest-level rules on items come first, so that nothing is judged item by item
     // in a manifest that is rejected as a whole.
     check_items_as_a_whole(&items, item_fields)?;
@@ -374,9 +375,50 @@ fn validate_manifest_with_limits(
     Ok(ValidatedManifest { kind, top, items })
 }
 
+/// The top-level fields of a manifest (each parsed), and its items still as raw JSON
+/// text borrowed from the file: items are parsed one at a time, so a manifest of 100,000
+/// items is never held as one tree of values.
+struct RawDocument<'a> {
+    top: Map<String, Value>,
+    /// `Err` holds what `items` was when it was not an array.
+    items: Option<Result<Vec<&'a RawValue>, Value>>,
+}
+
+impl<'de> serde::Deserialize<'de> for RawDocument<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RawDocument<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut document = RawDocument { top: Map::new(), items: None };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "items" {
+                        let raw: &'de RawValue = map.next_value()?;
+                        let items = match serde_json::from_str::<Vec<&'de RawValue>>(raw.get()) {
+                            Ok(items) => Ok(items),
+                            Err(_) => Err(serde_json::from_str::<Value>(raw.get()).map_err(serde::de::Error::custom)?),
+                        };
+                        document.items = Some(items);
+                    } else {
+                        let value: Value = map.next_value()?;
+                        document.top.insert(key, value);
+                    }
+                }
+                Ok(document)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
 /// Parse and shape: the size limit, UTF-8 (a byte order mark is skipped), JSON, and an
-/// object at the top.
-fn parse_object(bytes: &[u8], limits: Limits) -> Result<Map<String, Value>, ManifestRejection> {
+/// object at the top (its items left as raw text).
+fn parse_object(bytes: &[u8], limits: Limits) -> Result<RawDocument<'_>, ManifestRejection> {
     let size = bytes.len() as u64;
     if size > limits.max_bytes {
         return Err(ManifestRejection::TooLarge {
@@ -388,16 +430,17 @@ fn parse_object(bytes: &[u8], limits: Limits) -> Result<Map<String, Value>, Mani
         valid_up_to: error.valid_up_to(),
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let document: Value =
-        serde_json::from_str(text).map_err(|error| ManifestRejection::NotJson {
-            message: error.to_string(),
-        })?;
-    match document {
-        Value::Object(top) => Ok(top),
-        other => Err(ManifestRejection::NotAnObject {
-            found: json_type(&other),
-        }),
+    let not_json = |error: serde_json::Error| ManifestRejection::NotJson {
+        message: error.to_string(),
+    };
+    if !text.trim_start().starts_with('{') {
+        // Not an object: parsed whole only to say what it is (or why it is not JSON).
+        let document: Value = serde_json::from_str(text).map_err(not_json)?;
+        return Err(ManifestRejection::NotAnObject {
+            found: json_type(&document),
+        });
     }
+    serde_json::from_str::<RawDocument<'_>>(text).map_err(not_json)
 }
 
 /// Kind: removes `kind` from the top-level fields and names the kind it selects
@@ -461,13 +504,13 @@ fn check_top_level_fields(
 /// Items array: removes `items` from the top-level fields; an array of 1 to
 /// `limits.max_items` entries.
 fn take_items(
-    top: &mut Map<String, Value>,
+    items: Option<Result<Vec<&RawValue>, Value>>,
     limits: Limits,
-) -> Result<Vec<Value>, ManifestRejection> {
-    let items = match top.remove("items") {
+) -> Result<Vec<&RawValue>, ManifestRejection> {
+    let items = match items {
         None => return Err(ManifestRejection::MissingItems),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
+        Some(Ok(items)) => items,
+        Some(Err(other)) => {
             return Err(ManifestRejection::WrongTopLevelType {
                 field: "items",
                 expected: "an array",
@@ -487,17 +530,29 @@ fn take_items(
     Ok(items)
 }
 
+/// One raw item, parsed. The text is a part of a file that parsed as a whole, so this
+/// cannot fail; if it did, the item would be judged `null` (not an object), refusing the
+/// manifest loudly rather than guessing.
+fn parse_item(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or_else(|e| {
+        debug_assert!(false, "a raw item of a parsed file does not parse: {e}");
+        tracing::error!("a raw item of a parsed file does not parse (a bug): {e}");
+        Value::Null
+    })
+}
+
 /// The manifest-level rules on items, item by item in manifest order (the first broken
 /// rule of the first item that breaks one rejects the manifest): each item is an object,
 /// its `client_item_id` is a string not beginning with `#` and not seen before, and it
 /// has no unknown field.
-fn check_items_as_a_whole(items: &[Value], item_fields: &[&str]) -> Result<(), ManifestRejection> {
-    let mut first_index_of_id: HashMap<&str, usize> = HashMap::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let Value::Object(fields) = item else {
+fn check_items_as_a_whole(items: &[&RawValue], item_fields: &[&str]) -> Result<(), ManifestRejection> {
+    let mut first_index_of_id: HashMap<String, usize> = HashMap::with_capacity(items.len());
+    for (index, raw) in items.iter().enumerate() {
+        let item = parse_item(raw);
+        let Value::Object(fields) = &item else {
             return Err(ManifestRejection::ItemNotAnObject {
                 index,
-                found: json_type(item),
+                found: json_type(&item),
             });
         };
         match fields.get("client_item_id") {
@@ -526,10 +581,10 @@ fn check_items_as_a_whole(items: &[Value], item_fields: &[&str]) -> Result<(), M
 
 /// Duplicate ids: a given `client_item_id` may not begin with `#` (reserved for `#INDEX`)
 /// and may appear once per manifest; remembers where each one first appeared.
-fn check_unique_id<'a>(
+fn check_unique_id(
     index: usize,
-    id: &'a str,
-    first_index_of_id: &mut HashMap<&'a str, usize>,
+    id: &str,
+    first_index_of_id: &mut HashMap<String, usize>,
 ) -> Result<(), ManifestRejection> {
     if id.starts_with('#') {
         return Err(ManifestRejection::ClientItemIdReserved {
@@ -537,7 +592,7 @@ fn check_unique_id<'a>(
             id: id.to_owned(),
         });
     }
-    if let Some(first_index) = first_index_of_id.insert(id, index) {
+    if let Some(first_index) = first_index_of_id.insert(id.to_owned(), index) {
         return Err(ManifestRejection::DuplicateClientItemId {
             id: id.to_owned(),
             first_index,
@@ -550,7 +605,7 @@ fn check_unique_id<'a>(
 /// Per-item checks: each item of a manifest that passed every manifest-level rule,
 /// judged on its own (accepted, or rejected locally with every problem named).
 fn judge_items(
-    items: Vec<Value>,
+    items: Vec<&RawValue>,
     kind: ManifestKind,
     top: &Map<String, Value>,
 ) -> Result<Vec<ValidatedItem>, ManifestRejection> {
@@ -573,7 +628,7 @@ fn judge_items(
     };
     Ok((0..count)
         .zip(items)
-        .map(|(index, given)| judge_item(index, given, kind, top))
+        .map(|(index, raw)| judge_item(index, raw, kind, top))
         .collect())
 }
 
@@ -581,10 +636,11 @@ fn judge_items(
 /// gave none) and its rejection message, if any.
 fn judge_item(
     index: u32,
-    given: Value,
+    raw: &RawValue,
     kind: ManifestKind,
     top: &Map<String, Value>,
 ) -> ValidatedItem {
+    let given = parse_item(raw);
     let client_item_id = match given.get("client_item_id") {
         Some(Value::String(id)) => id.clone(),
         _ => format!("#{index}"),
@@ -597,6 +653,20 @@ fn judge_item(
             ManifestKind::Edit => check_edit_item(fields, &mut problems),
         }
     }
+    // Typed once, while the value is at hand; a misfit after every check passed is a bug.
+    let fields = if problems.is_empty() {
+        match ItemFields::from_validated(&given) {
+            Ok(fields) => Some(fields),
+            Err(e) => {
+                debug_assert!(false, "validation and the typed fields disagree: {e}");
+                tracing::error!(index, "{e} (a bug): the item is rejected");
+                problems.push(format!("{e} (a bug in the daemon)"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let rejection = (!problems.is_empty()).then(|| {
         format!(
             "item {index} (client_item_id `{client_item_id}`): {}",
@@ -606,7 +676,8 @@ fn judge_item(
     ValidatedItem {
         index,
         client_item_id,
-        given,
+        given: raw.get().to_owned(),
+        fields,
         rejection,
     }
 }
@@ -966,10 +1037,9 @@ mod tests {
         assert_eq!(manifest.items[0].client_item_id, "#0");
         assert_eq!(manifest.items[1].client_item_id, "x");
         assert_eq!(manifest.items[1].index, 1);
-        assert_eq!(
-            manifest.items[1].given,
-            json!({"input_data": {"a": 1}, "client_item_id": "x"})
-        );
+        let given: Value = serde_json::from_str(&manifest.items[1].given).expect("json text");
+        assert_eq!(given, json!({"input_data": {"a": 1}, "client_item_id": "x"}));
+        assert!(manifest.items[1].fields.is_some(), "typed once, at validation");
         assert!(manifest.items.iter().all(ValidatedItem::is_accepted));
         assert_eq!(manifest.top.get("template_id"), Some(&json!("tpl_1")));
         assert!(!manifest.top.contains_key("items") && !manifest.top.contains_key("kind"));
