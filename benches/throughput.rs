@@ -162,6 +162,22 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
     report.line("C (5 items) drop to result", c_wait, "s", &format!("its generation + floors {c_bound:.1} s"), c_wait <= c_bound + 2.0);
     let busy = calls.len() as f64 / (budget * span);
     report.line("budget busy (calls / budget x makespan)", busy, "", "", true);
+    // Where the budget went, second by second (creates + polls per 2 s).
+    let first = calls.first().map_or(0, |c| c.at_ms);
+    let mut buckets: Vec<(usize, usize)> = Vec::new();
+    for call in &calls {
+        let slot = ((call.at_ms - first) / 2_000) as usize;
+        if buckets.len() <= slot {
+            buckets.resize(slot + 1, (0, 0));
+        }
+        if call.method == "POST" {
+            buckets[slot].0 += 1;
+        } else {
+            buckets[slot].1 += 1;
+        }
+    }
+    let timeline: Vec<String> = buckets.iter().map(|(c, p)| format!("{c}+{p}")).collect();
+    println!("calls per 2 s (creates+polls; the budget allows {}): {}", 2 * BUDGET, timeline.join(" "));
     Ok(())
 }
 

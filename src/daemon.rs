@@ -106,6 +106,7 @@ pub fn build_context(
         budget_bound: std::sync::atomic::AtomicBool::new(false),
         finishing: tokio::sync::Mutex::new(()),
         generation_times: Mutex::new(generation_times),
+        running_jobs: Mutex::new(std::collections::BTreeMap::new()),
     });
     Ok((ctx, jobs_rx))
 }

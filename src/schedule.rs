@@ -67,11 +67,16 @@ impl GenerationTimes {
         self.recent_ms.push_back(duration_ms);
     }
 
-    /// When a job can first be expected to have finished: the shortest recent duration
-    /// (polling then, and at the floor after, sees even the fastest job within one floor
-    /// of its end). `None` until a job of the template has been seen.
-    pub fn expected_ms(&self) -> Option<u64> {
-        self.recent_ms.iter().copied().min()
+    /// When a job can first be expected to have finished: three in four recent jobs had
+    /// by then, but never later than one floor after the fastest one, so that a job as
+    /// fast as any seen is still seen final within one floor of its end. `None` until a
+    /// job of the template has been seen.
+    pub fn expected_ms(&self, floor_ms: u64) -> Option<u64> {
+        let mut sorted: Vec<u64> = self.recent_ms.iter().copied().collect();
+        sorted.sort_unstable();
+        let fastest = *sorted.first()?;
+        let three_in_four = sorted[(sorted.len() * 3).div_ceil(4).saturating_sub(1)];
+        Some(three_in_four.min(fastest.saturating_add(floor_ms)))
     }
 }
 
@@ -145,14 +150,21 @@ mod tests {
     #[test]
     fn generation_times_expect_the_shortest_recent_job_and_forget_old_ones() {
         let mut times = GenerationTimes::default();
-        assert_eq!(times.expected_ms(), None);
+        assert_eq!(times.expected_ms(1_000), None);
         times.record(9_000);
         times.record(7_000);
-        assert_eq!(times.expected_ms(), Some(7_000));
+        // Three in four had finished by 9 s, but that is more than a floor after 7 s.
+        assert_eq!(times.expected_ms(1_000), Some(8_000));
+        assert_eq!(times.expected_ms(10_000), Some(9_000));
+        for ms in [7_000, 7_200, 7_400, 7_600] {
+            times.record(ms);
+        }
+        // 7.0, 7.0, 7.2, 7.4, 7.6, 9.0: the fifth of six.
+        assert_eq!(times.expected_ms(10_000), Some(7_600));
         for _ in 0..GENERATION_SAMPLES {
             times.record(20_000);
         }
-        assert_eq!(times.expected_ms(), Some(20_000), "the old samples are gone");
+        assert_eq!(times.expected_ms(1_000), Some(20_000), "the old samples are gone");
         let stored = bincode::serialize(&times).expect("bincode");
         assert_eq!(bincode::deserialize::<GenerationTimes>(&stored).expect("back"), times);
     }

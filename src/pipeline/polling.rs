@@ -141,7 +141,7 @@ pub async fn run(
                         task_jobs.remove(&id);
                         match result {
                             Ok(PollResult::Again(at)) => scheduler.schedule(key, ctx.clock.instant_at(at)),
-                            Ok(PollResult::Done) => {}
+                            Ok(PollResult::Done) => ctx.job_finished(key),
                             Err(e) => {
                                 tracing::error!(manifest_id = key.manifest_id, seq = key.seq, "polling: {e}");
                                 scheduler.schedule(key, ctx.clock.instant_at(retry_at));
@@ -187,7 +187,10 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
     }
     let manifest = ctx.store.manifest(job.manifest_id).ok().flatten()?;
     let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
-    ctx.expected_generation_ms(&key)
+    let admitted = job.admitted_at_ms?;
+    let id = JobKey { manifest_id: job.manifest_id, seq: job.seq };
+    ctx.job_running(id, key.clone(), admitted);
+    ctx.expected_generation_ms(&key, id, admitted)
 }
 
 /// Every admitted job of every unfinished manifest.

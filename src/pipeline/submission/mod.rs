@@ -288,8 +288,9 @@ async fn record_intent(
     Ok(Some((manifest, seq, items)))
 }
 
-/// Items each completed generation adds to the slow start's window.
-pub const SLOW_START_GROWTH: u32 = 2;
+/// Items each completed generation adds to the slow start's window: one chunk, so a
+/// healthy manifest's next request leaves as soon as its first generation completes.
+pub const SLOW_START_GROWTH: u32 = BULK_CHUNK;
 
 /// Whether a manifest must wait for answers before sending more: a slow start, as TCP's.
 /// Until the failure threshold can judge it (25 final answers from the API), the items
@@ -655,13 +656,17 @@ mod tests {
             &[(Pending, 50), (Admitted, 25), (Completed, 25)],
             0
         )));
-        // The first successes open the way: one completed item widens the window by two.
+        // The first successes open the way: one completed item widens the window by a chunk.
         assert!(!holds_for_answers(&manifest_with(
             &[(Pending, 75), (Admitted, 24), (Completed, 1)],
             0
         )));
         assert!(holds_for_answers(&manifest_with(
-            &[(Pending, 50), (Admitted, 49), (Completed, 1)],
+            &[(Pending, 49), (Admitted, 50), (Completed, 1)],
+            0
+        )));
+        assert!(holds_for_answers(&manifest_with(
+            &[(Pending, 23), (Admitted, 75), (Completed, 2)],
             0
         )));
         // Failures open nothing: 10 failed and 15 generating hold, as with no answer.
