@@ -246,7 +246,7 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
     };
     // Wait for the budget (and any 401 pause) before recording anything, so that a long
     // wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
-    let permit = ctx.client.reserve().await;
+    let permit = ctx.client.reserve_as(crate::api::CallClass::Create).await;
     let Some((manifest, seq, items)) = record_intent(ctx, id).await? else {
         // Something changed while we waited (a cancel, a pause): look again.
         return Ok(Step::Sent);
@@ -288,9 +288,10 @@ async fn record_intent(
     Ok(Some((manifest, seq, items)))
 }
 
-/// Items each completed generation adds to the slow start's window: one chunk, so a
-/// healthy manifest's next request leaves as soon as its first generation completes.
-pub const SLOW_START_GROWTH: u32 = BULK_CHUNK;
+/// Items each completed generation adds to the slow start's window: two chunks, so a
+/// healthy manifest's next requests leave as soon as its first generation completes, and
+/// the window at least doubles with each round of answers, as TCP's does.
+pub const SLOW_START_GROWTH: u32 = 2 * BULK_CHUNK;
 
 /// Whether a manifest must wait for answers before sending more: a slow start, as TCP's.
 /// Until the failure threshold can judge it (25 final answers from the API), the items
@@ -656,17 +657,17 @@ mod tests {
             &[(Pending, 50), (Admitted, 25), (Completed, 25)],
             0
         )));
-        // The first successes open the way: one completed item widens the window by a chunk.
+        // The first successes open the way: one completed item widens the window by two chunks.
         assert!(!holds_for_answers(&manifest_with(
             &[(Pending, 75), (Admitted, 24), (Completed, 1)],
             0
         )));
         assert!(holds_for_answers(&manifest_with(
-            &[(Pending, 49), (Admitted, 50), (Completed, 1)],
+            &[(Pending, 24), (Admitted, 75), (Completed, 1)],
             0
         )));
-        assert!(holds_for_answers(&manifest_with(
-            &[(Pending, 23), (Admitted, 75), (Completed, 2)],
+        assert!(!holds_for_answers(&manifest_with(
+            &[(Pending, 24), (Admitted, 74), (Completed, 2)],
             0
         )));
         // Failures open nothing: 10 failed and 15 generating hold, as with no answer.
