@@ -29,6 +29,8 @@ pub struct Context {
     pub progress: AtomicU64,
     /// True while the budget, not the floor, delays polls.
     pub budget_bound: AtomicBool,
+    /// True while the budget, not the slots or the answers, delays creates.
+    pub creates_budget_bound: AtomicBool,
     /// What the daemon has learned of how long generations take, per template (a copy of
     /// the store's, read at start and kept in step by reconciliation).
     pub generation_times: Mutex<std::collections::HashMap<String, crate::schedule::GenerationTimes>>,

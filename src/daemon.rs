@@ -104,6 +104,7 @@ pub fn build_context(
         new_jobs,
         progress: AtomicU64::new(0),
         budget_bound: std::sync::atomic::AtomicBool::new(false),
+        creates_budget_bound: std::sync::atomic::AtomicBool::new(false),
         finishing: tokio::sync::Mutex::new(()),
         generation_times: Mutex::new(generation_times),
         running_jobs: Mutex::new(std::collections::BTreeMap::new()),

@@ -247,6 +247,13 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
     // Wait for the budget (and any 401 pause) before recording anything, so that a long
     // wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
     let permit = ctx.client.reserve_as(crate::api::CallClass::Create).await;
+    let held_back = permit.waited() > Duration::from_secs(1);
+    if ctx.creates_budget_bound.swap(held_back, std::sync::atomic::Ordering::Relaxed) != held_back && held_back {
+        tracing::info!(
+            waited_ms = permit.waited().as_millis() as u64,
+            "the request budget (api.requests_per_second) is what delays create requests"
+        );
+    }
     let Some((manifest, seq, items)) = record_intent(ctx, id).await? else {
         // Something changed while we waited (a cancel, a pause): look again.
         return Ok(Step::Sent);
