@@ -321,10 +321,20 @@ fn from_csv(args: FromCsvArgs) -> anyhow::Result<ExitCode> {
     }
     let shown = args.file.display();
     let csv = std::fs::read(&args.file).with_context(|| format!("cannot read {shown}"))?;
-    let converted = match crate::spreadsheet::manifest_from_csv(&csv, &options) {
+    let spinner = large_file_spinner(csv.len(), &format!("converting {shown}"));
+    let converted = crate::spreadsheet::manifest_from_csv(&csv, &options);
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let converted = match converted {
         Ok(converted) => converted,
         Err(e @ (SpreadsheetError::TemplateMissing | SpreadsheetError::TemplateNotAllowed { .. })) => {
-            let usage = Cli::command().error(ErrorKind::ArgumentConflict, e.to_string());
+            let mut command = Cli::command();
+            command.build();
+            let usage = match command.find_subcommand_mut("from-csv") {
+                Some(from_csv) => from_csv.error(ErrorKind::ArgumentConflict, e.to_string()),
+                None => command.error(ErrorKind::ArgumentConflict, e.to_string()),
+            };
             let _ = usage.print();
             return Ok(ExitCode::from(EX_USAGE));
         }
@@ -354,6 +364,18 @@ fn from_csv(args: FromCsvArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{summary}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A spinner (shown on a terminal only) while a file of `size` bytes is worked on, if it
+/// is large enough to take a moment.
+fn large_file_spinner(size: usize, message: &str) -> Option<indicatif::ProgressBar> {
+    if size as u64 <= LARGE_MANIFEST_BYTES {
+        return None;
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("{message} ({:.1} MiB)", size as f64 / 1048576.0));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    Some(spinner)
 }
 
 /// Files above this size get a progress spinner while they are validated.

@@ -116,7 +116,7 @@ pub enum SpreadsheetError {
     BadCell { line: u64, column: String, reason: String },
     #[error("--template: a bulk manifest needs the template its items are generated from (--template ID)")]
     TemplateMissing,
-    #[error("--template: a {kind} manifest has no template_id (only bulk manifests name a template)")]
+    #[error("--template: only bulk manifests name a template; a manifest of kind `{kind}` has no template_id")]
     TemplateNotAllowed { kind: ManifestKind },
     #[error("--set `{given}`: write KEY=VALUE")]
     SetSyntax { given: String },
