@@ -12,6 +12,8 @@
 //! - [`pipeline`]: the daemon end to end.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
+//! - [`spreadsheet`]: `from-csv --drop` into the real daemon and the result CSV back (the
+//!   round trip), `from-csv`'s outputs and errors, the printed schemas.
 
 mod helpers;
 
@@ -22,3 +24,4 @@ mod faults;
 mod pipeline;
 mod signals;
 mod simulator;
+mod spreadsheet;

@@ -17,15 +17,24 @@
 //!   part of a request path.
 //! - Field types in create `defaults`, and `asset_ids` or `client_item_id` there,
 //!   reject the whole manifest, since they would break every item.
+//! - `priority` (`high`, `normal` or `low`) and `$schema` (a string, for editors) are
+//!   top-level fields of every kind. `priority` stays among the top-level fields (the
+//!   daemon's own, never sent to Tented: requests are built from [`TopFields`], which do
+//!   not carry it); `$schema` is accepted and dropped.
+//!
+//! [`TopFields`]: crate::manifest::TopFields
 
 use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::manifest::{ItemFields, Priority, 
-    ManifestKind, ValidatedItem, ValidatedManifest, MAX_ASSET_IDS, MAX_ITEMS, MAX_MANIFEST_BYTES,
+use crate::manifest::{
+    ItemFields, ManifestKind, Priority, ValidatedItem, ValidatedManifest, MAX_ASSET_IDS, MAX_ITEMS,
+    MAX_MANIFEST_BYTES,
 };
+
+pub use crate::manifest::MAX_START_INDEX;
 
 /// Words that an alias may not be. The API pages list these "such as", so the list may
 /// grow; it lives in this one place.
@@ -43,12 +52,9 @@ pub const MAX_MANIFEST_NAME_CHARS: usize = 200;
 /// The suffix every manifest file name carries.
 pub const MANIFEST_SUFFIX: &str = ".json";
 
-/// The largest `start_index` accepted: every tent counter of the largest manifest then
-/// stays a safe integer in JavaScript (2^53 - 1), whatever the API is written in.
-pub const MAX_START_INDEX: u64 = (1u64 << 53) - 1 - MAX_ITEMS as u64;
-
 /// The top-level fields of a bulk manifest (the body of `POST /v1/tents/bulk` plus `kind`).
 const BULK_TOP_FIELDS: &[&str] = &[
+    "$schema",
     "kind",
     "priority",
     "template_id",
@@ -72,7 +78,7 @@ const BULK_ITEM_FIELDS: &[&str] = &[
 ];
 
 /// The top-level fields of a create manifest.
-const CREATE_TOP_FIELDS: &[&str] = &["kind", "priority", "defaults", "items"];
+const CREATE_TOP_FIELDS: &[&str] = &["$schema", "kind", "priority", "defaults", "items"];
 
 /// The fields of one create item. `asset_ids` is known only so that its use gets the
 /// clear rejection "asset_ids is not allowed on create items" rather than "unknown field".
@@ -88,7 +94,7 @@ const CREATE_ITEM_FIELDS: &[&str] = &[
 ];
 
 /// The top-level fields of an edit manifest (the SPEC gives `defaults` to create only).
-const EDIT_TOP_FIELDS: &[&str] = &["kind", "priority", "items"];
+const EDIT_TOP_FIELDS: &[&str] = &["$schema", "kind", "priority", "items"];
 
 /// The fields of one edit item.
 const EDIT_ITEM_FIELDS: &[&str] = &[
@@ -315,7 +321,7 @@ pub fn validate_alias(alias: &str) -> Result<(), AliasRuleError> {
 /// the same name up to case, `_` and `-`; a known name that the unknown one begins
 /// (at least four characters, as `input` for `input_data`); or a normalized
 /// Damerau-Levenshtein similarity of at least 0.6.
-fn nearest_known_name(unknown: &str, known: &[&str]) -> Option<String> {
+pub fn nearest_known_name(unknown: &str, known: &[&str]) -> Option<String> {
     let fold = |name: &str| -> String {
         name.chars()
             .filter(|character| !matches!(character, '_' | '-' | ' '))
@@ -367,6 +373,8 @@ fn validate_manifest_with_limits(
     let kind = take_kind(&mut top)?;
     let (top_fields, item_fields) = known_fields(kind);
     check_top_level_fields(kind, &top, top_fields)?;
+    // Accepted and ignored: for editors only.
+    top.remove("$schema");
     let items = take_items(items, limits)?;
     // Manifest-level rules on items come first, so that nothing is judged item by item
     // in a manifest that is rejected as a whole.
@@ -465,7 +473,7 @@ fn take_kind(top: &mut Map<String, Value>) -> Result<ManifestKind, ManifestRejec
 }
 
 /// The top-level fields and the item fields that a kind of manifest knows.
-fn known_fields(kind: ManifestKind) -> (&'static [&'static str], &'static [&'static str]) {
+pub fn known_fields(kind: ManifestKind) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
         ManifestKind::Bulk => (BULK_TOP_FIELDS, BULK_ITEM_FIELDS),
         ManifestKind::Create => (CREATE_TOP_FIELDS, CREATE_ITEM_FIELDS),
@@ -488,16 +496,33 @@ fn check_top_level_fields(
             field: field.clone(),
         });
     }
-    // The daemon's own field (never sent to Tented): the manifest's share of the budget.
-    if let Some(priority) = top.get("priority") {
-        if !priority.as_str().is_some_and(|p| Priority::from_name(p).is_some()) {
-            return Err(wrong_top_type("priority", "\"high\", \"normal\" or \"low\"", priority));
-        }
-    }
+    check_common_top(top)?;
     match kind {
         ManifestKind::Bulk => check_bulk_top(top),
         ManifestKind::Create => check_create_defaults(top),
         ManifestKind::Edit => Ok(()),
+    }
+}
+
+/// The top-level fields of every kind: `priority` names a priority; `$schema` is a string.
+fn check_common_top(top: &Map<String, Value>) -> Result<(), ManifestRejection> {
+    match top.get("priority") {
+        None => {}
+        Some(Value::String(name)) if Priority::from_name(name).is_some() => {}
+        Some(other) => {
+            return Err(ManifestRejection::WrongTopLevelType {
+                field: "priority",
+                expected: "one of \"high\", \"normal\" or \"low\"",
+                found: match other {
+                    Value::String(name) => format!("\"{name}\""),
+                    other => json_type(other).to_owned(),
+                },
+            })
+        }
+    }
+    match top.get("$schema") {
+        Some(value) if !value.is_string() => Err(wrong_top_type("$schema", "a string", value)),
+        _ => Ok(()),
     }
 }
 
@@ -1025,6 +1050,65 @@ mod tests {
         validate(document)
             .expect_err("the manifest is rejected")
             .to_string()
+    }
+
+    #[test]
+    fn priority_is_a_top_level_field_of_every_kind_and_names_a_priority() {
+        let documents = [
+            bulk(json!([{"input_data": {}}])),
+            json!({"kind": "create", "items": [{"name": "n", "prompt": "p"}]}),
+            json!({"kind": "edit", "items": [{"prompt": "p", "target_client_item_id": "a"}]}),
+        ];
+        for document in documents {
+            for priority in ["high", "normal", "low"] {
+                let mut given = document.clone();
+                given["priority"] = json!(priority);
+                let manifest = validate(given).expect("accepted");
+                assert_eq!(manifest.top.get("priority"), Some(&json!(priority)), "kept for the daemon");
+            }
+            let mut urgent = document.clone();
+            urgent["priority"] = json!("urgent");
+            assert_eq!(
+                manifest_error(urgent),
+                "top-level field `priority` must be one of \"high\", \"normal\" or \"low\", found \"urgent\""
+            );
+            let mut number = document.clone();
+            number["priority"] = json!(1);
+            assert!(manifest_error(number).ends_with("found a number"));
+            let mut typo = document;
+            typo["prority"] = json!("high");
+            assert!(manifest_error(typo).contains("did you mean `priority`?"));
+        }
+    }
+
+    #[test]
+    fn schema_is_accepted_and_dropped() {
+        let mut document = json!({"kind": "edit", "items": [{"prompt": "p", "target_client_item_id": "a"}]});
+        document["$schema"] = json!("./schema/manifest.schema.json");
+        let manifest = validate(document.clone()).expect("accepted");
+        assert!(!manifest.top.contains_key("$schema"), "ignored: not kept among the top-level fields");
+        document["$schema"] = json!({"not": "a string"});
+        assert_eq!(
+            manifest_error(document),
+            "top-level field `$schema` must be a string, found an object"
+        );
+    }
+
+    #[test]
+    fn priority_is_the_daemons_and_typed_apart_from_tenteds_fields() {
+        let mut document = bulk(json!([{"input_data": {}}]));
+        document["priority"] = json!("high");
+        let manifest = validate(document).expect("accepted");
+        let typed = crate::manifest::TopFields::from_validated(&manifest.top).expect("typed");
+        // Requests are built from Tented's fields only; `priority` weighs the fair share.
+        assert_eq!(
+            typed,
+            crate::manifest::TopFields {
+                template_id: Some("tpl_1".into()),
+                priority: Priority::High,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
