@@ -275,7 +275,7 @@ mod tests {
         let polls = seen.len() - creates;
         // About 40 cells in 4 s: three creates for each poll while creates wait.
         assert!(seen.len() >= 38, "{} cells", seen.len());
-        assert!(polls >= 8 && polls <= 12, "{creates} creates, {polls} polls");
+        assert!((8..=12).contains(&polls), "{creates} creates, {polls} polls");
         let (create_wait, poll_wait) = budget.waited_by_class();
         let per_create = create_wait / creates as u32;
         let per_poll = poll_wait / polls as u32;
