@@ -37,6 +37,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How long a rename seen for a file that is not a candidate is remembered.
+const RENAME_MEMORY: Duration = Duration::from_secs(60);
+
 /// The suffix of a candidate file name.
 const CANDIDATE_SUFFIX: &[u8] = b".json";
 
@@ -111,8 +114,8 @@ pub struct InboxWatcher {
     /// Whether the notify side of `hints` is still there.
     hints_open: bool,
     observed: HashMap<PathBuf, Observation>,
-    /// Files the notify thread saw renamed into the folder since the last scan.
-    renamed_in: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Files the notify thread saw renamed into the folder, and when.
+    renamed_in: Arc<Mutex<HashMap<PathBuf, std::time::Instant>>>,
     /// Renamed-in files, with what they looked like when first seen after the rename:
     /// ready while they still look the same.
     complete: HashMap<PathBuf, FileSignature>,
@@ -142,7 +145,7 @@ impl InboxWatcher {
     ) -> Result<InboxWatcher, InboxWatchError> {
         let (sender, hints) = mpsc::channel(1);
         let watched_dir = dir.clone();
-        let renamed_in = Arc::new(Mutex::new(HashSet::new()));
+        let renamed_in = Arc::new(Mutex::new(HashMap::new()));
         let renamed = Arc::clone(&renamed_in);
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match &event {
@@ -155,7 +158,8 @@ impl InboxWatcher {
                 Ok(event) if !can_change_what_is_ready(&event.kind) => return,
                 Ok(event) => {
                     if let Some(path) = renamed_into(event) {
-                        renamed.lock().unwrap_or_else(|p| p.into_inner()).insert(path);
+                        let mut renamed = renamed.lock().unwrap_or_else(|p| p.into_inner());
+                        renamed.insert(path, std::time::Instant::now());
                     }
                 }
             }
@@ -299,6 +303,12 @@ impl InboxWatcher {
         }
         self.observed.retain(|path, _| present.contains(path));
         self.complete.retain(|path, _| present.contains(path));
+        // Renames of files that are not candidates (hidden, other suffixes) are forgotten
+        // after a while (not at once: a rename may land while this scan lists the folder).
+        self.renamed_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|path, at| present.contains(path) || at.elapsed() < RENAME_MEMORY);
         outcome.ready.sort();
         Ok(outcome)
     }
@@ -311,7 +321,8 @@ impl InboxWatcher {
             .renamed_in
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(path);
+            .remove(path)
+            .is_some();
         if fresh {
             self.complete.insert(path.to_path_buf(), signature);
         }
