@@ -135,7 +135,8 @@ fn main() {
                     item.client_item_id.clone(),
                     item.given.to_string(),
                     fields,
-                ));
+                ))
+                .map_err(|e| e.to_string())?;
             }
             txn.commit().await.map_err(|e| e.to_string())?;
         }

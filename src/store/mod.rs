@@ -793,13 +793,36 @@ impl<'w> Txn<'w> {
             })
     }
 
-    /// Adds an item of a new manifest (intake).
-    pub fn insert_item(&mut self, item: ItemRecord) {
+    /// Adds an item of a new manifest (intake). Items are written to sled in slices as
+    /// they come, never all held at once; they stay unreachable leftovers (which a crash
+    /// leaves harmlessly behind) until `commit` writes the manifest's record. A new
+    /// manifest's items are therefore not read back through this transaction.
+    pub fn insert_item(&mut self, item: ItemRecord) -> Result<(), StoreError> {
         self.manifest.counts[state_slot(item.state())] += 1;
         if item.rejected_by == Some(crate::state::item::RejectedBy::Local) {
             self.manifest.local_rejections += 1;
         }
         self.items.insert(item.index, item);
+        if !self.exists && self.items.len() >= NEW_MANIFEST_SLICE {
+            self.write_new_items()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the new manifest's items (and client index keys) gathered so far.
+    fn write_new_items(&mut self) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (index, item) in std::mem::take(&mut self.items) {
+            batch.insert(
+                &item_key(self.manifest.id, index)[..],
+                encode(&StoredItem::V2(item))?,
+            );
+        }
+        for key in std::mem::take(&mut self.client_index) {
+            batch.insert(key, Vec::new());
+        }
+        self.store.tree.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Applies an event to an item through the state machine and keeps the counts true.
@@ -881,33 +904,12 @@ impl<'w> Txn<'w> {
 
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
     /// manifest's items (and client index) go first, in slices, and its record last.
-    pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
+    pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
         if !self.exists {
-            // A new manifest's items go first, in slices (one batch of 100,000 items costs
-            // sled a gigabyte), and its record last: until the record is written, the
-            // items are unreachable leftovers that a crash leaves harmlessly behind.
-            let mut batch = sled::Batch::default();
-            let mut in_batch = 0;
-            for (index, item) in &self.items {
-                batch.insert(
-                    &item_key(self.manifest.id, *index)[..],
-                    encode(&StoredItem::V2(item.clone()))?,
-                );
-                in_batch += 1;
-                if in_batch == NEW_MANIFEST_SLICE {
-                    self.store.tree.apply_batch(std::mem::take(&mut batch))?;
-                    in_batch = 0;
-                }
-            }
-            for key in &self.client_index {
-                batch.insert(key.clone(), Vec::new());
-                in_batch += 1;
-                if in_batch == NEW_MANIFEST_SLICE {
-                    self.store.tree.apply_batch(std::mem::take(&mut batch))?;
-                    in_batch = 0;
-                }
-            }
-            self.store.tree.apply_batch(batch)?;
+            // A new manifest's items go first (the last slice of them here) and its record
+            // last: until the record is written, the items are unreachable leftovers that a
+            // crash leaves harmlessly behind.
+            self.write_new_items()?;
         }
         let mut batch = sled::Batch::default();
         batch.insert(
@@ -978,14 +980,15 @@ mod tests {
             id = store.new_manifest_id().unwrap();
             let writer = store.writer().await;
             let mut txn = writer.create(manifest(id));
-            txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default()));
+            txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default())).expect("insert");
             txn.insert_item(ItemRecord::rejected_locally(
                 id,
                 1,
                 "b".into(),
                 "{}".into(),
                 "bad".into(),
-            ));
+            ))
+            .expect("insert");
             txn.index_name();
             txn.index_hash();
             txn.index_client_item("a", 0);
@@ -1010,7 +1013,7 @@ mod tests {
         let id = store.new_manifest_id().unwrap();
         let writer = store.writer().await;
         let mut txn = writer.create(manifest(id));
-        txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default()));
+        txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default())).expect("insert");
         txn.commit().await.unwrap();
         let mut txn = writer.begin(id).unwrap();
         txn.apply(0, ItemEvent::SendIntent { job_seq: 0 }).unwrap();

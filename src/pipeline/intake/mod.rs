@@ -298,7 +298,7 @@ async fn record_verdict(
                 if !item.client_item_id.starts_with('#') {
                     txn.index_client_item(&item.client_item_id, item.index);
                 }
-                txn.insert_item(record);
+                txn.insert_item(record)?;
             }
             if manifest.items.iter().all(|i| i.rejection.is_some()) {
                 tracing::warn!(manifest = %name, "every item of the manifest was rejected locally");
