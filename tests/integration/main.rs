@@ -9,6 +9,7 @@
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
 //!   replays its random kills).
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
+//! - [`hostile`]: a barrage of hostile files into a running daemon.
 //! - [`pipeline`]: the daemon end to end.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
@@ -21,6 +22,7 @@ mod client;
 mod config;
 mod crash;
 mod faults;
+mod hostile;
 mod pipeline;
 mod signals;
 mod simulator;
