@@ -49,25 +49,32 @@ pub enum Command {
     /// The daemon's own validation, offline: a per-item report; exit 1 where anything
     /// would be rejected.
     Validate {
+        /// The manifest files to check (NAME.json), as the daemon would judge them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// What the running daemon is doing, from its admin endpoint.
     Status {
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Prints the daemon's /status as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Cancels a manifest: chunks not yet sent are never sent.
     Cancel {
+        /// The manifest's NAME (its file name without `.json`).
         name: String,
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Resumes a manifest paused by the failure threshold.
     Resume {
+        /// The manifest's NAME (its file name without `.json`).
         name: String,
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -77,8 +84,16 @@ pub enum Command {
     FromCsv(FromCsvArgs),
     /// Prints the JSON Schema of a manifest or of a result file.
     Schema {
+        /// Which schema: `manifest` (what the inbox takes) or `result` (what the outbox gives).
         #[arg(value_parser = ["manifest", "result"])]
         which: String,
+    },
+    /// Writes the man pages and the shell completions (bash, zsh, fish) into DIR, for
+    /// packaging.
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The folder to write `man/` and `completions/` into.
+        dir: PathBuf,
     },
 }
 
@@ -117,6 +132,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { files } => validate(&files),
         Command::FromCsv(args) => from_csv(args),
         Command::Schema { which } => schema(&which),
+        Command::GenerateAssets { dir } => generate_assets(&dir),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -135,10 +151,20 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status(config, json).await,
         Command::Cancel { name, config } => control(config, &name, "cancel").await,
         Command::Resume { name, config } => control(config, &name, "resume").await,
-        Command::Validate { .. } | Command::FromCsv(_) | Command::Schema { .. } => {
-            Ok(ExitCode::FAILURE)
-        }
+        Command::Validate { .. }
+        | Command::FromCsv(_)
+        | Command::Schema { .. }
+        | Command::GenerateAssets { .. } => Ok(ExitCode::FAILURE),
     }
+}
+
+/// `generate-assets DIR`: the man pages and completions, from this very command line.
+fn generate_assets(dir: &Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    for path in crate::assets::write_assets(Cli::command(), dir)? {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// systemd integration: readiness, watchdog, stopping.

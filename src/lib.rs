@@ -22,10 +22,11 @@
 //!   the JSON Schemas of manifests and results, generated from the types that parse and
 //!   write them.
 //! - [`settings`] is the configuration; [`cli`] the thin command line; [`demo`] the
-//!   embedded end-to-end run.
+//!   embedded end-to-end run; [`assets`] the man pages and completions of the package.
 
 pub mod admin;
 pub mod api;
+pub mod assets;
 #[cfg(test)]
 mod architecture;
 pub mod cli;

@@ -9,7 +9,9 @@
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
 //!   replays its random kills).
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
+//! - [`hostile`]: a barrage of hostile files into a running daemon.
 //! - [`pipeline`]: the daemon end to end.
+//! - [`secrets`]: a whole manifest with a distinctive API key, then every output searched for it.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
 //! - [`spreadsheet`]: `from-csv --drop` into the real daemon and the result CSV back (the
@@ -21,7 +23,9 @@ mod client;
 mod config;
 mod crash;
 mod faults;
+mod hostile;
 mod pipeline;
+mod secrets;
 mod signals;
 mod simulator;
 mod spreadsheet;

@@ -10,6 +10,8 @@
 //! is looked up before it; what needs the writer (the `~N` name, edit targets) is done
 //! while applying it.
 
+#[cfg(test)]
+mod hostile;
 pub mod judge;
 pub mod validation;
 pub mod watch;

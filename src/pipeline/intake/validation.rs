@@ -128,12 +128,12 @@ pub enum ManifestRejection {
     NotJson { message: String },
     #[error("the manifest must be a JSON object, found {found}")]
     NotAnObject { found: &'static str },
-    #[error("unknown kind `{kind}`{}; kind must be `bulk`, `create` or `edit`", did_you_mean(.suggestion))]
+    #[error("unknown kind `{}`{}; kind must be `bulk`, `create` or `edit`", shorten(.kind), did_you_mean(.suggestion))]
     UnknownKind {
         kind: String,
         suggestion: Option<String>,
     },
-    #[error("unknown top-level field `{field}`{}", did_you_mean(.suggestion))]
+    #[error("unknown top-level field `{}`{}", shorten(.field), did_you_mean(.suggestion))]
     UnknownTopLevelField {
         field: String,
         suggestion: Option<String>,
@@ -148,7 +148,7 @@ pub enum ManifestRejection {
     MissingTemplateId,
     #[error("`template_id` is empty: a bulk manifest must name its template")]
     EmptyTemplateId,
-    #[error("`defaults`: unknown field `{field}`{}", did_you_mean(.suggestion))]
+    #[error("`defaults`: unknown field `{}`{}", shorten(.field), did_you_mean(.suggestion))]
     UnknownDefaultsField {
         field: String,
         suggestion: Option<String>,
@@ -165,15 +165,15 @@ pub enum ManifestRejection {
     ItemNotAnObject { index: usize, found: &'static str },
     #[error("item {index}: `client_item_id` must be a string, found {found}")]
     ClientItemIdNotString { index: usize, found: &'static str },
-    #[error("item {index}: client_item_id `{id}` begins with `#`, which is reserved for the ids the daemon gives items without one (`#INDEX`)")]
+    #[error("item {index}: client_item_id `{}` begins with `#`, which is reserved for the ids the daemon gives items without one (`#INDEX`)", shorten(.id))]
     ClientItemIdReserved { index: usize, id: String },
-    #[error("duplicate client_item_id `{id}` at items {first_index} and {second_index}; client_item_id must be unique within a manifest")]
+    #[error("duplicate client_item_id `{}` at items {first_index} and {second_index}; client_item_id must be unique within a manifest", shorten(.id))]
     DuplicateClientItemId {
         id: String,
         first_index: usize,
         second_index: usize,
     },
-    #[error("item {index}: unknown field `{field}`{}", did_you_mean(.suggestion))]
+    #[error("item {index}: unknown field `{}`{}", shorten(.field), did_you_mean(.suggestion))]
     UnknownItemField {
         index: usize,
         field: String,
@@ -198,6 +198,19 @@ pub enum AliasRuleError {
     IsUuid,
     #[error("`{word}` is a reserved word and cannot be used as an alias")]
     ReservedWord { word: String },
+}
+
+/// The longest a name or id from the input is shown in a message, in characters.
+const MAX_SHOWN_CHARS: usize = 80;
+
+/// A name or id from the input, as a message shows it: whole when short, else its first
+/// [`MAX_SHOWN_CHARS`] characters and how long it was (a message never copies a
+/// megabyte of hostile input into a result file or the log).
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(MAX_SHOWN_CHARS) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}… ({} characters)", &text[..end], text.chars().count()),
+    }
 }
 
 /// Renders an optional suggestion as the tail of an error message.
@@ -555,7 +568,17 @@ fn take_items(
     Ok(items)
 }
 
-/// One raw item, parsed. The text is a part of a file that parsed as a whole, so this
+/// One raw item, parsed, for the manifest-level rules. The file parsed as a whole, but
+/// its items were only skipped over as raw text, which has no depth limit: an item
+/// nested deeper than serde_json's recursion limit (128) fails here, and rejects the
+/// manifest as not JSON, saying which item.
+fn parse_item_checked(index: usize, raw: &RawValue) -> Result<Value, ManifestRejection> {
+    serde_json::from_str(raw.get()).map_err(|e| ManifestRejection::NotJson {
+        message: format!("item {index}: {e}"),
+    })
+}
+
+/// One raw item, parsed. The item passed [`parse_item_checked`] already, so this
 /// cannot fail; if it did, the item would be judged `null` (not an object), refusing the
 /// manifest loudly rather than guessing.
 fn parse_item(raw: &RawValue) -> Value {
@@ -573,7 +596,7 @@ fn parse_item(raw: &RawValue) -> Value {
 fn check_items_as_a_whole(items: &[&RawValue], item_fields: &[&str]) -> Result<(), ManifestRejection> {
     let mut first_index_of_id: HashMap<String, usize> = HashMap::with_capacity(items.len());
     for (index, raw) in items.iter().enumerate() {
-        let item = parse_item(raw);
+        let item = parse_item_checked(index, raw)?;
         let Value::Object(fields) = &item else {
             return Err(ManifestRejection::ItemNotAnObject {
                 index,
