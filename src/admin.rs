@@ -1,5 +1,6 @@
-//! The admin endpoint: `/healthz`, `/metrics`, `/status`, and the operator controls
-//! `POST /manifests/{name}/cancel` and `POST /manifests/{name}/resume`.
+//! The admin endpoint: `/healthz`, `/metrics`, `/status`, the history (`GET /manifests`,
+//! `GET /manifests/{name}`), and the operator controls `POST /manifests/{name}/cancel`,
+//! `.../pause` and `.../resume`.
 //!
 //! Nothing here shows the API key.
 
@@ -7,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::state::item::ItemState;
 use crate::schedule::next_poll_due_ms;
-use crate::state::control::Control;
 use crate::state::job::JobState;
 use crate::store::ManifestRecord;
 
@@ -57,30 +57,14 @@ pub fn manifest_status(ctx: &Context, m: &ManifestRecord) -> ManifestStatus {
             }
         }
     }
-    let (state, reason) = if m.finished_at_ms.is_some() {
-        ("finished", m.rejection.clone())
-    } else {
-        match &m.control() {
-            Control::Paused { reason } => ("paused", Some(reason.clone())),
-            Control::Canceled => ("canceled", None),
-            Control::Running if m.credit_retry_at_ms.is_some() => (
-                "credit_wait",
-                Some("Tented is out of credits; sending tries again later".to_string()),
-            ),
-            Control::Running => ("active", None),
-        }
-    };
+    let (state, reason) = crate::history::state_and_reason(m);
     ManifestStatus {
         name: m.name.clone(),
         kind: m.kind.as_str().to_string(),
         state: state.to_string(),
         reason,
         received_at: crate::clock::rfc3339(m.received_at_ms),
-        counts: ItemState::ALL
-            .iter()
-            .filter(|s| m.count(**s) > 0)
-            .map(|s| (s.as_str().to_string(), m.count(*s)))
-            .collect(),
+        counts: crate::history::counts_by_state(m),
         jobs_polling: polling,
         next_poll_at: next_poll.map(crate::clock::rfc3339),
         credit_retry_at: m.credit_retry_at_ms.map(crate::clock::rfc3339),
@@ -239,12 +223,86 @@ async fn resume(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Re
     }
 }
 
+/// `?limit=N` of `GET /manifests`; `?items=true` of `GET /manifests/NAME`.
+#[derive(Deserialize, Debug, Default)]
+pub struct HistoryQuery {
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub items: bool,
+}
+
+/// An answer of the read-only history endpoints that is not the document asked for.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct HistoryError {
+    pub error: String,
+}
+
+fn history_error(status: StatusCode, error: String) -> Response {
+    (status, Json(HistoryError { error })).into_response()
+}
+
+/// `GET /manifests[?limit=N]`: what `list` prints.
+async fn manifests(State(ctx): State<Arc<Context>>, Query(query): Query<HistoryQuery>) -> Response {
+    let limit = query.limit.unwrap_or(crate::history::DEFAULT_LIST_LIMIT);
+    match crate::history::list(&ctx, limit) {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => history_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /manifests/NAME[?items=true]`: what `show` prints.
+async fn manifest(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    match crate::history::show(&ctx, &name, query.items) {
+        Ok(Some(detail)) => Json(detail).into_response(),
+        Ok(None) => history_error(StatusCode::NOT_FOUND, format!("no manifest named `{name}`")),
+        Err(e) => history_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn pause(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+    let Some(m) = find(&ctx, &name) else {
+        let message = format!("no manifest named `{name}`");
+        return control_answer(StatusCode::NOT_FOUND, name, message);
+    };
+    if m.finished_at_ms.is_some() {
+        return control_answer(
+            StatusCode::CONFLICT,
+            name,
+            "the manifest is already finished".into(),
+        );
+    }
+    match crate::pipeline::controls::pause(&ctx, m.id).await {
+        Ok(true) => control_answer(
+            StatusCode::OK,
+            name,
+            "paused: nothing more of it is sent until `resume`; what was admitted is still polled"
+                .into(),
+        ),
+        Ok(false) => {
+            let (state, _) = crate::history::state_and_reason(&m);
+            control_answer(
+                StatusCode::CONFLICT,
+                name,
+                format!("the manifest is not running (it is {state})"),
+            )
+        }
+        Err(e) => control_answer(StatusCode::INTERNAL_SERVER_ERROR, name, e.to_string()),
+    }
+}
+
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/manifests", get(manifests))
+        .route("/manifests/{name}", get(manifest))
         .route("/manifests/{name}/cancel", post(cancel))
+        .route("/manifests/{name}/pause", post(pause))
         .route("/manifests/{name}/resume", post(resume))
         .with_state(ctx)
 }

@@ -65,11 +65,41 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Resumes a manifest paused by the failure threshold.
+    /// Resumes a paused manifest (by the operator, the failure threshold or a restore).
     Resume {
         name: String,
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Pauses a manifest: nothing more of it is sent until `resume`; what was admitted is
+    /// still polled.
+    Pause {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The manifests in the store, newest first: name, kind, state, counts, times.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many manifests to show.
+        #[arg(long, default_value_t = crate::history::DEFAULT_LIST_LIMIT)]
+        limit: usize,
+    },
+    /// One manifest: state and reason, counts, its requests, the result's path.
+    Show {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON for scripts instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Adds every item's status, tent id and error.
+        #[arg(long)]
+        items: bool,
     },
 }
 
@@ -95,6 +125,18 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status(config, json).await,
         Command::Cancel { name, config } => control(config, &name, "cancel").await,
         Command::Resume { name, config } => control(config, &name, "resume").await,
+        Command::Pause { name, config } => control(config, &name, "pause").await,
+        Command::List {
+            config,
+            json,
+            limit,
+        } => list(config, json, limit).await,
+        Command::Show {
+            name,
+            config,
+            json,
+            items,
+        } => show(config, &name, json, items).await,
         Command::Validate { .. } => Ok(ExitCode::FAILURE),
     }
 }
@@ -185,61 +227,147 @@ fn admin_base(config: Option<PathBuf>) -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
+/// How long a command waits for the daemon's answer (a backup waits longer).
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the daemon could not be asked.
+#[derive(Debug, thiserror::Error)]
+enum DaemonUnreachable {
+    #[error("the daemon at {base} did not answer within {} s (it may be overloaded or stuck)", .timeout.as_secs())]
+    Timeout {
+        base: String,
+        timeout: std::time::Duration,
+    },
+    #[error("cannot reach the daemon at {base} (is it running?)")]
+    Connect {
+        base: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// The one way the commands reach the running daemon: today an HTTP request to its
+/// admin endpoint (`GET` to read, `POST` for the operator controls). Kept in this one
+/// function so that the operator commands can move to another transport.
+async fn ask_daemon(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Response, DaemonUnreachable> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|source| DaemonUnreachable::Connect {
+            base: base.to_string(),
+            source,
+        })?;
+    client
+        .request(method, format!("{base}{path}"))
+        .send()
+        .await
+        .map_err(|source| {
+            if source.is_timeout() {
+                DaemonUnreachable::Timeout {
+                    base: base.to_string(),
+                    timeout,
+                }
+            } else {
+                DaemonUnreachable::Connect {
+                    base: base.to_string(),
+                    source,
+                }
+            }
+        })
+}
+
+/// GETs a JSON document from the daemon; a 404's error text becomes the error.
+async fn get_json<T: serde::de::DeserializeOwned>(base: &str, path: &str) -> anyhow::Result<T> {
+    let response = ask_daemon(base, reqwest::Method::GET, path, ADMIN_TIMEOUT).await?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<crate::admin::HistoryError>(&text)
+            .map(|e| e.error)
+            .unwrap_or(text);
+        bail!("the daemon answered {status}: {message}");
+    }
+    response
+        .json()
+        .await
+        .with_context(|| format!("the daemon's answer to {path} is not what this version reads"))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     let base = admin_base(config)?;
-    let report: StatusReport = reqwest::get(format!("{base}/status"))
-        .await
-        .with_context(|| format!("cannot reach the daemon at {base} (is it running?)"))?
-        .error_for_status()?
-        .json()
-        .await?;
+    let report: StatusReport = get_json(&base, "/status").await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        print_json(&report)?;
+    } else {
+        println!("{}", crate::tables::status_text(&report));
     }
-    println!(
-        "health: {}   budget: {}/s{}",
-        if report.healthy {
-            "ok"
-        } else {
-            "RED: Tented refuses the API key"
-        },
-        report.requests_per_second,
-        if report.budget_limited {
-            " (the budget is delaying polls)"
-        } else {
-            ""
-        }
-    );
-    if report.manifests.is_empty() {
-        println!("no unfinished manifests");
-    }
-    for m in &report.manifests {
-        let counts: Vec<String> = m.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
-            "{:<40} {:<6} {:<12} {}  next poll {}",
-            m.name,
-            m.kind,
-            m.state,
-            counts.join(" "),
-            m.next_poll_at.as_deref().unwrap_or("-")
-        );
-        if let Some(reason) = &m.reason {
-            println!("    {reason}");
-        }
+    Ok(if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("tented-bulkd: the daemon answers but is unhealthy: Tented refuses the API key (401)");
+        ExitCode::FAILURE
+    })
+}
+
+/// `list [--json] [--limit N]`.
+async fn list(config: Option<PathBuf>, json: bool, limit: usize) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let list: crate::history::ManifestList =
+        get_json(&base, &format!("/manifests?limit={limit}")).await?;
+    if json {
+        print_json(&list)?;
+    } else {
+        println!("{}", crate::tables::list_table(&list));
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `show NAME [--json] [--items]`.
+async fn show(config: Option<PathBuf>, name: &str, json: bool, items: bool) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let path = format!("/manifests/{}?items={items}", path_segment(name));
+    let detail: crate::history::ManifestDetail = get_json(&base, &path).await?;
+    if json {
+        print_json(&detail)?;
+    } else {
+        println!("{}", crate::tables::show_text(&detail));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A NAME as one path segment (names are letters, digits, `.`, `-`, `_` and `~`, but a
+/// mistyped one must not change the path).
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 async fn control(config: Option<PathBuf>, name: &str, action: &str) -> anyhow::Result<ExitCode> {
     let base = admin_base(config)?;
-    let response = reqwest::Client::new()
-        .post(format!("{base}/manifests/{name}/{action}"))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the daemon at {base} (is it running?)"))?;
+    let path = format!("/manifests/{}/{action}", path_segment(name));
+    let response = ask_daemon(&base, reqwest::Method::POST, &path, ADMIN_TIMEOUT).await?;
     let ok = response.status().is_success();
-    let answer: ControlAnswer = response.json().await?;
+    let answer: ControlAnswer = response
+        .json()
+        .await
+        .context("the daemon's answer is not what this version reads")?;
     println!("{}: {}", answer.manifest, answer.message);
     Ok(if ok {
         ExitCode::SUCCESS

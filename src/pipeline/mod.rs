@@ -10,7 +10,7 @@
 //! 5. [`outbox`]: one result file (and a retry manifest) per manifest, atomically.
 //!
 //! Beside the line: [`recovery`] settles what a crash left half-done before the stages
-//! start, and [`controls`] are the operator's cancel and resume.
+//! start, and [`controls`] are the operator's cancel, pause and resume.
 //!
 //! Nothing here imports the daemon's wiring (`daemon`) or the admin endpoint (`admin`).
 

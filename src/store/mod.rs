@@ -17,6 +17,7 @@
 //! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
 //! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
+//! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
 //!
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
 //! enum whose variants are versions; shipped variants never change.
@@ -26,7 +27,10 @@
 //! small marker file, [`MARKER_FILE`], holds the newest manifest id ever committed; a store
 //! that no longer has that manifest is refused as corrupt.
 
+pub mod summary;
 pub mod v1;
+
+pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -506,7 +510,8 @@ impl Store {
                 detail: format!("{} does not hold a manifest id", self.marker.display()),
             });
         };
-        if self.manifest(newest).ok().flatten().is_none() {
+        // A pruned manifest keeps its summary: it was recorded all the same.
+        if !self.manifest_ever_recorded(newest).unwrap_or(false) {
             return Err(StoreError::Corrupt {
                 path: path.to_path_buf(),
                 detail: format!(

@@ -9,6 +9,7 @@
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
 //!   replays its random kills).
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
+//! - [`history`]: `list`, `show` and `pause`, over the admin endpoint and the real binary.
 //! - [`pipeline`]: the daemon end to end.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
@@ -19,6 +20,7 @@ mod client;
 mod config;
 mod crash;
 mod faults;
+mod history;
 mod pipeline;
 mod signals;
 mod simulator;
