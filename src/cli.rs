@@ -52,12 +52,23 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// What the running daemon is doing, from its admin endpoint.
+    /// Loads the configuration exactly as `run` would and prints the effective settings
+    /// (the API key redacted, with the source it came from); exit 78 if it is invalid.
+    CheckConfig {
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// What the running daemon is doing, from its admin endpoint; exit 1 when it is
+    /// unhealthy or cannot be reached.
     Status {
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// How long to wait for the daemon's answer.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Cancels a manifest: chunks not yet sent are never sent.
     Cancel {
@@ -103,10 +114,87 @@ pub enum Command {
     },
 }
 
+/// The exit code of an invalid configuration (sysexits.h `EX_CONFIG`): the unit's
+/// `RestartPreventExitStatus=78` keeps systemd from restarting what cannot work.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// The exit code for an error: [`EXIT_CONFIG`] when the configuration is at fault
+/// (anywhere in the cause chain), else 1.
+pub fn exit_code_for(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|cause| {
+        cause.is::<crate::settings::SettingsError>() || cause.is::<InvalidConfiguration>()
+    }) {
+        EXIT_CONFIG
+    } else {
+        1
+    }
+}
+
+/// An invalid configuration whose error is not a [`crate::settings::SettingsError`] (the
+/// simulator's own configuration): exits 78 too.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfiguration(pub String);
+
+/// An error and its causes on one line, each text once: a cause whose text the line
+/// already holds (a message that embeds its source) is not repeated.
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut out = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        out.push_str(": ");
+        out.push_str(&text);
+    }
+    out
+}
+
+/// `check-config`: the configuration as `run` would load it, every key with its value,
+/// and where the API key comes from (never the key itself).
+fn check_config(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let source = ConfigSource::from_arg(config);
+    let settings = Settings::load(&source)?;
+    let key = settings.resolve_api_key_and_source(
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        std::env::var("TENTED_API_KEY").ok(),
+    )?;
+    let file = match &source {
+        ConfigSource::File(path) => format!("{} (given with --config)", path.display()),
+        ConfigSource::Default if Path::new(crate::settings::DEFAULT_CONFIG_PATH).exists() => {
+            crate::settings::DEFAULT_CONFIG_PATH.to_string()
+        }
+        ConfigSource::Default => format!(
+            "none ({} does not exist: built-in defaults)",
+            crate::settings::DEFAULT_CONFIG_PATH
+        ),
+        ConfigSource::BuiltIn => "none (built-in defaults)".to_string(),
+    };
+    println!("# configuration file: {file}");
+    println!("# then TENTED_BULKD__SECTION__KEY environment variables");
+    let mut section = "";
+    for (key, value) in settings.effective() {
+        let (this_section, name) = key.split_once('.').unwrap_or(("", key));
+        if this_section != section {
+            println!("\n[{this_section}]");
+            section = this_section;
+        }
+        println!("{name} = {value}");
+    }
+    println!();
+    let Some((_, key_source)) = key else {
+        return Err(crate::settings::SettingsError::NoApiKey.into());
+    };
+    println!("# API key: [redacted], from {key_source}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs the parsed command; errors are printed with their cause chain by `main`.
 pub fn main_with(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { files } => validate(&files),
+        Command::CheckConfig { config } => check_config(config),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -122,7 +210,11 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run(config).await,
         Command::Demo { manifest, seed } => crate::demo::run(manifest, seed).await,
         Command::Sim(args) => sim(args).await,
-        Command::Status { config, json } => status(config, json).await,
+        Command::Status {
+            config,
+            json,
+            timeout,
+        } => status(config, json, timeout).await,
         Command::Cancel { name, config } => control(config, &name, "cancel").await,
         Command::Resume { name, config } => control(config, &name, "resume").await,
         Command::Pause { name, config } => control(config, &name, "pause").await,
@@ -137,7 +229,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             json,
             items,
         } => show(config, &name, json, items).await,
-        Command::Validate { .. } => Ok(ExitCode::FAILURE),
+        Command::Validate { .. } | Command::CheckConfig { .. } => Ok(ExitCode::FAILURE),
     }
 }
 
@@ -160,9 +252,9 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let source = ConfigSource::from_arg(config);
     let settings = Settings::load(&source)?;
     crate::telemetry::init(settings.log.format);
-    let key = settings.resolve_api_key()?.context(
-        "no API key: set it with systemd LoadCredential=tented_api_key, api.key_file, TENTED_API_KEY or api.key",
-    )?;
+    let key = settings
+        .resolve_api_key()?
+        .ok_or(crate::settings::SettingsError::NoApiKey)?;
     let (ctx, jobs_rx) = crate::daemon::build_context(settings, key)?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(handle_signals(Arc::clone(&ctx), source, shutdown.clone()));
@@ -206,7 +298,9 @@ async fn handle_signals(
 
 async fn sim(args: crate::simulator::SimArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(crate::settings::LogFormat::Text);
-    let (listen, config) = args.into_config()?;
+    let (listen, config) = args
+        .into_config()
+        .map_err(|e| InvalidConfiguration(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -282,8 +376,12 @@ async fn ask_daemon(
 }
 
 /// GETs a JSON document from the daemon; a 404's error text becomes the error.
-async fn get_json<T: serde::de::DeserializeOwned>(base: &str, path: &str) -> anyhow::Result<T> {
-    let response = ask_daemon(base, reqwest::Method::GET, path, ADMIN_TIMEOUT).await?;
+async fn get_json<T: serde::de::DeserializeOwned>(
+    base: &str,
+    path: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<T> {
+    let response = ask_daemon(base, reqwest::Method::GET, path, timeout).await?;
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
@@ -303,9 +401,13 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+async fn status(
+    config: Option<PathBuf>,
+    json: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
     let base = admin_base(config)?;
-    let report: StatusReport = get_json(&base, "/status").await?;
+    let report: StatusReport = get_json(&base, "/status", timeout).await?;
     if json {
         print_json(&report)?;
     } else {
@@ -323,7 +425,7 @@ async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode>
 async fn list(config: Option<PathBuf>, json: bool, limit: usize) -> anyhow::Result<ExitCode> {
     let base = admin_base(config)?;
     let list: crate::history::ManifestList =
-        get_json(&base, &format!("/manifests?limit={limit}")).await?;
+        get_json(&base, &format!("/manifests?limit={limit}"), ADMIN_TIMEOUT).await?;
     if json {
         print_json(&list)?;
     } else {
@@ -336,7 +438,7 @@ async fn list(config: Option<PathBuf>, json: bool, limit: usize) -> anyhow::Resu
 async fn show(config: Option<PathBuf>, name: &str, json: bool, items: bool) -> anyhow::Result<ExitCode> {
     let base = admin_base(config)?;
     let path = format!("/manifests/{}?items={items}", path_segment(name));
-    let detail: crate::history::ManifestDetail = get_json(&base, &path).await?;
+    let detail: crate::history::ManifestDetail = get_json(&base, &path, ADMIN_TIMEOUT).await?;
     if json {
         print_json(&detail)?;
     } else {
@@ -469,6 +571,33 @@ fn validation_report(path: &Path) -> (bool, Vec<String>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_error_report_names_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(20);
+        let io_text = io.to_string();
+        let embedded = crate::settings::SettingsError::KeyFile {
+            key: "api.key_file",
+            path: "/x/key".into(),
+            source: io,
+        };
+        let report = error_report(&anyhow::Error::new(embedded));
+        assert_eq!(report.matches(&io_text).count(), 1, "{report}");
+        assert!(report.starts_with("api.key_file: cannot read the API key from /x/key"), "{report}");
+        // A cause the message does not hold is added after it.
+        let chained = anyhow::Error::new(std::io::Error::other("disk on fire")).context("cannot write");
+        assert_eq!(error_report(&chained), "cannot write: disk on fire");
+    }
+
+    #[test]
+    fn configuration_errors_exit_78_and_others_1() {
+        let config = anyhow::Error::new(crate::settings::SettingsError::NoApiKey).context("starting");
+        assert_eq!(exit_code_for(&config), EXIT_CONFIG);
+        let sim = anyhow::Error::new(InvalidConfiguration("bad knob".into()));
+        assert_eq!(exit_code_for(&sim), 78);
+        let other = anyhow::anyhow!("the store is locked");
+        assert_eq!(exit_code_for(&other), 1);
+    }
 
     /// Writes `bytes` as `dir/file_name` and returns the report on it.
     fn report_on(dir: &Path, file_name: &str, bytes: &[u8]) -> (PathBuf, bool, Vec<String>) {

@@ -148,6 +148,16 @@ fn default_toml_sets_every_settings_key_and_no_other() {
 }
 
 #[test]
+fn check_config_prints_every_settings_key() {
+    let printed: BTreeSet<String> = builtin()
+        .effective()
+        .into_iter()
+        .map(|(key, _)| key.to_string())
+        .collect();
+    assert_eq!(printed, settings_keys(), "Settings::effective lists every key, once");
+}
+
+#[test]
 fn every_spec_key_is_written_in_default_toml() {
     for key in [
         "base_url",

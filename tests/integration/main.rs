@@ -10,6 +10,8 @@
 //!   replays its random kills).
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
 //! - [`history`]: `list`, `show` and `pause`, over the admin endpoint and the real binary.
+//! - [`operations`]: the real binary as an operator meets it: exit codes, errors,
+//!   `check-config`, `status`, logs under systemd, `STATUS=` and the watchdog.
 //! - [`pipeline`]: the daemon end to end.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
@@ -21,6 +23,7 @@ mod config;
 mod crash;
 mod faults;
 mod history;
+mod operations;
 mod pipeline;
 mod signals;
 mod simulator;

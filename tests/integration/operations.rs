@@ -1,0 +1,183 @@
+//! The real binary as an operator meets it: exit codes (78 for an invalid configuration),
+//! each error printed once, `check-config`, `status` when the daemon is unhealthy,
+//! unreachable or silent, logs under systemd, `STATUS=` and the watchdog.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::helpers::*;
+
+/// Runs the binary with `args` and returns (exit code, stdout, stderr).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut command = command(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// No line of `stderr` holds the same text twice (": X: X").
+fn assert_no_repeated_cause(stderr: &str) {
+    for line in stderr.lines() {
+        let parts: Vec<&str> = line.split(": ").collect();
+        for pair in parts.windows(2) {
+            assert_ne!(pair[0], pair[1], "a cause printed twice: {line}");
+        }
+    }
+}
+
+#[test]
+fn every_command_that_reads_an_invalid_configuration_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[poll]\nintervall = \"10s\"\n").expect("write config");
+    let config = path_arg(&config);
+    for args in [
+        vec!["run", "--config", &config],
+        vec!["check-config", "--config", &config],
+        vec!["status", "--config", &config],
+        vec!["list", "--config", &config],
+        vec!["show", "x", "--config", &config],
+        vec!["pause", "x", "--config", &config],
+        vec!["resume", "x", "--config", &config],
+        vec!["cancel", "x", "--config", &config],
+    ] {
+        let (code, _, stderr) = run(&args, &[("TENTED_API_KEY", "k")]);
+        assert_eq!(code, Some(78), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.contains("intervall"), "{args:?}: names the key: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // An invalid value names its key too; a missing --config file is a configuration error.
+    let (code, _, stderr) = run(
+        &["check-config", "--config", &config],
+        &[("TENTED_BULKD__API__REQUESTS_PER_SECOND", "0")],
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    let missing = path_arg(&dir.path().join("missing.toml"));
+    let (code, _, stderr) = run(&["run", "--config", &missing], &[("TENTED_API_KEY", "k")]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+    // The simulator's own configuration too.
+    let (code, _, stderr) = run(&["sim", "--failure-rate", "7"], &[]);
+    assert_eq!(code, Some(78), "{stderr}");
+    // Usage errors are 2 (clap).
+    let (code, _, _) = run(&["list", "--limit", "many"], &[]);
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn a_missing_or_unreadable_key_is_a_configuration_error_and_other_failures_exit_1_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &TestConfig::new(dir.path(), "http://127.0.0.1:9"));
+    let config_arg = path_arg(&config);
+    let (code, _, stderr) = run(&["run", "--config", &config_arg], &[]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("no API key"), "{stderr}");
+    let key_file = path_arg(&dir.path().join("no-such-key"));
+    let (code, _, stderr) = run(
+        &["run", "--config", &config_arg],
+        &[("TENTED_BULKD__API__KEY_FILE", &key_file)],
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("api.key_file"), "{stderr}");
+    assert_no_repeated_cause(&stderr);
+
+    // A state folder that cannot be made is not the configuration's syntax: exit 1, with
+    // the OS's reason once.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "a file").expect("write");
+    let state = path_arg(&blocker.join("state"));
+    let (code, _, stderr) = run(
+        &["run", "--config", &config_arg],
+        &[("TENTED_API_KEY", "k"), ("TENTED_BULKD__PATHS__STATE", &state)],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.matches("Not a directory").count(), 1, "{stderr}");
+    assert_no_repeated_cause(&stderr);
+}
+
+#[test]
+fn check_config_prints_the_effective_settings_with_the_key_redacted_and_its_source() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("api_key"), "secret-key-123\n").expect("write key");
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), "http://127.0.0.1:8787")
+            .set("api", "key_file", path_arg(&dir.path().join("api_key")))
+            .set("api", "key", "another-secret"),
+    );
+    let config_arg = path_arg(&config);
+    let (code, stdout, stderr) = run(
+        &["check-config", "--config", &config_arg],
+        &[("TENTED_BULKD__API__REQUESTS_PER_SECOND", "7")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains("secret-key-123") && !stdout.contains("another-secret"), "{stdout}");
+    assert!(stdout.contains("key = \"[redacted]\""), "{stdout}");
+    assert!(stdout.contains(&format!("from api.key_file ({})", dir.path().join("api_key").display())), "{stdout}");
+    assert!(stdout.contains("requests_per_second = 7"), "the environment counts: {stdout}");
+    assert!(stdout.contains("interval = \"200ms\""), "the file counts: {stdout}");
+    assert!(stdout.contains(&config_arg), "names the file: {stdout}");
+    // What it prints is a configuration that loads again as the same settings.
+    let printed = dir.path().join("printed.toml");
+    let without_comments: String = stdout.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&printed, without_comments.replace("\"[redacted]\"", "\"\"")).expect("write");
+    let (code, again, stderr) = run(
+        &["check-config", "--config", &path_arg(&printed)],
+        &[("TENTED_BULKD__API__REQUESTS_PER_SECOND", "7")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let settings_lines = |text: &str| -> Vec<String> {
+        text.lines().filter(|l| l.contains(" = ") && !l.starts_with("key =") && !l.starts_with('#')).map(str::to_string).collect()
+    };
+    assert_eq!(settings_lines(&again), settings_lines(&stdout));
+
+    // The environment variable is a source too, named as such; with none, exit 78.
+    let plain = write_config(dir.path(), &TestConfig::new(dir.path(), "http://127.0.0.1:8787"));
+    let (code, stdout, _) = run(&["check-config", "--config", &path_arg(&plain)], &[("TENTED_API_KEY", "k")]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("from the TENTED_API_KEY environment variable"), "{stdout}");
+    let (code, _, stderr) = run(&["check-config", "--config", &path_arg(&plain)], &[]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("no API key"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_exits_1_when_the_daemon_cannot_be_reached_or_does_not_answer_saying_which() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing listens on this port.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), "http://127.0.0.1:9").set("admin", "listen", closed.as_str()),
+    );
+    let config_arg = path_arg(&config);
+    let (code, stdout, stderr) = run(&["status", "--config", &config_arg], &[]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("cannot reach the daemon") && stderr.contains(&closed), "{stderr}");
+    assert_no_repeated_cause(&stderr);
+
+    // Something accepts the connection but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), "http://127.0.0.1:9").set("admin", "listen", silent_addr.as_str()),
+    );
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = run(&["status", "--config", &path_arg(&config), "--timeout", "1s"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("did not answer within 1 s"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(8), "the timeout holds");
+    drop(silent);
+}
