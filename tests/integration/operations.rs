@@ -181,3 +181,91 @@ async fn status_exits_1_when_the_daemon_cannot_be_reached_or_does_not_answer_say
     assert!(started.elapsed() < Duration::from_secs(8), "the timeout holds");
     drop(silent);
 }
+
+/// `DEVICE:INODE` of a file, as systemd writes `JOURNAL_STREAM` for the stream it hands over.
+fn device_and_inode(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).expect("stat");
+    format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Runs a daemon with its stderr in `log` and `env` added, drops a good and a bad
+/// manifest, waits for both results, stops it, and returns its stderr.
+async fn daemon_log(dir: &Path, env: &[(&str, &str)], log_format: &str) -> String {
+    let sim = tented_bulkd::simulator::Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let config = write_config(
+        dir,
+        &TestConfig::new(dir, &sim.base_url()).set("log", "format", log_format),
+    );
+    let log = dir.join("daemon.log");
+    std::fs::write(&log, "").expect("create the log");
+    let journal = device_and_inode(&log);
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| (*k, if *v == "@log" { journal.as_str() } else { *v }))
+        .chain([("TENTED_API_KEY", "sim-key")])
+        .collect();
+    // The harness's command sets NO_COLOR; this daemon must decide without it.
+    let daemon = BinaryDaemon::run_unsetting(&config, &log, &env, &["NO_COLOR"]);
+    daemon.wait_ready().await.expect("the daemon gets ready");
+    drop_manifest(dir, "good.json", &bulk_manifest(2));
+    drop_bytes(dir, "bad.json", b"[1]");
+    for name in ["good", "bad"] {
+        daemon
+            .wait_for_file(&dir.join(format!("outbox/{name}.result.json")), START_WAIT)
+            .await
+            .expect("the result");
+    }
+    daemon.sigterm().await.expect("SIGTERM exits 0");
+    daemon.stderr()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_journald_every_line_carries_its_priority_and_no_timestamp_and_never_ansi() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stderr = daemon_log(dir.path(), &[("JOURNAL_STREAM", "@log")], "text").await;
+    assert!(!stderr.contains('\u{1b}'), "no ANSI when stderr is not a terminal:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 4, "{stderr}");
+    for line in &lines {
+        let rest = line
+            .strip_prefix("<6>")
+            .or_else(|| line.strip_prefix("<4>"))
+            .or_else(|| line.strip_prefix("<3>"))
+            .unwrap_or_else(|| panic!("no priority prefix: {line}"));
+        assert!(
+            !rest.trim_start().starts_with(|c: char| c.is_ascii_digit()),
+            "a timestamp of its own: {line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("<4>") && l.contains("manifest rejected")),
+        "the warning is a warning: {stderr}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("<6>") && l.contains("is ready")), "{stderr}");
+
+    // JSON under journald: the priority, then one flat object per line.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stderr = daemon_log(dir.path(), &[("JOURNAL_STREAM", "@log")], "json").await;
+    for line in stderr.lines() {
+        let (prefix, json) = line.split_at(3);
+        assert!(["<3>", "<4>", "<6>"].contains(&prefix), "{line}");
+        let value: serde_json::Value =
+            serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.get("timestamp").is_none(), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_journald_lines_have_timestamps_no_priority_and_no_ansi() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // JOURNAL_STREAM inherited from a service whose stderr this is not.
+    let stderr = daemon_log(dir.path(), &[("JOURNAL_STREAM", "1:1")], "text").await;
+    assert!(!stderr.contains('\u{1b}'), "no ANSI when stderr is not a terminal:\n{stderr}");
+    for line in stderr.lines() {
+        assert!(!line.starts_with('<'), "{line}");
+        assert!(line.starts_with(|c: char| c.is_ascii_digit()), "a timestamp first: {line}");
+    }
+}

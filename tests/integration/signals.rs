@@ -238,7 +238,21 @@ async fn json_logs_are_one_json_object_per_line_and_name_the_manifest() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert!(lines.len() >= 3);
+    // Flat: the event's fields beside the message, not under "fields".
+    assert!(lines.iter().all(|l| l.get("fields").is_none() && l["message"].is_string()));
     assert!(lines
         .iter()
-        .any(|l| l["fields"]["manifest"] == "jsonlog" && l["fields"]["bulk_job_id"].is_string()));
+        .any(|l| l["manifest"] == "jsonlog" && l["bulk_job_id"].is_string()));
+    // Numbers as numbers (never "Some(2)").
+    let admitted = lines
+        .iter()
+        .find(|l| l["message"] == "bulk request admitted")
+        .expect("the admission is logged");
+    assert_eq!(admitted["accepted"], 2, "{admitted}");
+    let sent = lines
+        .iter()
+        .find(|l| l["message"] == "sending a bulk request")
+        .expect("the request is logged");
+    assert!(sent["items"].is_u64() && sent["seq"].is_u64(), "{sent}");
+    assert!(!daemon.stderr().contains("Some("), "{}", daemon.stderr());
 }

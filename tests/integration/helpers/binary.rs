@@ -78,15 +78,56 @@ impl BinaryDaemon {
         BinaryDaemon::spawn(args, log, env)
     }
 
+    /// As [`BinaryDaemon::run`], with the variables named in `unset` removed from
+    /// [`command`]'s environment (e.g. `NO_COLOR`, to see what the daemon decides alone).
+    pub fn run_unsetting(
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+        unset: &[&str],
+    ) -> BinaryDaemon {
+        let args = [
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+        ];
+        BinaryDaemon::spawn_unsetting(args, log, env, unset, true)
+    }
+
     /// Any subcommand (`sim`, …) as a long-running process, stderr to `log`.
     pub fn spawn<I, S>(args: I, log: &Path, env: &[(&str, &str)]) -> BinaryDaemon
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let stderr = std::fs::File::create(log).expect("create the stderr log file");
+        BinaryDaemon::spawn_unsetting(args, log, env, &[], false)
+    }
+
+    /// `append`: keep the file (its inode) when it exists, so that a test may stat it
+    /// first (`JOURNAL_STREAM`); otherwise it starts empty.
+    fn spawn_unsetting<I, S>(
+        args: I,
+        log: &Path,
+        env: &[(&str, &str)],
+        unset: &[&str],
+        append: bool,
+    ) -> BinaryDaemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .expect("create the stderr log file");
         let mut command = command(args);
         command.stdout(Stdio::null()).stderr(stderr);
+        for key in unset {
+            command.env_remove(key);
+        }
         for (key, value) in env {
             command.env(key, value);
         }
