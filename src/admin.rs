@@ -4,7 +4,6 @@
 //!
 //! Nothing here shows the API key.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -104,54 +103,46 @@ async fn status(State(ctx): State<Arc<Context>>) -> Json<StatusReport> {
     Json(status_report(&ctx))
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    let mut out = String::new();
-    let calls = ctx.client.call_counts().into_iter().map(|(endpoint, label, n)| {
-        (format!("{{endpoint=\"{}\",status=\"{label}\"}}", endpoint.as_str()), n.to_string())
-    });
-    family(&mut out, "api_calls_total", "counter", "Calls to the Tented API by endpoint and answer.", calls);
-    let mut by_state = [0u64; 11];
-    let mut manifests_by_state: std::collections::BTreeMap<String, u64> = Default::default();
+/// What the daemon's state says for `/metrics` now.
+pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
+    let mut items = [0u64; 11];
+    let mut manifests: std::collections::BTreeMap<&'static str, u64> = Default::default();
     for id in ctx.active_ids() {
         if let Ok(Some(m)) = ctx.store.manifest(id) {
             for (slot, state) in ItemState::ALL.iter().enumerate() {
-                by_state[slot] += u64::from(m.count(*state));
+                items[slot] += u64::from(m.count(*state));
             }
-            *manifests_by_state
-                .entry(manifest_status(&ctx, &m).state)
-                .or_insert(0) += 1;
+            let state = match crate::history::state_and_reason(&m).0 {
+                // Every item is final; its result file is still to be written.
+                "finished" => "writing_result",
+                other => other,
+            };
+            *manifests.entry(state).or_insert(0) += 1;
         }
     }
-    let items = ItemState::ALL.iter().enumerate().map(|(slot, state)| {
-        (format!("{{state=\"{}\"}}", state.as_str()), by_state[slot].to_string())
-    });
-    family(&mut out, "items", "gauge", "Items of unfinished manifests by state.", items);
-    let manifests = ["active", "paused", "credit_wait", "canceled", "finished"].map(|state| {
-        let n = manifests_by_state.get(state).copied().unwrap_or(0);
-        (format!("{{state=\"{state}\"}}"), n.to_string())
-    });
-    family(&mut out, "manifests", "gauge", "Unfinished manifests by state.", manifests);
-    let (delayed, waited) = ctx.client.budget().delays();
-    let one = |value: String| [(String::new(), value)];
-    family(&mut out, "budget_delayed_calls_total", "counter", "Calls that waited for the request budget.", one(delayed.to_string()));
-    family(&mut out, "poll_delay_seconds_total", "counter", "Time calls waited for the request budget.", one(format!("{:.3}", waited.as_secs_f64())));
-    family(&mut out, "auth_paused", "gauge", "1 while a 401 pauses every call.", one(u8::from(ctx.client.auth_paused()).to_string()));
-    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+    crate::metrics::Snapshot {
+        items: ItemState::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| !state.is_final())
+            .map(|(slot, state)| (state.as_str(), items[slot]))
+            .collect(),
+        manifests: ["active", "paused", "credit_wait", "canceled", "writing_result"]
+            .map(|state| (state, manifests.get(state).copied().unwrap_or(0)))
+            .to_vec(),
+        items_finished: ctx.store.tally().items_finished(),
+        manifests_finished: ctx.store.tally().manifests_finished(),
+        budget_wait: ctx.client.budget().total_wait(),
+        auth_paused: ctx.client.auth_paused(),
+        store_bytes: ctx.store.size_on_disk(),
+    }
 }
 
-/// Writes one metric family in the Prometheus text format: HELP, TYPE, then a line per
-/// (labels, value).
-fn family(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (String, String)>,
-) {
-    let _ = writeln!(out, "# HELP tented_bulkd_{name} {help}");
-    let _ = writeln!(out, "# TYPE tented_bulkd_{name} {kind}");
-    for (labels, value) in rows {
-        let _ = writeln!(out, "tented_bulkd_{name}{labels} {value}");
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    match ctx.metrics.encode(&metrics_snapshot(&ctx)) {
+        Ok(text) => ([("content-type", crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the metrics: {e}\n"))
+            .into_response(),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Context {
     pub budget_bound: AtomicBool,
     /// Serialises the writing of result files (not the store: other work goes on meanwhile).
     pub finishing: tokio::sync::Mutex<()>,
+    /// The metrics observed as things happen (calls, poll lateness).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Context {

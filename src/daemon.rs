@@ -92,6 +92,8 @@ pub fn build_context(
         requests_per_second: settings.api.requests_per_second,
         auth_probe_interval: settings.poll.interval,
     })?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    client.observe_calls(Arc::clone(&metrics) as Arc<dyn crate::api::client::CallObserver>);
     let (new_jobs, jobs_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         settings,
@@ -104,6 +106,7 @@ pub fn build_context(
         progress: AtomicU64::new(0),
         budget_bound: std::sync::atomic::AtomicBool::new(false),
         finishing: tokio::sync::Mutex::new(()),
+        metrics,
     });
     Ok((ctx, jobs_rx))
 }

@@ -86,9 +86,7 @@ pub fn loopback_settings(
 }
 
 pub async fn run(manifest: Option<PathBuf>, seed: u64) -> anyhow::Result<ExitCode> {
-    // Quiet: a person watches the progress bar, then reads the table; the daemon's info
-    // lines would tear the bar apart. Warnings and errors still show (`RUST_LOG` can ask
-    // for more).
+    // Warnings only: info lines would tear the progress bar apart (RUST_LOG asks for more).
     crate::telemetry::init_with_level(crate::settings::LogFormat::Text, "warn");
     let (bytes, file_name) = match &manifest {
         Some(path) => (

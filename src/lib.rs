@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod demo;
 pub mod history;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod schedule;
 pub mod settings;

@@ -59,6 +59,8 @@ struct BudgetInner {
     requests_per_second: AtomicU64,
     delayed_calls: AtomicU64,
     delayed_nanos: AtomicU64,
+    /// Every wait, however short.
+    waited_nanos: AtomicU64,
 }
 
 impl Budget {
@@ -71,6 +73,7 @@ impl Budget {
                 requests_per_second: AtomicU64::new(u64::from(requests_per_second.max(1))),
                 delayed_calls: AtomicU64::new(0),
                 delayed_nanos: AtomicU64::new(0),
+                waited_nanos: AtomicU64::new(0),
             }),
         }
     }
@@ -114,6 +117,9 @@ impl Budget {
             }
         }
         let waited = start.elapsed();
+        self.inner
+            .waited_nanos
+            .fetch_add(waited.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
         if waited >= NOTABLE_BUDGET_WAIT {
             self.inner.delayed_calls.fetch_add(1, Ordering::Relaxed);
             self.inner
@@ -121,6 +127,11 @@ impl Budget {
                 .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         }
         waited
+    }
+
+    /// How long every call waited for the budget, in all, since start.
+    pub fn total_wait(&self) -> Duration {
+        Duration::from_nanos(self.inner.waited_nanos.load(Ordering::Relaxed))
     }
 
     /// How many calls waited noticeably for the budget, and for how long in all.
@@ -160,6 +171,8 @@ mod tests {
         assert!(elapsed <= Duration::from_millis(2100), "{elapsed:?}");
         let (delayed, _) = budget.delays();
         assert_eq!(delayed, 10);
+        let total = budget.total_wait();
+        assert!(total >= Duration::from_millis(1990) && total <= Duration::from_millis(2100), "{total:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,6 +28,7 @@
 //! that no longer has that manifest is refused as corrupt.
 
 pub mod summary;
+pub mod tally;
 pub mod v1;
 
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
@@ -376,6 +377,7 @@ pub struct Store {
     tree: sled::Tree,
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     marker: PathBuf,
+    tally: std::sync::Arc<tally::Tally>,
 }
 
 impl Store {
@@ -419,6 +421,7 @@ impl Store {
             tree,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             marker: path.join(MARKER_FILE),
+            tally: Default::default(),
         };
         store.check_marker(path)?;
         let migrated = store.migrate_to_current()?;
@@ -534,6 +537,30 @@ impl Store {
         std::io::Write::write_all(&mut file, format!("{id}\n").as_bytes()).map_err(io)?;
         file.commit().map_err(io)?;
         Ok(())
+    }
+
+    /// What finished since the store was opened (for the metrics).
+    pub fn tally(&self) -> &tally::Tally {
+        &self.tally
+    }
+
+    /// The store's size on disk, in bytes: every file in its folder (sled's log, snapshots,
+    /// the marker), as `du` would count them.
+    pub fn size_on_disk(&self) -> u64 {
+        fn folder_bytes(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => folder_bytes(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        self.marker.parent().map_or(0, folder_bytes)
     }
 
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -721,12 +748,17 @@ pub struct Txn<'w> {
     client_index: Vec<Vec<u8>>,
     tent_polls: BTreeMap<String, TentPollRecord>,
     exists: bool,
+    /// Items that reached a final state in this transaction, by state slot.
+    newly_final: [u32; 11],
+    /// Whether the manifest was finished before this transaction.
+    finished_before: bool,
 }
 
 impl<'w> Txn<'w> {
     fn new(store: &'w Store, manifest: ManifestRecord, exists: bool) -> Txn<'w> {
         Txn {
             store,
+            finished_before: manifest.finished_at_ms.is_some(),
             manifest,
             items: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -734,6 +766,7 @@ impl<'w> Txn<'w> {
             client_index: Vec::new(),
             tent_polls: BTreeMap::new(),
             exists,
+            newly_final: [0; 11],
         }
     }
 
@@ -782,6 +815,9 @@ impl<'w> Txn<'w> {
     /// Adds an item of a new manifest (intake).
     pub fn insert_item(&mut self, item: ItemRecord) {
         self.manifest.counts[state_slot(item.state())] += 1;
+        if item.state().is_final() {
+            self.newly_final[state_slot(item.state())] += 1;
+        }
         if item.rejected_by == Some(crate::state::item::RejectedBy::Local) {
             self.manifest.local_rejections += 1;
         }
@@ -797,6 +833,9 @@ impl<'w> Txn<'w> {
         let slot_before = state_slot(before);
         self.manifest.counts[slot_before] = self.manifest.counts[slot_before].saturating_sub(1);
         self.manifest.counts[state_slot(after)] += 1;
+        if after.is_final() && !before.is_final() {
+            self.newly_final[state_slot(after)] += 1;
+        }
         self.items.insert(index, item);
         Ok(after)
     }
@@ -923,6 +962,10 @@ impl<'w> Txn<'w> {
         self.store.db.flush_async().await?;
         if !self.exists {
             self.store.write_marker(self.manifest.id)?;
+        }
+        self.store.tally.add_items(&self.newly_final);
+        if self.manifest.finished_at_ms.is_some() && !self.finished_before {
+            self.store.tally.add_manifest(self.manifest.final_status());
         }
         fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
         Ok(self.manifest)

@@ -10,6 +10,7 @@
 //!   replays its random kills).
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
 //! - [`history`]: `list`, `show` and `pause`, over the admin endpoint and the real binary.
+//! - [`metrics`]: `/metrics` scraped over HTTP and parsed.
 //! - [`operations`]: the real binary as an operator meets it: exit codes, errors,
 //!   `check-config`, `status`, logs under systemd, `STATUS=` and the watchdog.
 //! - [`pipeline`]: the daemon end to end.
@@ -23,6 +24,7 @@ mod config;
 mod crash;
 mod faults;
 mod history;
+mod metrics;
 mod operations;
 mod pipeline;
 mod signals;
