@@ -246,6 +246,18 @@ impl crate::daemon::Lifecycle for Systemd {
     fn stopping(&self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     }
+    fn wants_status(&self) -> bool {
+        std::env::var_os("NOTIFY_SOCKET").is_some()
+    }
+    fn status(&self, line: &str) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(line)]);
+    }
+    /// Half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3) advises.
+    fn watchdog_period(&self) -> Option<std::time::Duration> {
+        let mut usec = 0u64;
+        sd_notify::watchdog_enabled(false, &mut usec)
+            .then(|| std::time::Duration::from_micros(usec / 2))
+    }
 }
 
 async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {

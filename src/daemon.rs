@@ -52,6 +52,16 @@ pub trait Lifecycle: Send + Sync + 'static {
     fn alive(&self) {}
     /// Shutdown has begun.
     fn stopping(&self) {}
+    /// Whether anyone reads [`Lifecycle::status`] (computing the line costs a store scan).
+    fn wants_status(&self) -> bool {
+        false
+    }
+    /// A one-line account of what the daemon is doing (`systemctl status`).
+    fn status(&self, _line: &str) {}
+    /// How often a keep-alive is due, when a watchdog is watching.
+    fn watchdog_period(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A lifecycle that tells no one.
@@ -193,19 +203,38 @@ pub async fn run_with_context(
     Ok(())
 }
 
+/// How often the status line is refreshed.
+const STATUS_PERIOD: Duration = Duration::from_secs(5);
+
 /// Sends a watchdog keep-alive only while the main loop makes progress: the sweeper
-/// ticks at least every `poll.interval`, so a stuck loop stops the pings.
+/// ticks at least every `min(poll.interval, 10s)`, so a stuck loop stops the pings. The
+/// keep-alive is due every half of the watchdog's interval (`WATCHDOG_USEC`), so the
+/// interval must be longer than two sweeper ticks (the unit's 60 s is). Keeps the status
+/// line current too.
 async fn watchdog_loop(
     ctx: Arc<Context>,
     lifecycle: Arc<dyn Lifecycle>,
     shutdown: CancellationToken,
 ) {
     let mut last = ctx.progress.load(Ordering::Relaxed);
-    let period = ctx.settings.poll.interval.min(Duration::from_secs(10));
+    let period = lifecycle
+        .watchdog_period()
+        .unwrap_or_else(|| ctx.settings.poll.interval.min(Duration::from_secs(10)));
+    let period = period.max(Duration::from_millis(10));
+    let mut next_status = tokio::time::Instant::now();
     loop {
+        if lifecycle.wants_status() && tokio::time::Instant::now() >= next_status {
+            lifecycle.status(&status_line(&ctx));
+            next_status = tokio::time::Instant::now() + STATUS_PERIOD;
+        }
+        let wake = if lifecycle.wants_status() {
+            period.min(STATUS_PERIOD)
+        } else {
+            period
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(wake) => {}
         }
         let now = ctx.progress.load(Ordering::Relaxed);
         if now != last {
@@ -213,6 +242,69 @@ async fn watchdog_loop(
             last = now;
         }
     }
+}
+
+/// `3 manifests sending, 1,250 items in flight, next poll in 4 s`: what `systemctl
+/// status` shows.
+pub fn status_line(ctx: &Context) -> String {
+    use crate::state::item::ItemState;
+    let (mut sending, mut held, mut in_flight) = (0u64, 0u64, 0u64);
+    let mut next_poll: Option<u64> = None;
+    for id in ctx.active_ids() {
+        let Ok(Some(m)) = ctx.store.manifest(id) else {
+            continue;
+        };
+        let (state, _) = crate::history::state_and_reason(&m);
+        let sendable = m.count(ItemState::Pending) + m.count(ItemState::CreditWait);
+        match state {
+            "active" if sendable > 0 => sending += 1,
+            "paused" | "credit_wait" => held += 1,
+            _ => {}
+        }
+        in_flight += u64::from(
+            m.count(ItemState::Sending)
+                + m.count(ItemState::Admitted)
+                + m.count(ItemState::AwaitingDetails),
+        );
+        for job in ctx.store.jobs(id).unwrap_or_default() {
+            if job.state() == crate::state::job::JobState::Admitted {
+                let due = crate::schedule::next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
+                next_poll = Some(next_poll.map_or(due, |n| n.min(due)));
+            }
+        }
+    }
+    let plural = |n: u64, one: &str, many: &str| {
+        format!("{} {}", thousands(n), if n == 1 { one } else { many })
+    };
+    let mut line = format!(
+        "{} sending, {} in flight",
+        plural(sending, "manifest", "manifests"),
+        plural(in_flight, "item", "items")
+    );
+    if held > 0 {
+        line.push_str(&format!(", {} paused or waiting for credits", thousands(held)));
+    }
+    if let Some(due) = next_poll {
+        let secs = due.saturating_sub(ctx.clock.now_ms()).div_ceil(1000);
+        line.push_str(&format!(", next poll in {secs} s"));
+    }
+    if ctx.client.auth_paused() {
+        line.push_str("; UNHEALTHY: Tented refuses the API key");
+    }
+    line
+}
+
+/// `1250` → `1,250`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// SIGHUP: re-reads the configuration for the API key and the request budget.
@@ -235,4 +327,17 @@ pub fn reload(ctx: &Context, settings: &Settings) {
         requests_per_second = settings.api.requests_per_second,
         "request budget reloaded"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_250), "1,250");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+    }
 }

@@ -269,3 +269,114 @@ async fn outside_journald_lines_have_timestamps_no_priority_and_no_ansi() {
         assert!(line.starts_with(|c: char| c.is_ascii_digit()), "a timestamp first: {line}");
     }
 }
+
+/// The datagrams a daemon sends to `NOTIFY_SOCKET`, with when they came.
+struct NotifyListener {
+    path: std::path::PathBuf,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NotifyListener {
+    fn bind(dir: &Path) -> NotifyListener {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("a read timeout");
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (into, stopped) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buffer) {
+                    let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                    let mut list = into.lock().unwrap_or_else(|p| p.into_inner());
+                    for line in text.lines() {
+                        list.push((std::time::Instant::now(), line.to_string()));
+                    }
+                }
+            }
+        });
+        NotifyListener { path, received, stop }
+    }
+
+    fn lines(&self) -> Vec<(std::time::Instant, String)> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for NotifyListener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_a_status_line_with_live_counts_and_keep_alives_at_half_watchdog_usec() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = tented_bulkd::simulator::Simulator::start(
+        tented_bulkd::simulator::SimConfig {
+            generation_time: (Duration::from_secs(4), Duration::from_secs(5)),
+            ..quick_sim()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("simulator starts");
+    let notify = NotifyListener::bind(dir.path());
+    let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
+    let socket = path_arg(&notify.path);
+    let daemon = BinaryDaemon::run_with_watchdog_pid(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[
+            ("TENTED_API_KEY", "sim-key"),
+            ("NOTIFY_SOCKET", &socket),
+            // A 2 s watchdog: a keep-alive about every second (the poll floor here is
+            // 200 ms, so a period taken from it would ping five times as often).
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    daemon.wait_ready().await.expect("the daemon gets ready");
+    drop_manifest(dir.path(), "live.json", &bulk_manifest(30));
+    let status = wait_until("a STATUS= line with the manifest in flight", START_WAIT, || async {
+        notify
+            .lines()
+            .into_iter()
+            .map(|(_, line)| line)
+            .find(|line| line.starts_with("STATUS=") && line.contains("items in flight") && line.contains("next poll in"))
+    })
+    .await;
+    assert!(
+        status.contains("1 manifest sending") || status.contains("0 manifests sending"),
+        "{status}"
+    );
+    let in_flight: u64 = status
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" items in flight"))
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("a count of items in flight: {status}"));
+    // The line is refreshed every 5 s: some of the first chunk may have finished by then.
+    assert!((1..=30).contains(&in_flight), "{status}");
+    // Keep-alives: at least three, about a second apart.
+    let pings = wait_until("three WATCHDOG=1", START_WAIT, || async {
+        let pings: Vec<std::time::Instant> = notify
+            .lines()
+            .into_iter()
+            .filter(|(_, line)| line == "WATCHDOG=1")
+            .map(|(at, _)| at)
+            .collect();
+        (pings.len() >= 3).then_some(pings)
+    })
+    .await;
+    for pair in pings.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(800), "keep-alives {gap:?} apart");
+    }
+    daemon.sigterm().await.expect("SIGTERM exits 0");
+    let lines: Vec<String> = notify.lines().into_iter().map(|(_, l)| l).collect();
+    assert!(lines.iter().any(|l| l == "READY=1"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "STOPPING=1"), "{lines:?}");
+}

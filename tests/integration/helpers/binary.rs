@@ -34,7 +34,16 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut command = Command::new(BIN);
+    command_for(BIN, args)
+}
+
+/// [`command`] for another program (`sh`, to start the binary as systemd would).
+pub fn command_for<I, S>(program: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
     command.args(args);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
@@ -94,6 +103,15 @@ impl BinaryDaemon {
         BinaryDaemon::spawn_unsetting(args, log, env, unset, true)
     }
 
+    /// `tented-bulkd run --config CONFIG` as systemd starts it under a watchdog: with
+    /// `WATCHDOG_PID` set to its own pid (a shell sets it, then execs the binary, which
+    /// keeps the pid).
+    pub fn run_with_watchdog_pid(config: &Path, log: &Path, env: &[(&str, &str)]) -> BinaryDaemon {
+        let script = "WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" run --config \"$1\"";
+        let args = [OsStr::new("-c"), OsStr::new(script), OsStr::new(BIN), config.as_os_str()];
+        BinaryDaemon::start(command_for("sh", args), log, env, &[], false)
+    }
+
     /// Any subcommand (`sim`, …) as a long-running process, stderr to `log`.
     pub fn spawn<I, S>(args: I, log: &Path, env: &[(&str, &str)]) -> BinaryDaemon
     where
@@ -116,6 +134,16 @@ impl BinaryDaemon {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        BinaryDaemon::start(command(args), log, env, unset, append)
+    }
+
+    fn start(
+        mut command: Command,
+        log: &Path,
+        env: &[(&str, &str)],
+        unset: &[&str],
+        append: bool,
+    ) -> BinaryDaemon {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -123,7 +151,6 @@ impl BinaryDaemon {
             .truncate(!append)
             .open(log)
             .expect("create the stderr log file");
-        let mut command = command(args);
         command.stdout(Stdio::null()).stderr(stderr);
         for key in unset {
             command.env_remove(key);
