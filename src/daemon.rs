@@ -175,6 +175,10 @@ pub async fn run_with_context(
         Arc::clone(&ctx),
         shutdown.clone(),
     ));
+    tracker.spawn(crate::pipeline::retention::run(
+        Arc::clone(&ctx),
+        shutdown.clone(),
+    ));
     if let Some(listener) = admin_listener {
         tracker.spawn(crate::admin::serve(
             Arc::clone(&ctx),

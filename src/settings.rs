@@ -105,6 +105,7 @@ pub struct Settings {
     pub paths: PathSettings,
     pub inbox: InboxSettings,
     pub submit: SubmitSettings,
+    pub retention: RetentionSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
 }
@@ -155,6 +156,40 @@ pub struct SubmitSettings {
     #[serde(with = "humantime_serde")]
     pub credit_retry: Duration,
     pub failure_threshold: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How long finished manifests stay whole in the store; `None` ("off"): forever.
+    #[serde(deserialize_with = "retention_period")]
+    pub store: Option<Duration>,
+}
+
+/// `"90d"` or `"off"` (an environment variable's `off` may arrive as `false`, which the
+/// `config` crate reads as a boolean).
+fn retention_period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Flag(bool),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Text(text) => text,
+        Raw::Flag(false) => return Ok(None),
+        Raw::Flag(true) => {
+            return Err(serde::de::Error::custom(
+                "`true` is neither a duration like \"90d\" nor \"off\"",
+            ))
+        }
+    };
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is neither a duration like \"90d\" nor \"off\": {e}")))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -295,6 +330,12 @@ impl Settings {
                 message: "must be more than 0s".into(),
             });
         }
+        if self.retention.store.is_some_and(|d| d.is_zero()) {
+            return Err(SettingsError::Invalid {
+                key: "retention.store",
+                message: "must be more than 0s (\"off\" keeps finished manifests forever)".into(),
+            });
+        }
         if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
                 key: "admin.listen",
@@ -399,6 +440,10 @@ impl Settings {
             ("inbox.rescan", duration(self.inbox.rescan)),
             ("submit.credit_retry", duration(self.submit.credit_retry)),
             ("submit.failure_threshold", self.submit.failure_threshold.to_string()),
+            (
+                "retention.store",
+                self.retention.store.map_or_else(|| text("off"), duration),
+            ),
             ("admin.listen", text(&self.admin.listen)),
             ("log.format", text(self.log.format.as_str())),
         ]

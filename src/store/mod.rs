@@ -27,10 +27,12 @@
 //! small marker file, [`MARKER_FILE`], holds the newest manifest id ever committed; a store
 //! that no longer has that manifest is refused as corrupt.
 
+pub mod prune;
 pub mod summary;
 pub mod tally;
 pub mod v1;
 
+pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
 use std::collections::BTreeMap;

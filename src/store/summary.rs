@@ -149,14 +149,9 @@ impl Store {
         }
     }
 
-    /// How many manifests have been pruned (or are being pruned).
-    pub fn pruned_count(&self) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for entry in self.tree.scan_prefix([b'S']) {
-            entry?;
-            n += 1;
-        }
-        Ok(n)
+    /// Whether any manifest has been pruned (or is being pruned).
+    pub fn any_pruned(&self) -> Result<bool, StoreError> {
+        Ok(self.tree.scan_prefix([b'S']).next().transpose()?.is_some())
     }
 
     /// The newest `limit` manifests, newest first, whole or pruned. A manifest whose

@@ -14,6 +14,7 @@
 //! - [`operations`]: the real binary as an operator meets it: exit codes, errors,
 //!   `check-config`, `status`, logs under systemd, `STATUS=` and the watchdog.
 //! - [`pipeline`]: the daemon end to end.
+//! - [`retention`]: pruning after `retention.store`, and what stays.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
 
@@ -27,5 +28,6 @@ mod history;
 mod metrics;
 mod operations;
 mod pipeline;
+mod retention;
 mod signals;
 mod simulator;
