@@ -285,6 +285,39 @@ async fn pause(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Res
     }
 }
 
+/// `POST /backup`: a consistent snapshot of the store, streamed back (spooled first into
+/// an unnamed file in the state folder, so the store's writers wait only for the copy).
+async fn backup(State(ctx): State<Arc<Context>>) -> Response {
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::error!("backup failed: {e}");
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("backup failed: {e}\n")).into_response()
+    };
+    let spool = match tempfile::tempfile_in(&ctx.settings.paths.state) {
+        Ok(file) => file,
+        Err(e) => return failed(&e),
+    };
+    let (header, mut file) = match ctx.store.backup_to(spool, ctx.clock.now_ms()).await {
+        Ok(done) => done,
+        Err(e) => return failed(&e),
+    };
+    if let Err(e) = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)) {
+        return failed(&e);
+    }
+    tracing::info!(records = header.records, "backup taken");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    (
+        [
+            ("content-type", "application/octet-stream".to_string()),
+            ("x-tented-backup-created-at", crate::clock::rfc3339(header.created_at_ms)),
+            ("x-tented-backup-records", header.records.to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -295,6 +328,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/manifests/{name}/cancel", post(cancel))
         .route("/manifests/{name}/pause", post(pause))
         .route("/manifests/{name}/resume", post(resume))
+        .route("/backup", post(backup))
         .with_state(ctx)
 }
 

@@ -89,6 +89,20 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Asks the running daemon for a consistent snapshot of its store and writes it to
+    /// FILE, atomically.
+    Backup {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Offline: fills an empty `paths.state` from a backup; its unfinished manifests
+    /// start paused.
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The manifests in the store, newest first: name, kind, state, counts, times.
     List {
         #[arg(long)]
@@ -218,6 +232,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cancel { name, config } => control(config, &name, "cancel").await,
         Command::Resume { name, config } => control(config, &name, "resume").await,
         Command::Pause { name, config } => control(config, &name, "pause").await,
+        Command::Backup { file, config } => backup(config, &file).await,
+        Command::Restore { file, config } => restore(config, &file).await,
         Command::List {
             config,
             json,
@@ -488,6 +504,73 @@ async fn control(config: Option<PathBuf>, name: &str, action: &str) -> anyhow::R
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How long `backup` waits for the daemon's snapshot to arrive whole.
+const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `backup FILE`: the daemon's snapshot, streamed into FILE atomically (a temporary file
+/// beside it, fsync, rename, fsync of the folder), kept only if its checksum holds.
+async fn backup(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let mut response = ask_daemon(&base, reqwest::Method::POST, "/backup", BACKUP_TIMEOUT).await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        bail!("the daemon answered {status}: {}", text.trim());
+    }
+    let taken_at = response
+        .headers()
+        .get("x-tented-backup-created-at")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("an unknown time")
+        .to_string();
+    let mut out = atomic_write_file::AtomicWriteFile::options()
+        .open(file)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let mut check = crate::store::backup::StreamCheck::default();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .context("the backup stopped arriving")?
+    {
+        check.feed(&chunk);
+        std::io::Write::write_all(&mut out, &chunk)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    let (whole, bytes) = check.finish();
+    if !whole {
+        // Dropping `out` without commit leaves FILE as it was.
+        bail!("the backup arrived damaged or cut short ({bytes} bytes); {} is unchanged", file.display());
+    }
+    out.commit()
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    println!(
+        "backup of {taken_at} written to {} ({bytes} bytes)",
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore FILE`: offline, into an empty `paths.state`.
+async fn restore(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(&ConfigSource::from_arg(config))?;
+    let state = &settings.paths.state;
+    let (header, paused) = crate::store::Store::restore(state, file)
+        .await
+        .with_context(|| format!("cannot restore {}", file.display()))?;
+    println!(
+        "restored {} records from the backup of {} into {}",
+        header.records,
+        crate::clock::rfc3339(header.created_at_ms),
+        state.display()
+    );
+    if paused > 0 {
+        println!(
+            "{paused} unfinished manifest(s) start paused: requests sent after the backup may be sent again; check them in Tented, then `resume NAME` or `cancel NAME`"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Files above this size get a progress spinner while they are validated.

@@ -27,6 +27,7 @@
 //! small marker file, [`MARKER_FILE`], holds the newest manifest id ever committed; a store
 //! that no longer has that manifest is refused as corrupt.
 
+pub mod backup;
 pub mod prune;
 pub mod summary;
 pub mod tally;
@@ -380,6 +381,9 @@ pub struct Store {
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     marker: PathBuf,
     tally: std::sync::Arc<tally::Tally>,
+    /// The newest manifest id in use: new ids are above it, whatever sled's generator
+    /// says (a restored store's generator starts again from zero).
+    newest_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -424,8 +428,12 @@ impl Store {
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             marker: path.join(MARKER_FILE),
             tally: Default::default(),
+            newest_id: Default::default(),
         };
         store.check_marker(path)?;
+        store
+            .newest_id
+            .store(store.newest_recorded_id()?, std::sync::atomic::Ordering::SeqCst);
         let migrated = store.migrate_to_current()?;
         if migrated > 0 {
             tracing::info!(migrated, "store records rewritten in the current record version");
@@ -572,7 +580,31 @@ impl Store {
 
     /// A new manifest id, never reused.
     pub fn new_manifest_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()? + 1)
+        use std::sync::atomic::Ordering;
+        let generated = self.db.generate_id()? + 1;
+        let mut newest = self.newest_id.load(Ordering::SeqCst);
+        loop {
+            let id = generated.max(newest + 1);
+            match self
+                .newest_id
+                .compare_exchange(newest, id, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(id),
+                Err(actual) => newest = actual,
+            }
+        }
+    }
+
+    /// The highest manifest id the store holds, whole or pruned (0 when empty).
+    fn newest_recorded_id(&self) -> Result<u64, StoreError> {
+        let mut newest = 0;
+        for prefix in [b'M', b'S'] {
+            if let Some(entry) = self.tree.scan_prefix([prefix]).next_back() {
+                let (key, _) = entry?;
+                newest = newest.max(read_u64(&key[1..]).unwrap_or(0));
+            }
+        }
+        Ok(newest)
     }
 
     /// Takes the single writer's lock: every transaction happens under it.

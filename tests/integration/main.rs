@@ -4,6 +4,7 @@
 //!
 //! - [`helpers`]: the harness (the test configuration, a daemon in this process, the real
 //!   binary, `wait_until`).
+//! - [`backup`]: backup while running and restore offline, with the real binary.
 //! - [`client`]: the real client against the real simulator, every documented shape and error.
 //! - [`config`]: configuration loading, `config/default.toml`, the key's sources and secrecy.
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
@@ -20,6 +21,7 @@
 
 mod helpers;
 
+mod backup;
 mod client;
 mod config;
 mod crash;
