@@ -25,6 +25,9 @@ use crate::store::ManifestRecord;
 pub struct StatusReport {
     pub healthy: bool,
     pub auth_paused: bool,
+    /// Folders the daemon cannot write now (disk full, unwritable), one message each.
+    #[serde(default)]
+    pub storage_problems: Vec<String>,
     pub budget_limited: bool,
     pub requests_per_second: u64,
     pub manifests: Vec<ManifestStatus>,
@@ -78,9 +81,11 @@ pub fn status_report(ctx: &Context) -> StatusReport {
         }
     }
     let auth_paused = ctx.client.auth_paused();
+    let storage_problems = ctx.storage.problems();
     StatusReport {
-        healthy: !auth_paused,
+        healthy: !auth_paused && storage_problems.is_empty(),
         auth_paused,
+        storage_problems,
         budget_limited: ctx.budget_bound.load(Ordering::Relaxed),
         requests_per_second: ctx.client.budget().requests_per_second(),
         manifests,
@@ -88,14 +93,16 @@ pub fn status_report(ctx: &Context) -> StatusReport {
 }
 
 async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
+    let mut problems = Vec::new();
     if ctx.client.auth_paused() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unhealthy: Tented refuses the API key (401); every call is paused\n",
-        )
-            .into_response()
-    } else {
+        problems.push("Tented refuses the API key (401); every call is paused".to_string());
+    }
+    problems.extend(ctx.storage.problems());
+    if problems.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let text: String = problems.iter().map(|p| format!("unhealthy: {p}\n")).collect();
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
     }
 }
 

@@ -444,7 +444,12 @@ async fn status(
     Ok(if report.healthy {
         ExitCode::SUCCESS
     } else {
-        eprintln!("tented-bulkd: the daemon answers but is unhealthy: Tented refuses the API key (401)");
+        let why = if report.auth_paused {
+            "Tented refuses the API key (401)".to_string()
+        } else {
+            report.storage_problems.join("; ")
+        };
+        eprintln!("tented-bulkd: the daemon answers but is unhealthy: {why}");
         ExitCode::FAILURE
     })
 }

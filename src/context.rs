@@ -33,6 +33,8 @@ pub struct Context {
     pub finishing: tokio::sync::Mutex<()>,
     /// The metrics observed as things happen (calls, poll lateness).
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The folders that cannot be written now (disk full, unwritable).
+    pub storage: crate::health::StorageHealth,
 }
 
 impl Context {

@@ -117,6 +117,7 @@ pub fn build_context(
         budget_bound: std::sync::atomic::AtomicBool::new(false),
         finishing: tokio::sync::Mutex::new(()),
         metrics,
+        storage: Default::default(),
     });
     Ok((ctx, jobs_rx))
 }
@@ -175,6 +176,7 @@ pub async fn run_with_context(
         Arc::clone(&ctx),
         shutdown.clone(),
     ));
+    tracker.spawn(storage_probe_loop(Arc::clone(&ctx), shutdown.clone()));
     tracker.spawn(crate::pipeline::retention::run(
         Arc::clone(&ctx),
         shutdown.clone(),
@@ -205,6 +207,36 @@ pub async fn run_with_context(
     ctx.store.flush().await?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Probes the folders the daemon writes, every `min(poll.interval, 30s)` (on a blocking
+/// thread: a full or hung disk must not stall the runtime).
+async fn storage_probe_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let period = ctx.settings.poll.interval.min(crate::health::PROBE_EVERY_MAX);
+    loop {
+        let paths = ctx.settings.paths.clone();
+        let probed = tokio::task::spawn_blocking(move || {
+            [
+                ("paths.state", paths.state),
+                ("paths.outbox", paths.outbox),
+                ("paths.archive", paths.archive),
+            ]
+            .map(|(key, dir)| {
+                let outcome = crate::health::probe_folder(&dir);
+                (key, dir, outcome)
+            })
+        })
+        .await;
+        if let Ok(probed) = probed {
+            for (key, dir, outcome) in probed {
+                ctx.storage.record(key, &dir, outcome);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
 }
 
 /// How often the status line is refreshed.
@@ -294,6 +326,9 @@ pub fn status_line(ctx: &Context) -> String {
     }
     if ctx.client.auth_paused() {
         line.push_str("; UNHEALTHY: Tented refuses the API key");
+    }
+    for problem in ctx.storage.problems() {
+        line.push_str(&format!("; UNHEALTHY: {problem}"));
     }
     line
 }

@@ -31,6 +31,7 @@ pub mod context;
 pub(crate) mod crash;
 pub mod daemon;
 pub mod demo;
+pub mod health;
 pub mod history;
 pub mod manifest;
 pub mod metrics;

@@ -158,10 +158,17 @@ pub fn show_text(detail: &ManifestDetail) -> String {
 
 /// `status`: health, then one row per unfinished manifest.
 pub fn status_text(report: &StatusReport) -> String {
+    let mut problems: Vec<String> = Vec::new();
+    if report.auth_paused {
+        problems.push("Tented refuses the API key (401); every call is paused".to_string());
+    }
+    problems.extend(report.storage_problems.iter().cloned());
     let health = if report.healthy {
         "ok".to_string()
+    } else if problems.is_empty() {
+        "UNHEALTHY".to_string()
     } else {
-        "UNHEALTHY: Tented refuses the API key (401); every call is paused".to_string()
+        format!("UNHEALTHY: {}", problems.join("; "))
     };
     let budget = if report.budget_limited {
         " (the budget is delaying polls)"

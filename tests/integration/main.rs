@@ -9,6 +9,7 @@
 //! - [`config`]: configuration loading, `config/default.toml`, the key's sources and secrecy.
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
 //!   replays its random kills).
+//! - [`disk`]: a full outbox or archive (a small tmpfs; needs root, fails if it cannot mount).
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
 //! - [`history`]: `list`, `show` and `pause`, over the admin endpoint and the real binary.
 //! - [`metrics`]: `/metrics` scraped over HTTP and parsed.
@@ -25,6 +26,7 @@ mod backup;
 mod client;
 mod config;
 mod crash;
+mod disk;
 mod faults;
 mod history;
 mod metrics;
