@@ -17,6 +17,7 @@
 //!   `check-config`, `status`, logs under systemd, `STATUS=` and the watchdog.
 //! - [`pipeline`]: the daemon end to end.
 //! - [`retention`]: pruning after `retention.store`, and what stays.
+//! - [`soak`]: a time-scaled soak with pruning: store size and memory level off.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
 
@@ -35,3 +36,4 @@ mod pipeline;
 mod retention;
 mod signals;
 mod simulator;
+mod soak;
