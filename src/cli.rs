@@ -283,11 +283,19 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let key = settings
         .resolve_api_key()?
         .ok_or(crate::settings::SettingsError::NoApiKey)?;
-    let (ctx, jobs_rx) = crate::daemon::build_context(settings, key)?;
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(handle_signals(Arc::clone(&ctx), source, shutdown.clone()));
-    let result =
-        crate::daemon::run_with_context(ctx, jobs_rx, shutdown.clone(), Arc::new(Systemd)).await;
+    let (current, current_rx) = tokio::sync::watch::channel(None);
+    let signals = tokio::spawn(handle_signals(current_rx, source, shutdown.clone()));
+    let result = crate::daemon::run_reopening(
+        settings,
+        key,
+        shutdown.clone(),
+        Arc::new(Systemd),
+        |ctx| {
+            let _ = current.send(ctx);
+        },
+    )
+    .await;
     shutdown.cancel();
     let _ = signals.await;
     result?;
@@ -295,7 +303,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 async fn handle_signals(
-    ctx: Arc<crate::context::Context>,
+    current: tokio::sync::watch::Receiver<Option<Arc<crate::context::Context>>>,
     source: ConfigSource,
     shutdown: CancellationToken,
 ) {
@@ -315,8 +323,12 @@ async fn handle_signals(
             _ = int.recv() => { tracing::info!("SIGINT"); shutdown.cancel(); return; }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the API key and the request budget");
+                let ctx = current.borrow().clone();
                 match Settings::load(&source) {
-                    Ok(settings) => crate::daemon::reload(&ctx, &settings),
+                    Ok(settings) => match ctx {
+                        Some(ctx) => crate::daemon::reload(&ctx, &settings),
+                        None => tracing::warn!("SIGHUP before the daemon was ready: nothing to reload"),
+                    },
                     Err(e) => tracing::error!("SIGHUP: the configuration does not load, nothing changed: {e}"),
                 }
             }

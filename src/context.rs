@@ -35,6 +35,9 @@ pub struct Context {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The folders that cannot be written now (disk full, unwritable).
     pub storage: crate::health::StorageHealth,
+    /// Cancelled when the store must be opened again (it cannot write although its
+    /// folder has room again): the run stops its tasks and its caller starts a new one.
+    pub reopen: tokio_util::sync::CancellationToken,
 }
 
 impl Context {

@@ -118,6 +118,7 @@ pub fn build_context(
         finishing: tokio::sync::Mutex::new(()),
         metrics,
         storage: Default::default(),
+        reopen: CancellationToken::new(),
     });
     Ok((ctx, jobs_rx))
 }
@@ -132,6 +133,54 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let (ctx, jobs_rx) = build_context(settings, api_key)?;
     run_with_context(ctx, jobs_rx, shutdown, lifecycle).await
+}
+
+/// How long to wait between two tries to open the store again.
+const REOPEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs the daemon until `shutdown`, opening the store again whenever it must (a store
+/// that cannot write although its folder can, after a full disk): the pipeline stops,
+/// the store is opened again (tried every second while it cannot be), and a new run
+/// recovers and goes on, in the same process. `publish` is told of every new context,
+/// and of none while the store is being opened again (the signal handler reloads the
+/// current one; it must not keep an old one, whose store holds the folder's lock).
+pub async fn run_reopening(
+    mut settings: Settings,
+    mut api_key: ApiKey,
+    shutdown: CancellationToken,
+    lifecycle: Arc<dyn Lifecycle>,
+    publish: impl Fn(Option<Arc<Context>>),
+) -> Result<(), DaemonError> {
+    let mut first = true;
+    loop {
+        let (ctx, jobs_rx) = match build_context(settings.clone(), api_key.clone()) {
+            Ok(built) => built,
+            // At start-up every error stops it; later, only a damaged store does.
+            Err(e) if first || matches!(e, DaemonError::Store(StoreError::Corrupt { .. })) => {
+                return Err(e)
+            }
+            Err(e) => {
+                tracing::error!("cannot open the store again yet ({e}); trying again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(REOPEN_RETRY) => continue,
+                }
+            }
+        };
+        first = false;
+        publish(Some(Arc::clone(&ctx)));
+        run_with_context(Arc::clone(&ctx), jobs_rx, shutdown.clone(), Arc::clone(&lifecycle)).await?;
+        if shutdown.is_cancelled() || !ctx.reopen.is_cancelled() {
+            return Ok(());
+        }
+        // What a SIGHUP changed carries over.
+        api_key = ctx.client.api_key();
+        settings.api.requests_per_second =
+            u32::try_from(ctx.client.budget().requests_per_second()).unwrap_or(u32::MAX);
+        publish(None);
+        drop(ctx);
+        tracing::warn!("opening the store again");
+    }
 }
 
 pub async fn run_with_context(
@@ -160,59 +209,90 @@ pub async fn run_with_context(
         "tented-bulkd is ready: store open, recovery done"
     );
 
-    let tracker = TaskTracker::new();
-    tracker.spawn(crate::pipeline::intake::run(
-        Arc::clone(&ctx),
-        watcher,
-        shutdown.clone(),
-    ));
-    tracker.spawn(crate::pipeline::submission::run(Arc::clone(&ctx), shutdown.clone()));
-    tracker.spawn(crate::pipeline::polling::run(
-        Arc::clone(&ctx),
-        jobs_rx,
-        shutdown.clone(),
-    ));
-    tracker.spawn(crate::pipeline::reconciliation::sweep_loop(
-        Arc::clone(&ctx),
-        shutdown.clone(),
-    ));
-    tracker.spawn(storage_probe_loop(Arc::clone(&ctx), shutdown.clone()));
-    tracker.spawn(crate::pipeline::retention::run(
-        Arc::clone(&ctx),
-        shutdown.clone(),
-    ));
-    if let Some(listener) = admin_listener {
-        tracker.spawn(crate::admin::serve(
-            Arc::clone(&ctx),
-            listener,
-            shutdown.clone(),
-        ));
-    }
-    tracker.spawn(watchdog_loop(
-        Arc::clone(&ctx),
-        Arc::clone(&lifecycle),
-        shutdown.clone(),
-    ));
-    tracker.close();
+    // The tasks stop on shutdown, or when the store must be opened again.
+    let run = shutdown.child_token();
+    let tracker = spawn_tasks(&ctx, jobs_rx, watcher, admin_listener, &lifecycle, &run);
 
-    shutdown.cancelled().await;
-    lifecycle.stopping();
-    tracing::info!("shutting down: no new work; waiting for requests under way");
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = ctx.reopen.cancelled() => {}
+    }
+    let reopening = !shutdown.is_cancelled();
+    run.cancel();
+    if reopening {
+        tracing::warn!("stopping the pipeline to open the store again; waiting for requests under way");
+    } else {
+        lifecycle.stopping();
+        tracing::info!("shutting down: no new work; waiting for requests under way");
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("some requests did not end within the grace period; stopping anyway");
     }
+    if reopening {
+        // The store cannot write: nothing to flush; what it holds on disk is the truth.
+        return Ok(());
+    }
     ctx.store.flush().await?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Spawns the pipeline's tasks (and the admin endpoint, the storage probe, the
+/// watchdog), every one stopping on `run`.
+fn spawn_tasks(
+    ctx: &Arc<Context>,
+    jobs_rx: mpsc::UnboundedReceiver<JobKey>,
+    watcher: crate::pipeline::intake::watch::InboxWatcher,
+    admin_listener: Option<tokio::net::TcpListener>,
+    lifecycle: &Arc<dyn Lifecycle>,
+    run: &CancellationToken,
+) -> TaskTracker {
+    let tracker = TaskTracker::new();
+    tracker.spawn(crate::pipeline::intake::run(
+        Arc::clone(ctx),
+        watcher,
+        run.clone(),
+    ));
+    tracker.spawn(crate::pipeline::submission::run(Arc::clone(ctx), run.clone()));
+    tracker.spawn(crate::pipeline::polling::run(
+        Arc::clone(ctx),
+        jobs_rx,
+        run.clone(),
+    ));
+    tracker.spawn(crate::pipeline::reconciliation::sweep_loop(
+        Arc::clone(ctx),
+        run.clone(),
+    ));
+    tracker.spawn(storage_probe_loop(Arc::clone(ctx), run.clone()));
+    tracker.spawn(crate::pipeline::retention::run(
+        Arc::clone(ctx),
+        run.clone(),
+    ));
+    if let Some(listener) = admin_listener {
+        tracker.spawn(crate::admin::serve(
+            Arc::clone(ctx),
+            listener,
+            run.clone(),
+        ));
+    }
+    tracker.spawn(watchdog_loop(
+        Arc::clone(ctx),
+        Arc::clone(lifecycle),
+        run.clone(),
+    ));
+    tracker.close();
+    tracker
 }
 
 /// Probes the folders the daemon writes, every `min(poll.interval, 30s)` (on a blocking
 /// thread: a full or hung disk must not stall the runtime).
 async fn storage_probe_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
     let period = ctx.settings.poll.interval.min(crate::health::PROBE_EVERY_MAX);
+    // The state folder could not be written since the store last proved it can write.
+    let mut suspect = false;
     loop {
         let paths = ctx.settings.paths.clone();
         let probed = tokio::task::spawn_blocking(move || {
@@ -229,6 +309,17 @@ async fn storage_probe_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
         .await;
         if let Ok(probed) = probed {
             for (key, dir, outcome) in probed {
+                if key == "paths.state" {
+                    suspect |= outcome.is_err();
+                    if outcome.is_ok() && (suspect || ctx.store.write_failed()) {
+                        if let Err(e) = ctx.store.write_probe().await {
+                            tracing::error!("the store cannot write although its folder can ({e}): opening it again");
+                            ctx.reopen.cancel();
+                            return;
+                        }
+                        suspect = false;
+                    }
+                }
                 ctx.storage.record(key, &dir, outcome);
             }
         }

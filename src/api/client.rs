@@ -322,6 +322,12 @@ impl TentedClient {
         self.inner.auth.reopen();
     }
 
+    /// The key in use (to carry it over when the daemon opens its store again; it never
+    /// prints).
+    pub fn api_key(&self) -> ApiKey {
+        self.inner.key.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Whether `key` is the key in use (for reload messages; the key itself never leaves).
     pub fn uses_key(&self, key: &ApiKey) -> bool {
         let guard = self.inner.key.read().unwrap_or_else(|p| p.into_inner());

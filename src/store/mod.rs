@@ -384,6 +384,9 @@ pub struct Store {
     /// The newest manifest id in use: new ids are above it, whatever sled's generator
     /// says (a restored store's generator starts again from zero).
     newest_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A commit failed to write (a full disk): sled 0.34 then keeps failing until the
+    /// store is opened again, which [`Store::write_probe`] finds out.
+    write_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -429,6 +432,7 @@ impl Store {
             marker: path.join(MARKER_FILE),
             tally: Default::default(),
             newest_id: Default::default(),
+            write_failed: Default::default(),
         };
         store.check_marker(path)?;
         store
@@ -546,6 +550,26 @@ impl Store {
             .map_err(io)?;
         std::io::Write::write_all(&mut file, format!("{id}\n").as_bytes()).map_err(io)?;
         file.commit().map_err(io)?;
+        Ok(())
+    }
+
+    /// Whether a commit failed to write since the last good [`Store::write_probe`].
+    pub fn write_failed(&self) -> bool {
+        self.write_failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Writes and removes a small record, durably, under the writer's lock: whether the
+    /// store can write now. sled 0.34 keeps the first I/O error of its log (a full disk)
+    /// for good, so a store that fails this while its folder has room again must be
+    /// opened again.
+    pub async fn write_probe(&self) -> Result<(), StoreError> {
+        const PROBE_KEY: &[u8] = b"Zwrite-probe";
+        let _writer = self.writer.lock().await;
+        self.tree.insert(PROBE_KEY, &[1u8][..])?;
+        self.tree.remove(PROBE_KEY)?;
+        self.db.flush_async().await?;
+        self.write_failed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -992,8 +1016,16 @@ impl<'w> Txn<'w> {
             }
         }
         fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
-        self.store.tree.apply_batch(batch)?;
-        self.store.db.flush_async().await?;
+        let written = match self.store.tree.apply_batch(batch) {
+            Ok(()) => self.store.db.flush_async().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.store
+                .write_failed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e.into());
+        }
         if !self.exists {
             self.store.write_marker(self.manifest.id)?;
         }

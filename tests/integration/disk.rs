@@ -1,7 +1,7 @@
 //! Disk full (SPEC section 8), on real full file systems: a small tmpfs mounted for the
-//! outbox or the archive, filled to the last byte. (A full state folder is not tested
-//! here: sled 0.34 keeps the first I/O error of its log for good, so the store recovers
-//! only when the daemon restarts; see the README's "Not guaranteed".) Nothing is lost, the daemon never
+//! outbox, the archive or the state folder, filled to the last byte. (sled 0.34 keeps
+//! the first I/O error of its log for good: the daemon opens its store again, in the same
+//! process, once the folder has room.) Nothing is lost, the daemon never
 //! exits, `/healthz` is red (naming the folder) while it cannot write, and it goes on by
 //! itself once space is back.
 //!
@@ -164,3 +164,48 @@ async fn a_full_archive_keeps_the_manifest_in_the_inbox_until_it_can_be_moved() 
     daemon.sigterm().await.expect("SIGTERM exits 0");
 }
 
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = Simulator::start(quick_sim(), "127.0.0.1:0").await.expect("simulator starts");
+    let mount = Tmpfs::mount(&dir.path().join("state"), "8m");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
+    );
+    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[("TENTED_API_KEY", "sim-key")]);
+    daemon.wait_ready().await.expect("the daemon starts");
+    drop_manifest(dir.path(), "before.json", &bulk_manifest(2));
+    daemon
+        .wait_for_file(&dir.path().join("outbox/before.result.json"), START_WAIT)
+        .await
+        .expect("a result while there is room");
+    let filler = mount.fill();
+    wait_health(&admin, &daemon, 503, "paths.state").await;
+    drop_manifest(dir.path(), "during.json", &bulk_manifest(40));
+    daemon
+        .wait_for_line("intake failed", START_WAIT)
+        .await
+        .expect("the log says the manifest could not be taken");
+    assert!(dir.path().join("inbox/during.json").exists(), "the manifest stays in the inbox");
+    assert!(daemon.exited().is_none(), "the daemon never exits for a full disk");
+    std::fs::remove_file(&filler).expect("free the space");
+    let result = daemon
+        .wait_for_file(&dir.path().join("outbox/during.result.json"), START_WAIT)
+        .await
+        .expect("the result once space is back");
+    let result: serde_json::Value = serde_json::from_slice(&result).expect("whole JSON");
+    assert_eq!(result["counts"]["completed"], 40);
+    assert!(daemon.stderr().contains("opening the store again"), "{}", daemon.stderr_tail(20));
+    wait_health(&admin, &daemon, 200, "ok").await;
+    // Nothing was lost or sent twice: the earlier manifest is still known, once each.
+    let sent = sent_client_ids(&sim.calls());
+    assert_eq!(sent.len(), 42, "2 + 40 items, each sent once");
+    let out = command(["list", "--json", "--config"]).arg(&config).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("\"before\"") && stdout.contains("\"during\""), "{stdout}");
+    daemon.sigterm().await.expect("SIGTERM exits 0 (the same process throughout)");
+}
