@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tented_bulkd::state::item::{ItemEvent, ItemRecord};
-use tented_bulkd::manifest::{ItemFields, ManifestKind, TopFields};
+use tented_bulkd::manifest::{ManifestKind, TopFields};
 use tented_bulkd::pipeline::polling::Scheduler;
 use tented_bulkd::schedule::JobKey;
 use tented_bulkd::store::{ManifestRecord, Received, Store};
@@ -128,14 +128,15 @@ fn main() {
             txn.index_name();
             for item in &manifest.items {
                 txn.index_client_item(&item.client_item_id, item.index);
-                let fields = ItemFields::from_validated(&item.given).map_err(|e| e.to_string())?;
+                let fields = item.fields.clone().ok_or("a bench item was not typed")?;
                 txn.insert_item(ItemRecord::pending(
                     id,
                     item.index,
                     item.client_item_id.clone(),
                     item.given.to_string(),
                     fields,
-                ));
+                ))
+                .map_err(|e| e.to_string())?;
             }
             txn.commit().await.map_err(|e| e.to_string())?;
         }

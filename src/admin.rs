@@ -29,6 +29,9 @@ pub struct StatusReport {
     #[serde(default)]
     pub storage_problems: Vec<String>,
     pub budget_limited: bool,
+    /// Which calls the request budget is holding back now: "creates", "polls", "creates
+    /// and polls", or none.
+    pub budget_holding_back: Option<String>,
     pub requests_per_second: u64,
     pub manifests: Vec<ManifestStatus>,
 }
@@ -87,6 +90,15 @@ pub fn status_report(ctx: &Context) -> StatusReport {
         auth_paused,
         storage_problems,
         budget_limited: ctx.budget_bound.load(Ordering::Relaxed),
+        budget_holding_back: match (
+            ctx.creates_budget_bound.load(Ordering::Relaxed),
+            ctx.budget_bound.load(Ordering::Relaxed),
+        ) {
+            (true, true) => Some("creates and polls".into()),
+            (true, false) => Some("creates".into()),
+            (false, true) => Some("polls".into()),
+            (false, false) => None,
+        },
         requests_per_second: ctx.client.budget().requests_per_second(),
         manifests,
     }

@@ -126,6 +126,44 @@ pub enum Command {
         #[arg(long)]
         items: bool,
     },
+    /// Builds a manifest from a spreadsheet export (CSV: RFC 4180, UTF-8 with or without a
+    /// BOM, a header row), validated as `validate` would; prints it, writes it to --out,
+    /// or drops it into the daemon's inbox.
+    FromCsv(FromCsvArgs),
+    /// Prints the JSON Schema of a manifest or of a result file.
+    Schema {
+        #[arg(value_parser = ["manifest", "result"])]
+        which: String,
+    },
+}
+
+/// `from-csv`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct FromCsvArgs {
+    /// The CSV file.
+    pub file: PathBuf,
+    /// The template of a bulk manifest (its `template_id`).
+    #[arg(long, value_name = "ID")]
+    pub template: Option<String>,
+    /// The kind of manifest to build.
+    #[arg(long, default_value = "bulk", value_parser = ["bulk", "create", "edit"])]
+    pub kind: String,
+    /// The column that becomes each item's client_item_id (required and unique per row).
+    #[arg(long, value_name = "COLUMN")]
+    pub id_column: Option<String>,
+    /// Sets a top-level field, typed as the field needs (auto_publish=true,
+    /// default_tent_name_prefix=Acme, priority=high, metadata.source=crm); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Writes the manifest to FILE (atomically) instead of standard output.
+    #[arg(long, value_name = "FILE", conflicts_with = "drop")]
+    pub out: Option<PathBuf>,
+    /// Drops the manifest into the daemon's inbox (paths.inbox) as NAME.json, atomically.
+    #[arg(long, value_name = "NAME")]
+    pub drop: Option<String>,
+    /// The daemon's configuration, for --drop (default /etc/tented-bulkd/config.toml).
+    #[arg(long, requires = "drop")]
+    pub config: Option<PathBuf>,
 }
 
 /// The exit code of an invalid configuration (sysexits.h `EX_CONFIG`): the unit's
@@ -209,6 +247,8 @@ pub fn main_with(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::CheckConfig { config } => check_config(config),
+        Command::FromCsv(args) => from_csv(args),
+        Command::Schema { which } => schema(&which),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -245,7 +285,10 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             json,
             items,
         } => show(config, &name, json, items).await,
-        Command::Validate { .. } | Command::CheckConfig { .. } => Ok(ExitCode::FAILURE),
+        Command::Validate { .. }
+        | Command::CheckConfig { .. }
+        | Command::FromCsv(_)
+        | Command::Schema { .. } => Ok(ExitCode::FAILURE),
     }
 }
 
@@ -284,8 +327,16 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .resolve_api_key()?
         .ok_or(crate::settings::SettingsError::NoApiKey)?;
     let shutdown = CancellationToken::new();
+    // Installed before the daemon can say it is ready, so that a SIGTERM right after
+    // readiness is a clean stop, never the default action (death by the signal).
+    let installed = install_signals().context("cannot install the signal handlers")?;
     let (current, current_rx) = tokio::sync::watch::channel(None);
-    let signals = tokio::spawn(handle_signals(current_rx, source, shutdown.clone()));
+    let signals = tokio::spawn(handle_signals(
+        current_rx,
+        source,
+        shutdown.clone(),
+        installed,
+    ));
     let result = crate::daemon::run_reopening(
         settings,
         key,
@@ -302,20 +353,28 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGTERM, SIGINT and SIGHUP streams.
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+fn install_signals() -> std::io::Result<Signals> {
+    use tokio::signal::unix::{signal, SignalKind};
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::hangup())?,
+    ))
+}
+
 async fn handle_signals(
     current: tokio::sync::watch::Receiver<Option<Arc<crate::context::Context>>>,
     source: ConfigSource,
     shutdown: CancellationToken,
+    (mut term, mut int, mut hup): Signals,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -588,6 +647,94 @@ async fn restore(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCod
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// EX_CONFIG: an invalid configuration.
+const EX_CONFIG: u8 = 78;
+
+/// Wrong usage, as clap reports it.
+const EX_USAGE: u8 = 2;
+
+/// `schema manifest|result`: the JSON Schema, generated from the types.
+fn schema(which: &str) -> anyhow::Result<ExitCode> {
+    let schema = match which {
+        "manifest" => crate::schema::manifest_schema(),
+        _ => crate::schema::result_schema(),
+    };
+    println!("{}", serde_json::to_string_pretty(&schema)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `from-csv`: a spreadsheet's rows become a manifest, validated, then printed, written
+/// or dropped into the inbox.
+fn from_csv(args: FromCsvArgs) -> anyhow::Result<ExitCode> {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+    use crate::spreadsheet::{CsvOptions, SpreadsheetError};
+    let kind = ManifestKind::from_name(&args.kind).context("clap checked the kind")?;
+    let mut options = CsvOptions::new(kind, args.template.as_deref());
+    options.id_column = args.id_column;
+    options.set = args.set;
+    if let Some(name) = &args.drop {
+        options.file_name = format!("{name}.json");
+    }
+    let shown = args.file.display();
+    let csv = std::fs::read(&args.file).with_context(|| format!("cannot read {shown}"))?;
+    let spinner = large_file_spinner(csv.len(), &format!("converting {shown}"));
+    let converted = crate::spreadsheet::manifest_from_csv(&csv, &options);
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let converted = match converted {
+        Ok(converted) => converted,
+        Err(e @ (SpreadsheetError::TemplateMissing | SpreadsheetError::TemplateNotAllowed { .. })) => {
+            let mut command = Cli::command();
+            command.build();
+            let usage = match command.find_subcommand_mut("from-csv") {
+                Some(from_csv) => from_csv.error(ErrorKind::ArgumentConflict, e.to_string()),
+                None => command.error(ErrorKind::ArgumentConflict, e.to_string()),
+            };
+            let _ = usage.print();
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("{shown}"))),
+    };
+    if !converted.skipped.is_empty() {
+        let lines: Vec<String> = converted.skipped.iter().map(u64::to_string).collect();
+        eprintln!("{shown}: skipped rows whose every cell is empty (CSV lines {})", lines.join(", "));
+    }
+    let summary = format!("{shown}: {} manifest of {} items", kind, converted.lines.len());
+    if let Some(name) = &args.drop {
+        let settings = match Settings::load(&ConfigSource::from_arg(args.config)) {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("tented-bulkd: {:#}", anyhow::Error::new(e));
+                return Ok(ExitCode::from(EX_CONFIG));
+            }
+        };
+        let path = crate::spreadsheet::drop_into_inbox(&settings.paths.inbox, name, &converted.bytes)?;
+        eprintln!("{summary}, dropped as {}", path.display());
+    } else if let Some(out) = &args.out {
+        crate::pipeline::outbox::write_atomically(out, &converted.bytes)?;
+        eprintln!("{summary}, written to {}", out.display());
+    } else {
+        use std::io::Write as _;
+        std::io::stdout().write_all(&converted.bytes).context("cannot write to standard output")?;
+        eprintln!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A spinner (shown on a terminal only) while a file of `size` bytes is worked on, if it
+/// is large enough to take a moment.
+fn large_file_spinner(size: usize, message: &str) -> Option<indicatif::ProgressBar> {
+    if size as u64 <= LARGE_MANIFEST_BYTES {
+        return None;
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("{message} ({:.1} MiB)", size as f64 / 1048576.0));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    Some(spinner)
 }
 
 /// Files above this size get a progress spinner while they are validated.

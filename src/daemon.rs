@@ -95,6 +95,7 @@ pub fn build_context(
 ) -> Result<(Arc<Context>, mpsc::UnboundedReceiver<JobKey>), DaemonError> {
     create_folders(&settings)?;
     let store = Store::open(&settings.paths.state)?;
+    let generation_times = store.generation_times()?;
     let client = TentedClient::new(ClientConfig {
         base_url: settings.api.base_url.clone(),
         api_key,
@@ -115,10 +116,13 @@ pub fn build_context(
         new_jobs,
         progress: AtomicU64::new(0),
         budget_bound: std::sync::atomic::AtomicBool::new(false),
+        creates_budget_bound: std::sync::atomic::AtomicBool::new(false),
         finishing: tokio::sync::Mutex::new(()),
         metrics,
         storage: Default::default(),
         reopen: CancellationToken::new(),
+        generation_times: Mutex::new(generation_times),
+        running_jobs: Mutex::new(std::collections::BTreeMap::new()),
     });
     Ok((ctx, jobs_rx))
 }

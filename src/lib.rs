@@ -18,6 +18,9 @@
 //!   serves `/healthz`, `/metrics`, `/status` and the operator controls.
 //! - [`api`] is the only module that speaks HTTP to Tented; [`simulator`] is a faithful,
 //!   stateful fake of it for the demo and the tests (the daemon never imports it).
+//! - [`spreadsheet`] turns a CSV export into a manifest (`from-csv`); [`schema`] prints
+//!   the JSON Schemas of manifests and results, generated from the types that parse and
+//!   write them.
 //! - [`settings`] is the configuration; [`cli`] the thin command line; [`demo`] the
 //!   embedded end-to-end run.
 
@@ -37,8 +40,10 @@ pub mod manifest;
 pub mod metrics;
 pub mod pipeline;
 pub mod schedule;
+pub mod schema;
 pub mod settings;
 pub mod simulator;
+pub mod spreadsheet;
 pub mod state;
 pub mod store;
 pub mod tables;

@@ -4,6 +4,7 @@
 //! `validation` module turns its bytes into a [`ValidatedManifest`]; nothing in this
 //! module parses or checks anything itself.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The most items one manifest may carry.
@@ -15,8 +16,12 @@ pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
 /// The most `asset_ids` one item may carry.
 pub const MAX_ASSET_IDS: usize = 5;
 
+/// The largest `start_index` accepted: every tent counter of the largest manifest then
+/// stays a safe integer in JavaScript (2^53 - 1), whatever the API is written in.
+pub const MAX_START_INDEX: u64 = (1u64 << 53) - 1 - MAX_ITEMS as u64;
+
 /// Which of the three manifest shapes a manifest has, chosen by its `kind` field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ManifestKind {
     /// Items become `POST /v1/tents/bulk` requests of at most 25 items each.
@@ -55,15 +60,55 @@ impl std::fmt::Display for ManifestKind {
     }
 }
 
+/// A manifest's share of the request budget when several manifests are sending (SPEC
+/// section 7), chosen by its `priority` field. Like `kind`, it is the daemon's own and
+/// never sent to Tented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Every priority, highest first.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    /// The value of the manifest's `priority` field that selects this priority.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// Parses the value of a manifest's `priority` field; `None` when it names none.
+    pub fn from_name(name: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|priority| priority.as_str() == name)
+    }
+
+    /// Create slots per round of the fair share: high 4, normal 2, low 1.
+    pub fn weight(self) -> u32 {
+        match self {
+            Priority::High => 4,
+            Priority::Normal => 2,
+            Priority::Low => 1,
+        }
+    }
+}
+
 /// A manifest that passed every manifest-level rule; some of its items may still
 /// have been rejected locally (see [`ValidatedItem::rejection`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedManifest {
     /// The manifest's kind (`"bulk"` when the file gave none).
     pub kind: ManifestKind,
-    /// Top-level fields other than `kind` and `items` (for bulk: template_id,
+    /// Top-level fields other than `kind`, `items` and `$schema` (for bulk: template_id,
     /// client_job_descriptor, default_tent_name_prefix, start_index, auto_publish,
-    /// metadata; for create: `defaults`), exactly as given.
+    /// metadata; for create: `defaults`; for every kind: `priority`), exactly as given.
     pub top: serde_json::Map<String, serde_json::Value>,
     /// Every item of the manifest, in manifest order, accepted or locally rejected.
     pub items: Vec<ValidatedItem>,
@@ -76,8 +121,10 @@ pub struct ValidatedItem {
     pub index: u32,
     /// The item's `client_item_id` as given, or `#INDEX` when it gave none.
     pub client_item_id: String,
-    /// The item object exactly as given (used to write retry manifests).
-    pub given: serde_json::Value,
+    /// The item's JSON text exactly as given (used to write retry manifests).
+    pub given: String,
+    /// The item's fields, typed, when it was accepted.
+    pub fields: Option<ItemFields>,
     /// `Some(message naming the item and the rule)` when the item was rejected
     /// locally; such an item is never sent.
     pub rejection: Option<String>,
@@ -130,6 +177,8 @@ pub struct TopFields {
     pub metadata: Option<JsonText>,
     /// Create manifests: item fields that apply to every item.
     pub defaults: Option<ItemFields>,
+    /// The manifest's share of the create slots (the daemon's; never sent).
+    pub priority: Priority,
 }
 
 /// One item's fields, typed, as the store keeps them (the fields of every kind).
@@ -165,33 +214,123 @@ pub struct FieldsError {
     source: serde_json::Error,
 }
 
+/// A whole manifest file as JSON gives it (SPEC section 4): what `tented-bulkd schema
+/// manifest` is generated from, so the printed schema and the parsing types cannot drift.
+///
+/// Its parts are the types that parse validated manifests ([`TopDocument`] into
+/// [`TopFields`], [`ItemDocument`] into [`ItemFields`]), which hold the fields of every
+/// kind. Each field says which kinds know it (`x-kinds`, every kind when absent), which
+/// require it, and so on (see [`crate::schema`]); the schema module cuts the schema of
+/// each kind from these marks, and its tests check them against validation's field lists.
+/// `null` is never accepted for a field (validation refuses it): an optional field is
+/// absent or of its type.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(title = "tented-bulkd manifest")]
+pub struct ManifestDocument {
+    /// The JSON Schema that editors check this file against; the daemon accepts and
+    /// ignores it.
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    /// The manifest's shape: `bulk` (the default), `create` or `edit`.
+    pub kind: Option<ManifestKind>,
+    /// The manifest's share of the request budget when several are sending (default
+    /// `normal`); never sent to Tented.
+    pub priority: Option<Priority>,
+    #[serde(flatten)]
+    top: TopDocument,
+    /// The items, 1 to 100,000, in the order they are sent.
+    #[schemars(length(min = 1, max = MAX_ITEMS))]
+    items: Vec<ItemDocument>,
+}
+
+impl ManifestDocument {
+    /// How many items the manifest has.
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The typed fields, as intake makes them from a validated manifest: the top-level
+    /// fields and each item's.
+    pub fn into_fields(self) -> (TopFields, Vec<ItemFields>) {
+        let items = self.items.into_iter().map(ItemFields::from).collect();
+        let priority = self.priority.unwrap_or_default();
+        (TopFields { priority, ..TopFields::from(self.top) }, items)
+    }
+}
+
 /// The top-level fields as JSON gives them (free-form `metadata` as a value).
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct TopDocument {
+    /// The template every item is generated from (bulk).
+    #[schemars(extend("x-kinds" = ["bulk"], "x-required-for" = ["bulk"]), regex(pattern = r"\S"))]
     template_id: Option<String>,
+    /// A label for the job; also the tents' default name prefix when
+    /// `default_tent_name_prefix` is absent (bulk).
+    #[schemars(extend("x-kinds" = ["bulk"]))]
     client_job_descriptor: Option<String>,
+    /// Tents without a `tent_name` are named `PREFIX N` (bulk).
+    #[schemars(extend("x-kinds" = ["bulk"]))]
     default_tent_name_prefix: Option<String>,
+    /// The counter of the first item's default name (bulk; default 1).
+    #[schemars(extend("x-kinds" = ["bulk"]), range(min = 0, max = MAX_START_INDEX))]
     start_index: Option<i64>,
+    /// Publish every tent once generated (bulk; required for `custom_page_alias`).
+    #[schemars(extend("x-kinds" = ["bulk"]))]
     auto_publish: Option<bool>,
+    /// Free-form data sent with every bulk request (bulk).
+    #[schemars(extend("x-kinds" = ["bulk"]), with = "Option<serde_json::Map<String, serde_json::Value>>")]
     metadata: Option<serde_json::Value>,
+    /// Item fields that apply to every item (create).
+    #[schemars(extend("x-kinds" = ["create"]))]
     defaults: Option<ItemDocument>,
 }
 
 /// One item as JSON gives it (free-form `input_data` as a value).
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct ItemDocument {
+    /// Your key for this item, unique within the manifest, not beginning with `#`; the
+    /// result is keyed by it (`#INDEX` when absent).
+    #[schemars(extend("x-not-in-defaults" = true), regex(pattern = "^([^#]|$)"))]
     client_item_id: Option<String>,
+    /// The template's inputs (bulk).
+    #[schemars(extend("x-kinds" = ["bulk"], "x-required-for" = ["bulk"]), with = "Option<serde_json::Map<String, serde_json::Value>>")]
     input_data: Option<serde_json::Value>,
+    /// Extra instructions for this item's generation (bulk).
+    #[schemars(extend("x-kinds" = ["bulk"]))]
     instructions: Option<String>,
+    /// The tent's name; the default name when absent (bulk).
+    #[schemars(extend("x-kinds" = ["bulk"]))]
     tent_name: Option<String>,
+    /// The tent's name (create; here or in `defaults`).
+    #[schemars(extend("x-kinds" = ["create"], "x-required-unless-defaulted" = ["create"]), regex(pattern = r"\S"))]
     name: Option<String>,
+    /// The user the tent is created for (create).
+    #[schemars(extend("x-kinds" = ["create"]))]
     user_id: Option<String>,
+    /// The tent to edit, a hyphenated UUID (edit; or `target_client_item_id`).
+    #[schemars(extend("x-kinds" = ["edit"]))]
     tent_id: Option<String>,
+    /// The `client_item_id` of an item an earlier manifest created: the tent to edit
+    /// (edit; or `tent_id`).
+    #[schemars(extend("x-kinds" = ["edit"]), regex(pattern = r"\S"))]
     target_client_item_id: Option<String>,
+    /// What to generate (create: here or in `defaults`) or change (edit).
+    #[schemars(
+        extend("x-kinds" = ["create", "edit"], "x-required-for" = ["edit"], "x-required-unless-defaulted" = ["create"]),
+        regex(pattern = r"\S")
+    )]
     prompt: Option<String>,
+    /// Publish the tent once generated (create, edit; required for `custom_page_alias`).
+    #[schemars(extend("x-kinds" = ["create", "edit"]))]
     auto_publish: Option<bool>,
+    /// The page's alias (lowercase letters, digits, `-`, `_`, `.`; or `/` for the root);
+    /// needs `auto_publish: true`.
+    #[schemars(regex(pattern = "^(/|[a-z0-9][a-z0-9._-]{0,99})$"))]
     custom_page_alias: Option<String>,
+    /// Whether the workspace's brand applies.
     include_brand: Option<bool>,
+    /// Up to 5 uploaded asset ids (bulk, edit; not on create items).
+    #[schemars(extend("x-refused-for" = ["create"]), length(max = MAX_ASSET_IDS), inner(regex(pattern = r"\S")))]
     asset_ids: Option<Vec<String>>,
 }
 
@@ -215,12 +354,9 @@ impl From<ItemDocument> for ItemFields {
     }
 }
 
-impl TopFields {
-    /// The typed fields of a validated manifest's top level (without `kind`, `items`).
-    pub fn from_validated(top: &serde_json::Map<String, serde_json::Value>) -> Result<TopFields, FieldsError> {
-        let document: TopDocument = serde_json::from_value(serde_json::Value::Object(top.clone()))
-            .map_err(|source| FieldsError { what: "top level", source })?;
-        Ok(TopFields {
+impl From<TopDocument> for TopFields {
+    fn from(document: TopDocument) -> TopFields {
+        TopFields {
             template_id: document.template_id,
             client_job_descriptor: document.client_job_descriptor,
             default_tent_name_prefix: document.default_tent_name_prefix,
@@ -228,7 +364,23 @@ impl TopFields {
             auto_publish: document.auto_publish,
             metadata: document.metadata.as_ref().map(JsonText::of),
             defaults: document.defaults.map(ItemFields::from),
-        })
+            // The daemon's own field is not among Tented's: set by the callers below.
+            priority: Priority::default(),
+        }
+    }
+}
+
+impl TopFields {
+    /// The typed fields of a validated manifest's top level (without `kind`, `items`).
+    pub fn from_validated(top: &serde_json::Map<String, serde_json::Value>) -> Result<TopFields, FieldsError> {
+        let document: TopDocument = serde_json::from_value(serde_json::Value::Object(top.clone()))
+            .map_err(|source| FieldsError { what: "top level", source })?;
+        let priority = top
+            .get("priority")
+            .and_then(serde_json::Value::as_str)
+            .and_then(Priority::from_name)
+            .unwrap_or_default();
+        Ok(TopFields { priority, ..TopFields::from(document) })
     }
 
     /// The default name Tented gives the item with this counter when it has no

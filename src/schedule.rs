@@ -1,11 +1,13 @@
 //! Scheduling types and due times shared by the stages: which job, and when it may next
 //! be polled (never under the floor, nor before a `Retry-After` has passed).
 
+use std::collections::VecDeque;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::api::Outcome;
 use crate::state::job::{JobKind, JobRecord};
-use crate::store::TentPollRecord;
 
 /// The longest backoff between two polls that got no usable answer.
 pub const POLL_BACKOFF_MAX: Duration = Duration::from_secs(600);
@@ -35,6 +37,71 @@ pub fn next_poll_due_ms(job: &JobRecord, floor_ms: u64, jitter_ms: u64) -> u64 {
         due = due.max(last.saturating_add(gap.max(backoff)));
     }
     due
+}
+
+/// The first poll of a job waits until the job can be expected to have finished, as
+/// learned from the jobs of its template (never sooner than `due`, the floor's answer).
+pub fn with_expectation(due: u64, job: &JobRecord, expected_ms: Option<u64>) -> u64 {
+    match (job.last_polled_at_ms, job.admitted_at_ms, expected_ms) {
+        (None, Some(admitted), Some(expected)) => due.max(admitted.saturating_add(expected)),
+        _ => due,
+    }
+}
+
+/// How many recent job durations are kept per template.
+pub const GENERATION_SAMPLES: usize = 16;
+
+/// How long the recent bulk jobs of one template took, from admission to their last
+/// item's final state (as Tented's own timestamps say): the daemon's memory of when a
+/// new job of that template can first be expected to have finished. Kept in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationTimes {
+    recent_ms: VecDeque<u64>,
+}
+
+impl GenerationTimes {
+    pub fn record(&mut self, duration_ms: u64) {
+        if self.recent_ms.len() == GENERATION_SAMPLES {
+            self.recent_ms.pop_front();
+        }
+        self.recent_ms.push_back(duration_ms);
+    }
+
+    /// When a job can first be expected to have finished: three in four recent jobs had
+    /// by then, but never later than one floor after the fastest one, so that a job as
+    /// fast as any seen is still seen final within one floor of its end. `None` until a
+    /// job of the template has been seen.
+    pub fn expected_ms(&self, floor_ms: u64) -> Option<u64> {
+        let mut sorted: Vec<u64> = self.recent_ms.iter().copied().collect();
+        sorted.sort_unstable();
+        let fastest = *sorted.first()?;
+        let three_in_four = sorted[(sorted.len() * 3).div_ceil(4).saturating_sub(1)];
+        Some(three_in_four.min(fastest.saturating_add(floor_ms)))
+    }
+}
+
+/// The key of a manifest's generation times: its template (bulk), or its kind.
+pub fn generation_key(kind: crate::manifest::ManifestKind, template_id: Option<&str>) -> String {
+    match (kind, template_id) {
+        (crate::manifest::ManifestKind::Bulk, Some(template)) => template.to_string(),
+        (kind, _) => format!("#{}", kind.as_str()),
+    }
+}
+
+/// The last poll of one tent, whichever job or fetch made it (version 1): the floor is
+/// per tent, and one tent can be polled by a create job, edit jobs and detail fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TentPollRecord {
+    pub last_polled_at_ms: u64,
+    pub retry_after_ms: Option<u64>,
+}
+
+impl TentPollRecord {
+    /// When the tent may be polled again.
+    pub fn next_due_ms(&self, floor_ms: u64) -> u64 {
+        self.last_polled_at_ms
+            .saturating_add(floor_ms.max(self.retry_after_ms.unwrap_or(0)))
+    }
 }
 
 /// What became of one poll.
@@ -69,6 +136,38 @@ pub fn retry_after_ms<T>(outcome: &Outcome<T>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_poll_waits_for_the_expected_end_but_never_comes_before_the_floor() {
+        let mut j = job(1_000);
+        assert_eq!(with_expectation(11_000, &j, Some(30_000)), 31_000);
+        assert_eq!(with_expectation(11_000, &j, Some(2_000)), 11_000, "never under the floor");
+        assert_eq!(with_expectation(11_000, &j, None), 11_000);
+        j.last_polled_at_ms = Some(40_000);
+        assert_eq!(with_expectation(50_000, &j, Some(90_000)), 50_000, "later polls keep the floor");
+    }
+
+    #[test]
+    fn generation_times_expect_the_shortest_recent_job_and_forget_old_ones() {
+        let mut times = GenerationTimes::default();
+        assert_eq!(times.expected_ms(1_000), None);
+        times.record(9_000);
+        times.record(7_000);
+        // Three in four had finished by 9 s, but that is more than a floor after 7 s.
+        assert_eq!(times.expected_ms(1_000), Some(8_000));
+        assert_eq!(times.expected_ms(10_000), Some(9_000));
+        for ms in [7_000, 7_200, 7_400, 7_600] {
+            times.record(ms);
+        }
+        // 7.0, 7.0, 7.2, 7.4, 7.6, 9.0: the fifth of six.
+        assert_eq!(times.expected_ms(10_000), Some(7_600));
+        for _ in 0..GENERATION_SAMPLES {
+            times.record(20_000);
+        }
+        assert_eq!(times.expected_ms(1_000), Some(20_000), "the old samples are gone");
+        let stored = bincode::serialize(&times).expect("bincode");
+        assert_eq!(bincode::deserialize::<GenerationTimes>(&stored).expect("back"), times);
+    }
 
     fn job(admitted: u64) -> JobRecord {
         JobRecord::admitted_for_test(1, 0, JobKind::Bulk, admitted)

@@ -156,6 +156,8 @@ pub struct SubmitSettings {
     #[serde(with = "humantime_serde")]
     pub credit_retry: Duration,
     pub failure_threshold: f64,
+    /// Create requests on the wire at once, across manifests.
+    pub max_in_flight: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -324,6 +326,12 @@ impl Settings {
                 ),
             });
         }
+        if !(1..=64).contains(&self.submit.max_in_flight) {
+            return Err(SettingsError::Invalid {
+                key: "submit.max_in_flight",
+                message: format!("{} is not between 1 and 64", self.submit.max_in_flight),
+            });
+        }
         if self.submit.credit_retry.is_zero() {
             return Err(SettingsError::Invalid {
                 key: "submit.credit_retry",
@@ -440,6 +448,7 @@ impl Settings {
             ("inbox.rescan", duration(self.inbox.rescan)),
             ("submit.credit_retry", duration(self.submit.credit_retry)),
             ("submit.failure_threshold", self.submit.failure_threshold.to_string()),
+            ("submit.max_in_flight", self.submit.max_in_flight.to_string()),
             (
                 "retention.store",
                 self.retention.store.map_or_else(|| text("off"), duration),

@@ -44,6 +44,20 @@ impl Clock for TokioClock {
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
 
+/// What a call is for, when creates and polls compete for the budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallClass {
+    /// A create request: it starts work, so it goes first.
+    Create,
+    /// A poll or a detail fetch: it only sees work end.
+    Poll,
+}
+
+/// While creates wait for the budget, a poll gets a cell after this many creates did: the
+/// budget goes to what starts work first (the makespan is set by the last create plus a
+/// generation), and polls never starve.
+pub const CREATES_PER_POLL: u64 = 3;
+
 /// Waits that are at least this long count as "the budget delayed a call".
 const NOTABLE_BUDGET_WAIT: Duration = Duration::from_millis(50);
 
@@ -59,8 +73,14 @@ struct BudgetInner {
     requests_per_second: AtomicU64,
     delayed_calls: AtomicU64,
     delayed_nanos: AtomicU64,
-    /// Every wait, however short.
-    waited_nanos: AtomicU64,
+    /// Creates waiting for a cell now.
+    creates_waiting: AtomicU64,
+    /// Polls waiting for a cell now.
+    polls_waiting: AtomicU64,
+    /// Cells granted to creates since the last one granted to a poll.
+    creates_since_poll: AtomicU64,
+    /// Time each class waited for the budget, in all (nanoseconds): creates, polls.
+    waited_nanos: [AtomicU64; 2],
 }
 
 impl Budget {
@@ -73,7 +93,10 @@ impl Budget {
                 requests_per_second: AtomicU64::new(u64::from(requests_per_second.max(1))),
                 delayed_calls: AtomicU64::new(0),
                 delayed_nanos: AtomicU64::new(0),
-                waited_nanos: AtomicU64::new(0),
+                creates_waiting: AtomicU64::new(0),
+                polls_waiting: AtomicU64::new(0),
+                creates_since_poll: AtomicU64::new(0),
+                waited_nanos: [AtomicU64::new(0), AtomicU64::new(0)],
             }),
         }
     }
@@ -96,10 +119,45 @@ impl Budget {
         self.inner.requests_per_second.load(Ordering::Relaxed)
     }
 
-    /// Waits for one cell of the budget and returns how long that took.
+    /// Waits for one cell of the budget as a poll and returns how long that took.
     pub async fn acquire(&self) -> Duration {
+        self.acquire_as(CallClass::Poll).await
+    }
+
+    /// Whether a call of this class must leave the next cell to the other class: polls
+    /// wait while creates have had fewer than their share in a row, creates once they
+    /// have had it and a poll waits.
+    fn must_yield(&self, class: CallClass) -> bool {
+        let creates_had_their_share =
+            self.inner.creates_since_poll.load(Ordering::Relaxed) >= CREATES_PER_POLL;
+        match class {
+            CallClass::Poll => {
+                self.inner.creates_waiting.load(Ordering::Relaxed) > 0 && !creates_had_their_share
+            }
+            CallClass::Create => {
+                self.inner.polls_waiting.load(Ordering::Relaxed) > 0 && creates_had_their_share
+            }
+        }
+    }
+
+    /// The time one cell of the budget takes.
+    fn cell(&self) -> Duration {
+        Duration::from_secs(1) / self.requests_per_second().max(1) as u32
+    }
+
+    /// Waits for one cell of the budget for a call of this class (creates first, see
+    /// [`CREATES_PER_POLL`]) and returns how long that took.
+    pub async fn acquire_as(&self, class: CallClass) -> Duration {
         let start = tokio::time::Instant::now();
+        let _waiting = Waiting::new(match class {
+            CallClass::Create => &self.inner.creates_waiting,
+            CallClass::Poll => &self.inner.polls_waiting,
+        });
         loop {
+            if self.must_yield(class) {
+                tokio::time::sleep(self.cell()).await;
+                continue;
+            }
             let limiter = {
                 let guard = self
                     .inner
@@ -116,10 +174,12 @@ impl Budget {
                 }
             }
         }
+        match class {
+            CallClass::Create => self.inner.creates_since_poll.fetch_add(1, Ordering::Relaxed),
+            CallClass::Poll => self.inner.creates_since_poll.swap(0, Ordering::Relaxed),
+        };
         let waited = start.elapsed();
-        self.inner
-            .waited_nanos
-            .fetch_add(waited.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.inner.waited_nanos[class as usize].fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         if waited >= NOTABLE_BUDGET_WAIT {
             self.inner.delayed_calls.fetch_add(1, Ordering::Relaxed);
             self.inner
@@ -129,9 +189,20 @@ impl Budget {
         waited
     }
 
-    /// How long every call waited for the budget, in all, since start.
+    /// How long every call waited for the budget, in all, since start (creates and
+    /// polls together: `tented_bulkd_budget_wait_seconds_total`).
     pub fn total_wait(&self) -> Duration {
-        Duration::from_nanos(self.inner.waited_nanos.load(Ordering::Relaxed))
+        let (creates, polls) = self.waited_by_class();
+        creates + polls
+    }
+
+    /// How long creates and polls have waited for the budget, in all.
+    pub fn waited_by_class(&self) -> (Duration, Duration) {
+        let [creates, polls] = &self.inner.waited_nanos;
+        (
+            Duration::from_nanos(creates.load(Ordering::Relaxed)),
+            Duration::from_nanos(polls.load(Ordering::Relaxed)),
+        )
     }
 
     /// How many calls waited noticeably for the budget, and for how long in all.
@@ -140,6 +211,22 @@ impl Budget {
             self.inner.delayed_calls.load(Ordering::Relaxed),
             Duration::from_nanos(self.inner.delayed_nanos.load(Ordering::Relaxed)),
         )
+    }
+}
+
+/// Counts a create as waiting for as long as it lives.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicU64) -> Waiting<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -173,6 +260,38 @@ mod tests {
         assert_eq!(delayed, 10);
         let total = budget.total_wait();
         assert!(total >= Duration::from_millis(1990) && total <= Duration::from_millis(2100), "{total:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn creates_go_first_and_polls_never_starve() {
+        let budget = Budget::new(10);
+        let grants = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (class, n) in [(CallClass::Create, 3), (CallClass::Poll, 3)] {
+            for _ in 0..n {
+                let (budget, grants) = (budget.clone(), Arc::clone(&grants));
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..20 {
+                        budget.acquire_as(class).await;
+                        grants.lock().expect("grants").push(class);
+                    }
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let seen = grants.lock().expect("grants").clone();
+        let creates = seen.iter().filter(|c| **c == CallClass::Create).count();
+        let polls = seen.len() - creates;
+        // About 40 cells in 4 s: three creates for each poll while creates wait.
+        assert!(seen.len() >= 38, "{} cells", seen.len());
+        assert!((8..=12).contains(&polls), "{creates} creates, {polls} polls");
+        let (create_wait, poll_wait) = budget.waited_by_class();
+        let per_create = create_wait / creates as u32;
+        let per_poll = poll_wait / polls as u32;
+        assert!(per_poll > per_create, "polls are the ones held back: {per_poll:?} vs {per_create:?}");
+        for task in tasks {
+            task.abort();
+        }
     }
 
     #[tokio::test(start_paused = true)]

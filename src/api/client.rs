@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::budget::Budget;
+use super::budget::{Budget, CallClass};
 use super::types::*;
 use crate::settings::ApiKey;
 
@@ -440,9 +440,15 @@ impl TentedClient {
     /// Waits until a call may go out (the 401 pause and the request budget) and reserves
     /// it. Pollers reserve first, then record the poll, then send: so the recorded time
     /// is the time the request left.
+    /// Reserves one cell of the budget for a poll or detail fetch (after any 401 pause).
     pub async fn reserve(&self) -> BudgetPermit {
+        self.reserve_as(CallClass::Poll).await
+    }
+
+    /// Reserves one cell of the budget for a call of this class (after any 401 pause).
+    pub async fn reserve_as(&self, class: CallClass) -> BudgetPermit {
         self.inner.auth.wait().await;
-        let waited = self.inner.budget.acquire().await;
+        let waited = self.inner.budget.acquire_as(class).await;
         BudgetPermit { waited }
     }
 

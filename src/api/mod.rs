@@ -7,5 +7,5 @@ pub mod budget;
 pub mod client;
 pub mod types;
 
-pub use budget::Budget;
+pub use budget::{Budget, CallClass};
 pub use client::{BudgetPermit, ClientConfig, Endpoint, Outcome, TentedClient};

@@ -1,19 +1,26 @@
-//! The outbox: one reconciled result file per manifest, and a retry manifest where needed.
+//! The outbox: one reconciled result file per manifest, the same result as CSV for
+//! spreadsheets, and a retry manifest where needed.
 //!
-//! Both are written atomically (temporary file, fsync, rename, fsync of the folder) once
-//! every item is final. The finishing time is recorded first, so a result written again
-//! after a crash is the same file.
+//! Each is written atomically (temporary file, fsync, rename, fsync of the folder) once
+//! every item is final, `NAME.result.json` last, so a reader that waits for it finds every
+//! file of the manifest in place. The finishing time is recorded first, so a result
+//! written again after a crash is the same file. The types here are what `tented-bulkd
+//! schema result` is generated from.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::clock::rfc3339;
 use crate::context::Context;
-use crate::state::item::{ItemRecord, ItemState, PublicationRecord};
+use crate::manifest::ManifestKind;
+use crate::state::item::{ItemRecord, ItemState, NoticeRecord, PublicationRecord};
 use crate::state::job::{JobKind, JobRecord, JobState};
 use crate::store::{ManifestRecord, StoreError};
 
@@ -30,22 +37,62 @@ pub enum OutboxError {
     },
     #[error("cannot encode the result: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("cannot encode the result as CSV: {0}")]
+    EncodeCsv(#[from] csv::Error),
 }
 
-#[derive(Serialize)]
+/// The manifest statuses a result can have (the words of bulk job statuses).
+pub const MANIFEST_STATUSES: [&str; 4] = [COMPLETED, COMPLETED_WITH_FAILURES, FAILED, REJECTED];
+const COMPLETED: &str = "completed";
+const COMPLETED_WITH_FAILURES: &str = "completed_with_failures";
+const FAILED: &str = "failed";
+const REJECTED: &str = "rejected";
+
+fn manifest_status_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": MANIFEST_STATUSES})
+}
+
+/// An item's final statuses, from the item state machine.
+fn item_status_schema(_: &mut SchemaGenerator) -> Schema {
+    let finals: Vec<&str> = ItemState::ALL
+        .into_iter()
+        .filter(|state| state.is_final())
+        .map(ItemState::as_str)
+        .collect();
+    json_schema!({"type": "string", "enum": finals})
+}
+
+fn rejected_by_schema(_: &mut SchemaGenerator) -> Schema {
+    use crate::state::item::RejectedBy;
+    json_schema!({"enum": [RejectedBy::Local.as_str(), RejectedBy::Api.as_str(), null]})
+}
+
+/// `outbox/NAME.result.json` (SPEC section 5).
+#[derive(Serialize, JsonSchema)]
+#[schemars(title = "tented-bulkd result", description = "The result of one manifest (SPEC section 5): written once every item is final.")]
 pub struct ResultDocument {
+    /// The manifest's file name as taken (`NAME.json`, with any `~N` suffix).
     pub manifest: String,
+    #[schemars(with = "ManifestKind")]
     pub kind: &'static str,
+    /// `completed` (every item not rejected completed), `completed_with_failures`,
+    /// `failed` (none completed) or `rejected` (the manifest as a whole).
+    #[schemars(schema_with = "manifest_status_schema")]
     pub status: &'static str,
+    /// Why the manifest was rejected as a whole; null otherwise.
     pub error: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     pub received_at: String,
+    #[schemars(extend("format" = "date-time"))]
     pub finished_at: Option<String>,
     pub counts: Counts,
     pub bulk_jobs: Vec<BulkJobSummary>,
+    /// Every item by `client_item_id` (`#INDEX` for items without one), in manifest order;
+    /// empty for a manifest rejected as a whole.
     pub items: ItemsById,
 }
 
-#[derive(Serialize, Default, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, JsonSchema, Default, Debug, Clone, PartialEq, Eq)]
 pub struct Counts {
     pub total: u32,
     pub completed: u32,
@@ -56,7 +103,7 @@ pub struct Counts {
     pub unknown: u32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct BulkJobSummary {
     pub bulk_job_id: String,
     pub first_index: u32,
@@ -64,32 +111,58 @@ pub struct BulkJobSummary {
     pub status: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One item's outcome.
+#[derive(Serialize, JsonSchema)]
 pub struct ItemResult {
+    /// The item's zero-based position in the manifest.
     pub index: u32,
+    #[schemars(schema_with = "item_status_schema")]
     pub status: &'static str,
     pub tent_id: Option<String>,
     pub tent_name: Option<String>,
     pub bulk_job_id: Option<String>,
     pub generation_id: Option<String>,
+    /// Null where the item was not auto-published.
     pub publication: Option<PublicationOut>,
+    #[schemars(schema_with = "rejected_by_schema")]
     pub rejected_by: Option<&'static str>,
     pub error_code: Option<String>,
     pub message: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct PublicationOut {
+    /// Tented's publication status (`published`, `published_with_warnings`, `failed`, …).
     pub status: String,
     pub published_url: Option<String>,
     pub requested_custom_page_alias: Option<String>,
     pub applied_custom_page_alias: Option<String>,
-    pub warnings: Vec<Value>,
-    pub error: Option<Value>,
+    pub warnings: Vec<Notice>,
+    pub error: Option<Notice>,
+}
+
+/// A warning or error carried over from Tented.
+#[derive(Serialize, JsonSchema)]
+pub struct Notice {
+    pub code: Option<String>,
+    pub message: Option<String>,
 }
 
 /// Items keyed by client_item_id, in manifest order.
 pub struct ItemsById(pub Vec<(String, ItemResult)>);
+
+impl JsonSchema for ItemsById {
+    fn schema_name() -> Cow<'static, str> {
+        "ItemsById".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<ItemResult>(),
+        })
+    }
+}
 
 impl Serialize for ItemsById {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -101,8 +174,11 @@ impl Serialize for ItemsById {
     }
 }
 
-fn notice_json(code: &Option<String>, message: &Option<String>) -> Value {
-    serde_json::json!({ "code": code, "message": message })
+fn notice(record: &NoticeRecord) -> Notice {
+    Notice {
+        code: record.code.clone(),
+        message: record.message.clone(),
+    }
 }
 
 fn publication_out(p: &PublicationRecord) -> PublicationOut {
@@ -111,12 +187,8 @@ fn publication_out(p: &PublicationRecord) -> PublicationOut {
         published_url: p.published_url.clone(),
         requested_custom_page_alias: p.requested_custom_page_alias.clone(),
         applied_custom_page_alias: p.applied_custom_page_alias.clone(),
-        warnings: p
-            .warnings
-            .iter()
-            .map(|w| notice_json(&w.code, &w.message))
-            .collect(),
-        error: p.error.as_ref().map(|e| notice_json(&e.code, &e.message)),
+        warnings: p.warnings.iter().map(notice).collect(),
+        error: p.error.as_ref().map(notice),
     }
 }
 
@@ -142,13 +214,13 @@ pub fn count_items(items: &[ItemRecord]) -> Counts {
 /// The manifest's status, in the words of bulk job statuses.
 pub fn manifest_status(manifest: &ManifestRecord, counts: &Counts) -> &'static str {
     if manifest.rejection.is_some() {
-        "rejected"
+        REJECTED
     } else if counts.completed == 0 {
-        "failed"
+        FAILED
     } else if counts.completed == counts.total - counts.rejected {
-        "completed"
+        COMPLETED
     } else {
-        "completed_with_failures"
+        COMPLETED_WITH_FAILURES
     }
 }
 
@@ -239,6 +311,60 @@ pub fn build_retry_manifest(
     Ok(Some(Value::Object(out)))
 }
 
+/// The header of `NAME.result.csv` (SPEC section 5): the field names of [`ResultCsvRow`].
+pub const RESULT_CSV_HEADER: &str = "client_item_id,index,status,tent_id,tent_name,generation_id,published_url,publication_status,applied_custom_page_alias,error_code,message";
+
+/// One row of `NAME.result.csv`: an item of the JSON result, flattened; `None` is an
+/// empty cell.
+#[derive(Serialize)]
+struct ResultCsvRow<'a> {
+    client_item_id: &'a str,
+    index: u32,
+    status: &'a str,
+    tent_id: Option<&'a str>,
+    tent_name: Option<&'a str>,
+    generation_id: Option<&'a str>,
+    published_url: Option<&'a str>,
+    publication_status: Option<&'a str>,
+    applied_custom_page_alias: Option<&'a str>,
+    error_code: Option<&'a str>,
+    message: Option<&'a str>,
+}
+
+/// `NAME.result.csv` for a result: RFC 4180 (CRLF line ends, fields quoted where
+/// needed), UTF-8 without a byte order mark, the header row, then one row per item in
+/// manifest order, built from the JSON result itself so the two cannot disagree.
+pub fn result_csv(result: &ResultDocument) -> Result<Vec<u8>, OutboxError> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    if result.items.0.is_empty() {
+        // `serialize` writes the header with the first row; a result without items still
+        // gets its header.
+        writer.write_record(RESULT_CSV_HEADER.split(','))?;
+    }
+    for (client_item_id, item) in &result.items.0 {
+        let publication = item.publication.as_ref();
+        writer.serialize(ResultCsvRow {
+            client_item_id,
+            index: item.index,
+            status: item.status,
+            tent_id: item.tent_id.as_deref(),
+            tent_name: item.tent_name.as_deref(),
+            generation_id: item.generation_id.as_deref(),
+            published_url: publication.and_then(|p| p.published_url.as_deref()),
+            publication_status: publication.map(|p| p.status.as_str()),
+            applied_custom_page_alias: publication
+                .and_then(|p| p.applied_custom_page_alias.as_deref()),
+            error_code: item.error_code.as_deref(),
+            message: item.message.as_deref(),
+        })?;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| OutboxError::EncodeCsv(e.into_error().into()))
+}
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
     let wrap = |source: std::io::Error| OutboxError::Write {
@@ -260,11 +386,35 @@ pub fn result_path(ctx: &Context, manifest: &ManifestRecord) -> PathBuf {
         .join(format!("{}.result.json", manifest.name))
 }
 
+pub fn result_csv_path(ctx: &Context, manifest: &ManifestRecord) -> PathBuf {
+    ctx.settings
+        .paths
+        .outbox
+        .join(format!("{}.result.csv", manifest.name))
+}
+
 pub fn retry_path(ctx: &Context, manifest: &ManifestRecord) -> PathBuf {
     ctx.settings
         .paths
         .outbox
         .join(format!("{}.retry.json", manifest.name))
+}
+
+/// Writes the retry manifest (where an item did not complete), the result CSV (unless the
+/// manifest was rejected as a whole), then the JSON result, each atomically.
+fn write_result_files(
+    ctx: &Context,
+    manifest: &ManifestRecord,
+    items: &[ItemRecord],
+    result: &ResultDocument,
+) -> Result<(), OutboxError> {
+    if let Some(retry) = build_retry_manifest(manifest, items)? {
+        write_atomically(&retry_path(ctx, manifest), &serde_json::to_vec_pretty(&retry)?)?;
+    }
+    if manifest.rejection.is_none() {
+        write_atomically(&result_csv_path(ctx, manifest), &result_csv(result)?)?;
+    }
+    write_atomically(&result_path(ctx, manifest), &serde_json::to_vec_pretty(result)?)
 }
 
 /// If every item of the manifest is final: records the finishing time, writes the result
@@ -306,16 +456,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
     let jobs = ctx.store.jobs(manifest_id)?;
     let result = build_result(&manifest, &items, &jobs);
     fail::fail_point!("outbox-before-write", |_| crate::crash::simulated_crash());
-    if let Some(retry) = build_retry_manifest(&manifest, &items)? {
-        write_atomically(
-            &retry_path(ctx, &manifest),
-            &serde_json::to_vec_pretty(&retry)?,
-        )?;
-    }
-    write_atomically(
-        &result_path(ctx, &manifest),
-        &serde_json::to_vec_pretty(&result)?,
-    )?;
+    write_result_files(ctx, &manifest, &items, &result)?;
     fail::fail_point!("outbox-after-write", |_| crate::crash::simulated_crash());
     {
         let writer = ctx.store.writer().await;
@@ -332,4 +473,93 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         "result written"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(index: u32, status: &'static str) -> ItemResult {
+        ItemResult {
+            index,
+            status,
+            tent_id: None,
+            tent_name: None,
+            bulk_job_id: None,
+            generation_id: None,
+            publication: None,
+            rejected_by: None,
+            error_code: None,
+            message: None,
+        }
+    }
+
+    fn result(items: Vec<(String, ItemResult)>) -> ResultDocument {
+        ResultDocument {
+            manifest: "m.json".into(),
+            kind: "bulk",
+            status: COMPLETED_WITH_FAILURES,
+            error: None,
+            received_at: "2026-03-25T14:30:00Z".into(),
+            finished_at: Some("2026-03-25T14:41:10Z".into()),
+            counts: Counts::default(),
+            bulk_jobs: Vec::new(),
+            items: ItemsById(items),
+        }
+    }
+
+    #[test]
+    fn the_result_csv_is_rfc_4180_with_the_header_and_a_row_per_item_in_order() {
+        let mut published = item(0, "completed");
+        published.tent_id = Some("T-1".into());
+        published.tent_name = Some("Café, \"Zoë\"".into());
+        published.generation_id = Some("G-1".into());
+        published.bulk_job_id = Some("J-1".into());
+        published.publication = Some(PublicationOut {
+            status: "published_with_warnings".into(),
+            published_url: Some("https://x.example/p".into()),
+            requested_custom_page_alias: Some("wanted".into()),
+            applied_custom_page_alias: Some("wanted-2".into()),
+            warnings: vec![Notice { code: Some("CUSTOM_PAGE_ALIAS_UNAVAILABLE".into()), message: None }],
+            error: None,
+        });
+        let mut failed = item(1, "rejected");
+        failed.error_code = Some("INVALID_ITEM".into());
+        failed.message = Some("line one\nline two".into());
+        let document = result(vec![("日本-1".into(), published), ("#1".into(), failed)]);
+        let csv = String::from_utf8(result_csv(&document).expect("encodes")).expect("UTF-8");
+        let expected = format!(
+            "{RESULT_CSV_HEADER}\r\n\
+             日本-1,0,completed,T-1,\"Café, \"\"Zoë\"\"\",G-1,https://x.example/p,published_with_warnings,wanted-2,,\r\n\
+             #1,1,rejected,,,,,,,INVALID_ITEM,\"line one\nline two\"\r\n"
+        );
+        assert_eq!(csv, expected);
+        assert_eq!(
+            RESULT_CSV_HEADER,
+            "client_item_id,index,status,tent_id,tent_name,generation_id,published_url,publication_status,applied_custom_page_alias,error_code,message"
+        );
+    }
+
+    #[test]
+    fn a_result_without_items_still_has_its_header() {
+        let csv = result_csv(&result(Vec::new())).expect("encodes");
+        assert_eq!(csv, format!("{RESULT_CSV_HEADER}\r\n").into_bytes());
+    }
+
+    #[test]
+    fn the_result_json_keeps_its_shape_with_typed_notices() {
+        let mut published = item(0, "completed");
+        published.publication = Some(PublicationOut {
+            status: "failed".into(),
+            published_url: None,
+            requested_custom_page_alias: None,
+            applied_custom_page_alias: None,
+            warnings: vec![Notice { code: Some("W".into()), message: Some("w".into()) }],
+            error: Some(Notice { code: None, message: Some("e".into()) }),
+        });
+        let json = serde_json::to_value(result(vec![("a".into(), published)])).expect("json");
+        assert_eq!(json["items"]["a"]["publication"]["warnings"], serde_json::json!([{"code": "W", "message": "w"}]));
+        assert_eq!(json["items"]["a"]["publication"]["error"], serde_json::json!({"code": null, "message": "e"}));
+        assert_eq!(json["status"], "completed_with_failures");
+    }
 }

@@ -19,7 +19,9 @@ use tokio_util::time::{delay_queue, DelayQueue};
 
 
 use crate::context::Context;
-use crate::schedule::{job_due_ms, next_poll_due_ms, JobKey, PollResult};
+use crate::schedule::{
+    generation_key, job_due_ms, next_poll_due_ms, with_expectation, JobKey, PollResult,
+};
 use crate::state::job::{JobKind, JobRecord, JobState};
 use crate::store::StoreError;
 
@@ -86,10 +88,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut scheduler = Scheduler::new();
+    // A poll recorded before a crash may have left a little after its recorded time (the
+    // record's flush comes first): after a start, no job is polled sooner than one floor
+    // from now, which is after every poll the previous run sent.
+    let after_start = ctx.clock.now_ms().saturating_add(ctx.poll_floor_ms());
     match load_jobs(&ctx) {
         Ok(jobs) => {
             for job in jobs {
-                let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
+                let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0).max(after_start);
+                let due = with_expectation(due, &job, expected_ms(&ctx, &job));
                 scheduler.schedule(
                     JobKey {
                         manifest_id: job.manifest_id,
@@ -111,6 +118,7 @@ pub async fn run(
                 match ctx.store.job(key.manifest_id, key.seq) {
                     Ok(Some(job)) => {
                         let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
+                        let due = with_expectation(due, &job, expected_ms(&ctx, &job));
                         scheduler.schedule(key, ctx.clock.instant_at(due));
                     }
                     Ok(None) => {}
@@ -133,7 +141,7 @@ pub async fn run(
                         task_jobs.remove(&id);
                         match result {
                             Ok(PollResult::Again(at)) => scheduler.schedule(key, ctx.clock.instant_at(at)),
-                            Ok(PollResult::Done) => {}
+                            Ok(PollResult::Done) => ctx.job_finished(key),
                             Err(e) => {
                                 tracing::error!(manifest_id = key.manifest_id, seq = key.seq, "polling: {e}");
                                 scheduler.schedule(key, ctx.clock.instant_at(retry_at));
@@ -166,8 +174,23 @@ fn not_due_until(ctx: &Context, key: JobKey, floor: u64) -> Result<Option<PollRe
         (Some(id), JobKind::Create | JobKind::Edit) => ctx.store.tent_poll(id)?,
         _ => None,
     };
-    let due = job_due_ms(&job, tent, floor);
+    let due = with_expectation(job_due_ms(&job, tent, floor), &job, expected_ms(ctx, &job));
     Ok((due > ctx.clock.now_ms()).then_some(PollResult::Again(due)))
+}
+
+/// When a bulk job that was never polled can first be expected to have finished, from
+/// what the daemon learned of its template. Without an answer (none learned yet, or the
+/// manifest cannot be read) the job is polled at the floor, as it always could be.
+fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
+    if job.kind != JobKind::Bulk || job.last_polled_at_ms.is_some() {
+        return None;
+    }
+    let manifest = ctx.store.manifest(job.manifest_id).ok().flatten()?;
+    let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
+    let admitted = job.admitted_at_ms?;
+    let id = JobKey { manifest_id: job.manifest_id, seq: job.seq };
+    ctx.job_running(id, key.clone(), admitted);
+    ctx.expected_generation_ms(&key, id, admitted)
 }
 
 /// Every admitted job of every unfinished manifest.
@@ -230,7 +253,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
         if let (Some(id), JobKind::Create | JobKind::Edit) = (&job.remote_id, job.kind) {
             txn.put_tent_poll(
                 id,
-                crate::store::TentPollRecord {
+                crate::schedule::TentPollRecord {
                     last_polled_at_ms: now,
                     retry_after_ms: tent.and_then(|t| t.retry_after_ms),
                 },

@@ -14,9 +14,12 @@ use crate::api::types::*;
 use crate::api::Outcome;
 use crate::context::Context;
 use crate::state::item::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
-use crate::schedule::{next_poll_due_ms, retry_after_ms, JobKey, PollResult};
+use crate::schedule::{
+    generation_key, next_poll_due_ms, retry_after_ms, GenerationTimes, JobKey, PollResult,
+};
 use crate::state::job::{JobEvent, JobRecord, JobState};
-use crate::store::{StoreError, TentPollRecord, Txn};
+use crate::schedule::TentPollRecord;
+use crate::store::{StoreError, Txn};
 use crate::pipeline::submission::{requested_alias, wants_publication};
 
 /// How long a bulk job may answer 404 before its unfinished items fail.
@@ -255,6 +258,40 @@ fn apply_bulk_answer(
     Ok(())
 }
 
+/// How long a finished bulk job took: by Tented's own timestamps (`updated_at` -
+/// `created_at`) when the answer has them, else from admission to this answer.
+fn job_duration_ms(body: &BulkJobStatus, job: &JobRecord, now: u64) -> Option<u64> {
+    let parse = |t: &Option<String>| {
+        let text = t.as_deref()?;
+        humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()
+    };
+    match (parse(&body.created_at), parse(&body.updated_at)) {
+        (Some(created), Some(updated)) => updated
+            .duration_since(created)
+            .ok()
+            .map(crate::clock::duration_ms),
+        _ => job.admitted_at_ms.map(|admitted| now.saturating_sub(admitted)),
+    }
+}
+
+/// Records how long a finished job of this manifest's template took (kept in the store,
+/// in this transaction), and returns the times to copy into the context once committed.
+fn learn_generation_time(
+    ctx: &Context,
+    txn: &mut Txn<'_>,
+    manifest: &crate::store::ManifestRecord,
+    took_ms: Option<u64>,
+) -> Result<Option<(String, GenerationTimes)>, StoreError> {
+    let Some(took_ms) = took_ms else {
+        return Ok(None);
+    };
+    let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
+    let mut times = ctx.store.generation_times_of(&key)?;
+    times.record(took_ms);
+    txn.put_generation_times(&key, &times)?;
+    Ok(Some((key, times)))
+}
+
 /// The job's items that wait for publication details (index, tent id), and whether any
 /// of its items is unfinished.
 fn still_unfinished(
@@ -292,6 +329,8 @@ pub async fn record_bulk_poll(
     let floor = ctx.poll_floor_ms();
     let details: Vec<(u32, String)>;
     let result;
+    let mut took_ms = None;
+    let mut learned = None;
     {
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(key.manifest_id)?;
@@ -305,12 +344,16 @@ pub async fn record_bulk_poll(
             PollAnswer::Usable(body) => {
                 apply_bulk_answer(&mut txn, &mut job, &body, &manifest)?;
                 tracing::debug!(manifest = %manifest.name, bulk_job_id = %bulk_job_id, status = %body.status, "bulk job polled");
+                took_ms = job_duration_ms(&body, &job, now);
             }
             PollAnswer::VanishedTooLong => fail_vanished(&mut txn, &job, &what)?,
             PollAnswer::Wait => {}
         }
         let (needs, unfinished) = still_unfinished(&txn, &job)?;
         details = needs;
+        if !unfinished {
+            learned = learn_generation_time(ctx, &mut txn, &manifest, took_ms)?;
+        }
         if !unfinished {
             job.apply(JobEvent::ItemsFinal)?;
         }
@@ -323,6 +366,9 @@ pub async fn record_bulk_poll(
         txn.put_job(job);
         crate::pipeline::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
         txn.commit().await?;
+    }
+    if let Some((key, times)) = learned {
+        ctx.learned_generation_times(key, times);
     }
     // Answers may release a manifest that waits for its first answers.
     ctx.wake_submitter.notify_one();

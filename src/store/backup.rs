@@ -344,7 +344,8 @@ mod tests {
             item_count: 1,
             rejection: None,
         }));
-        txn.insert_item(ItemRecord::pending(id, 0, format!("{name}-0"), "{}".into(), Default::default()));
+        txn.insert_item(ItemRecord::pending(id, 0, format!("{name}-0"), "{}".into(), Default::default()))
+            .expect("insert");
         txn.index_name();
         txn.index_client_item(&format!("{name}-0"), 0);
         if finished {

@@ -17,6 +17,7 @@
 //! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
 //! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
+//! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
 //! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
 //!
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
@@ -36,7 +37,7 @@ pub mod v1;
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,7 @@ use crate::state::control::{Control, ControlEffect, ControlEvent};
 use crate::state::item::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{IllegalJobTransition, JobRecord};
 use crate::manifest::{ManifestKind, TopFields};
+use crate::schedule::{GenerationTimes, TentPollRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -230,20 +232,9 @@ fn state_slot(state: ItemState) -> usize {
     ItemState::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
-/// The last poll of one tent, whichever job or fetch made it (version 1): the floor is
-/// per tent, and one tent can be polled by a create job, edit jobs and detail fetches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TentPollRecord {
-    pub last_polled_at_ms: u64,
-    pub retry_after_ms: Option<u64>,
-}
-
-impl TentPollRecord {
-    /// When the tent may be polled again.
-    pub fn next_due_ms(&self, floor_ms: u64) -> u64 {
-        self.last_polled_at_ms
-            .saturating_add(floor_ms.max(self.retry_after_ms.unwrap_or(0)))
-    }
+#[derive(Serialize, Deserialize)]
+pub enum StoredGenerationTimes {
+    V1(GenerationTimes),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -332,6 +323,12 @@ fn name_key(name: &str) -> Vec<u8> {
     let mut key = vec![b'N'];
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+fn generation_key(key: &str) -> Vec<u8> {
+    let mut out = vec![b'G'];
+    out.extend_from_slice(key.as_bytes());
+    out
 }
 
 fn tent_key(tent_id: &str) -> Vec<u8> {
@@ -735,6 +732,28 @@ impl Store {
     }
 
     /// The manifest that used `name`, if any.
+    /// Every template's generation times.
+    pub fn generation_times(&self) -> Result<HashMap<String, GenerationTimes>, StoreError> {
+        let mut out = HashMap::new();
+        for entry in self.tree.scan_prefix([b'G']) {
+            let (key, bytes) = entry?;
+            let StoredGenerationTimes::V1(times) = decode(&key, &bytes)?;
+            out.insert(String::from_utf8_lossy(&key[1..]).into_owned(), times);
+        }
+        Ok(out)
+    }
+
+    /// One template's generation times.
+    pub fn generation_times_of(&self, key: &str) -> Result<GenerationTimes, StoreError> {
+        match self.tree.get(generation_key(key))? {
+            Some(bytes) => {
+                let StoredGenerationTimes::V1(times) = decode(&generation_key(key), &bytes)?;
+                Ok(times)
+            }
+            None => Ok(GenerationTimes::default()),
+        }
+    }
+
     pub fn manifest_named(&self, name: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
             .tree
@@ -870,8 +889,11 @@ impl<'w> Txn<'w> {
             })
     }
 
-    /// Adds an item of a new manifest (intake).
-    pub fn insert_item(&mut self, item: ItemRecord) {
+    /// Adds an item of a new manifest (intake). Items are written to sled in slices as
+    /// they come, never all held at once; they stay unreachable leftovers (which a crash
+    /// leaves harmlessly behind) until `commit` writes the manifest's record. A new
+    /// manifest's items are therefore not read back through this transaction.
+    pub fn insert_item(&mut self, item: ItemRecord) -> Result<(), StoreError> {
         self.manifest.counts[state_slot(item.state())] += 1;
         if item.state().is_final() {
             self.newly_final[state_slot(item.state())] += 1;
@@ -880,6 +902,26 @@ impl<'w> Txn<'w> {
             self.manifest.local_rejections += 1;
         }
         self.items.insert(item.index, item);
+        if !self.exists && self.items.len() >= NEW_MANIFEST_SLICE {
+            self.write_new_items()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the new manifest's items (and client index keys) gathered so far.
+    fn write_new_items(&mut self) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (index, item) in std::mem::take(&mut self.items) {
+            batch.insert(
+                &item_key(self.manifest.id, index)[..],
+                encode(&StoredItem::V2(item))?,
+            );
+        }
+        for key in std::mem::take(&mut self.client_index) {
+            batch.insert(key, Vec::new());
+        }
+        self.store.tree.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Applies an event to an item through the state machine and keeps the counts true.
@@ -930,6 +972,13 @@ impl<'w> Txn<'w> {
         self.store.tent_poll(tent_id)
     }
 
+    /// Records how long generations of this key (template) took, in this transaction.
+    pub fn put_generation_times(&mut self, key: &str, times: &GenerationTimes) -> Result<(), StoreError> {
+        let value = encode(&StoredGenerationTimes::V1(times.clone()))?;
+        self.extra.push((generation_key(key), value));
+        Ok(())
+    }
+
     pub fn put_tent_poll(&mut self, tent_id: &str, record: TentPollRecord) {
         self.tent_polls.insert(tent_id.to_string(), record);
     }
@@ -957,33 +1006,12 @@ impl<'w> Txn<'w> {
 
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
     /// manifest's items (and client index) go first, in slices, and its record last.
-    pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
+    pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
         if !self.exists {
-            // A new manifest's items go first, in slices (one batch of 100,000 items costs
-            // sled a gigabyte), and its record last: until the record is written, the
-            // items are unreachable leftovers that a crash leaves harmlessly behind.
-            let mut batch = sled::Batch::default();
-            let mut in_batch = 0;
-            for (index, item) in &self.items {
-                batch.insert(
-                    &item_key(self.manifest.id, *index)[..],
-                    encode(&StoredItem::V2(item.clone()))?,
-                );
-                in_batch += 1;
-                if in_batch == NEW_MANIFEST_SLICE {
-                    self.store.tree.apply_batch(std::mem::take(&mut batch))?;
-                    in_batch = 0;
-                }
-            }
-            for key in &self.client_index {
-                batch.insert(key.clone(), Vec::new());
-                in_batch += 1;
-                if in_batch == NEW_MANIFEST_SLICE {
-                    self.store.tree.apply_batch(std::mem::take(&mut batch))?;
-                    in_batch = 0;
-                }
-            }
-            self.store.tree.apply_batch(batch)?;
+            // A new manifest's items go first (the last slice of them here) and its record
+            // last: until the record is written, the items are unreachable leftovers that a
+            // crash leaves harmlessly behind.
+            self.write_new_items()?;
         }
         let mut batch = sled::Batch::default();
         batch.insert(
@@ -1066,14 +1094,15 @@ mod tests {
             id = store.new_manifest_id().unwrap();
             let writer = store.writer().await;
             let mut txn = writer.create(manifest(id));
-            txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default()));
+            txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default())).expect("insert");
             txn.insert_item(ItemRecord::rejected_locally(
                 id,
                 1,
                 "b".into(),
                 "{}".into(),
                 "bad".into(),
-            ));
+            ))
+            .expect("insert");
             txn.index_name();
             txn.index_hash();
             txn.index_client_item("a", 0);
@@ -1098,7 +1127,7 @@ mod tests {
         let id = store.new_manifest_id().unwrap();
         let writer = store.writer().await;
         let mut txn = writer.create(manifest(id));
-        txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default()));
+        txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default())).expect("insert");
         txn.commit().await.unwrap();
         let mut txn = writer.begin(id).unwrap();
         txn.apply(0, ItemEvent::SendIntent { job_seq: 0 }).unwrap();

@@ -148,7 +148,8 @@ mod tests {
         }));
         for index in 0..items {
             let client = format!("{name}-{index}");
-            txn.insert_item(ItemRecord::pending(id, index, client.clone(), "{}".into(), Default::default()));
+            txn.insert_item(ItemRecord::pending(id, index, client.clone(), "{}".into(), Default::default()))
+                .expect("insert");
             txn.index_client_item(&client, index);
         }
         txn.index_name();

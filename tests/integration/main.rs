@@ -20,6 +20,8 @@
 //! - [`soak`]: a time-scaled soak with pruning: store size and memory level off.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
+//! - [`spreadsheet`]: `from-csv --drop` into the real daemon and the result CSV back (the
+//!   round trip), `from-csv`'s outputs and errors, the printed schemas.
 
 mod helpers;
 
@@ -37,3 +39,4 @@ mod retention;
 mod signals;
 mod simulator;
 mod soak;
+mod spreadsheet;

@@ -309,7 +309,7 @@ async fn record_verdict(
                 if !item.client_item_id.starts_with('#') {
                     txn.index_client_item(&item.client_item_id, item.index);
                 }
-                txn.insert_item(record);
+                txn.insert_item(record)?;
             }
             if manifest.items.iter().all(|i| i.rejection.is_some()) {
                 tracing::warn!(manifest = %name, "every item of the manifest was rejected locally");
@@ -336,11 +336,11 @@ fn item_record(
     kind: ManifestKind,
     item: &ValidatedItem,
 ) -> ItemRecord {
-    let given = item.given.to_string();
+    let given = item.given.clone();
     let mut rejection = item.rejection.clone();
     let mut target = None;
     if rejection.is_none() && kind == ManifestKind::Edit {
-        match resolve_edit_target(store, &item.given) {
+        match resolve_edit_target(store, item.fields.as_ref()) {
             Ok(tent_id) => target = Some(tent_id),
             Err(error) => {
                 rejection = Some(format!(
@@ -350,15 +350,11 @@ fn item_record(
             }
         }
     }
-    // Validation checked every type of an accepted item, so a misfit is a bug: refused
-    // loudly, as a local rejection of that item alone.
-    let typed = match rejection {
-        Some(message) => Err(message),
-        None => ItemFields::from_validated(&item.given).map_err(|e| {
-            debug_assert!(false, "validation and the typed fields disagree: {e}");
-            tracing::error!(file = %file_name, index = item.index, "{e} (a bug): the item is rejected");
-            format!("item {}: {e} (a bug in the daemon)", item.index)
-        }),
+    let typed = match (rejection, item.fields.clone()) {
+        (Some(message), _) => Err(message),
+        (None, Some(fields)) => Ok(fields),
+        // Validation types every item it accepts.
+        (None, None) => Err(format!("item {}: no typed fields (a bug in the daemon)", item.index)),
     };
     let mut record = match typed {
         Ok(fields) => {
@@ -396,12 +392,13 @@ fn unique_name(store: &Store, base: &str) -> Result<String, StoreError> {
 /// `target_client_item_id` of an earlier manifest.
 fn resolve_edit_target(
     store: &Store,
-    given: &serde_json::Value,
+    fields: Option<&ItemFields>,
 ) -> Result<String, EditTargetError> {
-    if let Some(tent_id) = given.get("tent_id").and_then(|t| t.as_str()) {
-        return Ok(tent_id.to_string());
+    let fields = fields.ok_or(EditTargetError::NoTarget)?;
+    if let Some(tent_id) = &fields.tent_id {
+        return Ok(tent_id.clone());
     }
-    let Some(target) = given.get("target_client_item_id").and_then(|t| t.as_str()) else {
+    let Some(target) = fields.target_client_item_id.as_deref() else {
         return Err(EditTargetError::NoTarget);
     };
     let found = store
@@ -536,18 +533,19 @@ mod tests {
     fn an_edit_target_is_the_given_tent_id_or_a_clear_refusal() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let store = Store::open(dir.path()).expect("store");
-        let given = serde_json::json!({"tent_id": "6f1c2a9e-0000-4000-8000-000000000001"});
+        let typed = |v: serde_json::Value| ItemFields::from_validated(&v).expect("fits");
+        let given = typed(serde_json::json!({"tent_id": "6f1c2a9e-0000-4000-8000-000000000001"}));
         assert_eq!(
-            resolve_edit_target(&store, &given).expect("named"),
+            resolve_edit_target(&store, Some(&given)).expect("named"),
             "6f1c2a9e-0000-4000-8000-000000000001"
         );
         assert!(matches!(
-            resolve_edit_target(&store, &serde_json::json!({"prompt": "p"})),
+            resolve_edit_target(&store, Some(&typed(serde_json::json!({"prompt": "p"})))),
             Err(EditTargetError::NoTarget)
         ));
-        let given = serde_json::json!({"target_client_item_id": "row-1"});
+        let given = typed(serde_json::json!({"target_client_item_id": "row-1"}));
         assert!(matches!(
-            resolve_edit_target(&store, &given),
+            resolve_edit_target(&store, Some(&given)),
             Err(EditTargetError::Unknown { target }) if target == "row-1"
         ));
     }

@@ -17,14 +17,24 @@
 //!   part of a request path.
 //! - Field types in create `defaults`, and `asset_ids` or `client_item_id` there,
 //!   reject the whole manifest, since they would break every item.
+//! - `priority` (`high`, `normal` or `low`) and `$schema` (a string, for editors) are
+//!   top-level fields of every kind. `priority` stays among the top-level fields (the
+//!   daemon's own, never sent to Tented: requests are built from [`TopFields`], which do
+//!   not carry it); `$schema` is accepted and dropped.
+//!
+//! [`TopFields`]: crate::manifest::TopFields
 
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::manifest::{
-    ManifestKind, ValidatedItem, ValidatedManifest, MAX_ASSET_IDS, MAX_ITEMS, MAX_MANIFEST_BYTES,
+    ItemFields, ManifestKind, Priority, ValidatedItem, ValidatedManifest, MAX_ASSET_IDS, MAX_ITEMS,
+    MAX_MANIFEST_BYTES,
 };
+
+pub use crate::manifest::MAX_START_INDEX;
 
 /// Words that an alias may not be. The API pages list these "such as", so the list may
 /// grow; it lives in this one place.
@@ -42,13 +52,11 @@ pub const MAX_MANIFEST_NAME_CHARS: usize = 200;
 /// The suffix every manifest file name carries.
 pub const MANIFEST_SUFFIX: &str = ".json";
 
-/// The largest `start_index` accepted: every tent counter of the largest manifest then
-/// stays a safe integer in JavaScript (2^53 - 1), whatever the API is written in.
-pub const MAX_START_INDEX: u64 = (1u64 << 53) - 1 - MAX_ITEMS as u64;
-
 /// The top-level fields of a bulk manifest (the body of `POST /v1/tents/bulk` plus `kind`).
 const BULK_TOP_FIELDS: &[&str] = &[
+    "$schema",
     "kind",
+    "priority",
     "template_id",
     "client_job_descriptor",
     "default_tent_name_prefix",
@@ -70,7 +78,7 @@ const BULK_ITEM_FIELDS: &[&str] = &[
 ];
 
 /// The top-level fields of a create manifest.
-const CREATE_TOP_FIELDS: &[&str] = &["kind", "defaults", "items"];
+const CREATE_TOP_FIELDS: &[&str] = &["$schema", "kind", "priority", "defaults", "items"];
 
 /// The fields of one create item. `asset_ids` is known only so that its use gets the
 /// clear rejection "asset_ids is not allowed on create items" rather than "unknown field".
@@ -86,7 +94,7 @@ const CREATE_ITEM_FIELDS: &[&str] = &[
 ];
 
 /// The top-level fields of an edit manifest (the SPEC gives `defaults` to create only).
-const EDIT_TOP_FIELDS: &[&str] = &["kind", "items"];
+const EDIT_TOP_FIELDS: &[&str] = &["$schema", "kind", "priority", "items"];
 
 /// The fields of one edit item.
 const EDIT_ITEM_FIELDS: &[&str] = &[
@@ -313,7 +321,7 @@ pub fn validate_alias(alias: &str) -> Result<(), AliasRuleError> {
 /// the same name up to case, `_` and `-`; a known name that the unknown one begins
 /// (at least four characters, as `input` for `input_data`); or a normalized
 /// Damerau-Levenshtein similarity of at least 0.6.
-fn nearest_known_name(unknown: &str, known: &[&str]) -> Option<String> {
+pub fn nearest_known_name(unknown: &str, known: &[&str]) -> Option<String> {
     let fold = |name: &str| -> String {
         name.chars()
             .filter(|character| !matches!(character, '_' | '-' | ' '))
@@ -361,11 +369,13 @@ fn validate_manifest_with_limits(
     bytes: &[u8],
     limits: Limits,
 ) -> Result<ValidatedManifest, ManifestRejection> {
-    let mut top = parse_object(bytes, limits)?;
+    let RawDocument { mut top, items } = parse_object(bytes, limits)?;
     let kind = take_kind(&mut top)?;
     let (top_fields, item_fields) = known_fields(kind);
     check_top_level_fields(kind, &top, top_fields)?;
-    let items = take_items(&mut top, limits)?;
+    // Accepted and ignored: for editors only.
+    top.remove("$schema");
+    let items = take_items(items, limits)?;
     // Manifest-level rules on items come first, so that nothing is judged item by item
     // in a manifest that is rejected as a whole.
     check_items_as_a_whole(&items, item_fields)?;
@@ -373,9 +383,50 @@ fn validate_manifest_with_limits(
     Ok(ValidatedManifest { kind, top, items })
 }
 
+/// The top-level fields of a manifest (each parsed), and its items still as raw JSON
+/// text borrowed from the file: items are parsed one at a time, so a manifest of 100,000
+/// items is never held as one tree of values.
+struct RawDocument<'a> {
+    top: Map<String, Value>,
+    /// `Err` holds what `items` was when it was not an array.
+    items: Option<Result<Vec<&'a RawValue>, Value>>,
+}
+
+impl<'de> serde::Deserialize<'de> for RawDocument<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RawDocument<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut document = RawDocument { top: Map::new(), items: None };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "items" {
+                        let raw: &'de RawValue = map.next_value()?;
+                        let items = match serde_json::from_str::<Vec<&'de RawValue>>(raw.get()) {
+                            Ok(items) => Ok(items),
+                            Err(_) => Err(serde_json::from_str::<Value>(raw.get()).map_err(serde::de::Error::custom)?),
+                        };
+                        document.items = Some(items);
+                    } else {
+                        let value: Value = map.next_value()?;
+                        document.top.insert(key, value);
+                    }
+                }
+                Ok(document)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
 /// Parse and shape: the size limit, UTF-8 (a byte order mark is skipped), JSON, and an
-/// object at the top.
-fn parse_object(bytes: &[u8], limits: Limits) -> Result<Map<String, Value>, ManifestRejection> {
+/// object at the top (its items left as raw text).
+fn parse_object(bytes: &[u8], limits: Limits) -> Result<RawDocument<'_>, ManifestRejection> {
     let size = bytes.len() as u64;
     if size > limits.max_bytes {
         return Err(ManifestRejection::TooLarge {
@@ -387,16 +438,17 @@ fn parse_object(bytes: &[u8], limits: Limits) -> Result<Map<String, Value>, Mani
         valid_up_to: error.valid_up_to(),
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let document: Value =
-        serde_json::from_str(text).map_err(|error| ManifestRejection::NotJson {
-            message: error.to_string(),
-        })?;
-    match document {
-        Value::Object(top) => Ok(top),
-        other => Err(ManifestRejection::NotAnObject {
-            found: json_type(&other),
-        }),
+    let not_json = |error: serde_json::Error| ManifestRejection::NotJson {
+        message: error.to_string(),
+    };
+    if !text.trim_start().starts_with('{') {
+        // Not an object: parsed whole only to say what it is (or why it is not JSON).
+        let document: Value = serde_json::from_str(text).map_err(not_json)?;
+        return Err(ManifestRejection::NotAnObject {
+            found: json_type(&document),
+        });
     }
+    serde_json::from_str::<RawDocument<'_>>(text).map_err(not_json)
 }
 
 /// Kind: removes `kind` from the top-level fields and names the kind it selects
@@ -421,7 +473,7 @@ fn take_kind(top: &mut Map<String, Value>) -> Result<ManifestKind, ManifestRejec
 }
 
 /// The top-level fields and the item fields that a kind of manifest knows.
-fn known_fields(kind: ManifestKind) -> (&'static [&'static str], &'static [&'static str]) {
+pub fn known_fields(kind: ManifestKind) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
         ManifestKind::Bulk => (BULK_TOP_FIELDS, BULK_ITEM_FIELDS),
         ManifestKind::Create => (CREATE_TOP_FIELDS, CREATE_ITEM_FIELDS),
@@ -444,6 +496,7 @@ fn check_top_level_fields(
             field: field.clone(),
         });
     }
+    check_common_top(top)?;
     match kind {
         ManifestKind::Bulk => check_bulk_top(top),
         ManifestKind::Create => check_create_defaults(top),
@@ -451,16 +504,38 @@ fn check_top_level_fields(
     }
 }
 
+/// The top-level fields of every kind: `priority` names a priority; `$schema` is a string.
+fn check_common_top(top: &Map<String, Value>) -> Result<(), ManifestRejection> {
+    match top.get("priority") {
+        None => {}
+        Some(Value::String(name)) if Priority::from_name(name).is_some() => {}
+        Some(other) => {
+            return Err(ManifestRejection::WrongTopLevelType {
+                field: "priority",
+                expected: "one of \"high\", \"normal\" or \"low\"",
+                found: match other {
+                    Value::String(name) => format!("\"{name}\""),
+                    other => json_type(other).to_owned(),
+                },
+            })
+        }
+    }
+    match top.get("$schema") {
+        Some(value) if !value.is_string() => Err(wrong_top_type("$schema", "a string", value)),
+        _ => Ok(()),
+    }
+}
+
 /// Items array: removes `items` from the top-level fields; an array of 1 to
 /// `limits.max_items` entries.
 fn take_items(
-    top: &mut Map<String, Value>,
+    items: Option<Result<Vec<&RawValue>, Value>>,
     limits: Limits,
-) -> Result<Vec<Value>, ManifestRejection> {
-    let items = match top.remove("items") {
+) -> Result<Vec<&RawValue>, ManifestRejection> {
+    let items = match items {
         None => return Err(ManifestRejection::MissingItems),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
+        Some(Ok(items)) => items,
+        Some(Err(other)) => {
             return Err(ManifestRejection::WrongTopLevelType {
                 field: "items",
                 expected: "an array",
@@ -480,17 +555,29 @@ fn take_items(
     Ok(items)
 }
 
+/// One raw item, parsed. The text is a part of a file that parsed as a whole, so this
+/// cannot fail; if it did, the item would be judged `null` (not an object), refusing the
+/// manifest loudly rather than guessing.
+fn parse_item(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or_else(|e| {
+        debug_assert!(false, "a raw item of a parsed file does not parse: {e}");
+        tracing::error!("a raw item of a parsed file does not parse (a bug): {e}");
+        Value::Null
+    })
+}
+
 /// The manifest-level rules on items, item by item in manifest order (the first broken
 /// rule of the first item that breaks one rejects the manifest): each item is an object,
 /// its `client_item_id` is a string not beginning with `#` and not seen before, and it
 /// has no unknown field.
-fn check_items_as_a_whole(items: &[Value], item_fields: &[&str]) -> Result<(), ManifestRejection> {
-    let mut first_index_of_id: HashMap<&str, usize> = HashMap::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let Value::Object(fields) = item else {
+fn check_items_as_a_whole(items: &[&RawValue], item_fields: &[&str]) -> Result<(), ManifestRejection> {
+    let mut first_index_of_id: HashMap<String, usize> = HashMap::with_capacity(items.len());
+    for (index, raw) in items.iter().enumerate() {
+        let item = parse_item(raw);
+        let Value::Object(fields) = &item else {
             return Err(ManifestRejection::ItemNotAnObject {
                 index,
-                found: json_type(item),
+                found: json_type(&item),
             });
         };
         match fields.get("client_item_id") {
@@ -519,10 +606,10 @@ fn check_items_as_a_whole(items: &[Value], item_fields: &[&str]) -> Result<(), M
 
 /// Duplicate ids: a given `client_item_id` may not begin with `#` (reserved for `#INDEX`)
 /// and may appear once per manifest; remembers where each one first appeared.
-fn check_unique_id<'a>(
+fn check_unique_id(
     index: usize,
-    id: &'a str,
-    first_index_of_id: &mut HashMap<&'a str, usize>,
+    id: &str,
+    first_index_of_id: &mut HashMap<String, usize>,
 ) -> Result<(), ManifestRejection> {
     if id.starts_with('#') {
         return Err(ManifestRejection::ClientItemIdReserved {
@@ -530,7 +617,7 @@ fn check_unique_id<'a>(
             id: id.to_owned(),
         });
     }
-    if let Some(first_index) = first_index_of_id.insert(id, index) {
+    if let Some(first_index) = first_index_of_id.insert(id.to_owned(), index) {
         return Err(ManifestRejection::DuplicateClientItemId {
             id: id.to_owned(),
             first_index,
@@ -543,7 +630,7 @@ fn check_unique_id<'a>(
 /// Per-item checks: each item of a manifest that passed every manifest-level rule,
 /// judged on its own (accepted, or rejected locally with every problem named).
 fn judge_items(
-    items: Vec<Value>,
+    items: Vec<&RawValue>,
     kind: ManifestKind,
     top: &Map<String, Value>,
 ) -> Result<Vec<ValidatedItem>, ManifestRejection> {
@@ -566,7 +653,7 @@ fn judge_items(
     };
     Ok((0..count)
         .zip(items)
-        .map(|(index, given)| judge_item(index, given, kind, top))
+        .map(|(index, raw)| judge_item(index, raw, kind, top))
         .collect())
 }
 
@@ -574,10 +661,11 @@ fn judge_items(
 /// gave none) and its rejection message, if any.
 fn judge_item(
     index: u32,
-    given: Value,
+    raw: &RawValue,
     kind: ManifestKind,
     top: &Map<String, Value>,
 ) -> ValidatedItem {
+    let given = parse_item(raw);
     let client_item_id = match given.get("client_item_id") {
         Some(Value::String(id)) => id.clone(),
         _ => format!("#{index}"),
@@ -590,6 +678,20 @@ fn judge_item(
             ManifestKind::Edit => check_edit_item(fields, &mut problems),
         }
     }
+    // Typed once, while the value is at hand; a misfit after every check passed is a bug.
+    let fields = if problems.is_empty() {
+        match ItemFields::from_validated(&given) {
+            Ok(fields) => Some(fields),
+            Err(e) => {
+                debug_assert!(false, "validation and the typed fields disagree: {e}");
+                tracing::error!(index, "{e} (a bug): the item is rejected");
+                problems.push(format!("{e} (a bug in the daemon)"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let rejection = (!problems.is_empty()).then(|| {
         format!(
             "item {index} (client_item_id `{client_item_id}`): {}",
@@ -599,7 +701,8 @@ fn judge_item(
     ValidatedItem {
         index,
         client_item_id,
-        given,
+        given: raw.get().to_owned(),
+        fields,
         rejection,
     }
 }
@@ -950,6 +1053,65 @@ mod tests {
     }
 
     #[test]
+    fn priority_is_a_top_level_field_of_every_kind_and_names_a_priority() {
+        let documents = [
+            bulk(json!([{"input_data": {}}])),
+            json!({"kind": "create", "items": [{"name": "n", "prompt": "p"}]}),
+            json!({"kind": "edit", "items": [{"prompt": "p", "target_client_item_id": "a"}]}),
+        ];
+        for document in documents {
+            for priority in ["high", "normal", "low"] {
+                let mut given = document.clone();
+                given["priority"] = json!(priority);
+                let manifest = validate(given).expect("accepted");
+                assert_eq!(manifest.top.get("priority"), Some(&json!(priority)), "kept for the daemon");
+            }
+            let mut urgent = document.clone();
+            urgent["priority"] = json!("urgent");
+            assert_eq!(
+                manifest_error(urgent),
+                "top-level field `priority` must be one of \"high\", \"normal\" or \"low\", found \"urgent\""
+            );
+            let mut number = document.clone();
+            number["priority"] = json!(1);
+            assert!(manifest_error(number).ends_with("found a number"));
+            let mut typo = document;
+            typo["prority"] = json!("high");
+            assert!(manifest_error(typo).contains("did you mean `priority`?"));
+        }
+    }
+
+    #[test]
+    fn schema_is_accepted_and_dropped() {
+        let mut document = json!({"kind": "edit", "items": [{"prompt": "p", "target_client_item_id": "a"}]});
+        document["$schema"] = json!("./schema/manifest.schema.json");
+        let manifest = validate(document.clone()).expect("accepted");
+        assert!(!manifest.top.contains_key("$schema"), "ignored: not kept among the top-level fields");
+        document["$schema"] = json!({"not": "a string"});
+        assert_eq!(
+            manifest_error(document),
+            "top-level field `$schema` must be a string, found an object"
+        );
+    }
+
+    #[test]
+    fn priority_is_the_daemons_and_typed_apart_from_tenteds_fields() {
+        let mut document = bulk(json!([{"input_data": {}}]));
+        document["priority"] = json!("high");
+        let manifest = validate(document).expect("accepted");
+        let typed = crate::manifest::TopFields::from_validated(&manifest.top).expect("typed");
+        // Requests are built from Tented's fields only; `priority` weighs the fair share.
+        assert_eq!(
+            typed,
+            crate::manifest::TopFields {
+                template_id: Some("tpl_1".into()),
+                priority: Priority::High,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
     fn a_minimal_bulk_manifest_is_accepted_with_default_ids() {
         let manifest = validate(bulk(
             json!([{"input_data": {}}, {"input_data": {"a": 1}, "client_item_id": "x"}]),
@@ -959,10 +1121,9 @@ mod tests {
         assert_eq!(manifest.items[0].client_item_id, "#0");
         assert_eq!(manifest.items[1].client_item_id, "x");
         assert_eq!(manifest.items[1].index, 1);
-        assert_eq!(
-            manifest.items[1].given,
-            json!({"input_data": {"a": 1}, "client_item_id": "x"})
-        );
+        let given: Value = serde_json::from_str(&manifest.items[1].given).expect("json text");
+        assert_eq!(given, json!({"input_data": {"a": 1}, "client_item_id": "x"}));
+        assert!(manifest.items[1].fields.is_some(), "typed once, at validation");
         assert!(manifest.items.iter().all(ValidatedItem::is_accepted));
         assert_eq!(manifest.top.get("template_id"), Some(&json!("tpl_1")));
         assert!(!manifest.top.contains_key("items") && !manifest.top.contains_key("kind"));

@@ -8,6 +8,9 @@
 //! A candidate is ready once it is no longer being written: its size, modification
 //! time and inode have been seen unchanged by two looks at least `settle` apart, and
 //! its modification time is at least `settle` in the past. Any change resets its clock.
+//! A file renamed into the inbox (the documented way to drop one: write elsewhere, then
+//! rename) is complete by construction and ready at once, unless it changes after the
+//! rename, in which case the settle rule applies to it as to any other file.
 //! A modification time in the future (a skewed clock, preserved timestamps) cannot be
 //! judged and is left to the two-look rule alone, so that such a file is not stuck.
 //!
@@ -25,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use notify::event::{AccessKind, AccessMode, EventKind};
@@ -32,6 +36,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// How long a rename seen for a file that is not a candidate is remembered.
+const RENAME_MEMORY: Duration = Duration::from_secs(60);
 
 /// The suffix of a candidate file name.
 const CANDIDATE_SUFFIX: &[u8] = b".json";
@@ -107,6 +114,11 @@ pub struct InboxWatcher {
     /// Whether the notify side of `hints` is still there.
     hints_open: bool,
     observed: HashMap<PathBuf, Observation>,
+    /// Files the notify thread saw renamed into the folder, and when.
+    renamed_in: Arc<Mutex<HashMap<PathBuf, std::time::Instant>>>,
+    /// Renamed-in files, with what they looked like when first seen after the rename:
+    /// ready while they still look the same.
+    complete: HashMap<PathBuf, FileSignature>,
     /// How many scans of the folder this watcher has made (for tests and diagnostics).
     scans: u64,
 }
@@ -133,6 +145,8 @@ impl InboxWatcher {
     ) -> Result<InboxWatcher, InboxWatchError> {
         let (sender, hints) = mpsc::channel(1);
         let watched_dir = dir.clone();
+        let renamed_in = Arc::new(Mutex::new(HashMap::new()));
+        let renamed = Arc::clone(&renamed_in);
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match &event {
                 Err(error) => {
@@ -142,7 +156,12 @@ impl InboxWatcher {
                     tracing::debug!(dir = %watched_dir.display(), "inbox watcher lost events; scanning the folder")
                 }
                 Ok(event) if !can_change_what_is_ready(&event.kind) => return,
-                Ok(_) => {}
+                Ok(event) => {
+                    if let Some(path) = renamed_into(event) {
+                        let mut renamed = renamed.lock().unwrap_or_else(|p| p.into_inner());
+                        renamed.insert(path, std::time::Instant::now());
+                    }
+                }
             }
             // A full channel already holds a hint, and a closed one means nobody listens.
             let _ = sender.try_send(());
@@ -162,6 +181,8 @@ impl InboxWatcher {
             hints,
             hints_open: true,
             observed: HashMap::new(),
+            renamed_in,
+            complete: HashMap::new(),
             scans: 0,
         })
     }
@@ -214,6 +235,7 @@ impl InboxWatcher {
     /// Tells the watcher a file was taken (moved away), so it forgets it.
     pub fn forget(&mut self, path: &Path) {
         self.observed.remove(path);
+        self.complete.remove(path);
     }
 
     /// Looks at every candidate in the folder, updates what was seen of it, and forgets
@@ -270,7 +292,8 @@ impl InboxWatcher {
                 Ok(age) => self.settle.saturating_sub(age),
                 Err(_) => Duration::ZERO,
             };
-            let wait = stable_wait.max(age_wait);
+            let renamed_in = self.is_complete(&path, signature);
+            let wait = if renamed_in { Duration::ZERO } else { stable_wait.max(age_wait) };
             if wait.is_zero() {
                 outcome.ready.push(path.clone());
             } else {
@@ -279,8 +302,49 @@ impl InboxWatcher {
             present.insert(path);
         }
         self.observed.retain(|path, _| present.contains(path));
+        self.complete.retain(|path, _| present.contains(path));
+        // Renames of files that are not candidates (hidden, other suffixes) are forgotten
+        // after a while (not at once: a rename may land while this scan lists the folder).
+        self.renamed_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|path, at| present.contains(path) || at.elapsed() < RENAME_MEMORY);
         outcome.ready.sort();
         Ok(outcome)
+    }
+}
+
+impl InboxWatcher {
+    /// Whether a file was renamed in and has not changed since it was first seen so.
+    fn is_complete(&mut self, path: &Path, signature: FileSignature) -> bool {
+        let fresh = self
+            .renamed_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path)
+            .is_some();
+        if fresh {
+            self.complete.insert(path.to_path_buf(), signature);
+        }
+        match self.complete.get(path) {
+            Some(seen) if *seen == signature => true,
+            Some(_) => {
+                // Written to after the rename: it settles like any other file.
+                self.complete.remove(path);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// The file an event says was renamed into the folder, if any.
+fn renamed_into(event: &notify::Event) -> Option<PathBuf> {
+    use notify::event::{ModifyKind, RenameMode};
+    match event.kind {
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first().cloned(),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.last().cloned(),
+        _ => None,
     }
 }
 
@@ -491,6 +555,29 @@ mod tests {
         .await
         .expect("returned on cancellation");
         assert!(ready.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_renamed_in_is_ready_at_once_and_one_written_in_place_still_settles() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inbox = dir.path().join("inbox");
+        std::fs::create_dir(&inbox).expect("mkdir");
+        // A settle time far longer than the test: only the rename can make a file ready.
+        let mut watcher =
+            InboxWatcher::new(inbox.clone(), Duration::from_secs(60), LONG_RESCAN).expect("watch");
+        std::fs::write(inbox.join("in-place.json"), b"{").expect("write in place");
+        std::fs::write(dir.path().join("daily.json"), b"{}").expect("write elsewhere");
+        std::fs::rename(dir.path().join("daily.json"), inbox.join("daily.json")).expect("rename");
+        let shutdown = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let ready = tokio::time::timeout(Duration::from_secs(10), watcher.next_ready(&shutdown))
+            .await
+            .expect("the renamed file is ready without its settle time");
+        assert_eq!(ready, vec![inbox.join("daily.json")], "the file written in place still settles");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        // Written to after the rename: it settles like any other file.
+        std::fs::write(inbox.join("daily.json"), b"{\"more\": 1}").expect("rewrite");
+        assert!(watcher.scan_now().expect("scan").is_empty());
     }
 
     #[tokio::test]

@@ -17,7 +17,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod answer;
+mod fair;
 mod requests;
+
+use fair::FairShare;
+use tokio::task::JoinSet;
 
 pub use requests::{requested_alias, wants_publication};
 use requests::{build_bulk_request, build_create_request, build_edit_request, requested_tent_name, Unsendable};
@@ -59,7 +63,7 @@ pub fn chunk_size(kind: ManifestKind) -> u32 {
 /// What the submitter did in one step.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
-    /// A request went out (whatever its answer).
+    /// A request's intent was recorded and the request went on the wire (in its own task).
     Sent,
     /// Nothing to send now; look again at this wall time (ms) or when woken.
     Idle { until_ms: Option<u64> },
@@ -97,39 +101,88 @@ impl Backoff {
         self.attempts.remove(&manifest_id);
         self.not_before_ms.remove(&manifest_id);
     }
+
+    /// What an answer says about the manifest's next request.
+    fn settle(&mut self, manifest_id: u64, retry: Retry, now_ms: u64) {
+        match retry {
+            Retry::Now => self.reset(manifest_id),
+            Retry::Backoff { at_least } => {
+                let delay = self.delay(manifest_id, at_least);
+                let at = now_ms.saturating_add(crate::clock::duration_ms(delay));
+                self.not_before_ms.insert(manifest_id, at);
+            }
+            Retry::Unchanged => {}
+        }
+    }
 }
 
-/// The submitter task.
+/// A request that went out: its manifest and what its answer says about the next one.
+type Sent = (u64, Retry);
+
+/// The submitter's memory between steps.
+pub struct Submitter {
+    backoff: Backoff,
+    fair: FairShare,
+    in_flight: JoinSet<Sent>,
+}
+
+impl Submitter {
+    pub fn new(poll_interval: Duration) -> Submitter {
+        Submitter {
+            backoff: Backoff::new(poll_interval),
+            fair: FairShare::default(),
+            in_flight: JoinSet::new(),
+        }
+    }
+
+    /// Applies what a finished request's answer says about its manifest's next one.
+    fn settle(&mut self, ctx: &Context, done: Result<Sent, tokio::task::JoinError>) {
+        match done {
+            Ok((manifest_id, retry)) => self.backoff.settle(manifest_id, retry, ctx.clock.now_ms()),
+            // Its intent is durable: the next start reports its items `unknown`.
+            Err(e) => tracing::error!("a create request's task failed: {e}"),
+        }
+    }
+}
+
+/// The submitter task: keeps up to `submit.max_in_flight` create requests on the wire,
+/// and lets the requests under way end (and their answers be recorded) at shutdown.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let mut backoff = Backoff::new(ctx.settings.poll.interval);
-    loop {
-        if shutdown.is_cancelled() {
-            return;
+    let mut submitter = Submitter::new(ctx.settings.poll.interval);
+    let slots = ctx.settings.submit.max_in_flight.max(1) as usize;
+    while !shutdown.is_cancelled() {
+        while let Some(done) = submitter.in_flight.try_join_next() {
+            submitter.settle(&ctx, done);
         }
-        let step = step(&ctx, &mut backoff).await;
-        ctx.mark_progress();
-        match step {
-            Ok(Step::Sent) => continue,
-            Ok(Step::Idle { until_ms }) => {
-                let wake = ctx.wake_submitter.notified();
-                let sleep = match until_ms {
-                    Some(at) => tokio::time::sleep_until(ctx.clock.instant_at(at)),
-                    None => tokio::time::sleep(Duration::from_secs(3600)),
-                };
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wake => {}
-                    _ = sleep => {}
+        let mut wait = Some(Duration::from_secs(3600));
+        if submitter.in_flight.len() < slots {
+            let step = step(&ctx, &mut submitter).await;
+            ctx.mark_progress();
+            match step {
+                Ok(Step::Sent) => continue,
+                Ok(Step::Idle { until_ms }) => {
+                    wait = until_ms.map(|at| ctx.clock.instant_at(at).saturating_duration_since(tokio::time::Instant::now()));
                 }
-            }
-            Err(e) => {
-                tracing::error!("submission: {e}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(ERROR_PAUSE) => {}
+                Err(e) => {
+                    tracing::error!("submission: {e}");
+                    wait = Some(ERROR_PAUSE);
                 }
             }
         }
+        let wake = ctx.wake_submitter.notified();
+        let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600)));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(done) = submitter.in_flight.join_next(), if !submitter.in_flight.is_empty() => {
+                submitter.settle(&ctx, done);
+            }
+            _ = wake => {}
+            _ = sleep => {}
+        }
+    }
+    // Requests under way end (or time out) and their answers are recorded.
+    while let Some(done) = submitter.in_flight.join_next().await {
+        submitter.settle(&ctx, done);
     }
 }
 
@@ -140,21 +193,22 @@ enum Plan {
     Later(u64),
 }
 
-/// Sends at most one request: the next one of the oldest manifest that has something to send.
-pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreError> {
-    let now = ctx.clock.now_ms();
+/// The manifests that have something to send now, with their weights, and the earliest
+/// time one that must wait may send. Nothing is recorded but moved cursors.
+async fn candidates(
+    ctx: &Context,
+    backoff: &Backoff,
+    now: u64,
+) -> Result<(Vec<(u64, u32)>, Option<u64>), StoreError> {
     let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
     let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let mut wake_at: Option<u64> = None;
-    let earliest = |at: u64, wake_at: &mut Option<u64>| {
-        *wake_at = Some(wake_at.map_or(at, |w: u64| w.min(at)));
-    };
-    // 1. Find the oldest manifest with something to send (nothing is recorded yet).
-    let mut chosen = None;
+    let mut earliest = |at: u64| wake_at = Some(wake_at.map_or(at, |w: u64| w.min(at)));
+    let mut ready = Vec::new();
     for id in ctx.active_ids() {
         if let Some(&at) = backoff.not_before_ms.get(&id) {
             if at > now {
-                earliest(at, &mut wake_at);
+                earliest(at);
                 continue;
             }
         }
@@ -165,10 +219,7 @@ pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreErr
             Err(e) => return Err(e),
         };
         match plan_next(&mut txn, now, max_wait, slow_start)? {
-            Plan::Items(_) => {
-                chosen = Some(id);
-                break;
-            }
+            Plan::Items(_) => ready.push((id, txn.manifest().top.priority.weight())),
             Plan::Nothing => {
                 // Only a moved cursor or a cleared credit retry is worth a write.
                 let unchanged = writer
@@ -179,53 +230,84 @@ pub async fn step(ctx: &Context, backoff: &mut Backoff) -> Result<Step, StoreErr
                     txn.commit().await?;
                 }
             }
-            Plan::Later(at) => earliest(at, &mut wake_at),
+            Plan::Later(at) => earliest(at),
         }
     }
-    let Some(id) = chosen else {
+    Ok((ready, wake_at))
+}
+
+/// Puts at most one more request on the wire: the next one of the manifest whose turn it
+/// is (fair share by priority), its intent durable before it leaves.
+pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step, StoreError> {
+    let now = ctx.clock.now_ms();
+    let (ready, wake_at) = candidates(ctx, &submitter.backoff, now).await?;
+    let Some(id) = submitter.fair.choose(&ready) else {
         return Ok(Step::Idle { until_ms: wake_at });
     };
-    // 2. Wait for the budget (and any 401 pause) before recording anything, so that a long
-    //    wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
-    let permit = ctx.client.reserve().await;
-    // 3. Record the intent, durably, then send.
-    let (manifest, seq, items) = {
-        let writer = ctx.store.writer().await;
-        let mut txn = writer.begin(id)?;
-        let now = ctx.clock.now_ms();
-        let Plan::Items(items) = plan_next(&mut txn, now, max_wait, slow_start)? else {
-            // Something changed while we waited (a cancel, a pause): look again.
-            return Ok(Step::Sent);
-        };
-        let seq = txn.manifest().next_job_seq;
-        txn.manifest_mut().next_job_seq += 1;
-        let kind = match txn.manifest().kind {
-            ManifestKind::Bulk => JobKind::Bulk,
-            ManifestKind::Create => JobKind::Create,
-            ManifestKind::Edit => JobKind::Edit,
-        };
-        for item in &items {
-            txn.apply(item.index, ItemEvent::SendIntent { job_seq: seq })?;
-        }
-        txn.put_job(JobRecord::sending(
-            id,
-            seq,
-            kind,
-            items.iter().map(|i| i.index).collect(),
-            now,
-        ));
-        let manifest = txn.commit().await?;
-        (manifest, seq, items)
+    // Wait for the budget (and any 401 pause) before recording anything, so that a long
+    // wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
+    let permit = ctx.client.reserve_as(crate::api::CallClass::Create).await;
+    let held_back = permit.waited() > Duration::from_secs(1);
+    if ctx.creates_budget_bound.swap(held_back, std::sync::atomic::Ordering::Relaxed) != held_back && held_back {
+        tracing::info!(
+            waited_ms = permit.waited().as_millis() as u64,
+            "the request budget (api.requests_per_second) is what delays create requests"
+        );
+    }
+    let Some((manifest, seq, items)) = record_intent(ctx, id).await? else {
+        // Something changed while we waited (a cancel, a pause): look again.
+        return Ok(Step::Sent);
     };
-    send(ctx, backoff, &manifest, seq, &items, permit).await;
+    let ctx = Arc::clone(ctx);
+    submitter.in_flight.spawn(async move {
+        let retry = send(&ctx, &manifest, seq, &items, permit).await;
+        (manifest.id, retry)
+    });
     Ok(Step::Sent)
 }
 
-/// Whether a manifest must wait for answers before sending more: until the failure
-/// threshold can judge it (25 final answers from the API), at most about 25 items are at
-/// risk (sent and not yet answered), so that a broken template costs one chunk's worth,
-/// not everything the budget could send before the first failure comes back. Create and
-/// edit manifests (one item per request) may have 25 in flight, not one.
+/// Records, durably, that the manifest's next request is about to be sent.
+async fn record_intent(
+    ctx: &Context,
+    id: u64,
+) -> Result<Option<(ManifestRecord, u32, Vec<ItemRecord>)>, StoreError> {
+    let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
+    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
+    let writer = ctx.store.writer().await;
+    let mut txn = writer.begin(id)?;
+    let now = ctx.clock.now_ms();
+    let Plan::Items(items) = plan_next(&mut txn, now, max_wait, slow_start)? else {
+        return Ok(None);
+    };
+    let seq = txn.manifest().next_job_seq;
+    txn.manifest_mut().next_job_seq += 1;
+    let kind = match txn.manifest().kind {
+        ManifestKind::Bulk => JobKind::Bulk,
+        ManifestKind::Create => JobKind::Create,
+        ManifestKind::Edit => JobKind::Edit,
+    };
+    for item in &items {
+        txn.apply(item.index, ItemEvent::SendIntent { job_seq: seq })?;
+    }
+    let indices = items.iter().map(|i| i.index).collect();
+    txn.put_job(JobRecord::sending(id, seq, kind, indices, now));
+    let manifest = txn.commit().await?;
+    Ok(Some((manifest, seq, items)))
+}
+
+/// Items each completed generation adds to the slow start's window: two chunks, so a
+/// healthy manifest's next requests leave as soon as its first generation completes, and
+/// the window at least doubles with each round of answers, as TCP's does.
+pub const SLOW_START_GROWTH: u32 = 2 * BULK_CHUNK;
+
+/// Whether a manifest must wait for answers before sending more: a slow start, as TCP's.
+/// Until the failure threshold can judge it (25 final answers from the API), the items
+/// at risk (sent and not completed, plus those that failed or were refused) stay within a
+/// window of 25 that every completed generation widens by [`SLOW_START_GROWTH`]. A broken
+/// template (every generation fails, or the API refuses every item) completes nothing,
+/// so it costs one chunk's worth; a healthy one opens the way as its first successes
+/// arrive, without waiting for a whole chunk's answers. Create and edit manifests (one
+/// item per request) may have 25 at risk, not one.
 pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
     if manifest.threshold_overridden() {
         return false;
@@ -233,12 +315,13 @@ pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
     let api_rejected = manifest
         .count(ItemState::Rejected)
         .saturating_sub(manifest.local_rejections);
-    let answered =
-        manifest.count(ItemState::Completed) + manifest.count(ItemState::Failed) + api_rejected;
+    let completed = manifest.count(ItemState::Completed);
+    let went_wrong = manifest.count(ItemState::Failed) + api_rejected;
     let in_flight = manifest.count(ItemState::Sending)
         + manifest.count(ItemState::Admitted)
         + manifest.count(ItemState::AwaitingDetails);
-    answered < THRESHOLD_MIN_ANSWERS && answered + in_flight >= THRESHOLD_MIN_ANSWERS
+    let window = THRESHOLD_MIN_ANSWERS + SLOW_START_GROWTH * completed;
+    completed + went_wrong < THRESHOLD_MIN_ANSWERS && went_wrong + in_flight >= window
 }
 
 fn plan_next(
@@ -325,14 +408,15 @@ fn build_request(manifest: &ManifestRecord, items: &[ItemRecord]) -> Result<Requ
     })
 }
 
+/// Sends one request whose intent is durable, and records its answer; returns what the
+/// answer says about the manifest's next request.
 async fn send(
     ctx: &Context,
-    backoff: &mut Backoff,
     manifest: &ManifestRecord,
     seq: u32,
     items: &[ItemRecord],
     permit: BudgetPermit,
-) {
+) -> Retry {
     fail::fail_point!("submit-before-request", |_| crate::crash::simulated_crash(
     ));
     let name = &manifest.name;
@@ -366,7 +450,7 @@ async fn send(
         }
     };
     fail::fail_point!("submit-after-request", |_| crate::crash::simulated_crash());
-    answer.record(ctx, backoff, manifest, seq, items).await;
+    answer.record(ctx, manifest, seq, items).await
 }
 
 impl CreateAnswer {
@@ -375,14 +459,13 @@ impl CreateAnswer {
     async fn record(
         &self,
         ctx: &Context,
-        backoff: &mut Backoff,
         manifest: &ManifestRecord,
         seq: u32,
         items: &[ItemRecord],
-    ) {
+    ) -> Retry {
         loop {
-            match record_answer(ctx, backoff, manifest, seq, items, self).await {
-                Ok(()) => return,
+            match record_answer(ctx, manifest, seq, items, self).await {
+                Ok(retry) => return retry,
                 Err(e) => {
                     tracing::error!(manifest = %manifest.name, seq, "cannot record the answer to a create request (trying again): {e}");
                     tokio::time::sleep(RECORD_RETRY).await;
@@ -395,18 +478,17 @@ impl CreateAnswer {
 /// Records an answer: interprets it, then applies the effects in one transaction.
 async fn record_answer(
     ctx: &Context,
-    backoff: &mut Backoff,
     manifest: &ManifestRecord,
     seq: u32,
     items: &[ItemRecord],
     answer: &CreateAnswer,
-) -> Result<(), StoreError> {
+) -> Result<Retry, StoreError> {
     let id = manifest.id;
     let now = ctx.clock.now_ms();
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(id)?;
     let Some(mut job) = txn.job(seq)? else {
-        return Ok(());
+        return Ok(Retry::Unchanged);
     };
     let indices = job.item_indices.clone();
     log_answer(manifest, answer, &indices);
@@ -427,16 +509,6 @@ async fn record_answer(
     check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
     txn.commit().await?;
     drop(writer);
-    match effects.retry {
-        Retry::Now => backoff.reset(id),
-        Retry::Backoff { at_least } => {
-            let delay = backoff.delay(id, at_least);
-            backoff
-                .not_before_ms
-                .insert(id, now.saturating_add(crate::clock::duration_ms(delay)));
-        }
-        Retry::Unchanged => {}
-    }
     if any_admitted {
         let _ = ctx.new_jobs.send(JobKey {
             manifest_id: id,
@@ -444,7 +516,9 @@ async fn record_answer(
         });
     }
     crate::pipeline::outbox::finish_if_done(ctx, id).await;
-    Ok(())
+    // Answers may open the way for more requests (slow start, fair share).
+    ctx.wake_submitter.notify_one();
+    Ok(effects.retry)
 }
 
 /// Applies an answer's effects to the job and its items; returns whether any item was
@@ -588,6 +662,24 @@ mod tests {
         // 25 answers in: the threshold can judge, no more holding.
         assert!(!holds_for_answers(&manifest_with(
             &[(Pending, 50), (Admitted, 25), (Completed, 25)],
+            0
+        )));
+        // The first successes open the way: one completed item widens the window by two chunks.
+        assert!(!holds_for_answers(&manifest_with(
+            &[(Pending, 75), (Admitted, 24), (Completed, 1)],
+            0
+        )));
+        assert!(holds_for_answers(&manifest_with(
+            &[(Pending, 24), (Admitted, 75), (Completed, 1)],
+            0
+        )));
+        assert!(!holds_for_answers(&manifest_with(
+            &[(Pending, 24), (Admitted, 74), (Completed, 2)],
+            0
+        )));
+        // Failures open nothing: 10 failed and 15 generating hold, as with no answer.
+        assert!(holds_for_answers(&manifest_with(
+            &[(Pending, 75), (Admitted, 15), (Failed, 10)],
             0
         )));
         // Resumed by the operator: no holding.
