@@ -4,7 +4,7 @@
 //! resident memory sampled after every manifest. They must level off instead of growing
 //! with the items processed.
 //!
-//! `SOAK_ITEMS` sets how many items (default 3,000, a few seconds; the 100,000-item run
+//! `SOAK_ITEMS` sets how many items (default 2,000, a few seconds; the 100,000-item run
 //! in BENCHMARKS.md used `SOAK_ITEMS=100000`); `SOAK_REPORT=FILE` writes the samples as
 //! CSV.
 
@@ -48,7 +48,7 @@ fn soak_items() -> usize {
     std::env::var("SOAK_ITEMS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3_000)
+        .unwrap_or(2_000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +67,7 @@ async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
     let config = write_config(
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url())
-            .set("api", "requests_per_second", 2000)
+            .set("api", "requests_per_second", 1000)
             .set("retention", "store", "1s"),
     );
     let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[("TENTED_API_KEY", "sim-key")]);
