@@ -1,13 +1,13 @@
-//! The admin endpoint: `/healthz`, `/metrics`, `/status`, and the operator controls
-//! `POST /manifests/{name}/cancel` and `POST /manifests/{name}/resume`.
+//! The admin endpoint: `/healthz`, `/metrics`, `/status`, the history (`GET /manifests`,
+//! `GET /manifests/{name}`), and the operator controls `POST /manifests/{name}/cancel`,
+//! `.../pause` and `.../resume`.
 //!
 //! Nothing here shows the API key.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::state::item::ItemState;
 use crate::schedule::next_poll_due_ms;
-use crate::state::control::Control;
 use crate::state::job::JobState;
 use crate::store::ManifestRecord;
 
@@ -26,6 +25,9 @@ use crate::store::ManifestRecord;
 pub struct StatusReport {
     pub healthy: bool,
     pub auth_paused: bool,
+    /// Folders the daemon cannot write now (disk full, unwritable), one message each.
+    #[serde(default)]
+    pub storage_problems: Vec<String>,
     pub budget_limited: bool,
     /// Which calls the request budget is holding back now: "creates", "polls", "creates
     /// and polls", or none.
@@ -60,30 +62,14 @@ pub fn manifest_status(ctx: &Context, m: &ManifestRecord) -> ManifestStatus {
             }
         }
     }
-    let (state, reason) = if m.finished_at_ms.is_some() {
-        ("finished", m.rejection.clone())
-    } else {
-        match &m.control() {
-            Control::Paused { reason } => ("paused", Some(reason.clone())),
-            Control::Canceled => ("canceled", None),
-            Control::Running if m.credit_retry_at_ms.is_some() => (
-                "credit_wait",
-                Some("Tented is out of credits; sending tries again later".to_string()),
-            ),
-            Control::Running => ("active", None),
-        }
-    };
+    let (state, reason) = crate::history::state_and_reason(m);
     ManifestStatus {
         name: m.name.clone(),
         kind: m.kind.as_str().to_string(),
         state: state.to_string(),
         reason,
         received_at: crate::clock::rfc3339(m.received_at_ms),
-        counts: ItemState::ALL
-            .iter()
-            .filter(|s| m.count(**s) > 0)
-            .map(|s| (s.as_str().to_string(), m.count(*s)))
-            .collect(),
+        counts: crate::history::counts_by_state(m),
         jobs_polling: polling,
         next_poll_at: next_poll.map(crate::clock::rfc3339),
         credit_retry_at: m.credit_retry_at_ms.map(crate::clock::rfc3339),
@@ -98,9 +84,11 @@ pub fn status_report(ctx: &Context) -> StatusReport {
         }
     }
     let auth_paused = ctx.client.auth_paused();
+    let storage_problems = ctx.storage.problems();
     StatusReport {
-        healthy: !auth_paused,
+        healthy: !auth_paused && storage_problems.is_empty(),
         auth_paused,
+        storage_problems,
         budget_limited: ctx.budget_bound.load(Ordering::Relaxed),
         budget_holding_back: match (
             ctx.creates_budget_bound.load(Ordering::Relaxed),
@@ -117,14 +105,16 @@ pub fn status_report(ctx: &Context) -> StatusReport {
 }
 
 async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
+    let mut problems = Vec::new();
     if ctx.client.auth_paused() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unhealthy: Tented refuses the API key (401); every call is paused\n",
-        )
-            .into_response()
-    } else {
+        problems.push("Tented refuses the API key (401); every call is paused".to_string());
+    }
+    problems.extend(ctx.storage.problems());
+    if problems.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let text: String = problems.iter().map(|p| format!("unhealthy: {p}\n")).collect();
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
     }
 }
 
@@ -132,54 +122,46 @@ async fn status(State(ctx): State<Arc<Context>>) -> Json<StatusReport> {
     Json(status_report(&ctx))
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    let mut out = String::new();
-    let calls = ctx.client.call_counts().into_iter().map(|(endpoint, label, n)| {
-        (format!("{{endpoint=\"{}\",status=\"{label}\"}}", endpoint.as_str()), n.to_string())
-    });
-    family(&mut out, "api_calls_total", "counter", "Calls to the Tented API by endpoint and answer.", calls);
-    let mut by_state = [0u64; 11];
-    let mut manifests_by_state: std::collections::BTreeMap<String, u64> = Default::default();
+/// What the daemon's state says for `/metrics` now.
+pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
+    let mut items = [0u64; 11];
+    let mut manifests: std::collections::BTreeMap<&'static str, u64> = Default::default();
     for id in ctx.active_ids() {
         if let Ok(Some(m)) = ctx.store.manifest(id) {
             for (slot, state) in ItemState::ALL.iter().enumerate() {
-                by_state[slot] += u64::from(m.count(*state));
+                items[slot] += u64::from(m.count(*state));
             }
-            *manifests_by_state
-                .entry(manifest_status(&ctx, &m).state)
-                .or_insert(0) += 1;
+            let state = match crate::history::state_and_reason(&m).0 {
+                // Every item is final; its result file is still to be written.
+                "finished" => "writing_result",
+                other => other,
+            };
+            *manifests.entry(state).or_insert(0) += 1;
         }
     }
-    let items = ItemState::ALL.iter().enumerate().map(|(slot, state)| {
-        (format!("{{state=\"{}\"}}", state.as_str()), by_state[slot].to_string())
-    });
-    family(&mut out, "items", "gauge", "Items of unfinished manifests by state.", items);
-    let manifests = ["active", "paused", "credit_wait", "canceled", "finished"].map(|state| {
-        let n = manifests_by_state.get(state).copied().unwrap_or(0);
-        (format!("{{state=\"{state}\"}}"), n.to_string())
-    });
-    family(&mut out, "manifests", "gauge", "Unfinished manifests by state.", manifests);
-    let (delayed, waited) = ctx.client.budget().delays();
-    let one = |value: String| [(String::new(), value)];
-    family(&mut out, "budget_delayed_calls_total", "counter", "Calls that waited for the request budget.", one(delayed.to_string()));
-    family(&mut out, "poll_delay_seconds_total", "counter", "Time calls waited for the request budget.", one(format!("{:.3}", waited.as_secs_f64())));
-    family(&mut out, "auth_paused", "gauge", "1 while a 401 pauses every call.", one(u8::from(ctx.client.auth_paused()).to_string()));
-    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+    crate::metrics::Snapshot {
+        items: ItemState::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| !state.is_final())
+            .map(|(slot, state)| (state.as_str(), items[slot]))
+            .collect(),
+        manifests: ["active", "paused", "credit_wait", "canceled", "writing_result"]
+            .map(|state| (state, manifests.get(state).copied().unwrap_or(0)))
+            .to_vec(),
+        items_finished: ctx.store.tally().items_finished(),
+        manifests_finished: ctx.store.tally().manifests_finished(),
+        budget_wait: ctx.client.budget().total_wait(),
+        auth_paused: ctx.client.auth_paused(),
+        store_bytes: ctx.store.size_on_disk(),
+    }
 }
 
-/// Writes one metric family in the Prometheus text format: HELP, TYPE, then a line per
-/// (labels, value).
-fn family(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (String, String)>,
-) {
-    let _ = writeln!(out, "# HELP tented_bulkd_{name} {help}");
-    let _ = writeln!(out, "# TYPE tented_bulkd_{name} {kind}");
-    for (labels, value) in rows {
-        let _ = writeln!(out, "tented_bulkd_{name}{labels} {value}");
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    match ctx.metrics.encode(&metrics_snapshot(&ctx)) {
+        Ok(text) => ([("content-type", crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the metrics: {e}\n"))
+            .into_response(),
     }
 }
 
@@ -251,13 +233,121 @@ async fn resume(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Re
     }
 }
 
+/// `?limit=N` of `GET /manifests`; `?items=true` of `GET /manifests/NAME`.
+#[derive(Deserialize, Debug, Default)]
+pub struct HistoryQuery {
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub items: bool,
+}
+
+/// An answer of the read-only history endpoints that is not the document asked for.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct HistoryError {
+    pub error: String,
+}
+
+fn history_error(status: StatusCode, error: String) -> Response {
+    (status, Json(HistoryError { error })).into_response()
+}
+
+/// `GET /manifests[?limit=N]`: what `list` prints.
+async fn manifests(State(ctx): State<Arc<Context>>, Query(query): Query<HistoryQuery>) -> Response {
+    let limit = query.limit.unwrap_or(crate::history::DEFAULT_LIST_LIMIT);
+    match crate::history::list(&ctx, limit) {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => history_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /manifests/NAME[?items=true]`: what `show` prints.
+async fn manifest(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    match crate::history::show(&ctx, &name, query.items) {
+        Ok(Some(detail)) => Json(detail).into_response(),
+        Ok(None) => history_error(StatusCode::NOT_FOUND, format!("no manifest named `{name}`")),
+        Err(e) => history_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn pause(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+    let Some(m) = find(&ctx, &name) else {
+        let message = format!("no manifest named `{name}`");
+        return control_answer(StatusCode::NOT_FOUND, name, message);
+    };
+    if m.finished_at_ms.is_some() {
+        return control_answer(
+            StatusCode::CONFLICT,
+            name,
+            "the manifest is already finished".into(),
+        );
+    }
+    match crate::pipeline::controls::pause(&ctx, m.id).await {
+        Ok(true) => control_answer(
+            StatusCode::OK,
+            name,
+            "paused: nothing more of it is sent until `resume`; what was admitted is still polled"
+                .into(),
+        ),
+        Ok(false) => {
+            let (state, _) = crate::history::state_and_reason(&m);
+            control_answer(
+                StatusCode::CONFLICT,
+                name,
+                format!("the manifest is not running (it is {state})"),
+            )
+        }
+        Err(e) => control_answer(StatusCode::INTERNAL_SERVER_ERROR, name, e.to_string()),
+    }
+}
+
+/// `POST /backup`: a consistent snapshot of the store, streamed back (spooled first into
+/// an unnamed file in the state folder, so the store's writers wait only for the copy).
+async fn backup(State(ctx): State<Arc<Context>>) -> Response {
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::error!("backup failed: {e}");
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("backup failed: {e}\n")).into_response()
+    };
+    let spool = match tempfile::tempfile_in(&ctx.settings.paths.state) {
+        Ok(file) => file,
+        Err(e) => return failed(&e),
+    };
+    let (header, mut file) = match ctx.store.backup_to(spool, ctx.clock.now_ms()).await {
+        Ok(done) => done,
+        Err(e) => return failed(&e),
+    };
+    if let Err(e) = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)) {
+        return failed(&e);
+    }
+    tracing::info!(records = header.records, "backup taken");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    (
+        [
+            ("content-type", "application/octet-stream".to_string()),
+            ("x-tented-backup-created-at", crate::clock::rfc3339(header.created_at_ms)),
+            ("x-tented-backup-records", header.records.to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/manifests", get(manifests))
+        .route("/manifests/{name}", get(manifest))
         .route("/manifests/{name}/cancel", post(cancel))
+        .route("/manifests/{name}/pause", post(pause))
         .route("/manifests/{name}/resume", post(resume))
+        .route("/backup", post(backup))
         .with_state(ctx)
 }
 

@@ -53,7 +53,15 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// What the running daemon is doing, from its admin endpoint.
+    /// Loads the configuration exactly as `run` would and prints the effective settings
+    /// (the API key redacted, with the source it came from); exit 78 if it is invalid.
+    CheckConfig {
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// What the running daemon is doing, from its admin endpoint; exit 1 when it is
+    /// unhealthy or cannot be reached.
     Status {
         /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
@@ -61,6 +69,9 @@ pub enum Command {
         /// Prints the daemon's /status as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// How long to wait for the daemon's answer.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Cancels a manifest: chunks not yet sent are never sent.
     Cancel {
@@ -70,13 +81,66 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Resumes a manifest paused by the failure threshold.
+    /// Resumes a paused manifest (by the operator, the failure threshold or a restore).
     Resume {
         /// The manifest's NAME (its file name without `.json`).
         name: String,
         /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Pauses a manifest: nothing more of it is sent until `resume`; what was admitted is
+    /// still polled.
+    Pause {
+        /// The manifest's NAME (as `list` shows it).
+        name: String,
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Asks the running daemon for a consistent snapshot of its store and writes it to
+    /// FILE, atomically.
+    Backup {
+        /// Where to write the snapshot (written atomically; an existing file is replaced).
+        file: PathBuf,
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Offline: fills an empty `paths.state` from a backup; its unfinished manifests
+    /// start paused.
+    Restore {
+        /// A snapshot written by `backup`.
+        file: PathBuf,
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The manifests in the store, newest first: name, kind, state, counts, times.
+    List {
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many manifests to show.
+        #[arg(long, default_value_t = crate::history::DEFAULT_LIST_LIMIT)]
+        limit: usize,
+    },
+    /// One manifest: state and reason, counts, its requests, the result's path.
+    Show {
+        /// The manifest's NAME (as `list` shows it).
+        name: String,
+        /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON for scripts instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Adds every item's status, tent id and error.
+        #[arg(long)]
+        items: bool,
     },
     /// Builds a manifest from a spreadsheet export (CSV: RFC 4180, UTF-8 with or without a
     /// BOM, a header row), validated as `validate` would; prints it, writes it to --out,
@@ -126,10 +190,87 @@ pub struct FromCsvArgs {
     pub config: Option<PathBuf>,
 }
 
+/// The exit code of an invalid configuration (sysexits.h `EX_CONFIG`): the unit's
+/// `RestartPreventExitStatus=78` keeps systemd from restarting what cannot work.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// The exit code for an error: [`EXIT_CONFIG`] when the configuration is at fault
+/// (anywhere in the cause chain), else 1.
+pub fn exit_code_for(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|cause| {
+        cause.is::<crate::settings::SettingsError>() || cause.is::<InvalidConfiguration>()
+    }) {
+        EXIT_CONFIG
+    } else {
+        1
+    }
+}
+
+/// An invalid configuration whose error is not a [`crate::settings::SettingsError`] (the
+/// simulator's own configuration): exits 78 too.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfiguration(pub String);
+
+/// An error and its causes on one line, each text once: a cause whose text the line
+/// already holds (a message that embeds its source) is not repeated.
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut out = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        out.push_str(": ");
+        out.push_str(&text);
+    }
+    out
+}
+
+/// `check-config`: the configuration as `run` would load it, every key with its value,
+/// and where the API key comes from (never the key itself).
+fn check_config(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let source = ConfigSource::from_arg(config);
+    let settings = Settings::load(&source)?;
+    let key = settings.resolve_api_key_and_source(
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        std::env::var("TENTED_API_KEY").ok(),
+    )?;
+    let file = match &source {
+        ConfigSource::File(path) => format!("{} (given with --config)", path.display()),
+        ConfigSource::Default if Path::new(crate::settings::DEFAULT_CONFIG_PATH).exists() => {
+            crate::settings::DEFAULT_CONFIG_PATH.to_string()
+        }
+        ConfigSource::Default => format!(
+            "none ({} does not exist: built-in defaults)",
+            crate::settings::DEFAULT_CONFIG_PATH
+        ),
+        ConfigSource::BuiltIn => "none (built-in defaults)".to_string(),
+    };
+    println!("# configuration file: {file}");
+    println!("# then TENTED_BULKD__SECTION__KEY environment variables");
+    let mut section = "";
+    for (key, value) in settings.effective() {
+        let (this_section, name) = key.split_once('.').unwrap_or(("", key));
+        if this_section != section {
+            println!("\n[{this_section}]");
+            section = this_section;
+        }
+        println!("{name} = {value}");
+    }
+    println!();
+    let Some((_, key_source)) = key else {
+        return Err(crate::settings::SettingsError::NoApiKey.into());
+    };
+    println!("# API key: [redacted], from {key_source}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs the parsed command; errors are printed with their cause chain by `main`.
 pub fn main_with(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { files } => validate(&files),
+        Command::CheckConfig { config } => check_config(config),
         Command::FromCsv(args) => from_csv(args),
         Command::Schema { which } => schema(&which),
         Command::GenerateAssets { dir } => generate_assets(&dir),
@@ -148,10 +289,29 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run(config).await,
         Command::Demo { manifest, seed } => crate::demo::run(manifest, seed).await,
         Command::Sim(args) => sim(args).await,
-        Command::Status { config, json } => status(config, json).await,
+        Command::Status {
+            config,
+            json,
+            timeout,
+        } => status(config, json, timeout).await,
         Command::Cancel { name, config } => control(config, &name, "cancel").await,
         Command::Resume { name, config } => control(config, &name, "resume").await,
+        Command::Pause { name, config } => control(config, &name, "pause").await,
+        Command::Backup { file, config } => backup(config, &file).await,
+        Command::Restore { file, config } => restore(config, &file).await,
+        Command::List {
+            config,
+            json,
+            limit,
+        } => list(config, json, limit).await,
+        Command::Show {
+            name,
+            config,
+            json,
+            items,
+        } => show(config, &name, json, items).await,
         Command::Validate { .. }
+        | Command::CheckConfig { .. }
         | Command::FromCsv(_)
         | Command::Schema { .. }
         | Command::GenerateAssets { .. } => Ok(ExitCode::FAILURE),
@@ -180,28 +340,48 @@ impl crate::daemon::Lifecycle for Systemd {
     fn stopping(&self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     }
+    fn wants_status(&self) -> bool {
+        std::env::var_os("NOTIFY_SOCKET").is_some()
+    }
+    fn status(&self, line: &str) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(line)]);
+    }
+    /// Half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3) advises.
+    fn watchdog_period(&self) -> Option<std::time::Duration> {
+        let mut usec = 0u64;
+        sd_notify::watchdog_enabled(false, &mut usec)
+            .then(|| std::time::Duration::from_micros(usec / 2))
+    }
 }
 
 async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let source = ConfigSource::from_arg(config);
     let settings = Settings::load(&source)?;
     crate::telemetry::init(settings.log.format);
-    let key = settings.resolve_api_key()?.context(
-        "no API key: set it with systemd LoadCredential=tented_api_key, api.key_file, TENTED_API_KEY or api.key",
-    )?;
-    let (ctx, jobs_rx) = crate::daemon::build_context(settings, key)?;
+    let key = settings
+        .resolve_api_key()?
+        .ok_or(crate::settings::SettingsError::NoApiKey)?;
     let shutdown = CancellationToken::new();
     // Installed before the daemon can say it is ready, so that a SIGTERM right after
     // readiness is a clean stop, never the default action (death by the signal).
     let installed = install_signals().context("cannot install the signal handlers")?;
+    let (current, current_rx) = tokio::sync::watch::channel(None);
     let signals = tokio::spawn(handle_signals(
-        Arc::clone(&ctx),
+        current_rx,
         source,
         shutdown.clone(),
         installed,
     ));
-    let result =
-        crate::daemon::run_with_context(ctx, jobs_rx, shutdown.clone(), Arc::new(Systemd)).await;
+    let result = crate::daemon::run_reopening(
+        settings,
+        key,
+        shutdown.clone(),
+        Arc::new(Systemd),
+        |ctx| {
+            let _ = current.send(ctx);
+        },
+    )
+    .await;
     shutdown.cancel();
     let _ = signals.await;
     result?;
@@ -225,7 +405,7 @@ fn install_signals() -> std::io::Result<Signals> {
 }
 
 async fn handle_signals(
-    ctx: Arc<crate::context::Context>,
+    current: tokio::sync::watch::Receiver<Option<Arc<crate::context::Context>>>,
     source: ConfigSource,
     shutdown: CancellationToken,
     (mut term, mut int, mut hup): Signals,
@@ -237,8 +417,12 @@ async fn handle_signals(
             _ = int.recv() => { tracing::info!("SIGINT"); shutdown.cancel(); return; }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the API key and the request budget");
+                let ctx = current.borrow().clone();
                 match Settings::load(&source) {
-                    Ok(settings) => crate::daemon::reload(&ctx, &settings),
+                    Ok(settings) => match ctx {
+                        Some(ctx) => crate::daemon::reload(&ctx, &settings),
+                        None => tracing::warn!("SIGHUP before the daemon was ready: nothing to reload"),
+                    },
                     Err(e) => tracing::error!("SIGHUP: the configuration does not load, nothing changed: {e}"),
                 }
             }
@@ -248,7 +432,9 @@ async fn handle_signals(
 
 async fn sim(args: crate::simulator::SimArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(crate::settings::LogFormat::Text);
-    let (listen, config) = args.into_config()?;
+    let (listen, config) = args
+        .into_config()
+        .map_err(|e| InvalidConfiguration(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -269,67 +455,233 @@ fn admin_base(config: Option<PathBuf>) -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
-async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
-    let base = admin_base(config)?;
-    let report: StatusReport = reqwest::get(format!("{base}/status"))
+/// How long a command waits for the daemon's answer (a backup waits longer).
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the daemon could not be asked.
+#[derive(Debug, thiserror::Error)]
+enum DaemonUnreachable {
+    #[error("the daemon at {base} did not answer within {} s (it may be overloaded or stuck)", .timeout.as_secs())]
+    Timeout {
+        base: String,
+        timeout: std::time::Duration,
+    },
+    #[error("cannot reach the daemon at {base} (is it running?)")]
+    Connect {
+        base: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// The one way the commands reach the running daemon: today an HTTP request to its
+/// admin endpoint (`GET` to read, `POST` for the operator controls). Kept in this one
+/// function so that the operator commands can move to another transport.
+async fn ask_daemon(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Response, DaemonUnreachable> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|source| DaemonUnreachable::Connect {
+            base: base.to_string(),
+            source,
+        })?;
+    client
+        .request(method, format!("{base}{path}"))
+        .send()
         .await
-        .with_context(|| format!("cannot reach the daemon at {base} (is it running?)"))?
-        .error_for_status()?
+        .map_err(|source| {
+            if source.is_timeout() {
+                DaemonUnreachable::Timeout {
+                    base: base.to_string(),
+                    timeout,
+                }
+            } else {
+                DaemonUnreachable::Connect {
+                    base: base.to_string(),
+                    source,
+                }
+            }
+        })
+}
+
+/// GETs a JSON document from the daemon; a 404's error text becomes the error.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    base: &str,
+    path: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<T> {
+    let response = ask_daemon(base, reqwest::Method::GET, path, timeout).await?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<crate::admin::HistoryError>(&text)
+            .map(|e| e.error)
+            .unwrap_or(text);
+        bail!("the daemon answered {status}: {message}");
+    }
+    response
         .json()
-        .await?;
+        .await
+        .with_context(|| format!("the daemon's answer to {path} is not what this version reads"))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn status(
+    config: Option<PathBuf>,
+    json: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let report: StatusReport = get_json(&base, "/status", timeout).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        print_json(&report)?;
+    } else {
+        println!("{}", crate::tables::status_text(&report));
     }
-    println!(
-        "health: {}   budget: {}/s{}",
-        if report.healthy {
-            "ok"
+    Ok(if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        let why = if report.auth_paused {
+            "Tented refuses the API key (401)".to_string()
         } else {
-            "RED: Tented refuses the API key"
-        },
-        report.requests_per_second,
-        if report.budget_limited {
-            " (the budget is delaying polls)"
-        } else {
-            ""
-        }
-    );
-    if report.manifests.is_empty() {
-        println!("no unfinished manifests");
-    }
-    for m in &report.manifests {
-        let counts: Vec<String> = m.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
-            "{:<40} {:<6} {:<12} {}  next poll {}",
-            m.name,
-            m.kind,
-            m.state,
-            counts.join(" "),
-            m.next_poll_at.as_deref().unwrap_or("-")
-        );
-        if let Some(reason) = &m.reason {
-            println!("    {reason}");
-        }
+            report.storage_problems.join("; ")
+        };
+        eprintln!("tented-bulkd: the daemon answers but is unhealthy: {why}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `list [--json] [--limit N]`.
+async fn list(config: Option<PathBuf>, json: bool, limit: usize) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let list: crate::history::ManifestList =
+        get_json(&base, &format!("/manifests?limit={limit}"), ADMIN_TIMEOUT).await?;
+    if json {
+        print_json(&list)?;
+    } else {
+        println!("{}", crate::tables::list_table(&list));
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `show NAME [--json] [--items]`.
+async fn show(config: Option<PathBuf>, name: &str, json: bool, items: bool) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let path = format!("/manifests/{}?items={items}", path_segment(name));
+    let detail: crate::history::ManifestDetail = get_json(&base, &path, ADMIN_TIMEOUT).await?;
+    if json {
+        print_json(&detail)?;
+    } else {
+        println!("{}", crate::tables::show_text(&detail));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A NAME as one path segment (names are letters, digits, `.`, `-`, `_` and `~`, but a
+/// mistyped one must not change the path).
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 async fn control(config: Option<PathBuf>, name: &str, action: &str) -> anyhow::Result<ExitCode> {
     let base = admin_base(config)?;
-    let response = reqwest::Client::new()
-        .post(format!("{base}/manifests/{name}/{action}"))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the daemon at {base} (is it running?)"))?;
+    let path = format!("/manifests/{}/{action}", path_segment(name));
+    let response = ask_daemon(&base, reqwest::Method::POST, &path, ADMIN_TIMEOUT).await?;
     let ok = response.status().is_success();
-    let answer: ControlAnswer = response.json().await?;
+    let answer: ControlAnswer = response
+        .json()
+        .await
+        .context("the daemon's answer is not what this version reads")?;
     println!("{}: {}", answer.manifest, answer.message);
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How long `backup` waits for the daemon's snapshot to arrive whole.
+const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `backup FILE`: the daemon's snapshot, streamed into FILE atomically (a temporary file
+/// beside it, fsync, rename, fsync of the folder), kept only if its checksum holds.
+async fn backup(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCode> {
+    let base = admin_base(config)?;
+    let mut response = ask_daemon(&base, reqwest::Method::POST, "/backup", BACKUP_TIMEOUT).await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        bail!("the daemon answered {status}: {}", text.trim());
+    }
+    let taken_at = response
+        .headers()
+        .get("x-tented-backup-created-at")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("an unknown time")
+        .to_string();
+    let mut out = atomic_write_file::AtomicWriteFile::options()
+        .open(file)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let mut check = crate::store::backup::StreamCheck::default();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .context("the backup stopped arriving")?
+    {
+        check.feed(&chunk);
+        std::io::Write::write_all(&mut out, &chunk)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    let (whole, bytes) = check.finish();
+    if !whole {
+        // Dropping `out` without commit leaves FILE as it was.
+        bail!("the backup arrived damaged or cut short ({bytes} bytes); {} is unchanged", file.display());
+    }
+    out.commit()
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    println!(
+        "backup of {taken_at} written to {} ({bytes} bytes)",
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore FILE`: offline, into an empty `paths.state`.
+async fn restore(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(&ConfigSource::from_arg(config))?;
+    let state = &settings.paths.state;
+    let (header, paused) = crate::store::Store::restore(state, file)
+        .await
+        .with_context(|| format!("cannot restore {}", file.display()))?;
+    println!(
+        "restored {} records from the backup of {} into {}",
+        header.records,
+        crate::clock::rfc3339(header.created_at_ms),
+        state.display()
+    );
+    if paused > 0 {
+        println!(
+            "{paused} unfinished manifest(s) start paused: requests sent after the backup may be sent again; check them in Tented, then `resume NAME` or `cancel NAME`"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// EX_CONFIG: an invalid configuration.
@@ -513,6 +865,33 @@ fn validation_report(path: &Path) -> (bool, Vec<String>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_error_report_names_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(20);
+        let io_text = io.to_string();
+        let embedded = crate::settings::SettingsError::KeyFile {
+            key: "api.key_file",
+            path: "/x/key".into(),
+            source: io,
+        };
+        let report = error_report(&anyhow::Error::new(embedded));
+        assert_eq!(report.matches(&io_text).count(), 1, "{report}");
+        assert!(report.starts_with("api.key_file: cannot read the API key from /x/key"), "{report}");
+        // A cause the message does not hold is added after it.
+        let chained = anyhow::Error::new(std::io::Error::other("disk on fire")).context("cannot write");
+        assert_eq!(error_report(&chained), "cannot write: disk on fire");
+    }
+
+    #[test]
+    fn configuration_errors_exit_78_and_others_1() {
+        let config = anyhow::Error::new(crate::settings::SettingsError::NoApiKey).context("starting");
+        assert_eq!(exit_code_for(&config), EXIT_CONFIG);
+        let sim = anyhow::Error::new(InvalidConfiguration("bad knob".into()));
+        assert_eq!(exit_code_for(&sim), 78);
+        let other = anyhow::anyhow!("the store is locked");
+        assert_eq!(exit_code_for(&other), 1);
+    }
 
     /// Writes `bytes` as `dir/file_name` and returns the report on it.
     fn report_on(dir: &Path, file_name: &str, bytes: &[u8]) -> (PathBuf, bool, Vec<String>) {

@@ -38,6 +38,13 @@ pub struct Context {
     pub running_jobs: Mutex<std::collections::BTreeMap<JobKey, (String, u64)>>,
     /// Serialises the writing of result files (not the store: other work goes on meanwhile).
     pub finishing: tokio::sync::Mutex<()>,
+    /// The metrics observed as things happen (calls, poll lateness).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The folders that cannot be written now (disk full, unwritable).
+    pub storage: crate::health::StorageHealth,
+    /// Cancelled when the store must be opened again (it cannot write although its
+    /// folder has room again): the run stops its tasks and its caller starts a new one.
+    pub reopen: tokio_util::sync::CancellationToken,
 }
 
 impl Context {

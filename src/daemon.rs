@@ -52,6 +52,16 @@ pub trait Lifecycle: Send + Sync + 'static {
     fn alive(&self) {}
     /// Shutdown has begun.
     fn stopping(&self) {}
+    /// Whether anyone reads [`Lifecycle::status`] (computing the line costs a store scan).
+    fn wants_status(&self) -> bool {
+        false
+    }
+    /// A one-line account of what the daemon is doing (`systemctl status`).
+    fn status(&self, _line: &str) {}
+    /// How often a keep-alive is due, when a watchdog is watching.
+    fn watchdog_period(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A lifecycle that tells no one.
@@ -93,6 +103,8 @@ pub fn build_context(
         requests_per_second: settings.api.requests_per_second,
         auth_probe_interval: settings.poll.interval,
     })?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    client.observe_calls(Arc::clone(&metrics) as Arc<dyn crate::api::client::CallObserver>);
     let (new_jobs, jobs_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         settings,
@@ -106,6 +118,9 @@ pub fn build_context(
         budget_bound: std::sync::atomic::AtomicBool::new(false),
         creates_budget_bound: std::sync::atomic::AtomicBool::new(false),
         finishing: tokio::sync::Mutex::new(()),
+        metrics,
+        storage: Default::default(),
+        reopen: CancellationToken::new(),
         generation_times: Mutex::new(generation_times),
         running_jobs: Mutex::new(std::collections::BTreeMap::new()),
     });
@@ -122,6 +137,54 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let (ctx, jobs_rx) = build_context(settings, api_key)?;
     run_with_context(ctx, jobs_rx, shutdown, lifecycle).await
+}
+
+/// How long to wait between two tries to open the store again.
+const REOPEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs the daemon until `shutdown`, opening the store again whenever it must (a store
+/// that cannot write although its folder can, after a full disk): the pipeline stops,
+/// the store is opened again (tried every second while it cannot be), and a new run
+/// recovers and goes on, in the same process. `publish` is told of every new context,
+/// and of none while the store is being opened again (the signal handler reloads the
+/// current one; it must not keep an old one, whose store holds the folder's lock).
+pub async fn run_reopening(
+    mut settings: Settings,
+    mut api_key: ApiKey,
+    shutdown: CancellationToken,
+    lifecycle: Arc<dyn Lifecycle>,
+    publish: impl Fn(Option<Arc<Context>>),
+) -> Result<(), DaemonError> {
+    let mut first = true;
+    loop {
+        let (ctx, jobs_rx) = match build_context(settings.clone(), api_key.clone()) {
+            Ok(built) => built,
+            // At start-up every error stops it; later, only a damaged store does.
+            Err(e) if first || matches!(e, DaemonError::Store(StoreError::Corrupt { .. })) => {
+                return Err(e)
+            }
+            Err(e) => {
+                tracing::error!("cannot open the store again yet ({e}); trying again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(REOPEN_RETRY) => continue,
+                }
+            }
+        };
+        first = false;
+        publish(Some(Arc::clone(&ctx)));
+        run_with_context(Arc::clone(&ctx), jobs_rx, shutdown.clone(), Arc::clone(&lifecycle)).await?;
+        if shutdown.is_cancelled() || !ctx.reopen.is_cancelled() {
+            return Ok(());
+        }
+        // What a SIGHUP changed carries over.
+        api_key = ctx.client.api_key();
+        settings.api.requests_per_second =
+            u32::try_from(ctx.client.budget().requests_per_second()).unwrap_or(u32::MAX);
+        publish(None);
+        drop(ctx);
+        tracing::warn!("opening the store again");
+    }
 }
 
 pub async fn run_with_context(
@@ -150,63 +213,159 @@ pub async fn run_with_context(
         "tented-bulkd is ready: store open, recovery done"
     );
 
-    let tracker = TaskTracker::new();
-    tracker.spawn(crate::pipeline::intake::run(
-        Arc::clone(&ctx),
-        watcher,
-        shutdown.clone(),
-    ));
-    tracker.spawn(crate::pipeline::submission::run(Arc::clone(&ctx), shutdown.clone()));
-    tracker.spawn(crate::pipeline::polling::run(
-        Arc::clone(&ctx),
-        jobs_rx,
-        shutdown.clone(),
-    ));
-    tracker.spawn(crate::pipeline::reconciliation::sweep_loop(
-        Arc::clone(&ctx),
-        shutdown.clone(),
-    ));
-    if let Some(listener) = admin_listener {
-        tracker.spawn(crate::admin::serve(
-            Arc::clone(&ctx),
-            listener,
-            shutdown.clone(),
-        ));
-    }
-    tracker.spawn(watchdog_loop(
-        Arc::clone(&ctx),
-        Arc::clone(&lifecycle),
-        shutdown.clone(),
-    ));
-    tracker.close();
+    // The tasks stop on shutdown, or when the store must be opened again.
+    let run = shutdown.child_token();
+    let tracker = spawn_tasks(&ctx, jobs_rx, watcher, admin_listener, &lifecycle, &run);
 
-    shutdown.cancelled().await;
-    lifecycle.stopping();
-    tracing::info!("shutting down: no new work; waiting for requests under way");
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = ctx.reopen.cancelled() => {}
+    }
+    let reopening = !shutdown.is_cancelled();
+    run.cancel();
+    if reopening {
+        tracing::warn!("stopping the pipeline to open the store again; waiting for requests under way");
+    } else {
+        lifecycle.stopping();
+        tracing::info!("shutting down: no new work; waiting for requests under way");
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("some requests did not end within the grace period; stopping anyway");
     }
+    if reopening {
+        // The store cannot write: nothing to flush; what it holds on disk is the truth.
+        return Ok(());
+    }
     ctx.store.flush().await?;
     tracing::info!("store flushed; bye");
     Ok(())
 }
 
+/// Spawns the pipeline's tasks (and the admin endpoint, the storage probe, the
+/// watchdog), every one stopping on `run`.
+fn spawn_tasks(
+    ctx: &Arc<Context>,
+    jobs_rx: mpsc::UnboundedReceiver<JobKey>,
+    watcher: crate::pipeline::intake::watch::InboxWatcher,
+    admin_listener: Option<tokio::net::TcpListener>,
+    lifecycle: &Arc<dyn Lifecycle>,
+    run: &CancellationToken,
+) -> TaskTracker {
+    let tracker = TaskTracker::new();
+    tracker.spawn(crate::pipeline::intake::run(
+        Arc::clone(ctx),
+        watcher,
+        run.clone(),
+    ));
+    tracker.spawn(crate::pipeline::submission::run(Arc::clone(ctx), run.clone()));
+    tracker.spawn(crate::pipeline::polling::run(
+        Arc::clone(ctx),
+        jobs_rx,
+        run.clone(),
+    ));
+    tracker.spawn(crate::pipeline::reconciliation::sweep_loop(
+        Arc::clone(ctx),
+        run.clone(),
+    ));
+    tracker.spawn(storage_probe_loop(Arc::clone(ctx), run.clone()));
+    tracker.spawn(crate::pipeline::retention::run(
+        Arc::clone(ctx),
+        run.clone(),
+    ));
+    if let Some(listener) = admin_listener {
+        tracker.spawn(crate::admin::serve(
+            Arc::clone(ctx),
+            listener,
+            run.clone(),
+        ));
+    }
+    tracker.spawn(watchdog_loop(
+        Arc::clone(ctx),
+        Arc::clone(lifecycle),
+        run.clone(),
+    ));
+    tracker.close();
+    tracker
+}
+
+/// Probes the folders the daemon writes, every `min(poll.interval, 30s)` (on a blocking
+/// thread: a full or hung disk must not stall the runtime).
+async fn storage_probe_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let period = ctx.settings.poll.interval.min(crate::health::PROBE_EVERY_MAX);
+    // The state folder could not be written since the store last proved it can write.
+    let mut suspect = false;
+    loop {
+        let paths = ctx.settings.paths.clone();
+        let probed = tokio::task::spawn_blocking(move || {
+            [
+                ("paths.state", paths.state),
+                ("paths.outbox", paths.outbox),
+                ("paths.archive", paths.archive),
+            ]
+            .map(|(key, dir)| {
+                let outcome = crate::health::probe_folder(&dir);
+                (key, dir, outcome)
+            })
+        })
+        .await;
+        if let Ok(probed) = probed {
+            for (key, dir, outcome) in probed {
+                if key == "paths.state" {
+                    suspect |= outcome.is_err();
+                    if outcome.is_ok() && (suspect || ctx.store.write_failed()) {
+                        if let Err(e) = ctx.store.write_probe().await {
+                            tracing::error!("the store cannot write although its folder can ({e}): opening it again");
+                            ctx.reopen.cancel();
+                            return;
+                        }
+                        suspect = false;
+                    }
+                }
+                ctx.storage.record(key, &dir, outcome);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// How often the status line is refreshed.
+const STATUS_PERIOD: Duration = Duration::from_secs(5);
+
 /// Sends a watchdog keep-alive only while the main loop makes progress: the sweeper
-/// ticks at least every `poll.interval`, so a stuck loop stops the pings.
+/// ticks at least every `min(poll.interval, 10s)`, so a stuck loop stops the pings. The
+/// keep-alive is due every half of the watchdog's interval (`WATCHDOG_USEC`), so the
+/// interval must be longer than two sweeper ticks (the unit's 60 s is). Keeps the status
+/// line current too.
 async fn watchdog_loop(
     ctx: Arc<Context>,
     lifecycle: Arc<dyn Lifecycle>,
     shutdown: CancellationToken,
 ) {
     let mut last = ctx.progress.load(Ordering::Relaxed);
-    let period = ctx.settings.poll.interval.min(Duration::from_secs(10));
+    let period = lifecycle
+        .watchdog_period()
+        .unwrap_or_else(|| ctx.settings.poll.interval.min(Duration::from_secs(10)));
+    let period = period.max(Duration::from_millis(10));
+    let mut next_status = tokio::time::Instant::now();
     loop {
+        if lifecycle.wants_status() && tokio::time::Instant::now() >= next_status {
+            lifecycle.status(&status_line(&ctx));
+            next_status = tokio::time::Instant::now() + STATUS_PERIOD;
+        }
+        let wake = if lifecycle.wants_status() {
+            period.min(STATUS_PERIOD)
+        } else {
+            period
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(wake) => {}
         }
         let now = ctx.progress.load(Ordering::Relaxed);
         if now != last {
@@ -214,6 +373,72 @@ async fn watchdog_loop(
             last = now;
         }
     }
+}
+
+/// `3 manifests sending, 1,250 items in flight, next poll in 4 s`: what `systemctl
+/// status` shows.
+pub fn status_line(ctx: &Context) -> String {
+    use crate::state::item::ItemState;
+    let (mut sending, mut held, mut in_flight) = (0u64, 0u64, 0u64);
+    let mut next_poll: Option<u64> = None;
+    for id in ctx.active_ids() {
+        let Ok(Some(m)) = ctx.store.manifest(id) else {
+            continue;
+        };
+        let (state, _) = crate::history::state_and_reason(&m);
+        let sendable = m.count(ItemState::Pending) + m.count(ItemState::CreditWait);
+        match state {
+            "active" if sendable > 0 => sending += 1,
+            "paused" | "credit_wait" => held += 1,
+            _ => {}
+        }
+        in_flight += u64::from(
+            m.count(ItemState::Sending)
+                + m.count(ItemState::Admitted)
+                + m.count(ItemState::AwaitingDetails),
+        );
+        for job in ctx.store.jobs(id).unwrap_or_default() {
+            if job.state() == crate::state::job::JobState::Admitted {
+                let due = crate::schedule::next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
+                next_poll = Some(next_poll.map_or(due, |n| n.min(due)));
+            }
+        }
+    }
+    let plural = |n: u64, one: &str, many: &str| {
+        format!("{} {}", thousands(n), if n == 1 { one } else { many })
+    };
+    let mut line = format!(
+        "{} sending, {} in flight",
+        plural(sending, "manifest", "manifests"),
+        plural(in_flight, "item", "items")
+    );
+    if held > 0 {
+        line.push_str(&format!(", {} paused or waiting for credits", thousands(held)));
+    }
+    if let Some(due) = next_poll {
+        let secs = due.saturating_sub(ctx.clock.now_ms()).div_ceil(1000);
+        line.push_str(&format!(", next poll in {secs} s"));
+    }
+    if ctx.client.auth_paused() {
+        line.push_str("; UNHEALTHY: Tented refuses the API key");
+    }
+    for problem in ctx.storage.problems() {
+        line.push_str(&format!("; UNHEALTHY: {problem}"));
+    }
+    line
+}
+
+/// `1250` → `1,250`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// SIGHUP: re-reads the configuration for the API key and the request budget.
@@ -236,4 +461,17 @@ pub fn reload(ctx: &Context, settings: &Settings) {
         requests_per_second = settings.api.requests_per_second,
         "request budget reloaded"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_250), "1,250");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+    }
 }

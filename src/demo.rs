@@ -86,7 +86,8 @@ pub fn loopback_settings(
 }
 
 pub async fn run(manifest: Option<PathBuf>, seed: u64) -> anyhow::Result<ExitCode> {
-    crate::telemetry::init(crate::settings::LogFormat::Text);
+    // Warnings only: info lines would tear the progress bar apart (RUST_LOG asks for more).
+    crate::telemetry::init_with_level(crate::settings::LogFormat::Text, "warn");
     let (bytes, file_name) = match &manifest {
         Some(path) => (
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
@@ -184,21 +185,25 @@ fn text(v: &serde_json::Value) -> String {
 
 /// The summary table: one line per item, then the counts.
 pub fn print_summary(result: &serde_json::Value) {
-    println!(
-        "manifest {}: {} ({})",
+    println!("{}", summary_text(result, None));
+}
+
+/// The summary as text: a heading, then a table of the items with a header row, as wide
+/// as `width` (the terminal's when `None` and stdout is one; whole lines otherwise).
+pub fn summary_text(result: &serde_json::Value, width: Option<u16>) -> String {
+    let mut out = format!(
+        "manifest {}: {} ({})\n",
         text(&result["manifest"]),
         text(&result["status"]),
         result["counts"]
     );
     if let Some(error) = result["error"].as_str() {
-        println!("error: {error}");
+        out.push_str(&format!("error: {error}\n"));
     }
-    println!();
-    println!(
-        "{:<14} {:<10} {:<26} {:<24} detail",
-        "item", "status", "tent_name", "publication"
-    );
-    println!("{}", "-".repeat(100));
+    let mut table = crate::tables::new_table(["ITEM", "STATUS", "TENT_NAME", "PUBLICATION", "DETAIL"]);
+    if let Some(width) = width {
+        table.set_width(width);
+    }
     if let Some(items) = result["items"].as_object() {
         for (id, item) in items {
             let publication = &item["publication"];
@@ -216,18 +221,44 @@ pub fn print_summary(result: &serde_json::Value) {
             } else {
                 text(&publication["published_url"])
             };
-            let mut detail = detail;
-            if detail.chars().count() > 90 {
-                detail = detail.chars().take(87).collect::<String>() + "...";
-            }
-            println!(
-                "{:<14} {:<10} {:<26} {:<24} {}",
-                id,
+            table.add_row([
+                id.clone(),
                 text(&item["status"]),
                 text(&item["tent_name"]),
                 publication_text,
-                detail
-            );
+                detail,
+            ]);
         }
+    }
+    out.push('\n');
+    out.push_str(&crate::tables::render(&table));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_fits_the_width_it_is_given() {
+        let long = "q".repeat(200);
+        let result = serde_json::json!({
+            "manifest": "demo.json", "status": "completed_with_failures", "error": null,
+            "counts": {"total": 2},
+            "items": {
+                "row-1": {"status": "failed", "tent_name": "Acme Onboarding Page 1",
+                          "publication": null, "error_code": "GENERATION_FAILED", "message": long},
+                "row-2": {"status": "completed", "tent_name": "Acme Onboarding Page 2",
+                          "publication": {"status": "published", "published_url": "https://x/y",
+                                          "warnings": [], "error": null},
+                          "error_code": null, "message": null}
+            }
+        });
+        let text = summary_text(&result, Some(80));
+        let table: Vec<&str> = text.lines().skip_while(|l| !l.contains("ITEM")).collect();
+        assert!(table[0].split_whitespace().eq(["ITEM", "STATUS", "TENT_NAME", "PUBLICATION", "DETAIL"]), "{text}");
+        assert!(table.iter().all(|l| l.chars().count() <= 80), "{text}");
+        assert_eq!(text.matches('q').count(), 200, "wrapped, not cut: {text}");
+        assert!(text.contains("https://x/y"), "{text}");
     }
 }

@@ -13,8 +13,8 @@ fn main() -> ExitCode {
     match tented_bulkd::cli::main_with(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tented-bulkd: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("tented-bulkd: {}", tented_bulkd::cli::error_report(&e));
+            ExitCode::from(tented_bulkd::cli::exit_code_for(&e))
         }
     }
 }

@@ -32,11 +32,41 @@ pub enum SettingsError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
-    #[error("cannot read the API key from {path}: {source}")]
+    #[error("{key}: cannot read the API key from {path}: {source}")]
     KeyFile {
+        /// Which setting named the file (`api.key_file`, or the systemd credential).
+        key: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("no API key: set it with systemd LoadCredential={CREDENTIAL_NAME}, api.key_file, TENTED_API_KEY or api.key")]
+    NoApiKey,
+}
+
+/// Where the API key in use came from (SPEC section 3: first found wins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// `$CREDENTIALS_DIRECTORY/tented_api_key` (systemd `LoadCredential=`).
+    Credential(PathBuf),
+    /// The file named by `api.key_file`.
+    KeyFile(PathBuf),
+    /// The `TENTED_API_KEY` environment variable.
+    Environment,
+    /// `api.key` in the configuration.
+    ConfigKey,
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Credential(path) => {
+                write!(f, "the systemd credential {CREDENTIAL_NAME} ({})", path.display())
+            }
+            KeySource::KeyFile(path) => write!(f, "api.key_file ({})", path.display()),
+            KeySource::Environment => f.write_str("the TENTED_API_KEY environment variable"),
+            KeySource::ConfigKey => f.write_str("api.key in the configuration"),
+        }
+    }
 }
 
 /// A secret that never prints: `Debug` and `Display` show `[redacted]`.
@@ -75,6 +105,7 @@ pub struct Settings {
     pub paths: PathSettings,
     pub inbox: InboxSettings,
     pub submit: SubmitSettings,
+    pub retention: RetentionSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
 }
@@ -127,6 +158,40 @@ pub struct SubmitSettings {
     pub failure_threshold: f64,
     /// Create requests on the wire at once, across manifests.
     pub max_in_flight: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How long finished manifests stay whole in the store; `None` ("off"): forever.
+    #[serde(deserialize_with = "retention_period")]
+    pub store: Option<Duration>,
+}
+
+/// `"90d"` or `"off"` (an environment variable's `off` may arrive as `false`, which the
+/// `config` crate reads as a boolean).
+fn retention_period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Flag(bool),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Text(text) => text,
+        Raw::Flag(false) => return Ok(None),
+        Raw::Flag(true) => {
+            return Err(serde::de::Error::custom(
+                "`true` is neither a duration like \"90d\" nor \"off\"",
+            ))
+        }
+    };
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is neither a duration like \"90d\" nor \"off\": {e}")))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -273,6 +338,12 @@ impl Settings {
                 message: "must be more than 0s".into(),
             });
         }
+        if self.retention.store.is_some_and(|d| d.is_zero()) {
+            return Err(SettingsError::Invalid {
+                key: "retention.store",
+                message: "must be more than 0s (\"off\" keeps finished manifests forever)".into(),
+            });
+        }
         if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
                 key: "admin.listen",
@@ -317,37 +388,99 @@ impl Settings {
         credentials_directory: Option<PathBuf>,
         env_key: Option<String>,
     ) -> Result<Option<ApiKey>, SettingsError> {
+        Ok(self
+            .resolve_api_key_and_source(credentials_directory, env_key)?
+            .map(|(key, _)| key))
+    }
+
+    /// The key and where it came from (for `check-config`, which shows the source).
+    pub fn resolve_api_key_and_source(
+        &self,
+        credentials_directory: Option<PathBuf>,
+        env_key: Option<String>,
+    ) -> Result<Option<(ApiKey, KeySource)>, SettingsError> {
         if let Some(dir) = credentials_directory {
             let path = dir.join(CREDENTIAL_NAME);
             if path.exists() {
-                return read_key_file(&path).map(Some);
+                let key = read_key_file("$CREDENTIALS_DIRECTORY/tented_api_key", &path)?;
+                return Ok(Some((key, KeySource::Credential(path))));
             }
         }
         if !self.api.key_file.is_empty() {
-            return read_key_file(Path::new(&self.api.key_file)).map(Some);
+            let path = PathBuf::from(&self.api.key_file);
+            let key = read_key_file("api.key_file", &path)?;
+            return Ok(Some((key, KeySource::KeyFile(path))));
         }
         if let Some(key) = env_key.filter(|k| !k.trim().is_empty()) {
-            return Ok(Some(ApiKey(key.trim().to_string())));
+            return Ok(Some((ApiKey(key.trim().to_string()), KeySource::Environment)));
         }
         Ok(self
             .api
             .key
             .clone()
-            .filter(|k| !k.expose().trim().is_empty()))
+            .filter(|k| !k.expose().trim().is_empty())
+            .map(|key| (key, KeySource::ConfigKey)))
+    }
+
+    /// Every key with its effective value, as `check-config` prints them (`api.key`
+    /// redacted). Paths and durations are written as the configuration writes them.
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        let duration = |d: Duration| format!("{:?}", humantime::format_duration(d).to_string());
+        let path = |p: &Path| format!("{:?}", p.display().to_string());
+        let text = |t: &str| format!("{t:?}");
+        let key = match &self.api.key {
+            Some(key) if !key.expose().trim().is_empty() => text("[redacted]"),
+            _ => text(""),
+        };
+        vec![
+            ("api.base_url", text(&self.api.base_url)),
+            ("api.key_file", text(&self.api.key_file)),
+            ("api.key", key),
+            ("api.timeout", duration(self.api.timeout)),
+            ("api.requests_per_second", self.api.requests_per_second.to_string()),
+            ("poll.interval", duration(self.poll.interval)),
+            ("poll.max_wait", duration(self.poll.max_wait)),
+            ("paths.inbox", path(&self.paths.inbox)),
+            ("paths.outbox", path(&self.paths.outbox)),
+            ("paths.archive", path(&self.paths.archive)),
+            ("paths.state", path(&self.paths.state)),
+            ("inbox.settle", duration(self.inbox.settle)),
+            ("inbox.rescan", duration(self.inbox.rescan)),
+            ("submit.credit_retry", duration(self.submit.credit_retry)),
+            ("submit.failure_threshold", self.submit.failure_threshold.to_string()),
+            ("submit.max_in_flight", self.submit.max_in_flight.to_string()),
+            (
+                "retention.store",
+                self.retention.store.map_or_else(|| text("off"), duration),
+            ),
+            ("admin.listen", text(&self.admin.listen)),
+            ("log.format", text(self.log.format.as_str())),
+        ]
     }
 }
 
-fn read_key_file(path: &Path) -> Result<ApiKey, SettingsError> {
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+fn read_key_file(key: &'static str, path: &Path) -> Result<ApiKey, SettingsError> {
     let text = std::fs::read_to_string(path).map_err(|source| SettingsError::KeyFile {
+        key,
         path: path.to_path_buf(),
         source,
     })?;
-    let key = text.trim();
-    if key.is_empty() {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
         return Err(SettingsError::KeyFile {
+            key,
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"),
         });
     }
-    Ok(ApiKey(key.to_string()))
+    Ok(ApiKey(trimmed.to_string()))
 }

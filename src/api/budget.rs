@@ -189,6 +189,13 @@ impl Budget {
         waited
     }
 
+    /// How long every call waited for the budget, in all, since start (creates and
+    /// polls together: `tented_bulkd_budget_wait_seconds_total`).
+    pub fn total_wait(&self) -> Duration {
+        let (creates, polls) = self.waited_by_class();
+        creates + polls
+    }
+
     /// How long creates and polls have waited for the budget, in all.
     pub fn waited_by_class(&self) -> (Duration, Duration) {
         let [creates, polls] = &self.inner.waited_nanos;
@@ -251,6 +258,8 @@ mod tests {
         assert!(elapsed <= Duration::from_millis(2100), "{elapsed:?}");
         let (delayed, _) = budget.delays();
         assert_eq!(delayed, 10);
+        let total = budget.total_wait();
+        assert!(total >= Duration::from_millis(1990) && total <= Duration::from_millis(2100), "{total:?}");
     }
 
     #[tokio::test(start_paused = true)]

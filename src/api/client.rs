@@ -209,6 +209,13 @@ impl AuthGate {
     }
 }
 
+/// Told of every call once its outcome is known (the daemon's metrics).
+pub trait CallObserver: Send + Sync {
+    /// A call to `endpoint` ended with `answer` (the HTTP status, `not_sent` or
+    /// `uncertain`) after `took` on the wire.
+    fn call_finished(&self, endpoint: Endpoint, answer: &str, took: Duration);
+}
+
 /// Calls by endpoint and answer, for `/metrics`.
 #[derive(Default)]
 pub struct CallCounts {
@@ -256,6 +263,7 @@ struct ClientInner {
     budget: Budget,
     auth: AuthGate,
     calls: CallCounts,
+    observer: std::sync::OnceLock<Arc<dyn CallObserver>>,
 }
 
 /// What the client needs to know.
@@ -296,8 +304,14 @@ impl TentedClient {
                     probe_interval: config.auth_probe_interval,
                 },
                 calls: CallCounts::default(),
+                observer: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Tells `observer` of every call from now on (once; a second observer is ignored).
+    pub fn observe_calls(&self, observer: Arc<dyn CallObserver>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// Replaces the key (SIGHUP) and lets the next call probe it at once.
@@ -306,6 +320,12 @@ impl TentedClient {
         *guard = key;
         drop(guard);
         self.inner.auth.reopen();
+    }
+
+    /// The key in use (to carry it over when the daemon opens its store again; it never
+    /// prints).
+    pub fn api_key(&self) -> ApiKey {
+        self.inner.key.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether `key` is the key in use (for reload messages; the key itself never leaves).
@@ -440,13 +460,19 @@ impl TentedClient {
         path: &str,
         body: Option<&B>,
     ) -> Outcome<T> {
+        let started = tokio::time::Instant::now();
         let outcome = self.send(method, path, body).await;
+        let took = started.elapsed();
         let status = match &outcome {
             Outcome::Success { status, .. } | Outcome::Refused { status, .. } => Some(*status),
             _ => None,
         };
         self.inner.auth.observe(status);
-        self.inner.calls.add(endpoint, outcome.label());
+        let label = outcome.label();
+        if let Some(observer) = self.inner.observer.get() {
+            observer.call_finished(endpoint, &label, took);
+        }
+        self.inner.calls.add(endpoint, label);
         outcome
     }
 

@@ -1,4 +1,4 @@
-//! Operator controls (SPEC section 8): cancel and resume a manifest.
+//! Operator controls (SPEC section 8): cancel, pause and resume a manifest.
 
 use crate::context::Context;
 use crate::state::item::ItemEvent;
@@ -40,4 +40,18 @@ pub async fn resume(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError>
     drop(writer);
     ctx.wake_submitter.notify_one();
     Ok(resumed)
+}
+
+/// Pauses a manifest: nothing more of it is sent until `resume`; what was admitted is
+/// still polled (the poller does not look at the control). Returns whether it was
+/// running (a paused or canceled manifest is left as it is).
+pub async fn pause(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError> {
+    let writer = ctx.store.writer().await;
+    let mut txn = writer.begin(manifest_id)?;
+    if !txn.manifest_mut().apply_control(ControlEvent::Pause) {
+        return Ok(false);
+    }
+    let manifest = txn.commit().await?;
+    tracing::warn!(manifest = %manifest.name, "manifest paused by the operator: nothing more of it is sent until `resume`");
+    Ok(true)
 }

@@ -10,7 +10,8 @@
 //! 5. [`outbox`]: one result file (and a retry manifest) per manifest, atomically.
 //!
 //! Beside the line: [`recovery`] settles what a crash left half-done before the stages
-//! start, and [`controls`] are the operator's cancel and resume.
+//! start, [`controls`] are the operator's cancel, pause and resume, and [`retention`]
+//! prunes finished manifests in the background once `retention.store` has passed.
 //!
 //! Nothing here imports the daemon's wiring (`daemon`) or the admin endpoint (`admin`).
 
@@ -21,3 +22,4 @@ pub mod reconciliation;
 pub mod outbox;
 pub mod recovery;
 pub mod controls;
+pub mod retention;

@@ -247,6 +247,8 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
         if due > now {
             return Ok(PollResult::Again(due));
         }
+        ctx.metrics
+            .observe_poll_lateness(Duration::from_millis(now.saturating_sub(due)));
         job.last_polled_at_ms = Some(now);
         if let (Some(id), JobKind::Create | JobKind::Edit) = (&job.remote_id, job.kind) {
             txn.put_tent_poll(

@@ -75,6 +75,17 @@ impl JobState {
         }
     }
 
+    /// The word `show` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Sending => "sending",
+            JobState::Admitted => "admitted",
+            JobState::NotAdmitted => "not_admitted",
+            JobState::Lost => "lost",
+            JobState::Done => "done",
+        }
+    }
+
     /// No event moves a job out of a final state.
     pub fn is_final(self) -> bool {
         matches!(self, JobState::NotAdmitted | JobState::Lost | JobState::Done)

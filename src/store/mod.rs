@@ -18,6 +18,7 @@
 //! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
 //! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
+//! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
 //!
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
 //! enum whose variants are versions; shipped variants never change.
@@ -27,7 +28,14 @@
 //! small marker file, [`MARKER_FILE`], holds the newest manifest id ever committed; a store
 //! that no longer has that manifest is refused as corrupt.
 
+pub mod backup;
+pub mod prune;
+pub mod summary;
+pub mod tally;
 pub mod v1;
+
+pub use prune::Pruned;
+pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -369,6 +377,13 @@ pub struct Store {
     tree: sled::Tree,
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     marker: PathBuf,
+    tally: std::sync::Arc<tally::Tally>,
+    /// The newest manifest id in use: new ids are above it, whatever sled's generator
+    /// says (a restored store's generator starts again from zero).
+    newest_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A commit failed to write (a full disk): sled 0.34 then keeps failing until the
+    /// store is opened again, which [`Store::write_probe`] finds out.
+    write_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -412,8 +427,14 @@ impl Store {
             tree,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             marker: path.join(MARKER_FILE),
+            tally: Default::default(),
+            newest_id: Default::default(),
+            write_failed: Default::default(),
         };
         store.check_marker(path)?;
+        store
+            .newest_id
+            .store(store.newest_recorded_id()?, std::sync::atomic::Ordering::SeqCst);
         let migrated = store.migrate_to_current()?;
         if migrated > 0 {
             tracing::info!(migrated, "store records rewritten in the current record version");
@@ -503,7 +524,8 @@ impl Store {
                 detail: format!("{} does not hold a manifest id", self.marker.display()),
             });
         };
-        if self.manifest(newest).ok().flatten().is_none() {
+        // A pruned manifest keeps its summary: it was recorded all the same.
+        if !self.manifest_ever_recorded(newest).unwrap_or(false) {
             return Err(StoreError::Corrupt {
                 path: path.to_path_buf(),
                 detail: format!(
@@ -528,6 +550,50 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a commit failed to write since the last good [`Store::write_probe`].
+    pub fn write_failed(&self) -> bool {
+        self.write_failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Writes and removes a small record, durably, under the writer's lock: whether the
+    /// store can write now. sled 0.34 keeps the first I/O error of its log (a full disk)
+    /// for good, so a store that fails this while its folder has room again must be
+    /// opened again.
+    pub async fn write_probe(&self) -> Result<(), StoreError> {
+        const PROBE_KEY: &[u8] = b"Zwrite-probe";
+        let _writer = self.writer.lock().await;
+        self.tree.insert(PROBE_KEY, &[1u8][..])?;
+        self.tree.remove(PROBE_KEY)?;
+        self.db.flush_async().await?;
+        self.write_failed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// What finished since the store was opened (for the metrics).
+    pub fn tally(&self) -> &tally::Tally {
+        &self.tally
+    }
+
+    /// The store's size on disk, in bytes: every file in its folder (sled's log, snapshots,
+    /// the marker), as `du` would count them.
+    pub fn size_on_disk(&self) -> u64 {
+        fn folder_bytes(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => folder_bytes(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        self.marker.parent().map_or(0, folder_bytes)
+    }
+
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
@@ -535,7 +601,31 @@ impl Store {
 
     /// A new manifest id, never reused.
     pub fn new_manifest_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()? + 1)
+        use std::sync::atomic::Ordering;
+        let generated = self.db.generate_id()? + 1;
+        let mut newest = self.newest_id.load(Ordering::SeqCst);
+        loop {
+            let id = generated.max(newest + 1);
+            match self
+                .newest_id
+                .compare_exchange(newest, id, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(id),
+                Err(actual) => newest = actual,
+            }
+        }
+    }
+
+    /// The highest manifest id the store holds, whole or pruned (0 when empty).
+    fn newest_recorded_id(&self) -> Result<u64, StoreError> {
+        let mut newest = 0;
+        for prefix in [b'M', b'S'] {
+            if let Some(entry) = self.tree.scan_prefix([prefix]).next_back() {
+                let (key, _) = entry?;
+                newest = newest.max(read_u64(&key[1..]).unwrap_or(0));
+            }
+        }
+        Ok(newest)
     }
 
     /// Takes the single writer's lock: every transaction happens under it.
@@ -735,12 +825,17 @@ pub struct Txn<'w> {
     client_index: Vec<Vec<u8>>,
     tent_polls: BTreeMap<String, TentPollRecord>,
     exists: bool,
+    /// Items that reached a final state in this transaction, by state slot.
+    newly_final: [u32; 11],
+    /// Whether the manifest was finished before this transaction.
+    finished_before: bool,
 }
 
 impl<'w> Txn<'w> {
     fn new(store: &'w Store, manifest: ManifestRecord, exists: bool) -> Txn<'w> {
         Txn {
             store,
+            finished_before: manifest.finished_at_ms.is_some(),
             manifest,
             items: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -748,6 +843,7 @@ impl<'w> Txn<'w> {
             client_index: Vec::new(),
             tent_polls: BTreeMap::new(),
             exists,
+            newly_final: [0; 11],
         }
     }
 
@@ -799,6 +895,9 @@ impl<'w> Txn<'w> {
     /// manifest's items are therefore not read back through this transaction.
     pub fn insert_item(&mut self, item: ItemRecord) -> Result<(), StoreError> {
         self.manifest.counts[state_slot(item.state())] += 1;
+        if item.state().is_final() {
+            self.newly_final[state_slot(item.state())] += 1;
+        }
         if item.rejected_by == Some(crate::state::item::RejectedBy::Local) {
             self.manifest.local_rejections += 1;
         }
@@ -834,6 +933,9 @@ impl<'w> Txn<'w> {
         let slot_before = state_slot(before);
         self.manifest.counts[slot_before] = self.manifest.counts[slot_before].saturating_sub(1);
         self.manifest.counts[state_slot(after)] += 1;
+        if after.is_final() && !before.is_final() {
+            self.newly_final[state_slot(after)] += 1;
+        }
         self.items.insert(index, item);
         Ok(after)
     }
@@ -942,10 +1044,22 @@ impl<'w> Txn<'w> {
             }
         }
         fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
-        self.store.tree.apply_batch(batch)?;
-        self.store.db.flush_async().await?;
+        let written = match self.store.tree.apply_batch(batch) {
+            Ok(()) => self.store.db.flush_async().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.store
+                .write_failed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e.into());
+        }
         if !self.exists {
             self.store.write_marker(self.manifest.id)?;
+        }
+        self.store.tally.add_items(&self.newly_final);
+        if self.manifest.finished_at_ms.is_some() && !self.finished_before {
+            self.store.tally.add_manifest(self.manifest.final_status());
         }
         fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
         Ok(self.manifest)

@@ -148,6 +148,16 @@ fn default_toml_sets_every_settings_key_and_no_other() {
 }
 
 #[test]
+fn check_config_prints_every_settings_key() {
+    let printed: BTreeSet<String> = builtin()
+        .effective()
+        .into_iter()
+        .map(|(key, _)| key.to_string())
+        .collect();
+    assert_eq!(printed, settings_keys(), "Settings::effective lists every key, once");
+}
+
+#[test]
 fn every_spec_key_is_written_in_default_toml() {
     for key in [
         "base_url",
@@ -645,4 +655,23 @@ fn env_can_turn_the_admin_endpoint_off() {
     .expect("an empty admin.listen from the environment loads");
     assert_eq!(s.admin.listen, "");
     assert_eq!(s.admin_addr(), None);
+}
+
+#[test]
+fn retention_is_90_days_by_default_off_keeps_forever_and_nonsense_names_the_key() {
+    assert_eq!(builtin().retention.store, Some(Duration::from_secs(90 * 24 * 3600)));
+    let off = load_text("[retention]\nstore = \"off\"\n").expect("off loads");
+    assert_eq!(off.retention.store, None);
+    let from_env = Settings::load_with_env(
+        &ConfigSource::BuiltIn,
+        env(&[("TENTED_BULKD__RETENTION__STORE", "off")]),
+    )
+    .expect("off from the environment loads");
+    assert_eq!(from_env.retention.store, None);
+    let short = load_text("[retention]\nstore = \"36h\"\n").expect("a duration loads");
+    assert_eq!(short.retention.store, Some(Duration::from_secs(36 * 3600)));
+    for bad in ["\"forever\"", "\"0s\"", "7"] {
+        let message = expect_err(load_text(&format!("[retention]\nstore = {bad}\n")), bad);
+        assert!(message.contains("retention") || message.contains("store"), "{bad}: {message}");
+    }
 }

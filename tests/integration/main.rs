@@ -4,14 +4,22 @@
 //!
 //! - [`helpers`]: the harness (the test configuration, a daemon in this process, the real
 //!   binary, `wait_until`).
+//! - [`backup`]: backup while running and restore offline, with the real binary.
 //! - [`client`]: the real client against the real simulator, every documented shape and error.
 //! - [`config`]: configuration loading, `config/default.toml`, the key's sources and secrecy.
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
 //!   replays its random kills).
+//! - [`disk`]: a full outbox or archive (a small tmpfs; needs root, fails if it cannot mount).
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
+//! - [`history`]: `list`, `show` and `pause`, over the admin endpoint and the real binary.
 //! - [`hostile`]: a barrage of hostile files into a running daemon.
+//! - [`metrics`]: `/metrics` scraped over HTTP and parsed.
+//! - [`operations`]: the real binary as an operator meets it: exit codes, errors,
+//!   `check-config`, `status`, logs under systemd, `STATUS=` and the watchdog.
 //! - [`pipeline`]: the daemon end to end.
+//! - [`retention`]: pruning after `retention.store`, and what stays.
 //! - [`secrets`]: a whole manifest with a distinctive API key, then every output searched for it.
+//! - [`soak`]: a time-scaled soak with pruning: store size and memory level off.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
 //! - [`spreadsheet`]: `from-csv --drop` into the real daemon and the result CSV back (the
@@ -19,13 +27,20 @@
 
 mod helpers;
 
+mod backup;
 mod client;
 mod config;
 mod crash;
+mod disk;
 mod faults;
+mod history;
 mod hostile;
+mod metrics;
+mod operations;
 mod pipeline;
+mod retention;
 mod secrets;
 mod signals;
 mod simulator;
+mod soak;
 mod spreadsheet;

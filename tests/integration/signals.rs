@@ -48,6 +48,16 @@ async fn sighup_reloads_a_corrected_key_and_sigterm_exits_zero() {
     })
     .await;
     assert!(!dir.path().join("outbox/m.result.json").exists());
+    // `status` says so, with a header row, and exits 1.
+    let output = command(["status", "--config"]).arg(&config).output().expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("UNHEALTHY"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.split_whitespace().take(3).eq(["NAME", "KIND", "STATE"])),
+        "a header row: {stdout}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unhealthy"));
 
     // The operator fixes the key file and sends SIGHUP: calls resume, the manifest completes.
     std::fs::write(&key_file, "sim-key\n").expect("write the key file");
@@ -84,7 +94,7 @@ async fn a_daemon_without_a_key_or_with_a_bad_config_refuses_to_start_with_a_cle
         .arg(&config)
         .output()
         .expect("the binary runs");
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(78), "an invalid configuration: EX_CONFIG");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no API key"), "{stderr}");
 
@@ -95,7 +105,7 @@ async fn a_daemon_without_a_key_or_with_a_bad_config_refuses_to_start_with_a_cle
         .env("TENTED_API_KEY", "k")
         .output()
         .expect("the binary runs");
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("intervall"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -163,6 +173,8 @@ async fn status_cancel_and_resume_talk_to_the_running_daemon() {
     let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
     daemon.wait_ready().await.expect("the daemon gets ready");
     assert_eq!(health(&admin).await, Some(200), "healthy once ready");
+    let out = command(["status", "--config"]).arg(&config).output().expect("the binary runs");
+    assert_eq!(out.status.code(), Some(0), "healthy: exit 0");
     // A broken template: the threshold pauses the manifest after one chunk.
     drop_manifest(dir.path(), "broken.json", &bulk_manifest(60));
     let cli = |args: &[&str]| {
@@ -226,7 +238,21 @@ async fn json_logs_are_one_json_object_per_line_and_name_the_manifest() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert!(lines.len() >= 3);
+    // Flat: the event's fields beside the message, not under "fields".
+    assert!(lines.iter().all(|l| l.get("fields").is_none() && l["message"].is_string()));
     assert!(lines
         .iter()
-        .any(|l| l["fields"]["manifest"] == "jsonlog" && l["fields"]["bulk_job_id"].is_string()));
+        .any(|l| l["manifest"] == "jsonlog" && l["bulk_job_id"].is_string()));
+    // Numbers as numbers (never "Some(2)").
+    let admitted = lines
+        .iter()
+        .find(|l| l["message"] == "bulk request admitted")
+        .expect("the admission is logged");
+    assert_eq!(admitted["accepted"], 2, "{admitted}");
+    let sent = lines
+        .iter()
+        .find(|l| l["message"] == "sending a bulk request")
+        .expect("the request is logged");
+    assert!(sent["items"].is_u64() && sent["seq"].is_u64(), "{sent}");
+    assert!(!daemon.stderr().contains("Some("), "{}", daemon.stderr());
 }

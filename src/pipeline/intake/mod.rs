@@ -63,6 +63,10 @@ enum EditTargetError {
     NeverAdmitted { target: String },
     #[error("target_client_item_id `{target}` is ambiguous: {count} earlier items with that client_item_id have tents; name the tent by tent_id")]
     Ambiguous { target: String, count: usize },
+    #[error("target_client_item_id `{target}` names an item of manifest `{manifest}`, which was pruned from the store (retention.store): its tent can no longer be looked up; name the tent by tent_id")]
+    Pruned { target: String, manifest: String },
+    #[error("target_client_item_id `{target}` is unknown: no manifest kept in the store has an item with that client_item_id, but older manifests were pruned (retention.store) and it may have been one of theirs, whose tents can no longer be looked up; name the tent by tent_id")]
+    UnknownMaybePruned { target: String },
 }
 
 /// The inbox task: takes every ready file, one at a time, until shutdown.
@@ -232,7 +236,14 @@ fn earlier_copy(store: &Store, hash: &[u8; 32]) -> Result<Option<EarlierCopy>, S
             file_name: earlier.file_name(),
             received_at_ms: earlier.received_at_ms,
         },
-        None => EarlierCopy::Unrecorded,
+        // Pruned (retention.store): its summary still names it.
+        None => match store.summary(id)? {
+            Some(pruned) => EarlierCopy::Known {
+                file_name: format!("{}.json", pruned.name),
+                received_at_ms: pruned.received_at_ms,
+            },
+            None => EarlierCopy::Unrecorded,
+        },
     }))
 }
 
@@ -399,6 +410,16 @@ fn resolve_edit_target(
             source,
         })?;
     let mut tents: Vec<String> = Vec::new();
+    // Items of a manifest being pruned: their tents can no longer be trusted to be found.
+    if let Some(pruned) = found
+        .iter()
+        .find_map(|(manifest_id, _)| store.summary(*manifest_id).ok().flatten())
+    {
+        return Err(EditTargetError::Pruned {
+            target: target.to_string(),
+            manifest: pruned.name,
+        });
+    }
     // Items of an intake that a crash interrupted have no manifest record: skip them.
     let found: Vec<(u64, u32)> = found
         .into_iter()
@@ -415,9 +436,14 @@ fn resolve_edit_target(
     }
     match tents.len() {
         1 => Ok(tents.remove(0)),
-        0 if found.is_empty() => Err(EditTargetError::Unknown {
-            target: target.to_string(),
-        }),
+        0 if found.is_empty() => match store.any_pruned() {
+            Ok(true) => Err(EditTargetError::UnknownMaybePruned {
+                target: target.to_string(),
+            }),
+            _ => Err(EditTargetError::Unknown {
+                target: target.to_string(),
+            }),
+        },
         0 => Err(EditTargetError::NeverAdmitted {
             target: target.to_string(),
         }),

@@ -422,7 +422,7 @@ async fn send(
     let name = &manifest.name;
     let answer = match build_request(manifest, items) {
         Ok(Request::Bulk(request)) => {
-            tracing::info!(manifest = %name, seq, items = items.len(), start_index = ?request.start_index, "sending a bulk request");
+            tracing::info!(manifest = %name, seq, items = items.len(), start_index = request.start_index, "sending a bulk request");
             CreateAnswer::Bulk(ctx.client.create_bulk_with(permit, &request).await)
         }
         Ok(Request::Create(request)) => {
@@ -570,7 +570,7 @@ fn log_answer(manifest: &ManifestRecord, answer: &CreateAnswer, indices: &[u32])
     let name = &manifest.name;
     match answer {
         CreateAnswer::Bulk(Outcome::Success { body, .. }) => {
-            tracing::info!(manifest = %name, bulk_job_id = %body.bulk_job_id, accepted = ?body.accepted_count, rejected = ?body.rejected_count, "bulk request admitted");
+            tracing::info!(manifest = %name, bulk_job_id = %body.bulk_job_id, accepted = body.accepted_count, rejected = body.rejected_count, "bulk request admitted");
         }
         CreateAnswer::Single(Outcome::Success { body, .. }) => {
             tracing::info!(manifest = %name, tent_id = %body.tent_id, "tent admitted");

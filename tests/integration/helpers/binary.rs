@@ -34,7 +34,16 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut command = Command::new(BIN);
+    command_for(BIN, args)
+}
+
+/// [`command`] for another program (`sh`, to start the binary as systemd would).
+pub fn command_for<I, S>(program: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
     command.args(args);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
@@ -78,15 +87,74 @@ impl BinaryDaemon {
         BinaryDaemon::spawn(args, log, env)
     }
 
+    /// As [`BinaryDaemon::run`], with the variables named in `unset` removed from
+    /// [`command`]'s environment (e.g. `NO_COLOR`, to see what the daemon decides alone).
+    pub fn run_unsetting(
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+        unset: &[&str],
+    ) -> BinaryDaemon {
+        let args = [
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+        ];
+        BinaryDaemon::spawn_unsetting(args, log, env, unset, true)
+    }
+
+    /// `tented-bulkd run --config CONFIG` as systemd starts it under a watchdog: with
+    /// `WATCHDOG_PID` set to its own pid (a shell sets it, then execs the binary, which
+    /// keeps the pid).
+    pub fn run_with_watchdog_pid(config: &Path, log: &Path, env: &[(&str, &str)]) -> BinaryDaemon {
+        let script = "WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" run --config \"$1\"";
+        let args = [OsStr::new("-c"), OsStr::new(script), OsStr::new(BIN), config.as_os_str()];
+        BinaryDaemon::start(command_for("sh", args), log, env, &[], false)
+    }
+
     /// Any subcommand (`sim`, …) as a long-running process, stderr to `log`.
     pub fn spawn<I, S>(args: I, log: &Path, env: &[(&str, &str)]) -> BinaryDaemon
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let stderr = std::fs::File::create(log).expect("create the stderr log file");
-        let mut command = command(args);
+        BinaryDaemon::spawn_unsetting(args, log, env, &[], false)
+    }
+
+    /// `append`: keep the file (its inode) when it exists, so that a test may stat it
+    /// first (`JOURNAL_STREAM`); otherwise it starts empty.
+    fn spawn_unsetting<I, S>(
+        args: I,
+        log: &Path,
+        env: &[(&str, &str)],
+        unset: &[&str],
+        append: bool,
+    ) -> BinaryDaemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        BinaryDaemon::start(command(args), log, env, unset, append)
+    }
+
+    fn start(
+        mut command: Command,
+        log: &Path,
+        env: &[(&str, &str)],
+        unset: &[&str],
+        append: bool,
+    ) -> BinaryDaemon {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .expect("create the stderr log file");
         command.stdout(Stdio::null()).stderr(stderr);
+        for key in unset {
+            command.env_remove(key);
+        }
         for (key, value) in env {
             command.env(key, value);
         }

@@ -145,6 +145,16 @@ pub fn test_settings(dir: &Path, base_url: &str, extra: &[(&str, &str)]) -> Sett
     Settings::load_with_env(&ConfigSource::BuiltIn, env).expect("test settings load")
 }
 
+/// A lifecycle that records readiness.
+#[derive(Default)]
+struct ReadySignal(std::sync::atomic::AtomicBool);
+
+impl tented_bulkd::daemon::Lifecycle for ReadySignal {
+    fn ready(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A daemon running in this process.
 pub struct TestDaemon {
     pub ctx: Arc<Context>,
@@ -173,12 +183,25 @@ impl TestDaemon {
         )
         .await;
         let shutdown = CancellationToken::new();
+        let ready = Arc::new(ReadySignal::default());
         let handle = tokio::spawn(tented_bulkd::daemon::run_with_context(
             Arc::clone(&ctx),
             jobs,
             shutdown.clone(),
-            Arc::new(tented_bulkd::daemon::Quiet),
+            Arc::clone(&ready) as Arc<dyn tented_bulkd::daemon::Lifecycle>,
         ));
+        // Ready as the real binary's READY=1 means it: recovery done, the admin endpoint
+        // bound (a test that asks it at once must not race its bind).
+        wait_until("the daemon ready", WAIT, || async {
+            if ready.0.load(Ordering::SeqCst) {
+                Progress::Done(())
+            } else if handle.is_finished() {
+                Progress::Stop("the daemon task ended before it was ready".into())
+            } else {
+                Progress::NotYet(String::new())
+            }
+        })
+        .await;
         TestDaemon {
             ctx,
             shutdown,

@@ -1,0 +1,230 @@
+//! The history of manifests as `list` and `show` print it, and as `GET /manifests` and
+//! `GET /manifests/NAME` serve it (SPEC sections 2 and 8): read-only views of the store,
+//! whole manifests and pruned summaries alike.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::rfc3339;
+use crate::context::Context;
+use crate::schedule::next_poll_due_ms;
+use crate::state::control::Control;
+use crate::state::item::{ItemRecord, ItemState};
+use crate::state::job::{JobRecord, JobState};
+use crate::store::{HistoryEntry, ManifestRecord, ManifestSummary, StoreError};
+
+/// How many manifests `list` shows when no `--limit` is given.
+pub const DEFAULT_LIST_LIMIT: usize = 50;
+
+/// One line of `list`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ManifestLine {
+    pub name: String,
+    pub kind: String,
+    /// `active`, `paused`, `credit_wait`, `canceled` (still finishing), `finished` or
+    /// `pruned` (only its summary is left).
+    pub state: String,
+    /// The final status (`completed`, `completed_with_failures`, `failed`, `rejected`)
+    /// once finished.
+    pub status: Option<String>,
+    /// Why it is paused, or why it was rejected as a whole.
+    pub reason: Option<String>,
+    /// How many items it has.
+    pub total: u32,
+    /// Items by state (only states with items; whole manifests by the item machine's
+    /// states, pruned ones by final status).
+    pub counts: BTreeMap<String, u32>,
+    pub received_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// What `list` prints (`GET /manifests`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ManifestList {
+    pub manifests: Vec<ManifestLine>,
+    /// True when older manifests were left out by the limit.
+    pub more: bool,
+}
+
+/// One create request of a manifest, as `show` prints it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RequestLine {
+    pub seq: u32,
+    /// The bulk_job_id (bulk) or the tent id (create, edit), once admitted.
+    pub remote_id: Option<String>,
+    /// `sending`, `admitted`, `not_admitted`, `lost` or `done`.
+    pub state: String,
+    pub items: u32,
+    /// The manifest index of its first item.
+    pub first_index: Option<u32>,
+    pub sent_at: String,
+    pub last_polled_at: Option<String>,
+    /// When it may next be polled (admitted requests only).
+    pub next_poll_at: Option<String>,
+}
+
+/// One item, as `show --items` prints it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ItemLine {
+    pub index: u32,
+    pub client_item_id: String,
+    pub status: String,
+    pub tent_id: Option<String>,
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// What `show NAME` prints (`GET /manifests/NAME`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ManifestDetail {
+    #[serde(flatten)]
+    pub line: ManifestLine,
+    /// Its result file, once written.
+    pub result_path: Option<String>,
+    /// Its requests (none once pruned).
+    pub requests: Vec<RequestLine>,
+    /// Every item, with `--items` (`?items=true`); none once pruned.
+    pub items: Option<Vec<ItemLine>>,
+    pub pruned_at: Option<String>,
+}
+
+/// The state word and reason of a whole manifest (as `/status` shows them too).
+pub fn state_and_reason(m: &ManifestRecord) -> (&'static str, Option<String>) {
+    if m.finished_at_ms.is_some() {
+        return ("finished", m.rejection.clone());
+    }
+    match m.control() {
+        Control::Paused { reason } => ("paused", Some(reason.clone())),
+        Control::Canceled => ("canceled", None),
+        Control::Running if m.credit_retry_at_ms.is_some() => (
+            "credit_wait",
+            Some("Tented is out of credits; sending tries again later".to_string()),
+        ),
+        Control::Running => ("active", None),
+    }
+}
+
+/// Items by state, only states that have some.
+pub fn counts_by_state(m: &ManifestRecord) -> BTreeMap<String, u32> {
+    ItemState::ALL
+        .iter()
+        .filter(|s| m.count(**s) > 0)
+        .map(|s| (s.as_str().to_string(), m.count(*s)))
+        .collect()
+}
+
+fn whole_line(m: &ManifestRecord) -> ManifestLine {
+    let (state, reason) = state_and_reason(m);
+    ManifestLine {
+        name: m.name.clone(),
+        kind: m.kind.as_str().to_string(),
+        state: state.to_string(),
+        status: m.finished_at_ms.map(|_| m.final_status().to_string()),
+        reason,
+        total: m.item_count,
+        counts: counts_by_state(m),
+        received_at: rfc3339(m.received_at_ms),
+        finished_at: m.finished_at_ms.map(rfc3339),
+    }
+}
+
+fn pruned_line(s: &ManifestSummary) -> ManifestLine {
+    ManifestLine {
+        name: s.name.clone(),
+        kind: s.kind.as_str().to_string(),
+        state: "pruned".to_string(),
+        status: Some(s.status.clone()),
+        reason: None,
+        total: s.counts.total,
+        counts: s
+            .counts
+            .nonzero()
+            .into_iter()
+            .map(|(word, n)| (word.to_string(), n))
+            .collect(),
+        received_at: rfc3339(s.received_at_ms),
+        finished_at: s.finished_at_ms.map(rfc3339),
+    }
+}
+
+/// `list`: the newest `limit` manifests, newest first.
+pub fn list(ctx: &Context, limit: usize) -> Result<ManifestList, StoreError> {
+    let mut entries = ctx.store.newest_first(limit.saturating_add(1))?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let manifests = entries
+        .iter()
+        .map(|entry| match entry {
+            HistoryEntry::Whole(m) => whole_line(m),
+            HistoryEntry::Pruned(s) => pruned_line(s),
+        })
+        .collect();
+    Ok(ManifestList { manifests, more })
+}
+
+fn request_line(job: &JobRecord, floor_ms: u64) -> RequestLine {
+    let state = job.state();
+    RequestLine {
+        seq: job.seq,
+        remote_id: job.remote_id.clone(),
+        state: state.as_str().to_string(),
+        items: job.item_indices.len() as u32,
+        first_index: job.item_indices.first().copied(),
+        sent_at: rfc3339(job.sent_at_ms),
+        last_polled_at: job.last_polled_at_ms.map(rfc3339),
+        next_poll_at: (state == JobState::Admitted)
+            .then(|| rfc3339(next_poll_due_ms(job, floor_ms, 0))),
+    }
+}
+
+fn item_line(item: &ItemRecord) -> ItemLine {
+    ItemLine {
+        index: item.index,
+        client_item_id: item.client_item_id.clone(),
+        status: item.state().as_str().to_string(),
+        tent_id: item.tent_id.clone(),
+        error_code: item.error_code.clone(),
+        message: item.message.clone(),
+    }
+}
+
+/// `show NAME`: one manifest, with its requests and (with `items`) every item; `None`
+/// when no manifest ever had that name.
+pub fn show(ctx: &Context, name: &str, items: bool) -> Result<Option<ManifestDetail>, StoreError> {
+    let Some(id) = ctx.store.manifest_named(name)? else {
+        return Ok(None);
+    };
+    if let Some(summary) = ctx.store.summary(id)? {
+        return Ok(Some(ManifestDetail {
+            line: pruned_line(&summary),
+            result_path: None,
+            requests: Vec::new(),
+            items: None,
+            pruned_at: Some(rfc3339(summary.pruned_at_ms)),
+        }));
+    }
+    let Some(m) = ctx.store.manifest(id)? else {
+        return Ok(None);
+    };
+    let floor = ctx.poll_floor_ms();
+    let requests = ctx
+        .store
+        .jobs(id)?
+        .iter()
+        .map(|job| request_line(job, floor))
+        .collect();
+    let items = if items {
+        Some(ctx.store.items(id)?.iter().map(item_line).collect())
+    } else {
+        None
+    };
+    let result = ctx.settings.paths.outbox.join(format!("{}.result.json", m.name));
+    Ok(Some(ManifestDetail {
+        line: whole_line(&m),
+        result_path: m.result_written.then(|| result.display().to_string()),
+        requests,
+        items,
+        pruned_at: None,
+    }))
+}

@@ -1,0 +1,257 @@
+//! `/metrics` (SPEC section 8), written with the `prometheus-client` crate.
+//!
+//! Two kinds of metric:
+//! - observed as things happen, kept here: calls to Tented by endpoint and answer, their
+//!   durations, and how late each poll left after it was due;
+//! - read from the daemon's state at each scrape ([`Snapshot`]): items and manifests of
+//!   unfinished manifests by state (gauges), items and manifests finished by status since
+//!   start (counters the store keeps, so they go on counting after a manifest leaves the
+//!   active set), the time calls waited for the budget, the 401 pause, the store's size
+//!   on disk, the build.
+//!
+//! Every name begins `tented_bulkd_`; counters end `_total`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::api::client::{CallObserver, Endpoint};
+
+/// The content type of the text [`Metrics::encode`] writes (OpenMetrics, which
+/// Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    endpoint: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+type DurationFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+
+fn request_duration_histogram() -> Histogram {
+    // 10 ms to about 40 s (the default request timeout is 30 s).
+    Histogram::new(exponential_buckets(0.01, 2.0, 13))
+}
+
+/// The metrics observed as things happen. Cheap to share (`Arc` inside each family).
+#[derive(Debug)]
+pub struct Metrics {
+    api_calls: Family<CallLabels, Counter>,
+    api_duration: DurationFamily,
+    poll_lateness: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// What the daemon's state says at a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Items of unfinished manifests by (non-final) state.
+    pub items: Vec<(&'static str, u64)>,
+    /// Unfinished manifests by state (`active`, `paused`, `credit_wait`, `canceled`,
+    /// `writing_result`).
+    pub manifests: Vec<(&'static str, u64)>,
+    /// Items that reached a final status since start, by status.
+    pub items_finished: Vec<(&'static str, u64)>,
+    /// Manifests that finished since start, by status.
+    pub manifests_finished: Vec<(&'static str, u64)>,
+    /// Time every call waited for the request budget, since start.
+    pub budget_wait: Duration,
+    pub auth_paused: bool,
+    pub store_bytes: u64,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            api_calls: Family::default(),
+            api_duration: Family::new_with_constructor(request_duration_histogram),
+            // 10 ms to about 5 minutes.
+            poll_lateness: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
+        }
+    }
+
+    /// A poll left `late` after it was due.
+    pub fn observe_poll_lateness(&self, late: Duration) {
+        self.poll_lateness.observe(late.as_secs_f64());
+    }
+
+    /// The metrics in the text format, the observed ones and the snapshot's.
+    pub fn encode(&self, snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::with_prefix("tented_bulkd");
+        registry.register(
+            "api_calls",
+            "Calls to the Tented API by endpoint and answer (HTTP status, not_sent or uncertain)",
+            self.api_calls.clone(),
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "Time from sending a call to Tented to its answer (or its failure), by endpoint",
+            self.api_duration.clone(),
+        );
+        registry.register(
+            "poll_lateness_seconds",
+            "How long after its due time a poll was sent (the budget and concurrency delay it)",
+            self.poll_lateness.clone(),
+        );
+        registry.register(
+            "items",
+            "Items of unfinished manifests by state (states that are not final)",
+            gauge_family(&snapshot.items, |state| StateLabels { state }),
+        );
+        registry.register(
+            "manifests",
+            "Unfinished manifests by state",
+            gauge_family(&snapshot.manifests, |state| StateLabels { state }),
+        );
+        registry.register(
+            "items_finished",
+            "Items that reached a final status since the daemon started, by status",
+            counter_family(&snapshot.items_finished),
+        );
+        registry.register(
+            "manifests_finished",
+            "Manifests that finished since the daemon started, by status",
+            counter_family(&snapshot.manifests_finished),
+        );
+        let budget_wait = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        budget_wait.inc_by(snapshot.budget_wait.as_secs_f64());
+        registry.register(
+            "budget_wait_seconds",
+            "Time calls waited for the request budget (api.requests_per_second) since start",
+            budget_wait,
+        );
+        registry.register(
+            "auth_paused",
+            "1 while a 401 from Tented pauses every call",
+            gauge(i64::from(snapshot.auth_paused)),
+        );
+        registry.register(
+            "store_bytes",
+            "Size of the store on disk",
+            gauge(i64::try_from(snapshot.store_bytes).unwrap_or(i64::MAX)),
+        );
+        let build = Family::<VersionLabels, Gauge>::default();
+        build
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running build (always 1)", build);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+fn gauge(value: i64) -> Gauge {
+    let gauge = Gauge::default();
+    gauge.set(value);
+    gauge
+}
+
+fn gauge_family(
+    rows: &[(&'static str, u64)],
+    labels: impl Fn(&'static str) -> StateLabels,
+) -> Family<StateLabels, Gauge> {
+    let family = Family::<StateLabels, Gauge>::default();
+    for (state, n) in rows {
+        family
+            .get_or_create(&labels(state))
+            .set(i64::try_from(*n).unwrap_or(i64::MAX));
+    }
+    family
+}
+
+fn counter_family(rows: &[(&'static str, u64)]) -> Family<StatusLabels, Counter> {
+    let family = Family::<StatusLabels, Counter>::default();
+    for (status, n) in rows {
+        family.get_or_create(&StatusLabels { status }).inc_by(*n);
+    }
+    family
+}
+
+impl CallObserver for Metrics {
+    fn call_finished(&self, endpoint: Endpoint, answer: &str, took: Duration) {
+        self.api_calls
+            .get_or_create(&CallLabels {
+                endpoint: endpoint.as_str(),
+                status: answer.to_string(),
+            })
+            .inc();
+        self.api_duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
+            .observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_has_help_type_and_the_values_given() {
+        let metrics = Metrics::new();
+        metrics.call_finished(Endpoint::BulkCreate, "202", Duration::from_millis(30));
+        metrics.observe_poll_lateness(Duration::from_millis(5));
+        let snapshot = Snapshot {
+            items: vec![("pending", 3)],
+            manifests: vec![("active", 1)],
+            items_finished: vec![("completed", 52), ("failed", 5)],
+            manifests_finished: vec![("completed_with_failures", 1)],
+            budget_wait: Duration::from_millis(1500),
+            auth_paused: true,
+            store_bytes: 4096,
+        };
+        let text = metrics.encode(&snapshot).expect("encodes");
+        for line in [
+            "# TYPE tented_bulkd_api_calls counter",
+            "tented_bulkd_api_calls_total{endpoint=\"bulk_create\",status=\"202\"} 1",
+            "tented_bulkd_api_request_duration_seconds_count{endpoint=\"bulk_create\"} 1",
+            "tented_bulkd_poll_lateness_seconds_count 1",
+            "tented_bulkd_items{state=\"pending\"} 3",
+            "tented_bulkd_manifests{state=\"active\"} 1",
+            "tented_bulkd_items_finished_total{status=\"completed\"} 52",
+            "tented_bulkd_manifests_finished_total{status=\"completed_with_failures\"} 1",
+            "tented_bulkd_budget_wait_seconds_total 1.5",
+            "tented_bulkd_auth_paused 1",
+            "tented_bulkd_store_bytes 4096",
+            "# HELP tented_bulkd_store_bytes Size of the store on disk.",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        assert!(text.contains(&format!("tented_bulkd_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{text}");
+    }
+}

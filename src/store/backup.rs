@@ -1,0 +1,425 @@
+//! Backup and restore (SPEC section 8).
+//!
+//! A backup is one point in time: every record of the store, read under the writer's
+//! lock, so no transaction is half in it. The file:
+//!
+//! ```text
+//! tented-bulkd backup 1\n
+//! {"created_at_ms": …, "newest_manifest_id": …, "records": …}\n      (one JSON line)
+//! records: key length u32 BE, key, value length u32 BE, value         (× records)
+//! sha256 of everything above (32 bytes)
+//! ```
+//!
+//! A restore fills an empty state folder from such a file (checked whole first) and then
+//! pauses every manifest that was unfinished at the snapshot: requests sent after it are
+//! not in it, so sending waits for the operator (`resume` or `cancel`).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError};
+use crate::state::control::ControlEvent;
+
+/// The first line of every backup file.
+pub const BACKUP_MAGIC: &str = "tented-bulkd backup 1\n";
+
+/// Records per batch when a backup is restored.
+const RESTORE_BATCH: usize = 2_000;
+
+/// The longest key or value a backup may hold (a record is far smaller; a larger length
+/// means a damaged file, not a reason to allocate gigabytes).
+const MAX_RECORD_PART: u32 = 512 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the backup: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("cannot read the backup: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a tented-bulkd backup (it does not begin with `tented-bulkd backup 1`)")]
+    NotABackup,
+    #[error("the backup is damaged: {0}")]
+    Damaged(String),
+    #[error("the state folder {path} is not empty: restore fills an empty one only (move it aside first; the daemon must not be running on it)")]
+    StateNotEmpty { path: PathBuf },
+    #[error("cannot look into the state folder {path}: {source}")]
+    StateFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a backup's header says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupHeader {
+    pub created_at_ms: u64,
+    /// The newest manifest id committed at the snapshot (the marker's), if any.
+    pub newest_manifest_id: Option<u64>,
+    pub records: u64,
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Checks a backup as it streams past: every byte but the last 32 is hashed, and the
+/// last 32 must be that hash.
+#[derive(Default)]
+pub struct StreamCheck {
+    hasher: Sha256,
+    tail: Vec<u8>,
+    bytes: u64,
+}
+
+impl StreamCheck {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > 32 {
+            let hashed = self.tail.len() - 32;
+            self.hasher.update(&self.tail[..hashed]);
+            self.tail.drain(..hashed);
+        }
+    }
+
+    /// Whether what was fed is a whole backup (its checksum holds), and its size.
+    pub fn finish(self) -> (bool, u64) {
+        let whole = self.tail.len() == 32 && self.hasher.finalize().as_slice() == self.tail;
+        (whole, self.bytes)
+    }
+}
+
+impl Store {
+    /// Writes a consistent snapshot of the whole store into `out` and returns the file
+    /// (at its end) with the header: the writer's lock is held from the first record read
+    /// to the last, so it is one point in time, and no transaction is half in it. The
+    /// reading runs on a blocking thread; the pipeline's writers wait for it meanwhile
+    /// (readers do not).
+    pub async fn backup_to(
+        &self,
+        mut out: std::fs::File,
+        created_at_ms: u64,
+    ) -> Result<(BackupHeader, std::fs::File), BackupError> {
+        let guard = std::sync::Arc::clone(&self.writer).lock_owned().await;
+        let store = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            store
+                .write_backup(&mut out, created_at_ms)
+                .map(|header| (header, out))
+        })
+        .await
+        .map_err(|e| BackupError::Write(std::io::Error::other(e)))?;
+        written
+    }
+
+    fn write_backup(&self, out: impl Write, created_at_ms: u64) -> Result<BackupHeader, BackupError> {
+        let mut count = 0u64;
+        for entry in self.tree.iter() {
+            entry.map_err(StoreError::from)?;
+            count += 1;
+        }
+        let header = BackupHeader {
+            created_at_ms,
+            newest_manifest_id: self.marked_newest(),
+            records: count,
+        };
+        let mut out = Hashing {
+            inner: std::io::BufWriter::new(out),
+            hasher: Sha256::new(),
+        };
+        let header_line = serde_json::to_string(&header)
+            .map_err(|e| BackupError::Damaged(format!("cannot encode the header: {e}")))?;
+        out.write_all(BACKUP_MAGIC.as_bytes()).map_err(BackupError::Write)?;
+        out.write_all(header_line.as_bytes()).map_err(BackupError::Write)?;
+        out.write_all(b"\n").map_err(BackupError::Write)?;
+        let mut written = 0u64;
+        for entry in self.tree.iter() {
+            let (key, value) = entry.map_err(StoreError::from)?;
+            for part in [&key[..], &value[..]] {
+                let len = u32::try_from(part.len())
+                    .map_err(|_| BackupError::Damaged("a record over 4 GiB".into()))?;
+                out.write_all(&len.to_be_bytes()).map_err(BackupError::Write)?;
+                out.write_all(part).map_err(BackupError::Write)?;
+            }
+            written += 1;
+        }
+        if written != count {
+            // Impossible under the writer's lock; refused rather than trusted.
+            return Err(BackupError::Damaged(format!(
+                "the store changed while it was read ({count} then {written} records)"
+            )));
+        }
+        let digest = out.hasher.finalize();
+        let mut inner = out.inner;
+        inner.write_all(&digest).map_err(BackupError::Write)?;
+        inner.flush().map_err(BackupError::Write)?;
+        Ok(header)
+    }
+
+    /// The marker's newest manifest id, if it has one.
+    fn marked_newest(&self) -> Option<u64> {
+        std::fs::read_to_string(&self.marker)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+
+    /// Fills the empty state folder `path` from the backup file `backup` (checked whole
+    /// first), then pauses every manifest unfinished at the snapshot with the reason
+    /// that names it. Returns the header and how many manifests were paused.
+    pub async fn restore(path: &Path, backup: &Path) -> Result<(BackupHeader, u32), BackupError> {
+        refuse_non_empty(path)?;
+        let header = verify_backup(backup)?;
+        let store = Store::open(path)?;
+        let mut reader = open_records(backup)?;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for _ in 0..header.records {
+            let key = read_part(&mut reader)?;
+            let value = read_part(&mut reader)?;
+            batch.insert(key, value);
+            in_batch += 1;
+            if in_batch == RESTORE_BATCH {
+                store.tree.apply_batch(std::mem::take(&mut batch)).map_err(StoreError::from)?;
+                in_batch = 0;
+            }
+        }
+        store.tree.apply_batch(batch).map_err(StoreError::from)?;
+        store.db.flush_async().await.map_err(StoreError::from)?;
+        let newest = store.newest_recorded_id()?;
+        store
+            .newest_id
+            .store(newest, std::sync::atomic::Ordering::SeqCst);
+        if let Some(id) = header.newest_manifest_id {
+            store.write_marker(id)?;
+        }
+        let reason = format!(
+            "restored from a backup of {}: requests sent after it may be sent again",
+            crate::clock::rfc3339(header.created_at_ms)
+        );
+        let mut paused = 0;
+        for manifest in store.manifests()? {
+            if manifest.finished_at_ms.is_some() {
+                continue;
+            }
+            let writer = store.writer().await;
+            let mut txn = writer.begin(manifest.id)?;
+            if txn.manifest_mut().apply_control(ControlEvent::Restored {
+                reason: reason.clone(),
+            }) {
+                paused += 1;
+            }
+            txn.commit().await?;
+        }
+        Ok((header, paused))
+    }
+}
+
+/// A state folder that does not exist or is empty is fine; anything else is refused.
+fn refuse_non_empty(path: &Path) -> Result<(), BackupError> {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(BackupError::StateNotEmpty {
+                    path: path.to_path_buf(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(BackupError::StateFolder {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Reads the whole file once: the magic, the header, every record's framing, and the
+/// checksum. Returns the header.
+pub fn verify_backup(backup: &Path) -> Result<BackupHeader, BackupError> {
+    let file = std::fs::File::open(backup).map_err(BackupError::Read)?;
+    let size = file.metadata().map_err(BackupError::Read)?.len();
+    if size < 32 {
+        return Err(BackupError::NotABackup);
+    }
+    let mut hasher = Sha256::new();
+    let mut reader = std::io::BufReader::new(file).take(size - 32);
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buffer).map_err(BackupError::Read)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    let mut expected = [0u8; 32];
+    reader
+        .into_inner()
+        .read_exact(&mut expected)
+        .map_err(BackupError::Read)?;
+    if hasher.finalize().as_slice() != expected {
+        return Err(BackupError::Damaged(
+            "its checksum does not match (truncated or altered)".into(),
+        ));
+    }
+    let (header, _) = read_header(backup)?;
+    Ok(header)
+}
+
+fn read_header(backup: &Path) -> Result<(BackupHeader, std::io::BufReader<std::fs::File>), BackupError> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(backup).map_err(BackupError::Read)?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut magic = String::new();
+    reader.read_line(&mut magic).map_err(|_| BackupError::NotABackup)?;
+    if magic != BACKUP_MAGIC {
+        return Err(BackupError::NotABackup);
+    }
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(BackupError::Read)?;
+    let header: BackupHeader = serde_json::from_str(line.trim_end())
+        .map_err(|e| BackupError::Damaged(format!("its header does not parse: {e}")))?;
+    Ok((header, reader))
+}
+
+fn open_records(backup: &Path) -> Result<std::io::BufReader<std::fs::File>, BackupError> {
+    Ok(read_header(backup)?.1)
+}
+
+fn read_part(reader: &mut impl Read) -> Result<Vec<u8>, BackupError> {
+    let mut len = [0u8; 4];
+    reader.read_exact(&mut len).map_err(|e| {
+        BackupError::Damaged(format!("a record is cut short: {e}"))
+    })?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_RECORD_PART {
+        return Err(BackupError::Damaged(format!("a record claims {len} bytes")));
+    }
+    let mut part = vec![0u8; len as usize];
+    reader
+        .read_exact(&mut part)
+        .map_err(|e| BackupError::Damaged(format!("a record is cut short: {e}")))?;
+    Ok(part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{ManifestKind, TopFields};
+    use crate::state::control::Control;
+    use crate::state::item::ItemRecord;
+    use crate::store::{ManifestRecord, Received};
+
+    async fn add_manifest(store: &Store, name: &str, finished: bool) -> u64 {
+        let id = store.new_manifest_id().expect("an id");
+        let writer = store.writer().await;
+        let mut txn = writer.create(ManifestRecord::received(Received {
+            id,
+            name: name.into(),
+            inbox_file: format!("{name}.json"),
+            kind: ManifestKind::Bulk,
+            received_at_ms: 1_000,
+            sha256: [id as u8; 32],
+            top: TopFields::default(),
+            top_given: "{}".into(),
+            item_count: 1,
+            rejection: None,
+        }));
+        txn.insert_item(ItemRecord::pending(id, 0, format!("{name}-0"), "{}".into(), Default::default()))
+            .expect("insert");
+        txn.index_name();
+        txn.index_client_item(&format!("{name}-0"), 0);
+        if finished {
+            txn.manifest_mut().finished_at_ms = Some(2_000);
+        }
+        txn.commit().await.expect("commit");
+        id
+    }
+
+    #[tokio::test]
+    async fn a_restored_store_holds_the_same_records_with_its_unfinished_manifests_paused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("a")).expect("opens");
+        let done = add_manifest(&store, "done", true).await;
+        let busy = add_manifest(&store, "busy", false).await;
+        let file = std::fs::File::create(dir.path().join("b.backup")).expect("create");
+        let (header, _) = store.backup_to(file, 1_796_000_000_000).await.expect("backs up");
+        assert_eq!(header.newest_manifest_id, Some(busy));
+        let backup = dir.path().join("b.backup");
+        assert_eq!(verify_backup(&backup).expect("verifies"), header);
+        let bytes = std::fs::read(&backup).expect("read");
+        let mut check = StreamCheck::default();
+        for chunk in bytes.chunks(5) {
+            check.feed(chunk);
+        }
+        assert_eq!(check.finish(), (true, bytes.len() as u64));
+
+        // Refused into a folder that holds anything.
+        let err = Store::restore(&dir.path().join("a"), &backup).await.expect_err("not empty");
+        assert!(matches!(err, BackupError::StateNotEmpty { .. }), "{err}");
+
+        let (restored_header, paused) = Store::restore(&dir.path().join("r"), &backup).await.expect("restores");
+        assert_eq!((restored_header, paused), (header, 1));
+        let restored = Store::open(&dir.path().join("r")).expect("reopens");
+        assert_eq!(restored.items(busy).expect("reads"), store.items(busy).expect("reads"));
+        assert_eq!(restored.manifest_named("done").expect("reads"), Some(done));
+        assert_eq!(restored.items_with_client_id("done-0").expect("reads"), vec![(done, 0)]);
+        let record = restored.manifest(busy).expect("reads").expect("there");
+        match record.control() {
+            Control::Paused { reason } => assert_eq!(
+                reason,
+                "restored from a backup of 2026-11-30T00:53:20Z: requests sent after it may be sent again"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(restored.manifest(done).expect("reads").expect("there").control(), &Control::Running);
+        // New ids come after the restored ones.
+        assert!(restored.new_manifest_id().expect("an id") > busy);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_foreign_file_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("a")).expect("opens");
+        add_manifest(&store, "m", false).await;
+        let path = dir.path().join("b.backup");
+        store
+            .backup_to(std::fs::File::create(&path).expect("create"), 5)
+            .await
+            .expect("backs up");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, &bytes).expect("write");
+        let err = Store::restore(&dir.path().join("r"), &path).await.expect_err("damaged");
+        assert!(matches!(err, BackupError::Damaged(_)), "{err}");
+        assert!(!dir.path().join("r").exists(), "nothing written");
+        std::fs::write(&path, b"{\"not\": \"a backup\"} plus enough bytes for a checksum").expect("write");
+        let mut check = StreamCheck::default();
+        for chunk in bytes.chunks(7) {
+            check.feed(chunk);
+        }
+        assert!(!check.finish().0, "the stream check sees the damage too");
+        let err = verify_backup(&path).expect_err("foreign");
+        assert!(matches!(err, BackupError::Damaged(_) | BackupError::NotABackup), "{err}");
+    }
+}

@@ -1,0 +1,240 @@
+//! Pruning (SPEC section 8, retention): a finished manifest's items, requests, client
+//! index entries and tent poll records leave the store; its summary stays.
+//!
+//! In three steps, each under the writer's lock and each short, so that the pipeline's
+//! own transactions go on between them (pruning never blocks the pipeline):
+//!
+//! 1. [`Store::begin_prune`] writes the summary (`S`). From then on the manifest counts
+//!    as pruned (`list`, `show`, edits), even while its records are being removed.
+//! 2. [`Store::prune_slice`] removes at most a slice of its items (with their `C`
+//!    entries and the `T` records of their tents that no longer hold back a poll), then
+//!    of its jobs; called until it removes nothing.
+//! 3. [`Store::finish_prune`] removes the manifest record (`M`) and flushes.
+//!
+//! A crash anywhere leaves a store that reads: the next pass finds the manifest (its `M`
+//! is still there) and goes on from where it stopped. The name (`N`) and hash (`H`)
+//! indexes are never removed.
+
+use super::summary::{summary_key, StoredSummary};
+use super::{
+    client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError,
+    StoredItem, StoredJob, StoredTentPoll,
+};
+
+/// What one [`Store::prune_slice`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub items: usize,
+    pub jobs: usize,
+    pub tent_polls: usize,
+}
+
+impl Pruned {
+    pub fn is_empty(&self) -> bool {
+        self.items == 0 && self.jobs == 0
+    }
+}
+
+impl Store {
+    /// Writes the summary of a finished manifest whose result is written, if it has none
+    /// yet. Returns false when there is nothing to prune (no such manifest, or it is not
+    /// finished).
+    pub async fn begin_prune(&self, id: u64, now_ms: u64) -> Result<bool, StoreError> {
+        let _writer = self.writer.lock().await;
+        let Some(manifest) = self.manifest(id)? else {
+            return Ok(false);
+        };
+        if manifest.finished_at_ms.is_none() || !manifest.result_written {
+            return Ok(false);
+        }
+        if self.summary(id)?.is_none() {
+            let summary = manifest.summary(now_ms);
+            self.tree
+                .insert(summary_key(id), encode(&StoredSummary::V1(summary))?)?;
+            self.db.flush_async().await?;
+        }
+        Ok(true)
+    }
+
+    /// Removes up to `slice` items of a manifest being pruned (their client index entries,
+    /// and the poll records of their tents that are due anyway by `now_ms` with the floor
+    /// `floor_ms`), or when no item is left, up to `slice` of its jobs.
+    pub async fn prune_slice(
+        &self,
+        id: u64,
+        slice: usize,
+        now_ms: u64,
+        floor_ms: u64,
+    ) -> Result<Pruned, StoreError> {
+        let _writer = self.writer.lock().await;
+        if self.summary(id)?.is_none() {
+            // Only a manifest whose summary is written is pruned.
+            return Ok(Pruned::default());
+        }
+        let mut batch = sled::Batch::default();
+        let mut pruned = Pruned::default();
+        for entry in self.tree.scan_prefix(prefixed(b'I', id)).take(slice) {
+            let (key, bytes) = entry?;
+            let item = decode::<StoredItem>(&key, &bytes)?.current()?;
+            let mut client_key = client_prefix(&item.client_item_id);
+            client_key.extend_from_slice(&id.to_be_bytes());
+            client_key.extend_from_slice(&item.index.to_be_bytes());
+            batch.remove(client_key);
+            batch.remove(key);
+            pruned.items += 1;
+            if let Some(tent_id) = &item.tent_id {
+                let tent = tent_key(tent_id);
+                if let Some(bytes) = self.tree.get(&tent)? {
+                    let StoredTentPoll::V1(poll) = decode(&tent, &bytes)?;
+                    // A record that no longer holds back a poll can go; a newer edit of
+                    // the same tent writes its own.
+                    if poll.next_due_ms(floor_ms) <= now_ms {
+                        batch.remove(tent);
+                        pruned.tent_polls += 1;
+                    }
+                }
+            }
+        }
+        if pruned.items == 0 {
+            for entry in self.tree.scan_prefix(prefixed(b'J', id)).take(slice) {
+                let (key, bytes) = entry?;
+                // Decoded to be sure it is a job record before it goes.
+                let StoredJob::V1(_) = decode(&key, &bytes)?;
+                batch.remove(key);
+                pruned.jobs += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(pruned)
+    }
+
+    /// Removes the manifest record once its items and jobs are gone (else nothing), and
+    /// flushes.
+    pub async fn finish_prune(&self, id: u64) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        let leftovers = self.tree.scan_prefix(prefixed(b'I', id)).next().is_some()
+            || self.tree.scan_prefix(prefixed(b'J', id)).next().is_some();
+        if self.summary(id)?.is_none() || leftovers {
+            // Not begun, or not done: the manifest record stays, and the next pass goes on.
+            return Ok(());
+        }
+        self.tree.remove(manifest_key(id))?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::manifest::{ManifestKind, TopFields};
+    use crate::state::item::ItemRecord;
+    use crate::state::job::{JobKind, JobRecord};
+
+    async fn finished_manifest(store: &Store, name: &str, items: u32) -> u64 {
+        let id = store.new_manifest_id().expect("an id");
+        let writer = store.writer().await;
+        let mut txn = writer.create(ManifestRecord::received(Received {
+            id,
+            name: name.into(),
+            inbox_file: format!("{name}.json"),
+            kind: ManifestKind::Bulk,
+            received_at_ms: 1_000,
+            sha256: [id as u8; 32],
+            top: TopFields::default(),
+            top_given: "{}".into(),
+            item_count: items,
+            rejection: None,
+        }));
+        for index in 0..items {
+            let client = format!("{name}-{index}");
+            txn.insert_item(ItemRecord::pending(id, index, client.clone(), "{}".into(), Default::default()))
+                .expect("insert");
+            txn.index_client_item(&client, index);
+        }
+        txn.index_name();
+        txn.index_hash();
+        txn.commit().await.expect("created");
+        let mut txn = writer.begin(id).expect("begin");
+        txn.annotate(0, |item| item.tent_id = Some(format!("tent-{name}")))
+            .expect("annotate");
+        txn.put_job(JobRecord::sending(id, 0, JobKind::Bulk, (0..items).collect(), 2_000));
+        txn.put_tent_poll(&format!("tent-{name}"), TentPollRecord { last_polled_at_ms: 3_000, retry_after_ms: None });
+        txn.manifest_mut().finished_at_ms = Some(5_000);
+        txn.manifest_mut().result_written = true;
+        txn.commit().await.expect("finished");
+        id
+    }
+
+    #[tokio::test]
+    async fn pruning_leaves_the_summary_and_the_indexes_of_name_and_bytes_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id;
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            let kept = finished_manifest(&store, "kept", 2).await;
+            id = finished_manifest(&store, "old", 7).await;
+            assert!(store.begin_prune(id, 9_000).await.expect("begins"));
+            // Slices of at most 3: the items go 3, 3, 1, then the job, then nothing.
+            let mut slices = Vec::new();
+            loop {
+                let pruned = store.prune_slice(id, 3, 9_000, 1_000).await.expect("a slice");
+                if pruned.is_empty() {
+                    break;
+                }
+                slices.push((pruned.items, pruned.jobs));
+            }
+            assert_eq!(slices, [(3, 0), (3, 0), (1, 0), (0, 1)]);
+            store.finish_prune(id).await.expect("finished");
+            assert!(store.manifest(id).expect("reads").is_none());
+            assert!(store.items(id).expect("reads").is_empty());
+            assert!(store.jobs(id).expect("reads").is_empty());
+            assert!(store.items_with_client_id("old-0").expect("reads").is_empty());
+            assert!(store.tent_poll("tent-old").expect("reads").is_none(), "due anyway: removed");
+            assert_eq!(store.tent_poll("tent-kept").expect("reads").map(|t| t.last_polled_at_ms), Some(3_000));
+            assert_eq!(store.manifest_named("old").expect("reads"), Some(id));
+            assert_eq!(store.manifest_with_hash(&[id as u8; 32]).expect("reads"), Some(id));
+            let summary = store.summary(id).expect("reads").expect("a summary");
+            assert_eq!((summary.name.as_str(), summary.counts.total, summary.pruned_at_ms), ("old", 7, 9_000));
+            assert_eq!(summary.finished_at_ms, Some(5_000));
+            let history = store.newest_first(10).expect("reads");
+            let ids: Vec<(u64, bool)> = history
+                .iter()
+                .map(|e| (e.id(), matches!(e, HistoryEntry::Pruned(_))))
+                .collect();
+            assert_eq!(ids, [(id, true), (kept, false)]);
+            assert!(store.any_pruned().expect("reads"));
+            // The kept manifest is whole.
+            assert_eq!(store.items(kept).expect("reads").len(), 2);
+        }
+        // The newest manifest was pruned: the store still opens (its summary counts).
+        let store = Store::open(dir.path()).expect("reopens");
+        assert!(store.summary(id).expect("reads").is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_manifest_is_never_pruned_and_finish_waits_for_the_slices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let id = finished_manifest(&store, "busy", 2).await;
+        {
+            let writer = store.writer().await;
+            let mut txn = writer.begin(id).expect("begin");
+            txn.manifest_mut().result_written = false;
+            txn.commit().await.expect("commit");
+        }
+        assert!(!store.begin_prune(id, 9_000).await.expect("reads"));
+        assert!(store.prune_slice(id, 10, 9_000, 1_000).await.expect("reads").is_empty());
+        assert_eq!(store.items(id).expect("reads").len(), 2);
+        {
+            let writer = store.writer().await;
+            let mut txn = writer.begin(id).expect("begin");
+            txn.manifest_mut().result_written = true;
+            txn.commit().await.expect("commit");
+        }
+        assert!(store.begin_prune(id, 9_000).await.expect("begins"));
+        // Called too early, finish leaves the record where it is.
+        store.finish_prune(id).await.expect("no error");
+        assert!(store.manifest(id).expect("reads").is_some());
+    }
+}

@@ -1,0 +1,179 @@
+//! What stays of a manifest forever: its one-line summary (SPEC section 8, retention).
+//!
+//! When `retention.store` has passed since a manifest finished, its items, requests and
+//! poll records leave the store ([`super::prune`]). What stays is small and never
+//! changes again: the summary under `S` manifest_id (name, kind, final status, counts,
+//! times, sha256), beside the name index `N` (so the NAME is never reused) and the hash
+//! index `H` (so a second drop of the same bytes is still refused).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{decode, manifest_key, prefixed, ManifestRecord, Store, StoreError};
+use crate::manifest::ManifestKind;
+use crate::state::item::ItemState;
+
+/// An item count by final status, as the result file reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalCounts {
+    pub total: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub rejected: u32,
+    pub timed_out: u32,
+    pub canceled: u32,
+    pub unknown: u32,
+}
+
+impl FinalCounts {
+    /// `(word, count)` for every status with a count, in the result file's order.
+    pub fn nonzero(&self) -> Vec<(&'static str, u32)> {
+        [
+            ("completed", self.completed),
+            ("failed", self.failed),
+            ("rejected", self.rejected),
+            ("timed_out", self.timed_out),
+            ("canceled", self.canceled),
+            ("unknown", self.unknown),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}
+
+/// The one-line summary of a pruned manifest (version 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSummary {
+    pub id: u64,
+    pub name: String,
+    pub kind: ManifestKind,
+    /// The manifest's final status: `completed`, `completed_with_failures`, `failed` or
+    /// `rejected`.
+    pub status: String,
+    pub counts: FinalCounts,
+    pub received_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub pruned_at_ms: u64,
+    pub sha256: [u8; 32],
+}
+
+/// A summary as stored; shipped variants never change.
+#[derive(Serialize, Deserialize)]
+pub enum StoredSummary {
+    V1(ManifestSummary),
+}
+
+/// A manifest as the history (`list`) sees it: still whole, or pruned to its summary.
+#[derive(Clone, Debug)]
+pub enum HistoryEntry {
+    Whole(Box<ManifestRecord>),
+    Pruned(ManifestSummary),
+}
+
+impl HistoryEntry {
+    pub fn id(&self) -> u64 {
+        match self {
+            HistoryEntry::Whole(m) => m.id,
+            HistoryEntry::Pruned(s) => s.id,
+        }
+    }
+}
+
+pub(super) fn summary_key(id: u64) -> [u8; 9] {
+    prefixed(b'S', id)
+}
+
+impl ManifestRecord {
+    /// Its items by final status, from the record's counts (items not final yet count as
+    /// `unknown`, as in the result file).
+    pub fn final_counts(&self) -> FinalCounts {
+        let unfinished: u32 = ItemState::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| self.count(*s))
+            .sum();
+        FinalCounts {
+            total: self.item_count,
+            completed: self.count(ItemState::Completed),
+            failed: self.count(ItemState::Failed),
+            rejected: self.count(ItemState::Rejected),
+            timed_out: self.count(ItemState::TimedOut),
+            canceled: self.count(ItemState::Canceled),
+            unknown: self.count(ItemState::Unknown) + unfinished,
+        }
+    }
+
+    /// The manifest's status in the words of bulk job statuses, as its result file gives
+    /// it (the same rule as the outbox's, read from the record's counts).
+    pub fn final_status(&self) -> &'static str {
+        let counts = self.final_counts();
+        if self.rejection.is_some() {
+            "rejected"
+        } else if counts.completed == 0 {
+            "failed"
+        } else if counts.completed == counts.total - counts.rejected {
+            "completed"
+        } else {
+            "completed_with_failures"
+        }
+    }
+
+    /// Its summary, as pruning keeps it.
+    pub fn summary(&self, pruned_at_ms: u64) -> ManifestSummary {
+        ManifestSummary {
+            id: self.id,
+            name: self.name.clone(),
+            kind: self.kind,
+            status: self.final_status().to_string(),
+            counts: self.final_counts(),
+            received_at_ms: self.received_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            pruned_at_ms,
+            sha256: self.sha256,
+        }
+    }
+}
+
+impl Store {
+    /// The summary of a pruned manifest (or of one being pruned).
+    pub fn summary(&self, id: u64) -> Result<Option<ManifestSummary>, StoreError> {
+        let key = summary_key(id);
+        match self.tree.get(key)? {
+            Some(bytes) => {
+                let StoredSummary::V1(summary) = decode(&key, &bytes)?;
+                Ok(Some(summary))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Whether any manifest has been pruned (or is being pruned).
+    pub fn any_pruned(&self) -> Result<bool, StoreError> {
+        Ok(self.tree.scan_prefix([b'S']).next().transpose()?.is_some())
+    }
+
+    /// The newest `limit` manifests, newest first, whole or pruned. A manifest whose
+    /// pruning has begun (its summary is written) is shown pruned.
+    pub fn newest_first(&self, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        // The newest `limit` of the union are among the newest `limit` of each prefix.
+        let mut entries: BTreeMap<u64, HistoryEntry> = BTreeMap::new();
+        for entry in self.tree.scan_prefix([b'M']).rev().take(limit) {
+            let (key, bytes) = entry?;
+            let record = decode::<super::StoredManifest>(&key, &bytes)?.current()?;
+            entries.insert(record.id, HistoryEntry::Whole(Box::new(record)));
+        }
+        for entry in self.tree.scan_prefix([b'S']).rev().take(limit) {
+            let (key, bytes) = entry?;
+            let StoredSummary::V1(summary) = decode(&key, &bytes)?;
+            entries.insert(summary.id, HistoryEntry::Pruned(summary));
+        }
+        Ok(entries.into_values().rev().take(limit).collect())
+    }
+
+    /// Whether the manifest `id` exists, whole or as a summary (the marker check).
+    pub(super) fn manifest_ever_recorded(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.tree.contains_key(manifest_key(id))? || self.tree.contains_key(summary_key(id))?)
+    }
+}

@@ -1,0 +1,53 @@
+//! What the store has seen finish since it was opened: items that reached a final state
+//! and manifests that finished, counted as their commits become durable. The metrics'
+//! `*_finished_total` counters read it, so they go on counting after a manifest leaves
+//! the active set (and they start again from zero with the process, as counters do).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::state::item::ItemState;
+
+/// The manifest statuses, in the words of bulk job statuses.
+pub const MANIFEST_STATUSES: [&str; 4] =
+    ["completed", "completed_with_failures", "failed", "rejected"];
+
+#[derive(Debug, Default)]
+pub struct Tally {
+    items: [AtomicU64; 11],
+    manifests: [AtomicU64; 4],
+}
+
+impl Tally {
+    pub(super) fn add_items(&self, newly_final: &[u32; 11]) {
+        for (slot, n) in newly_final.iter().enumerate() {
+            if *n > 0 {
+                self.items[slot].fetch_add(u64::from(*n), Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(super) fn add_manifest(&self, status: &str) {
+        if let Some(slot) = MANIFEST_STATUSES.iter().position(|s| *s == status) {
+            self.manifests[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Items that reached each final state, as `(word, count)`, every final state listed.
+    pub fn items_finished(&self) -> Vec<(&'static str, u64)> {
+        ItemState::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.is_final())
+            .map(|(slot, state)| (state.as_str(), self.items[slot].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Manifests that finished, by status, every status listed.
+    pub fn manifests_finished(&self) -> Vec<(&'static str, u64)> {
+        MANIFEST_STATUSES
+            .iter()
+            .enumerate()
+            .map(|(slot, status)| (*status, self.manifests[slot].load(Ordering::Relaxed)))
+            .collect()
+    }
+}

@@ -1,0 +1,112 @@
+//! A time-scaled soak with retention pruning as it goes (issue 9): many manifests through
+//! the real binary against the in-process simulator, `retention.store` of one second (a
+//! day of traffic per second, in effect), and the store's size on disk and the daemon's
+//! resident memory sampled after every manifest. They must level off instead of growing
+//! with the items processed.
+//!
+//! `SOAK_ITEMS` sets how many items (default 2,000, a few seconds; the 100,000-item run
+//! in BENCHMARKS.md used `SOAK_ITEMS=100000`); `SOAK_REPORT=FILE` writes the samples as
+//! CSV.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tented_bulkd::simulator::{SimConfig, Simulator};
+
+use crate::helpers::*;
+
+/// Items per manifest.
+const PER_MANIFEST: usize = 250;
+
+fn du(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn soak_items() -> usize {
+    std::env::var("SOAK_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = Simulator::start(
+        SimConfig {
+            queue_time: (Duration::from_millis(5), Duration::from_millis(20)),
+            generation_time: (Duration::from_millis(20), Duration::from_millis(80)),
+            ..quick_sim()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("simulator starts");
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), &sim.base_url())
+            .set("api", "requests_per_second", 1000)
+            .set("retention", "store", "1s"),
+    );
+    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[("TENTED_API_KEY", "sim-key")]);
+    daemon.wait_ready().await.expect("the daemon gets ready");
+    let manifests = soak_items().div_ceil(PER_MANIFEST).max(8);
+    let mut samples: Vec<(usize, u64, u64)> = Vec::new();
+    for m in 0..manifests {
+        let mut manifest = bulk_manifest(PER_MANIFEST);
+        manifest["default_tent_name_prefix"] = serde_json::json!(format!("Soak {m}"));
+        let name = format!("soak-{m:04}");
+        drop_manifest(dir.path(), &format!("{name}.json"), &manifest);
+        let result = daemon
+            .wait_for_file(&dir.path().join(format!("outbox/{name}.result.json")), Duration::from_secs(120))
+            .await
+            .expect("the result");
+        let result: serde_json::Value = serde_json::from_slice(&result).expect("JSON");
+        assert_eq!(result["counts"]["completed"], PER_MANIFEST, "{name}");
+        samples.push(((m + 1) * PER_MANIFEST, du(&dir.path().join("state")), resident_kib(daemon.pid())));
+    }
+    // The pruner has pruned what finished more than a second ago.
+    daemon
+        .wait_for_line("pruned: retention.store has passed", Duration::from_secs(10))
+        .await
+        .expect("pruning happened");
+    daemon.sigterm().await.expect("SIGTERM exits 0");
+    if let Ok(path) = std::env::var("SOAK_REPORT") {
+        let csv: String = std::iter::once("items,store_bytes,rss_kib\n".to_string())
+            .chain(samples.iter().map(|(i, s, r)| format!("{i},{s},{r}\n")))
+            .collect();
+        std::fs::write(path, csv).expect("write the report");
+    }
+    // Level: the second half's peak is no more than 1.5 times the first half's peak.
+    let half = samples.len() / 2;
+    let peak = |range: &[(usize, u64, u64)], pick: fn(&(usize, u64, u64)) -> u64| {
+        range.iter().map(pick).max().unwrap_or(0)
+    };
+    let (store_early, store_late) = (peak(&samples[..half], |s| s.1), peak(&samples[half..], |s| s.1));
+    let (rss_early, rss_late) = (peak(&samples[..half], |s| s.2), peak(&samples[half..], |s| s.2));
+    assert!(store_early > 0 && rss_early > 0, "{samples:?}");
+    assert!(store_late * 2 <= store_early * 3, "the store grows with the items: {samples:?}");
+    assert!(rss_late * 2 <= rss_early * 3, "memory grows with the items: {samples:?}");
+}
