@@ -14,10 +14,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tented_bulkd::state::item::{ItemEvent, ItemRecord};
 use tented_bulkd::manifest::{ManifestKind, TopFields};
 use tented_bulkd::pipeline::polling::Scheduler;
 use tented_bulkd::schedule::JobKey;
+use tented_bulkd::state::item::{ItemEvent, ItemRecord};
 use tented_bulkd::store::{ManifestRecord, Received, Store};
 
 const ITEMS: usize = 100_000;

@@ -85,7 +85,12 @@ fn sim_config() -> SimConfig {
 }
 
 /// Waits for a result file; returns when it appeared (since `start`).
-async fn wait_result(dir: &Path, name: &str, start: Instant, limit: Duration) -> Result<Duration, Failure> {
+async fn wait_result(
+    dir: &Path,
+    name: &str,
+    start: Instant,
+    limit: Duration,
+) -> Result<Duration, Failure> {
     let path = dir.join("outbox").join(format!("{name}.result.json"));
     while start.elapsed() < limit {
         if path.exists() {
@@ -113,9 +118,12 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
     for sub in ["inbox", "outbox", "archive", "state"] {
         std::fs::create_dir_all(dir.path().join(sub)).map_err(|e| e.to_string())?;
     }
-    let sim = Simulator::start(sim_config(), "127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let settings = Settings::load_with_env(&ConfigSource::BuiltIn, env(dir.path(), &sim.base_url()))
+    let sim = Simulator::start(sim_config(), "127.0.0.1:0")
+        .await
         .map_err(|e| e.to_string())?;
+    let settings =
+        Settings::load_with_env(&ConfigSource::BuiltIn, env(dir.path(), &sim.base_url()))
+            .map_err(|e| e.to_string())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let daemon = tokio::spawn(tented_bulkd::daemon::run(
         settings,
@@ -123,8 +131,15 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
         shutdown.clone(),
         Arc::new(tented_bulkd::daemon::Quiet),
     ));
-    let sizes = [("a", 10_000usize, "normal"), ("b", 2_500, "low"), ("c", 5, "high")];
-    let texts: Vec<String> = sizes.iter().map(|(n, i, p)| manifest_text(n, *i, p)).collect();
+    let sizes = [
+        ("a", 10_000usize, "normal"),
+        ("b", 2_500, "low"),
+        ("c", 5, "high"),
+    ];
+    let texts: Vec<String> = sizes
+        .iter()
+        .map(|(n, i, p)| manifest_text(n, *i, p))
+        .collect();
     let start = Instant::now();
     drop_manifest(dir.path(), "a", &texts[0])?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -142,26 +157,74 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
 
     let calls = sim.calls();
     let items: usize = sizes.iter().map(|(_, n, _)| n).sum();
-    let creates = calls.iter().filter(|c| c.method == "POST" && c.path == "/v1/tents/bulk").count();
-    let polls = calls.iter().filter(|c| c.path.starts_with("/v1/bulk-jobs/")).count();
+    let creates = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path == "/v1/tents/bulk")
+        .count();
+    let polls = calls
+        .iter()
+        .filter(|c| c.path.starts_with("/v1/bulk-jobs/"))
+        .count();
     let chunks: usize = sizes.iter().map(|(_, n, _)| n.div_ceil(25)).sum();
     let budget = f64::from(BUDGET);
     let longest = (GENERATION.1 + QUEUE.1).as_secs_f64();
     let bound = (chunks as f64 / budget + longest).max((2 * chunks) as f64 / budget);
     let span = makespan.as_secs_f64();
     println!("overlapping manifests: A 10,000 normal, B 2,500 low (+1 s), C 5 high (+3 s)");
-    report.line("makespan (drop of A to the last result)", span, "s", &format!("bound {bound:.1} s, target <= 1.25x"), span <= 1.25 * bound);
-    report.line("  ratio to the bound", span / bound, "x", "target <= 1.25", span / bound <= 1.25);
+    report.line(
+        "makespan (drop of A to the last result)",
+        span,
+        "s",
+        &format!("bound {bound:.1} s, target <= 1.25x"),
+        span <= 1.25 * bound,
+    );
+    report.line(
+        "  ratio to the bound",
+        span / bound,
+        "x",
+        "target <= 1.25",
+        span / bound <= 1.25,
+    );
     let per_item = calls.len() as f64 / items as f64;
-    report.line("API calls per item", per_item, "", "floor 0.08, target <= 0.10", per_item <= 0.10);
-    report.line("create requests", creates as f64, "", &format!("chunks {chunks}"), creates == chunks);
+    report.line(
+        "API calls per item",
+        per_item,
+        "",
+        "floor 0.08, target <= 0.10",
+        per_item <= 0.10,
+    );
+    report.line(
+        "create requests",
+        creates as f64,
+        "",
+        &format!("chunks {chunks}"),
+        creates == chunks,
+    );
     let per_job = polls as f64 / creates.max(1) as f64;
-    report.line("polls per job", per_job, "", "floor 1, target ~1.3", per_job <= 1.5);
+    report.line(
+        "polls per job",
+        per_job,
+        "",
+        "floor 1, target ~1.3",
+        per_job <= 1.5,
+    );
     let c_wait = (c_done - c_dropped).as_secs_f64();
     let c_bound = longest + 2.0 * FLOOR.as_secs_f64();
-    report.line("C (5 items) drop to result", c_wait, "s", &format!("its generation + floors {c_bound:.1} s"), c_wait <= c_bound + 2.0);
+    report.line(
+        "C (5 items) drop to result",
+        c_wait,
+        "s",
+        &format!("its generation + floors {c_bound:.1} s"),
+        c_wait <= c_bound + 2.0,
+    );
     let busy = calls.len() as f64 / (budget * span);
-    report.line("budget busy (calls / budget x makespan)", busy, "", "", true);
+    report.line(
+        "budget busy (calls / budget x makespan)",
+        busy,
+        "",
+        "",
+        true,
+    );
     // Where the budget went, second by second (creates + polls per 2 s).
     let first = calls.first().map_or(0, |c| c.at_ms);
     let mut buckets: Vec<(usize, usize)> = Vec::new();
@@ -177,7 +240,11 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
         }
     }
     let timeline: Vec<String> = buckets.iter().map(|(c, p)| format!("{c}+{p}")).collect();
-    println!("calls per 2 s (creates+polls; the budget allows {}): {}", 2 * BUDGET, timeline.join(" "));
+    println!(
+        "calls per 2 s (creates+polls; the budget allows {}): {}",
+        2 * BUDGET,
+        timeline.join(" ")
+    );
     Ok(())
 }
 
@@ -189,9 +256,15 @@ async fn intake(report: &mut Report) -> Result<(), Failure> {
         std::fs::create_dir_all(dir.path().join(sub)).map_err(|e| e.to_string())?;
     }
     // A simulator that never answers quickly keeps the daemon's sending out of the figures.
-    let sim = Simulator::start(SimConfig { latency: (Duration::from_secs(30), Duration::from_secs(30)), ..sim_config() }, "127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let sim = Simulator::start(
+        SimConfig {
+            latency: (Duration::from_secs(30), Duration::from_secs(30)),
+            ..sim_config()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let text = manifest_text("big", INTAKE_ITEMS, "normal");
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_tented-bulkd"));
     let mut child = std::process::Command::new(binary)
@@ -210,7 +283,8 @@ async fn intake(report: &mut Report) -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = start.elapsed();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     let peak_mb = status
@@ -218,9 +292,24 @@ async fn intake(report: &mut Report) -> Result<(), Failure> {
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(f64::NAN, |kib| kib / 1024.0);
-    println!("intake: {INTAKE_ITEMS} items, {:.1} MiB, renamed into the inbox of the real binary", text.len() as f64 / 1048576.0);
-    report.line("drop to archive (durable, archived)", took.as_secs_f64(), "s", "target < 1 s", took < Duration::from_secs(1));
-    report.line("daemon peak resident memory", peak_mb, "MiB", "target < 200 MB", peak_mb < 190.0);
+    println!(
+        "intake: {INTAKE_ITEMS} items, {:.1} MiB, renamed into the inbox of the real binary",
+        text.len() as f64 / 1048576.0
+    );
+    report.line(
+        "drop to archive (durable, archived)",
+        took.as_secs_f64(),
+        "s",
+        "target < 1 s",
+        took < Duration::from_secs(1),
+    );
+    report.line(
+        "daemon peak resident memory",
+        peak_mb,
+        "MiB",
+        "target < 200 MB",
+        peak_mb < 190.0,
+    );
     Ok(())
 }
 
@@ -228,7 +317,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("no runtime: {e}");

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::state::item::ItemState;
 use crate::schedule::next_poll_due_ms;
+use crate::state::item::ItemState;
 use crate::state::job::JobState;
 use crate::store::ManifestRecord;
 
@@ -113,7 +113,10 @@ async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
     if problems.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        let text: String = problems.iter().map(|p| format!("unhealthy: {p}\n")).collect();
+        let text: String = problems
+            .iter()
+            .map(|p| format!("unhealthy: {p}\n"))
+            .collect();
         (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
     }
 }
@@ -146,9 +149,15 @@ pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
             .filter(|(_, state)| !state.is_final())
             .map(|(slot, state)| (state.as_str(), items[slot]))
             .collect(),
-        manifests: ["active", "paused", "credit_wait", "canceled", "writing_result"]
-            .map(|state| (state, manifests.get(state).copied().unwrap_or(0)))
-            .to_vec(),
+        manifests: [
+            "active",
+            "paused",
+            "credit_wait",
+            "canceled",
+            "writing_result",
+        ]
+        .map(|state| (state, manifests.get(state).copied().unwrap_or(0)))
+        .to_vec(),
         items_finished: ctx.store.tally().items_finished(),
         manifests_finished: ctx.store.tally().manifests_finished(),
         budget_wait: ctx.client.budget().total_wait(),
@@ -160,7 +169,10 @@ pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
     match ctx.metrics.encode(&metrics_snapshot(&ctx)) {
         Ok(text) => ([("content-type", crate::metrics::CONTENT_TYPE)], text).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the metrics: {e}\n"))
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {e}\n"),
+        )
             .into_response(),
     }
 }
@@ -309,7 +321,11 @@ async fn pause(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Res
 async fn backup(State(ctx): State<Arc<Context>>) -> Response {
     let failed = |e: &dyn std::fmt::Display| {
         tracing::error!("backup failed: {e}");
-        (StatusCode::INTERNAL_SERVER_ERROR, format!("backup failed: {e}\n")).into_response()
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("backup failed: {e}\n"),
+        )
+            .into_response()
     };
     let spool = match tempfile::tempfile_in(&ctx.settings.paths.state) {
         Ok(file) => file,
@@ -329,7 +345,10 @@ async fn backup(State(ctx): State<Arc<Context>>) -> Response {
     (
         [
             ("content-type", "application/octet-stream".to_string()),
-            ("x-tented-backup-created-at", crate::clock::rfc3339(header.created_at_ms)),
+            (
+                "x-tented-backup-created-at",
+                crate::clock::rfc3339(header.created_at_ms),
+            ),
             ("x-tented-backup-records", header.records.to_string()),
         ],
         body,

@@ -30,8 +30,7 @@ const MAX_FUNCTION_LINES: usize = 80;
 /// The functions (as `file:function`) known to be longer than [`MAX_FUNCTION_LINES`].
 /// The length test fails when one of them is no longer long, so that the list shrinks as
 /// they are shortened instead of hiding new offenders.
-const KNOWN_LONG_FUNCTIONS: &[&str] = &[
-];
+const KNOWN_LONG_FUNCTIONS: &[&str] = &[];
 
 // ---------------------------------------------------------------------------------------
 // The checks on the real tree.
@@ -41,7 +40,10 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
 fn no_import_cycle_among_source_files() {
     let graph = Graph::build(&load_tree());
     let cycles = graph.cycles();
-    let report: Vec<String> = cycles.iter().map(|cycle| graph.describe_cycle(cycle)).collect();
+    let report: Vec<String> = cycles
+        .iter()
+        .map(|cycle| graph.describe_cycle(cycle))
+        .collect();
     assert!(
         cycles.is_empty(),
         "{} import cycle(s) among the files of src/:\n{}",
@@ -66,7 +68,10 @@ fn only_api_speaks_http_to_tented() {
 fn only_store_touches_sled() {
     let in_store = |path: &str| path == "src/store.rs" || path.starts_with("src/store/");
     let offences = crate_root_uses(&load_tree(), "sled", in_store);
-    assert_no_offence("`sled` is used outside src/store.rs (only the store touches the database)", &offences);
+    assert_no_offence(
+        "`sled` is used outside src/store.rs (only the store touches the database)",
+        &offences,
+    );
 }
 
 #[test]
@@ -93,26 +98,38 @@ fn the_pipeline_never_imports_the_wiring() {
         .filter(|file| file.path.starts_with("src/pipeline/"))
         .flat_map(|file| file.references_into(&wiring))
         .collect();
-    assert_no_offence("a pipeline stage refers to the wiring (daemon, admin, cli or demo)", &offences);
+    assert_no_offence(
+        "a pipeline stage refers to the wiring (daemon, admin, cli or demo)",
+        &offences,
+    );
 }
 
 #[test]
 fn the_simulator_does_not_import_the_daemon() {
     let mut offences = Vec::new();
-    for file in load_tree().iter().filter(|file| file.path.starts_with("src/simulator/")) {
+    for file in load_tree()
+        .iter()
+        .filter(|file| file.path.starts_with("src/simulator/"))
+    {
         for reference in file.crate_references(&file.code) {
             if reference.path.first().map(String::as_str) != Some("simulator") {
                 offences.push(file.finding(reference.line));
             }
         }
     }
-    assert_no_offence("the simulator refers to a crate module outside crate::simulator", &offences);
+    assert_no_offence(
+        "the simulator refers to a crate module outside crate::simulator",
+        &offences,
+    );
 }
 
 #[test]
 fn no_function_outside_tests_is_longer_than_80_lines() {
     let functions: Vec<Function> = load_tree().iter().flat_map(SourceFile::functions).collect();
-    let long: Vec<&Function> = functions.iter().filter(|f| f.length > MAX_FUNCTION_LINES).collect();
+    let long: Vec<&Function> = functions
+        .iter()
+        .filter(|f| f.length > MAX_FUNCTION_LINES)
+        .collect();
     let mut problems: Vec<String> = long
         .iter()
         .filter(|f| !KNOWN_LONG_FUNCTIONS.contains(&f.key().as_str()))
@@ -123,13 +140,21 @@ fn no_function_outside_tests_is_longer_than_80_lines() {
             problems.push(stale_allowance(known, &functions));
         }
     }
-    assert!(problems.is_empty(), "function length (limit {MAX_FUNCTION_LINES} lines):\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "function length (limit {MAX_FUNCTION_LINES} lines):\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 /// Explains why an entry of [`KNOWN_LONG_FUNCTIONS`] must go: its function is short now,
 /// or is gone.
 fn stale_allowance(known: &str, functions: &[Function]) -> String {
-    let now: Vec<String> = functions.iter().filter(|f| f.key() == known).map(ToString::to_string).collect();
+    let now: Vec<String> = functions
+        .iter()
+        .filter(|f| f.key() == known)
+        .map(ToString::to_string)
+        .collect();
     if now.is_empty() {
         format!("{known} is in KNOWN_LONG_FUNCTIONS but no such function exists: remove it from the list")
     } else {
@@ -148,13 +173,20 @@ fn assert_no_offence(what: &str, offences: &[Finding]) {
 
 /// Every use of the external crate `name` as a path's root (`name::...`, `use name`) in a
 /// file for which `allowed` is false.
-fn crate_root_uses(files: &[SourceFile], name: &str, allowed: impl Fn(&str) -> bool) -> Vec<Finding> {
+fn crate_root_uses(
+    files: &[SourceFile],
+    name: &str,
+    allowed: impl Fn(&str) -> bool,
+) -> Vec<Finding> {
     let mut offences = Vec::new();
     for file in files.iter().filter(|file| !allowed(&file.path)) {
         for position in word_positions(&file.code, name) {
             let before = file.code[..position].trim_end();
             let after = &file.code[position + name.len()..];
-            if after.starts_with("::") || before.ends_with("use") || before.ends_with("extern crate") {
+            if after.starts_with("::")
+                || before.ends_with("use")
+                || before.ends_with("extern crate")
+            {
                 offences.push(file.finding(line_of(&file.code, position)));
             }
         }
@@ -166,7 +198,9 @@ fn crate_root_uses(files: &[SourceFile], name: &str, allowed: impl Fn(&str) -> b
 fn simulator_mentions(file: &SourceFile) -> Vec<Finding> {
     word_positions(&file.code, "simulator")
         .into_iter()
-        .filter(|&at| file.code[at..].starts_with("simulator::") || file.code[..at].ends_with("crate::"))
+        .filter(|&at| {
+            file.code[at..].starts_with("simulator::") || file.code[..at].ends_with("crate::")
+        })
         .map(|at| file.finding(line_of(&file.code, at)))
         .collect()
 }
@@ -211,7 +245,11 @@ impl SourceFile {
     /// Where the file's line `line` (counted from 1) is, and what it says.
     fn finding(&self, line: usize) -> Finding {
         let text = self.lines.get(line - 1).map_or("", |l| l.trim());
-        Finding { path: self.path.clone(), line, text: text.to_owned() }
+        Finding {
+            path: self.path.clone(),
+            line,
+            text: text.to_owned(),
+        }
     }
 
     /// Every path this file's `code` names through `crate::`, `super::` or `self::`, made
@@ -227,7 +265,11 @@ impl SourceFile {
     fn references_into(&self, modules: &[&str]) -> Vec<Finding> {
         self.crate_references(&self.code)
             .into_iter()
-            .filter(|r| r.path.first().is_some_and(|first| modules.contains(&first.as_str())))
+            .filter(|r| {
+                r.path
+                    .first()
+                    .is_some_and(|first| modules.contains(&first.as_str()))
+            })
             .map(|r| self.finding(r.line))
             .collect()
     }
@@ -237,7 +279,9 @@ impl SourceFile {
     fn merely_declares_submodules(&self) -> bool {
         self.non_test_code.lines().all(|line| {
             let line = line.trim();
-            line.is_empty() || line.starts_with('#') || (module_declaration(line).is_some() && line.ends_with(';'))
+            line.is_empty()
+                || line.starts_with('#')
+                || (module_declaration(line).is_some() && line.ends_with(';'))
         })
     }
 
@@ -246,10 +290,17 @@ impl SourceFile {
         let lines: Vec<&str> = self.non_test_code.split('\n').collect();
         let mut found = Vec::new();
         for (index, line) in lines.iter().enumerate() {
-            let Some((name, after_name)) = function_signature(line) else { continue };
+            let Some((name, after_name)) = function_signature(line) else {
+                continue;
+            };
             if let Some(end) = body_end(&lines, index, after_name) {
                 let (path, length) = (self.path.clone(), end - index + 1);
-                found.push(Function { path, line: index + 1, name, length });
+                found.push(Function {
+                    path,
+                    line: index + 1,
+                    name,
+                    length,
+                });
             }
         }
         found
@@ -287,7 +338,11 @@ impl Function {
 
 impl fmt::Display for Function {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: fn {} is {} lines", self.path, self.line, self.name, self.length)
+        write!(
+            f,
+            "{}:{}: fn {} is {} lines",
+            self.path, self.line, self.name, self.length
+        )
     }
 }
 
@@ -301,7 +356,10 @@ fn load_tree() -> Vec<SourceFile> {
     let files = paths.iter().map(|path| {
         let text = fs::read_to_string(path).expect("a source file of the crate is readable");
         let relative = path.strip_prefix(root).expect("the walk stays under src/");
-        SourceFile::new(&format!("src/{}", relative.to_string_lossy().replace('\\', "/")), &text)
+        SourceFile::new(
+            &format!("src/{}", relative.to_string_lossy().replace('\\', "/")),
+            &text,
+        )
     });
     without_test_only_files(files.collect())
 }
@@ -324,14 +382,20 @@ fn without_test_only_files(files: Vec<SourceFile>) -> Vec<SourceFile> {
     for file in &files {
         let Some(parent) = &file.module else { continue };
         for child in &file.test_only_children {
-            test_only.push(if parent == "crate" { child.clone() } else { format!("{parent}::{child}") });
+            test_only.push(if parent == "crate" {
+                child.clone()
+            } else {
+                format!("{parent}::{child}")
+            });
         }
     }
     files
         .into_iter()
         .filter(|file| {
             let module = file.module.as_deref().unwrap_or("");
-            !test_only.iter().any(|t| module == t || module.starts_with(&format!("{t}::")))
+            !test_only
+                .iter()
+                .any(|t| module == t || module.starts_with(&format!("{t}::")))
         })
         .collect()
 }
@@ -339,7 +403,10 @@ fn without_test_only_files(files: Vec<SourceFile>) -> Vec<SourceFile> {
 /// The module a file is: `src/pipeline/intake/mod.rs` is `pipeline::intake`,
 /// `src/api/client.rs` is `api::client`, `src/lib.rs` is `crate`, `src/main.rs` none.
 fn module_of(path: &str) -> Option<String> {
-    let inner = path.strip_prefix("src/").unwrap_or(path).trim_end_matches(".rs");
+    let inner = path
+        .strip_prefix("src/")
+        .unwrap_or(path)
+        .trim_end_matches(".rs");
     let mut parts: Vec<&str> = inner.split('/').collect();
     if parts.len() > 1 && parts.last() == Some(&"mod") {
         parts.pop();
@@ -368,7 +435,11 @@ fn mask_comments_and_literals(text: &str) -> String {
     while i < chars.len() {
         match literal_or_comment_end(&chars, i) {
             Some(end) => {
-                out.extend(chars[i..end].iter().map(|&c| if c == '\n' { '\n' } else { ' ' }));
+                out.extend(
+                    chars[i..end]
+                        .iter()
+                        .map(|&c| if c == '\n' { '\n' } else { ' ' }),
+                );
                 i = end;
             }
             None => {
@@ -384,7 +455,12 @@ fn mask_comments_and_literals(text: &str) -> String {
 fn literal_or_comment_end(chars: &[char], i: usize) -> Option<usize> {
     let next = chars.get(i + 1).copied();
     match chars[i] {
-        '/' if next == Some('/') => Some(chars[i..].iter().position(|&c| c == '\n').map_or(chars.len(), |p| i + p)),
+        '/' if next == Some('/') => Some(
+            chars[i..]
+                .iter()
+                .position(|&c| c == '\n')
+                .map_or(chars.len(), |p| i + p),
+        ),
         '/' if next == Some('*') => Some(block_comment_end(chars, i)),
         '"' => Some(string_end(chars, i + 1)),
         'r' => raw_string_end(chars, i),
@@ -432,7 +508,9 @@ fn raw_string_end(chars: &[char], i: usize) -> Option<usize> {
     if chars.get(i + 1 + hashes) != Some(&'"') {
         return None;
     }
-    let closing: Vec<char> = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+    let closing: Vec<char> = std::iter::once('"')
+        .chain(std::iter::repeat_n('#', hashes))
+        .collect();
     let content = i + 2 + hashes;
     let found = (content..chars.len()).find(|&at| chars[at..].starts_with(&closing));
     Some(found.map_or(chars.len(), |at| at + closing.len()))
@@ -465,7 +543,10 @@ fn identifier_at(text: &str, at: usize) -> Option<&str> {
     let rest = text.get(at..)?;
     let length = rest.find(|c: char| !is_ident_char(c)).unwrap_or(rest.len());
     let word = &rest[..length];
-    word.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_').then_some(word)
+    word.chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        .then_some(word)
 }
 
 /// The line (counted from 1) of the byte offset `at`.
@@ -479,7 +560,11 @@ fn line_of(text: &str, at: usize) -> usize {
 fn body_end(lines: &[&str], start: usize, column: usize) -> Option<usize> {
     let (mut parens, mut braces) = (0i32, 0i32);
     for (index, line) in lines.iter().enumerate().skip(start) {
-        let text = if index == start { line.get(column..).unwrap_or("") } else { line };
+        let text = if index == start {
+            line.get(column..).unwrap_or("")
+        } else {
+            line
+        };
         for c in text.chars() {
             match c {
                 '(' | '[' => parens += 1,
@@ -575,16 +660,25 @@ fn crate_references(module: &str, code: &str) -> Vec<Reference> {
     for &(start, end) in &statements {
         for segments in expand_use_tree(&code[start + "use".len()..end]) {
             if let Some(path) = absolute_path(module, &segments) {
-                found.push(Reference { line: line_of(code, start), path });
+                found.push(Reference {
+                    line: line_of(code, start),
+                    path,
+                });
             }
         }
     }
     for (at, segments) in inline_paths(code) {
-        if statements.iter().any(|&(start, end)| start <= at && at < end) {
+        if statements
+            .iter()
+            .any(|&(start, end)| start <= at && at < end)
+        {
             continue;
         }
         if let Some(path) = absolute_path(module, &segments) {
-            found.push(Reference { line: line_of(code, at), path });
+            found.push(Reference {
+                line: line_of(code, at),
+                path,
+            });
         }
     }
     found
@@ -669,7 +763,11 @@ fn use_tokens(tree: &str) -> Vec<Token> {
             '*' => Some(Token::Star),
             _ => None,
         };
-        position += if token == Some(Token::Colons) { 2 } else { c.len_utf8() };
+        position += if token == Some(Token::Colons) {
+            2
+        } else {
+            c.len_utf8()
+        };
         tokens.extend(token);
     }
     tokens
@@ -773,18 +871,24 @@ impl Graph {
     /// of the longest prefix of it that is a module file; naming itself does not, and
     /// neither does naming an ancestor that merely declares submodules.
     fn build(files: &[SourceFile]) -> Self {
-        let by_module: BTreeMap<&str, &SourceFile> =
-            files.iter().filter_map(|file| file.module.as_deref().map(|module| (module, file))).collect();
+        let by_module: BTreeMap<&str, &SourceFile> = files
+            .iter()
+            .filter_map(|file| file.module.as_deref().map(|module| (module, file)))
+            .collect();
         let modules: BTreeSet<String> = by_module.keys().map(|m| (*m).to_owned()).collect();
         let mut edges = BTreeMap::new();
         for (&module, file) in &by_module {
             for reference in file.crate_references(&file.non_test_code) {
                 let target = longest_module_prefix(&modules, &reference.path);
-                let declaration_only = by_module.get(target.as_str()).is_some_and(|f| f.merely_declares_submodules());
+                let declaration_only = by_module
+                    .get(target.as_str())
+                    .is_some_and(|f| f.merely_declares_submodules());
                 if target == module || (is_ancestor(&target, module) && declaration_only) {
                     continue;
                 }
-                edges.entry((module.to_owned(), target)).or_insert_with(|| file.finding(reference.line));
+                edges
+                    .entry((module.to_owned(), target))
+                    .or_insert_with(|| file.finding(reference.line));
             }
         }
         Graph { modules, edges }
@@ -792,10 +896,16 @@ impl Graph {
 
     /// Each module with the modules it imports.
     fn adjacency(&self) -> BTreeMap<&str, BTreeSet<&str>> {
-        let mut adjacency: BTreeMap<&str, BTreeSet<&str>> =
-            self.modules.iter().map(|m| (m.as_str(), BTreeSet::new())).collect();
+        let mut adjacency: BTreeMap<&str, BTreeSet<&str>> = self
+            .modules
+            .iter()
+            .map(|m| (m.as_str(), BTreeSet::new()))
+            .collect();
         for (from, to) in self.edges.keys() {
-            adjacency.entry(from.as_str()).or_default().insert(to.as_str());
+            adjacency
+                .entry(from.as_str())
+                .or_default()
+                .insert(to.as_str());
         }
         adjacency
     }
@@ -818,7 +928,11 @@ impl Graph {
     fn describe_cycle(&self, cycle: &Cycle) -> String {
         let mut text = format!("  {}", cycle.path.join(" -> "));
         if cycle.group.len() + 1 > cycle.path.len() {
-            text.push_str(&format!(" (in a group of {}: {})", cycle.group.len(), cycle.group.join(", ")));
+            text.push_str(&format!(
+                " (in a group of {}: {})",
+                cycle.group.len(),
+                cycle.group.join(", ")
+            ));
         }
         for ((from, to), finding) in &self.edges {
             if cycle.group.contains(from) && cycle.group.contains(to) {
@@ -852,7 +966,9 @@ fn is_ancestor(ancestor: &str, module: &str) -> bool {
 }
 
 /// Tarjan's algorithm: the groups of nodes that can all reach one another.
-fn strongly_connected_components<'a>(adjacency: &BTreeMap<&'a str, BTreeSet<&'a str>>) -> Vec<BTreeSet<&'a str>> {
+fn strongly_connected_components<'a>(
+    adjacency: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+) -> Vec<BTreeSet<&'a str>> {
     let mut tarjan = Tarjan {
         adjacency,
         index: BTreeMap::new(),
@@ -901,7 +1017,10 @@ impl<'a> Tarjan<'_, 'a> {
     }
 
     fn lower(&mut self, node: &'a str, value: usize) {
-        let low = self.low.get_mut(node).expect("a visited node has a low link");
+        let low = self
+            .low
+            .get_mut(node)
+            .expect("a visited node has a low link");
         *low = (*low).min(value);
     }
 
@@ -920,7 +1039,10 @@ impl<'a> Tarjan<'_, 'a> {
 }
 
 /// The shortest cycle among the modules of `component`.
-fn shortest_cycle(adjacency: &BTreeMap<&str, BTreeSet<&str>>, component: &BTreeSet<&str>) -> Vec<String> {
+fn shortest_cycle(
+    adjacency: &BTreeMap<&str, BTreeSet<&str>>,
+    component: &BTreeSet<&str>,
+) -> Vec<String> {
     component
         .iter()
         .filter_map(|&start| cycle_through(adjacency, component, start))
@@ -970,11 +1092,20 @@ fn path_back(previous: &BTreeMap<&str, &str>, start: &str, last: &str) -> Vec<St
 
 /// Reads snippets given as (path, text) pairs.
 fn snippets(files: &[(&str, &str)]) -> Vec<SourceFile> {
-    without_test_only_files(files.iter().map(|(path, text)| SourceFile::new(path, text)).collect())
+    without_test_only_files(
+        files
+            .iter()
+            .map(|(path, text)| SourceFile::new(path, text))
+            .collect(),
+    )
 }
 
 fn edge_names(graph: &Graph) -> Vec<String> {
-    graph.edges.keys().map(|(from, to)| format!("{from} -> {to}")).collect()
+    graph
+        .edges
+        .keys()
+        .map(|(from, to)| format!("{from} -> {to}"))
+        .collect()
 }
 
 #[test]
@@ -987,13 +1118,19 @@ fn scanners_find_a_cycle_through_a_group_and_super() {
         ("src/q.rs", "pub fn f() {\n    crate::p::x::g();\n}\n"),
     ]);
     let graph = Graph::build(&files);
-    assert_eq!(edge_names(&graph), ["p::x -> p::y", "p::y -> p::x", "p::y -> q", "q -> p::x"]);
+    assert_eq!(
+        edge_names(&graph),
+        ["p::x -> p::y", "p::y -> p::x", "p::y -> q", "q -> p::x"]
+    );
     let cycles = graph.cycles();
     assert_eq!(cycles.len(), 1, "{cycles:?}");
     assert_eq!(cycles[0].path, ["p::x", "p::y", "p::x"]);
     assert_eq!(cycles[0].group, ["p::x", "p::y", "q"]);
     let described = graph.describe_cycle(&cycles[0]);
-    assert!(described.contains("src/p/x.rs:1: use super::y::Y;"), "{described}");
+    assert!(
+        described.contains("src/p/x.rs:1: use super::y::Y;"),
+        "{described}"
+    );
 }
 
 #[test]
@@ -1001,7 +1138,10 @@ fn scanners_accept_a_tree_without_cycle() {
     let test_module = "#[cfg(test)]\nmod tests {\n    use crate::a::A;\n}\n";
     let b = format!("// crate::a::A is only mentioned\nconst S: &str = \"crate::a\";\nuse crate::c::C;\n{test_module}");
     let files = snippets(&[
-        ("src/lib.rs", "pub mod a;\npub mod b;\npub mod c;\npub mod p;\n"),
+        (
+            "src/lib.rs",
+            "pub mod a;\npub mod b;\npub mod c;\npub mod p;\n",
+        ),
         ("src/a.rs", "use crate::b::B;\npub struct A;\n"),
         ("src/b.rs", &b),
         ("src/c.rs", "pub struct C;\n"),
@@ -1016,8 +1156,11 @@ fn scanners_accept_a_tree_without_cycle() {
 #[test]
 fn scanners_measure_a_long_function_and_skip_a_test_module() {
     let body = "    let s = \"{\"; let c = '}'; /* { */\n".repeat(85);
-    let test_module = format!("#[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{body}    }}\n}}\n");
-    let text = format!("trait T {{\n    fn declared(&self);\n}}\npub fn long() {{\n{body}}}\n{test_module}");
+    let test_module =
+        format!("#[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{body}    }}\n}}\n");
+    let text = format!(
+        "trait T {{\n    fn declared(&self);\n}}\npub fn long() {{\n{body}}}\n{test_module}"
+    );
     let functions = SourceFile::new("src/f.rs", &text).functions();
     let found: Vec<String> = functions.iter().map(ToString::to_string).collect();
     assert_eq!(found, ["src/f.rs:4: fn long is 87 lines"]);
@@ -1026,28 +1169,62 @@ fn scanners_measure_a_long_function_and_skip_a_test_module() {
 #[test]
 fn scanners_read_use_trees_and_literals() {
     let paths = expand_use_tree(" crate::a::{self, b::{C, D as E}, f::*,\n}");
-    assert_eq!(paths, [vec!["crate", "a"], vec!["crate", "a", "b", "C"], vec!["crate", "a", "b", "D"], vec![
-        "crate", "a", "f"
-    ]]);
+    assert_eq!(
+        paths,
+        [
+            vec!["crate", "a"],
+            vec!["crate", "a", "b", "C"],
+            vec!["crate", "a", "b", "D"],
+            vec!["crate", "a", "f"]
+        ]
+    );
     let masked = mask_comments_and_literals("let x = r#\"a \" b\"#; 'a'; f::<'a>(b'{'); // c\nend");
     assert_eq!(masked.lines().nth(1), Some("end"));
-    assert!(!masked.contains(['{', '"', 'c']) && masked.contains("<'a>"), "{masked}");
+    assert!(
+        !masked.contains(['{', '"', 'c']) && masked.contains("<'a>"),
+        "{masked}"
+    );
 }
 
 #[test]
 fn scanners_read_the_real_tree() {
     let files = load_tree();
-    assert!(files.iter().all(|file| file.path != "src/architecture.rs"), "this test-only file is left out");
+    assert!(
+        files.iter().all(|file| file.path != "src/architecture.rs"),
+        "this test-only file is left out"
+    );
     let graph = Graph::build(&files);
     let functions: Vec<Function> = files.iter().flat_map(SourceFile::functions).collect();
     let (modules, edges) = (graph.modules.len(), graph.edges.len());
-    println!("{} files, {modules} modules, {edges} import edges, {} functions", files.len(), functions.len());
+    println!(
+        "{} files, {modules} modules, {edges} import edges, {} functions",
+        files.len(),
+        functions.len()
+    );
     let mut longest: Vec<&Function> = functions.iter().collect();
     longest.sort_by_key(|f| std::cmp::Reverse(f.length));
     longest.iter().take(12).for_each(|f| println!("  {f}"));
-    assert!(graph.modules.len() > 20, "only {} modules found", graph.modules.len());
-    assert!(graph.edges.len() > 30, "only {} import edges found", graph.edges.len());
-    assert!(functions.len() > 200, "only {} functions found", functions.len());
-    let edge = ("pipeline::controls".to_owned(), "pipeline::outbox".to_owned());
-    assert!(graph.edges.contains_key(&edge), "controls imports outbox (crate::pipeline::outbox::finish_if_done)");
+    assert!(
+        graph.modules.len() > 20,
+        "only {} modules found",
+        graph.modules.len()
+    );
+    assert!(
+        graph.edges.len() > 30,
+        "only {} import edges found",
+        graph.edges.len()
+    );
+    assert!(
+        functions.len() > 200,
+        "only {} functions found",
+        functions.len()
+    );
+    let edge = (
+        "pipeline::controls".to_owned(),
+        "pipeline::outbox".to_owned(),
+    );
+    assert!(
+        graph.edges.contains_key(&edge),
+        "controls imports outbox (crate::pipeline::outbox::finish_if_done)"
+    );
 }

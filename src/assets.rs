@@ -52,12 +52,13 @@ pub fn write_assets(command: clap::Command, dir: &Path) -> Result<Vec<PathBuf>, 
     let name = command.get_name().to_owned();
     for shell in SHELLS {
         let mut command = command.clone();
-        let path = clap_complete::generate_to(shell, &mut command, &name, &completions)
-            .map_err(|source| AssetsError::Completions {
+        let path = clap_complete::generate_to(shell, &mut command, &name, &completions).map_err(
+            |source| AssetsError::Completions {
                 shell,
                 path: completions.clone(),
                 source,
-            })?;
+            },
+        )?;
         written.push(path);
     }
     Ok(written)
@@ -116,7 +117,10 @@ mod tests {
                 "the man page does not name `{name}`"
             );
         }
-        assert!(!page.contains("generate\\-assets"), "the hidden command stays hidden");
+        assert!(
+            !page.contains("generate\\-assets"),
+            "the hidden command stays hidden"
+        );
     }
 
     #[test]
@@ -125,9 +129,17 @@ mod tests {
         let written = write_assets(Cli::command(), dir.path()).expect("written");
         let names: Vec<String> = written
             .iter()
-            .map(|p| p.strip_prefix(dir.path()).unwrap_or(p).display().to_string())
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .unwrap_or(p)
+                    .display()
+                    .to_string()
+            })
             .collect();
-        assert!(names.contains(&"man/tented-bulkd.1".to_owned()), "{names:?}");
+        assert!(
+            names.contains(&"man/tented-bulkd.1".to_owned()),
+            "{names:?}"
+        );
         for name in visible_subcommands() {
             let page = format!("man/tented-bulkd-{name}.1");
             assert!(names.contains(&page), "{page} in {names:?}");

@@ -372,16 +372,11 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         shutdown.clone(),
         installed,
     ));
-    let result = crate::daemon::run_reopening(
-        settings,
-        key,
-        shutdown.clone(),
-        Arc::new(Systemd),
-        |ctx| {
+    let result =
+        crate::daemon::run_reopening(settings, key, shutdown.clone(), Arc::new(Systemd), |ctx| {
             let _ = current.send(ctx);
-        },
-    )
-    .await;
+        })
+        .await;
     shutdown.cancel();
     let _ = signals.await;
     result?;
@@ -574,7 +569,12 @@ async fn list(config: Option<PathBuf>, json: bool, limit: usize) -> anyhow::Resu
 }
 
 /// `show NAME [--json] [--items]`.
-async fn show(config: Option<PathBuf>, name: &str, json: bool, items: bool) -> anyhow::Result<ExitCode> {
+async fn show(
+    config: Option<PathBuf>,
+    name: &str,
+    json: bool,
+    items: bool,
+) -> anyhow::Result<ExitCode> {
     let base = admin_base(config)?;
     let path = format!("/manifests/{}?items={items}", path_segment(name));
     let detail: crate::history::ManifestDetail = get_json(&base, &path, ADMIN_TIMEOUT).await?;
@@ -652,7 +652,10 @@ async fn backup(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCode
     let (whole, bytes) = check.finish();
     if !whole {
         // Dropping `out` without commit leaves FILE as it was.
-        bail!("the backup arrived damaged or cut short ({bytes} bytes); {} is unchanged", file.display());
+        bail!(
+            "the backup arrived damaged or cut short ({bytes} bytes); {} is unchanged",
+            file.display()
+        );
     }
     out.commit()
         .with_context(|| format!("cannot write {}", file.display()))?;
@@ -703,9 +706,9 @@ fn schema(which: &str) -> anyhow::Result<ExitCode> {
 /// `from-csv`: a spreadsheet's rows become a manifest, validated, then printed, written
 /// or dropped into the inbox.
 fn from_csv(args: FromCsvArgs) -> anyhow::Result<ExitCode> {
+    use crate::spreadsheet::{CsvOptions, SpreadsheetError};
     use clap::error::ErrorKind;
     use clap::CommandFactory;
-    use crate::spreadsheet::{CsvOptions, SpreadsheetError};
     let kind = ManifestKind::from_name(&args.kind).context("clap checked the kind")?;
     let mut options = CsvOptions::new(kind, args.template.as_deref());
     options.id_column = args.id_column;
@@ -722,7 +725,9 @@ fn from_csv(args: FromCsvArgs) -> anyhow::Result<ExitCode> {
     }
     let converted = match converted {
         Ok(converted) => converted,
-        Err(e @ (SpreadsheetError::TemplateMissing | SpreadsheetError::TemplateNotAllowed { .. })) => {
+        Err(
+            e @ (SpreadsheetError::TemplateMissing | SpreadsheetError::TemplateNotAllowed { .. }),
+        ) => {
             let mut command = Cli::command();
             command.build();
             let usage = match command.find_subcommand_mut("from-csv") {
@@ -736,9 +741,16 @@ fn from_csv(args: FromCsvArgs) -> anyhow::Result<ExitCode> {
     };
     if !converted.skipped.is_empty() {
         let lines: Vec<String> = converted.skipped.iter().map(u64::to_string).collect();
-        eprintln!("{shown}: skipped rows whose every cell is empty (CSV lines {})", lines.join(", "));
+        eprintln!(
+            "{shown}: skipped rows whose every cell is empty (CSV lines {})",
+            lines.join(", ")
+        );
     }
-    let summary = format!("{shown}: {} manifest of {} items", kind, converted.lines.len());
+    let summary = format!(
+        "{shown}: {} manifest of {} items",
+        kind,
+        converted.lines.len()
+    );
     if let Some(name) = &args.drop {
         let settings = match Settings::load(&ConfigSource::from_arg(args.config)) {
             Ok(settings) => settings,
@@ -747,14 +759,17 @@ fn from_csv(args: FromCsvArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EX_CONFIG));
             }
         };
-        let path = crate::spreadsheet::drop_into_inbox(&settings.paths.inbox, name, &converted.bytes)?;
+        let path =
+            crate::spreadsheet::drop_into_inbox(&settings.paths.inbox, name, &converted.bytes)?;
         eprintln!("{summary}, dropped as {}", path.display());
     } else if let Some(out) = &args.out {
         crate::pipeline::outbox::write_atomically(out, &converted.bytes)?;
         eprintln!("{summary}, written to {}", out.display());
     } else {
         use std::io::Write as _;
-        std::io::stdout().write_all(&converted.bytes).context("cannot write to standard output")?;
+        std::io::stdout()
+            .write_all(&converted.bytes)
+            .context("cannot write to standard output")?;
         eprintln!("{summary}");
     }
     Ok(ExitCode::SUCCESS)
@@ -877,15 +892,20 @@ mod tests {
         };
         let report = error_report(&anyhow::Error::new(embedded));
         assert_eq!(report.matches(&io_text).count(), 1, "{report}");
-        assert!(report.starts_with("api.key_file: cannot read the API key from /x/key"), "{report}");
+        assert!(
+            report.starts_with("api.key_file: cannot read the API key from /x/key"),
+            "{report}"
+        );
         // A cause the message does not hold is added after it.
-        let chained = anyhow::Error::new(std::io::Error::other("disk on fire")).context("cannot write");
+        let chained =
+            anyhow::Error::new(std::io::Error::other("disk on fire")).context("cannot write");
         assert_eq!(error_report(&chained), "cannot write: disk on fire");
     }
 
     #[test]
     fn configuration_errors_exit_78_and_others_1() {
-        let config = anyhow::Error::new(crate::settings::SettingsError::NoApiKey).context("starting");
+        let config =
+            anyhow::Error::new(crate::settings::SettingsError::NoApiKey).context("starting");
         assert_eq!(exit_code_for(&config), EXIT_CONFIG);
         let sim = anyhow::Error::new(InvalidConfiguration("bad knob".into()));
         assert_eq!(exit_code_for(&sim), 78);

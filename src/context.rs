@@ -33,7 +33,8 @@ pub struct Context {
     pub creates_budget_bound: AtomicBool,
     /// What the daemon has learned of how long generations take, per template (a copy of
     /// the store's, read at start and kept in step by reconciliation).
-    pub generation_times: Mutex<std::collections::HashMap<String, crate::schedule::GenerationTimes>>,
+    pub generation_times:
+        Mutex<std::collections::HashMap<String, crate::schedule::GenerationTimes>>,
     /// Admitted bulk jobs still running: their generation-times key and admission time.
     pub running_jobs: Mutex<std::collections::BTreeMap<JobKey, (String, u64)>>,
     /// Serialises the writing of result files (not the store: other work goes on meanwhile).
@@ -58,8 +59,13 @@ impl Context {
     /// finished (only the oldest probes at the floor, the younger wait for what it teaches).
     pub fn expected_generation_ms(&self, key: &str, job: JobKey, admitted_ms: u64) -> Option<u64> {
         let learned = {
-            let times = self.generation_times.lock().unwrap_or_else(|p| p.into_inner());
-            times.get(key).and_then(|t| t.expected_ms(self.poll_floor_ms()))
+            let times = self
+                .generation_times
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            times
+                .get(key)
+                .and_then(|t| t.expected_ms(self.poll_floor_ms()))
         };
         if learned.is_some() {
             return learned;
@@ -87,7 +93,10 @@ impl Context {
 
     /// Keeps the in-memory copy in step with a sample the store recorded.
     pub fn learned_generation_times(&self, key: String, times: crate::schedule::GenerationTimes) {
-        let mut all = self.generation_times.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self
+            .generation_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         all.insert(key, times);
     }
 
@@ -113,4 +122,3 @@ impl Context {
         }
     }
 }
-

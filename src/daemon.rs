@@ -20,7 +20,6 @@ use crate::schedule::JobKey;
 use crate::settings::{ApiKey, Settings};
 use crate::store::{Store, StoreError};
 
-
 /// How long shutdown waits for requests under way before it gives up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(12);
 
@@ -173,7 +172,13 @@ pub async fn run_reopening(
         };
         first = false;
         publish(Some(Arc::clone(&ctx)));
-        run_with_context(Arc::clone(&ctx), jobs_rx, shutdown.clone(), Arc::clone(&lifecycle)).await?;
+        run_with_context(
+            Arc::clone(&ctx),
+            jobs_rx,
+            shutdown.clone(),
+            Arc::clone(&lifecycle),
+        )
+        .await?;
         if shutdown.is_cancelled() || !ctx.reopen.is_cancelled() {
             return Ok(());
         }
@@ -224,7 +229,9 @@ pub async fn run_with_context(
     let reopening = !shutdown.is_cancelled();
     run.cancel();
     if reopening {
-        tracing::warn!("stopping the pipeline to open the store again; waiting for requests under way");
+        tracing::warn!(
+            "stopping the pipeline to open the store again; waiting for requests under way"
+        );
     } else {
         lifecycle.stopping();
         tracing::info!("shutting down: no new work; waiting for requests under way");
@@ -260,7 +267,10 @@ fn spawn_tasks(
         watcher,
         run.clone(),
     ));
-    tracker.spawn(crate::pipeline::submission::run(Arc::clone(ctx), run.clone()));
+    tracker.spawn(crate::pipeline::submission::run(
+        Arc::clone(ctx),
+        run.clone(),
+    ));
     tracker.spawn(crate::pipeline::polling::run(
         Arc::clone(ctx),
         jobs_rx,
@@ -276,11 +286,7 @@ fn spawn_tasks(
         run.clone(),
     ));
     if let Some(listener) = admin_listener {
-        tracker.spawn(crate::admin::serve(
-            Arc::clone(ctx),
-            listener,
-            run.clone(),
-        ));
+        tracker.spawn(crate::admin::serve(Arc::clone(ctx), listener, run.clone()));
     }
     tracker.spawn(watchdog_loop(
         Arc::clone(ctx),
@@ -294,7 +300,11 @@ fn spawn_tasks(
 /// Probes the folders the daemon writes, every `min(poll.interval, 30s)` (on a blocking
 /// thread: a full or hung disk must not stall the runtime).
 async fn storage_probe_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let period = ctx.settings.poll.interval.min(crate::health::PROBE_EVERY_MAX);
+    let period = ctx
+        .settings
+        .poll
+        .interval
+        .min(crate::health::PROBE_EVERY_MAX);
     // The state folder could not be written since the store last proved it can write.
     let mut suspect = false;
     loop {
@@ -413,7 +423,10 @@ pub fn status_line(ctx: &Context) -> String {
         plural(in_flight, "item", "items")
     );
     if held > 0 {
-        line.push_str(&format!(", {} paused or waiting for credits", thousands(held)));
+        line.push_str(&format!(
+            ", {} paused or waiting for credits",
+            thousands(held)
+        ));
     }
     if let Some(due) = next_poll {
         let secs = due.saturating_sub(ctx.clock.now_ms()).div_ceil(1000);

@@ -200,7 +200,8 @@ pub fn summary_text(result: &serde_json::Value, width: Option<u16>) -> String {
     if let Some(error) = result["error"].as_str() {
         out.push_str(&format!("error: {error}\n"));
     }
-    let mut table = crate::tables::new_table(["ITEM", "STATUS", "TENT_NAME", "PUBLICATION", "DETAIL"]);
+    let mut table =
+        crate::tables::new_table(["ITEM", "STATUS", "TENT_NAME", "PUBLICATION", "DETAIL"]);
     if let Some(width) = width {
         table.set_width(width);
     }
@@ -256,7 +257,16 @@ mod tests {
         });
         let text = summary_text(&result, Some(80));
         let table: Vec<&str> = text.lines().skip_while(|l| !l.contains("ITEM")).collect();
-        assert!(table[0].split_whitespace().eq(["ITEM", "STATUS", "TENT_NAME", "PUBLICATION", "DETAIL"]), "{text}");
+        assert!(
+            table[0].split_whitespace().eq([
+                "ITEM",
+                "STATUS",
+                "TENT_NAME",
+                "PUBLICATION",
+                "DETAIL"
+            ]),
+            "{text}"
+        );
         assert!(table.iter().all(|l| l.chars().count() <= 80), "{text}");
         assert_eq!(text.matches('q').count(), 200, "wrapped, not cut: {text}");
         assert!(text.contains("https://x/y"), "{text}");

@@ -106,10 +106,17 @@ mod tests {
     async fn problems_come_and_go_with_the_probes() {
         let health = StorageHealth::default();
         let dir = Path::new("/x");
-        health.record("paths.outbox", dir, Err(std::io::Error::from_raw_os_error(28)));
+        health.record(
+            "paths.outbox",
+            dir,
+            Err(std::io::Error::from_raw_os_error(28)),
+        );
         let problems = health.problems();
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].starts_with("cannot write to paths.outbox (/x): No space left on device"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("cannot write to paths.outbox (/x): No space left on device"),
+            "{problems:?}"
+        );
         health.record("paths.outbox", dir, Ok(()));
         assert!(health.problems().is_empty());
     }

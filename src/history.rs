@@ -219,7 +219,11 @@ pub fn show(ctx: &Context, name: &str, items: bool) -> Result<Option<ManifestDet
     } else {
         None
     };
-    let result = ctx.settings.paths.outbox.join(format!("{}.result.json", m.name));
+    let result = ctx
+        .settings
+        .paths
+        .outbox
+        .join(format!("{}.result.json", m.name));
     Ok(Some(ManifestDetail {
         line: whole_line(&m),
         result_path: m.result_written.then(|| result.display().to_string()),

@@ -26,9 +26,9 @@
 
 pub mod admin;
 pub mod api;
-pub mod assets;
 #[cfg(test)]
 mod architecture;
+pub mod assets;
 pub mod cli;
 pub mod clock;
 pub mod context;

@@ -87,7 +87,9 @@ impl Priority {
 
     /// Parses the value of a manifest's `priority` field; `None` when it names none.
     pub fn from_name(name: &str) -> Option<Priority> {
-        Priority::ALL.into_iter().find(|priority| priority.as_str() == name)
+        Priority::ALL
+            .into_iter()
+            .find(|priority| priority.as_str() == name)
     }
 
     /// Create slots per round of the fair share: high 4, normal 2, low 1.
@@ -254,7 +256,13 @@ impl ManifestDocument {
     pub fn into_fields(self) -> (TopFields, Vec<ItemFields>) {
         let items = self.items.into_iter().map(ItemFields::from).collect();
         let priority = self.priority.unwrap_or_default();
-        (TopFields { priority, ..TopFields::from(self.top) }, items)
+        (
+            TopFields {
+                priority,
+                ..TopFields::from(self.top)
+            },
+            items,
+        )
     }
 }
 
@@ -372,15 +380,23 @@ impl From<TopDocument> for TopFields {
 
 impl TopFields {
     /// The typed fields of a validated manifest's top level (without `kind`, `items`).
-    pub fn from_validated(top: &serde_json::Map<String, serde_json::Value>) -> Result<TopFields, FieldsError> {
+    pub fn from_validated(
+        top: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<TopFields, FieldsError> {
         let document: TopDocument = serde_json::from_value(serde_json::Value::Object(top.clone()))
-            .map_err(|source| FieldsError { what: "top level", source })?;
+            .map_err(|source| FieldsError {
+                what: "top level",
+                source,
+            })?;
         let priority = top
             .get("priority")
             .and_then(serde_json::Value::as_str)
             .and_then(Priority::from_name)
             .unwrap_or_default();
-        Ok(TopFields { priority, ..TopFields::from(document) })
+        Ok(TopFields {
+            priority,
+            ..TopFields::from(document)
+        })
     }
 
     /// The default name Tented gives the item with this counter when it has no
@@ -400,7 +416,10 @@ impl ItemFields {
     pub fn from_validated(item: &serde_json::Value) -> Result<ItemFields, FieldsError> {
         serde_json::from_value::<ItemDocument>(item.clone())
             .map(ItemFields::from)
-            .map_err(|source| FieldsError { what: "item", source })
+            .map_err(|source| FieldsError {
+                what: "item",
+                source,
+            })
     }
 
     /// This item over a create manifest's `defaults`: a field the item gives wins.
@@ -417,7 +436,9 @@ impl ItemFields {
             name: item.name.or(d.name.clone()),
             user_id: item.user_id.or(d.user_id.clone()),
             tent_id: item.tent_id.or(d.tent_id.clone()),
-            target_client_item_id: item.target_client_item_id.or(d.target_client_item_id.clone()),
+            target_client_item_id: item
+                .target_client_item_id
+                .or(d.target_client_item_id.clone()),
             prompt: item.prompt.or(d.prompt.clone()),
             auto_publish: item.auto_publish.or(d.auto_publish),
             custom_page_alias: item.custom_page_alias.or(d.custom_page_alias.clone()),
@@ -442,9 +463,13 @@ mod tests {
         assert_eq!(top.auto_publish, Some(true));
         let metadata = top.metadata.expect("metadata").to_value().expect("json");
         assert_eq!(metadata, json!({"campaign": ["a", 1]}));
-        let item = ItemFields::from_validated(&json!({"input_data": {"x": null}, "asset_ids": ["a"]}))
-            .expect("fits");
-        assert_eq!(item.input_data.expect("input").to_value().expect("json"), json!({"x": null}));
+        let item =
+            ItemFields::from_validated(&json!({"input_data": {"x": null}, "asset_ids": ["a"]}))
+                .expect("fits");
+        assert_eq!(
+            item.input_data.expect("input").to_value().expect("json"),
+            json!({"x": null})
+        );
         assert_eq!(item.asset_ids, Some(vec!["a".to_string()]));
     }
 
@@ -458,8 +483,17 @@ mod tests {
 
     #[test]
     fn an_item_wins_over_the_defaults_field_by_field() {
-        let defaults = ItemFields { name: Some("D".into()), user_id: Some("u".into()), auto_publish: Some(true), ..Default::default() };
-        let item = ItemFields { name: Some("I".into()), auto_publish: Some(false), ..Default::default() };
+        let defaults = ItemFields {
+            name: Some("D".into()),
+            user_id: Some("u".into()),
+            auto_publish: Some(true),
+            ..Default::default()
+        };
+        let item = ItemFields {
+            name: Some("I".into()),
+            auto_publish: Some(false),
+            ..Default::default()
+        };
         let merged = item.over(Some(&defaults));
         assert_eq!(merged.name.as_deref(), Some("I"));
         assert_eq!(merged.user_id.as_deref(), Some("u"));

@@ -250,8 +250,17 @@ mod tests {
             "tented_bulkd_store_bytes 4096",
             "# HELP tented_bulkd_store_bytes Size of the store on disk.",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
         }
-        assert!(text.contains(&format!("tented_bulkd_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{text}");
+        assert!(
+            text.contains(&format!(
+                "tented_bulkd_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
     }
 }

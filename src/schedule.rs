@@ -141,10 +141,18 @@ mod tests {
     fn the_first_poll_waits_for_the_expected_end_but_never_comes_before_the_floor() {
         let mut j = job(1_000);
         assert_eq!(with_expectation(11_000, &j, Some(30_000)), 31_000);
-        assert_eq!(with_expectation(11_000, &j, Some(2_000)), 11_000, "never under the floor");
+        assert_eq!(
+            with_expectation(11_000, &j, Some(2_000)),
+            11_000,
+            "never under the floor"
+        );
         assert_eq!(with_expectation(11_000, &j, None), 11_000);
         j.last_polled_at_ms = Some(40_000);
-        assert_eq!(with_expectation(50_000, &j, Some(90_000)), 50_000, "later polls keep the floor");
+        assert_eq!(
+            with_expectation(50_000, &j, Some(90_000)),
+            50_000,
+            "later polls keep the floor"
+        );
     }
 
     #[test]
@@ -164,9 +172,16 @@ mod tests {
         for _ in 0..GENERATION_SAMPLES {
             times.record(20_000);
         }
-        assert_eq!(times.expected_ms(1_000), Some(20_000), "the old samples are gone");
+        assert_eq!(
+            times.expected_ms(1_000),
+            Some(20_000),
+            "the old samples are gone"
+        );
         let stored = bincode::serialize(&times).expect("bincode");
-        assert_eq!(bincode::deserialize::<GenerationTimes>(&stored).expect("back"), times);
+        assert_eq!(
+            bincode::deserialize::<GenerationTimes>(&stored).expect("back"),
+            times
+        );
     }
 
     fn job(admitted: u64) -> JobRecord {

@@ -57,8 +57,12 @@ pub fn manifest_schema() -> Value {
 
 /// The JSON Schema of a result file, `outbox/NAME.result.json`.
 pub fn result_schema() -> Value {
-    let generator = SchemaSettings::draft2020_12().for_serialize().into_generator();
-    let generated = generator.into_root_schema_for::<ResultDocument>().to_value();
+    let generator = SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator();
+    let generated = generator
+        .into_root_schema_for::<ResultDocument>()
+        .to_value();
     // The same schema, its identifying keys first for a human reader.
     let mut ordered = Map::new();
     if let Value::Object(fields) = generated {
@@ -82,7 +86,10 @@ pub enum FieldShape {
     /// `true` or `false`.
     Boolean,
     /// An integer, with the schema's bounds.
-    Integer { minimum: Option<i64>, maximum: Option<i64> },
+    Integer {
+        minimum: Option<i64>,
+        maximum: Option<i64>,
+    },
     /// One of these strings.
     OneOf(Vec<String>),
     /// An array of strings.
@@ -103,12 +110,18 @@ pub struct KindFields {
 impl KindFields {
     /// The shape of an item field, if the kind knows it.
     pub fn item_field(&self, name: &str) -> Option<&FieldShape> {
-        self.item.iter().find(|(field, _)| field == name).map(|(_, shape)| shape)
+        self.item
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, shape)| shape)
     }
 
     /// The shape of a top-level field, if the kind knows it.
     pub fn top_field(&self, name: &str) -> Option<&FieldShape> {
-        self.top.iter().find(|(field, _)| field == name).map(|(_, shape)| shape)
+        self.top
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, shape)| shape)
     }
 }
 
@@ -118,7 +131,9 @@ pub fn kind_fields(kind: ManifestKind) -> KindFields {
     let shapes = |properties: &Map<String, Value>, kind: ManifestKind| {
         properties
             .iter()
-            .filter(|(name, property)| knows(property, kind) && !matches!(name.as_str(), "kind" | "items"))
+            .filter(|(name, property)| {
+                knows(property, kind) && !matches!(name.as_str(), "kind" | "items")
+            })
             .map(|(name, property)| {
                 let shape = match name.as_str() {
                     "defaults" => FieldShape::Object(Some(marked.defaults_shapes())),
@@ -177,9 +192,12 @@ impl MarkedFields {
 
     /// The schema of `kind` in the manifest of that kind: the kind's name, described.
     fn kind_constant(&self, kind: ManifestKind) -> Value {
-        let described = self.kind_property()["oneOf"]
-            .as_array()
-            .and_then(|kinds| kinds.iter().find(|choice| choice["const"] == kind.as_str()).cloned());
+        let described = self.kind_property()["oneOf"].as_array().and_then(|kinds| {
+            kinds
+                .iter()
+                .find(|choice| choice["const"] == kind.as_str())
+                .cloned()
+        });
         described.unwrap_or_else(|| json!({"const": kind.as_str()}))
     }
 
@@ -256,7 +274,10 @@ impl MarkedFields {
 fn cut(properties: &Map<String, Value>, kind: ManifestKind) -> (Map<String, Value>, Vec<String>) {
     let mut kept = Map::new();
     let mut required = Vec::new();
-    for (name, property) in properties.iter().filter(|(_, property)| knows(property, kind)) {
+    for (name, property) in properties
+        .iter()
+        .filter(|(_, property)| knows(property, kind))
+    {
         if marked_for(property, "x-required-for", kind) {
             required.push(name.clone());
         }
@@ -352,7 +373,12 @@ fn object_at(value: &Value, pointer: &str) -> Map<String, Value> {
 fn shape_of(property: &Value) -> FieldShape {
     let strings = |key: &str| -> Option<Vec<String>> {
         let values = property.get(key)?.as_array()?;
-        Some(values.iter().filter_map(|value| value.as_str().map(str::to_owned)).collect())
+        Some(
+            values
+                .iter()
+                .filter_map(|value| value.as_str().map(str::to_owned))
+                .collect(),
+        )
     };
     if let Some(names) = strings("enum") {
         return FieldShape::OneOf(names);
@@ -360,7 +386,12 @@ fn shape_of(property: &Value) -> FieldShape {
     if let Some(Value::Array(choices)) = property.get("oneOf") {
         let names = choices
             .iter()
-            .filter_map(|choice| choice.get("const").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|choice| {
+                choice
+                    .get("const")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .collect();
         return FieldShape::OneOf(names);
     }
@@ -394,8 +425,18 @@ mod tests {
         for kind in ManifestKind::ALL {
             let (top, item) = known_fields(kind);
             let branch = &schema["$defs"][kind.as_str()];
-            let top_in_schema = names(branch["properties"].as_object().expect("properties").keys().map(String::as_str));
-            assert_eq!(top_in_schema, names(top.iter().copied()), "{kind}: top-level fields");
+            let top_in_schema = names(
+                branch["properties"]
+                    .as_object()
+                    .expect("properties")
+                    .keys()
+                    .map(String::as_str),
+            );
+            assert_eq!(
+                top_in_schema,
+                names(top.iter().copied()),
+                "{kind}: top-level fields"
+            );
             let item_in_schema = names(
                 branch["properties"]["items"]["items"]["properties"]
                     .as_object()
@@ -403,12 +444,23 @@ mod tests {
                     .keys()
                     .map(String::as_str),
             );
-            assert_eq!(item_in_schema, names(item.iter().copied()), "{kind}: item fields");
+            assert_eq!(
+                item_in_schema,
+                names(item.iter().copied()),
+                "{kind}: item fields"
+            );
             let fields = kind_fields(kind);
             let mut top_fields = names(fields.top.iter().map(|(name, _)| name.as_str()));
             top_fields.extend(["kind".to_owned(), "items".to_owned()]);
-            assert_eq!(top_fields, names(top.iter().copied()), "{kind}: kind_fields top");
-            assert_eq!(names(fields.item.iter().map(|(name, _)| name.as_str())), names(item.iter().copied()));
+            assert_eq!(
+                top_fields,
+                names(top.iter().copied()),
+                "{kind}: kind_fields top"
+            );
+            assert_eq!(
+                names(fields.item.iter().map(|(name, _)| name.as_str())),
+                names(item.iter().copied())
+            );
         }
     }
 
@@ -416,20 +468,40 @@ mod tests {
     fn the_marks_make_the_rules_of_each_kind() {
         let schema = manifest_schema();
         let text = schema.to_string();
-        assert!(!text.contains("\"x-") && !text.contains("\"null\""), "no mark and no null is left: {text}");
+        assert!(
+            !text.contains("\"x-") && !text.contains("\"null\""),
+            "no mark and no null is left: {text}"
+        );
         let bulk = &schema["$defs"]["bulk"];
         assert_eq!(bulk["required"], json!(["template_id", "items"]));
-        assert_eq!(bulk["properties"]["items"]["items"]["required"], json!(["input_data"]));
-        assert_eq!(bulk["properties"]["items"]["maxItems"], json!(crate::manifest::MAX_ITEMS));
+        assert_eq!(
+            bulk["properties"]["items"]["items"]["required"],
+            json!(["input_data"])
+        );
+        assert_eq!(
+            bulk["properties"]["items"]["maxItems"],
+            json!(crate::manifest::MAX_ITEMS)
+        );
         let create = &schema["$defs"]["create"];
         assert_eq!(create["required"], json!(["kind", "items"]));
-        assert_eq!(create["properties"]["items"]["items"]["properties"]["asset_ids"], json!(false));
-        let defaults = create["properties"]["defaults"]["properties"].as_object().expect("defaults");
+        assert_eq!(
+            create["properties"]["items"]["items"]["properties"]["asset_ids"],
+            json!(false)
+        );
+        let defaults = create["properties"]["defaults"]["properties"]
+            .as_object()
+            .expect("defaults");
         assert!(!defaults.contains_key("client_item_id") && !defaults.contains_key("asset_ids"));
         assert!(defaults.contains_key("prompt") && defaults.contains_key("auto_publish"));
         let edit = &schema["$defs"]["edit"];
-        assert_eq!(edit["properties"]["items"]["items"]["required"], json!(["prompt"]));
-        assert_eq!(edit["properties"]["priority"]["enum"], json!(["high", "normal", "low"]));
+        assert_eq!(
+            edit["properties"]["items"]["items"]["required"],
+            json!(["prompt"])
+        );
+        assert_eq!(
+            edit["properties"]["priority"]["enum"],
+            json!(["high", "normal", "low"])
+        );
     }
 
     #[test]
@@ -437,13 +509,19 @@ mod tests {
         let bulk = kind_fields(ManifestKind::Bulk);
         assert_eq!(bulk.item_field("include_brand"), Some(&FieldShape::Boolean));
         assert_eq!(bulk.item_field("asset_ids"), Some(&FieldShape::TextList));
-        assert_eq!(bulk.item_field("input_data"), Some(&FieldShape::Object(None)));
+        assert_eq!(
+            bulk.item_field("input_data"),
+            Some(&FieldShape::Object(None))
+        );
         assert_eq!(bulk.item_field("tent_name"), Some(&FieldShape::Text));
         assert_eq!(bulk.item_field("name"), None);
         assert_eq!(bulk.top_field("metadata"), Some(&FieldShape::Object(None)));
         assert_eq!(
             bulk.top_field("start_index"),
-            Some(&FieldShape::Integer { minimum: Some(0), maximum: Some(crate::manifest::MAX_START_INDEX as i64) })
+            Some(&FieldShape::Integer {
+                minimum: Some(0),
+                maximum: Some(crate::manifest::MAX_START_INDEX as i64)
+            })
         );
         let priorities = FieldShape::OneOf(vec!["high".into(), "normal".into(), "low".into()]);
         assert_eq!(bulk.top_field("priority"), Some(&priorities));
@@ -453,7 +531,9 @@ mod tests {
             panic!("defaults has known fields: {create:?}");
         };
         assert!(defaults.contains(&("auto_publish".to_owned(), FieldShape::Boolean)));
-        assert!(!defaults.iter().any(|(name, _)| name == "client_item_id" || name == "asset_ids"));
+        assert!(!defaults
+            .iter()
+            .any(|(name, _)| name == "client_item_id" || name == "asset_ids"));
         assert_eq!(create.top_field("template_id"), None);
     }
 
@@ -462,23 +542,39 @@ mod tests {
         let mut examples = Vec::new();
         for entry in std::fs::read_dir(EXAMPLES).expect("examples/") {
             let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|extension| extension == "json") {
+            if path
+                .extension()
+                .is_some_and(|extension| extension == "json")
+            {
                 let bytes = std::fs::read(&path).expect("read the example");
-                let name = path.file_name().expect("name").to_string_lossy().into_owned();
+                let name = path
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
                 examples.push((name, serde_json::from_slice(&bytes).expect("JSON")));
             }
         }
-        assert!(examples.len() >= 3, "the three example manifests: {examples:?}");
+        assert!(
+            examples.len() >= 3,
+            "the three example manifests: {examples:?}"
+        );
         examples
     }
 
     /// The item indices under which the schema finds errors, and any error outside items.
-    fn schema_errors(validator: &jsonschema::Validator, manifest: &Value) -> (BTreeSet<u32>, Vec<String>) {
+    fn schema_errors(
+        validator: &jsonschema::Validator,
+        manifest: &Value,
+    ) -> (BTreeSet<u32>, Vec<String>) {
         let mut items = BTreeSet::new();
         let mut elsewhere = Vec::new();
         for error in validator.iter_errors(manifest) {
             let path = error.instance_path().to_string();
-            match path.strip_prefix("/items/").and_then(|rest| rest.split('/').next()?.parse().ok()) {
+            match path
+                .strip_prefix("/items/")
+                .and_then(|rest| rest.split('/').next()?.parse().ok())
+            {
                 Some(index) => {
                     items.insert(index);
                 }
@@ -492,16 +588,30 @@ mod tests {
     fn every_example_manifest_names_its_schema_and_agrees_with_validation() {
         let validator = jsonschema::validator_for(&manifest_schema()).expect("a valid schema");
         for (name, manifest) in example_manifests() {
-            assert_eq!(manifest["$schema"], json!("./schema/manifest.schema.json"), "{name}");
+            assert_eq!(
+                manifest["$schema"],
+                json!("./schema/manifest.schema.json"),
+                "{name}"
+            );
             let bytes = serde_json::to_vec(&manifest).expect("bytes");
             let validated = crate::pipeline::intake::validation::validate_manifest(&bytes)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             // The whole document parses into the same typed fields as intake's path.
-            let parsed: ManifestDocument = serde_json::from_value(manifest.clone()).expect("the parsing types read it");
+            let parsed: ManifestDocument =
+                serde_json::from_value(manifest.clone()).expect("the parsing types read it");
             assert_eq!(parsed.item_count(), validated.items.len());
             let (top, _) = parsed.into_fields();
-            assert_eq!(Some(top), crate::manifest::TopFields::from_validated(&validated.top).ok(), "{name}");
-            let rejected: BTreeSet<u32> = validated.items.iter().filter(|i| !i.is_accepted()).map(|i| i.index).collect();
+            assert_eq!(
+                Some(top),
+                crate::manifest::TopFields::from_validated(&validated.top).ok(),
+                "{name}"
+            );
+            let rejected: BTreeSet<u32> = validated
+                .items
+                .iter()
+                .filter(|i| !i.is_accepted())
+                .map(|i| i.index)
+                .collect();
             let (flagged, elsewhere) = schema_errors(&validator, &manifest);
             assert!(elsewhere.is_empty(), "{name}: {elsewhere:?}");
             // The examples break only rules that the schema can say (demo.json breaks some
@@ -518,18 +628,42 @@ mod tests {
         for (bad, why) in [
             (json!({"items": [{"input_data": {}}]}), "no template_id"),
             (json!({"template_id": "t", "items": []}), "no items"),
-            (json!({"template_id": "t", "tent_nmae": 1, "items": [{"input_data": {}}]}), "unknown field"),
-            (json!({"template_id": "t", "priority": "urgent", "items": [{"input_data": {}}]}), "priority"),
-            (json!({"template_id": null, "items": [{"input_data": {}}]}), "null"),
-            (json!({"kind": "crate", "items": [{"name": "n", "prompt": "p"}]}), "unknown kind"),
-            (json!({"kind": "create", "template_id": "t", "items": [{"name": "n", "prompt": "p"}]}), "template_id on create"),
-            (json!({"kind": "edit", "items": [{"prompt": "p", "name": "n"}]}), "name on edit"),
-            (json!({"template_id": "t", "items": [{"input_data": {}, "client_item_id": "#1"}]}), "reserved id"),
+            (
+                json!({"template_id": "t", "tent_nmae": 1, "items": [{"input_data": {}}]}),
+                "unknown field",
+            ),
+            (
+                json!({"template_id": "t", "priority": "urgent", "items": [{"input_data": {}}]}),
+                "priority",
+            ),
+            (
+                json!({"template_id": null, "items": [{"input_data": {}}]}),
+                "null",
+            ),
+            (
+                json!({"kind": "crate", "items": [{"name": "n", "prompt": "p"}]}),
+                "unknown kind",
+            ),
+            (
+                json!({"kind": "create", "template_id": "t", "items": [{"name": "n", "prompt": "p"}]}),
+                "template_id on create",
+            ),
+            (
+                json!({"kind": "edit", "items": [{"prompt": "p", "name": "n"}]}),
+                "name on edit",
+            ),
+            (
+                json!({"template_id": "t", "items": [{"input_data": {}, "client_item_id": "#1"}]}),
+                "reserved id",
+            ),
         ] {
             assert!(!validator.is_valid(&bad), "{why}: {bad}");
             let bytes = serde_json::to_vec(&bad).expect("bytes");
             let verdict = crate::pipeline::intake::validation::validate_manifest(&bytes);
-            assert!(verdict.is_err(), "validation refuses it as a whole too ({why})");
+            assert!(
+                verdict.is_err(),
+                "validation refuses it as a whole too ({why})"
+            );
         }
     }
 
@@ -538,17 +672,25 @@ mod tests {
         let validator = jsonschema::validator_for(&manifest_schema()).expect("a valid schema");
         let both = json!({"kind": "create", "items": [{"name": "n", "prompt": "p"}]});
         assert!(validator.is_valid(&both));
-        let defaulted = json!({"kind": "create", "defaults": {"prompt": "p"}, "items": [{"name": "n"}]});
+        let defaulted =
+            json!({"kind": "create", "defaults": {"prompt": "p"}, "items": [{"name": "n"}]});
         assert!(validator.is_valid(&defaulted));
-        let missing = json!({"kind": "create", "defaults": {"name": "n"}, "items": [{"name": "n"}]});
+        let missing =
+            json!({"kind": "create", "defaults": {"name": "n"}, "items": [{"name": "n"}]});
         assert!(!validator.is_valid(&missing));
         let in_defaults = json!({"kind": "create", "defaults": {"client_item_id": "x"}, "items": [{"name": "n", "prompt": "p"}]});
-        assert!(!validator.is_valid(&in_defaults), "client_item_id cannot have a default");
+        assert!(
+            !validator.is_valid(&in_defaults),
+            "client_item_id cannot have a default"
+        );
     }
 
     #[test]
     fn the_committed_schemas_are_the_generated_ones() {
-        for (file, schema) in [("manifest.schema.json", manifest_schema()), ("result.schema.json", result_schema())] {
+        for (file, schema) in [
+            ("manifest.schema.json", manifest_schema()),
+            ("result.schema.json", result_schema()),
+        ] {
             let path = format!("{EXAMPLES}/schema/{file}");
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             let generated = format!("{}\n", serde_json::to_string_pretty(&schema).expect("json"));
@@ -574,7 +716,14 @@ mod tests {
             "counts": {"total": 1, "completed": 1, "failed": 0, "rejected": 0, "timed_out": 0, "canceled": 0, "unknown": 0},
             "bulk_jobs": [{"bulk_job_id": "J", "first_index": 0, "items": 1, "status": "completed"}],
             "items": {"a": item}});
-        assert!(validator.is_valid(&result), "{:?}", validator.iter_errors(&result).map(|e| e.to_string()).collect::<Vec<_>>());
+        assert!(
+            validator.is_valid(&result),
+            "{:?}",
+            validator
+                .iter_errors(&result)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
         let mut bad = result.clone();
         bad["items"]["a"]["status"] = json!("sending");
         assert!(!validator.is_valid(&bad), "a state that is not final");
@@ -582,7 +731,10 @@ mod tests {
         bad["status"] = json!("done");
         assert!(!validator.is_valid(&bad));
         let mut bad = result.clone();
-        bad["items"]["a"].as_object_mut().expect("item").remove("message");
+        bad["items"]["a"]
+            .as_object_mut()
+            .expect("item")
+            .remove("message");
         assert!(!validator.is_valid(&bad), "every field is written");
         let mut bad = result;
         bad["items"]["a"]["rejected_by"] = json!("someone");

@@ -60,7 +60,11 @@ impl fmt::Display for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeySource::Credential(path) => {
-                write!(f, "the systemd credential {CREDENTIAL_NAME} ({})", path.display())
+                write!(
+                    f,
+                    "the systemd credential {CREDENTIAL_NAME} ({})",
+                    path.display()
+                )
             }
             KeySource::KeyFile(path) => write!(f, "api.key_file ({})", path.display()),
             KeySource::Environment => f.write_str("the TENTED_API_KEY environment variable"),
@@ -191,7 +195,11 @@ fn retention_period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Dur
     }
     humantime::parse_duration(text.trim())
         .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is neither a duration like \"90d\" nor \"off\": {e}")))
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is neither a duration like \"90d\" nor \"off\": {e}"
+            ))
+        })
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -412,7 +420,10 @@ impl Settings {
             return Ok(Some((key, KeySource::KeyFile(path))));
         }
         if let Some(key) = env_key.filter(|k| !k.trim().is_empty()) {
-            return Ok(Some((ApiKey(key.trim().to_string()), KeySource::Environment)));
+            return Ok(Some((
+                ApiKey(key.trim().to_string()),
+                KeySource::Environment,
+            )));
         }
         Ok(self
             .api
@@ -437,7 +448,10 @@ impl Settings {
             ("api.key_file", text(&self.api.key_file)),
             ("api.key", key),
             ("api.timeout", duration(self.api.timeout)),
-            ("api.requests_per_second", self.api.requests_per_second.to_string()),
+            (
+                "api.requests_per_second",
+                self.api.requests_per_second.to_string(),
+            ),
             ("poll.interval", duration(self.poll.interval)),
             ("poll.max_wait", duration(self.poll.max_wait)),
             ("paths.inbox", path(&self.paths.inbox)),
@@ -447,8 +461,14 @@ impl Settings {
             ("inbox.settle", duration(self.inbox.settle)),
             ("inbox.rescan", duration(self.inbox.rescan)),
             ("submit.credit_retry", duration(self.submit.credit_retry)),
-            ("submit.failure_threshold", self.submit.failure_threshold.to_string()),
-            ("submit.max_in_flight", self.submit.max_in_flight.to_string()),
+            (
+                "submit.failure_threshold",
+                self.submit.failure_threshold.to_string(),
+            ),
+            (
+                "submit.max_in_flight",
+                self.submit.max_in_flight.to_string(),
+            ),
             (
                 "retention.store",
                 self.retention.store.map_or_else(|| text("off"), duration),

@@ -34,7 +34,9 @@ use serde_json::{Map, Value};
 
 use crate::manifest::ManifestKind;
 use crate::pipeline::intake::judge::{judge_file, FileContent, FileRejection, Verdict};
-use crate::pipeline::intake::validation::{check_manifest_name, nearest_known_name, ManifestRejection};
+use crate::pipeline::intake::validation::{
+    check_manifest_name, nearest_known_name, ManifestRejection,
+};
 use crate::schema::{kind_fields, FieldShape, KindFields};
 
 /// The file name a manifest written to standard output or `--out` is judged under (a
@@ -101,19 +103,43 @@ pub enum SpreadsheetError {
     #[error("CSV line {line}: column {column} has no header; every column needs a name")]
     EmptyHeader { line: u64, column: usize },
     #[error("CSV line {line}: columns {first} and {second} are both named `{name}`; each column needs its own name")]
-    DuplicateHeader { line: u64, name: String, first: usize, second: usize },
+    DuplicateHeader {
+        line: u64,
+        name: String,
+        first: usize,
+        second: usize,
+    },
     #[error("CSV line {line}: unknown column `{name}`{}. A {kind} manifest's columns are its item fields: {known}", in_parentheses(.suggestion))]
-    UnknownColumn { line: u64, name: String, kind: ManifestKind, suggestion: Option<String>, known: String },
+    UnknownColumn {
+        line: u64,
+        name: String,
+        kind: ManifestKind,
+        suggestion: Option<String>,
+        known: String,
+    },
     #[error("--id-column `{name}`: the header (CSV line {line}) has no such column{}", did_you_mean(.suggestion))]
-    NoIdColumn { line: u64, name: String, suggestion: Option<String> },
+    NoIdColumn {
+        line: u64,
+        name: String,
+        suggestion: Option<String>,
+    },
     #[error("--id-column `{name}`: the header (CSV line {line}) also has a `client_item_id` column; give the ids in one column only")]
     TwoIdColumns { line: u64, name: String },
     #[error("CSV line {line}: the id column `{column}` is empty; with --id-column every row needs its client_item_id")]
     EmptyId { line: u64, column: String },
     #[error("CSV lines {first_line} and {second_line}: both rows have the client_item_id `{id}` (column `{column}`); client_item_id must be unique within a manifest")]
-    DuplicateId { id: String, column: String, first_line: u64, second_line: u64 },
+    DuplicateId {
+        id: String,
+        column: String,
+        first_line: u64,
+        second_line: u64,
+    },
     #[error("CSV line {line}, column `{column}`: {reason}")]
-    BadCell { line: u64, column: String, reason: String },
+    BadCell {
+        line: u64,
+        column: String,
+        reason: String,
+    },
     #[error("--template: a bulk manifest needs the template its items are generated from (--template ID)")]
     TemplateMissing,
     #[error("--template: only bulk manifests name a template; a manifest of kind `{kind}` has no template_id")]
@@ -123,32 +149,51 @@ pub enum SpreadsheetError {
     #[error("--set {key}: {reason}")]
     SetKey { key: String, reason: String },
     #[error("--set {key}={value}: {reason}")]
-    SetValue { key: String, value: String, reason: String },
+    SetValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("{}the manifest would be rejected as a whole: {reason}", at_line(.line))]
     Rejected { line: Option<u64>, reason: String },
     #[error("{} of {total} rows would be rejected (as `validate` judges them):{}", .rows.len(), rejected_rows(.rows))]
-    RowsRejected { total: usize, rows: Vec<RejectedRow> },
+    RowsRejected {
+        total: usize,
+        rows: Vec<RejectedRow>,
+    },
 }
 
 fn did_you_mean(suggestion: &Option<String>) -> String {
-    suggestion.as_ref().map(|name| format!(", did you mean `{name}`?")).unwrap_or_default()
+    suggestion
+        .as_ref()
+        .map(|name| format!(", did you mean `{name}`?"))
+        .unwrap_or_default()
 }
 
 fn in_parentheses(suggestion: &Option<String>) -> String {
-    suggestion.as_ref().map(|name| format!(" (did you mean `{name}`?)")).unwrap_or_default()
+    suggestion
+        .as_ref()
+        .map(|name| format!(" (did you mean `{name}`?)"))
+        .unwrap_or_default()
 }
 
 fn at_line(line: &Option<u64>) -> String {
-    line.map(|line| format!("CSV line {line}: ")).unwrap_or_default()
+    line.map(|line| format!("CSV line {line}: "))
+        .unwrap_or_default()
 }
 
 fn rejected_rows(rows: &[RejectedRow]) -> String {
-    rows.iter().map(|row| format!("\n  CSV line {}: {}", row.line, row.message)).collect()
+    rows.iter()
+        .map(|row| format!("\n  CSV line {}: {}", row.line, row.message))
+        .collect()
 }
 
 /// Turns a CSV file into a manifest of `options.kind` and judges it as `validate` would:
 /// it is returned only when nothing of it would be rejected.
-pub fn manifest_from_csv(csv: &[u8], options: &CsvOptions) -> Result<CsvManifest, SpreadsheetError> {
+pub fn manifest_from_csv(
+    csv: &[u8],
+    options: &CsvOptions,
+) -> Result<CsvManifest, SpreadsheetError> {
     let fields = kind_fields(options.kind);
     let mut manifest = top_level(options, &fields)?;
     let table = read_table(csv)?;
@@ -165,7 +210,10 @@ pub fn manifest_from_csv(csv: &[u8], options: &CsvOptions) -> Result<CsvManifest
         let item = row_to_item(*line, cells, &columns, options.kind)?;
         if let Some(Value::String(id)) = item.get("client_item_id") {
             if let Some(first_line) = first_line_of_id.insert(id.clone(), *line) {
-                let column = columns.iter().find(|c| matches!(c.role, Role::Id { .. })).map(|c| c.name.clone());
+                let column = columns
+                    .iter()
+                    .find(|c| matches!(c.role, Role::Id { .. }))
+                    .map(|c| c.name.clone());
                 return Err(SpreadsheetError::DuplicateId {
                     id: id.clone(),
                     column: column.unwrap_or_else(|| "client_item_id".to_owned()),
@@ -178,23 +226,37 @@ pub fn manifest_from_csv(csv: &[u8], options: &CsvOptions) -> Result<CsvManifest
         lines.push(*line);
     }
     if items.is_empty() {
-        return Err(SpreadsheetError::NoRows { header_line: table.header_line });
+        return Err(SpreadsheetError::NoRows {
+            header_line: table.header_line,
+        });
     }
     manifest.insert("items".to_owned(), Value::Array(items));
     let manifest = Value::Object(manifest);
-    let mut bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| SpreadsheetError::Rejected {
-        line: None,
-        reason: format!("cannot encode it as JSON: {e}"),
-    })?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| SpreadsheetError::Rejected {
+            line: None,
+            reason: format!("cannot encode it as JSON: {e}"),
+        })?;
     bytes.push(b'\n');
     judge(&options.file_name, &bytes, &lines)?;
-    Ok(CsvManifest { manifest, bytes, lines, skipped })
+    Ok(CsvManifest {
+        manifest,
+        bytes,
+        lines,
+        skipped,
+    })
 }
 
 /// The top-level fields: `kind`, `template_id` from `--template`, then each `--set`.
-fn top_level(options: &CsvOptions, fields: &KindFields) -> Result<Map<String, Value>, SpreadsheetError> {
+fn top_level(
+    options: &CsvOptions,
+    fields: &KindFields,
+) -> Result<Map<String, Value>, SpreadsheetError> {
     let mut top = Map::new();
-    top.insert("kind".to_owned(), Value::String(options.kind.as_str().to_owned()));
+    top.insert(
+        "kind".to_owned(),
+        Value::String(options.kind.as_str().to_owned()),
+    );
     match (options.kind, &options.template_id) {
         (ManifestKind::Bulk, None) => return Err(SpreadsheetError::TemplateMissing),
         (ManifestKind::Bulk, Some(template_id)) => {
@@ -210,12 +272,25 @@ fn top_level(options: &CsvOptions, fields: &KindFields) -> Result<Map<String, Va
 }
 
 /// One `--set KEY=VALUE` (or `FIELD.KEY=VALUE` for a key of an object field).
-fn apply_set(top: &mut Map<String, Value>, given: &str, fields: &KindFields) -> Result<(), SpreadsheetError> {
+fn apply_set(
+    top: &mut Map<String, Value>,
+    given: &str,
+    fields: &KindFields,
+) -> Result<(), SpreadsheetError> {
     let Some((key, text)) = given.split_once('=') else {
-        return Err(SpreadsheetError::SetSyntax { given: given.to_owned() });
+        return Err(SpreadsheetError::SetSyntax {
+            given: given.to_owned(),
+        });
     };
-    let key_error = |reason: String| SpreadsheetError::SetKey { key: key.to_owned(), reason };
-    let value_error = |reason: String| SpreadsheetError::SetValue { key: key.to_owned(), value: text.to_owned(), reason };
+    let key_error = |reason: String| SpreadsheetError::SetKey {
+        key: key.to_owned(),
+        reason,
+    };
+    let value_error = |reason: String| SpreadsheetError::SetValue {
+        key: key.to_owned(),
+        value: text.to_owned(),
+        reason,
+    };
     let (field, part) = match key.split_once('.') {
         Some((field, part)) => (field, Some(part)),
         None => (key, None),
@@ -229,22 +304,39 @@ fn apply_set(top: &mut Map<String, Value>, given: &str, fields: &KindFields) -> 
     let (shape, part) = match (shape, part) {
         (_, None) => (shape.clone(), None),
         (FieldShape::Object(None), Some(part)) => (FieldShape::Text, Some(part)),
-        (FieldShape::Object(Some(known)), Some(part)) => match known.iter().find(|(name, _)| name == part) {
-            Some((_, shape)) => (shape.clone(), Some(part)),
-            None => {
-                let names: Vec<&str> = known.iter().map(|(name, _)| name.as_str()).collect();
-                let reason = format!("`{field}` has no field `{part}`{}; it may hold: {}", did_you_mean(&nearest_known_name(part, &names)), names.join(", "));
-                return Err(key_error(reason));
+        (FieldShape::Object(Some(known)), Some(part)) => {
+            match known.iter().find(|(name, _)| name == part) {
+                Some((_, shape)) => (shape.clone(), Some(part)),
+                None => {
+                    let names: Vec<&str> = known.iter().map(|(name, _)| name.as_str()).collect();
+                    let reason = format!(
+                        "`{field}` has no field `{part}`{}; it may hold: {}",
+                        did_you_mean(&nearest_known_name(part, &names)),
+                        names.join(", ")
+                    );
+                    return Err(key_error(reason));
+                }
             }
-        },
-        (_, Some(_)) => return Err(key_error(format!("`{field}` is not an object: write --set {field}=VALUE"))),
+        }
+        (_, Some(_)) => {
+            return Err(key_error(format!(
+                "`{field}` is not an object: write --set {field}=VALUE"
+            )))
+        }
     };
     let value = typed_value(&shape, text).map_err(value_error)?;
     let slot = match part {
         None => top.get_mut(field),
-        Some(part) => match top.entry(field.to_owned()).or_insert_with(|| Value::Object(Map::new())) {
+        Some(part) => match top
+            .entry(field.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()))
+        {
             Value::Object(object) => object.get_mut(part),
-            _ => return Err(key_error(format!("`{field}` was set whole before; set it whole or by its keys"))),
+            _ => {
+                return Err(key_error(format!(
+                    "`{field}` was set whole before; set it whole or by its keys"
+                )))
+            }
         },
     };
     if slot.is_some() {
@@ -252,7 +344,10 @@ fn apply_set(top: &mut Map<String, Value>, given: &str, fields: &KindFields) -> 
     }
     match part {
         None => top.insert(field.to_owned(), value),
-        Some(part) => top.get_mut(field).and_then(Value::as_object_mut).and_then(|o| o.insert(part.to_owned(), value)),
+        Some(part) => top
+            .get_mut(field)
+            .and_then(Value::as_object_mut)
+            .and_then(|o| o.insert(part.to_owned(), value)),
     };
     Ok(())
 }
@@ -281,11 +376,18 @@ pub fn typed_value(shape: &FieldShape, text: &str) -> Result<Value, String> {
         FieldShape::Boolean => match text.trim().to_lowercase().as_str() {
             "true" | "yes" | "1" => Ok(Value::Bool(true)),
             "false" | "no" | "0" => Ok(Value::Bool(false)),
-            _ => Err(format!("`{text}` is not a boolean: write true, false, yes, no, 1 or 0")),
+            _ => Err(format!(
+                "`{text}` is not a boolean: write true, false, yes, no, 1 or 0"
+            )),
         },
         FieldShape::Integer { minimum, maximum } => {
-            let number: i64 = text.trim().parse().map_err(|_| format!("`{text}` is not a whole number"))?;
-            if minimum.is_some_and(|minimum| number < minimum) || maximum.is_some_and(|maximum| number > maximum) {
+            let number: i64 = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{text}` is not a whole number"))?;
+            if minimum.is_some_and(|minimum| number < minimum)
+                || maximum.is_some_and(|maximum| number > maximum)
+            {
                 return Err(format!(
                     "{number} is out of range: from {} to {}",
                     minimum.map_or("any".to_owned(), |m| m.to_string()),
@@ -294,7 +396,9 @@ pub fn typed_value(shape: &FieldShape, text: &str) -> Result<Value, String> {
             }
             Ok(Value::from(number))
         }
-        FieldShape::OneOf(names) if names.iter().any(|name| name == text) => Ok(Value::String(text.to_owned())),
+        FieldShape::OneOf(names) if names.iter().any(|name| name == text) => {
+            Ok(Value::String(text.to_owned()))
+        }
         FieldShape::OneOf(names) => Err(format!("`{text}` is not one of: {}", names.join(", "))),
         FieldShape::TextList => {
             let list: Vec<Value> = text
@@ -304,7 +408,9 @@ pub fn typed_value(shape: &FieldShape, text: &str) -> Result<Value, String> {
                 .map(|part| Value::String(part.to_owned()))
                 .collect();
             if list.is_empty() {
-                return Err(format!("`{text}` holds no value (list values are separated by `;` or `,`)"));
+                return Err(format!(
+                    "`{text}` holds no value (list values are separated by `;` or `,`)"
+                ));
             }
             Ok(Value::Array(list))
         }
@@ -327,14 +433,19 @@ struct Table {
 fn read_table(csv: &[u8]) -> Result<Table, SpreadsheetError> {
     let csv = csv.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(csv);
     let lines = LineIndex::new(csv);
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(csv);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(csv);
     let mut records = reader.records();
     let line_of = |record: &csv::StringRecord| lines.line_of(record.position());
     let (header_line, header) = match records.next() {
         None => return Err(SpreadsheetError::Empty),
         Some(record) => {
             let record = record.map_err(|e| malformed(e, &lines))?;
-            (line_of(&record), record.iter().map(str::to_owned).collect::<Vec<_>>())
+            (
+                line_of(&record),
+                record.iter().map(str::to_owned).collect::<Vec<_>>(),
+            )
         }
     };
     let mut rows = Vec::new();
@@ -342,7 +453,11 @@ fn read_table(csv: &[u8]) -> Result<Table, SpreadsheetError> {
         let record = record.map_err(|e| malformed(e, &lines))?;
         rows.push((line_of(&record), record.iter().map(str::to_owned).collect()));
     }
-    Ok(Table { header_line, header, rows })
+    Ok(Table {
+        header_line,
+        header,
+        rows,
+    })
 }
 
 /// Where each line of a CSV file begins, to name the line a record begins on, as an
@@ -393,7 +508,9 @@ fn malformed(error: csv::Error, lines: &LineIndex) -> SpreadsheetError {
             err.field() + 1,
             err.valid_up_to()
         ),
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("the row has {len} cells, but the header has {expected_len}; every row needs a cell per column (quote cells that hold commas)")
         }
         _ => format!("cannot read the CSV: {error}"),
@@ -420,32 +537,60 @@ struct Column {
 
 /// What each header becomes; refuses unnamed, repeated and (for create and edit) unknown
 /// columns, and an `--id-column` that is not there.
-fn plan_columns(table: &Table, options: &CsvOptions, fields: &KindFields) -> Result<Vec<Column>, SpreadsheetError> {
+fn plan_columns(
+    table: &Table,
+    options: &CsvOptions,
+    fields: &KindFields,
+) -> Result<Vec<Column>, SpreadsheetError> {
     let line = table.header_line;
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (position, name) in table.header.iter().enumerate() {
         if name.is_empty() {
-            return Err(SpreadsheetError::EmptyHeader { line, column: position + 1 });
+            return Err(SpreadsheetError::EmptyHeader {
+                line,
+                column: position + 1,
+            });
         }
         if let Some(first) = seen.insert(name, position + 1) {
-            return Err(SpreadsheetError::DuplicateHeader { line, name: name.clone(), first, second: position + 1 });
+            return Err(SpreadsheetError::DuplicateHeader {
+                line,
+                name: name.clone(),
+                first,
+                second: position + 1,
+            });
         }
     }
     let headers: Vec<&str> = table.header.iter().map(String::as_str).collect();
     if let Some(id_column) = &options.id_column {
         if !seen.contains_key(id_column.as_str()) {
             let suggestion = nearest_known_name(id_column, &headers);
-            return Err(SpreadsheetError::NoIdColumn { line, name: id_column.clone(), suggestion });
+            return Err(SpreadsheetError::NoIdColumn {
+                line,
+                name: id_column.clone(),
+                suggestion,
+            });
         }
         if id_column != "client_item_id" && seen.contains_key("client_item_id") {
-            return Err(SpreadsheetError::TwoIdColumns { line, name: id_column.clone() });
+            return Err(SpreadsheetError::TwoIdColumns {
+                line,
+                name: id_column.clone(),
+            });
         }
     }
-    table.header.iter().map(|name| column_role(name, line, options, fields)).collect()
+    table
+        .header
+        .iter()
+        .map(|name| column_role(name, line, options, fields))
+        .collect()
 }
 
 /// The role of the column named `name`.
-fn column_role(name: &str, line: u64, options: &CsvOptions, fields: &KindFields) -> Result<Column, SpreadsheetError> {
+fn column_role(
+    name: &str,
+    line: u64,
+    options: &CsvOptions,
+    fields: &KindFields,
+) -> Result<Column, SpreadsheetError> {
     let role = if options.id_column.as_deref() == Some(name) {
         Role::Id { required: true }
     } else if name == "client_item_id" {
@@ -453,7 +598,9 @@ fn column_role(name: &str, line: u64, options: &CsvOptions, fields: &KindFields)
     } else {
         match (fields.item_field(name), options.kind) {
             // `input_data` holds the other columns; a column of that name is one of them.
-            (Some(FieldShape::Object(_)), ManifestKind::Bulk) | (None, ManifestKind::Bulk) => Role::Input,
+            (Some(FieldShape::Object(_)), ManifestKind::Bulk) | (None, ManifestKind::Bulk) => {
+                Role::Input
+            }
             (Some(shape), _) => Role::Field(shape.clone()),
             (None, kind) => {
                 let names: Vec<&str> = fields.item.iter().map(|(name, _)| name.as_str()).collect();
@@ -467,19 +614,30 @@ fn column_role(name: &str, line: u64, options: &CsvOptions, fields: &KindFields)
             }
         }
     };
-    Ok(Column { name: name.to_owned(), role })
+    Ok(Column {
+        name: name.to_owned(),
+        role,
+    })
 }
 
 /// One row as an item: `client_item_id` first, then (bulk) `input_data`, then the item
 /// fields in column order; empty cells leave their field out.
-fn row_to_item(line: u64, cells: &[String], columns: &[Column], kind: ManifestKind) -> Result<Map<String, Value>, SpreadsheetError> {
+fn row_to_item(
+    line: u64,
+    cells: &[String],
+    columns: &[Column],
+    kind: ManifestKind,
+) -> Result<Map<String, Value>, SpreadsheetError> {
     let mut id = None;
     let mut input = Map::new();
     let mut fields = Map::new();
     for (column, cell) in columns.iter().zip(cells) {
         match &column.role {
             Role::Id { required: true } if cell.is_empty() => {
-                return Err(SpreadsheetError::EmptyId { line, column: column.name.clone() })
+                return Err(SpreadsheetError::EmptyId {
+                    line,
+                    column: column.name.clone(),
+                })
             }
             _ if cell.is_empty() => {}
             Role::Id { .. } => id = Some(Value::String(cell.clone())),
@@ -487,11 +645,12 @@ fn row_to_item(line: u64, cells: &[String], columns: &[Column], kind: ManifestKi
                 input.insert(column.name.clone(), Value::String(cell.clone()));
             }
             Role::Field(shape) => {
-                let value = typed_value(shape, cell).map_err(|reason| SpreadsheetError::BadCell {
-                    line,
-                    column: column.name.clone(),
-                    reason,
-                })?;
+                let value =
+                    typed_value(shape, cell).map_err(|reason| SpreadsheetError::BadCell {
+                        line,
+                        column: column.name.clone(),
+                        reason,
+                    })?;
                 fields.insert(column.name.clone(), value);
             }
         }
@@ -513,10 +672,15 @@ fn judge(file_name: &str, bytes: &[u8], lines: &[u64]) -> Result<(), Spreadsheet
     match judge_file(file_name, &FileContent::Bytes(bytes.to_vec()), None) {
         Verdict::Rejected { reason, .. } => {
             let line = match &reason {
-                FileRejection::Manifest(rejection) => item_of_rejection(rejection).and_then(line_of_item),
+                FileRejection::Manifest(rejection) => {
+                    item_of_rejection(rejection).and_then(line_of_item)
+                }
                 _ => None,
             };
-            Err(SpreadsheetError::Rejected { line, reason: reason.to_string() })
+            Err(SpreadsheetError::Rejected {
+                line,
+                reason: reason.to_string(),
+            })
         }
         Verdict::Accepted { manifest, .. } => {
             let rows: Vec<RejectedRow> = manifest
@@ -524,13 +688,19 @@ fn judge(file_name: &str, bytes: &[u8], lines: &[u64]) -> Result<(), Spreadsheet
                 .iter()
                 .filter_map(|item| {
                     let message = item.rejection.clone()?;
-                    Some(RejectedRow { line: line_of_item(item.index as usize).unwrap_or(0), message })
+                    Some(RejectedRow {
+                        line: line_of_item(item.index as usize).unwrap_or(0),
+                        message,
+                    })
                 })
                 .collect();
             if rows.is_empty() {
                 Ok(())
             } else {
-                Err(SpreadsheetError::RowsRejected { total: manifest.items.len(), rows })
+                Err(SpreadsheetError::RowsRejected {
+                    total: manifest.items.len(),
+                    rows,
+                })
             }
         }
     }
@@ -552,13 +722,23 @@ fn item_of_rejection(rejection: &ManifestRejection) -> Option<usize> {
 #[derive(Debug, thiserror::Error)]
 pub enum DropError {
     #[error("--drop {name}: {rejection}")]
-    Name { name: String, rejection: ManifestRejection },
+    Name {
+        name: String,
+        rejection: ManifestRejection,
+    },
     #[error("{path} already exists: a manifest of that name is waiting in the inbox; choose another NAME")]
     Exists { path: PathBuf },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot rename {from} to {to}: {source}")]
-    Rename { from: PathBuf, to: PathBuf, source: std::io::Error },
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Writes `bytes` into `inbox` as `NAME.json`, atomically: first as a hidden file (which
@@ -566,13 +746,19 @@ pub enum DropError {
 /// there), then the folder fsynced. Returns the manifest's path.
 pub fn drop_into_inbox(inbox: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, DropError> {
     let file_name = format!("{name}.json");
-    check_manifest_name(&file_name).map_err(|rejection| DropError::Name { name: name.to_owned(), rejection })?;
+    check_manifest_name(&file_name).map_err(|rejection| DropError::Name {
+        name: name.to_owned(),
+        rejection,
+    })?;
     let target = inbox.join(&file_name);
     if target.symlink_metadata().is_ok() {
         return Err(DropError::Exists { path: target });
     }
     let hidden = inbox.join(format!(".{file_name}.{}.from-csv", std::process::id()));
-    let write_error = |source| DropError::Write { path: hidden.clone(), source };
+    let write_error = |source| DropError::Write {
+        path: hidden.clone(),
+        source,
+    };
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -587,11 +773,18 @@ pub fn drop_into_inbox(inbox: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf
     }
     if let Err(source) = std::fs::rename(&hidden, &target) {
         let _ = std::fs::remove_file(&hidden);
-        return Err(DropError::Rename { from: hidden, to: target, source });
+        return Err(DropError::Rename {
+            from: hidden,
+            to: target,
+            source,
+        });
     }
     std::fs::File::open(inbox)
         .and_then(|folder| folder.sync_all())
-        .map_err(|source| DropError::Write { path: inbox.to_path_buf(), source })?;
+        .map_err(|source| DropError::Write {
+            path: inbox.to_path_buf(),
+            source,
+        })?;
     Ok(target)
 }
 
@@ -637,7 +830,10 @@ mod tests {
         // Row 1 spans lines 2 and 3; the empty row is line 4; the last row line 5.
         assert_eq!(converted.lines, vec![2, 5]);
         assert_eq!(converted.skipped, vec![4]);
-        assert_eq!(serde_json::from_slice::<Value>(&converted.bytes).expect("json"), expected);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&converted.bytes).expect("json"),
+            expected
+        );
         assert!(converted.bytes.ends_with(b"}\n"));
     }
 
@@ -646,29 +842,54 @@ mod tests {
         let csv = "a\n\nfirst\n\r\n\rsecond\r\"third\r\nstill third\"\rfourth\n";
         let converted = convert(csv, &bulk()).expect("converts");
         assert_eq!(converted.lines, vec![3, 6, 7, 9]);
-        let values: Vec<&Value> = items(&converted).iter().map(|item| &item["input_data"]["a"]).collect();
-        assert_eq!(values, vec!["first", "second", "third\r\nstill third", "fourth"]);
+        let values: Vec<&Value> = items(&converted)
+            .iter()
+            .map(|item| &item["input_data"]["a"])
+            .collect();
+        assert_eq!(
+            values,
+            vec!["first", "second", "third\r\nstill third", "fourth"]
+        );
     }
 
     #[test]
     fn empty_cells_leave_their_fields_out_and_spaces_are_kept() {
         let csv = "client_item_id,city,tent_name,instructions\na,,,\nb, , Name ,x\n";
         let converted = convert(csv, &bulk()).expect("converts");
-        assert_eq!(items(&converted)[0], json!({"client_item_id": "a", "input_data": {}}));
+        assert_eq!(
+            items(&converted)[0],
+            json!({"client_item_id": "a", "input_data": {}})
+        );
         assert_eq!(
             items(&converted)[1],
             json!({"client_item_id": "b", "input_data": {"city": " "}, "tent_name": " Name ", "instructions": "x"})
         );
         let without_ids = convert("city\nParis\n", &bulk()).expect("converts");
-        assert_eq!(items(&without_ids)[0], json!({"input_data": {"city": "Paris"}}));
+        assert_eq!(
+            items(&without_ids)[0],
+            json!({"input_data": {"city": "Paris"}})
+        );
     }
 
     #[test]
     fn booleans_take_six_words_in_any_case_and_refuse_others_naming_line_and_column() {
         let csv = "include_brand\nTRUE\nno\n1\nYes\n0\nFalse\n";
         let converted = convert(csv, &bulk()).expect("converts");
-        let values: Vec<&Value> = items(&converted).iter().map(|item| &item["include_brand"]).collect();
-        assert_eq!(values, vec![&json!(true), &json!(false), &json!(true), &json!(true), &json!(false), &json!(false)]);
+        let values: Vec<&Value> = items(&converted)
+            .iter()
+            .map(|item| &item["include_brand"])
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                &json!(true),
+                &json!(false),
+                &json!(true),
+                &json!(true),
+                &json!(false),
+                &json!(false)
+            ]
+        );
         let error = convert("x,include_brand\n1,yes\n2,maybe\n", &bulk()).expect_err("maybe");
         assert_eq!(
             error.to_string(),
@@ -678,12 +899,27 @@ mod tests {
 
     #[test]
     fn asset_ids_split_on_semicolons_and_commas() {
-        let converted = convert("asset_ids\n\"a,b\"\n a ; b;c \nsolo\n", &bulk()).expect("converts");
-        let lists: Vec<&Value> = items(&converted).iter().map(|item| &item["asset_ids"]).collect();
-        assert_eq!(lists, vec![&json!(["a", "b"]), &json!(["a", "b", "c"]), &json!(["solo"])]);
+        let converted =
+            convert("asset_ids\n\"a,b\"\n a ; b;c \nsolo\n", &bulk()).expect("converts");
+        let lists: Vec<&Value> = items(&converted)
+            .iter()
+            .map(|item| &item["asset_ids"])
+            .collect();
+        assert_eq!(
+            lists,
+            vec![
+                &json!(["a", "b"]),
+                &json!(["a", "b", "c"]),
+                &json!(["solo"])
+            ]
+        );
         let error = convert("asset_ids\n\";, ;\"\n", &bulk()).expect_err("no ids");
-        assert!(matches!(error, SpreadsheetError::BadCell { line: 2, ref column, .. } if column == "asset_ids"), "{error}");
-        let too_many = convert("client_item_id,asset_ids\nsix,\"1;2;3;4;5;6\"\n", &bulk()).expect_err("six");
+        assert!(
+            matches!(error, SpreadsheetError::BadCell { line: 2, ref column, .. } if column == "asset_ids"),
+            "{error}"
+        );
+        let too_many =
+            convert("client_item_id,asset_ids\nsix,\"1;2;3;4;5;6\"\n", &bulk()).expect_err("six");
         assert_eq!(
             too_many.to_string(),
             "1 of 1 rows would be rejected (as `validate` judges them):\n  CSV line 2: item 0 (client_item_id `six`): asset_ids has 6 entries; at most 5 are allowed"
@@ -696,7 +932,10 @@ mod tests {
         options.id_column = Some("Email".to_owned());
         let csv = "Email,name\na@x.example,\"Ann\nB.\"\nb@x.example,Bob\n";
         let converted = convert(csv, &options).expect("converts");
-        assert_eq!(items(&converted)[0], json!({"client_item_id": "a@x.example", "input_data": {"name": "Ann\nB."}}));
+        assert_eq!(
+            items(&converted)[0],
+            json!({"client_item_id": "a@x.example", "input_data": {"name": "Ann\nB."}})
+        );
         assert_eq!(converted.lines, vec![2, 4]);
         let duplicate = "Email,name\na@x.example,\"Ann\nB.\"\nb@x.example,Bob\na@x.example,Again\n";
         assert_eq!(
@@ -725,11 +964,17 @@ mod tests {
         );
         assert_eq!(
             convert("email,client_item_id\na,b\n", &options).expect_err("two"),
-            SpreadsheetError::TwoIdColumns { line: 1, name: "email".into() }
+            SpreadsheetError::TwoIdColumns {
+                line: 1,
+                name: "email".into()
+            }
         );
         assert_eq!(
             convert("email,name\na,A\n,B\n", &options).expect_err("empty"),
-            SpreadsheetError::EmptyId { line: 3, column: "email".into() }
+            SpreadsheetError::EmptyId {
+                line: 3,
+                column: "email".into()
+            }
         );
         // Without --id-column, an empty client_item_id leaves the daemon's `#INDEX`.
         let converted = convert("client_item_id,name\n,A\n", &bulk()).expect("converts");
@@ -739,10 +984,17 @@ mod tests {
     #[test]
     fn set_values_are_typed_as_their_fields_need() {
         let mut options = bulk();
-        options.set = ["auto_publish=true", "start_index=5", "priority=high", "default_tent_name_prefix=Acme, Inc.",
-            "metadata.source=crm", "metadata.batch=7", "client_job_descriptor=a=b"]
-            .map(str::to_owned)
-            .to_vec();
+        options.set = [
+            "auto_publish=true",
+            "start_index=5",
+            "priority=high",
+            "default_tent_name_prefix=Acme, Inc.",
+            "metadata.source=crm",
+            "metadata.batch=7",
+            "client_job_descriptor=a=b",
+        ]
+        .map(str::to_owned)
+        .to_vec();
         let converted = convert("x\n1\n", &options).expect("converts");
         let manifest = &converted.manifest;
         assert_eq!(manifest["auto_publish"], json!(true));
@@ -752,37 +1004,66 @@ mod tests {
         assert_eq!(manifest["metadata"], json!({"source": "crm", "batch": "7"}));
         assert_eq!(manifest["client_job_descriptor"], json!("a=b"));
         options.set = vec![r#"metadata={"a": [1]}"#.to_owned()];
-        assert_eq!(convert("x\n1\n", &options).expect("converts").manifest["metadata"], json!({"a": [1]}));
+        assert_eq!(
+            convert("x\n1\n", &options).expect("converts").manifest["metadata"],
+            json!({"a": [1]})
+        );
     }
 
     #[test]
     fn an_unknown_set_key_is_refused_with_the_nearest_name() {
         let refused = |set: &str, kind: ManifestKind| {
-            let mut options = CsvOptions::new(kind, (kind == ManifestKind::Bulk).then_some("tpl_x"));
+            let mut options =
+                CsvOptions::new(kind, (kind == ManifestKind::Bulk).then_some("tpl_x"));
             options.set = vec![set.to_owned()];
-            convert("name,prompt\nn,p\n", &options).expect_err(set).to_string()
+            convert("name,prompt\nn,p\n", &options)
+                .expect_err(set)
+                .to_string()
         };
         assert!(
             refused("default_tent_prefix=A", ManifestKind::Bulk)
                 .starts_with("--set default_tent_prefix: not a top-level field of this kind of manifest, did you mean `default_tent_name_prefix`?"),
         );
-        assert_eq!(refused("template_id=t", ManifestKind::Bulk), "--set template_id: the template is chosen with --template");
-        assert_eq!(refused("kind=edit", ManifestKind::Bulk), "--set kind: the kind is chosen with --kind");
-        assert!(refused("auto_publish=true", ManifestKind::Edit).starts_with("--set auto_publish: not a top-level field"));
-        assert!(refused("defaults.asset_ids=a", ManifestKind::Create).starts_with("--set defaults.asset_ids: `defaults` has no field `asset_ids`"));
-        assert_eq!(refused("priority", ManifestKind::Bulk), "--set `priority`: write KEY=VALUE");
+        assert_eq!(
+            refused("template_id=t", ManifestKind::Bulk),
+            "--set template_id: the template is chosen with --template"
+        );
+        assert_eq!(
+            refused("kind=edit", ManifestKind::Bulk),
+            "--set kind: the kind is chosen with --kind"
+        );
+        assert!(refused("auto_publish=true", ManifestKind::Edit)
+            .starts_with("--set auto_publish: not a top-level field"));
+        assert!(refused("defaults.asset_ids=a", ManifestKind::Create)
+            .starts_with("--set defaults.asset_ids: `defaults` has no field `asset_ids`"));
+        assert_eq!(
+            refused("priority", ManifestKind::Bulk),
+            "--set `priority`: write KEY=VALUE"
+        );
         let mut twice = bulk();
         twice.set = vec!["priority=low".into(), "priority=high".into()];
-        assert_eq!(convert("x\n1\n", &twice).expect_err("twice").to_string(), "--set priority: given twice");
+        assert_eq!(
+            convert("x\n1\n", &twice).expect_err("twice").to_string(),
+            "--set priority: given twice"
+        );
     }
 
     #[test]
     fn a_bad_set_value_names_the_key_the_value_and_the_rule() {
         for (set, reason) in [
-            ("auto_publish=maybe", "`maybe` is not a boolean: write true, false, yes, no, 1 or 0"),
+            (
+                "auto_publish=maybe",
+                "`maybe` is not a boolean: write true, false, yes, no, 1 or 0",
+            ),
             ("start_index=one", "`one` is not a whole number"),
-            ("start_index=-1", "-1 is out of range: from 0 to 9007199254640991"),
-            ("priority=urgent", "`urgent` is not one of: high, normal, low"),
+            (
+                "start_index=-1",
+                "-1 is out of range: from 0 to 9007199254640991",
+            ),
+            (
+                "priority=urgent",
+                "`urgent` is not one of: high, normal, low",
+            ),
             ("metadata=[1]", "`[1]` is not a JSON object"),
         ] {
             let mut options = bulk();
@@ -790,7 +1071,11 @@ mod tests {
             let (key, value) = set.split_once('=').expect("KEY=VALUE");
             assert_eq!(
                 convert("x\n1\n", &options).expect_err(set),
-                SpreadsheetError::SetValue { key: key.into(), value: value.into(), reason: reason.into() }
+                SpreadsheetError::SetValue {
+                    key: key.into(),
+                    value: value.into(),
+                    reason: reason.into()
+                }
             );
         }
     }
@@ -799,7 +1084,11 @@ mod tests {
     fn a_create_csv_has_item_field_columns_and_defaults_from_set() {
         let mut options = CsvOptions::new(ManifestKind::Create, None);
         options.id_column = Some("client_item_id".to_owned());
-        options.set = vec!["defaults.include_brand=yes".into(), "defaults.prompt=Make a page".into(), "priority=low".into()];
+        options.set = vec![
+            "defaults.include_brand=yes".into(),
+            "defaults.prompt=Make a page".into(),
+            "priority=low".into(),
+        ];
         let csv = "client_item_id,name,auto_publish,custom_page_alias,user_id\nc1,Café,true,cafe,\nc2,Bar,,,u-7\n";
         let converted = convert(csv, &options).expect("converts");
         assert_eq!(
@@ -809,22 +1098,39 @@ mod tests {
                        {"client_item_id": "c1", "name": "Café", "auto_publish": true, "custom_page_alias": "cafe"},
                        {"client_item_id": "c2", "name": "Bar", "user_id": "u-7"}]})
         );
-        let unknown = convert("name,promt\nn,p\n", &CsvOptions::new(ManifestKind::Create, None)).expect_err("unknown");
+        let unknown = convert(
+            "name,promt\nn,p\n",
+            &CsvOptions::new(ManifestKind::Create, None),
+        )
+        .expect_err("unknown");
         assert_eq!(
             unknown.to_string(),
             "CSV line 1: unknown column `promt` (did you mean `prompt`?). A create manifest's columns are its item fields: \
              client_item_id, name, user_id, prompt, auto_publish, custom_page_alias, include_brand, asset_ids"
         );
         assert_eq!(
-            convert("name,prompt\nn,p\n", &CsvOptions::new(ManifestKind::Create, Some("tpl"))).expect_err("template"),
-            SpreadsheetError::TemplateNotAllowed { kind: ManifestKind::Create }
+            convert(
+                "name,prompt\nn,p\n",
+                &CsvOptions::new(ManifestKind::Create, Some("tpl"))
+            )
+            .expect_err("template"),
+            SpreadsheetError::TemplateNotAllowed {
+                kind: ManifestKind::Create
+            }
         );
-        let no_prompt = convert("client_item_id,name\nc1,n\n", &CsvOptions::new(ManifestKind::Create, None)).expect_err("prompt");
+        let no_prompt = convert(
+            "client_item_id,name\nc1,n\n",
+            &CsvOptions::new(ManifestKind::Create, None),
+        )
+        .expect_err("prompt");
         assert_eq!(
             no_prompt,
             SpreadsheetError::RowsRejected {
                 total: 1,
-                rows: vec![RejectedRow { line: 2, message: "item 0 (client_item_id `c1`): prompt is missing".into() }]
+                rows: vec![RejectedRow {
+                    line: 2,
+                    message: "item 0 (client_item_id `c1`): prompt is missing".into()
+                }]
             }
         );
     }
@@ -848,17 +1154,31 @@ mod tests {
             json!({"client_item_id": "e1", "tent_id": "f11ef3cf-8664-4fe5-a261-c5b4d647b7d1", "prompt": "Make it blue",
                    "asset_ids": ["asset_1", "asset_2"], "auto_publish": false})
         );
-        assert_eq!(items(&converted)[1], json!({"client_item_id": "e2", "target_client_item_id": "c1", "prompt": "Add a\nsection"}));
+        assert_eq!(
+            items(&converted)[1],
+            json!({"client_item_id": "e2", "target_client_item_id": "c1", "prompt": "Add a\nsection"})
+        );
         assert_eq!(converted.manifest["kind"], json!("edit"));
     }
 
     #[test]
     fn validation_errors_name_the_csv_line() {
-        let alias = convert("client_item_id,custom_page_alias\na,ok\nb,Not Ok\n", &bulk()).expect_err("alias");
-        let SpreadsheetError::RowsRejected { rows, total: 2 } = &alias else { panic!("{alias}") };
+        let alias = convert(
+            "client_item_id,custom_page_alias\na,ok\nb,Not Ok\n",
+            &bulk(),
+        )
+        .expect_err("alias");
+        let SpreadsheetError::RowsRejected { rows, total: 2 } = &alias else {
+            panic!("{alias}")
+        };
         assert_eq!(rows.len(), 2, "both need auto_publish: {alias}");
         assert_eq!((rows[0].line, rows[1].line), (2, 3));
-        assert!(rows[1].message.contains("custom_page_alias `Not Ok` is invalid"), "{alias}");
+        assert!(
+            rows[1]
+                .message
+                .contains("custom_page_alias `Not Ok` is invalid"),
+            "{alias}"
+        );
         let reserved = convert("client_item_id,x\nok,1\n#2,2\n", &bulk()).expect_err("reserved");
         assert_eq!(
             reserved.to_string(),
@@ -866,7 +1186,10 @@ mod tests {
         );
         let mut named = bulk();
         named.file_name = "bad name.json".into();
-        assert!(matches!(convert("x\n1\n", &named), Err(SpreadsheetError::Rejected { line: None, .. })));
+        assert!(matches!(
+            convert("x\n1\n", &named),
+            Err(SpreadsheetError::Rejected { line: None, .. })
+        ));
     }
 
     #[test]
@@ -880,25 +1203,52 @@ mod tests {
         );
         let latin1 = b"name,city\nA,Z\xfcrich\n";
         let error = manifest_from_csv(latin1, &bulk()).expect_err("not UTF-8");
-        assert!(matches!(&error, SpreadsheetError::Malformed { line: 2, reason } if reason.contains("not UTF-8")), "{error}");
-        assert_eq!(convert("", &bulk()).expect_err("empty"), SpreadsheetError::Empty);
-        assert_eq!(convert("\u{feff}a,b\r\n", &bulk()).expect_err("header only"), SpreadsheetError::NoRows { header_line: 1 });
-        assert_eq!(convert("a,,b\n1,2,3\n", &bulk()).expect_err("unnamed"), SpreadsheetError::EmptyHeader { line: 1, column: 2 });
+        assert!(
+            matches!(&error, SpreadsheetError::Malformed { line: 2, reason } if reason.contains("not UTF-8")),
+            "{error}"
+        );
+        assert_eq!(
+            convert("", &bulk()).expect_err("empty"),
+            SpreadsheetError::Empty
+        );
+        assert_eq!(
+            convert("\u{feff}a,b\r\n", &bulk()).expect_err("header only"),
+            SpreadsheetError::NoRows { header_line: 1 }
+        );
+        assert_eq!(
+            convert("a,,b\n1,2,3\n", &bulk()).expect_err("unnamed"),
+            SpreadsheetError::EmptyHeader { line: 1, column: 2 }
+        );
         assert_eq!(
             convert("a,b,a\n1,2,3\n", &bulk()).expect_err("twice"),
-            SpreadsheetError::DuplicateHeader { line: 1, name: "a".into(), first: 1, second: 3 }
+            SpreadsheetError::DuplicateHeader {
+                line: 1,
+                name: "a".into(),
+                first: 1,
+                second: 3
+            }
         );
-        assert_eq!(convert("a\n1\n", &CsvOptions::new(ManifestKind::Bulk, None)).expect_err("template"), SpreadsheetError::TemplateMissing);
+        assert_eq!(
+            convert("a\n1\n", &CsvOptions::new(ManifestKind::Bulk, None)).expect_err("template"),
+            SpreadsheetError::TemplateMissing
+        );
     }
 
     #[test]
     fn the_manifest_is_exactly_what_validation_accepts_with_priority_kept() {
         let mut options = bulk();
-        options.set = vec!["priority=high".into(), "$schema=https://example.invalid/manifest.schema.json".into()];
+        options.set = vec![
+            "priority=high".into(),
+            "$schema=https://example.invalid/manifest.schema.json".into(),
+        ];
         let converted = convert("client_item_id,first_name\na,Ann\n", &options).expect("converts");
-        let validated = crate::pipeline::intake::validation::validate_manifest(&converted.bytes).expect("valid");
+        let validated = crate::pipeline::intake::validation::validate_manifest(&converted.bytes)
+            .expect("valid");
         assert_eq!(validated.top.get("priority"), Some(&json!("high")));
-        assert!(!validated.top.contains_key("$schema"), "accepted and ignored");
+        assert!(
+            !validated.top.contains_key("$schema"),
+            "accepted and ignored"
+        );
         let typed = crate::manifest::TopFields::from_validated(&validated.top).expect("typed");
         assert_eq!(typed.template_id.as_deref(), Some("tpl_x"));
     }
@@ -911,13 +1261,36 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"{\"a\": 1}\n");
         let names: Vec<String> = std::fs::read_dir(inbox.path())
             .expect("list")
-            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
-        assert_eq!(names, vec!["daily.json".to_string()], "no hidden file left behind");
-        assert!(matches!(drop_into_inbox(inbox.path(), "daily", b"{}"), Err(DropError::Exists { .. })));
-        assert_eq!(std::fs::read(&path).expect("read"), b"{\"a\": 1}\n", "the waiting file is untouched");
-        assert!(matches!(drop_into_inbox(inbox.path(), "bad name", b"{}"), Err(DropError::Name { .. })));
+        assert_eq!(
+            names,
+            vec!["daily.json".to_string()],
+            "no hidden file left behind"
+        );
+        assert!(matches!(
+            drop_into_inbox(inbox.path(), "daily", b"{}"),
+            Err(DropError::Exists { .. })
+        ));
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"{\"a\": 1}\n",
+            "the waiting file is untouched"
+        );
+        assert!(matches!(
+            drop_into_inbox(inbox.path(), "bad name", b"{}"),
+            Err(DropError::Name { .. })
+        ));
         let missing = inbox.path().join("missing");
-        assert!(matches!(drop_into_inbox(&missing, "x", b"{}"), Err(DropError::Write { .. })));
+        assert!(matches!(
+            drop_into_inbox(&missing, "x", b"{}"),
+            Err(DropError::Write { .. })
+        ));
     }
 }

@@ -78,7 +78,14 @@ pub fn list_table(list: &ManifestList) -> String {
 
 fn requests_table(requests: &[RequestLine]) -> String {
     let mut table = new_table([
-        "#", "BULK_JOB_ID / TENT", "STATE", "ITEMS", "FIRST", "SENT", "LAST POLL", "NEXT POLL",
+        "#",
+        "BULK_JOB_ID / TENT",
+        "STATE",
+        "ITEMS",
+        "FIRST",
+        "SENT",
+        "LAST POLL",
+        "NEXT POLL",
     ]);
     for r in requests {
         table.add_row([
@@ -219,7 +226,12 @@ mod tests {
 
     #[test]
     fn counts_follow_the_item_machine_order() {
-        let counts = [("failed".to_string(), 1), ("completed".to_string(), 2), ("pending".to_string(), 4)].into();
+        let counts = [
+            ("failed".to_string(), 1),
+            ("completed".to_string(), 2),
+            ("pending".to_string(), 4),
+        ]
+        .into();
         assert_eq!(counts_text(&counts), "4 pending, 2 completed, 1 failed");
         assert_eq!(counts_text(&Default::default()), "-");
     }
@@ -232,11 +244,28 @@ mod tests {
         };
         let text = list_table(&list);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].split_whitespace().eq(["NAME", "KIND", "STATE", "STATUS", "ITEMS", "COUNTS", "RECEIVED", "FINISHED"]), "{text}");
-        assert!(lines[1].contains("newer") && lines[1].contains("finished"), "{text}");
-        assert!(lines[2].contains("older") && lines[2].contains("pruned"), "{text}");
-        assert!(text.ends_with("(older manifests left out: see --limit)"), "{text}");
-        let empty = ManifestList { manifests: vec![], more: false };
+        assert!(
+            lines[0].split_whitespace().eq([
+                "NAME", "KIND", "STATE", "STATUS", "ITEMS", "COUNTS", "RECEIVED", "FINISHED"
+            ]),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("newer") && lines[1].contains("finished"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("older") && lines[2].contains("pruned"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(older manifests left out: see --limit)"),
+            "{text}"
+        );
+        let empty = ManifestList {
+            manifests: vec![],
+            more: false,
+        };
         assert_eq!(list_table(&empty), "no manifests in the store");
     }
 }

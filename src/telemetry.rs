@@ -106,9 +106,8 @@ pub fn init(format: LogFormat) {
 /// As [`init`], with another default level (the demo keeps its daemon to warnings).
 pub fn init_with_level(format: LogFormat, default_level: &str) {
     let target = LogTarget::detect();
-    let filter = || {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level))
-    };
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = || {
         tracing_subscriber::fmt()
             .with_env_filter(filter())

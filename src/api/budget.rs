@@ -175,11 +175,15 @@ impl Budget {
             }
         }
         match class {
-            CallClass::Create => self.inner.creates_since_poll.fetch_add(1, Ordering::Relaxed),
+            CallClass::Create => self
+                .inner
+                .creates_since_poll
+                .fetch_add(1, Ordering::Relaxed),
             CallClass::Poll => self.inner.creates_since_poll.swap(0, Ordering::Relaxed),
         };
         let waited = start.elapsed();
-        self.inner.waited_nanos[class as usize].fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        self.inner.waited_nanos[class as usize]
+            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         if waited >= NOTABLE_BUDGET_WAIT {
             self.inner.delayed_calls.fetch_add(1, Ordering::Relaxed);
             self.inner
@@ -259,7 +263,10 @@ mod tests {
         let (delayed, _) = budget.delays();
         assert_eq!(delayed, 10);
         let total = budget.total_wait();
-        assert!(total >= Duration::from_millis(1990) && total <= Duration::from_millis(2100), "{total:?}");
+        assert!(
+            total >= Duration::from_millis(1990) && total <= Duration::from_millis(2100),
+            "{total:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -284,11 +291,17 @@ mod tests {
         let polls = seen.len() - creates;
         // About 40 cells in 4 s: three creates for each poll while creates wait.
         assert!(seen.len() >= 38, "{} cells", seen.len());
-        assert!((8..=12).contains(&polls), "{creates} creates, {polls} polls");
+        assert!(
+            (8..=12).contains(&polls),
+            "{creates} creates, {polls} polls"
+        );
         let (create_wait, poll_wait) = budget.waited_by_class();
         let per_create = create_wait / creates as u32;
         let per_poll = poll_wait / polls as u32;
-        assert!(per_poll > per_create, "polls are the ones held back: {per_poll:?} vs {per_create:?}");
+        assert!(
+            per_poll > per_create,
+            "polls are the ones held back: {per_poll:?} vs {per_create:?}"
+        );
         for task in tasks {
             task.abort();
         }

@@ -325,7 +325,11 @@ impl TentedClient {
     /// The key in use (to carry it over when the daemon opens its store again; it never
     /// prints).
     pub fn api_key(&self) -> ApiKey {
-        self.inner.key.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether `key` is the key in use (for reload messages; the key itself never leaves).

@@ -452,17 +452,46 @@ mod tests {
 
     #[test]
     fn status_words_round_trip_and_unknown_words_are_kept() {
-        for word in ["queued", "generating", "completed", "failed", "rejected", "pending", "archived"] {
-            let status: GenerationStatus = serde_json::from_value(serde_json::json!(word)).expect("a word");
+        for word in [
+            "queued",
+            "generating",
+            "completed",
+            "failed",
+            "rejected",
+            "pending",
+            "archived",
+        ] {
+            let status: GenerationStatus =
+                serde_json::from_value(serde_json::json!(word)).expect("a word");
             assert_eq!(status.as_str(), word);
-            assert_eq!(serde_json::to_value(&status).expect("json"), serde_json::json!(word));
+            assert_eq!(
+                serde_json::to_value(&status).expect("json"),
+                serde_json::json!(word)
+            );
             let stored = bincode::serialize(&status).expect("bincode");
-            assert_eq!(stored, bincode::serialize(word).expect("bincode"), "stored as the word");
-            assert_eq!(bincode::deserialize::<GenerationStatus>(&stored).expect("back"), status);
+            assert_eq!(
+                stored,
+                bincode::serialize(word).expect("bincode"),
+                "stored as the word"
+            );
+            assert_eq!(
+                bincode::deserialize::<GenerationStatus>(&stored).expect("back"),
+                status
+            );
         }
-        assert_eq!(GenerationStatus::parse("archived"), GenerationStatus::Other("archived".into()));
-        for word in ["pending", "published", "published_with_warnings", "failed", "unpublished"] {
-            let status: PublicationStatus = serde_json::from_value(serde_json::json!(word)).expect("a word");
+        assert_eq!(
+            GenerationStatus::parse("archived"),
+            GenerationStatus::Other("archived".into())
+        );
+        for word in [
+            "pending",
+            "published",
+            "published_with_warnings",
+            "failed",
+            "unpublished",
+        ] {
+            let status: PublicationStatus =
+                serde_json::from_value(serde_json::json!(word)).expect("a word");
             assert_eq!(status.to_string(), word);
         }
     }

@@ -1,8 +1,8 @@
 //! Operator controls (SPEC section 8): cancel, pause and resume a manifest.
 
 use crate::context::Context;
-use crate::state::item::ItemEvent;
 use crate::state::control::ControlEvent;
+use crate::state::item::ItemEvent;
 use crate::store::StoreError;
 
 /// Cancels a manifest: unsent items end `canceled`; admitted jobs go on being polled.

@@ -15,11 +15,11 @@
 //!
 //! Nothing here imports the daemon's wiring (`daemon`) or the admin endpoint (`admin`).
 
+pub mod controls;
 pub mod intake;
-pub mod submission;
+pub mod outbox;
 pub mod polling;
 pub mod reconciliation;
-pub mod outbox;
 pub mod recovery;
-pub mod controls;
 pub mod retention;
+pub mod submission;

@@ -69,7 +69,10 @@ fn rejected_by_schema(_: &mut SchemaGenerator) -> Schema {
 
 /// `outbox/NAME.result.json` (SPEC section 5).
 #[derive(Serialize, JsonSchema)]
-#[schemars(title = "tented-bulkd result", description = "The result of one manifest (SPEC section 5): written once every item is final.")]
+#[schemars(
+    title = "tented-bulkd result",
+    description = "The result of one manifest (SPEC section 5): written once every item is final."
+)]
 pub struct ResultDocument {
     /// The manifest's file name as taken (`NAME.json`, with any `~N` suffix).
     pub manifest: String,
@@ -291,13 +294,19 @@ pub fn build_retry_manifest(
     // The texts were written by intake from parsed JSON: one that no longer parses means
     // a damaged store, refused loudly rather than written as `null`.
     let damaged = |what: String, e: serde_json::Error| {
-        debug_assert!(false, "{what} of manifest {} does not parse: {e}", manifest.name);
+        debug_assert!(
+            false,
+            "{what} of manifest {} does not parse: {e}",
+            manifest.name
+        );
         OutboxError::Damaged(format!("{what} of manifest {}: {e}", manifest.name))
     };
     let retry = items
         .iter()
         .filter(|i| i.state() != ItemState::Completed)
-        .map(|i| serde_json::from_str(&i.given).map_err(|e| damaged(format!("item {}", i.index), e)))
+        .map(|i| {
+            serde_json::from_str(&i.given).map_err(|e| damaged(format!("item {}", i.index), e))
+        })
         .collect::<Result<Vec<Value>, OutboxError>>()?;
     if retry.is_empty() || manifest.rejection.is_some() {
         return Ok(None);
@@ -409,12 +418,18 @@ fn write_result_files(
     result: &ResultDocument,
 ) -> Result<(), OutboxError> {
     if let Some(retry) = build_retry_manifest(manifest, items)? {
-        write_atomically(&retry_path(ctx, manifest), &serde_json::to_vec_pretty(&retry)?)?;
+        write_atomically(
+            &retry_path(ctx, manifest),
+            &serde_json::to_vec_pretty(&retry)?,
+        )?;
     }
     if manifest.rejection.is_none() {
         write_atomically(&result_csv_path(ctx, manifest), &result_csv(result)?)?;
     }
-    write_atomically(&result_path(ctx, manifest), &serde_json::to_vec_pretty(result)?)
+    write_atomically(
+        &result_path(ctx, manifest),
+        &serde_json::to_vec_pretty(result)?,
+    )
 }
 
 /// If every item of the manifest is final: records the finishing time, writes the result
@@ -520,7 +535,10 @@ mod tests {
             published_url: Some("https://x.example/p".into()),
             requested_custom_page_alias: Some("wanted".into()),
             applied_custom_page_alias: Some("wanted-2".into()),
-            warnings: vec![Notice { code: Some("CUSTOM_PAGE_ALIAS_UNAVAILABLE".into()), message: None }],
+            warnings: vec![Notice {
+                code: Some("CUSTOM_PAGE_ALIAS_UNAVAILABLE".into()),
+                message: None,
+            }],
             error: None,
         });
         let mut failed = item(1, "rejected");
@@ -554,12 +572,24 @@ mod tests {
             published_url: None,
             requested_custom_page_alias: None,
             applied_custom_page_alias: None,
-            warnings: vec![Notice { code: Some("W".into()), message: Some("w".into()) }],
-            error: Some(Notice { code: None, message: Some("e".into()) }),
+            warnings: vec![Notice {
+                code: Some("W".into()),
+                message: Some("w".into()),
+            }],
+            error: Some(Notice {
+                code: None,
+                message: Some("e".into()),
+            }),
         });
         let json = serde_json::to_value(result(vec![("a".into(), published)])).expect("json");
-        assert_eq!(json["items"]["a"]["publication"]["warnings"], serde_json::json!([{"code": "W", "message": "w"}]));
-        assert_eq!(json["items"]["a"]["publication"]["error"], serde_json::json!({"code": null, "message": "e"}));
+        assert_eq!(
+            json["items"]["a"]["publication"]["warnings"],
+            serde_json::json!([{"code": "W", "message": "w"}])
+        );
+        assert_eq!(
+            json["items"]["a"]["publication"]["error"],
+            serde_json::json!({"code": null, "message": "e"})
+        );
         assert_eq!(json["status"], "completed_with_failures");
     }
 }

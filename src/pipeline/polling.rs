@@ -17,7 +17,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
-
 use crate::context::Context;
 use crate::schedule::{
     generation_key, job_due_ms, next_poll_due_ms, with_expectation, JobKey, PollResult,
@@ -188,7 +187,10 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
     let manifest = ctx.store.manifest(job.manifest_id).ok().flatten()?;
     let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
     let admitted = job.admitted_at_ms?;
-    let id = JobKey { manifest_id: job.manifest_id, seq: job.seq };
+    let id = JobKey {
+        manifest_id: job.manifest_id,
+        seq: job.seq,
+    };
     ctx.job_running(id, key.clone(), admitted);
     ctx.expected_generation_ms(&key, id, admitted)
 }

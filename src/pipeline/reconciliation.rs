@@ -13,14 +13,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::types::*;
 use crate::api::Outcome;
 use crate::context::Context;
-use crate::state::item::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
+use crate::pipeline::submission::{requested_alias, wants_publication};
+use crate::schedule::TentPollRecord;
 use crate::schedule::{
     generation_key, next_poll_due_ms, retry_after_ms, GenerationTimes, JobKey, PollResult,
 };
+use crate::state::item::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
 use crate::state::job::{JobEvent, JobRecord, JobState};
-use crate::schedule::TentPollRecord;
 use crate::store::{StoreError, Txn};
-use crate::pipeline::submission::{requested_alias, wants_publication};
 
 /// How long a bulk job may answer 404 before its unfinished items fail.
 pub const JOB_NOT_FOUND_LIMIT: Duration = Duration::from_secs(600);
@@ -114,7 +114,12 @@ fn bulk_publication_event(item: &ItemRecord, job_item: &BulkJobItem) -> Option<I
         other => Some(ItemEvent::Progress {
             generation_status: GenerationStatus::Completed,
             publication: other.as_ref().map(|_| {
-                partial(job_item.publication_status.clone().unwrap_or(PublicationStatus::Pending))
+                partial(
+                    job_item
+                        .publication_status
+                        .clone()
+                        .unwrap_or(PublicationStatus::Pending),
+                )
             }),
         }),
     }
@@ -125,9 +130,12 @@ pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> O
     match item.state() {
         ItemState::AwaitingDetails => {
             let publication = tent.publication.as_ref()?;
-            publication.status.is_final().then(|| ItemEvent::DetailsFetched {
-                publication: publication_record(publication),
-            })
+            publication
+                .status
+                .is_final()
+                .then(|| ItemEvent::DetailsFetched {
+                    publication: publication_record(publication),
+                })
         }
         ItemState::Admitted => match &tent.status {
             // Without auto-publish the result reports no publication, even when the tent
@@ -154,12 +162,12 @@ pub fn tent_event(item: &ItemRecord, tent: &TentStatus, auto_publish: bool) -> O
                         .unwrap_or_else(|| "generation failed".to_string()),
                 })
             }
-            status => (item.generation_status.as_ref() != Some(status)).then(|| {
-                ItemEvent::Progress {
+            status => {
+                (item.generation_status.as_ref() != Some(status)).then(|| ItemEvent::Progress {
                     generation_status: status.clone(),
                     publication: None,
-                }
-            }),
+                })
+            }
         },
         _ => None,
     }
@@ -270,7 +278,9 @@ fn job_duration_ms(body: &BulkJobStatus, job: &JobRecord, now: u64) -> Option<u6
             .duration_since(created)
             .ok()
             .map(crate::clock::duration_ms),
-        _ => job.admitted_at_ms.map(|admitted| now.saturating_sub(admitted)),
+        _ => job
+            .admitted_at_ms
+            .map(|admitted| now.saturating_sub(admitted)),
     }
 }
 
@@ -364,7 +374,10 @@ pub async fn record_bulk_poll(
             PollResult::Done
         };
         txn.put_job(job);
-        crate::pipeline::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
+        crate::pipeline::submission::check_failure_threshold(
+            &mut txn,
+            ctx.settings.submit.failure_threshold,
+        );
         txn.commit().await?;
     }
     if let Some((key, times)) = learned {
@@ -513,7 +526,10 @@ pub async fn record_tent_poll(
             PollResult::Again(next_poll_due_ms(&job, floor, jitter))
         };
         txn.put_job(job);
-        crate::pipeline::submission::check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
+        crate::pipeline::submission::check_failure_threshold(
+            &mut txn,
+            ctx.settings.submit.failure_threshold,
+        );
         txn.commit().await?;
     }
     // Answers may release a manifest that waits for its first answers.
@@ -589,8 +605,17 @@ mod tests {
     use super::*;
 
     fn admitted(given: &str) -> ItemRecord {
-        let mut item =
-            ItemRecord::pending(1, 0, "a".into(), given.into(), crate::manifest::ItemFields::from_validated(&serde_json::from_str(given).expect("json")).expect("fits")).forced_into(ItemState::Admitted);
+        let mut item = ItemRecord::pending(
+            1,
+            0,
+            "a".into(),
+            given.into(),
+            crate::manifest::ItemFields::from_validated(
+                &serde_json::from_str(given).expect("json"),
+            )
+            .expect("fits"),
+        )
+        .forced_into(ItemState::Admitted);
         item.tent_id = Some("t".into());
         item
     }

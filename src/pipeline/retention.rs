@@ -76,7 +76,11 @@ pub async fn prune_due(
 
 /// Prunes one manifest, a slice per transaction, yielding between them. Returns whether
 /// it was pruned whole (false when shutdown stopped it halfway: the next start goes on).
-async fn prune_one(ctx: &Context, id: u64, shutdown: &CancellationToken) -> Result<bool, StoreError> {
+async fn prune_one(
+    ctx: &Context,
+    id: u64,
+    shutdown: &CancellationToken,
+) -> Result<bool, StoreError> {
     if !ctx.store.begin_prune(id, ctx.clock.now_ms()).await? {
         return Ok(false);
     }
@@ -104,7 +108,10 @@ mod tests {
 
     #[test]
     fn the_pass_period_is_a_tenth_of_the_retention_within_bounds() {
-        assert_eq!(pass_period(Duration::from_secs(90 * 24 * 3600)), PASS_EVERY_MAX);
+        assert_eq!(
+            pass_period(Duration::from_secs(90 * 24 * 3600)),
+            PASS_EVERY_MAX
+        );
         assert_eq!(pass_period(Duration::from_secs(60)), Duration::from_secs(6));
         assert_eq!(pass_period(Duration::from_millis(300)), PASS_EVERY_MIN);
     }

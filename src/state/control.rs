@@ -100,17 +100,28 @@ mod tests {
     }
 
     fn trip() -> ControlEvent {
-        ControlEvent::ThresholdTripped { reason: "too many failed".into() }
+        ControlEvent::ThresholdTripped {
+            reason: "too many failed".into(),
+        }
     }
 
     fn restored() -> ControlEvent {
-        ControlEvent::Restored { reason: "restored".into() }
+        ControlEvent::Restored {
+            reason: "restored".into(),
+        }
     }
 
     #[test]
     fn an_operator_pause_is_released_by_resume_like_a_threshold_pause() {
-        let (paused, effect) = Control::Running.next(ControlEvent::Pause).expect("running pauses");
-        assert_eq!(paused, Control::Paused { reason: OPERATOR_PAUSE_REASON.into() });
+        let (paused, effect) = Control::Running
+            .next(ControlEvent::Pause)
+            .expect("running pauses");
+        assert_eq!(
+            paused,
+            Control::Paused {
+                reason: OPERATOR_PAUSE_REASON.into()
+            }
+        );
         assert_eq!(effect, None);
         assert!(!paused.is_running());
         let (running, effect) = paused.next(ControlEvent::Resume).expect("paused resumes");
@@ -123,16 +134,64 @@ mod tests {
         use ControlEffect::*;
         type Next = Option<(Control, Option<ControlEffect>)>;
         let cases: Vec<(Control, ControlEvent, Next)> = vec![
-            (Control::Running, trip(), Some((Control::Paused { reason: "too many failed".into() }, None))),
+            (
+                Control::Running,
+                trip(),
+                Some((
+                    Control::Paused {
+                        reason: "too many failed".into(),
+                    },
+                    None,
+                )),
+            ),
             (Control::Running, ControlEvent::Resume, None),
-            (Control::Running, ControlEvent::Pause, Some((Control::Paused { reason: OPERATOR_PAUSE_REASON.into() }, None))),
-            (Control::Running, restored(), Some((Control::Paused { reason: "restored".into() }, None))),
-            (Control::Running, ControlEvent::Cancel, Some((Control::Canceled, Some(ClearCreditRetry)))),
+            (
+                Control::Running,
+                ControlEvent::Pause,
+                Some((
+                    Control::Paused {
+                        reason: OPERATOR_PAUSE_REASON.into(),
+                    },
+                    None,
+                )),
+            ),
+            (
+                Control::Running,
+                restored(),
+                Some((
+                    Control::Paused {
+                        reason: "restored".into(),
+                    },
+                    None,
+                )),
+            ),
+            (
+                Control::Running,
+                ControlEvent::Cancel,
+                Some((Control::Canceled, Some(ClearCreditRetry))),
+            ),
             (paused(), trip(), None),
-            (paused(), ControlEvent::Resume, Some((Control::Running, Some(OverrideThreshold)))),
+            (
+                paused(),
+                ControlEvent::Resume,
+                Some((Control::Running, Some(OverrideThreshold))),
+            ),
             (paused(), ControlEvent::Pause, None),
-            (paused(), restored(), Some((Control::Paused { reason: "restored".into() }, None))),
-            (paused(), ControlEvent::Cancel, Some((Control::Canceled, Some(ClearCreditRetry)))),
+            (
+                paused(),
+                restored(),
+                Some((
+                    Control::Paused {
+                        reason: "restored".into(),
+                    },
+                    None,
+                )),
+            ),
+            (
+                paused(),
+                ControlEvent::Cancel,
+                Some((Control::Canceled, Some(ClearCreditRetry))),
+            ),
             (Control::Canceled, trip(), None),
             (Control::Canceled, ControlEvent::Resume, None),
             (Control::Canceled, ControlEvent::Cancel, None),

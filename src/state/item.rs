@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use crate::api::types::{GenerationStatus, PublicationStatus};
 use crate::manifest::ItemFields;
 
-
 /// Where an item stands. The last six are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ItemState {
@@ -297,7 +296,13 @@ impl ItemRecord {
         given: String,
         message: String,
     ) -> ItemRecord {
-        let mut item = ItemRecord::pending(manifest_id, index, client_item_id, given, ItemFields::default());
+        let mut item = ItemRecord::pending(
+            manifest_id,
+            index,
+            client_item_id,
+            given,
+            ItemFields::default(),
+        );
         item.fields = None;
         item.state = ItemState::Rejected;
         item.rejected_by = Some(RejectedBy::Local);
@@ -350,22 +355,20 @@ impl ItemRecord {
                 self.note(CANCELED, "never sent: the operator canceled the manifest");
                 S::Canceled
             }
-            (from @ (S::Pending | S::CreditWait | S::Admitted | S::AwaitingDetails), E::MaxWait) => {
-                self.deadline_passed(from)
-            }
+            (
+                from @ (S::Pending | S::CreditWait | S::Admitted | S::AwaitingDetails),
+                E::MaxWait,
+            ) => self.deadline_passed(from),
             (S::Sending, E::NotAdmitted) => {
                 self.job_seq = None;
                 S::Pending
             }
-            (S::Sending, E::Accepted { tent_id, tent_name, bulk_job_id, generation_id }) => {
-                (self.tent_id, self.tent_name) = (Some(tent_id), tent_name);
-                (self.bulk_job_id, self.generation_id) = (bulk_job_id, generation_id);
-                (self.error_code, self.message) = (None, None);
+            (S::Sending, accepted @ E::Accepted { .. }) => {
+                self.accepted(accepted);
                 S::Admitted
             }
-            (S::Sending, E::RejectedByApi { error_code, message }) => {
-                self.rejected_by = Some(RejectedBy::Api);
-                self.note(&error_code, message);
+            (S::Sending, rejected @ E::RejectedByApi { .. }) => {
+                self.rejected_by_api(rejected);
                 S::Rejected
             }
             (S::Sending, E::NoCredits { message }) => {
@@ -377,9 +380,8 @@ impl ItemRecord {
                 self.note(ANSWER_LOST, message);
                 S::Unknown
             }
-            (S::Admitted, E::Progress { generation_status, publication }) => {
-                self.generation_status = Some(generation_status);
-                self.publication = publication.or(self.publication.take());
+            (S::Admitted, progress @ E::Progress { .. }) => {
+                self.progressed(progress);
                 S::Admitted
             }
             (S::Admitted, E::Generated { publication }) => {
@@ -409,22 +411,70 @@ impl ItemRecord {
         Ok(())
     }
 
+    /// Admission (or a 4xx answer) refused the item for good, with Tented's code.
+    fn rejected_by_api(&mut self, event: ItemEvent) {
+        self.rejected_by = Some(RejectedBy::Api);
+        if let ItemEvent::RejectedByApi {
+            error_code,
+            message,
+        } = event
+        {
+            self.note(&error_code, message);
+        }
+    }
+
+    /// A poll saw the generation still under way; a publication, when given, is kept.
+    fn progressed(&mut self, event: ItemEvent) {
+        if let ItemEvent::Progress {
+            generation_status,
+            publication,
+        } = event
+        {
+            self.generation_status = Some(generation_status);
+            self.publication = publication.or(self.publication.take());
+        }
+    }
+
+    /// Admission accepted the item: its tent, and no error any more.
+    fn accepted(&mut self, event: ItemEvent) {
+        if let ItemEvent::Accepted {
+            tent_id,
+            tent_name,
+            bulk_job_id,
+            generation_id,
+        } = event
+        {
+            (self.tent_id, self.tent_name) = (Some(tent_id), tent_name);
+            (self.bulk_job_id, self.generation_id) = (bulk_job_id, generation_id);
+            (self.error_code, self.message) = (None, None);
+        }
+    }
+
     /// `poll.max_wait` has passed: what it means depends on where the item stands.
     fn deadline_passed(&mut self, from: ItemState) -> ItemState {
         match from {
             ItemState::Pending => {
-                self.note(TIMED_OUT, "never sent before poll.max_wait (the manifest was paused)");
+                self.note(
+                    TIMED_OUT,
+                    "never sent before poll.max_wait (the manifest was paused)",
+                );
                 ItemState::TimedOut
             }
             ItemState::CreditWait => {
                 self.rejected_by = Some(RejectedBy::Api);
-                self.note(NO_CREDITS, "not enough credits to send this item before poll.max_wait");
+                self.note(
+                    NO_CREDITS,
+                    "not enough credits to send this item before poll.max_wait",
+                );
                 ItemState::Rejected
             }
             // The generation completed: only the publication's details are missing.
             ItemState::AwaitingDetails => ItemState::Completed,
             _ => {
-                let still = self.generation_status.as_ref().map_or("unfinished", GenerationStatus::as_str);
+                let still = self
+                    .generation_status
+                    .as_ref()
+                    .map_or("unfinished", GenerationStatus::as_str);
                 self.note(TIMED_OUT, format!("still {still} at poll.max_wait"));
                 ItemState::TimedOut
             }
@@ -466,7 +516,6 @@ const TIMED_OUT: &str = "TIMED_OUT";
 const NO_CREDITS: &str = "INSUFFICIENT_CREDITS";
 const ANSWER_LOST: &str = "ANSWER_LOST";
 
-
 /// Version 1 of the item record, frozen as the daemon wrote it before the store
 /// migration (never change it: it is how the bytes of a version-1 store are read).
 /// It kept the item's fields only as JSON text, and statuses as bare words.
@@ -502,7 +551,6 @@ pub struct ItemRecordV1 {
     pub target_tent_id: Option<String>,
 }
 
-
 /// Why a version-1 item cannot become a current one.
 #[derive(Debug, thiserror::Error)]
 pub enum ItemMigrationError {
@@ -522,12 +570,13 @@ impl ItemRecordV1 {
         let fields = if self.rejected_by == Some(RejectedBy::Local) {
             None
         } else {
-            let given: serde_json::Value =
-                serde_json::from_str(&self.given).map_err(|source| ItemMigrationError::NotJson {
+            let given: serde_json::Value = serde_json::from_str(&self.given).map_err(|source| {
+                ItemMigrationError::NotJson {
                     manifest_id: self.manifest_id,
                     index: self.index,
                     source,
-                })?;
+                }
+            })?;
             Some(ItemFields::from_validated(&given).map_err(ItemMigrationError::Fields)?)
         };
         Ok(ItemRecord::from_v1(self, fields))
@@ -546,7 +595,6 @@ impl From<PublicationRecordV1> for PublicationRecord {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -665,22 +713,81 @@ mod tests {
     #[test]
     fn each_transition_records_what_the_result_file_reports() {
         use ItemState as S;
-        let lost = || ItemEvent::AnswerLost { message: "lost".into() };
-        let no_credits = || ItemEvent::NoCredits { message: "none".into() };
-        let rejected = || ItemEvent::RejectedByApi { error_code: "INVALID_ITEM".into(), message: "bad".into() };
-        let failed = || ItemEvent::GenerationFailed { message: "boom".into() };
-        let vanished = || ItemEvent::JobVanished { message: "gone".into() };
+        let lost = || ItemEvent::AnswerLost {
+            message: "lost".into(),
+        };
+        let no_credits = || ItemEvent::NoCredits {
+            message: "none".into(),
+        };
+        let rejected = || ItemEvent::RejectedByApi {
+            error_code: "INVALID_ITEM".into(),
+            message: "bad".into(),
+        };
+        let failed = || ItemEvent::GenerationFailed {
+            message: "boom".into(),
+        };
+        let vanished = || ItemEvent::JobVanished {
+            message: "gone".into(),
+        };
         // (from, event, error_code, rejected_by, the message contains)
         let cases = [
-            (S::Pending, ItemEvent::Cancel, Some("CANCELED"), None, "canceled"),
-            (S::CreditWait, ItemEvent::Cancel, Some("CANCELED"), None, "canceled"),
-            (S::Pending, ItemEvent::MaxWait, Some("TIMED_OUT"), None, "never sent"),
-            (S::CreditWait, ItemEvent::MaxWait, Some("INSUFFICIENT_CREDITS"), Some(RejectedBy::Api), "credits"),
-            (S::Admitted, ItemEvent::MaxWait, Some("TIMED_OUT"), None, "still unfinished"),
+            (
+                S::Pending,
+                ItemEvent::Cancel,
+                Some("CANCELED"),
+                None,
+                "canceled",
+            ),
+            (
+                S::CreditWait,
+                ItemEvent::Cancel,
+                Some("CANCELED"),
+                None,
+                "canceled",
+            ),
+            (
+                S::Pending,
+                ItemEvent::MaxWait,
+                Some("TIMED_OUT"),
+                None,
+                "never sent",
+            ),
+            (
+                S::CreditWait,
+                ItemEvent::MaxWait,
+                Some("INSUFFICIENT_CREDITS"),
+                Some(RejectedBy::Api),
+                "credits",
+            ),
+            (
+                S::Admitted,
+                ItemEvent::MaxWait,
+                Some("TIMED_OUT"),
+                None,
+                "still unfinished",
+            ),
             (S::Sending, lost(), Some("ANSWER_LOST"), None, "lost"),
-            (S::Sending, no_credits(), Some("INSUFFICIENT_CREDITS"), None, "none"),
-            (S::Sending, rejected(), Some("INVALID_ITEM"), Some(RejectedBy::Api), "bad"),
-            (S::Admitted, failed(), Some("GENERATION_FAILED"), None, "boom"),
+            (
+                S::Sending,
+                no_credits(),
+                Some("INSUFFICIENT_CREDITS"),
+                None,
+                "none",
+            ),
+            (
+                S::Sending,
+                rejected(),
+                Some("INVALID_ITEM"),
+                Some(RejectedBy::Api),
+                "bad",
+            ),
+            (
+                S::Admitted,
+                failed(),
+                Some("GENERATION_FAILED"),
+                None,
+                "boom",
+            ),
             (S::Admitted, vanished(), Some("NOT_FOUND"), None, "gone"),
         ];
         for (from, event, code, rejected_by, says) in cases {
@@ -693,7 +800,9 @@ mod tests {
         }
         // Sending records the job; not being admitted forgets it; failing records the status.
         let mut record = item(S::Pending);
-        record.apply(ItemEvent::SendIntent { job_seq: 4 }).expect("legal");
+        record
+            .apply(ItemEvent::SendIntent { job_seq: 4 })
+            .expect("legal");
         assert_eq!(record.job_seq, Some(4));
         record.apply(ItemEvent::NotAdmitted).expect("legal");
         assert_eq!(record.job_seq, None);
@@ -704,9 +813,14 @@ mod tests {
         let mut record = item(S::Admitted);
         let seen = publication("pending");
         record
-            .apply(ItemEvent::Progress { generation_status: "generating".into(), publication: Some(seen.clone()) })
+            .apply(ItemEvent::Progress {
+                generation_status: "generating".into(),
+                publication: Some(seen.clone()),
+            })
             .expect("legal");
-        record.apply(ItemEvent::Generated { publication: None }).expect("legal");
+        record
+            .apply(ItemEvent::Generated { publication: None })
+            .expect("legal");
         assert_eq!(record.generation_status, Some(GenerationStatus::Completed));
         assert_eq!(record.publication, Some(seen));
     }

@@ -66,8 +66,19 @@ impl JobState {
         use JobEvent as E;
         use JobState as S;
         match (self, event) {
-            (S::Sending, E::Answered { any_admitted: true, .. }) => Some(S::Admitted),
-            (S::Sending, E::Answered { any_to_resend: true, .. }) => Some(S::NotAdmitted),
+            (
+                S::Sending,
+                E::Answered {
+                    any_admitted: true, ..
+                },
+            ) => Some(S::Admitted),
+            (
+                S::Sending,
+                E::Answered {
+                    any_to_resend: true,
+                    ..
+                },
+            ) => Some(S::NotAdmitted),
             (S::Sending, E::Answered { .. }) => Some(S::Done),
             (S::Sending, E::AnswerLost) => Some(S::Lost),
             (S::Admitted, E::ItemsFinal) => Some(S::Done),
@@ -88,7 +99,10 @@ impl JobState {
 
     /// No event moves a job out of a final state.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::NotAdmitted | JobState::Lost | JobState::Done)
+        matches!(
+            self,
+            JobState::NotAdmitted | JobState::Lost | JobState::Done
+        )
     }
 }
 
@@ -164,7 +178,12 @@ impl JobRecord {
 
     /// Test support: an admitted job, as the scheduler sees it.
     #[cfg(test)]
-    pub(crate) fn admitted_for_test(manifest_id: u64, seq: u32, kind: JobKind, at_ms: u64) -> JobRecord {
+    pub(crate) fn admitted_for_test(
+        manifest_id: u64,
+        seq: u32,
+        kind: JobKind,
+        at_ms: u64,
+    ) -> JobRecord {
         let mut job = JobRecord::sending(manifest_id, seq, kind, vec![0], at_ms);
         job.state = JobState::Admitted;
         job.remote_id = Some("J".into());
@@ -202,15 +221,19 @@ mod tests {
     fn expected(from: JobState, event: JobEvent) -> Option<JobState> {
         match (from, event) {
             (JobState::Sending, JobEvent::AnswerLost) => Some(JobState::Lost),
-            (JobState::Sending, JobEvent::Answered { any_admitted, any_to_resend }) => {
-                Some(if any_admitted {
-                    JobState::Admitted
-                } else if any_to_resend {
-                    JobState::NotAdmitted
-                } else {
-                    JobState::Done
-                })
-            }
+            (
+                JobState::Sending,
+                JobEvent::Answered {
+                    any_admitted,
+                    any_to_resend,
+                },
+            ) => Some(if any_admitted {
+                JobState::Admitted
+            } else if any_to_resend {
+                JobState::NotAdmitted
+            } else {
+                JobState::Done
+            }),
             (JobState::Admitted, JobEvent::ItemsFinal) => Some(JobState::Done),
             _ => None,
         }
@@ -232,7 +255,12 @@ mod tests {
                     None => {
                         assert_eq!(
                             outcome,
-                            Err(IllegalJobTransition { manifest_id: 3, seq: 7, from, event }),
+                            Err(IllegalJobTransition {
+                                manifest_id: 3,
+                                seq: 7,
+                                from,
+                                event
+                            }),
                         );
                         assert_eq!(job, before, "an illegal event changes nothing");
                     }
@@ -254,8 +282,17 @@ mod tests {
         let mut job = JobRecord::sending(1, 2, JobKind::Create, vec![4], 50);
         job.remote_id = Some("tent".into());
         let before = job.clone();
-        job.apply(JobEvent::Answered { any_admitted: true, any_to_resend: false })
-            .expect("legal");
-        assert_eq!(JobRecord { state: JobState::Sending, ..job }, before);
+        job.apply(JobEvent::Answered {
+            any_admitted: true,
+            any_to_resend: false,
+        })
+        .expect("legal");
+        assert_eq!(
+            JobRecord {
+                state: JobState::Sending,
+                ..job
+            },
+            before
+        );
     }
 }

@@ -132,7 +132,11 @@ impl Store {
         written
     }
 
-    fn write_backup(&self, out: impl Write, created_at_ms: u64) -> Result<BackupHeader, BackupError> {
+    fn write_backup(
+        &self,
+        out: impl Write,
+        created_at_ms: u64,
+    ) -> Result<BackupHeader, BackupError> {
         let mut count = 0u64;
         for entry in self.tree.iter() {
             entry.map_err(StoreError::from)?;
@@ -149,8 +153,10 @@ impl Store {
         };
         let header_line = serde_json::to_string(&header)
             .map_err(|e| BackupError::Damaged(format!("cannot encode the header: {e}")))?;
-        out.write_all(BACKUP_MAGIC.as_bytes()).map_err(BackupError::Write)?;
-        out.write_all(header_line.as_bytes()).map_err(BackupError::Write)?;
+        out.write_all(BACKUP_MAGIC.as_bytes())
+            .map_err(BackupError::Write)?;
+        out.write_all(header_line.as_bytes())
+            .map_err(BackupError::Write)?;
         out.write_all(b"\n").map_err(BackupError::Write)?;
         let mut written = 0u64;
         for entry in self.tree.iter() {
@@ -158,7 +164,8 @@ impl Store {
             for part in [&key[..], &value[..]] {
                 let len = u32::try_from(part.len())
                     .map_err(|_| BackupError::Damaged("a record over 4 GiB".into()))?;
-                out.write_all(&len.to_be_bytes()).map_err(BackupError::Write)?;
+                out.write_all(&len.to_be_bytes())
+                    .map_err(BackupError::Write)?;
                 out.write_all(part).map_err(BackupError::Write)?;
             }
             written += 1;
@@ -199,7 +206,10 @@ impl Store {
             batch.insert(key, value);
             in_batch += 1;
             if in_batch == RESTORE_BATCH {
-                store.tree.apply_batch(std::mem::take(&mut batch)).map_err(StoreError::from)?;
+                store
+                    .tree
+                    .apply_batch(std::mem::take(&mut batch))
+                    .map_err(StoreError::from)?;
                 in_batch = 0;
             }
         }
@@ -285,12 +295,16 @@ pub fn verify_backup(backup: &Path) -> Result<BackupHeader, BackupError> {
     Ok(header)
 }
 
-fn read_header(backup: &Path) -> Result<(BackupHeader, std::io::BufReader<std::fs::File>), BackupError> {
+fn read_header(
+    backup: &Path,
+) -> Result<(BackupHeader, std::io::BufReader<std::fs::File>), BackupError> {
     use std::io::BufRead;
     let file = std::fs::File::open(backup).map_err(BackupError::Read)?;
     let mut reader = std::io::BufReader::new(file);
     let mut magic = String::new();
-    reader.read_line(&mut magic).map_err(|_| BackupError::NotABackup)?;
+    reader
+        .read_line(&mut magic)
+        .map_err(|_| BackupError::NotABackup)?;
     if magic != BACKUP_MAGIC {
         return Err(BackupError::NotABackup);
     }
@@ -307,9 +321,9 @@ fn open_records(backup: &Path) -> Result<std::io::BufReader<std::fs::File>, Back
 
 fn read_part(reader: &mut impl Read) -> Result<Vec<u8>, BackupError> {
     let mut len = [0u8; 4];
-    reader.read_exact(&mut len).map_err(|e| {
-        BackupError::Damaged(format!("a record is cut short: {e}"))
-    })?;
+    reader
+        .read_exact(&mut len)
+        .map_err(|e| BackupError::Damaged(format!("a record is cut short: {e}")))?;
     let len = u32::from_be_bytes(len);
     if len > MAX_RECORD_PART {
         return Err(BackupError::Damaged(format!("a record claims {len} bytes")));
@@ -344,8 +358,14 @@ mod tests {
             item_count: 1,
             rejection: None,
         }));
-        txn.insert_item(ItemRecord::pending(id, 0, format!("{name}-0"), "{}".into(), Default::default()))
-            .expect("insert");
+        txn.insert_item(ItemRecord::pending(
+            id,
+            0,
+            format!("{name}-0"),
+            "{}".into(),
+            Default::default(),
+        ))
+        .expect("insert");
         txn.index_name();
         txn.index_client_item(&format!("{name}-0"), 0);
         if finished {
@@ -362,7 +382,10 @@ mod tests {
         let done = add_manifest(&store, "done", true).await;
         let busy = add_manifest(&store, "busy", false).await;
         let file = std::fs::File::create(dir.path().join("b.backup")).expect("create");
-        let (header, _) = store.backup_to(file, 1_796_000_000_000).await.expect("backs up");
+        let (header, _) = store
+            .backup_to(file, 1_796_000_000_000)
+            .await
+            .expect("backs up");
         assert_eq!(header.newest_manifest_id, Some(busy));
         let backup = dir.path().join("b.backup");
         assert_eq!(verify_backup(&backup).expect("verifies"), header);
@@ -374,15 +397,25 @@ mod tests {
         assert_eq!(check.finish(), (true, bytes.len() as u64));
 
         // Refused into a folder that holds anything.
-        let err = Store::restore(&dir.path().join("a"), &backup).await.expect_err("not empty");
+        let err = Store::restore(&dir.path().join("a"), &backup)
+            .await
+            .expect_err("not empty");
         assert!(matches!(err, BackupError::StateNotEmpty { .. }), "{err}");
 
-        let (restored_header, paused) = Store::restore(&dir.path().join("r"), &backup).await.expect("restores");
+        let (restored_header, paused) = Store::restore(&dir.path().join("r"), &backup)
+            .await
+            .expect("restores");
         assert_eq!((restored_header, paused), (header, 1));
         let restored = Store::open(&dir.path().join("r")).expect("reopens");
-        assert_eq!(restored.items(busy).expect("reads"), store.items(busy).expect("reads"));
+        assert_eq!(
+            restored.items(busy).expect("reads"),
+            store.items(busy).expect("reads")
+        );
         assert_eq!(restored.manifest_named("done").expect("reads"), Some(done));
-        assert_eq!(restored.items_with_client_id("done-0").expect("reads"), vec![(done, 0)]);
+        assert_eq!(
+            restored.items_with_client_id("done-0").expect("reads"),
+            vec![(done, 0)]
+        );
         let record = restored.manifest(busy).expect("reads").expect("there");
         match record.control() {
             Control::Paused { reason } => assert_eq!(
@@ -391,7 +424,14 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        assert_eq!(restored.manifest(done).expect("reads").expect("there").control(), &Control::Running);
+        assert_eq!(
+            restored
+                .manifest(done)
+                .expect("reads")
+                .expect("there")
+                .control(),
+            &Control::Running
+        );
         // New ids come after the restored ones.
         assert!(restored.new_manifest_id().expect("an id") > busy);
     }
@@ -410,16 +450,25 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&path, &bytes).expect("write");
-        let err = Store::restore(&dir.path().join("r"), &path).await.expect_err("damaged");
+        let err = Store::restore(&dir.path().join("r"), &path)
+            .await
+            .expect_err("damaged");
         assert!(matches!(err, BackupError::Damaged(_)), "{err}");
         assert!(!dir.path().join("r").exists(), "nothing written");
-        std::fs::write(&path, b"{\"not\": \"a backup\"} plus enough bytes for a checksum").expect("write");
+        std::fs::write(
+            &path,
+            b"{\"not\": \"a backup\"} plus enough bytes for a checksum",
+        )
+        .expect("write");
         let mut check = StreamCheck::default();
         for chunk in bytes.chunks(7) {
             check.feed(chunk);
         }
         assert!(!check.finish().0, "the stream check sees the damage too");
         let err = verify_backup(&path).expect_err("foreign");
-        assert!(matches!(err, BackupError::Damaged(_) | BackupError::NotABackup), "{err}");
+        assert!(
+            matches!(err, BackupError::Damaged(_) | BackupError::NotABackup),
+            "{err}"
+        );
     }
 }

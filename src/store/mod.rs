@@ -42,11 +42,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::{ManifestKind, TopFields};
+use crate::schedule::{GenerationTimes, TentPollRecord};
 use crate::state::control::{Control, ControlEffect, ControlEvent};
 use crate::state::item::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{IllegalJobTransition, JobRecord};
-use crate::manifest::{ManifestKind, TopFields};
-use crate::schedule::{GenerationTimes, TentPollRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -432,12 +432,16 @@ impl Store {
             write_failed: Default::default(),
         };
         store.check_marker(path)?;
-        store
-            .newest_id
-            .store(store.newest_recorded_id()?, std::sync::atomic::Ordering::SeqCst);
+        store.newest_id.store(
+            store.newest_recorded_id()?,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         let migrated = store.migrate_to_current()?;
         if migrated > 0 {
-            tracing::info!(migrated, "store records rewritten in the current record version");
+            tracing::info!(
+                migrated,
+                "store records rewritten in the current record version"
+            );
         }
         Ok(store)
     }
@@ -455,7 +459,9 @@ impl Store {
                 let (key, bytes) = entry?;
                 let rewritten = match prefix {
                     b'M' => match decode::<StoredManifest>(&key, &bytes)? {
-                        StoredManifest::V1(old) => Some(encode(&StoredManifest::V2(old.migrate()?))?),
+                        StoredManifest::V1(old) => {
+                            Some(encode(&StoredManifest::V2(old.migrate()?))?)
+                        }
                         StoredManifest::V2(_) => None,
                     },
                     _ => match decode::<StoredItem>(&key, &bytes)? {
@@ -973,7 +979,11 @@ impl<'w> Txn<'w> {
     }
 
     /// Records how long generations of this key (template) took, in this transaction.
-    pub fn put_generation_times(&mut self, key: &str, times: &GenerationTimes) -> Result<(), StoreError> {
+    pub fn put_generation_times(
+        &mut self,
+        key: &str,
+        times: &GenerationTimes,
+    ) -> Result<(), StoreError> {
         let value = encode(&StoredGenerationTimes::V1(times.clone()))?;
         self.extra.push((generation_key(key), value));
         Ok(())
@@ -1094,7 +1104,14 @@ mod tests {
             id = store.new_manifest_id().unwrap();
             let writer = store.writer().await;
             let mut txn = writer.create(manifest(id));
-            txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default())).expect("insert");
+            txn.insert_item(ItemRecord::pending(
+                id,
+                0,
+                "a".into(),
+                "{}".into(),
+                Default::default(),
+            ))
+            .expect("insert");
             txn.insert_item(ItemRecord::rejected_locally(
                 id,
                 1,
@@ -1127,7 +1144,14 @@ mod tests {
         let id = store.new_manifest_id().unwrap();
         let writer = store.writer().await;
         let mut txn = writer.create(manifest(id));
-        txn.insert_item(ItemRecord::pending(id, 0, "a".into(), "{}".into(), Default::default())).expect("insert");
+        txn.insert_item(ItemRecord::pending(
+            id,
+            0,
+            "a".into(),
+            "{}".into(),
+            Default::default(),
+        ))
+        .expect("insert");
         txn.commit().await.unwrap();
         let mut txn = writer.begin(id).unwrap();
         txn.apply(0, ItemEvent::SendIntent { job_seq: 0 }).unwrap();

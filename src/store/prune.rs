@@ -17,8 +17,8 @@
 
 use super::summary::{summary_key, StoredSummary};
 use super::{
-    client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError,
-    StoredItem, StoredJob, StoredTentPoll,
+    client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredItem,
+    StoredJob, StoredTentPoll,
 };
 
 /// What one [`Store::prune_slice`] removed.
@@ -148,8 +148,14 @@ mod tests {
         }));
         for index in 0..items {
             let client = format!("{name}-{index}");
-            txn.insert_item(ItemRecord::pending(id, index, client.clone(), "{}".into(), Default::default()))
-                .expect("insert");
+            txn.insert_item(ItemRecord::pending(
+                id,
+                index,
+                client.clone(),
+                "{}".into(),
+                Default::default(),
+            ))
+            .expect("insert");
             txn.index_client_item(&client, index);
         }
         txn.index_name();
@@ -158,8 +164,20 @@ mod tests {
         let mut txn = writer.begin(id).expect("begin");
         txn.annotate(0, |item| item.tent_id = Some(format!("tent-{name}")))
             .expect("annotate");
-        txn.put_job(JobRecord::sending(id, 0, JobKind::Bulk, (0..items).collect(), 2_000));
-        txn.put_tent_poll(&format!("tent-{name}"), TentPollRecord { last_polled_at_ms: 3_000, retry_after_ms: None });
+        txn.put_job(JobRecord::sending(
+            id,
+            0,
+            JobKind::Bulk,
+            (0..items).collect(),
+            2_000,
+        ));
+        txn.put_tent_poll(
+            &format!("tent-{name}"),
+            TentPollRecord {
+                last_polled_at_ms: 3_000,
+                retry_after_ms: None,
+            },
+        );
         txn.manifest_mut().finished_at_ms = Some(5_000);
         txn.manifest_mut().result_written = true;
         txn.commit().await.expect("finished");
@@ -178,7 +196,10 @@ mod tests {
             // Slices of at most 3: the items go 3, 3, 1, then the job, then nothing.
             let mut slices = Vec::new();
             loop {
-                let pruned = store.prune_slice(id, 3, 9_000, 1_000).await.expect("a slice");
+                let pruned = store
+                    .prune_slice(id, 3, 9_000, 1_000)
+                    .await
+                    .expect("a slice");
                 if pruned.is_empty() {
                     break;
                 }
@@ -189,13 +210,35 @@ mod tests {
             assert!(store.manifest(id).expect("reads").is_none());
             assert!(store.items(id).expect("reads").is_empty());
             assert!(store.jobs(id).expect("reads").is_empty());
-            assert!(store.items_with_client_id("old-0").expect("reads").is_empty());
-            assert!(store.tent_poll("tent-old").expect("reads").is_none(), "due anyway: removed");
-            assert_eq!(store.tent_poll("tent-kept").expect("reads").map(|t| t.last_polled_at_ms), Some(3_000));
+            assert!(store
+                .items_with_client_id("old-0")
+                .expect("reads")
+                .is_empty());
+            assert!(
+                store.tent_poll("tent-old").expect("reads").is_none(),
+                "due anyway: removed"
+            );
+            assert_eq!(
+                store
+                    .tent_poll("tent-kept")
+                    .expect("reads")
+                    .map(|t| t.last_polled_at_ms),
+                Some(3_000)
+            );
             assert_eq!(store.manifest_named("old").expect("reads"), Some(id));
-            assert_eq!(store.manifest_with_hash(&[id as u8; 32]).expect("reads"), Some(id));
+            assert_eq!(
+                store.manifest_with_hash(&[id as u8; 32]).expect("reads"),
+                Some(id)
+            );
             let summary = store.summary(id).expect("reads").expect("a summary");
-            assert_eq!((summary.name.as_str(), summary.counts.total, summary.pruned_at_ms), ("old", 7, 9_000));
+            assert_eq!(
+                (
+                    summary.name.as_str(),
+                    summary.counts.total,
+                    summary.pruned_at_ms
+                ),
+                ("old", 7, 9_000)
+            );
             assert_eq!(summary.finished_at_ms, Some(5_000));
             let history = store.newest_first(10).expect("reads");
             let ids: Vec<(u64, bool)> = history
@@ -224,7 +267,11 @@ mod tests {
             txn.commit().await.expect("commit");
         }
         assert!(!store.begin_prune(id, 9_000).await.expect("reads"));
-        assert!(store.prune_slice(id, 10, 9_000, 1_000).await.expect("reads").is_empty());
+        assert!(store
+            .prune_slice(id, 10, 9_000, 1_000)
+            .await
+            .expect("reads")
+            .is_empty());
         assert_eq!(store.items(id).expect("reads").len(), 2);
         {
             let writer = store.writer().await;

@@ -61,7 +61,10 @@ impl ManifestRecordV1 {
                 detail: "another JSON value".into(),
             });
         };
-        Ok(ManifestRecord::from_parts_v1(self, TopFields::from_validated(&map)?))
+        Ok(ManifestRecord::from_parts_v1(
+            self,
+            TopFields::from_validated(&map)?,
+        ))
     }
 }
 
@@ -116,8 +119,17 @@ mod tests {
         // The finished manifest keeps its outcome (its result file: 2 completed, 3 failed).
         let finished = named("finished");
         assert!(finished.result_written && finished.finished_at_ms.is_some());
-        assert_eq!((finished.count(ItemState::Completed), finished.count(ItemState::Failed)), (2, 3));
-        assert_eq!(finished.top.default_tent_name_prefix.as_deref(), Some("Fixture"));
+        assert_eq!(
+            (
+                finished.count(ItemState::Completed),
+                finished.count(ItemState::Failed)
+            ),
+            (2, 3)
+        );
+        assert_eq!(
+            finished.top.default_tent_name_prefix.as_deref(),
+            Some("Fixture")
+        );
 
         // The bulk manifest killed mid-flight: typed top-level fields, typed items, and
         // the locally rejected item kept as given without fields.
@@ -129,7 +141,12 @@ mod tests {
         let items = store.items(unfinished.id).expect("items");
         assert_eq!(items.len(), 40);
         let first = items[0].fields.as_ref().expect("typed");
-        let input = first.input_data.as_ref().expect("input_data").to_value().expect("json");
+        let input = first
+            .input_data
+            .as_ref()
+            .expect("input_data")
+            .to_value()
+            .expect("json");
         assert_eq!(input, json!({"first_name": "N0"}));
         assert_eq!(first.custom_page_alias.as_deref(), Some("fx-0"));
         assert!(items[0].tent_id.is_some() && items[0].bulk_job_id.is_some());
@@ -140,11 +157,21 @@ mod tests {
         // The create manifest: defaults typed, the item without a name rejected locally.
         let single = named("single");
         let defaults = single.top.defaults.as_ref().expect("defaults");
-        assert_eq!((defaults.user_id.as_deref(), defaults.include_brand), (Some("u1"), Some(true)));
+        assert_eq!(
+            (defaults.user_id.as_deref(), defaults.include_brand),
+            (Some("u1"), Some(true))
+        );
         let items = store.items(single.id).expect("items");
-        assert_eq!(items[0].fields.as_ref().and_then(|f| f.name.as_deref()), Some("One"));
+        assert_eq!(
+            items[0].fields.as_ref().and_then(|f| f.name.as_deref()),
+            Some("One")
+        );
         assert_eq!(items[2].state(), ItemState::Rejected);
-        assert_eq!(store.jobs(single.id).expect("jobs").len(), 2, "the two accepted items were sent");
+        assert_eq!(
+            store.jobs(single.id).expect("jobs").len(),
+            2,
+            "the two accepted items were sent"
+        );
     }
 
     #[test]
@@ -159,7 +186,9 @@ mod tests {
         let started = std::time::Instant::now();
         let store = loop {
             match Store::open(dir.path()) {
-                Err(StoreError::Locked { .. }) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                Err(StoreError::Locked { .. })
+                    if started.elapsed() < std::time::Duration::from_secs(5) =>
+                {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 other => break other.expect("reopens"),
@@ -168,7 +197,10 @@ mod tests {
         assert_eq!(store.manifests().expect("manifests"), first);
         let items = store.items(first[0].id).expect("items");
         // Statuses read as typed words (the finished manifest had no auto-publish).
-        assert!(items.iter().all(|i| i.publication.as_ref().is_none_or(|p| p.status != PublicationStatus::Pending)));
+        assert!(items.iter().all(|i| i
+            .publication
+            .as_ref()
+            .is_none_or(|p| p.status != PublicationStatus::Pending)));
         assert!(items.iter().all(|i| i.generation_status.is_some()));
     }
 }

@@ -24,7 +24,10 @@ fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 fn config_in(dir: &Path, base_url: &str, admin: &str) -> std::path::PathBuf {
-    write_config(dir, &TestConfig::new(dir, base_url).set("admin", "listen", admin))
+    write_config(
+        dir,
+        &TestConfig::new(dir, base_url).set("admin", "listen", admin),
+    )
 }
 
 fn show(config: &Path, name: &str) -> Value {
@@ -68,15 +71,24 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
     std::fs::write(&backup, b"an older file, replaced whole").expect("write");
     let (code, stdout, stderr) = cli(&config, &["backup", backup.to_str().expect("utf-8")]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("backup of") && stdout.contains("store.backup"), "{stdout}");
+    assert!(
+        stdout.contains("backup of") && stdout.contains("store.backup"),
+        "{stdout}"
+    );
     let bytes = std::fs::read(&backup).expect("the backup");
     assert!(bytes.starts_with(b"tented-bulkd backup 1\n"));
     let leftovers: Vec<_> = std::fs::read_dir(first.path())
         .expect("list")
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("store.backup") && e.file_name() != "store.backup")
+        .filter(|e| {
+            e.file_name().to_string_lossy().contains("store.backup")
+                && e.file_name() != "store.backup"
+        })
         .collect();
-    assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "no temporary file left: {leftovers:?}"
+    );
     let posts_at_backup = bulk_posts(&sim.calls()).len();
     assert_eq!(posts_at_backup, 2, "done's request and busy's first");
     daemon.sigterm().await.expect("SIGTERM exits 0");
@@ -92,9 +104,16 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
     let config = config_in(second.path(), &sim.base_url(), &admin);
     let (code, stdout, stderr) = cli(&config, &["restore", backup.to_str().expect("utf-8")]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("1 unfinished manifest(s) start paused"), "{stdout}");
-    let daemon = BinaryDaemon::run(&config, &second.path().join("daemon.log"), &key).labelled("the restored daemon");
-    daemon.wait_ready().await.expect("the restored daemon gets ready");
+    assert!(
+        stdout.contains("1 unfinished manifest(s) start paused"),
+        "{stdout}"
+    );
+    let daemon = BinaryDaemon::run(&config, &second.path().join("daemon.log"), &key)
+        .labelled("the restored daemon");
+    daemon
+        .wait_ready()
+        .await
+        .expect("the restored daemon gets ready");
     let busy = show(&config, "busy");
     assert_eq!(busy["state"], "paused", "{busy}");
     let reason = busy["reason"].as_str().expect("a reason");
@@ -109,7 +128,11 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
         show(&config, "busy")["counts"]["completed"] == 25
     })
     .await;
-    assert_eq!(bulk_posts(&sim.calls()).len(), posts_at_backup, "nothing sent while paused");
+    assert_eq!(
+        bulk_posts(&sim.calls()).len(),
+        posts_at_backup,
+        "nothing sent while paused"
+    );
 
     let (code, stdout, _) = cli(&config, &["resume", "busy"]);
     assert_eq!(code, Some(0), "{stdout}");
@@ -140,7 +163,11 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
 #[test]
 fn backup_says_why_when_the_daemon_cannot_be_reached_and_leaves_the_file_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = config_in(dir.path(), "http://127.0.0.1:9", &format!("127.0.0.1:{}", free_port()));
+    let config = config_in(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &format!("127.0.0.1:{}", free_port()),
+    );
     let target = dir.path().join("keep.backup");
     std::fs::write(&target, b"precious").expect("write");
     let (code, _, stderr) = cli(&config, &["backup", target.to_str().expect("utf-8")]);

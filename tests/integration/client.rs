@@ -755,7 +755,8 @@ async fn bulk_job_items_report_publication() {
     let pub_final = |job: &BulkJobStatus| {
         job.items.iter().all(|i| {
             i.publication_status
-                .as_ref().map(|s| s.as_str())
+                .as_ref()
+                .map(|s| s.as_str())
                 .is_some_and(|s| PublicationStatus::parse(s).is_final())
         })
     };
@@ -763,7 +764,10 @@ async fn bulk_job_items_report_publication() {
     assert_eq!(job.status, "completed");
     assert_eq!(job.auto_publish, Some(true));
     let a = &job.items[0];
-    assert_eq!(a.publication_status.as_ref().map(|s| s.as_str()), Some("published"));
+    assert_eq!(
+        a.publication_status.as_ref().map(|s| s.as_str()),
+        Some("published")
+    );
     assert!(
         a.published_url
             .as_deref()
@@ -782,7 +786,10 @@ async fn bulk_job_items_report_publication() {
         "{b:?}"
     );
     let c = &job.items[2];
-    assert_eq!(c.publication_status.as_ref().map(|s| s.as_str()), Some("published"));
+    assert_eq!(
+        c.publication_status.as_ref().map(|s| s.as_str()),
+        Some("published")
+    );
     assert!(c.published_url.is_some());
 
     // Warnings are only in GET /v1/tents/{id}.
@@ -805,7 +812,10 @@ async fn bulk_job_items_report_publication() {
         job.status, "completed",
         "a failed publication is not a failed generation"
     );
-    assert_eq!(job.items[0].publication_status.as_ref().map(|s| s.as_str()), Some("failed"));
+    assert_eq!(
+        job.items[0].publication_status.as_ref().map(|s| s.as_str()),
+        Some("failed")
+    );
     assert!(job.items[0].published_url.is_none());
 }
 
@@ -1121,10 +1131,7 @@ async fn tent_status_queued_with_retry_after() {
     assert_eq!(status, 200);
     assert_eq!(tent.id, id);
     assert_eq!(tent.status, "queued");
-    assert_eq!(
-        tent.status.clone(),
-        GenerationStatus::Queued
-    );
+    assert_eq!(tent.status.clone(), GenerationStatus::Queued);
     assert!(tent.created_at.is_some() && tent.updated_at.is_some());
     assert!(tent.result.is_none() && tent.error.is_none() && tent.publication.is_none());
     assert_eq!(
@@ -1188,10 +1195,7 @@ async fn tent_status_failed_with_error() {
     let id = create_ok(&client, &publish_req("Doomed page", None)).await;
     let (tent, retry_after) = wait_tent(&client, &id, generation_final).await;
     assert_eq!(tent.status, "failed");
-    assert_eq!(
-        tent.status.clone(),
-        GenerationStatus::Failed
-    );
+    assert_eq!(tent.status.clone(), GenerationStatus::Failed);
     assert_eq!(
         tent.error_text().as_deref(),
         Some("Upstream generation failed.")
@@ -1232,10 +1236,7 @@ async fn publication_published_pending_and_root() {
     assert!(tent.result.is_some());
     assert_eq!(retry_after, None);
     let p = tent.publication.unwrap();
-    assert_eq!(
-        p.status.clone(),
-        PublicationStatus::Published
-    );
+    assert_eq!(p.status.clone(), PublicationStatus::Published);
     assert!(
         p.published_url
             .as_deref()
@@ -1281,10 +1282,7 @@ async fn publication_published_pending_and_root() {
     let p = tent
         .publication
         .expect("publication exists once generation completed");
-    assert_eq!(
-        p.status.clone(),
-        PublicationStatus::Pending
-    );
+    assert_eq!(p.status.clone(), PublicationStatus::Pending);
     assert!(!p.status.clone().is_final());
     assert_eq!(p.requested_custom_page_alias.as_deref(), Some("slow-page"));
     assert!(p.published_url.is_none());
@@ -1299,10 +1297,7 @@ async fn publication_with_warnings_when_alias_is_taken() {
 
     let check_warned = |tent: &TentStatus, alias: &str| {
         let p = tent.publication.as_ref().unwrap();
-        assert_eq!(
-            p.status.clone(),
-            PublicationStatus::PublishedWithWarnings
-        );
+        assert_eq!(p.status.clone(), PublicationStatus::PublishedWithWarnings);
         assert!(p.status.clone().needs_details());
         assert!(
             p.published_url.as_deref().unwrap().ends_with(&tent.id),
@@ -1360,10 +1355,7 @@ async fn publication_failed_with_error_object() {
     assert_eq!(tent.status, "completed", "generation stays completed");
     assert!(tent.result.is_some());
     let p = tent.publication.unwrap();
-    assert_eq!(
-        p.status.clone(),
-        PublicationStatus::Failed
-    );
+    assert_eq!(p.status.clone(), PublicationStatus::Failed);
     assert_eq!(p.applied_custom_page_alias, None);
     assert!(p.published_url.is_none());
     let error = p.error.expect("error object");

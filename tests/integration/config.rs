@@ -154,7 +154,11 @@ fn check_config_prints_every_settings_key() {
         .into_iter()
         .map(|(key, _)| key.to_string())
         .collect();
-    assert_eq!(printed, settings_keys(), "Settings::effective lists every key, once");
+    assert_eq!(
+        printed,
+        settings_keys(),
+        "Settings::effective lists every key, once"
+    );
 }
 
 #[test]
@@ -659,7 +663,10 @@ fn env_can_turn_the_admin_endpoint_off() {
 
 #[test]
 fn retention_is_90_days_by_default_off_keeps_forever_and_nonsense_names_the_key() {
-    assert_eq!(builtin().retention.store, Some(Duration::from_secs(90 * 24 * 3600)));
+    assert_eq!(
+        builtin().retention.store,
+        Some(Duration::from_secs(90 * 24 * 3600))
+    );
     let off = load_text("[retention]\nstore = \"off\"\n").expect("off loads");
     assert_eq!(off.retention.store, None);
     let from_env = Settings::load_with_env(
@@ -672,6 +679,9 @@ fn retention_is_90_days_by_default_off_keeps_forever_and_nonsense_names_the_key(
     assert_eq!(short.retention.store, Some(Duration::from_secs(36 * 3600)));
     for bad in ["\"forever\"", "\"0s\"", "7"] {
         let message = expect_err(load_text(&format!("[retention]\nstore = {bad}\n")), bad);
-        assert!(message.contains("retention") || message.contains("store"), "{bad}: {message}");
+        assert!(
+            message.contains("retention") || message.contains("store"),
+            "{bad}: {message}"
+        );
     }
 }

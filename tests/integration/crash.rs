@@ -1073,9 +1073,11 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
 
     // Run 1 crashes as the first create answer arrives, before it is recorded.
     let daemon = sc.spawn(Some("submit-after-request=return"));
-    let status = helpers::wait_until("the daemon crashing at the fail point", CRASH_WAIT, || async {
-        daemon.exited()
-    })
+    let status = helpers::wait_until(
+        "the daemon crashing at the fail point",
+        CRASH_WAIT,
+        || async { daemon.exited() },
+    )
     .await;
     assert_eq!(status.signal(), Some(6), "{}", sc.log_tails());
     let on_the_wire: HashSet<String> = helpers::bulk_posts(&sc.sim.calls())
@@ -1088,11 +1090,17 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
         on_the_wire.len(),
         sc.log_tails()
     );
-    assert!(on_the_wire.len() < ITEMS, "everything was sent before the crash");
+    assert!(
+        on_the_wire.len() < ITEMS,
+        "everything was sent before the crash"
+    );
 
     // Run 2 finishes the manifest.
     let daemon = sc.spawn(None);
-    daemon.wait_for_file(&sc.result_path(), RESULT_WAIT).await.expect("a result");
+    daemon
+        .wait_for_file(&sc.result_path(), RESULT_WAIT)
+        .await
+        .expect("a result");
     daemon.sigterm().await.expect("a clean stop");
     let result: Value =
         serde_json::from_slice(&std::fs::read(sc.result_path()).expect("result")).expect("json");
@@ -1104,7 +1112,11 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
             *sent.entry(id).or_default() += 1;
         }
     }
-    let twice: Vec<&String> = sent.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    let twice: Vec<&String> = sent
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
     assert!(twice.is_empty(), "sent twice: {twice:?}");
     assert_eq!(sent.len(), ITEMS, "every item was sent once");
     let items = result["items"].as_object().expect("items");
@@ -1112,7 +1124,10 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
     for (id, item) in items {
         let unknown = item["status"] == "unknown";
         if unknown {
-            assert!(on_the_wire.contains(id), "{id} is unknown but was not on the wire");
+            assert!(
+                on_the_wire.contains(id),
+                "{id} is unknown but was not on the wire"
+            );
         } else {
             assert_eq!(item["status"], "completed", "{id}: {item}");
         }
@@ -1120,5 +1135,9 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
     let unknown = items.values().filter(|i| i["status"] == "unknown").count();
     // The request whose answer came back may have been recorded or not: at least the
     // others on the wire (three of four) are unknown, and never more than were sent.
-    assert!(unknown >= on_the_wire.len() - 25 && unknown <= on_the_wire.len(), "{unknown} unknown of {} on the wire", on_the_wire.len());
+    assert!(
+        unknown >= on_the_wire.len() - 25 && unknown <= on_the_wire.len(),
+        "{unknown} unknown of {} on the wire",
+        on_the_wire.len()
+    );
 }

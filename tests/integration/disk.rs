@@ -24,7 +24,13 @@ impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).expect("the mount point");
         let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(path)
             .output();
         match output {
@@ -88,26 +94,44 @@ async fn daemon_with_full(
         dir,
         &TestConfig::new(dir, base_url).set("admin", "listen", admin.as_str()),
     );
-    let daemon = BinaryDaemon::run(&config, &dir.join("daemon.log"), &[("TENTED_API_KEY", "sim-key")]);
-    daemon.wait_ready().await.expect("the daemon starts on a full disk");
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.join("daemon.log"),
+        &[("TENTED_API_KEY", "sim-key")],
+    );
+    daemon
+        .wait_ready()
+        .await
+        .expect("the daemon starts on a full disk");
     (daemon, admin, mount, filler)
 }
 
 async fn wait_health(admin: &str, daemon: &BinaryDaemon, want: u16, mentions: &str) -> String {
-    wait_until(format!("/healthz {want} mentioning `{mentions}`"), START_WAIT, || async {
-        match healthz(admin).await {
-            Some((status, text)) if status == want && text.contains(mentions) => Progress::Done(text),
-            other => Progress::NotYet(format!("{other:?}; stderr:\n{}", daemon.stderr_tail(10))),
-        }
-    })
+    wait_until(
+        format!("/healthz {want} mentioning `{mentions}`"),
+        START_WAIT,
+        || async {
+            match healthz(admin).await {
+                Some((status, text)) if status == want && text.contains(mentions) => {
+                    Progress::Done(text)
+                }
+                other => {
+                    Progress::NotYet(format!("{other:?}; stderr:\n{}", daemon.stderr_tail(10)))
+                }
+            }
+        },
+    )
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_keeps_the_result_pending_turns_health_red_and_recovers_by_itself() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0").await.expect("simulator starts");
-    let (daemon, admin, _mount, filler) = daemon_with_full(dir.path(), "outbox", &sim.base_url()).await;
+    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let (daemon, admin, _mount, filler) =
+        daemon_with_full(dir.path(), "outbox", &sim.base_url()).await;
     let red = wait_health(&admin, &daemon, 503, "paths.outbox").await;
     assert!(red.contains("No space left on device"), "{red}");
 
@@ -116,9 +140,15 @@ async fn a_full_outbox_keeps_the_result_pending_turns_health_red_and_recovers_by
         .wait_for_line("the result is not written yet", START_WAIT)
         .await
         .expect("the log says the result waits");
-    assert!(daemon.stderr().contains("cannot write to paths.outbox"), "the log says why");
+    assert!(
+        daemon.stderr().contains("cannot write to paths.outbox"),
+        "the log says why"
+    );
     assert!(!dir.path().join("outbox/full.result.json").exists());
-    assert!(daemon.exited().is_none(), "the daemon never exits for a full disk");
+    assert!(
+        daemon.exited().is_none(),
+        "the daemon never exits for a full disk"
+    );
 
     // Space is back: the result follows by itself, and health turns green.
     std::fs::remove_file(&filler).expect("free the space");
@@ -136,15 +166,21 @@ async fn a_full_outbox_keeps_the_result_pending_turns_health_red_and_recovers_by
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_archive_keeps_the_manifest_in_the_inbox_until_it_can_be_moved() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0").await.expect("simulator starts");
-    let (daemon, admin, _mount, filler) = daemon_with_full(dir.path(), "archive", &sim.base_url()).await;
+    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let (daemon, admin, _mount, filler) =
+        daemon_with_full(dir.path(), "archive", &sim.base_url()).await;
     wait_health(&admin, &daemon, 503, "paths.archive").await;
     drop_manifest(dir.path(), "kept.json", &bulk_manifest(2));
     daemon
         .wait_for_line("cannot move", START_WAIT)
         .await
         .expect("the log says the manifest cannot be moved");
-    assert!(dir.path().join("inbox/kept.json").exists(), "the manifest stays in the inbox");
+    assert!(
+        dir.path().join("inbox/kept.json").exists(),
+        "the manifest stays in the inbox"
+    );
     assert!(daemon.exited().is_none());
 
     std::fs::remove_file(&filler).expect("free the space");
@@ -164,18 +200,23 @@ async fn a_full_archive_keeps_the_manifest_in_the_inbox_until_it_can_be_moved() 
     daemon.sigterm().await.expect("SIGTERM exits 0");
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_itself() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0").await.expect("simulator starts");
+    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
     let mount = Tmpfs::mount(&dir.path().join("state"), "8m");
     let admin = format!("127.0.0.1:{}", free_port());
     let config = write_config(
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
     );
-    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[("TENTED_API_KEY", "sim-key")]);
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[("TENTED_API_KEY", "sim-key")],
+    );
     daemon.wait_ready().await.expect("the daemon starts");
     drop_manifest(dir.path(), "before.json", &bulk_manifest(2));
     daemon
@@ -189,8 +230,14 @@ async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_its
         .wait_for_line("intake failed", START_WAIT)
         .await
         .expect("the log says the manifest could not be taken");
-    assert!(dir.path().join("inbox/during.json").exists(), "the manifest stays in the inbox");
-    assert!(daemon.exited().is_none(), "the daemon never exits for a full disk");
+    assert!(
+        dir.path().join("inbox/during.json").exists(),
+        "the manifest stays in the inbox"
+    );
+    assert!(
+        daemon.exited().is_none(),
+        "the daemon never exits for a full disk"
+    );
     std::fs::remove_file(&filler).expect("free the space");
     let result = daemon
         .wait_for_file(&dir.path().join("outbox/during.result.json"), START_WAIT)
@@ -198,14 +245,27 @@ async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_its
         .expect("the result once space is back");
     let result: serde_json::Value = serde_json::from_slice(&result).expect("whole JSON");
     assert_eq!(result["counts"]["completed"], 40);
-    assert!(daemon.stderr().contains("opening the store again"), "{}", daemon.stderr_tail(20));
+    assert!(
+        daemon.stderr().contains("opening the store again"),
+        "{}",
+        daemon.stderr_tail(20)
+    );
     wait_health(&admin, &daemon, 200, "ok").await;
     // Nothing was lost or sent twice: the earlier manifest is still known, once each.
     let sent = sent_client_ids(&sim.calls());
     assert_eq!(sent.len(), 42, "2 + 40 items, each sent once");
-    let out = command(["list", "--json", "--config"]).arg(&config).output().expect("runs");
+    let out = command(["list", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("\"before\"") && stdout.contains("\"during\""), "{stdout}");
-    daemon.sigterm().await.expect("SIGTERM exits 0 (the same process throughout)");
+    assert!(
+        stdout.contains("\"before\"") && stdout.contains("\"during\""),
+        "{stdout}"
+    );
+    daemon
+        .sigterm()
+        .await
+        .expect("SIGTERM exits 0 (the same process throughout)");
 }

@@ -39,7 +39,8 @@ async fn get(admin: &str, path: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_to_the_end() {
     let admin = format!("127.0.0.1:{}", free_port());
-    let mut app = TestApp::spawn_with(unhurried_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
+    let mut app =
+        TestApp::spawn_with(unhurried_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
     app.drop_manifest("held.json", &bulk_manifest(50));
     // Slow start holds the second chunk until the first one's items have answers, so the
     // pause lands between the two.
@@ -49,7 +50,10 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
     .await;
     let (status, answer) = post(&admin, "/manifests/held/pause").await;
     assert_eq!(status, 200, "{answer}");
-    assert!(answer["message"].as_str().unwrap_or("").contains("paused"), "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap_or("").contains("paused"),
+        "{answer}"
+    );
     let (status, again) = post(&admin, "/manifests/held/pause").await;
     assert_eq!(status, 409, "a second pause changes nothing: {again}");
 
@@ -61,12 +65,20 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
     // ...and nothing more is sent, though the answers would have released the chunk and
     // two sweeper passes wake the submitter.
     app.daemon().sweeper_passes(2).await;
-    assert_eq!(bulk_posts(&app.calls()).len(), 1, "nothing more is sent while paused");
+    assert_eq!(
+        bulk_posts(&app.calls()).len(),
+        1,
+        "nothing more is sent while paused"
+    );
     let (status, shown) = get(&admin, "/manifests/held").await;
     assert_eq!(status, 200);
     assert_eq!(shown["state"], "paused", "{shown}");
     assert_eq!(shown["reason"], "paused by the operator", "{shown}");
-    assert_eq!(shown["requests"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(
+        shown["requests"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
     assert_eq!(shown["requests"][0]["state"], "done", "{shown}");
 
     let (status, answer) = post(&admin, "/manifests/held/resume").await;
@@ -75,7 +87,10 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
     assert_eq!(result["counts"]["completed"], 50);
     assert_eq!(bulk_posts(&app.calls()).len(), 2);
     let (status, answer) = post(&admin, "/manifests/held/pause").await;
-    assert_eq!(status, 409, "a finished manifest cannot be paused: {answer}");
+    assert_eq!(
+        status, 409,
+        "a finished manifest cannot be paused: {answer}"
+    );
     let (status, answer) = post(&admin, "/manifests/nope/pause").await;
     assert_eq!(status, 404, "{answer}");
     app.stop_daemon().await;
@@ -98,13 +113,19 @@ fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0").await.expect("simulator starts");
+    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
     std::fs::write(dir.path().join("api_key"), "sim-key").expect("write the key file");
     let admin = format!("127.0.0.1:{}", free_port());
     let config = write_config(
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url())
-            .set("api", "key_file", dir.path().join("api_key").display().to_string())
+            .set(
+                "api",
+                "key_file",
+                dir.path().join("api_key").display().to_string(),
+            )
             .set("admin", "listen", admin.as_str()),
     );
     let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
@@ -130,16 +151,28 @@ async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
     let (code, stdout, stderr) = cli(&config, &["list"]);
     assert_eq!(code, Some(0), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines[0].split_whitespace().eq(["NAME", "KIND", "STATE", "STATUS", "ITEMS", "COUNTS", "RECEIVED", "FINISHED"]), "{stdout}");
+    assert!(
+        lines[0]
+            .split_whitespace()
+            .eq(["NAME", "KIND", "STATE", "STATUS", "ITEMS", "COUNTS", "RECEIVED", "FINISHED"]),
+        "{stdout}"
+    );
     assert!(lines[1].trim_start().starts_with("second"), "{stdout}");
     assert!(lines[1].contains("1 completed, 1 rejected"), "{stdout}");
-    assert!(lines[2].trim_start().starts_with("first") && lines[2].contains("3 completed"), "{stdout}");
+    assert!(
+        lines[2].trim_start().starts_with("first") && lines[2].contains("3 completed"),
+        "{stdout}"
+    );
 
     // JSON, with the limit.
     let (code, stdout, _) = cli(&config, &["list", "--json", "--limit", "1"]);
     assert_eq!(code, Some(0));
     let list: Value = serde_json::from_str(&stdout).expect("list --json is JSON");
-    assert_eq!(list["manifests"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(
+        list["manifests"].as_array().map(Vec::len),
+        Some(1),
+        "{list}"
+    );
     assert_eq!(list["manifests"][0]["name"], "second");
     assert_eq!(list["manifests"][0]["state"], "finished");
     assert_eq!(list["more"], true);
@@ -151,11 +184,21 @@ async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
         &std::fs::read(dir.path().join("outbox/first.result.json")).expect("result"),
     )
     .expect("JSON");
-    let bulk_job_id = result["bulk_jobs"][0]["bulk_job_id"].as_str().expect("a bulk job id");
+    let bulk_job_id = result["bulk_jobs"][0]["bulk_job_id"]
+        .as_str()
+        .expect("a bulk job id");
     assert!(stdout.contains(bulk_job_id), "{stdout}");
     assert!(stdout.contains("first.result.json"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.split_whitespace().next() == Some("FIELD")), "{stdout}");
-    assert!(!stdout.contains("CLIENT_ITEM_ID"), "items only with --items: {stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("FIELD")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("CLIENT_ITEM_ID"),
+        "items only with --items: {stdout}"
+    );
     let (code, stdout, _) = cli(&config, &["show", "second", "--items", "--json"]);
     assert_eq!(code, Some(0));
     let shown: Value = serde_json::from_str(&stdout).expect("show --json is JSON");
@@ -165,7 +208,10 @@ async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
     assert!(shown["items"][0]["tent_id"].is_string(), "{shown}");
     let (code, stdout, _) = cli(&config, &["show", "second", "--items"]);
     assert_eq!(code, Some(0));
-    assert!(stdout.contains("CLIENT_ITEM_ID") && stdout.contains("INVALID_ITEM"), "{stdout}");
+    assert!(
+        stdout.contains("CLIENT_ITEM_ID") && stdout.contains("INVALID_ITEM"),
+        "{stdout}"
+    );
 
     // Unknown names and finished manifests: exit 1 with a message.
     let (code, _, stderr) = cli(&config, &["show", "nope"]);

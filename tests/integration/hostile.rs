@@ -61,7 +61,11 @@ fn barrage() -> BTreeMap<String, Vec<u8>> {
     let keys: Vec<String> = (0..5_000).map(|i| format!(r#""k{i}":{i}"#)).collect();
     files.insert(
         "many-keys".into(),
-        format!(r#"{{"template_idd":"t",{},"items":[{{}}]}}"#, keys.join(",")).into_bytes(),
+        format!(
+            r#"{{"template_idd":"t",{},"items":[{{}}]}}"#,
+            keys.join(",")
+        )
+        .into_bytes(),
     );
     files.insert("empty".into(), Vec::new());
     files.insert("nul".into(), vec![0; 1000]);
@@ -78,10 +82,17 @@ async fn a_barrage_of_hostile_files_gets_one_result_each_and_the_daemon_goes_on(
     for name in files.keys() {
         let result = app.wait_result(name, WAIT).await;
         let status = result["status"].as_str().unwrap_or_default();
-        assert!(!status.is_empty(), "{name}: a result without a status: {result}");
+        assert!(
+            !status.is_empty(),
+            "{name}: a result without a status: {result}"
+        );
         if status == "rejected" {
             let error = result["error"].as_str().unwrap_or_default();
-            assert!(!error.is_empty() && error.len() < 1_000, "{name}: {} bytes of error", error.len());
+            assert!(
+                !error.is_empty() && error.len() < 1_000,
+                "{name}: {} bytes of error",
+                error.len()
+            );
         }
     }
     // The daemon goes on: a valid manifest dropped after the barrage is sent and finished.
@@ -100,6 +111,8 @@ async fn a_barrage_of_hostile_files_gets_one_result_each_and_the_daemon_goes_on(
     let mut expected: Vec<String> = files.keys().cloned().chain(["after".to_owned()]).collect();
     expected.sort();
     assert_eq!(results, expected);
-    let left: Vec<_> = std::fs::read_dir(app.path("inbox")).expect("the inbox reads").collect();
+    let left: Vec<_> = std::fs::read_dir(app.path("inbox"))
+        .expect("the inbox reads")
+        .collect();
     assert!(left.is_empty(), "the inbox still holds {left:?}");
 }

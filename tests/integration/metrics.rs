@@ -32,7 +32,10 @@ async fn scrape(admin: &str) -> Scrape {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     let text = response.text().await.expect("a body");
     let mut samples = BTreeMap::new();
     let mut types = BTreeMap::new();
@@ -43,9 +46,14 @@ async fn scrape(admin: &str) -> Scrape {
         } else if line == "# EOF" || line.starts_with("# HELP ") {
             continue;
         } else {
-            let (sample, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample line: {line}"));
+            let (sample, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("a sample line: {line}"));
             let value: f64 = value.parse().unwrap_or_else(|e| panic!("{e}: {line}"));
-            assert!(samples.insert(sample.to_string(), value).is_none(), "{sample} twice");
+            assert!(
+                samples.insert(sample.to_string(), value).is_none(),
+                "{sample} twice"
+            );
         }
     }
     Scrape { samples, types }
@@ -63,11 +71,17 @@ async fn metrics_count_what_finished_after_the_manifest_left_the_active_set() {
     )
     .await;
     let before = scrape(&admin).await;
-    assert_eq!(before.value("tented_bulkd_items_finished_total{status=\"completed\"}"), 0.0);
+    assert_eq!(
+        before.value("tented_bulkd_items_finished_total{status=\"completed\"}"),
+        0.0
+    );
     assert_eq!(before.value("tented_bulkd_auth_paused"), 0.0);
     assert!(before.value("tented_bulkd_store_bytes") > 0.0);
     assert_eq!(
-        before.value(&format!("tented_bulkd_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+        before.value(&format!(
+            "tented_bulkd_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
         1.0
     );
 
@@ -75,7 +89,12 @@ async fn metrics_count_what_finished_after_the_manifest_left_the_active_set() {
     manifest["items"][4]["input_data"] = serde_json::json!("not an object");
     app.drop_manifest("counted.json", &manifest);
     app.wait_result("counted", WAIT).await;
-    let id = app.ctx().store.manifest_named("counted").expect("reads").expect("named");
+    let id = app
+        .ctx()
+        .store
+        .manifest_named("counted")
+        .expect("reads")
+        .expect("named");
     wait_until("the manifest to leave the active set", WAIT, || async {
         !app.ctx().active_ids().contains(&id)
     })
@@ -83,24 +102,57 @@ async fn metrics_count_what_finished_after_the_manifest_left_the_active_set() {
 
     let after = scrape(&admin).await;
     // Counters remember what finished; gauges show nothing unfinished.
-    assert_eq!(after.value("tented_bulkd_items_finished_total{status=\"completed\"}"), 29.0);
-    assert_eq!(after.value("tented_bulkd_items_finished_total{status=\"rejected\"}"), 1.0);
-    assert_eq!(after.value("tented_bulkd_items_finished_total{status=\"unknown\"}"), 0.0);
-    assert_eq!(after.value("tented_bulkd_manifests_finished_total{status=\"completed\"}"), 1.0);
-    for state in ["pending", "sending", "credit_wait", "admitted", "awaiting_details"] {
-        assert_eq!(after.value(&format!("tented_bulkd_items{{state=\"{state}\"}}")), 0.0, "{state}");
+    assert_eq!(
+        after.value("tented_bulkd_items_finished_total{status=\"completed\"}"),
+        29.0
+    );
+    assert_eq!(
+        after.value("tented_bulkd_items_finished_total{status=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(
+        after.value("tented_bulkd_items_finished_total{status=\"unknown\"}"),
+        0.0
+    );
+    assert_eq!(
+        after.value("tented_bulkd_manifests_finished_total{status=\"completed\"}"),
+        1.0
+    );
+    for state in [
+        "pending",
+        "sending",
+        "credit_wait",
+        "admitted",
+        "awaiting_details",
+    ] {
+        assert_eq!(
+            after.value(&format!("tented_bulkd_items{{state=\"{state}\"}}")),
+            0.0,
+            "{state}"
+        );
     }
     assert_eq!(after.value("tented_bulkd_manifests{state=\"active\"}"), 0.0);
     // Every call is counted by endpoint and answer, and timed.
-    assert_eq!(after.value("tented_bulkd_api_calls_total{endpoint=\"bulk_create\",status=\"202\"}"), 2.0);
-    let polls = after.value("tented_bulkd_api_calls_total{endpoint=\"bulk_status\",status=\"200\"}");
+    assert_eq!(
+        after.value("tented_bulkd_api_calls_total{endpoint=\"bulk_create\",status=\"202\"}"),
+        2.0
+    );
+    let polls =
+        after.value("tented_bulkd_api_calls_total{endpoint=\"bulk_status\",status=\"200\"}");
     assert!(polls >= 2.0, "{polls}");
-    assert_eq!(after.value("tented_bulkd_api_request_duration_seconds_count{endpoint=\"bulk_create\"}"), 2.0);
+    assert_eq!(
+        after.value("tented_bulkd_api_request_duration_seconds_count{endpoint=\"bulk_create\"}"),
+        2.0
+    );
     assert_eq!(
         after.value("tented_bulkd_api_request_duration_seconds_bucket{le=\"+Inf\",endpoint=\"bulk_create\"}"),
         2.0
     );
-    assert_eq!(after.value("tented_bulkd_poll_lateness_seconds_count"), polls, "one lateness per poll sent");
+    assert_eq!(
+        after.value("tented_bulkd_poll_lateness_seconds_count"),
+        polls,
+        "one lateness per poll sent"
+    );
     assert!(after.value("tented_bulkd_poll_lateness_seconds_sum") >= 0.0);
     assert!(after.value("tented_bulkd_budget_wait_seconds_total") >= 0.0);
     for (family, kind) in [
@@ -116,7 +168,11 @@ async fn metrics_count_what_finished_after_the_manifest_left_the_active_set() {
         ("tented_bulkd_store_bytes", "gauge"),
         ("tented_bulkd_build_info", "gauge"),
     ] {
-        assert_eq!(after.types.get(family).map(String::as_str), Some(kind), "{family}");
+        assert_eq!(
+            after.types.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
     }
     app.stop_daemon().await;
 }

@@ -54,7 +54,10 @@ fn every_command_that_reads_an_invalid_configuration_exits_78_naming_the_key() {
         let (code, _, stderr) = run(&args, &[("TENTED_API_KEY", "k")]);
         assert_eq!(code, Some(78), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
-        assert!(stderr.contains("intervall"), "{args:?}: names the key: {stderr}");
+        assert!(
+            stderr.contains("intervall"),
+            "{args:?}: names the key: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     // An invalid value names its key too; a missing --config file is a configuration error.
@@ -78,7 +81,10 @@ fn every_command_that_reads_an_invalid_configuration_exits_78_naming_the_key() {
 #[test]
 fn a_missing_or_unreadable_key_is_a_configuration_error_and_other_failures_exit_1_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(dir.path(), &TestConfig::new(dir.path(), "http://127.0.0.1:9"));
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), "http://127.0.0.1:9"),
+    );
     let config_arg = path_arg(&config);
     let (code, _, stderr) = run(&["run", "--config", &config_arg], &[]);
     assert_eq!(code, Some(78), "{stderr}");
@@ -99,7 +105,10 @@ fn a_missing_or_unreadable_key_is_a_configuration_error_and_other_failures_exit_
     let state = path_arg(&blocker.join("state"));
     let (code, _, stderr) = run(
         &["run", "--config", &config_arg],
-        &[("TENTED_API_KEY", "k"), ("TENTED_BULKD__PATHS__STATE", &state)],
+        &[
+            ("TENTED_API_KEY", "k"),
+            ("TENTED_BULKD__PATHS__STATE", &state),
+        ],
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.matches("Not a directory").count(), 1, "{stderr}");
@@ -122,15 +131,34 @@ fn check_config_prints_the_effective_settings_with_the_key_redacted_and_its_sour
         &[("TENTED_BULKD__API__REQUESTS_PER_SECOND", "7")],
     );
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(!stdout.contains("secret-key-123") && !stdout.contains("another-secret"), "{stdout}");
+    assert!(
+        !stdout.contains("secret-key-123") && !stdout.contains("another-secret"),
+        "{stdout}"
+    );
     assert!(stdout.contains("key = \"[redacted]\""), "{stdout}");
-    assert!(stdout.contains(&format!("from api.key_file ({})", dir.path().join("api_key").display())), "{stdout}");
-    assert!(stdout.contains("requests_per_second = 7"), "the environment counts: {stdout}");
-    assert!(stdout.contains("interval = \"200ms\""), "the file counts: {stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "from api.key_file ({})",
+            dir.path().join("api_key").display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("requests_per_second = 7"),
+        "the environment counts: {stdout}"
+    );
+    assert!(
+        stdout.contains("interval = \"200ms\""),
+        "the file counts: {stdout}"
+    );
     assert!(stdout.contains(&config_arg), "names the file: {stdout}");
     // What it prints is a configuration that loads again as the same settings.
     let printed = dir.path().join("printed.toml");
-    let without_comments: String = stdout.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let without_comments: String = stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(&printed, without_comments.replace("\"[redacted]\"", "\"\"")).expect("write");
     let (code, again, stderr) = run(
         &["check-config", "--config", &path_arg(&printed)],
@@ -138,15 +166,27 @@ fn check_config_prints_the_effective_settings_with_the_key_redacted_and_its_sour
     );
     assert_eq!(code, Some(0), "{stderr}");
     let settings_lines = |text: &str| -> Vec<String> {
-        text.lines().filter(|l| l.contains(" = ") && !l.starts_with("key =") && !l.starts_with('#')).map(str::to_string).collect()
+        text.lines()
+            .filter(|l| l.contains(" = ") && !l.starts_with("key =") && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
     };
     assert_eq!(settings_lines(&again), settings_lines(&stdout));
 
     // The environment variable is a source too, named as such; with none, exit 78.
-    let plain = write_config(dir.path(), &TestConfig::new(dir.path(), "http://127.0.0.1:8787"));
-    let (code, stdout, _) = run(&["check-config", "--config", &path_arg(&plain)], &[("TENTED_API_KEY", "k")]);
+    let plain = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), "http://127.0.0.1:8787"),
+    );
+    let (code, stdout, _) = run(
+        &["check-config", "--config", &path_arg(&plain)],
+        &[("TENTED_API_KEY", "k")],
+    );
     assert_eq!(code, Some(0));
-    assert!(stdout.contains("from the TENTED_API_KEY environment variable"), "{stdout}");
+    assert!(
+        stdout.contains("from the TENTED_API_KEY environment variable"),
+        "{stdout}"
+    );
     let (code, _, stderr) = run(&["check-config", "--config", &path_arg(&plain)], &[]);
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("no API key"), "{stderr}");
@@ -164,7 +204,10 @@ async fn status_exits_1_when_the_daemon_cannot_be_reached_or_does_not_answer_say
     let config_arg = path_arg(&config);
     let (code, stdout, stderr) = run(&["status", "--config", &config_arg], &[]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
-    assert!(stderr.contains("cannot reach the daemon") && stderr.contains(&closed), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the daemon") && stderr.contains(&closed),
+        "{stderr}"
+    );
     assert_no_repeated_cause(&stderr);
 
     // Something accepts the connection but never answers.
@@ -172,13 +215,23 @@ async fn status_exits_1_when_the_daemon_cannot_be_reached_or_does_not_answer_say
     let silent_addr = silent.local_addr().expect("addr").to_string();
     let config = write_config(
         dir.path(),
-        &TestConfig::new(dir.path(), "http://127.0.0.1:9").set("admin", "listen", silent_addr.as_str()),
+        &TestConfig::new(dir.path(), "http://127.0.0.1:9").set(
+            "admin",
+            "listen",
+            silent_addr.as_str(),
+        ),
     );
     let started = std::time::Instant::now();
-    let (code, _, stderr) = run(&["status", "--config", &path_arg(&config), "--timeout", "1s"], &[]);
+    let (code, _, stderr) = run(
+        &["status", "--config", &path_arg(&config), "--timeout", "1s"],
+        &[],
+    );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("did not answer within 1 s"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(8), "the timeout holds");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the timeout holds"
+    );
     drop(silent);
 }
 
@@ -226,7 +279,10 @@ async fn daemon_log(dir: &Path, env: &[(&str, &str)], log_format: &str) -> Strin
 async fn under_journald_every_line_carries_its_priority_and_no_timestamp_and_never_ansi() {
     let dir = tempfile::tempdir().expect("temp dir");
     let stderr = daemon_log(dir.path(), &[("JOURNAL_STREAM", "@log")], "text").await;
-    assert!(!stderr.contains('\u{1b}'), "no ANSI when stderr is not a terminal:\n{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI when stderr is not a terminal:\n{stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 4, "{stderr}");
     for line in &lines {
@@ -241,10 +297,17 @@ async fn under_journald_every_line_carries_its_priority_and_no_timestamp_and_nev
         );
     }
     assert!(
-        lines.iter().any(|l| l.starts_with("<4>") && l.contains("manifest rejected")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("manifest rejected")),
         "the warning is a warning: {stderr}"
     );
-    assert!(lines.iter().any(|l| l.starts_with("<6>") && l.contains("is ready")), "{stderr}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("is ready")),
+        "{stderr}"
+    );
 
     // JSON under journald: the priority, then one flat object per line.
     let dir = tempfile::tempdir().expect("temp dir");
@@ -263,10 +326,16 @@ async fn outside_journald_lines_have_timestamps_no_priority_and_no_ansi() {
     let dir = tempfile::tempdir().expect("temp dir");
     // JOURNAL_STREAM inherited from a service whose stderr this is not.
     let stderr = daemon_log(dir.path(), &[("JOURNAL_STREAM", "1:1")], "text").await;
-    assert!(!stderr.contains('\u{1b}'), "no ANSI when stderr is not a terminal:\n{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI when stderr is not a terminal:\n{stderr}"
+    );
     for line in stderr.lines() {
         assert!(!line.starts_with('<'), "{line}");
-        assert!(line.starts_with(|c: char| c.is_ascii_digit()), "a timestamp first: {line}");
+        assert!(
+            line.starts_with(|c: char| c.is_ascii_digit()),
+            "a timestamp first: {line}"
+        );
     }
 }
 
@@ -299,11 +368,18 @@ impl NotifyListener {
                 }
             }
         });
-        NotifyListener { path, received, stop }
+        NotifyListener {
+            path,
+            received,
+            stop,
+        }
     }
 
     fn lines(&self) -> Vec<(std::time::Instant, String)> {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -314,7 +390,8 @@ impl Drop for NotifyListener {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn systemd_hears_ready_a_status_line_with_live_counts_and_keep_alives_at_half_watchdog_usec() {
+async fn systemd_hears_ready_a_status_line_with_live_counts_and_keep_alives_at_half_watchdog_usec()
+{
     let dir = tempfile::tempdir().expect("temp dir");
     let sim = tented_bulkd::simulator::Simulator::start(
         tented_bulkd::simulator::SimConfig {
@@ -341,13 +418,21 @@ async fn systemd_hears_ready_a_status_line_with_live_counts_and_keep_alives_at_h
     );
     daemon.wait_ready().await.expect("the daemon gets ready");
     drop_manifest(dir.path(), "live.json", &bulk_manifest(30));
-    let status = wait_until("a STATUS= line with the manifest in flight", START_WAIT, || async {
-        notify
-            .lines()
-            .into_iter()
-            .map(|(_, line)| line)
-            .find(|line| line.starts_with("STATUS=") && line.contains("items in flight") && line.contains("next poll in"))
-    })
+    let status = wait_until(
+        "a STATUS= line with the manifest in flight",
+        START_WAIT,
+        || async {
+            notify
+                .lines()
+                .into_iter()
+                .map(|(_, line)| line)
+                .find(|line| {
+                    line.starts_with("STATUS=")
+                        && line.contains("items in flight")
+                        && line.contains("next poll in")
+                })
+        },
+    )
     .await;
     assert!(
         status.contains("1 manifest sending") || status.contains("0 manifests sending"),
@@ -373,7 +458,10 @@ async fn systemd_hears_ready_a_status_line_with_live_counts_and_keep_alives_at_h
     .await;
     for pair in pings.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(800), "keep-alives {gap:?} apart");
+        assert!(
+            gap >= Duration::from_millis(800),
+            "keep-alives {gap:?} apart"
+        );
     }
     daemon.sigterm().await.expect("SIGTERM exits 0");
     let lines: Vec<String> = notify.lines().into_iter().map(|(_, l)| l).collect();

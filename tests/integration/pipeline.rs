@@ -757,7 +757,9 @@ async fn a_small_manifest_is_not_queued_behind_a_big_one() {
         &json!({"template_id": "tpl_big", "items": items("big", 1_500)}),
     );
     let calls = app
-        .wait_calls("the big manifest sending", |calls| bulk_posts(calls).len() >= 5)
+        .wait_calls("the big manifest sending", |calls| {
+            bulk_posts(calls).len() >= 5
+        })
         .await;
     let before = bulk_posts(&calls).len();
     app.drop_manifest(
@@ -766,15 +768,21 @@ async fn a_small_manifest_is_not_queued_behind_a_big_one() {
     );
     let calls = app
         .wait_calls("the small manifest's request", |calls| {
-            bulk_posts(calls)
-                .iter()
-                .any(|c| c.body.as_ref().is_some_and(|b| b["template_id"] == "tpl_small"))
+            bulk_posts(calls).iter().any(|c| {
+                c.body
+                    .as_ref()
+                    .is_some_and(|b| b["template_id"] == "tpl_small")
+            })
         })
         .await;
     let posts = bulk_posts(&calls);
     let position = posts
         .iter()
-        .position(|c| c.body.as_ref().is_some_and(|b| b["template_id"] == "tpl_small"))
+        .position(|c| {
+            c.body
+                .as_ref()
+                .is_some_and(|b| b["template_id"] == "tpl_small")
+        })
         .expect("posted");
     // Intake takes a moment; then a low-priority manifest waits for at most the sum of
     // the weights (3 slots) plus the requests already on the wire (4).

@@ -8,7 +8,8 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_reused_names() {
-    let mut app = TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__RETENTION__STORE", "1s")]).await;
+    let mut app =
+        TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__RETENTION__STORE", "1s")]).await;
     let old = bulk_manifest(3);
     app.drop_manifest("old.json", &old);
     let result = app.wait_result("old", WAIT).await;
@@ -21,8 +22,14 @@ async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_re
     .await;
     assert!(store.items(id).expect("reads").is_empty());
     assert!(store.jobs(id).expect("reads").is_empty());
-    assert!(store.items_with_client_id("row-000").expect("reads").is_empty());
-    assert!(app.result_path("old").exists(), "result files are the operator's: untouched");
+    assert!(store
+        .items_with_client_id("row-000")
+        .expect("reads")
+        .is_empty());
+    assert!(
+        app.result_path("old").exists(),
+        "result files are the operator's: untouched"
+    );
 
     // `list` and `show` still know it, as pruned.
     let list = tented_bulkd::history::list(app.ctx(), 10).expect("lists");
@@ -52,7 +59,10 @@ async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_re
     let item = &edit["items"]["#0"];
     assert_eq!(item["status"], "rejected", "{edit}");
     let message = item["message"].as_str().expect("a message");
-    assert!(message.contains("pruned") && message.contains("tent_id"), "{message}");
+    assert!(
+        message.contains("pruned") && message.contains("tent_id"),
+        "{message}"
+    );
 
     // The name is never reused.
     app.drop_manifest("old.json", &bulk_manifest(2));
@@ -63,10 +73,16 @@ async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_retention_off_nothing_is_pruned() {
-    let mut app = TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__RETENTION__STORE", "off")]).await;
+    let mut app =
+        TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__RETENTION__STORE", "off")]).await;
     app.drop_manifest("kept.json", &bulk_manifest(2));
     app.wait_result("kept", WAIT).await;
-    let id = app.ctx().store.manifest_named("kept").expect("reads").expect("named");
+    let id = app
+        .ctx()
+        .store
+        .manifest_named("kept")
+        .expect("reads")
+        .expect("named");
     // Several sweeper passes: far longer than a short retention would have needed.
     app.daemon().sweeper_passes(3).await;
     assert!(app.ctx().store.summary(id).expect("reads").is_none());

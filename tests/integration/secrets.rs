@@ -18,7 +18,10 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).expect("the folder reads").flatten() {
+        for entry in std::fs::read_dir(&folder)
+            .expect("the folder reads")
+            .flatten()
+        {
             let path = entry.path();
             if path.is_dir() {
                 folders.push(path);
@@ -53,7 +56,11 @@ async fn get(admin: &str, path: &str) -> Vec<u8> {
     let response = reqwest::get(format!("http://{admin}{path}"))
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    assert!(response.status().is_success(), "GET {path}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "GET {path}: {}",
+        response.status()
+    );
     response.bytes().await.expect("the body").to_vec()
 }
 
@@ -94,7 +101,10 @@ async fn the_api_key_appears_in_no_output() {
     let result: serde_json::Value = serde_json::from_slice(&result).expect("JSON");
     // The key worked: items were created (a wrong key would reject them all).
     assert_eq!(result["counts"]["total"], 40, "{result}");
-    assert!(result["counts"]["completed"].as_u64().unwrap_or(0) > 0, "{result}");
+    assert!(
+        result["counts"]["completed"].as_u64().unwrap_or(0) > 0,
+        "{result}"
+    );
     let calls = sim.calls();
     assert!(!calls.is_empty(), "the daemon called the simulator");
 
@@ -130,9 +140,15 @@ async fn the_api_key_appears_in_no_output() {
         .map(|f| f.strip_prefix(&work).unwrap_or(f).display().to_string())
         .collect();
     for expected in ["outbox/secret.result.json", "archive/secret.json"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
     }
-    assert!(names.iter().any(|n| n.starts_with("state/")), "the store's files: {names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("state/")),
+        "the store's files: {names:?}"
+    );
     assert!(
         names.iter().any(|n| n.ends_with(".retry.json")),
         "failed items give a retry manifest: {names:?}"

@@ -49,12 +49,17 @@ async fn sighup_reloads_a_corrected_key_and_sigterm_exits_zero() {
     .await;
     assert!(!dir.path().join("outbox/m.result.json").exists());
     // `status` says so, with a header row, and exits 1.
-    let output = command(["status", "--config"]).arg(&config).output().expect("the binary runs");
+    let output = command(["status", "--config"])
+        .arg(&config)
+        .output()
+        .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("UNHEALTHY"), "{stdout}");
     assert!(
-        stdout.lines().any(|l| l.split_whitespace().take(3).eq(["NAME", "KIND", "STATE"])),
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(3).eq(["NAME", "KIND", "STATE"])),
         "a header row: {stdout}"
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("unhealthy"));
@@ -94,7 +99,11 @@ async fn a_daemon_without_a_key_or_with_a_bad_config_refuses_to_start_with_a_cle
         .arg(&config)
         .output()
         .expect("the binary runs");
-    assert_eq!(output.status.code(), Some(78), "an invalid configuration: EX_CONFIG");
+    assert_eq!(
+        output.status.code(),
+        Some(78),
+        "an invalid configuration: EX_CONFIG"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no API key"), "{stderr}");
 
@@ -173,7 +182,10 @@ async fn status_cancel_and_resume_talk_to_the_running_daemon() {
     let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
     daemon.wait_ready().await.expect("the daemon gets ready");
     assert_eq!(health(&admin).await, Some(200), "healthy once ready");
-    let out = command(["status", "--config"]).arg(&config).output().expect("the binary runs");
+    let out = command(["status", "--config"])
+        .arg(&config)
+        .output()
+        .expect("the binary runs");
     assert_eq!(out.status.code(), Some(0), "healthy: exit 0");
     // A broken template: the threshold pauses the manifest after one chunk.
     drop_manifest(dir.path(), "broken.json", &bulk_manifest(60));
@@ -239,7 +251,9 @@ async fn json_logs_are_one_json_object_per_line_and_name_the_manifest() {
         .collect();
     assert!(lines.len() >= 3);
     // Flat: the event's fields beside the message, not under "fields".
-    assert!(lines.iter().all(|l| l.get("fields").is_none() && l["message"].is_string()));
+    assert!(lines
+        .iter()
+        .all(|l| l.get("fields").is_none() && l["message"].is_string()));
     assert!(lines
         .iter()
         .any(|l| l["manifest"] == "jsonlog" && l["bulk_job_id"].is_string()));

@@ -70,7 +70,11 @@ async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
             .set("api", "requests_per_second", 1000)
             .set("retention", "store", "1s"),
     );
-    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[("TENTED_API_KEY", "sim-key")]);
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[("TENTED_API_KEY", "sim-key")],
+    );
     daemon.wait_ready().await.expect("the daemon gets ready");
     let manifests = soak_items().div_ceil(PER_MANIFEST).max(8);
     let mut samples: Vec<(usize, u64, u64)> = Vec::new();
@@ -80,16 +84,26 @@ async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
         let name = format!("soak-{m:04}");
         drop_manifest(dir.path(), &format!("{name}.json"), &manifest);
         let result = daemon
-            .wait_for_file(&dir.path().join(format!("outbox/{name}.result.json")), Duration::from_secs(120))
+            .wait_for_file(
+                &dir.path().join(format!("outbox/{name}.result.json")),
+                Duration::from_secs(120),
+            )
             .await
             .expect("the result");
         let result: serde_json::Value = serde_json::from_slice(&result).expect("JSON");
         assert_eq!(result["counts"]["completed"], PER_MANIFEST, "{name}");
-        samples.push(((m + 1) * PER_MANIFEST, du(&dir.path().join("state")), resident_kib(daemon.pid())));
+        samples.push((
+            (m + 1) * PER_MANIFEST,
+            du(&dir.path().join("state")),
+            resident_kib(daemon.pid()),
+        ));
     }
     // The pruner has pruned what finished more than a second ago.
     daemon
-        .wait_for_line("pruned: retention.store has passed", Duration::from_secs(10))
+        .wait_for_line(
+            "pruned: retention.store has passed",
+            Duration::from_secs(10),
+        )
         .await
         .expect("pruning happened");
     daemon.sigterm().await.expect("SIGTERM exits 0");
@@ -104,9 +118,21 @@ async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
     let peak = |range: &[(usize, u64, u64)], pick: fn(&(usize, u64, u64)) -> u64| {
         range.iter().map(pick).max().unwrap_or(0)
     };
-    let (store_early, store_late) = (peak(&samples[..half], |s| s.1), peak(&samples[half..], |s| s.1));
-    let (rss_early, rss_late) = (peak(&samples[..half], |s| s.2), peak(&samples[half..], |s| s.2));
+    let (store_early, store_late) = (
+        peak(&samples[..half], |s| s.1),
+        peak(&samples[half..], |s| s.1),
+    );
+    let (rss_early, rss_late) = (
+        peak(&samples[..half], |s| s.2),
+        peak(&samples[half..], |s| s.2),
+    );
     assert!(store_early > 0 && rss_early > 0, "{samples:?}");
-    assert!(store_late * 2 <= store_early * 3, "the store grows with the items: {samples:?}");
-    assert!(rss_late * 2 <= rss_early * 3, "memory grows with the items: {samples:?}");
+    assert!(
+        store_late * 2 <= store_early * 3,
+        "the store grows with the items: {samples:?}"
+    );
+    assert!(
+        rss_late * 2 <= rss_early * 3,
+        "memory grows with the items: {samples:?}"
+    );
 }

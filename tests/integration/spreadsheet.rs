@@ -56,7 +56,13 @@ fn csv_rows(bytes: &[u8]) -> Vec<Vec<String>> {
         .has_headers(false)
         .from_reader(bytes)
         .records()
-        .map(|record| record.expect("a CSV record").iter().map(str::to_owned).collect())
+        .map(|record| {
+            record
+                .expect("a CSV record")
+                .iter()
+                .map(str::to_owned)
+                .collect()
+        })
         .collect()
 }
 
@@ -78,11 +84,21 @@ fn expected_cell(id: &str, item: &Value, column: &str) -> String {
 /// Checks `instance` against the schema that `tented-bulkd schema WHICH` prints.
 fn assert_matches_printed_schema(which: &str, instance: &Value) {
     let printed = run_binary(&["schema", which]);
-    assert!(printed.status.success(), "schema {which}: {}", text(&printed.stderr));
+    assert!(
+        printed.status.success(),
+        "schema {which}: {}",
+        text(&printed.stderr)
+    );
     let schema: Value = serde_json::from_slice(&printed.stdout).expect("the schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
-    let errors: Vec<String> = validator.iter_errors(instance).map(|e| format!("{}: {e}", e.instance_path())).collect();
-    assert!(errors.is_empty(), "{which} does not match its schema: {errors:?}");
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{which} does not match its schema: {errors:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +114,11 @@ async fn a_csv_makes_the_round_trip_and_the_result_csv_joins_back_by_client_item
     .await
     .expect("simulator starts");
     let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
-    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[("TENTED_API_KEY", "sim-key")]);
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[("TENTED_API_KEY", "sim-key")],
+    );
     daemon.wait_ready().await.expect("the daemon gets ready");
 
     let csv_path = dir.path().join("people.csv");
@@ -106,21 +126,50 @@ async fn a_csv_makes_the_round_trip_and_the_result_csv_joins_back_by_client_item
     let csv_arg = csv_path.display().to_string();
     let config_arg = config.display().to_string();
     let dropped = run_binary(&[
-        "from-csv", &csv_arg, "--template", "tpl_round_trip", "--id-column", "Row ID",
-        "--set", "auto_publish=true", "--set", "priority=high", "--set", "default_tent_name_prefix=Acme",
-        "--set", "start_index=10", "--set", "metadata.source=crm export",
-        "--drop", "people", "--config", &config_arg,
+        "from-csv",
+        &csv_arg,
+        "--template",
+        "tpl_round_trip",
+        "--id-column",
+        "Row ID",
+        "--set",
+        "auto_publish=true",
+        "--set",
+        "priority=high",
+        "--set",
+        "default_tent_name_prefix=Acme",
+        "--set",
+        "start_index=10",
+        "--set",
+        "metadata.source=crm export",
+        "--drop",
+        "people",
+        "--config",
+        &config_arg,
     ]);
     let stderr = text(&dropped.stderr);
     assert!(dropped.status.success(), "from-csv --drop: {stderr}");
-    assert!(dropped.stdout.is_empty(), "a dropped manifest is not also printed");
-    assert!(stderr.contains("skipped rows whose every cell is empty (CSV lines 5)"), "{stderr}");
-    assert!(stderr.contains("bulk manifest of 5 items, dropped as"), "{stderr}");
+    assert!(
+        dropped.stdout.is_empty(),
+        "a dropped manifest is not also printed"
+    );
+    assert!(
+        stderr.contains("skipped rows whose every cell is empty (CSV lines 5)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bulk manifest of 5 items, dropped as"),
+        "{stderr}"
+    );
 
     let json_path = dir.path().join("outbox/people.result.json");
-    let json_bytes = daemon.wait_for_file(&json_path, WAIT).await.expect("the JSON result");
+    let json_bytes = daemon
+        .wait_for_file(&json_path, WAIT)
+        .await
+        .expect("the JSON result");
     // The CSV is written first, so it is in place once the JSON is.
-    let csv_bytes = std::fs::read(dir.path().join("outbox/people.result.csv")).expect("the result CSV is in place");
+    let csv_bytes = std::fs::read(dir.path().join("outbox/people.result.csv"))
+        .expect("the result CSV is in place");
     let result: Value = serde_json::from_slice(&json_bytes).expect("the result is JSON");
     assert_eq!(result["counts"]["total"], 5, "{result}");
 
@@ -134,26 +183,60 @@ async fn a_csv_makes_the_round_trip_and_the_result_csv_joins_back_by_client_item
     for ((row, (id, item)), index) in rows[1..].iter().zip(items).zip(0..) {
         assert_eq!(row[1], index.to_string(), "manifest order");
         for (column, cell) in RESULT_COLUMNS.iter().zip(row) {
-            assert_eq!(cell, &expected_cell(id, item, column), "{id}: column {column}");
+            assert_eq!(
+                cell,
+                &expected_cell(id, item, column),
+                "{id}: column {column}"
+            );
         }
     }
 
     // Joined back to the spreadsheet by client_item_id: every row that was not empty,
     // exactly once.
     let input = csv_rows(PEOPLE_CSV.trim_start_matches('\u{feff}').as_bytes());
-    let by_id: HashMap<&str, &Vec<String>> = rows[1..].iter().map(|row| (row[0].as_str(), row)).collect();
-    let given_ids: Vec<&str> = input[1..].iter().map(|row| row[0].as_str()).filter(|id| !id.is_empty()).collect();
-    assert_eq!(given_ids, ["r-001", "r-日本-002", "r-003", "r-004", "r-005"]);
+    let by_id: HashMap<&str, &Vec<String>> =
+        rows[1..].iter().map(|row| (row[0].as_str(), row)).collect();
+    let given_ids: Vec<&str> = input[1..]
+        .iter()
+        .map(|row| row[0].as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    assert_eq!(
+        given_ids,
+        ["r-001", "r-日本-002", "r-003", "r-004", "r-005"]
+    );
     assert_eq!(by_id.len(), given_ids.len());
     let status = |id: &str| by_id[id][2].as_str();
     assert_eq!(status("r-001"), "completed");
-    assert_eq!(by_id["r-001"][4], "Acme 10", "the default name keeps the counter from start_index");
-    assert_eq!((by_id["r-001"][7].as_str(), by_id["r-001"][8].as_str()), ("published", "zoe-page"));
-    assert_eq!((status("r-日本-002"), by_id["r-日本-002"][4].as_str()), ("completed", "Page 東京"));
-    assert_eq!((status("r-003"), by_id["r-003"][9].as_str()), ("rejected", "NOT_FOUND"));
-    assert!(by_id["r-003"][10].contains("logo-missing"), "{:?}", by_id["r-003"]);
-    assert_eq!((status("r-004"), by_id["r-004"][7].as_str()), ("completed", "published_with_warnings"));
-    assert_ne!(by_id["r-004"][8], "taken-alias", "the applied alias is another one");
+    assert_eq!(
+        by_id["r-001"][4], "Acme 10",
+        "the default name keeps the counter from start_index"
+    );
+    assert_eq!(
+        (by_id["r-001"][7].as_str(), by_id["r-001"][8].as_str()),
+        ("published", "zoe-page")
+    );
+    assert_eq!(
+        (status("r-日本-002"), by_id["r-日本-002"][4].as_str()),
+        ("completed", "Page 東京")
+    );
+    assert_eq!(
+        (status("r-003"), by_id["r-003"][9].as_str()),
+        ("rejected", "NOT_FOUND")
+    );
+    assert!(
+        by_id["r-003"][10].contains("logo-missing"),
+        "{:?}",
+        by_id["r-003"]
+    );
+    assert_eq!(
+        (status("r-004"), by_id["r-004"][7].as_str()),
+        ("completed", "published_with_warnings")
+    );
+    assert_ne!(
+        by_id["r-004"][8], "taken-alias",
+        "the applied alias is another one"
+    );
     assert_eq!(status("r-005"), "completed");
 
     // Every awkward cell reached Tented as it was in the spreadsheet.
@@ -162,23 +245,52 @@ async fn a_csv_makes_the_round_trip_and_the_result_csv_joins_back_by_client_item
         .iter()
         .filter_map(|call| call.body.as_ref())
         .flat_map(|body| body["items"].as_array().cloned().unwrap_or_default())
-        .map(|item| (item["client_item_id"].as_str().unwrap_or_default().to_owned(), item))
+        .map(|item| {
+            (
+                item["client_item_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                item,
+            )
+        })
         .collect();
-    assert_eq!(sent["r-001"]["input_data"], json!({"Prénom": "Zoë", "note": "Hello, \"world\"\nsecond line"}));
+    assert_eq!(
+        sent["r-001"]["input_data"],
+        json!({"Prénom": "Zoë", "note": "Hello, \"world\"\nsecond line"})
+    );
     assert_eq!(sent["r-001"]["include_brand"], json!(true));
-    assert_eq!(sent["r-日本-002"]["asset_ids"], json!(["asset_1", "asset_2", "asset_3"]));
+    assert_eq!(
+        sent["r-日本-002"]["asset_ids"],
+        json!(["asset_1", "asset_2", "asset_3"])
+    );
     assert_eq!(sent["r-日本-002"]["include_brand"], json!(false));
-    assert_eq!(sent["r-004"]["input_data"], json!({"Prénom": "Ana", "note": "ümlaut, 🎉"}));
+    assert_eq!(
+        sent["r-004"]["input_data"],
+        json!({"Prénom": "Ana", "note": "ümlaut, 🎉"})
+    );
     assert_eq!(sent["r-004"]["instructions"], json!("Say \"hi\""));
-    assert_eq!(sent["r-005"]["input_data"], json!({"Prénom": "Li"}), "empty cells leave their keys out");
-    let bodies: Vec<&Value> = bulk_posts(&calls).into_iter().filter_map(|call| call.body.as_ref()).collect();
-    assert!(bodies.iter().all(|body| body.get("priority").is_none()), "priority is never sent to Tented");
+    assert_eq!(
+        sent["r-005"]["input_data"],
+        json!({"Prénom": "Li"}),
+        "empty cells leave their keys out"
+    );
+    let bodies: Vec<&Value> = bulk_posts(&calls)
+        .into_iter()
+        .filter_map(|call| call.body.as_ref())
+        .collect();
+    assert!(
+        bodies.iter().all(|body| body.get("priority").is_none()),
+        "priority is never sent to Tented"
+    );
     assert_eq!(bodies[0]["metadata"], json!({"source": "crm export"}));
 
     // The printed schemas accept the real result and the manifest as it was dropped.
     assert_matches_printed_schema("result", &result);
-    let archived: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("archive/people.json")).expect("archived")).expect("JSON");
+    let archived: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("archive/people.json")).expect("archived"),
+    )
+    .expect("JSON");
     assert_eq!(archived["priority"], "high");
     assert_matches_printed_schema("manifest", &archived);
 
@@ -206,35 +318,71 @@ fn from_csv(dir: &Path, csv: &str, args: &[&str]) -> Output {
 #[test]
 fn from_csv_prints_or_writes_the_manifest_and_its_errors_name_the_file_line_and_rule() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let printed = from_csv(dir.path(), "client_item_id,city\na,Paris\n", &["--template", "tpl_x"]);
+    let printed = from_csv(
+        dir.path(),
+        "client_item_id,city\na,Paris\n",
+        &["--template", "tpl_x"],
+    );
     assert!(printed.status.success(), "{}", text(&printed.stderr));
     let manifest: Value = serde_json::from_slice(&printed.stdout).expect("the manifest on stdout");
-    assert_eq!(manifest, json!({"kind": "bulk", "template_id": "tpl_x", "items": [{"client_item_id": "a", "input_data": {"city": "Paris"}}]}));
+    assert_eq!(
+        manifest,
+        json!({"kind": "bulk", "template_id": "tpl_x", "items": [{"client_item_id": "a", "input_data": {"city": "Paris"}}]})
+    );
 
     let out = dir.path().join("m.json");
     let out_arg = out.display().to_string();
-    let written = from_csv(dir.path(), "client_item_id,city\na,Paris\n", &["--template", "tpl_x", "--out", &out_arg]);
+    let written = from_csv(
+        dir.path(),
+        "client_item_id,city\na,Paris\n",
+        &["--template", "tpl_x", "--out", &out_arg],
+    );
     assert!(written.status.success() && written.stdout.is_empty());
-    assert_eq!(std::fs::read(&out).expect("--out"), printed.stdout, "the same bytes");
+    assert_eq!(
+        std::fs::read(&out).expect("--out"),
+        printed.stdout,
+        "the same bytes"
+    );
     let validated = run_binary(&["validate", &out_arg]);
     assert!(validated.status.success(), "{}", text(&validated.stdout));
 
-    let bad = from_csv(dir.path(), "client_item_id,include_brand\na,yes\nb,maybe\n", &["--template", "tpl_x"]);
+    let bad = from_csv(
+        dir.path(),
+        "client_item_id,include_brand\na,yes\nb,maybe\n",
+        &["--template", "tpl_x"],
+    );
     assert_eq!(bad.status.code(), Some(1));
     let csv_path = dir.path().join("in.csv").display().to_string();
     assert_eq!(
         text(&bad.stderr).trim_end(),
         format!("tented-bulkd: {csv_path}: CSV line 3, column `include_brand`: `maybe` is not a boolean: write true, false, yes, no, 1 or 0")
     );
-    assert!(bad.stdout.is_empty(), "nothing is printed for a CSV that does not convert");
+    assert!(
+        bad.stdout.is_empty(),
+        "nothing is printed for a CSV that does not convert"
+    );
 
     let no_template = from_csv(dir.path(), "city\nParis\n", &[]);
-    assert_eq!(no_template.status.code(), Some(2), "wrong usage: {}", text(&no_template.stderr));
+    assert_eq!(
+        no_template.status.code(),
+        Some(2),
+        "wrong usage: {}",
+        text(&no_template.stderr)
+    );
     assert!(text(&no_template.stderr).contains("--template"));
 
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[paths]\ninbx = \"/tmp\"\n").expect("write the config");
     let config_arg = config.display().to_string();
-    let bad_config = from_csv(dir.path(), "city\nParis\n", &["--template", "t", "--drop", "x", "--config", &config_arg]);
-    assert_eq!(bad_config.status.code(), Some(78), "{}", text(&bad_config.stderr));
+    let bad_config = from_csv(
+        dir.path(),
+        "city\nParis\n",
+        &["--template", "t", "--drop", "x", "--config", &config_arg],
+    );
+    assert_eq!(
+        bad_config.status.code(),
+        Some(78),
+        "{}",
+        text(&bad_config.stderr)
+    );
 }

@@ -30,7 +30,11 @@ fn judge(bytes: &[u8]) -> Verdict {
 /// again, and a short message when rejected.
 fn check_properties(bytes: &[u8]) -> Result<(), TestCaseError> {
     let verdict = judge(bytes);
-    prop_assert_eq!(&verdict, &judge(bytes), "the judgement is not deterministic");
+    prop_assert_eq!(
+        &verdict,
+        &judge(bytes),
+        "the judgement is not deterministic"
+    );
     prop_assert_eq!(verdict.name(), "hostile");
     if let Verdict::Rejected { reason, .. } = &verdict {
         let message = reason.to_string();
@@ -197,8 +201,12 @@ fn nesting_ten_thousand_deep_is_rejected_cleanly_on_a_small_stack() {
         deep_array.clone(),
         format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000)),
         // Inside an item's free-form JSON, where items are kept as raw text.
-        format!(r#"{{"template_id":"t","items":[{{"client_item_id":"a","input_data":{deep_object}}}]}}"#),
-        format!(r#"{{"template_id":"t","items":[{{"client_item_id":"a","input_data":{{"x":{deep_array}}}}}]}}"#),
+        format!(
+            r#"{{"template_id":"t","items":[{{"client_item_id":"a","input_data":{deep_object}}}]}}"#
+        ),
+        format!(
+            r#"{{"template_id":"t","items":[{{"client_item_id":"a","input_data":{{"x":{deep_array}}}}}]}}"#
+        ),
         // Inside a top-level field and as an item.
         format!(r#"{{"template_id":"t","metadata":{deep_object},"items":[{{}}]}}"#),
         format!(r#"{{"template_id":"t","items":[{deep_array}]}}"#),
@@ -238,7 +246,11 @@ fn an_enormous_string_is_judged_without_being_copied_into_the_message() {
     ];
     for (i, text) in cases.iter().enumerate() {
         let message = rejection(&judge(text.as_bytes())).to_string();
-        assert!(message.len() < MAX_MESSAGE_CHARS * 2, "case {i}: {} bytes", message.len());
+        assert!(
+            message.len() < MAX_MESSAGE_CHARS * 2,
+            "case {i}: {} bytes",
+            message.len()
+        );
     }
 }
 
@@ -250,7 +262,9 @@ fn invalid_utf8_inside_a_string_names_its_offset() {
     bytes.extend_from_slice(br#""}]}"#);
     assert_eq!(
         rejection(&judge(&bytes)),
-        ManifestRejection::NotUtf8 { valid_up_to: offset }
+        ManifestRejection::NotUtf8 {
+            valid_up_to: offset
+        }
     );
     // An overlong encoding and a lone surrogate written as bytes.
     for bad in [&b"\xc0\xaf"[..], b"\xed\xa0\x80", b"\xf4\x90\x80\x80"] {
@@ -272,7 +286,9 @@ fn invalid_utf8_inside_a_string_names_its_offset() {
 
 #[test]
 fn thousands_of_unknown_keys_give_one_short_message_with_a_suggestion() {
-    let mut fields: Vec<String> = (0..5_000).map(|i| format!(r#""unknown_{i}":{i}"#)).collect();
+    let mut fields: Vec<String> = (0..5_000)
+        .map(|i| format!(r#""unknown_{i}":{i}"#))
+        .collect();
     fields.insert(0, r#""template_idd":"t""#.to_owned());
     let top = format!(r#"{{{},"items":[{{}}]}}"#, fields.join(","));
     let message = rejection(&judge(top.as_bytes())).to_string();
@@ -280,7 +296,9 @@ fn thousands_of_unknown_keys_give_one_short_message_with_a_suggestion() {
         message,
         "unknown top-level field `template_idd`, did you mean `template_id`?"
     );
-    let mut item_fields: Vec<String> = (0..5_000).map(|i| format!(r#""unknown_{i}":{i}"#)).collect();
+    let mut item_fields: Vec<String> = (0..5_000)
+        .map(|i| format!(r#""unknown_{i}":{i}"#))
+        .collect();
     item_fields.insert(0, r#""input_dat":{}"#.to_owned());
     let item = format!(
         r#"{{"template_id":"t","items":[{{"client_item_id":"a",{}}}]}}"#,
@@ -295,7 +313,10 @@ fn thousands_of_unknown_keys_give_one_short_message_with_a_suggestion() {
         Verdict::Accepted { manifest, .. } => {
             let item = &manifest.items[0];
             let message = format!("{item:?}");
-            assert!(message.contains("input_dat"), "the item's rejection names the key");
+            assert!(
+                message.contains("input_dat"),
+                "the item's rejection names the key"
+            );
             assert!(message.contains("did you mean `input_data`"), "{message}");
         }
     }
@@ -340,7 +361,9 @@ fn judgement_time_grows_linearly_with_the_input() {
             format!(r#"{{"template_id":"t","items":[{}]}}"#, items.join(","))
         }),
         ("unknown keys in the last item", |n| {
-            let mut items: Vec<String> = (0..n).map(|i| format!(r#"{{"client_item_id":"{i}"}}"#)).collect();
+            let mut items: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"client_item_id":"{i}"}}"#))
+                .collect();
             let keys: Vec<String> = (0..n).map(|i| format!(r#""zz{i}":1"#)).collect();
             items.push(format!("{{{}}}", keys.join(",")));
             format!(r#"{{"template_id":"t","items":[{}]}}"#, items.join(","))
@@ -356,7 +379,10 @@ fn judgement_time_grows_linearly_with_the_input() {
     for (what, build) in builds {
         let small = build(1_000);
         let large = build(10_000);
-        assert!(large.len() >= 9 * small.len(), "{what}: the large input is ten times the small");
+        assert!(
+            large.len() >= 9 * small.len(),
+            "{what}: the large input is ten times the small"
+        );
         let (small_time, large_time) = fastest_judgements(small.as_bytes(), large.as_bytes());
         let small_time = small_time.max(Duration::from_millis(1));
         assert!(

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::manifest::{ItemFields, TopFields, ManifestKind, ValidatedItem};
+use crate::manifest::{ItemFields, ManifestKind, TopFields, ValidatedItem};
 use crate::pipeline::intake::watch::InboxWatcher;
 use crate::state::item::ItemRecord;
 use crate::store::{ManifestRecord, Received, Store, StoreError};
@@ -250,6 +250,39 @@ fn earlier_copy(store: &Store, hash: &[u8; 32]) -> Result<Option<EarlierCopy>, S
 /// Applies a verdict: one flushed commit of the manifest record under a unique name
 /// (`~N`), its name index, and for an accepted manifest its hash index and its items
 /// (edit targets resolved against the store).
+/// What the manifest's record says of a verdict: its kind, typed top-level fields and
+/// their text as given, its item count, and why it was rejected as a whole (if it was).
+/// Validation checked every type, so typed fields that do not fit are a bug, refused
+/// loudly as a rejection of the whole manifest (nothing is sent).
+fn shape_of(
+    file_name: &str,
+    verdict: &Verdict,
+) -> (ManifestKind, TopFields, String, u32, Option<String>) {
+    let rejected =
+        |kind, reason: String| (kind, TopFields::default(), "{}".into(), 0, Some(reason));
+    match verdict {
+        Verdict::Rejected { kind, reason, .. } => rejected(*kind, format!("{file_name}: {reason}")),
+        Verdict::Accepted { manifest, .. } => match TopFields::from_validated(&manifest.top) {
+            Ok(top) => (
+                manifest.kind,
+                top,
+                serde_json::Value::Object(manifest.top.clone()).to_string(),
+                // Validation numbers items with u32 and refuses a manifest it cannot number.
+                manifest.items.len() as u32,
+                None,
+            ),
+            Err(e) => {
+                debug_assert!(false, "validation and the typed fields disagree: {e}");
+                tracing::error!(file = %file_name, "{e} (a bug): the manifest is rejected, nothing is sent");
+                rejected(
+                    manifest.kind,
+                    format!("{file_name}: {e} (a bug in the daemon; nothing was sent)"),
+                )
+            }
+        },
+    }
+}
+
 async fn record_verdict(
     ctx: &Context,
     file_name: &str,
@@ -259,36 +292,7 @@ async fn record_verdict(
     let writer = ctx.store.writer().await;
     let name = unique_name(writer.store(), verdict.name())?;
     let id = ctx.store.new_manifest_id()?;
-    // The typed top-level fields; validation checked every type, so a misfit is a bug,
-    // refused loudly as a rejection of the whole manifest (nothing is sent).
-    let typed_top = match verdict {
-        Verdict::Accepted { manifest, .. } => Some(TopFields::from_validated(&manifest.top)),
-        Verdict::Rejected { .. } => None,
-    };
-    let (kind, top, top_given, item_count, rejection) = match (verdict, typed_top) {
-        (Verdict::Accepted { manifest, .. }, Some(Ok(top))) => (
-            manifest.kind,
-            top,
-            serde_json::Value::Object(manifest.top.clone()).to_string(),
-            // Validation numbers items with u32 and refuses a manifest it cannot number.
-            manifest.items.len() as u32,
-            None,
-        ),
-        (Verdict::Accepted { manifest, .. }, Some(Err(e))) => {
-            debug_assert!(false, "validation and the typed fields disagree: {e}");
-            tracing::error!(file = %file_name, "{e} (a bug): the manifest is rejected, nothing is sent");
-            let reason = format!("{file_name}: {e} (a bug in the daemon; nothing was sent)");
-            (manifest.kind, TopFields::default(), "{}".to_string(), 0, Some(reason))
-        }
-        (Verdict::Accepted { manifest, .. }, None) => (manifest.kind, TopFields::default(), "{}".into(), 0, None),
-        (Verdict::Rejected { kind, reason, .. }, _) => (
-            *kind,
-            TopFields::default(),
-            "{}".to_string(),
-            0,
-            Some(format!("{file_name}: {reason}")),
-        ),
-    };
+    let (kind, top, top_given, item_count, rejection) = shape_of(file_name, verdict);
     let mut txn = writer.create(ManifestRecord::received(Received {
         id,
         name: name.clone(),
@@ -356,12 +360,19 @@ fn item_record(
         (Some(message), _) => Err(message),
         (None, Some(fields)) => Ok(fields),
         // Validation types every item it accepts.
-        (None, None) => Err(format!("item {}: no typed fields (a bug in the daemon)", item.index)),
+        (None, None) => Err(format!(
+            "item {}: no typed fields (a bug in the daemon)",
+            item.index
+        )),
     };
     let mut record = match typed {
-        Ok(fields) => {
-            ItemRecord::pending(manifest_id, item.index, item.client_item_id.clone(), given, fields)
-        }
+        Ok(fields) => ItemRecord::pending(
+            manifest_id,
+            item.index,
+            item.client_item_id.clone(),
+            given,
+            fields,
+        ),
         Err(message) => ItemRecord::rejected_locally(
             manifest_id,
             item.index,

@@ -415,14 +415,21 @@ impl<'de> serde::Deserialize<'de> for RawDocument<'de> {
                 formatter.write_str("a JSON object")
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut document = RawDocument { top: Map::new(), items: None };
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut document = RawDocument {
+                    top: Map::new(),
+                    items: None,
+                };
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "items" {
                         let raw: &'de RawValue = map.next_value()?;
                         let items = match serde_json::from_str::<Vec<&'de RawValue>>(raw.get()) {
                             Ok(items) => Ok(items),
-                            Err(_) => Err(serde_json::from_str::<Value>(raw.get()).map_err(serde::de::Error::custom)?),
+                            Err(_) => Err(serde_json::from_str::<Value>(raw.get())
+                                .map_err(serde::de::Error::custom)?),
                         };
                         document.items = Some(items);
                     } else {
@@ -593,7 +600,10 @@ fn parse_item(raw: &RawValue) -> Value {
 /// rule of the first item that breaks one rejects the manifest): each item is an object,
 /// its `client_item_id` is a string not beginning with `#` and not seen before, and it
 /// has no unknown field.
-fn check_items_as_a_whole(items: &[&RawValue], item_fields: &[&str]) -> Result<(), ManifestRejection> {
+fn check_items_as_a_whole(
+    items: &[&RawValue],
+    item_fields: &[&str],
+) -> Result<(), ManifestRejection> {
     let mut first_index_of_id: HashMap<String, usize> = HashMap::with_capacity(items.len());
     for (index, raw) in items.iter().enumerate() {
         let item = parse_item_checked(index, raw)?;
@@ -1087,7 +1097,11 @@ mod tests {
                 let mut given = document.clone();
                 given["priority"] = json!(priority);
                 let manifest = validate(given).expect("accepted");
-                assert_eq!(manifest.top.get("priority"), Some(&json!(priority)), "kept for the daemon");
+                assert_eq!(
+                    manifest.top.get("priority"),
+                    Some(&json!(priority)),
+                    "kept for the daemon"
+                );
             }
             let mut urgent = document.clone();
             urgent["priority"] = json!("urgent");
@@ -1106,10 +1120,14 @@ mod tests {
 
     #[test]
     fn schema_is_accepted_and_dropped() {
-        let mut document = json!({"kind": "edit", "items": [{"prompt": "p", "target_client_item_id": "a"}]});
+        let mut document =
+            json!({"kind": "edit", "items": [{"prompt": "p", "target_client_item_id": "a"}]});
         document["$schema"] = json!("./schema/manifest.schema.json");
         let manifest = validate(document.clone()).expect("accepted");
-        assert!(!manifest.top.contains_key("$schema"), "ignored: not kept among the top-level fields");
+        assert!(
+            !manifest.top.contains_key("$schema"),
+            "ignored: not kept among the top-level fields"
+        );
         document["$schema"] = json!({"not": "a string"});
         assert_eq!(
             manifest_error(document),
@@ -1145,8 +1163,14 @@ mod tests {
         assert_eq!(manifest.items[1].client_item_id, "x");
         assert_eq!(manifest.items[1].index, 1);
         let given: Value = serde_json::from_str(&manifest.items[1].given).expect("json text");
-        assert_eq!(given, json!({"input_data": {"a": 1}, "client_item_id": "x"}));
-        assert!(manifest.items[1].fields.is_some(), "typed once, at validation");
+        assert_eq!(
+            given,
+            json!({"input_data": {"a": 1}, "client_item_id": "x"})
+        );
+        assert!(
+            manifest.items[1].fields.is_some(),
+            "typed once, at validation"
+        );
         assert!(manifest.items.iter().all(ValidatedItem::is_accepted));
         assert_eq!(manifest.top.get("template_id"), Some(&json!("tpl_1")));
         assert!(!manifest.top.contains_key("items") && !manifest.top.contains_key("kind"));

@@ -293,7 +293,11 @@ impl InboxWatcher {
                 Err(_) => Duration::ZERO,
             };
             let renamed_in = self.is_complete(&path, signature);
-            let wait = if renamed_in { Duration::ZERO } else { stable_wait.max(age_wait) };
+            let wait = if renamed_in {
+                Duration::ZERO
+            } else {
+                stable_wait.max(age_wait)
+            };
             if wait.is_zero() {
                 outcome.ready.push(path.clone());
             } else {
@@ -573,8 +577,16 @@ mod tests {
         let ready = tokio::time::timeout(Duration::from_secs(10), watcher.next_ready(&shutdown))
             .await
             .expect("the renamed file is ready without its settle time");
-        assert_eq!(ready, vec![inbox.join("daily.json")], "the file written in place still settles");
-        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert_eq!(
+            ready,
+            vec![inbox.join("daily.json")],
+            "the file written in place still settles"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
         // Written to after the rename: it settles like any other file.
         std::fs::write(inbox.join("daily.json"), b"{\"more\": 1}").expect("rewrite");
         assert!(watcher.scan_now().expect("scan").is_empty());

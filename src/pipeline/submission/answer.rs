@@ -34,7 +34,9 @@ pub enum CreateAnswer {
     Bulk(Outcome<BulkCreateResponse>),
     Single(Outcome<SingleAdmission>),
     /// Not sent, and never to be sent: the request could not be built (a bug).
-    Unsendable { reason: String },
+    Unsendable {
+        reason: String,
+    },
 }
 
 /// What the request carried: the manifest indexes of its items, in request order, and
@@ -88,10 +90,16 @@ pub fn interpret(answer: &CreateAnswer, sent: &SentRequest<'_>) -> AnswerEffects
         CreateAnswer::Single(Outcome::Success { body, .. }) => {
             single_admitted(body, sent.indices, &sent.single_tent_name)
         }
-        CreateAnswer::Bulk(Outcome::Refused { status, error, retry_after })
-        | CreateAnswer::Single(Outcome::Refused { status, error, retry_after }) => {
-            refused(*status, error, *retry_after, sent.indices)
-        }
+        CreateAnswer::Bulk(Outcome::Refused {
+            status,
+            error,
+            retry_after,
+        })
+        | CreateAnswer::Single(Outcome::Refused {
+            status,
+            error,
+            retry_after,
+        }) => refused(*status, error, *retry_after, sent.indices),
         CreateAnswer::Bulk(Outcome::NotSent { .. })
         | CreateAnswer::Single(Outcome::NotSent { .. }) => AnswerEffects {
             events: every(sent.indices, || ItemEvent::NotAdmitted),
@@ -239,7 +247,9 @@ fn refused(
         job: JobLearns::Nothing,
         credits_short,
         retry: if throttled || status >= 500 {
-            Retry::Backoff { at_least: retry_after }
+            Retry::Backoff {
+                at_least: retry_after,
+            }
         } else {
             Retry::Unchanged
         },
@@ -247,7 +257,11 @@ fn refused(
 }
 
 /// What a non-2xx answer means for each item it carried.
-pub fn refusal_event(status: u16, error: &ApiErrorBody, retry_after: Option<Duration>) -> ItemEvent {
+pub fn refusal_event(
+    status: u16,
+    error: &ApiErrorBody,
+    retry_after: Option<Duration>,
+) -> ItemEvent {
     match status {
         // Without Retry-After, a 429 on a create is the documented credit limit.
         429 if retry_after.is_none() => ItemEvent::NoCredits {
@@ -281,7 +295,12 @@ mod tests {
         }
     }
 
-    fn admission(index: u32, status: &str, tent_id: Option<&str>, code: Option<&str>) -> BulkAdmissionItem {
+    fn admission(
+        index: u32,
+        status: &str,
+        tent_id: Option<&str>,
+        code: Option<&str>,
+    ) -> BulkAdmissionItem {
         BulkAdmissionItem {
             index,
             client_item_id: None,
@@ -350,12 +369,18 @@ mod tests {
             ]),
             &sent(),
         );
-        assert_eq!(names(&effects), vec![(50, "accepted"), (51, "rejected"), (52, "no_credits")]);
+        assert_eq!(
+            names(&effects),
+            vec![(50, "accepted"), (51, "rejected"), (52, "no_credits")]
+        );
         assert!(effects.credits_short);
         assert_eq!(effects.retry, Retry::Now);
         assert_eq!(
             effects.job,
-            JobLearns::Admitted { remote_id: "JOB".into(), status: Some("queued".into()) }
+            JobLearns::Admitted {
+                remote_id: "JOB".into(),
+                status: Some("queued".into())
+            }
         );
         assert_eq!(
             effects.events[0].1,
@@ -379,7 +404,10 @@ mod tests {
             ]),
             &sent(),
         );
-        assert_eq!(names(&effects), vec![(50, "accepted"), (51, "lost"), (52, "lost")]);
+        assert_eq!(
+            names(&effects),
+            vec![(50, "accepted"), (51, "lost"), (52, "lost")]
+        );
         assert!(!effects.credits_short);
     }
 
@@ -387,10 +415,19 @@ mod tests {
     fn a_single_admission_names_the_tent_it_asked_for() {
         let answer = CreateAnswer::Single(Outcome::Success {
             status: 202,
-            body: SingleAdmission { tent_id: "T".into(), generation_id: Some("G".into()) },
+            body: SingleAdmission {
+                tent_id: "T".into(),
+                generation_id: Some("G".into()),
+            },
             retry_after: None,
         });
-        let effects = interpret(&answer, &SentRequest { indices: &[7], single_tent_name: Some("Page".into()) });
+        let effects = interpret(
+            &answer,
+            &SentRequest {
+                indices: &[7],
+                single_tent_name: Some("Page".into()),
+            },
+        );
         assert_eq!(
             effects.events,
             vec![(
@@ -403,7 +440,13 @@ mod tests {
                 }
             )]
         );
-        assert_eq!(effects.job, JobLearns::Admitted { remote_id: "T".into(), status: None });
+        assert_eq!(
+            effects.job,
+            JobLearns::Admitted {
+                remote_id: "T".into(),
+                status: None
+            }
+        );
         assert_eq!(effects.retry, Retry::Now);
     }
 
@@ -411,10 +454,32 @@ mod tests {
     fn refusals_follow_the_policy_status_by_status() {
         // (status, Retry-After, every item's event, credits short, retry)
         let cases = [
-            (429, Some(30), "not_admitted", false, Retry::Backoff { at_least: Some(Duration::from_secs(30)) }),
+            (
+                429,
+                Some(30),
+                "not_admitted",
+                false,
+                Retry::Backoff {
+                    at_least: Some(Duration::from_secs(30)),
+                },
+            ),
             (429, None, "no_credits", true, Retry::Unchanged),
-            (500, None, "not_admitted", false, Retry::Backoff { at_least: None }),
-            (503, Some(5), "not_admitted", false, Retry::Backoff { at_least: Some(Duration::from_secs(5)) }),
+            (
+                500,
+                None,
+                "not_admitted",
+                false,
+                Retry::Backoff { at_least: None },
+            ),
+            (
+                503,
+                Some(5),
+                "not_admitted",
+                false,
+                Retry::Backoff {
+                    at_least: Some(Duration::from_secs(5)),
+                },
+            ),
             (401, None, "not_admitted", false, Retry::Unchanged),
             (400, None, "rejected", false, Retry::Unchanged),
             (409, None, "rejected", false, Retry::Unchanged),
@@ -423,7 +488,10 @@ mod tests {
             let effects = interpret(&refusal(status, retry_after), &sent());
             let expected: Vec<(u32, &str)> = SENT.iter().map(|i| (*i, event)).collect();
             assert_eq!(names(&effects), expected, "{status} {retry_after:?}");
-            assert_eq!(effects.credits_short, credits_short, "{status} {retry_after:?}");
+            assert_eq!(
+                effects.credits_short, credits_short,
+                "{status} {retry_after:?}"
+            );
             assert_eq!(effects.retry, retry, "{status} {retry_after:?}");
             assert_eq!(effects.job, JobLearns::Nothing);
         }
@@ -447,25 +515,47 @@ mod tests {
     #[test]
     fn not_sent_goes_back_and_a_lost_answer_is_never_resent() {
         let not_sent = interpret(
-            &CreateAnswer::Bulk(Outcome::NotSent { reason: "refused".into() }),
+            &CreateAnswer::Bulk(Outcome::NotSent {
+                reason: "refused".into(),
+            }),
             &sent(),
         );
-        assert_eq!(names(&not_sent), SENT.iter().map(|i| (*i, "not_admitted")).collect::<Vec<_>>());
+        assert_eq!(
+            names(&not_sent),
+            SENT.iter()
+                .map(|i| (*i, "not_admitted"))
+                .collect::<Vec<_>>()
+        );
         assert_eq!(not_sent.retry, Retry::Backoff { at_least: None });
         let lost = interpret(
-            &CreateAnswer::Bulk(Outcome::Uncertain { reason: "timeout".into() }),
+            &CreateAnswer::Bulk(Outcome::Uncertain {
+                reason: "timeout".into(),
+            }),
             &sent(),
         );
-        assert_eq!(names(&lost), SENT.iter().map(|i| (*i, "lost")).collect::<Vec<_>>());
+        assert_eq!(
+            names(&lost),
+            SENT.iter().map(|i| (*i, "lost")).collect::<Vec<_>>()
+        );
         assert_eq!(lost.job, JobLearns::AnswerLost);
         assert_eq!(lost.retry, Retry::Unchanged);
-        assert!(matches!(&lost.events[0].1, ItemEvent::AnswerLost { message } if message.contains("timeout")));
+        assert!(
+            matches!(&lost.events[0].1, ItemEvent::AnswerLost { message } if message.contains("timeout"))
+        );
     }
 
     #[test]
     fn an_unsendable_request_rejects_its_items_without_a_job() {
-        let effects = interpret(&CreateAnswer::Unsendable { reason: "bug".into() }, &sent());
-        assert_eq!(names(&effects), SENT.iter().map(|i| (*i, "rejected")).collect::<Vec<_>>());
+        let effects = interpret(
+            &CreateAnswer::Unsendable {
+                reason: "bug".into(),
+            },
+            &sent(),
+        );
+        assert_eq!(
+            names(&effects),
+            SENT.iter().map(|i| (*i, "rejected")).collect::<Vec<_>>()
+        );
         assert_eq!(effects.job, JobLearns::Nothing);
     }
 }

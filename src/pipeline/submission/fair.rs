@@ -21,7 +21,10 @@ impl FairShare {
     pub fn choose(&mut self, candidates: &[(u64, u32)]) -> Option<u64> {
         self.credit
             .retain(|id, _| candidates.iter().any(|(candidate, _)| candidate == id));
-        let total: i64 = candidates.iter().map(|(_, weight)| i64::from(*weight)).sum();
+        let total: i64 = candidates
+            .iter()
+            .map(|(_, weight)| i64::from(*weight))
+            .sum();
         for (id, weight) in candidates {
             *self.credit.entry(*id).or_insert(0) += i64::from(*weight);
         }
@@ -52,7 +55,12 @@ mod tests {
         let count = |id| picks.iter().filter(|p| **p == id).count();
         assert_eq!((count(1), count(2), count(3)), (40, 20, 10));
         // Interleaved: the high-priority manifest never takes more than 2 turns in a row.
-        assert!(picks.windows(3).all(|w| !(w[0] == 1 && w[1] == 1 && w[2] == 1)), "{picks:?}");
+        assert!(
+            picks
+                .windows(3)
+                .all(|w| !(w[0] == 1 && w[1] == 1 && w[2] == 1)),
+            "{picks:?}"
+        );
     }
 
     #[test]

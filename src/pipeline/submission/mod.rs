@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use tokio_util::sync::CancellationToken;
 
 mod answer;
@@ -23,19 +22,23 @@ mod requests;
 use fair::FairShare;
 use tokio::task::JoinSet;
 
+use requests::{
+    build_bulk_request, build_create_request, build_edit_request, requested_tent_name, Unsendable,
+};
 pub use requests::{requested_alias, wants_publication};
-use requests::{build_bulk_request, build_create_request, build_edit_request, requested_tent_name, Unsendable};
 
 use crate::api::types::*;
-use answer::{interpret, AnswerEffects, CreateAnswer, JobLearns, Retry, SentRequest, SingleAdmission};
 use crate::api::{BudgetPermit, Outcome};
 use crate::context::Context;
-use crate::state::item::{ItemEvent, ItemRecord, ItemState};
 use crate::manifest::ManifestKind;
 use crate::schedule::JobKey;
 use crate::state::control::{Control, ControlEvent};
+use crate::state::item::{ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{JobEvent, JobKind, JobRecord, JobState};
 use crate::store::{ManifestRecord, StoreError, Txn};
+use answer::{
+    interpret, AnswerEffects, CreateAnswer, JobLearns, Retry, SentRequest, SingleAdmission,
+};
 
 /// Items per bulk request (the API's maximum).
 pub const BULK_CHUNK: u32 = 25;
@@ -161,7 +164,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             match step {
                 Ok(Step::Sent) => continue,
                 Ok(Step::Idle { until_ms }) => {
-                    wait = until_ms.map(|at| ctx.clock.instant_at(at).saturating_duration_since(tokio::time::Instant::now()));
+                    wait = until_ms.map(|at| {
+                        ctx.clock
+                            .instant_at(at)
+                            .saturating_duration_since(tokio::time::Instant::now())
+                    });
                 }
                 Err(e) => {
                     tracing::error!("submission: {e}");
@@ -248,7 +255,12 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
     // wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
     let permit = ctx.client.reserve_as(crate::api::CallClass::Create).await;
     let held_back = permit.waited() > Duration::from_secs(1);
-    if ctx.creates_budget_bound.swap(held_back, std::sync::atomic::Ordering::Relaxed) != held_back && held_back {
+    if ctx
+        .creates_budget_bound
+        .swap(held_back, std::sync::atomic::Ordering::Relaxed)
+        != held_back
+        && held_back
+    {
         tracing::info!(
             waited_ms = permit.waited().as_millis() as u64,
             "the request budget (api.requests_per_second) is what delays create requests"
@@ -390,7 +402,10 @@ const RECORD_RETRY: Duration = Duration::from_secs(1);
 enum Request {
     Bulk(BulkCreateRequest),
     Create(CreateTentRequest),
-    Edit { target: String, request: EditTentRequest },
+    Edit {
+        target: String,
+        request: EditTentRequest,
+    },
 }
 
 /// The request a manifest's items become.
@@ -417,8 +432,7 @@ async fn send(
     items: &[ItemRecord],
     permit: BudgetPermit,
 ) -> Retry {
-    fail::fail_point!("submit-before-request", |_| crate::crash::simulated_crash(
-    ));
+    fail::fail_point!("submit-before-request", |_| crate::crash::simulated_crash());
     let name = &manifest.name;
     let answer = match build_request(manifest, items) {
         Ok(Request::Bulk(request)) => {
@@ -437,7 +451,11 @@ async fn send(
             tracing::info!(manifest = %name, tent_id = %target, "sending an edit request");
             let outcome = ctx.client.edit_tent_with(permit, &target, &request).await;
             CreateAnswer::Single(outcome.map(|r| SingleAdmission {
-                tent_id: if r.id.is_empty() { target.clone() } else { r.id },
+                tent_id: if r.id.is_empty() {
+                    target.clone()
+                } else {
+                    r.id
+                },
                 generation_id: r.generation_id,
             }))
         }
@@ -493,12 +511,18 @@ async fn record_answer(
     let indices = job.item_indices.clone();
     log_answer(manifest, answer, &indices);
     let single_tent_name = match answer {
-        CreateAnswer::Single(Outcome::Success { .. }) => {
-            items.first().and_then(|item| requested_tent_name(manifest, item))
-        }
+        CreateAnswer::Single(Outcome::Success { .. }) => items
+            .first()
+            .and_then(|item| requested_tent_name(manifest, item)),
         _ => None,
     };
-    let effects = interpret(answer, &SentRequest { indices: &indices, single_tent_name });
+    let effects = interpret(
+        answer,
+        &SentRequest {
+            indices: &indices,
+            single_tent_name,
+        },
+    );
     let any_admitted = apply_effects(&mut txn, &mut job, &effects, now)?;
     if effects.credits_short {
         let at = now.saturating_add(crate::clock::duration_ms(ctx.settings.submit.credit_retry));

@@ -27,8 +27,11 @@ fn fields_of(item: &ItemRecord) -> Result<&ItemFields, Unsendable> {
 
 /// Free-form JSON back from its text.
 fn json_of(text: &JsonText, what: &str) -> Result<Value, Unsendable> {
-    text.to_value()
-        .map_err(|e| Unsendable(format!("the stored {what} does not parse ({e}): it was not sent")))
+    text.to_value().map_err(|e| {
+        Unsendable(format!(
+            "the stored {what} does not parse ({e}): it was not sent"
+        ))
+    })
 }
 
 /// A field validation requires.
@@ -44,7 +47,10 @@ fn required(value: &Option<String>, what: &str, item: &ItemRecord) -> Result<Str
 /// Builds the bulk request for `items` (in manifest order). `start_index` is chosen so the
 /// first item keeps its counter; later items whose counter would differ from the one they
 /// have in one large batch get their default name explicitly.
-pub fn build_bulk_request(top: &TopFields, items: &[ItemRecord]) -> Result<BulkCreateRequest, Unsendable> {
+pub fn build_bulk_request(
+    top: &TopFields,
+    items: &[ItemRecord],
+) -> Result<BulkCreateRequest, Unsendable> {
     let base = top.start_index.unwrap_or(1);
     let first = items.first().map_or(0, |i| i64::from(i.index));
     let start = base + first;
@@ -57,7 +63,12 @@ pub fn build_bulk_request(top: &TopFields, items: &[ItemRecord]) -> Result<BulkC
         });
         let input_data = match &fields.input_data {
             Some(text) => json_of(text, "input_data")?,
-            None => return Err(Unsendable(format!("item {} has no input_data (a bug)", item.index))),
+            None => {
+                return Err(Unsendable(format!(
+                    "item {} has no input_data (a bug)",
+                    item.index
+                )))
+            }
         };
         bulk_items.push(BulkItem {
             input_data,
@@ -69,10 +80,9 @@ pub fn build_bulk_request(top: &TopFields, items: &[ItemRecord]) -> Result<BulkC
             asset_ids: fields.asset_ids.clone(),
         });
     }
-    let template_id = top
-        .template_id
-        .clone()
-        .ok_or_else(|| Unsendable("the manifest has no template_id (a bug: validation requires it)".into()))?;
+    let template_id = top.template_id.clone().ok_or_else(|| {
+        Unsendable("the manifest has no template_id (a bug: validation requires it)".into())
+    })?;
     Ok(BulkCreateRequest {
         template_id,
         items: bulk_items,
@@ -80,7 +90,11 @@ pub fn build_bulk_request(top: &TopFields, items: &[ItemRecord]) -> Result<BulkC
         default_tent_name_prefix: top.default_tent_name_prefix.clone(),
         start_index: Some(start),
         auto_publish: top.auto_publish,
-        metadata: top.metadata.as_ref().map(|m| json_of(m, "metadata")).transpose()?,
+        metadata: top
+            .metadata
+            .as_ref()
+            .map(|m| json_of(m, "metadata"))
+            .transpose()?,
     })
 }
 
@@ -89,7 +103,10 @@ fn create_fields(top: &TopFields, item: &ItemRecord) -> Result<ItemFields, Unsen
     Ok(fields_of(item)?.over(top.defaults.as_ref()))
 }
 
-pub fn build_create_request(top: &TopFields, item: &ItemRecord) -> Result<CreateTentRequest, Unsendable> {
+pub fn build_create_request(
+    top: &TopFields,
+    item: &ItemRecord,
+) -> Result<CreateTentRequest, Unsendable> {
     let fields = create_fields(top, item)?;
     Ok(CreateTentRequest {
         name: required(&fields.name, "name", item)?,
@@ -143,7 +160,9 @@ pub fn requested_tent_name(manifest: &ManifestRecord, item: &ItemRecord) -> Opti
 
 /// The alias an item asked for (for the result's publication object).
 pub fn requested_alias(item: &ItemRecord) -> Option<String> {
-    item.fields.as_ref().and_then(|f| f.custom_page_alias.clone())
+    item.fields
+        .as_ref()
+        .and_then(|f| f.custom_page_alias.clone())
 }
 
 #[cfg(test)]
@@ -162,8 +181,10 @@ mod tests {
 
     #[test]
     fn items_after_a_gap_carry_their_default_name_and_the_first_keeps_its_counter() {
-        let t = top(json!({"template_id": "tpl_x", "default_tent_name_prefix": "P", "start_index": 5,
-                           "metadata": {"m": [1]}}));
+        let t = top(
+            json!({"template_id": "tpl_x", "default_tent_name_prefix": "P", "start_index": 5,
+                           "metadata": {"m": [1]}}),
+        );
         // Items 25, 26 and 28 of chunk 1 (27 was rejected locally); 26 has its own name.
         let items = vec![
             item(25, json!({"input_data": {"a": 1}})),
@@ -182,20 +203,41 @@ mod tests {
 
     #[test]
     fn a_create_item_wins_over_its_defaults() {
-        let t = top(json!({"defaults": {"name": "D", "prompt": "p", "auto_publish": true, "user_id": "u"}}));
-        let request = build_create_request(&t, &item(0, json!({"name": "Mine"}))).expect("buildable");
-        assert_eq!((request.name.as_str(), request.prompt.as_str()), ("Mine", "p"));
-        assert_eq!((request.auto_publish, request.user_id.as_deref()), (Some(true), Some("u")));
+        let t = top(
+            json!({"defaults": {"name": "D", "prompt": "p", "auto_publish": true, "user_id": "u"}}),
+        );
+        let request =
+            build_create_request(&t, &item(0, json!({"name": "Mine"}))).expect("buildable");
+        assert_eq!(
+            (request.name.as_str(), request.prompt.as_str()),
+            ("Mine", "p")
+        );
+        assert_eq!(
+            (request.auto_publish, request.user_id.as_deref()),
+            (Some(true), Some("u"))
+        );
     }
 
     #[test]
     fn impossible_records_are_refused_not_sent_with_made_up_values() {
         let rejected = ItemRecord::rejected_locally(1, 0, "c0".into(), "{}".into(), "rule".into());
-        assert!(build_bulk_request(&top(json!({"template_id": "t"})), std::slice::from_ref(&rejected)).is_err());
-        assert!(build_bulk_request(&TopFields::default(), &[item(0, json!({"input_data": {}}))]).is_err());
-        assert!(build_create_request(&TopFields::default(), &item(0, json!({"name": "n"}))).is_err());
+        assert!(build_bulk_request(
+            &top(json!({"template_id": "t"})),
+            std::slice::from_ref(&rejected)
+        )
+        .is_err());
+        assert!(
+            build_bulk_request(&TopFields::default(), &[item(0, json!({"input_data": {}}))])
+                .is_err()
+        );
+        assert!(
+            build_create_request(&TopFields::default(), &item(0, json!({"name": "n"}))).is_err()
+        );
         let no_target = item(0, json!({"prompt": "p"}));
-        assert!(build_edit_request(&no_target).is_err(), "never POST /v1/tents//edit");
+        assert!(
+            build_edit_request(&no_target).is_err(),
+            "never POST /v1/tents//edit"
+        );
         let mut targeted = no_target;
         targeted.target_tent_id = Some("T".into());
         let (target, request) = build_edit_request(&targeted).expect("buildable");

@@ -108,7 +108,12 @@ impl BinaryDaemon {
     /// keeps the pid).
     pub fn run_with_watchdog_pid(config: &Path, log: &Path, env: &[(&str, &str)]) -> BinaryDaemon {
         let script = "WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" run --config \"$1\"";
-        let args = [OsStr::new("-c"), OsStr::new(script), OsStr::new(BIN), config.as_os_str()];
+        let args = [
+            OsStr::new("-c"),
+            OsStr::new(script),
+            OsStr::new(BIN),
+            config.as_os_str(),
+        ];
         BinaryDaemon::start(command_for("sh", args), log, env, &[], false)
     }
 
