@@ -30,6 +30,7 @@ mod helpers;
 mod backup;
 mod client;
 mod config;
+mod control;
 mod crash;
 mod disk;
 mod faults;
