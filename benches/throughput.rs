@@ -65,6 +65,7 @@ fn env(dir: &Path, base_url: &str) -> Vec<(String, String)> {
         ("PATHS__STATE", path("state")),
         ("INBOX__SETTLE", "300ms".into()),
         ("ADMIN__LISTEN", String::new()),
+        ("ADMIN__SOCKET", path("control.sock")),
     ]
     .into_iter()
     .map(|(k, v)| (format!("TENTED_BULKD__{k}"), v))

@@ -1,6 +1,11 @@
 //! The admin endpoint: `/healthz`, `/metrics`, `/status`, the history (`GET /manifests`,
 //! `GET /manifests/{name}`), and the operator controls `POST /manifests/{name}/cancel`,
-//! `.../pause` and `.../resume`.
+//! `.../pause`, `.../resume` and `POST /backup`.
+//!
+//! Over TCP (`admin.listen`) the endpoint is read-only: GET and HEAD only (405 otherwise)
+//! and only for a `Host` naming the listen address or loopback (421 otherwise, against DNS
+//! rebinding). The controls are served on the Unix socket `admin.socket` (mode 0660: the
+//! daemon's user and group alone).
 //!
 //! Nothing here shows the API key.
 
@@ -370,16 +375,161 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .with_state(ctx)
 }
 
+/// Whether a `Host` header value names the endpoint: its listen address (ip:port), or
+/// `localhost`, `127.0.0.1`, `[::1]`, with or without the listening port.
+pub fn host_allowed(host: &str, local: std::net::SocketAddr) -> bool {
+    if host.parse::<std::net::SocketAddr>() == Ok(local) {
+        return true;
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && !port.ends_with(']') => (name, Some(port)),
+        _ => (host, None),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]";
+    loopback && port.is_none_or(|p| p.parse::<u16>() == Ok(local.port()))
+}
+
+/// The TCP endpoint's guard: read-only (405 for anything but GET and HEAD, before any
+/// handler runs) and for its own `Host` alone (421, no data).
+async fn read_only_guard(
+    State(local): State<std::net::SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::{header, Method};
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+            "the TCP endpoint is read-only: the operator controls are on the control socket (admin.socket)\n",
+        )
+            .into_response();
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !host.is_some_and(|h| host_allowed(h, local)) {
+        return (StatusCode::MISDIRECTED_REQUEST, "misdirected request\n").into_response();
+    }
+    next.run(request).await
+}
+
+/// The router of the TCP endpoint: [`router`] behind the read-only guard.
+pub fn read_only_router(ctx: Arc<Context>, local: std::net::SocketAddr) -> Router {
+    router(ctx).layer(axum::middleware::from_fn_with_state(local, read_only_guard))
+}
+
+/// Serves the read-only endpoint on `listener` until `shutdown`.
 pub async fn serve(
     ctx: Arc<Context>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) {
-    let app = router(ctx);
+    let app = match listener.local_addr() {
+        Ok(local) => read_only_router(ctx, local),
+        Err(e) => {
+            tracing::error!("admin endpoint: {e}");
+            return;
+        }
+    };
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
     {
         tracing::error!("admin endpoint: {e}");
+    }
+}
+
+/// Serves every route, the controls included, on the control socket until `shutdown`.
+pub async fn serve_socket(
+    ctx: Arc<Context>,
+    listener: tokio::net::UnixListener,
+    shutdown: CancellationToken,
+) {
+    if let Err(e) = axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        tracing::error!("control socket: {e}");
+    }
+}
+
+/// Why the control socket cannot be served.
+#[derive(Debug, thiserror::Error)]
+#[error("admin.socket: cannot serve the control socket {}: {message}: {source}", .path.display())]
+pub struct SocketError {
+    pub path: std::path::PathBuf,
+    pub message: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds the control socket at `path`: creates its folder if missing, removes a stale
+/// socket file (one nobody answers on), and sets mode 0660.
+pub fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, SocketError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let fail = |message: &'static str| {
+        move |source| SocketError {
+            path: path.to_path_buf(),
+            message,
+            source,
+        }
+    };
+    if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(fail("cannot create its folder"))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        let in_use = std::os::unix::net::UnixStream::connect(path).is_ok();
+        if !meta.file_type().is_socket() || in_use {
+            let why = std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                if in_use {
+                    "another daemon answers on it"
+                } else {
+                    "a file that is not a socket is there"
+                },
+            );
+            return Err(fail("cannot take its place")(why));
+        }
+        std::fs::remove_file(path).map_err(fail("cannot remove the stale socket"))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(fail("cannot bind"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(fail("cannot set its mode to 0660"))?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_the_listen_address_and_loopback_names_are_allowed_hosts() {
+        let local: std::net::SocketAddr = "127.0.0.1:9187".parse().expect("addr");
+        for ok in [
+            "127.0.0.1:9187",
+            "127.0.0.1",
+            "localhost",
+            "LOCALHOST:9187",
+            "[::1]",
+            "[::1]:9187",
+        ] {
+            assert!(host_allowed(ok, local), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9187",
+            "localhost:80",
+            "127.0.0.1:1",
+            "",
+            "localhost.evil.example",
+        ] {
+            assert!(!host_allowed(bad, local), "{bad}");
+        }
+        let wide: std::net::SocketAddr = "192.0.2.7:9187".parse().expect("addr");
+        assert!(host_allowed("192.0.2.7:9187", wide));
+        assert!(!host_allowed("192.0.2.7:80", wide));
     }
 }

@@ -198,7 +198,12 @@ pub const EXIT_CONFIG: u8 = 78;
 /// (anywhere in the cause chain), else 1.
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
     if error.chain().any(|cause| {
-        cause.is::<crate::settings::SettingsError>() || cause.is::<InvalidConfiguration>()
+        cause.is::<crate::settings::SettingsError>()
+            || cause.is::<InvalidConfiguration>()
+            || cause.is::<crate::admin::SocketError>()
+            || cause
+                .downcast_ref::<crate::daemon::DaemonError>()
+                .is_some_and(|e| matches!(e, crate::daemon::DaemonError::Socket(_)))
     }) {
         EXIT_CONFIG
     } else {
@@ -450,6 +455,109 @@ fn admin_base(config: Option<PathBuf>) -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
+/// The control socket's path from the configuration (`cancel`, `pause`, `resume`, `backup`).
+fn control_socket(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let settings = Settings::load(&ConfigSource::from_arg(config))?;
+    let Some(socket) = settings.admin_socket() else {
+        bail!("the control socket is turned off (admin.socket = \"\")");
+    };
+    Ok(socket)
+}
+
+/// Why the control socket could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketUnreachable {
+    #[error("the daemon on {} did not answer within {} s (it may be overloaded or stuck)", .socket.display(), .timeout.as_secs())]
+    Timeout {
+        socket: PathBuf,
+        timeout: std::time::Duration,
+    },
+    #[error("cannot reach the daemon on {} (is it running? are you in its group?)", .socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon on {} broke off the exchange", .socket.display())]
+    Http {
+        socket: PathBuf,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// The operator controls' one way to the daemon: an HTTP/1.1 `method path` over the
+/// control socket, answered (status and headers) within `timeout`; the body streams after.
+pub async fn ask_socket(
+    socket: &Path,
+    method: hyper::Method,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<hyper::Response<hyper::body::Incoming>, SocketUnreachable> {
+    let http = |source| SocketUnreachable::Http {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let exchange = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|source| SocketUnreachable::Connect {
+                socket: socket.to_path_buf(),
+                source,
+            })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(http)?;
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "localhost")
+            .body(axum::body::Body::empty())
+            .map_err(|e| SocketUnreachable::Connect {
+                socket: socket.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            })?;
+        sender.send_request(request).await.map_err(http)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SocketUnreachable::Timeout {
+                socket: socket.to_path_buf(),
+                timeout,
+            })
+        })
+}
+
+/// The next data chunk of an answer's body; `None` at its end.
+pub async fn next_chunk(
+    body: &mut hyper::body::Incoming,
+) -> Result<Option<hyper::body::Bytes>, hyper::Error> {
+    use hyper::body::Body;
+    loop {
+        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// A whole (small) answer's body.
+pub async fn read_body(body: &mut hyper::body::Incoming) -> Result<Vec<u8>, hyper::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = next_chunk(body).await? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// How long a command waits for the daemon's answer (a backup waits longer).
 const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -469,9 +577,8 @@ enum DaemonUnreachable {
     },
 }
 
-/// The one way the commands reach the running daemon: today an HTTP request to its
-/// admin endpoint (`GET` to read, `POST` for the operator controls). Kept in this one
-/// function so that the operator commands can move to another transport.
+/// How the reading commands (`status`, `list`, `show`) reach the running daemon: a GET
+/// to its read-only TCP endpoint.
 async fn ask_daemon(
     base: &str,
     method: reqwest::Method,
@@ -601,13 +708,14 @@ fn path_segment(name: &str) -> String {
 }
 
 async fn control(config: Option<PathBuf>, name: &str, action: &str) -> anyhow::Result<ExitCode> {
-    let base = admin_base(config)?;
+    let socket = control_socket(config)?;
     let path = format!("/manifests/{}/{action}", path_segment(name));
-    let response = ask_daemon(&base, reqwest::Method::POST, &path, ADMIN_TIMEOUT).await?;
+    let mut response = ask_socket(&socket, hyper::Method::POST, &path, ADMIN_TIMEOUT).await?;
     let ok = response.status().is_success();
-    let answer: ControlAnswer = response
-        .json()
+    let body = read_body(response.body_mut())
         .await
+        .context("the daemon's answer stopped arriving")?;
+    let answer: ControlAnswer = serde_json::from_slice(&body)
         .context("the daemon's answer is not what this version reads")?;
     println!("{}: {}", answer.manifest, answer.message);
     Ok(if ok {
@@ -623,12 +731,15 @@ const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600)
 /// `backup FILE`: the daemon's snapshot, streamed into FILE atomically (a temporary file
 /// beside it, fsync, rename, fsync of the folder), kept only if its checksum holds.
 async fn backup(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCode> {
-    let base = admin_base(config)?;
-    let mut response = ask_daemon(&base, reqwest::Method::POST, "/backup", BACKUP_TIMEOUT).await?;
+    let socket = control_socket(config)?;
+    let mut response = ask_socket(&socket, hyper::Method::POST, "/backup", BACKUP_TIMEOUT).await?;
     if !response.status().is_success() {
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        bail!("the daemon answered {status}: {}", text.trim());
+        let text = read_body(response.body_mut()).await.unwrap_or_default();
+        bail!(
+            "the daemon answered {status}: {}",
+            String::from_utf8_lossy(&text).trim()
+        );
     }
     let taken_at = response
         .headers()
@@ -640,8 +751,7 @@ async fn backup(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCode
         .open(file)
         .with_context(|| format!("cannot write {}", file.display()))?;
     let mut check = crate::store::backup::StreamCheck::default();
-    while let Some(chunk) = response
-        .chunk()
+    while let Some(chunk) = next_chunk(response.body_mut())
         .await
         .context("the backup stopped arriving")?
     {

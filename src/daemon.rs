@@ -41,6 +41,9 @@ pub enum DaemonError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// The control socket cannot be served: a configuration error (exit 78).
+    #[error(transparent)]
+    Socket(#[from] crate::admin::SocketError),
 }
 
 /// Hooks for the outside world (systemd) that `run` calls.
@@ -212,6 +215,10 @@ pub async fn run_with_context(
         ),
         None => None,
     };
+    let socket = match ctx.settings.admin_socket() {
+        Some(path) => Some(crate::admin::bind_socket(&path)?),
+        None => None,
+    };
     lifecycle.ready();
     tracing::info!(
         active = ctx.active_ids().len(),
@@ -220,7 +227,8 @@ pub async fn run_with_context(
 
     // The tasks stop on shutdown, or when the store must be opened again.
     let run = shutdown.child_token();
-    let tracker = spawn_tasks(&ctx, jobs_rx, watcher, admin_listener, &lifecycle, &run);
+    let listeners = (admin_listener, socket);
+    let tracker = spawn_tasks(&ctx, jobs_rx, watcher, listeners, &lifecycle, &run);
 
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -257,7 +265,10 @@ fn spawn_tasks(
     ctx: &Arc<Context>,
     jobs_rx: mpsc::UnboundedReceiver<JobKey>,
     watcher: crate::pipeline::intake::watch::InboxWatcher,
-    admin_listener: Option<tokio::net::TcpListener>,
+    (admin_listener, socket): (
+        Option<tokio::net::TcpListener>,
+        Option<tokio::net::UnixListener>,
+    ),
     lifecycle: &Arc<dyn Lifecycle>,
     run: &CancellationToken,
 ) -> TaskTracker {
@@ -287,6 +298,13 @@ fn spawn_tasks(
     ));
     if let Some(listener) = admin_listener {
         tracker.spawn(crate::admin::serve(Arc::clone(ctx), listener, run.clone()));
+    }
+    if let Some(listener) = socket {
+        tracker.spawn(crate::admin::serve_socket(
+            Arc::clone(ctx),
+            listener,
+            run.clone(),
+        ));
     }
     tracker.spawn(watchdog_loop(
         Arc::clone(ctx),

@@ -81,6 +81,10 @@ pub fn loopback_settings(
         ),
         ("TENTED_BULKD__INBOX__RESCAN".to_string(), "1s".to_string()),
         ("TENTED_BULKD__ADMIN__LISTEN".to_string(), String::new()),
+        (
+            "TENTED_BULKD__ADMIN__SOCKET".to_string(),
+            dir.join("control.sock").display().to_string(),
+        ),
     ];
     Ok(Settings::load_with_env(&ConfigSource::BuiltIn, env)?)
 }

@@ -205,7 +205,10 @@ fn retention_period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Dur
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
+    /// The read-only TCP endpoint (GET and HEAD only); "" turns it off.
     pub listen: String,
+    /// The control socket (cancel, pause, resume, backup); "" turns it off.
+    pub socket: String,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -377,6 +380,11 @@ impl Settings {
         }
     }
 
+    /// The control socket's path, or `None` when it is turned off.
+    pub fn admin_socket(&self) -> Option<PathBuf> {
+        (!self.admin.socket.is_empty()).then(|| PathBuf::from(&self.admin.socket))
+    }
+
     /// The admin endpoint's address, or `None` when it is turned off.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.listen.parse().ok()
@@ -474,6 +482,7 @@ impl Settings {
                 self.retention.store.map_or_else(|| text("off"), duration),
             ),
             ("admin.listen", text(&self.admin.listen)),
+            ("admin.socket", text(&self.admin.socket)),
             ("log.format", text(self.log.format.as_str())),
         ]
     }

@@ -177,6 +177,7 @@ fn every_spec_key_is_written_in_default_toml() {
         "credit_retry",
         "failure_threshold",
         "listen",
+        "socket",
         "format",
     ] {
         assert!(

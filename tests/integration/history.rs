@@ -18,14 +18,9 @@ fn unhurried_sim() -> SimConfig {
     }
 }
 
-async fn post(admin: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{admin}{path}"))
-        .send()
-        .await
-        .expect("the admin endpoint answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("a JSON answer"))
+/// A POST over the control socket (`admin.socket`), where the operator controls live.
+async fn post(socket: &Path, path: &str) -> (u16, Value) {
+    socket_post(socket, path).await
 }
 
 async fn get(admin: &str, path: &str) -> (u16, Value) {
@@ -41,6 +36,7 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
     let admin = format!("127.0.0.1:{}", free_port());
     let mut app =
         TestApp::spawn_with(unhurried_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
+    let socket = app.dir.path().join("control.sock");
     app.drop_manifest("held.json", &bulk_manifest(50));
     // Slow start holds the second chunk until the first one's items have answers, so the
     // pause lands between the two.
@@ -48,13 +44,13 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
         bulk_posts(calls).iter().any(|c| c.status == Some(202))
     })
     .await;
-    let (status, answer) = post(&admin, "/manifests/held/pause").await;
+    let (status, answer) = post(&socket, "/manifests/held/pause").await;
     assert_eq!(status, 200, "{answer}");
     assert!(
         answer["message"].as_str().unwrap_or("").contains("paused"),
         "{answer}"
     );
-    let (status, again) = post(&admin, "/manifests/held/pause").await;
+    let (status, again) = post(&socket, "/manifests/held/pause").await;
     assert_eq!(status, 409, "a second pause changes nothing: {again}");
 
     // What was admitted is still polled to the end...
@@ -81,17 +77,17 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
     );
     assert_eq!(shown["requests"][0]["state"], "done", "{shown}");
 
-    let (status, answer) = post(&admin, "/manifests/held/resume").await;
+    let (status, answer) = post(&socket, "/manifests/held/resume").await;
     assert_eq!(status, 200, "{answer}");
     let result = app.wait_result("held", WAIT).await;
     assert_eq!(result["counts"]["completed"], 50);
     assert_eq!(bulk_posts(&app.calls()).len(), 2);
-    let (status, answer) = post(&admin, "/manifests/held/pause").await;
+    let (status, answer) = post(&socket, "/manifests/held/pause").await;
     assert_eq!(
         status, 409,
         "a finished manifest cannot be paused: {answer}"
     );
-    let (status, answer) = post(&admin, "/manifests/nope/pause").await;
+    let (status, answer) = post(&socket, "/manifests/nope/pause").await;
     assert_eq!(status, 404, "{answer}");
     app.stop_daemon().await;
 }

@@ -7,6 +7,7 @@
 //! - [`backup`]: backup while running and restore offline, with the real binary.
 //! - [`client`]: the real client against the real simulator, every documented shape and error.
 //! - [`config`]: configuration loading, `config/default.toml`, the key's sources and secrecy.
+//! - [`control`]: the read-only TCP endpoint (405, 421) and the control socket (0660).
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
 //!   replays its random kills).
 //! - [`disk`]: a full outbox or archive (a small tmpfs; needs root, fails if it cannot mount).
@@ -30,6 +31,7 @@ mod helpers;
 mod backup;
 mod client;
 mod config;
+mod control;
 mod crash;
 mod disk;
 mod faults;

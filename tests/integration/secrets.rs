@@ -87,7 +87,13 @@ async fn the_api_key_appears_in_no_output() {
         dir.path(),
         &TestConfig::new(&work, &sim.base_url())
             .set("api", "key_file", key_file.display().to_string())
-            .set("admin", "listen", admin.as_str()),
+            .set("admin", "listen", admin.as_str())
+            // A socket is no file to read: it lies outside `work` too.
+            .set(
+                "admin",
+                "socket",
+                dir.path().join("control.sock").display().to_string(),
+            ),
     );
     let log = dir.path().join("daemon.log");
     let daemon = BinaryDaemon::run(&config, &log, &[("RUST_LOG", "debug")]);

@@ -87,6 +87,7 @@ impl TestConfig {
         .set("inbox", "settle", "150ms")
         .set("inbox", "rescan", "500ms")
         .set("admin", "listen", "")
+        .set("admin", "socket", path("control.sock"))
     }
 
     /// Sets `section.key` (replacing the test default, if any).
@@ -451,4 +452,20 @@ pub async fn health(admin: &str) -> Option<u16> {
         .await
         .ok()
         .map(|r| r.status().as_u16())
+}
+
+/// A POST over the control socket (`admin.socket`): (status, JSON answer).
+pub async fn socket_post(socket: &Path, path: &str) -> (u16, serde_json::Value) {
+    let mut response =
+        tented_bulkd::cli::ask_socket(socket, hyper::Method::POST, path, Duration::from_secs(10))
+            .await
+            .expect("the control socket answers");
+    let status = response.status().as_u16();
+    let body = tented_bulkd::cli::read_body(response.body_mut())
+        .await
+        .expect("the whole answer");
+    (
+        status,
+        serde_json::from_slice(&body).expect("a JSON answer"),
+    )
 }
