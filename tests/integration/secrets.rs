@@ -2,7 +2,8 @@
 //! binary with a distinctive key, then every output is searched for it: the daemon's
 //! log at `debug`, the admin endpoint's `/status`, `/metrics` and `/healthz`, every file
 //! the daemon wrote (results, retry manifests, the archive, the store's own files, as
-//! bytes), and what the CLI prints (`status`, `status --json`).
+//! bytes, a backup of the store among them), and what the CLI prints (`status`,
+//! `check-config`, `list`, `show`, `backup`, in text and JSON).
 
 use std::path::{Path, PathBuf};
 
@@ -120,9 +121,19 @@ async fn the_api_key_appears_in_no_output() {
         assert!(!body.is_empty() || path == "/healthz", "{path} answers");
         assert_no_key(&format!("GET {path}"), &body);
     }
-    // The CLI.
-    // (`check-config`, `list` and `show` come with issue 9; add them here when they land.)
-    for args in [&["status", "--json"][..], &["status"]] {
+    // The CLI: what it prints, and a backup file of the store.
+    let backup = work.join("store.backup");
+    let backup_arg = backup.display().to_string();
+    for args in [
+        &["status", "--json"][..],
+        &["status"],
+        &["check-config"],
+        &["list"],
+        &["list", "--json"],
+        &["show", "secret", "--items"],
+        &["show", "secret", "--json", "--items"],
+        &["backup", backup_arg.as_str()],
+    ] {
         let output = command(args)
             .arg("--config")
             .arg(&config)
@@ -145,7 +156,11 @@ async fn the_api_key_appears_in_no_output() {
         .iter()
         .map(|f| f.strip_prefix(&work).unwrap_or(f).display().to_string())
         .collect();
-    for expected in ["outbox/secret.result.json", "archive/secret.json"] {
+    for expected in [
+        "outbox/secret.result.json",
+        "archive/secret.json",
+        "store.backup",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} in {names:?}"
