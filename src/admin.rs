@@ -207,18 +207,34 @@ fn control_answer(status: StatusCode, manifest: String, message: String) -> Resp
         .into_response()
 }
 
-async fn cancel(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
-    let Some(m) = find(&ctx, &name) else {
+/// The manifest an operator command names, or the 404 answer.
+fn named(ctx: &Context, name: &str) -> Result<ManifestRecord, Box<Response>> {
+    find(ctx, name).ok_or_else(|| {
         let message = format!("no manifest named `{name}`");
-        return control_answer(StatusCode::NOT_FOUND, name, message);
-    };
+        Box::new(control_answer(
+            StatusCode::NOT_FOUND,
+            name.to_string(),
+            message,
+        ))
+    })
+}
+
+/// The unfinished manifest an operator command names, or the 404 or 409 answer.
+fn unfinished(ctx: &Context, name: &str) -> Result<ManifestRecord, Box<Response>> {
+    let m = named(ctx, name)?;
     if m.finished_at_ms.is_some() {
-        return control_answer(
-            StatusCode::CONFLICT,
-            name,
-            "the manifest is already finished".into(),
-        );
+        let message = "the manifest is already finished".to_string();
+        let answer = control_answer(StatusCode::CONFLICT, name.to_string(), message);
+        return Err(Box::new(answer));
     }
+    Ok(m)
+}
+
+async fn cancel(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+    let m = match unfinished(&ctx, &name) {
+        Ok(m) => m,
+        Err(answer) => return *answer,
+    };
     match crate::pipeline::controls::cancel(&ctx, m.id).await {
         Ok(n) => control_answer(
             StatusCode::OK,
@@ -230,9 +246,9 @@ async fn cancel(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Re
 }
 
 async fn resume(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
-    let Some(m) = find(&ctx, &name) else {
-        let message = format!("no manifest named `{name}`");
-        return control_answer(StatusCode::NOT_FOUND, name, message);
+    let m = match named(&ctx, &name) {
+        Ok(m) => m,
+        Err(answer) => return *answer,
     };
     match crate::pipeline::controls::resume(&ctx, m.id).await {
         Ok(true) => control_answer(
@@ -291,17 +307,10 @@ async fn manifest(
 }
 
 async fn pause(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
-    let Some(m) = find(&ctx, &name) else {
-        let message = format!("no manifest named `{name}`");
-        return control_answer(StatusCode::NOT_FOUND, name, message);
+    let m = match unfinished(&ctx, &name) {
+        Ok(m) => m,
+        Err(answer) => return *answer,
     };
-    if m.finished_at_ms.is_some() {
-        return control_answer(
-            StatusCode::CONFLICT,
-            name,
-            "the manifest is already finished".into(),
-        );
-    }
     match crate::pipeline::controls::pause(&ctx, m.id).await {
         Ok(true) => control_answer(
             StatusCode::OK,

@@ -338,26 +338,13 @@ fn read_part(reader: &mut impl Read) -> Result<Vec<u8>, BackupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{ManifestKind, TopFields};
     use crate::state::control::Control;
     use crate::state::item::ItemRecord;
-    use crate::store::{ManifestRecord, Received};
 
     async fn add_manifest(store: &Store, name: &str, finished: bool) -> u64 {
         let id = store.new_manifest_id().expect("an id");
         let writer = store.writer().await;
-        let mut txn = writer.create(ManifestRecord::received(Received {
-            id,
-            name: name.into(),
-            inbox_file: format!("{name}.json"),
-            kind: ManifestKind::Bulk,
-            received_at_ms: 1_000,
-            sha256: [id as u8; 32],
-            top: TopFields::default(),
-            top_given: "{}".into(),
-            item_count: 1,
-            rejection: None,
-        }));
+        let mut txn = writer.create(crate::store::received_for_test(id, name, 1));
         txn.insert_item(ItemRecord::pending(
             id,
             0,

@@ -290,25 +290,22 @@ const NEW_MANIFEST_SLICE: usize = 2_000;
 pub const MARKER_FILE: &str = "tented-bulkd.newest-manifest";
 
 fn manifest_key(id: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = b'M';
-    key[1..].copy_from_slice(&id.to_be_bytes());
-    key
+    prefixed(b'M', id)
 }
 
 fn item_key(id: u64, index: u32) -> [u8; 13] {
-    let mut key = [0u8; 13];
-    key[0] = b'I';
-    key[1..9].copy_from_slice(&id.to_be_bytes());
-    key[9..].copy_from_slice(&index.to_be_bytes());
-    key
+    prefixed_pair(b'I', id, index)
 }
 
 fn job_key(id: u64, seq: u32) -> [u8; 13] {
+    prefixed_pair(b'J', id, seq)
+}
+
+/// `prefix`, a manifest id and a number of that manifest (an item index, a job seq).
+fn prefixed_pair(prefix: u8, id: u64, n: u32) -> [u8; 13] {
     let mut key = [0u8; 13];
-    key[0] = b'J';
-    key[1..9].copy_from_slice(&id.to_be_bytes());
-    key[9..].copy_from_slice(&seq.to_be_bytes());
+    key[..9].copy_from_slice(&prefixed(prefix, id));
+    key[9..].copy_from_slice(&n.to_be_bytes());
     key
 }
 
@@ -1076,6 +1073,23 @@ impl<'w> Txn<'w> {
     }
 }
 
+/// Test support: a bulk manifest just received, as the store's own tests make them.
+#[cfg(test)]
+pub(crate) fn received_for_test(id: u64, name: &str, item_count: u32) -> ManifestRecord {
+    ManifestRecord::received(Received {
+        id,
+        name: name.into(),
+        inbox_file: format!("{name}.json"),
+        kind: ManifestKind::Bulk,
+        received_at_ms: 1_000,
+        sha256: [id as u8; 32],
+        top: TopFields::default(),
+        top_given: "{}".into(),
+        item_count,
+        rejection: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1093,6 +1107,33 @@ mod tests {
             item_count: 2,
             rejection: None,
         })
+    }
+
+    #[tokio::test]
+    async fn learned_generation_times_survive_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let id = store.new_manifest_id().expect("id");
+            let writer = store.writer().await;
+            let mut txn = writer.create(manifest(id));
+            let mut times = GenerationTimes::default();
+            times.record(42_000);
+            txn.put_generation_times("tpl_x", &times).expect("encode");
+            txn.commit().await.expect("commit");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let all = store.generation_times().expect("read");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all["tpl_x"].expected_ms(1_000), Some(42_000));
+        assert_eq!(
+            store.generation_times_of("tpl_x").expect("read"),
+            all["tpl_x"]
+        );
+        assert_eq!(
+            store.generation_times_of("tpl_y").expect("read"),
+            GenerationTimes::default()
+        );
     }
 
     #[tokio::test]

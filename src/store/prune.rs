@@ -127,25 +127,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::*;
-    use crate::manifest::{ManifestKind, TopFields};
     use crate::state::item::ItemRecord;
     use crate::state::job::{JobKind, JobRecord};
 
     async fn finished_manifest(store: &Store, name: &str, items: u32) -> u64 {
         let id = store.new_manifest_id().expect("an id");
         let writer = store.writer().await;
-        let mut txn = writer.create(ManifestRecord::received(Received {
-            id,
-            name: name.into(),
-            inbox_file: format!("{name}.json"),
-            kind: ManifestKind::Bulk,
-            received_at_ms: 1_000,
-            sha256: [id as u8; 32],
-            top: TopFields::default(),
-            top_given: "{}".into(),
-            item_count: items,
-            rejection: None,
-        }));
+        let mut txn = writer.create(crate::store::received_for_test(id, name, items));
         for index in 0..items {
             let client = format!("{name}-{index}");
             txn.insert_item(ItemRecord::pending(

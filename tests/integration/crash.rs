@@ -242,6 +242,17 @@ fn visible_files(dir: &Path) -> Vec<String> {
     names
 }
 
+/// How many times each client_item_id was posted in these bulk requests.
+fn times_sent(posts: &[&RecordedCall]) -> HashMap<String, usize> {
+    let mut sent: HashMap<String, usize> = HashMap::new();
+    for post in posts {
+        for id in posted_ids(post) {
+            *sent.entry(id).or_default() += 1;
+        }
+    }
+    sent
+}
+
 fn is_2xx(call: &RecordedCall) -> bool {
     call.status.is_some_and(|s| (200..300).contains(&s))
 }
@@ -379,12 +390,7 @@ async fn check_invariants(sc: &Scenario) -> Result<String, String> {
 
     // Nothing sent twice; the locally rejected item never sent.
     let posts = helpers::bulk_posts(&calls);
-    let mut sent: HashMap<String, usize> = HashMap::new();
-    for post in &posts {
-        for id in posted_ids(post) {
-            *sent.entry(id).or_default() += 1;
-        }
-    }
+    let sent = times_sent(&posts);
     let twice: Vec<&String> = sent
         .iter()
         .filter(|(_, n)| **n > 1)
@@ -1106,12 +1112,7 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
         serde_json::from_slice(&std::fs::read(sc.result_path()).expect("result")).expect("json");
     let calls = sc.sim.calls();
     let posts = helpers::bulk_posts(&calls);
-    let mut sent: HashMap<String, usize> = HashMap::new();
-    for post in &posts {
-        for id in posted_ids(post) {
-            *sent.entry(id).or_default() += 1;
-        }
-    }
+    let sent = times_sent(&posts);
     let twice: Vec<&String> = sent
         .iter()
         .filter(|(_, n)| **n > 1)
