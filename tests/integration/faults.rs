@@ -272,7 +272,12 @@ async fn credits_running_out_pause_the_manifest_until_they_are_back() {
             credits: Some(30),
             ..quick_sim()
         },
-        &[("TENTED_BULKD__SUBMIT__CREDIT_RETRY", "700ms")],
+        // One request on the wire at a time: which of two concurrent chunks reaches the
+        // last credits first is a race, and this test pins which items are refused.
+        &[
+            ("TENTED_BULKD__SUBMIT__CREDIT_RETRY", "700ms"),
+            ("TENTED_BULKD__SUBMIT__MAX_IN_FLIGHT", "1"),
+        ],
     )
     .await;
     app.drop_manifest("credits.json", &bulk_manifest(60));
