@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{ClientConfig, TentedClient};
 use crate::clock::Clock;
 use crate::context::Context;
+use crate::pipeline::submission::Parked;
 use crate::schedule::JobKey;
 use crate::settings::{ApiKey, Settings};
 use crate::store::{Store, StoreError};
@@ -158,6 +159,8 @@ pub async fn run_reopening(
     publish: impl Fn(Option<Arc<Context>>),
 ) -> Result<(), DaemonError> {
     let mut first = true;
+    // Create answers the store could not record outlive each pipeline (see `Parked`).
+    let parked = Parked::default();
     loop {
         let (ctx, jobs_rx) = match build_context(settings.clone(), api_key.clone()) {
             Ok(built) => built,
@@ -168,21 +171,26 @@ pub async fn run_reopening(
             Err(e) => {
                 tracing::error!("cannot open the store again yet ({e}); trying again");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => {
+                        parked.log_lost();
+                        return Ok(());
+                    }
                     _ = tokio::time::sleep(REOPEN_RETRY) => continue,
                 }
             }
         };
         first = false;
         publish(Some(Arc::clone(&ctx)));
-        run_with_context(
+        run_pipeline(
             Arc::clone(&ctx),
             jobs_rx,
             shutdown.clone(),
             Arc::clone(&lifecycle),
+            parked.clone(),
         )
         .await?;
         if shutdown.is_cancelled() || !ctx.reopen.is_cancelled() {
+            parked.log_lost();
             return Ok(());
         }
         // What a SIGHUP changed carries over.
@@ -201,6 +209,34 @@ pub async fn run_with_context(
     shutdown: CancellationToken,
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), DaemonError> {
+    let parked = Parked::default();
+    run_pipeline(ctx, jobs_rx, shutdown, lifecycle, parked.clone()).await?;
+    parked.log_lost();
+    Ok(())
+}
+
+/// Runs the pipeline on one opened store until shutdown or until the store must be
+/// opened again. Answers kept in `parked` from the previous pipeline are recorded first:
+/// recovery would report their items `unknown`.
+async fn run_pipeline(
+    ctx: Arc<Context>,
+    jobs_rx: mpsc::UnboundedReceiver<JobKey>,
+    shutdown: CancellationToken,
+    lifecycle: Arc<dyn Lifecycle>,
+    parked: Parked,
+) -> Result<(), DaemonError> {
+    if parked.record_all(&ctx).await > 0 {
+        tracing::error!(
+            waiting = parked.len(),
+            "answers kept in memory cannot be recorded yet: opening the store again"
+        );
+        ctx.reopen.cancel();
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(REOPEN_RETRY) => {}
+        }
+        return Ok(());
+    }
     crate::pipeline::recovery::recover(&ctx).await?;
     let watcher = crate::pipeline::intake::watch::InboxWatcher::new(
         ctx.settings.paths.inbox.clone(),
@@ -228,7 +264,7 @@ pub async fn run_with_context(
     // The tasks stop on shutdown, or when the store must be opened again.
     let run = shutdown.child_token();
     let listeners = (admin_listener, socket);
-    let tracker = spawn_tasks(&ctx, jobs_rx, watcher, listeners, &lifecycle, &run);
+    let tracker = spawn_tasks(&ctx, jobs_rx, watcher, listeners, &lifecycle, &run, parked);
 
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -271,6 +307,7 @@ fn spawn_tasks(
     ),
     lifecycle: &Arc<dyn Lifecycle>,
     run: &CancellationToken,
+    parked: Parked,
 ) -> TaskTracker {
     let tracker = TaskTracker::new();
     tracker.spawn(crate::pipeline::intake::run(
@@ -281,6 +318,7 @@ fn spawn_tasks(
     tracker.spawn(crate::pipeline::submission::run(
         Arc::clone(ctx),
         run.clone(),
+        parked,
     ));
     tracker.spawn(crate::pipeline::polling::run(
         Arc::clone(ctx),

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use tented_bulkd::simulator::Simulator;
 
@@ -268,4 +269,66 @@ async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_its
         .sigterm()
         .await
         .expect("SIGTERM exits 0 (the same process throughout)");
+}
+
+/// SPEC 8: an answer to a create request that arrives while the state disk is full is
+/// kept until it can be recorded; once space is back (and the store opened again) its
+/// items go on as admitted: not `unknown`, not sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_answer_arriving_on_a_full_state_disk_is_recorded_once_space_is_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Every answer takes 2 s: the disk fills while the create request is on the wire.
+    let sim = Simulator::start(
+        tented_bulkd::simulator::SimConfig {
+            latency: (Duration::from_secs(2), Duration::from_secs(2)),
+            ..quick_sim()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("simulator starts");
+    let mount = Tmpfs::mount(&dir.path().join("state"), "8m");
+    let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[("TENTED_API_KEY", "sim-key")],
+    );
+    daemon.wait_ready().await.expect("the daemon starts");
+    drop_manifest(dir.path(), "onwire.json", &bulk_manifest(25));
+    wait_until("the create request on the wire", START_WAIT, || async {
+        let posts = bulk_posts(&sim.calls()).len();
+        if posts > 0 {
+            Progress::Done(())
+        } else {
+            Progress::NotYet(daemon.stderr_tail(5))
+        }
+    })
+    .await;
+    let filler = mount.fill();
+    daemon
+        .wait_for_line("is kept in memory", START_WAIT)
+        .await
+        .expect("the log says the answer waits in memory");
+    assert!(
+        daemon.exited().is_none(),
+        "the daemon never exits for a full disk"
+    );
+    std::fs::remove_file(&filler).expect("free the space");
+    let result = daemon
+        .wait_for_file(&dir.path().join("outbox/onwire.result.json"), START_WAIT)
+        .await
+        .expect("the result once space is back");
+    let result: serde_json::Value = serde_json::from_slice(&result).expect("whole JSON");
+    assert_eq!(result["counts"]["completed"], 25, "{}", result["counts"]);
+    assert_eq!(result["counts"]["unknown"], 0, "{}", result["counts"]);
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("opening the store again")
+            && stderr.contains("recorded the answer kept in memory"),
+        "{}",
+        daemon.stderr_tail(30)
+    );
+    assert_eq!(bulk_posts(&sim.calls()).len(), 1, "nothing sent twice");
+    daemon.sigterm().await.expect("SIGTERM exits 0");
 }

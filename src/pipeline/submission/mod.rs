@@ -17,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 mod answer;
 mod fair;
+mod parked;
 mod requests;
 
 use fair::FairShare;
+pub use parked::Parked;
 use tokio::task::JoinSet;
 
 use requests::{
@@ -127,14 +129,17 @@ pub struct Submitter {
     backoff: Backoff,
     fair: FairShare,
     in_flight: JoinSet<Sent>,
+    parked: Parked,
 }
 
 impl Submitter {
-    pub fn new(poll_interval: Duration) -> Submitter {
+    /// `parked` keeps the answers the store could not record (see [`Parked`]).
+    pub fn new(poll_interval: Duration, parked: Parked) -> Submitter {
         Submitter {
             backoff: Backoff::new(poll_interval),
             fair: FairShare::default(),
             in_flight: JoinSet::new(),
+            parked,
         }
     }
 
@@ -150,12 +155,17 @@ impl Submitter {
 
 /// The submitter task: keeps up to `submit.max_in_flight` create requests on the wire,
 /// and lets the requests under way end (and their answers be recorded) at shutdown.
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let mut submitter = Submitter::new(ctx.settings.poll.interval);
+/// Answers the store could not record wait in `parked` (see [`Parked`]).
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken, parked: Parked) {
+    let mut submitter = Submitter::new(ctx.settings.poll.interval, parked);
     let slots = ctx.settings.submit.max_in_flight.max(1) as usize;
     while !shutdown.is_cancelled() {
         while let Some(done) = submitter.in_flight.try_join_next() {
             submitter.settle(&ctx, done);
+        }
+        if !submitter.parked.is_empty() && !ctx.store.write_failed() {
+            // The store writes again without being opened again.
+            submitter.parked.record_all(&ctx).await;
         }
         let mut wait = Some(Duration::from_secs(3600));
         if submitter.in_flight.len() < slots {
@@ -271,8 +281,9 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
         return Ok(Step::Sent);
     };
     let ctx = Arc::clone(ctx);
+    let parked = submitter.parked.clone();
     submitter.in_flight.spawn(async move {
-        let retry = send(&ctx, &manifest, seq, &items, permit).await;
+        let retry = send(&ctx, &manifest, seq, &items, permit, &parked).await;
         (manifest.id, retry)
     });
     Ok(Step::Sent)
@@ -431,6 +442,7 @@ async fn send(
     seq: u32,
     items: &[ItemRecord],
     permit: BudgetPermit,
+    parked: &Parked,
 ) -> Retry {
     fail::fail_point!("submit-before-request", |_| crate::crash::simulated_crash());
     let name = &manifest.name;
@@ -468,22 +480,28 @@ async fn send(
         }
     };
     fail::fail_point!("submit-after-request", |_| crate::crash::simulated_crash());
-    answer.record(ctx, manifest, seq, items).await
+    answer.record(ctx, manifest, seq, items, parked).await
 }
 
 impl CreateAnswer {
     /// Records the answer, however long it takes: it is what tells whether credits were
-    /// spent, so it is never dropped.
+    /// spent, so it is never dropped. While the store cannot write (a full disk), it
+    /// waits in `parked`, which outlives this pipeline if the store must be opened again.
     async fn record(
-        &self,
+        self,
         ctx: &Context,
         manifest: &ManifestRecord,
         seq: u32,
         items: &[ItemRecord],
+        parked: &Parked,
     ) -> Retry {
         loop {
-            match record_answer(ctx, manifest, seq, items, self).await {
+            match record_answer(ctx, manifest, seq, items, &self).await {
                 Ok(retry) => return retry,
+                Err(_) if ctx.store.write_failed() => {
+                    parked.park(manifest, seq, items, self);
+                    return Retry::Unchanged;
+                }
                 Err(e) => {
                     tracing::error!(manifest = %manifest.name, seq, "cannot record the answer to a create request (trying again): {e}");
                     tokio::time::sleep(RECORD_RETRY).await;
