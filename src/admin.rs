@@ -451,17 +451,27 @@ pub async fn serve(
     }
 }
 
-/// Serves every route, the controls included, on the control socket until `shutdown`.
+/// Serves every route, the controls included, on the control socket until `shutdown`,
+/// then removes the socket file (a stopped daemon leaves no socket nobody answers on).
 pub async fn serve_socket(
     ctx: Arc<Context>,
     listener: tokio::net::UnixListener,
     shutdown: CancellationToken,
 ) {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|addr| addr.as_pathname().map(std::path::Path::to_path_buf));
     if let Err(e) = axum::serve(listener, router(ctx))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
     {
         tracing::error!("control socket: {e}");
+    }
+    if let Some(path) = path {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!("cannot remove the control socket {}: {e}", path.display());
+        }
     }
 }
 

@@ -111,6 +111,7 @@ async fn the_tcp_endpoint_is_read_only_and_answers_only_its_own_host() {
     );
     app.wait_result("held", WAIT).await;
     app.stop_daemon().await;
+    assert!(!socket.exists(), "a stopped daemon leaves no socket behind");
 }
 
 #[test]
