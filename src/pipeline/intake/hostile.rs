@@ -1,8 +1,9 @@
 //! Hostile input as a property (issue 10, point 3): arbitrary bytes and mutations of
 //! valid manifests against the daemon's own judgement ([`judge_file`]), plus the
 //! pathological cases as fixed tests. The properties: the judgement never panics, always
-//! gives a verdict with a short message, gives the same verdict twice, and its time grows
-//! no faster than the input (measured loosely, with a wide margin).
+//! gives a verdict with a short message, gives the same verdict twice, and its time and
+//! its memory grow no faster than the input (time measured loosely, with a wide margin;
+//! memory exactly, by an allocator that counts each thread's bytes in use).
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,74 @@ const SEEDS: &[&str] = &[
 /// The longest rejection message any input may produce: a message names a rule, a field
 /// or an offset, never a copy of the input.
 const MAX_MESSAGE_CHARS: usize = 600;
+
+/// The test binary's allocator: the system's, counting each thread's bytes in use and
+/// their peak, so that one test measures its own judgement while others run.
+mod meter {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Meter;
+
+    thread_local! {
+        static LIVE: Cell<usize> = const { Cell::new(0) };
+        static PEAK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn grow(bytes: usize) {
+        let _ = LIVE.try_with(|live| {
+            let now = live.get().saturating_add(bytes);
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    fn shrink(bytes: usize) {
+        let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(bytes)));
+    }
+
+    // SAFETY: every call is passed on unchanged to the system allocator; the counting
+    // touches only `const` thread-locals, which never allocate.
+    unsafe impl GlobalAlloc for Meter {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let ptr = unsafe { System.alloc(layout) };
+            if !ptr.is_null() {
+                grow(layout.size());
+            }
+            ptr
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let ptr = unsafe { System.alloc_zeroed(layout) };
+            if !ptr.is_null() {
+                grow(layout.size());
+            }
+            ptr
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            shrink(layout.size());
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let moved = unsafe { System.realloc(ptr, layout, new_size) };
+            if !moved.is_null() {
+                shrink(layout.size());
+                grow(new_size);
+            }
+            moved
+        }
+    }
+
+    #[global_allocator]
+    static METER: Meter = Meter;
+
+    /// The most bytes this thread had in use while `f` ran, above what it held before.
+    pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(before));
+        let value = f();
+        (value, PEAK.with(Cell::get).saturating_sub(before))
+    }
+}
 
 fn judge(bytes: &[u8]) -> Verdict {
     judge_file("hostile.json", &FileContent::Bytes(bytes.to_vec()), None)
@@ -344,10 +413,12 @@ fn fastest_judgements(small: &[u8], large: &[u8]) -> (Duration, Duration) {
 /// cost a hundred): for many items, many duplicate ids, many unknown keys in items, and
 /// a long run of nesting just under the limit. Loose on purpose: the bound is far from
 /// linear, and far from quadratic.
-#[test]
-fn judgement_time_grows_linearly_with_the_input() {
-    type Build = fn(usize) -> String;
-    let builds: [(&str, Build); 4] = [
+type Build = fn(usize) -> String;
+
+/// Inputs that grow with `n`: many items, many items rejected, many unknown keys in one
+/// item, deep nesting in every item.
+fn hostile_builds() -> [(&'static str, Build); 4] {
+    [
         ("items", |n| {
             let items: Vec<String> = (0..n)
                 .map(|i| format!(r#"{{"client_item_id":"id-{i}","input_data":{{"k":"v{i}"}}}}"#))
@@ -375,8 +446,12 @@ fn judgement_time_grows_linearly_with_the_input() {
                 .collect();
             format!(r#"{{"template_id":"t","items":[{}]}}"#, items.join(","))
         }),
-    ];
-    for (what, build) in builds {
+    ]
+}
+
+#[test]
+fn judgement_time_grows_linearly_with_the_input() {
+    for (what, build) in hostile_builds() {
         let small = build(1_000);
         let large = build(10_000);
         assert!(
@@ -389,6 +464,36 @@ fn judgement_time_grows_linearly_with_the_input() {
             large_time < small_time * 30,
             "{what}: {small_time:?} for {} bytes, {large_time:?} for {} bytes",
             small.len(),
+            large.len()
+        );
+    }
+}
+
+/// Memory, measured exactly (this thread's peak bytes in use during the judgement): ten
+/// times the input costs at most fifteen times the memory (a quadratic step would cost a
+/// hundred), and never more than a small multiple of the input's own size.
+#[test]
+fn judgement_memory_grows_linearly_with_the_input() {
+    for (what, build) in hostile_builds() {
+        let small = build(1_000);
+        let large = build(10_000);
+        let (_, small_peak) = meter::peak_during(|| judge(small.as_bytes()));
+        let (_, large_peak) = meter::peak_during(|| judge(large.as_bytes()));
+        eprintln!(
+            "{what}: {} bytes -> peak {small_peak}; {} bytes -> peak {large_peak}",
+            small.len(),
+            large.len()
+        );
+        assert!(small_peak > 0, "{what}: the meter counts");
+        assert!(
+            large_peak <= small_peak * 15,
+            "{what}: peak {small_peak} B for {} bytes, {large_peak} B for {} bytes",
+            small.len(),
+            large.len()
+        );
+        assert!(
+            large_peak <= large.len() * 32,
+            "{what}: peak {large_peak} B for {} bytes of input",
             large.len()
         );
     }
