@@ -1,6 +1,7 @@
 //! The one request budget that every call to Tented shares (`api.requests_per_second`).
 //!
-//! A governor `direct` limiter, driven by a clock built on tokio's clock so that the
+//! A governor `direct` limiter (a steady rate with a tolerance of a quarter of a cell,
+//! see [`limiter`]), driven by a clock built on tokio's clock so that the
 //! waiting obeys `tokio::time::pause()` in tests: governor's own `until_ready` would sleep
 //! on a timer that paused time does not move.
 
@@ -166,12 +167,15 @@ impl Budget {
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 Arc::clone(&guard)
             };
-            match limiter.check() {
-                Ok(()) => break,
-                Err(not_until) => {
+            let cells = std::num::NonZeroU32::new(SUBCELLS).unwrap_or(nonzero_one());
+            match limiter.check_n(cells) {
+                Ok(Ok(())) => break,
+                Ok(Err(not_until)) => {
                     let wait = not_until.wait_time_from(self.inner.clock.now());
                     tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
                 }
+                // Never: a call's sub-cells are fewer than the burst.
+                Err(_) => break,
             }
         }
         match class {
@@ -234,10 +238,23 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Each call takes this many sub-cells of the limiter, which lets it through up to one
+/// sub-cell (a quarter of a call's cell) before its steady time; see [`limiter`].
+const SUBCELLS: u32 = 4;
+
+/// The budget's limiter: a steady rate of `requests_per_second`, with a tolerance of a
+/// quarter of a cell. A waiter is told to come back a quarter of a cell before its cell
+/// is due, so a timer that wakes it a little late (a millisecond on a loaded machine: 5%
+/// of a 20 ms cell) does not push every later cell back and lose that time from the
+/// budget for good. Never a stampede: after a quiet spell the second call waits three
+/// quarters of a cell, and every later one a whole cell.
 fn limiter(requests_per_second: u32, clock: TokioClock) -> Limiter {
-    let per_second = std::num::NonZeroU32::new(requests_per_second.max(1)).unwrap_or(nonzero_one());
-    // A burst of one: the budget is a steady rate, never a stampede after a quiet spell.
-    let quota = Quota::per_second(per_second).allow_burst(nonzero_one());
+    let rate = requests_per_second.max(1);
+    let subcell = Duration::from_secs(1) / rate.saturating_mul(SUBCELLS).max(1);
+    let burst = std::num::NonZeroU32::new(SUBCELLS + 1).unwrap_or(nonzero_one());
+    let quota = Quota::with_period(subcell.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(nonzero_one()))
+        .allow_burst(burst);
     RateLimiter::direct_with_clock(quota, clock)
 }
 
@@ -253,18 +270,33 @@ mod tests {
     async fn budget_spaces_calls_at_the_configured_rate() {
         let budget = Budget::new(5);
         let start = tokio::time::Instant::now();
-        for _ in 0..11 {
+        let mut grants = Vec::new();
+        for _ in 0..21 {
             budget.acquire().await;
+            grants.push(start.elapsed());
         }
-        // Eleven calls at 5 per second with a burst of one take two seconds.
+        // 21 calls at 5 per second take four seconds, less the quarter of a cell (50 ms)
+        // by which a waiter may come early; none came sooner than 3/4 of a cell (150 ms)
+        // after the previous one: a steady rate, never a stampede.
         let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(1990), "{elapsed:?}");
-        assert!(elapsed <= Duration::from_millis(2100), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(3950), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_millis(4100), "{elapsed:?}");
+        assert!(
+            grants
+                .windows(2)
+                .all(|w| w[1] - w[0] >= Duration::from_millis(150)),
+            "{grants:?}"
+        );
+        // No drift: every grant is within a quarter of a cell of its steady time.
+        for (k, at) in grants.iter().enumerate() {
+            let steady = Duration::from_millis(200 * k as u64);
+            assert!(*at + Duration::from_millis(50) >= steady, "{k}: {at:?}");
+        }
         let (delayed, _) = budget.delays();
-        assert_eq!(delayed, 10);
+        assert_eq!(delayed, 20);
         let total = budget.total_wait();
         assert!(
-            total >= Duration::from_millis(1990) && total <= Duration::from_millis(2100),
+            total >= Duration::from_millis(3950) && total <= Duration::from_millis(4100),
             "{total:?}"
         );
     }
