@@ -321,9 +321,11 @@ fn slow_start_of(ctx: &Context, manifest: &ManifestRecord) -> SlowStart {
     if ctx.settings.submit.failure_threshold >= 1.0 {
         return SlowStart::Off;
     }
-    SlowStart::On {
-        template_proven: ctx.template_proven(&template_key(manifest)),
-    }
+    // Only a bulk template proves itself: create and edit manifests share no template.
+    let template_proven = manifest.kind == ManifestKind::Bulk
+        && manifest.top.template_id.is_some()
+        && ctx.template_proven(&template_key(manifest));
+    SlowStart::On { template_proven }
 }
 
 /// The key under which a manifest's template is judged (and its generations timed).
