@@ -56,8 +56,11 @@ pub enum CallClass {
 
 /// While creates wait for the budget, a poll gets a cell after this many creates did: the
 /// budget goes to what starts work first (the makespan is set by the last create plus a
-/// generation), and polls never starve.
-pub const CREATES_PER_POLL: u64 = 3;
+/// generation), and polls never starve. Two, not three: with three the polls fell so far
+/// behind that the last result came 2.6 s (bench scale: one floor is 1 s) after its last
+/// tent finished, with two 1.9 s, for the same makespan; with one the creates end so late
+/// that the makespan grows by 1.4 s (`BENCHMARKS.md`).
+pub const CREATES_PER_POLL: u64 = 2;
 
 /// Waits that are at least this long count as "the budget delayed a call".
 const NOTABLE_BUDGET_WAIT: Duration = Duration::from_millis(50);
@@ -321,10 +324,10 @@ mod tests {
         let seen = grants.lock().expect("grants").clone();
         let creates = seen.iter().filter(|c| **c == CallClass::Create).count();
         let polls = seen.len() - creates;
-        // About 40 cells in 4 s: three creates for each poll while creates wait.
+        // About 40 cells in 4 s: two creates for each poll while creates wait.
         assert!(seen.len() >= 38, "{} cells", seen.len());
         assert!(
-            (8..=12).contains(&polls),
+            (11..=15).contains(&polls),
             "{creates} creates, {polls} polls"
         );
         let (create_wait, poll_wait) = budget.waited_by_class();
