@@ -142,6 +142,7 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
         .map(|(n, i, p)| manifest_text(n, *i, p))
         .collect();
     let start = Instant::now();
+    let start_wall = std::time::SystemTime::now();
     drop_manifest(dir.path(), "a", &texts[0])?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop_manifest(dir.path(), "b", &texts[1])?;
@@ -218,6 +219,16 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
         &format!("its generation + floors {c_bound:.1} s"),
         c_wait <= c_bound + 2.0,
     );
+    let last_tent = last_tent_finished(&sim.base_url(), &calls, start_wall).await?;
+    let behind = span - last_tent.as_secs_f64();
+    let behind_bound = FLOOR.as_secs_f64() + 1.0;
+    report.line(
+        "last result after the last tent finished",
+        behind,
+        "s",
+        &format!("one floor + 1 s = {behind_bound:.1} s"),
+        behind <= behind_bound,
+    );
     let busy = calls.len() as f64 / (budget * span);
     report.line(
         "budget busy (calls / budget x makespan)",
@@ -247,6 +258,38 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
         timeline.join(" ")
     );
     Ok(())
+}
+
+/// When the last tent of the run finished, after `start_wall`: the latest `updated_at`
+/// (Tented's own clock, the time of a job's last transition) of the bulk jobs polled.
+async fn last_tent_finished(
+    base_url: &str,
+    calls: &[tented_bulkd::simulator::RecordedCall],
+    start_wall: std::time::SystemTime,
+) -> Result<Duration, Failure> {
+    let ids: std::collections::BTreeSet<&str> = calls
+        .iter()
+        .filter_map(|c| c.path.strip_prefix("/v1/bulk-jobs/"))
+        .collect();
+    let client = reqwest::Client::new();
+    let mut last = start_wall;
+    for id in ids {
+        let body: serde_json::Value = client
+            .get(format!("{base_url}/v1/bulk-jobs/{id}"))
+            .bearer_auth("sim-key")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let updated = body["updated_at"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+            .ok_or_else(|| format!("bulk job {id}: no updated_at in {body}"))?;
+        last = last.max(updated);
+    }
+    last.duration_since(start_wall).map_err(|e| e.to_string())
 }
 
 /// The real binary takes a 100,000-item manifest renamed into its inbox: drop to archive,

@@ -378,7 +378,8 @@ pub async fn record_bulk_poll(
             &mut txn,
             ctx.settings.submit.failure_threshold,
         );
-        txn.commit().await?;
+        let committed = txn.commit().await?;
+        crate::pipeline::submission::note_template_verdict(ctx, &committed);
     }
     if let Some((key, times)) = learned {
         ctx.learned_generation_times(key, times);
@@ -530,7 +531,8 @@ pub async fn record_tent_poll(
             &mut txn,
             ctx.settings.submit.failure_threshold,
         );
-        txn.commit().await?;
+        let committed = txn.commit().await?;
+        crate::pipeline::submission::note_template_verdict(ctx, &committed);
     }
     // Answers may release a manifest that waits for its first answers.
     ctx.wake_submitter.notify_one();

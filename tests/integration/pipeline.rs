@@ -641,6 +641,75 @@ async fn a_template_whose_generations_all_fail_costs_one_chunk_thanks_to_slow_st
     app.stop_daemon().await;
 }
 
+/// How many create requests of the calls from `from` on went out before the first poll.
+fn posts_before_the_first_poll(calls: &[tented_bulkd::simulator::RecordedCall]) -> usize {
+    calls
+        .iter()
+        .take_while(|c| c.method != "GET")
+        .filter(|c| c.method == "POST" && c.path == "/v1/tents/bulk")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_proven_within_the_threshold_skips_the_slow_start_even_after_a_restart() {
+    // Generations outlast two floors: a poll sees no success before the third floor.
+    let mut app = TestApp::spawn(SimConfig {
+        generation_time: (Duration::from_millis(400), Duration::from_millis(600)),
+        ..quick_sim()
+    })
+    .await;
+    // A fresh template: one chunk at risk until its first successes come back.
+    app.drop_manifest("first.json", &bulk_manifest(100));
+    let first = app.wait_result("first", WAIT).await;
+    assert_eq!(first["counts"]["completed"], 100, "{}", first["counts"]);
+    assert_eq!(posts_before_the_first_poll(&app.calls()), 1);
+    // 100 answers within the threshold: the template has proven itself, and the next
+    // manifest of it sends all its chunks at once.
+    let from = app.calls().len();
+    app.drop_manifest("second.json", &bulk_manifest(101));
+    app.wait_result("second", WAIT).await;
+    assert_eq!(posts_before_the_first_poll(&app.calls()[from..]), 5);
+    // The store remembers it across a restart.
+    app.stop_daemon().await;
+    app.start_daemon().await;
+    let from = app.calls().len();
+    app.drop_manifest("third.json", &bulk_manifest(102));
+    app.wait_result("third", WAIT).await;
+    assert_eq!(posts_before_the_first_poll(&app.calls()[from..]), 5);
+    assert_poll_floor(&app.calls(), TEST_FLOOR, Duration::ZERO);
+    app.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proven_template_opens_nothing_for_another_template_whose_items_are_refused() {
+    let mut app = TestApp::spawn(SimConfig {
+        templates: vec!["tpl_test".into()],
+        ..quick_sim()
+    })
+    .await;
+    app.drop_manifest("good.json", &bulk_manifest(30));
+    app.wait_result("good", WAIT).await;
+    let from = app.calls().len();
+    let mut broken = bulk_manifest(200);
+    broken["template_id"] = json!("tpl_gone");
+    app.drop_manifest("broken.json", &broken);
+    wait_until("`broken` paused by the failure threshold", WAIT, || async {
+        let status = tented_bulkd::admin::status_report(app.ctx());
+        status
+            .manifests
+            .iter()
+            .any(|m| m.name == "broken" && m.state == "paused")
+    })
+    .await;
+    app.daemon().sweeper_passes(2).await;
+    assert_eq!(
+        bulk_posts(&app.calls()[from..]).len(),
+        1,
+        "an unproven template costs one chunk"
+    );
+    app.stop_daemon().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_while_a_chunk_is_on_the_wire_ends_its_unadmitted_items_canceled() {
     use tented_bulkd::simulator::{EndpointFaults, FaultRates};

@@ -19,9 +19,11 @@ mod answer;
 mod fair;
 mod parked;
 mod requests;
+mod slow_start;
 
 use fair::FairShare;
 pub use parked::Parked;
+pub use slow_start::{holds_for_answers, Answers};
 use tokio::task::JoinSet;
 
 use requests::{
@@ -218,7 +220,6 @@ async fn candidates(
     now: u64,
 ) -> Result<(Vec<(u64, u32)>, Option<u64>), StoreError> {
     let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
-    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let mut wake_at: Option<u64> = None;
     let mut earliest = |at: u64| wake_at = Some(wake_at.map_or(at, |w: u64| w.min(at)));
     let mut ready = Vec::new();
@@ -235,6 +236,7 @@ async fn candidates(
             Err(StoreError::NoManifest(_)) => continue,
             Err(e) => return Err(e),
         };
+        let slow_start = slow_start_of(ctx, txn.manifest());
         match plan_next(&mut txn, now, max_wait, slow_start)? {
             Plan::Items(_) => ready.push((id, txn.manifest().top.priority.weight())),
             Plan::Nothing => {
@@ -295,10 +297,10 @@ async fn record_intent(
     id: u64,
 ) -> Result<Option<(ManifestRecord, u32, Vec<ItemRecord>)>, StoreError> {
     let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
-    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(id)?;
     let now = ctx.clock.now_ms();
+    let slow_start = slow_start_of(ctx, txn.manifest());
     let Plan::Items(items) = plan_next(&mut txn, now, max_wait, slow_start)? else {
         return Ok(None);
     };
@@ -318,40 +320,43 @@ async fn record_intent(
     Ok(Some((manifest, seq, items)))
 }
 
-/// Items each completed generation adds to the slow start's window: two chunks, so a
-/// healthy manifest's next requests leave as soon as its first generation completes, and
-/// the window at least doubles with each round of answers, as TCP's does.
-pub const SLOW_START_GROWTH: u32 = 2 * BULK_CHUNK;
+/// Whether the slow start applies to a manifest (not with `failure_threshold = 1`), and
+/// if so whether its template has proven itself in this daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlowStart {
+    Off,
+    On { template_proven: bool },
+}
 
-/// Whether a manifest must wait for answers before sending more: a slow start, as TCP's.
-/// Until the failure threshold can judge it (25 final answers from the API), the items
-/// at risk (sent and not completed, plus those that failed or were refused) stay within a
-/// window of 25 that every completed generation widens by [`SLOW_START_GROWTH`]. A broken
-/// template (every generation fails, or the API refuses every item) completes nothing,
-/// so it costs one chunk's worth; a healthy one opens the way as its first successes
-/// arrive, without waiting for a whole chunk's answers. Create and edit manifests (one
-/// item per request) may have 25 at risk, not one.
-pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
-    if manifest.threshold_overridden() {
-        return false;
+fn slow_start_of(ctx: &Context, manifest: &ManifestRecord) -> SlowStart {
+    if ctx.settings.submit.failure_threshold >= 1.0 {
+        return SlowStart::Off;
     }
-    let api_rejected = manifest
-        .count(ItemState::Rejected)
-        .saturating_sub(manifest.local_rejections);
-    let completed = manifest.count(ItemState::Completed);
-    let went_wrong = manifest.count(ItemState::Failed) + api_rejected;
-    let in_flight = manifest.count(ItemState::Sending)
-        + manifest.count(ItemState::Admitted)
-        + manifest.count(ItemState::AwaitingDetails);
-    let window = THRESHOLD_MIN_ANSWERS + SLOW_START_GROWTH * completed;
-    completed + went_wrong < THRESHOLD_MIN_ANSWERS && went_wrong + in_flight >= window
+    // Only a bulk template proves itself: create and edit manifests share no template.
+    let template_proven = manifest.kind == ManifestKind::Bulk
+        && manifest.top.template_id.is_some()
+        && ctx.template_proven(&template_key(manifest));
+    SlowStart::On { template_proven }
+}
+
+/// The key under which a manifest's template is judged (and its generations timed).
+pub fn template_key(manifest: &ManifestRecord) -> String {
+    crate::schedule::generation_key(manifest.kind, manifest.top.template_id.as_deref())
+}
+
+/// Keeps the daemon's verdict on a manifest's template in step with its answers (once
+/// the failure threshold can judge them): called after each commit that records answers.
+pub fn note_template_verdict(ctx: &Context, manifest: &ManifestRecord) {
+    if let Some(within) = Answers::of(manifest).verdict(ctx.settings.submit.failure_threshold) {
+        ctx.template_verdict(template_key(manifest), within);
+    }
 }
 
 fn plan_next(
     txn: &mut Txn<'_>,
     now: u64,
     max_wait_ms: u64,
-    slow_start: bool,
+    slow_start: SlowStart,
 ) -> Result<Plan, StoreError> {
     let manifest = txn.manifest().clone();
     if manifest.finished_at_ms.is_some()
@@ -359,7 +364,7 @@ fn plan_next(
         || !manifest.control().is_running()
         // Past poll.max_wait nothing more is sent: the sweeper ends what is left.
         || now >= manifest.received_at_ms.saturating_add(max_wait_ms)
-        || (slow_start && holds_for_answers(&manifest))
+        || matches!(slow_start, SlowStart::On { template_proven } if holds_for_answers(&manifest, template_proven))
     {
         return Ok(Plan::Nothing);
     }
@@ -549,8 +554,9 @@ async fn record_answer(
     }
     txn.put_job(job);
     check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
-    txn.commit().await?;
+    let committed = txn.commit().await?;
     drop(writer);
+    note_template_verdict(ctx, &committed);
     if any_admitted {
         let _ = ctx.new_jobs.send(JobKey {
             manifest_id: id,
@@ -645,11 +651,8 @@ pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
     if !more_to_send {
         return;
     }
-    let api_rejected = manifest
-        .count(ItemState::Rejected)
-        .saturating_sub(manifest.local_rejections);
-    let bad = manifest.count(ItemState::Failed) + api_rejected;
-    let answered = manifest.count(ItemState::Completed) + bad;
+    let answers = Answers::of(manifest);
+    let (bad, answered) = (answers.went_wrong, answers.total());
     if answered >= THRESHOLD_MIN_ANSWERS && f64::from(bad) > threshold * f64::from(answered) {
         let name = manifest.name.clone();
         let reason = format!(
@@ -658,76 +661,5 @@ pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
         tracing::warn!(manifest = %name, "manifest paused: {reason}");
         txn.manifest_mut()
             .apply_control(ControlEvent::ThresholdTripped { reason });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Received;
-
-    fn manifest_with(counts: &[(ItemState, u32)], local: u32) -> ManifestRecord {
-        let mut m = ManifestRecord::received(Received {
-            id: 1,
-            name: "m".into(),
-            inbox_file: "m.json".into(),
-            kind: ManifestKind::Bulk,
-            received_at_ms: 0,
-            sha256: [0; 32],
-            top: crate::manifest::TopFields::default(),
-            top_given: "{}".into(),
-            item_count: 100,
-            rejection: None,
-        });
-        for (state, n) in counts {
-            m = m.with_count(*state, *n);
-        }
-        m.local_rejections = local;
-        m
-    }
-
-    #[test]
-    fn slow_start_holds_once_about_one_chunk_is_at_risk() {
-        use ItemState::*;
-        // Nothing sent yet: go.
-        assert!(!holds_for_answers(&manifest_with(&[(Pending, 100)], 0)));
-        // One full chunk generating, no answer yet: hold.
-        assert!(holds_for_answers(&manifest_with(
-            &[(Pending, 75), (Admitted, 25)],
-            0
-        )));
-        // A chunk of 23 (two rejected locally) leaves room for the next.
-        assert!(!holds_for_answers(&manifest_with(
-            &[(Pending, 75), (Admitted, 23), (Rejected, 2)],
-            2
-        )));
-        // 25 answers in: the threshold can judge, no more holding.
-        assert!(!holds_for_answers(&manifest_with(
-            &[(Pending, 50), (Admitted, 25), (Completed, 25)],
-            0
-        )));
-        // The first successes open the way: one completed item widens the window by two chunks.
-        assert!(!holds_for_answers(&manifest_with(
-            &[(Pending, 75), (Admitted, 24), (Completed, 1)],
-            0
-        )));
-        assert!(holds_for_answers(&manifest_with(
-            &[(Pending, 24), (Admitted, 75), (Completed, 1)],
-            0
-        )));
-        assert!(!holds_for_answers(&manifest_with(
-            &[(Pending, 24), (Admitted, 74), (Completed, 2)],
-            0
-        )));
-        // Failures open nothing: 10 failed and 15 generating hold, as with no answer.
-        assert!(holds_for_answers(&manifest_with(
-            &[(Pending, 75), (Admitted, 15), (Failed, 10)],
-            0
-        )));
-        // Resumed by the operator: no holding.
-        let mut resumed = manifest_with(&[(Pending, 75), (Admitted, 25)], 0);
-        resumed.apply_control(ControlEvent::ThresholdTripped { reason: "r".into() });
-        resumed.apply_control(ControlEvent::Resume);
-        assert!(!holds_for_answers(&resumed));
     }
 }

@@ -1,0 +1,222 @@
+//! The slow start (SPEC sections 7 and 8): how many of a manifest's items may be at risk
+//! before the failure threshold can judge its template, as TCP's slow start does with
+//! unacknowledged segments.
+//!
+//! - An unproven template may have one chunk (25 items) at risk. Every item that succeeds
+//!   doubles the window, every item that fails or is refused undoes one doubling: the
+//!   window is `25 × 2^(successes − failures)`, never under 25. A template whose
+//!   generations all fail never opens it, so it costs about one chunk; a healthy one is
+//!   open a few successes after its first generation completes (5 successes: 32 chunks),
+//!   long before its whole first chunk is answered.
+//! - Once a manifest has 25 final answers, the failure threshold judges it: no more
+//!   holding.
+//! - A template that has proven itself in this daemon (a manifest of it reached 25 final
+//!   answers within the failure threshold, this run or an earlier one) starts open, unless
+//!   the manifest's own answers go wrong more often than right.
+//! - `resume` (after a threshold pause) lifts it; `failure_threshold = 1` turns it off.
+
+use crate::state::item::ItemState;
+use crate::store::ManifestRecord;
+
+use super::{BULK_CHUNK, THRESHOLD_MIN_ANSWERS};
+
+/// The most doublings the window counts (2^20 chunks: open, for any manifest).
+const MAX_DOUBLINGS: u32 = 20;
+
+/// A manifest's final answers from the API: items that completed, and items that failed
+/// or that the API refused (local rejections are not the template's doing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answers {
+    pub succeeded: u32,
+    pub went_wrong: u32,
+}
+
+impl Answers {
+    pub fn of(manifest: &ManifestRecord) -> Answers {
+        let api_rejected = manifest
+            .count(ItemState::Rejected)
+            .saturating_sub(manifest.local_rejections);
+        Answers {
+            succeeded: manifest.count(ItemState::Completed),
+            went_wrong: manifest.count(ItemState::Failed) + api_rejected,
+        }
+    }
+
+    pub fn total(self) -> u32 {
+        self.succeeded + self.went_wrong
+    }
+
+    /// What these answers say of the template: `None` until the failure threshold can
+    /// judge them (25 answers), then whether they are within it.
+    pub fn verdict(self, threshold: f64) -> Option<bool> {
+        (self.total() >= THRESHOLD_MIN_ANSWERS)
+            .then(|| f64::from(self.went_wrong) <= threshold * f64::from(self.total()))
+    }
+}
+
+/// The items an unproven template may have at risk (in flight, failed or refused) after
+/// these answers: one chunk, doubled by every success beyond the failures.
+pub fn window(answers: Answers) -> u32 {
+    let doublings = answers
+        .succeeded
+        .saturating_sub(answers.went_wrong)
+        .min(MAX_DOUBLINGS);
+    BULK_CHUNK.saturating_mul(1 << doublings)
+}
+
+/// Whether a manifest must wait for answers before sending more. `template_proven`: a
+/// manifest of the same template reached 25 answers within the failure threshold.
+pub fn holds_for_answers(manifest: &ManifestRecord, template_proven: bool) -> bool {
+    if manifest.threshold_overridden() {
+        return false;
+    }
+    let answers = Answers::of(manifest);
+    if answers.total() >= THRESHOLD_MIN_ANSWERS
+        || (template_proven && answers.went_wrong <= answers.succeeded)
+    {
+        return false;
+    }
+    let in_flight = manifest.count(ItemState::Sending)
+        + manifest.count(ItemState::Admitted)
+        + manifest.count(ItemState::AwaitingDetails);
+    answers.went_wrong + in_flight >= window(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::ManifestKind;
+    use crate::state::control::ControlEvent;
+    use crate::store::Received;
+
+    fn manifest_with(counts: &[(ItemState, u32)], local: u32) -> ManifestRecord {
+        let mut m = ManifestRecord::received(Received {
+            id: 1,
+            name: "m".into(),
+            inbox_file: "m.json".into(),
+            kind: ManifestKind::Bulk,
+            received_at_ms: 0,
+            sha256: [0; 32],
+            top: crate::manifest::TopFields::default(),
+            top_given: "{}".into(),
+            item_count: 10_000,
+            rejection: None,
+        });
+        for (state, n) in counts {
+            m = m.with_count(*state, *n);
+        }
+        m.local_rejections = local;
+        m
+    }
+
+    fn holds(counts: &[(ItemState, u32)]) -> bool {
+        holds_for_answers(&manifest_with(counts, 0), false)
+    }
+
+    #[test]
+    fn an_unproven_template_has_about_one_chunk_at_risk() {
+        use ItemState::*;
+        // Nothing sent yet: go.
+        assert!(!holds(&[(Pending, 100)]));
+        // One full chunk generating, no answer yet: hold.
+        assert!(holds(&[(Pending, 75), (Admitted, 25)]));
+        // A chunk of 23 (two rejected locally) leaves room for the next.
+        assert!(!holds_for_answers(
+            &manifest_with(&[(Pending, 75), (Admitted, 23), (Rejected, 2)], 2),
+            false
+        ));
+        // Refused by the API, those two count against the window.
+        assert!(holds_for_answers(
+            &manifest_with(&[(Pending, 75), (Admitted, 23), (Rejected, 2)], 0),
+            false
+        ));
+        // Failures open nothing: 10 failed and 15 generating hold, as with no answer.
+        assert!(holds(&[(Pending, 75), (Admitted, 15), (Failed, 10)]));
+        // Nor do successes that the failures outnumber.
+        assert!(holds(&[
+            (Pending, 70),
+            (Admitted, 17),
+            (Failed, 8),
+            (Completed, 5)
+        ]));
+    }
+
+    #[test]
+    fn every_success_doubles_the_window_and_every_failure_undoes_a_doubling() {
+        use ItemState::*;
+        let answers = |succeeded, went_wrong| Answers {
+            succeeded,
+            went_wrong,
+        };
+        assert_eq!(window(answers(0, 0)), 25);
+        assert_eq!(window(answers(1, 0)), 50);
+        assert_eq!(window(answers(5, 0)), 800);
+        assert_eq!(window(answers(5, 2)), 200);
+        assert_eq!(window(answers(2, 9)), 25);
+        assert_eq!(window(answers(24, 0)), 25 << 20, "capped, no overflow");
+        // One success: two chunks at risk, not three.
+        assert!(!holds(&[(Pending, 75), (Admitted, 24), (Completed, 1)]));
+        assert!(holds(&[(Pending, 49), (Admitted, 50), (Completed, 1)]));
+        // Five successes: 32 chunks.
+        assert!(!holds(&[(Pending, 9_000), (Admitted, 795), (Completed, 5)]));
+        assert!(holds(&[(Pending, 9_000), (Admitted, 800), (Completed, 5)]));
+    }
+
+    #[test]
+    fn the_threshold_judges_after_25_answers_and_resume_lifts_the_hold() {
+        use ItemState::*;
+        // 25 answers in: the threshold can judge, no more holding (even when bad: the
+        // threshold pauses that manifest).
+        assert!(!holds(&[(Pending, 50), (Admitted, 25), (Completed, 25)]));
+        assert!(!holds(&[(Pending, 50), (Admitted, 25), (Failed, 25)]));
+        // Resumed by the operator: no holding.
+        let mut resumed = manifest_with(&[(Pending, 75), (Admitted, 25)], 0);
+        resumed.apply_control(ControlEvent::ThresholdTripped { reason: "r".into() });
+        resumed.apply_control(ControlEvent::Resume);
+        assert!(!holds_for_answers(&resumed, false));
+    }
+
+    #[test]
+    fn a_proven_template_starts_open_unless_the_manifest_goes_wrong() {
+        use ItemState::*;
+        let generating = manifest_with(&[(Pending, 9_000), (Admitted, 1_000)], 0);
+        assert!(holds_for_answers(&generating, false));
+        assert!(!holds_for_answers(&generating, true));
+        let good = manifest_with(
+            &[
+                (Pending, 9_000),
+                (Admitted, 990),
+                (Completed, 6),
+                (Failed, 4),
+            ],
+            0,
+        );
+        assert!(!holds_for_answers(&good, true));
+        let bad = manifest_with(
+            &[
+                (Pending, 9_000),
+                (Admitted, 990),
+                (Completed, 4),
+                (Failed, 6),
+            ],
+            0,
+        );
+        assert!(holds_for_answers(&bad, true));
+    }
+
+    #[test]
+    fn the_verdict_waits_for_25_answers_and_follows_the_threshold() {
+        let verdict = |succeeded, went_wrong| {
+            Answers {
+                succeeded,
+                went_wrong,
+            }
+            .verdict(0.5)
+        };
+        assert_eq!(verdict(24, 0), None);
+        assert_eq!(verdict(25, 0), Some(true));
+        assert_eq!(verdict(13, 12), Some(true));
+        assert_eq!(verdict(12, 13), Some(false));
+        assert_eq!(verdict(0, 25), Some(false));
+    }
+}
