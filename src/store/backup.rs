@@ -13,6 +13,11 @@
 //! A restore fills an empty state folder from such a file (checked whole first) and then
 //! pauses every manifest that was unfinished at the snapshot: requests sent after it are
 //! not in it, so sending waits for the operator (`resume` or `cancel`).
+//!
+//! The records are the store's raw keys and values, in whatever store format the daemon
+//! that wrote the backup used: a backup of an older format (e.g. format 2's one key per
+//! item) is migrated right after its records are written, as opening that store would
+//! have done. A backup of a newer format than this daemon knows cannot be restored by it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -215,6 +220,12 @@ impl Store {
         }
         store.tree.apply_batch(batch).map_err(StoreError::from)?;
         store.db.flush_async().await.map_err(StoreError::from)?;
+        // A backup holds the records as they were: one of an older store format is
+        // migrated here, as opening that store would have done.
+        let migrated = store.migrate_to_current()?;
+        if migrated > 0 {
+            tracing::info!(migrated, "restored records rewritten in the current format");
+        }
         let newest = store.newest_recorded_id()?;
         store
             .newest_id

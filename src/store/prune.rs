@@ -8,18 +8,22 @@
 //!    as pruned (`list`, `show`, edits), even while its records are being removed.
 //! 2. [`Store::prune_slice`] removes at most a slice of its items (with their `C`
 //!    entries and the `T` records of their tents that no longer hold back a poll), then
-//!    of its jobs; called until it removes nothing.
+//!    of its jobs; called until it removes nothing. Items are stored in blocks (`B`): a
+//!    slice removes whole blocks, and the block where it ends is written back with the
+//!    items it keeps, in the same batch.
 //! 3. [`Store::finish_prune`] removes the manifest record (`M`) and flushes.
 //!
 //! A crash anywhere leaves a store that reads: the next pass finds the manifest (its `M`
 //! is still there) and goes on from where it stopped. The name (`N`) and hash (`H`)
 //! indexes are never removed.
 
+use super::blocks::{decode_block, encode_block};
 use super::summary::{summary_key, StoredSummary};
 use super::{
-    client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredItem,
-    StoredJob, StoredTentPoll,
+    client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredJob,
+    StoredTentPoll,
 };
+use crate::state::item::ItemRecord;
 
 /// What one [`Store::prune_slice`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,26 +77,20 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         let mut pruned = Pruned::default();
-        for entry in self.tree.scan_prefix(prefixed(b'I', id)).take(slice) {
+        for entry in self.tree.scan_prefix(prefixed(b'B', id)) {
+            if pruned.items >= slice {
+                break;
+            }
             let (key, bytes) = entry?;
-            let item = decode::<StoredItem>(&key, &bytes)?.current()?;
-            let mut client_key = client_prefix(&item.client_item_id);
-            client_key.extend_from_slice(&id.to_be_bytes());
-            client_key.extend_from_slice(&item.index.to_be_bytes());
-            batch.remove(client_key);
-            batch.remove(key);
-            pruned.items += 1;
-            if let Some(tent_id) = &item.tent_id {
-                let tent = tent_key(tent_id);
-                if let Some(bytes) = self.tree.get(&tent)? {
-                    let StoredTentPoll::V1(poll) = decode(&tent, &bytes)?;
-                    // A record that no longer holds back a poll can go; a newer edit of
-                    // the same tent writes its own.
-                    if poll.next_due_ms(floor_ms) <= now_ms {
-                        batch.remove(tent);
-                        pruned.tent_polls += 1;
-                    }
-                }
+            let mut removed = decode_block(&key, &bytes)?;
+            let kept = removed.split_off(removed.len().min(slice - pruned.items));
+            if kept.is_empty() {
+                batch.remove(key);
+            } else {
+                batch.insert(key, encode_block(&kept)?);
+            }
+            for item in &removed {
+                self.prune_item(id, item, &mut batch, &mut pruned, (now_ms, floor_ms))?;
             }
         }
         if pruned.items == 0 {
@@ -108,11 +106,41 @@ impl Store {
         Ok(pruned)
     }
 
+    /// Adds to `batch` the removal of an item's client index entry, and of its tent's
+    /// poll record when that is due anyway by `now_ms` with the floor `floor_ms`.
+    fn prune_item(
+        &self,
+        id: u64,
+        item: &ItemRecord,
+        batch: &mut sled::Batch,
+        pruned: &mut Pruned,
+        (now_ms, floor_ms): (u64, u64),
+    ) -> Result<(), StoreError> {
+        let mut client_key = client_prefix(&item.client_item_id);
+        client_key.extend_from_slice(&id.to_be_bytes());
+        client_key.extend_from_slice(&item.index.to_be_bytes());
+        batch.remove(client_key);
+        pruned.items += 1;
+        if let Some(tent_id) = &item.tent_id {
+            let tent = tent_key(tent_id);
+            if let Some(bytes) = self.tree.get(&tent)? {
+                let StoredTentPoll::V1(poll) = decode(&tent, &bytes)?;
+                // A record that no longer holds back a poll can go; a newer edit of
+                // the same tent writes its own.
+                if poll.next_due_ms(floor_ms) <= now_ms {
+                    batch.remove(tent);
+                    pruned.tent_polls += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the manifest record once its items and jobs are gone (else nothing), and
     /// flushes.
     pub async fn finish_prune(&self, id: u64) -> Result<(), StoreError> {
         let _writer = self.writer.lock().await;
-        let leftovers = self.tree.scan_prefix(prefixed(b'I', id)).next().is_some()
+        let leftovers = self.tree.scan_prefix(prefixed(b'B', id)).next().is_some()
             || self.tree.scan_prefix(prefixed(b'J', id)).next().is_some();
         if self.summary(id)?.is_none() || leftovers {
             // Not begun, or not done: the manifest record stays, and the next pass goes on.
