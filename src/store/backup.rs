@@ -435,6 +435,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backup_of_a_format_2_store_restores_with_its_items_in_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("a")).expect("opens");
+        let id = add_manifest(&store, "old", false).await;
+        // Rewrite the manifest's items as store format 2 did, one `I` key each.
+        let mut items = Vec::new();
+        for index in 0..30 {
+            let mut item = ItemRecord::pending(
+                id,
+                index,
+                format!("old-{index}"),
+                format!("{{\"n\": {index}}}"),
+                Default::default(),
+            );
+            item.tent_name = Some(format!("tent {index}"));
+            store
+                .tree
+                .insert(
+                    crate::store::item_key(id, index),
+                    crate::store::encode(&crate::store::StoredItem::V2(item.clone()))
+                        .expect("encode"),
+                )
+                .expect("insert");
+            items.push(item);
+        }
+        store
+            .tree
+            .remove(crate::store::blocks::block_key(id, 0))
+            .expect("remove");
+        let path = dir.path().join("old.backup");
+        store
+            .backup_to(std::fs::File::create(&path).expect("create"), 5)
+            .await
+            .expect("backs up");
+
+        Store::restore(&dir.path().join("r"), &path)
+            .await
+            .expect("restores");
+        let restored = Store::open(&dir.path().join("r")).expect("reopens");
+        assert_eq!(restored.items(id).expect("reads"), items);
+        let versions = restored.record_versions().expect("versions");
+        assert_eq!(versions.get("block v1"), Some(&2));
+        assert_eq!(versions.get("item v2 (format 2 key)"), None);
+    }
+
+    #[tokio::test]
     async fn a_damaged_or_foreign_file_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("a")).expect("opens");

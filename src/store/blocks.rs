@@ -89,7 +89,11 @@ pub(super) fn merge_blocks(mut block: Vec<ItemRecord>, later: Vec<ItemRecord>) -
 
 impl Store {
     /// The items of one block (empty when it has none).
-    pub(super) fn block(&self, manifest_id: u64, block: u32) -> Result<Vec<ItemRecord>, StoreError> {
+    pub(super) fn block(
+        &self,
+        manifest_id: u64,
+        block: u32,
+    ) -> Result<Vec<ItemRecord>, StoreError> {
         let key = block_key(manifest_id, block);
         match self.tree.get(key)? {
             Some(bytes) => decode_block(&key, &bytes),
@@ -145,7 +149,8 @@ impl Store {
         }
         regrouping.close_group(self)?;
         if regrouping.in_batch > 0 {
-            self.tree.apply_batch(std::mem::take(&mut regrouping.batch))?;
+            self.tree
+                .apply_batch(std::mem::take(&mut regrouping.batch))?;
         }
         if regrouping.moved > 0 {
             self.db.flush()?;
@@ -189,5 +194,220 @@ impl Regrouping {
             self.in_batch = 0;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        item_key, received_for_test, ManifestKind, ManifestRecord, Received, TopFields,
+    };
+    use super::*;
+    use crate::state::item::{ItemEvent, ItemState};
+
+    fn pending(id: u64, index: u32) -> ItemRecord {
+        ItemRecord::pending(
+            id,
+            index,
+            format!("c-{index}"),
+            format!("{{\"client_item_id\": \"c-{index}\"}}"),
+            Default::default(),
+        )
+    }
+
+    /// A store closed and opened again (sled lets go of the folder's lock a moment after
+    /// the last handle is dropped).
+    fn reopen(path: &std::path::Path) -> Store {
+        let started = std::time::Instant::now();
+        loop {
+            match Store::open(path) {
+                Err(StoreError::Locked { .. })
+                    if started.elapsed() < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other.expect("reopens"),
+            }
+        }
+    }
+
+    /// A manifest record with no items, committed; its items are then written by hand.
+    async fn empty_manifest(store: &Store, name: &str, items: u32) -> u64 {
+        let id = store.new_manifest_id().expect("an id");
+        let writer = store.writer().await;
+        let txn = writer.create(received_for_test(id, name, items));
+        txn.commit().await.expect("commit");
+        id
+    }
+
+    /// Items as store format 2 wrote them: one `I` key each.
+    fn write_format_2(store: &Store, id: u64, indices: std::ops::Range<u32>) -> Vec<ItemRecord> {
+        let items: Vec<ItemRecord> = indices.map(|i| pending(id, i)).collect();
+        for item in &items {
+            store
+                .tree
+                .insert(
+                    item_key(id, item.index),
+                    encode(&StoredItem::V2(item.clone())).expect("encode"),
+                )
+                .expect("insert");
+        }
+        items
+    }
+
+    #[test]
+    fn a_borrowed_block_encodes_to_the_bytes_of_a_stored_block() {
+        let items = vec![pending(1, 0), pending(1, 1)];
+        let owned = encode(&StoredBlock::V1(items.clone())).expect("encode");
+        assert_eq!(encode_block(&items).expect("encode"), owned);
+        assert_eq!(decode_block(b"B", &owned).expect("decode"), items);
+    }
+
+    #[tokio::test]
+    async fn a_format_2_store_half_migrated_by_a_crash_opens_with_every_item_in_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b, before);
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            a = empty_manifest(&store, "a", 60).await;
+            b = empty_manifest(&store, "b", 3).await;
+            let mut items = write_format_2(&store, a, 0..60);
+            items.extend(write_format_2(&store, b, 0..3));
+            // The state a crash leaves after the migration's first batch: block 0 of `a`
+            // written as a block, its `I` keys gone, the rest still per item.
+            let first: Vec<ItemRecord> = items[..25].to_vec();
+            store
+                .tree
+                .insert(block_key(a, 0), encode_block(&first).expect("encode"))
+                .expect("insert");
+            for index in 0..25 {
+                store.tree.remove(item_key(a, index)).expect("remove");
+            }
+            assert_eq!(
+                store
+                    .record_versions()
+                    .expect("versions")
+                    .get("item v2 (format 2 key)"),
+                Some(&38)
+            );
+            before = items;
+        }
+        let store = reopen(dir.path());
+        let versions = store.record_versions().expect("versions");
+        assert_eq!(
+            versions.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("block v1", 4),
+                ("item v2 (in blocks)", 63),
+                ("manifest v2", 2)
+            ],
+            "every item in blocks, no per-item key left"
+        );
+        let mut after = store.items(a).expect("reads");
+        assert_eq!(store.items_range(a, 20, 30).expect("reads"), before[20..30]);
+        after.extend(store.items(b).expect("reads"));
+        assert_eq!(after, before);
+        // The migrated items go on through transactions.
+        let writer = store.writer().await;
+        let mut txn = writer.begin(a).expect("begin");
+        txn.apply(59, ItemEvent::SendIntent { job_seq: 0 })
+            .expect("apply");
+        txn.commit().await.expect("commit");
+        assert_eq!(
+            store.item(a, 59).expect("reads").map(|i| i.state()),
+            Some(ItemState::Sending)
+        );
+        assert_eq!(store.item(a, 60).expect("reads"), None);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_reads_its_own_changes_and_writes_each_block_it_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let id = store.new_manifest_id().expect("an id");
+        let writer = store.writer().await;
+        let mut txn = writer.create(received_for_test(id, "m", 60));
+        for index in 0..60 {
+            txn.insert_item(pending(id, index)).expect("insert");
+        }
+        txn.commit().await.expect("commit");
+        assert_eq!(
+            store.record_versions().expect("v").get("block v1"),
+            Some(&3)
+        );
+
+        let mut txn = writer.begin(id).expect("begin");
+        for index in [24, 25, 26] {
+            txn.apply(index, ItemEvent::SendIntent { job_seq: 1 })
+                .expect("apply");
+        }
+        txn.annotate(26, |i| i.tent_name = Some("t".into()))
+            .expect("annotate");
+        let seen: Vec<ItemState> = txn
+            .items_range(23, 28)
+            .expect("reads")
+            .iter()
+            .map(|i| i.state())
+            .collect();
+        use ItemState::{Pending as P, Sending as S};
+        assert_eq!(seen, [P, S, S, S, P]);
+        assert_eq!(txn.item(26).expect("reads").tent_name.as_deref(), Some("t"));
+        assert!(matches!(
+            txn.item(60),
+            Err(StoreError::NoItem { index: 60, .. })
+        ));
+        // Not committed: the store has not changed.
+        assert_eq!(
+            store.item(id, 25).expect("reads").map(|i| i.state()),
+            Some(P)
+        );
+        let record = txn.commit().await.expect("commit");
+        assert_eq!((record.count(P), record.count(S)), (57, 3));
+        let states: Vec<ItemState> = store
+            .items(id)
+            .expect("reads")
+            .iter()
+            .map(|i| i.state())
+            .collect();
+        assert_eq!(states.len(), 60);
+        assert_eq!(states.iter().filter(|s| **s == S).count(), 3);
+        assert_eq!(states[23..28], [P, S, S, S, P]);
+        assert_eq!(
+            store.item(id, 26).expect("reads").and_then(|i| i.tent_name),
+            Some("t".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_manifests_items_in_any_order_and_over_several_slices_are_all_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let id = store.new_manifest_id().expect("an id");
+        let writer = store.writer().await;
+        let count = 2 * super::super::NEW_MANIFEST_SLICE as u32 + 30;
+        let mut txn = writer.create(ManifestRecord::received(Received {
+            id,
+            name: "big".into(),
+            inbox_file: "big.json".into(),
+            kind: ManifestKind::Bulk,
+            received_at_ms: 1,
+            sha256: [1; 32],
+            top: TopFields::default(),
+            top_given: "{}".into(),
+            item_count: count,
+            rejection: None,
+        }));
+        // Odd indices first, then even ones: every block is written by two slices.
+        for index in (1..count).step_by(2).chain((0..count).step_by(2)) {
+            txn.insert_item(pending(id, index)).expect("insert");
+        }
+        txn.commit().await.expect("commit");
+        let items = store.items(id).expect("reads");
+        let indices: Vec<u32> = items.iter().map(|i| i.index).collect();
+        assert_eq!(indices, (0..count).collect::<Vec<_>>());
+        assert_eq!(
+            store.record_versions().expect("v").get("block v1"),
+            Some(&(count as u64).div_ceil(25))
+        );
     }
 }
