@@ -200,7 +200,8 @@ impl Regrouping {
 #[cfg(test)]
 mod tests {
     use super::super::{
-        item_key, received_for_test, ManifestKind, ManifestRecord, Received, TopFields,
+        client_prefix, item_key, received_for_test, ManifestKind, ManifestRecord, Received,
+        TopFields,
     };
     use super::*;
     use crate::state::item::{ItemEvent, ItemState};
@@ -240,10 +241,15 @@ mod tests {
         id
     }
 
-    /// Items as store format 2 wrote them: one `I` key each.
+    /// Items as store format 2 wrote them: one `I` key each, and one `C` key each in the
+    /// client index.
     fn write_format_2(store: &Store, id: u64, indices: std::ops::Range<u32>) -> Vec<ItemRecord> {
         let items: Vec<ItemRecord> = indices.map(|i| pending(id, i)).collect();
         for item in &items {
+            let mut client_key = client_prefix(&item.client_item_id);
+            client_key.extend_from_slice(&id.to_be_bytes());
+            client_key.extend_from_slice(&item.index.to_be_bytes());
+            store.tree.insert(client_key, &[][..]).expect("insert");
             store
                 .tree
                 .insert(
@@ -318,6 +324,22 @@ mod tests {
             Some(ItemState::Sending)
         );
         assert_eq!(store.item(a, 60).expect("reads"), None);
+        // The client index too: no `C` key left, every id found in its bucket.
+        let (format_2_keys, buckets) = store.client_index_keys();
+        assert_eq!(format_2_keys, 0);
+        assert!(buckets > 3, "{buckets} buckets");
+        assert_eq!(
+            store.items_with_client_id("c-2").expect("reads"),
+            [(a, 2), (b, 2)]
+        );
+        assert_eq!(
+            store.items_with_client_id("c-59").expect("reads"),
+            [(a, 59)]
+        );
+        assert!(store
+            .items_with_client_id("c-60")
+            .expect("reads")
+            .is_empty());
     }
 
     #[tokio::test]

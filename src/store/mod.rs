@@ -36,6 +36,7 @@
 
 pub mod backup;
 pub mod blocks;
+pub mod client_index;
 pub mod prune;
 pub mod summary;
 pub mod tally;
@@ -352,6 +353,9 @@ fn hash_key(hash: &[u8; 32]) -> Vec<u8> {
     key
 }
 
+/// Format 2's client index key, without its manifest id and index (only the tests that
+/// make a format-2 store meet it).
+#[cfg(test)]
 fn client_prefix(client_item_id: &str) -> Vec<u8> {
     let mut key = vec![b'C'];
     key.extend_from_slice(&(client_item_id.len() as u32).to_be_bytes());
@@ -481,7 +485,7 @@ impl Store {
             self.tree.apply_batch(batch)?;
             self.db.flush()?;
         }
-        Ok(migrated + self.migrate_items_to_blocks()?)
+        Ok(migrated + self.migrate_items_to_blocks()? + self.migrate_client_keys()?)
     }
 
     /// How many records of each version the store holds (manifests, format 2's per-item
@@ -765,25 +769,6 @@ impl Store {
             .get(hash_key(hash))?
             .and_then(|bytes| read_u64(&bytes)))
     }
-
-    /// Every (manifest_id, index) whose item carried this client_item_id.
-    pub fn items_with_client_id(
-        &self,
-        client_item_id: &str,
-    ) -> Result<Vec<(u64, u32)>, StoreError> {
-        let prefix = client_prefix(client_item_id);
-        let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            let rest = &key[prefix.len()..];
-            if rest.len() == 12 {
-                let id = read_u64(&rest[..8]).unwrap_or(0);
-                let index = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                out.push((id, index));
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// The writer's lock. Transactions are begun from it.
@@ -828,7 +813,8 @@ pub struct Txn<'w> {
     dirty: BTreeSet<u32>,
     jobs: BTreeMap<u32, JobRecord>,
     extra: Vec<(Vec<u8>, Vec<u8>)>,
-    client_index: Vec<Vec<u8>>,
+    /// Client index entries to write at commit (with the manifest's record).
+    client_index: client_index::PendingEntries,
     tent_polls: BTreeMap<String, TentPollRecord>,
     exists: bool,
     /// Items that reached a final state in this transaction, by state slot.
@@ -849,7 +835,7 @@ impl<'w> Txn<'w> {
             dirty: BTreeSet::new(),
             jobs: BTreeMap::new(),
             extra: Vec::new(),
-            client_index: Vec::new(),
+            client_index: Default::default(),
             tent_polls: BTreeMap::new(),
             exists,
             newly_final: [0; 11],
@@ -981,9 +967,6 @@ impl<'w> Txn<'w> {
                 blocks::encode_block(&block)?,
             );
         }
-        for key in std::mem::take(&mut self.client_index) {
-            batch.insert(key, Vec::new());
-        }
         self.store.tree.apply_batch(batch)?;
         Ok(())
     }
@@ -1065,10 +1048,7 @@ impl<'w> Txn<'w> {
     }
 
     pub fn index_client_item(&mut self, client_item_id: &str, index: u32) {
-        let mut key = client_prefix(client_item_id);
-        key.extend_from_slice(&self.manifest.id.to_be_bytes());
-        key.extend_from_slice(&index.to_be_bytes());
-        self.client_index.push(key);
+        client_index::add_entry(&mut self.client_index, client_item_id, index);
     }
 
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
@@ -1108,11 +1088,9 @@ impl<'w> Txn<'w> {
         for (tent_id, record) in self.tent_polls {
             batch.insert(tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?);
         }
-        if self.exists {
-            for key in self.client_index {
-                batch.insert(key, Vec::new());
-            }
-        }
+        let entries = std::mem::take(&mut self.client_index);
+        self.store
+            .write_client_entries(self.manifest.id, entries, &mut batch)?;
         fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
         let written = match self.store.tree.apply_batch(batch) {
             Ok(()) => self.store.db.flush_async().await.map(|_| ()),

@@ -6,8 +6,8 @@
 //!
 //! 1. [`Store::begin_prune`] writes the summary (`S`). From then on the manifest counts
 //!    as pruned (`list`, `show`, edits), even while its records are being removed.
-//! 2. [`Store::prune_slice`] removes at most a slice of its items (with their `C`
-//!    entries and the `T` records of their tents that no longer hold back a poll), then
+//! 2. [`Store::prune_slice`] removes at most a slice of its items (with their entries
+//!    in the client index `K` and the `T` records of their tents that no longer hold back a poll), then
 //!    of its jobs; called until it removes nothing. Items are stored in blocks (`B`): a
 //!    slice removes whole blocks, and the block where it ends is written back with the
 //!    items it keeps, in the same batch.
@@ -20,8 +20,7 @@
 use super::blocks::{decode_block, encode_block};
 use super::summary::{summary_key, StoredSummary};
 use super::{
-    client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredJob,
-    StoredTentPoll,
+    decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredJob, StoredTentPoll,
 };
 use crate::state::item::ItemRecord;
 
@@ -90,8 +89,12 @@ impl Store {
                 batch.insert(key, encode_block(&kept)?);
             }
             for item in &removed {
-                self.prune_item(id, item, &mut batch, &mut pruned, (now_ms, floor_ms))?;
+                self.prune_tent_poll(item, &mut batch, &mut pruned, (now_ms, floor_ms))?;
             }
+            let indexed = removed
+                .iter()
+                .map(|item| (item.client_item_id.as_str(), item.index));
+            self.remove_client_entries(id, indexed, &mut batch)?;
         }
         if pruned.items == 0 {
             for entry in self.tree.scan_prefix(prefixed(b'J', id)).take(slice) {
@@ -106,20 +109,15 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Adds to `batch` the removal of an item's client index entry, and of its tent's
-    /// poll record when that is due anyway by `now_ms` with the floor `floor_ms`.
-    fn prune_item(
+    /// Counts a pruned item, and adds to `batch` the removal of its tent's poll record
+    /// when that is due anyway by `now_ms` with the floor `floor_ms`.
+    fn prune_tent_poll(
         &self,
-        id: u64,
         item: &ItemRecord,
         batch: &mut sled::Batch,
         pruned: &mut Pruned,
         (now_ms, floor_ms): (u64, u64),
     ) -> Result<(), StoreError> {
-        let mut client_key = client_prefix(&item.client_item_id);
-        client_key.extend_from_slice(&id.to_be_bytes());
-        client_key.extend_from_slice(&item.index.to_be_bytes());
-        batch.remove(client_key);
         pruned.items += 1;
         if let Some(tent_id) = &item.tent_id {
             let tent = tent_key(tent_id);
@@ -230,6 +228,13 @@ mod tests {
                 .items_with_client_id("old-0")
                 .expect("reads")
                 .is_empty());
+            assert_eq!(
+                store.items_with_client_id("kept-1").expect("reads"),
+                [(kept, 1)]
+            );
+            // Only the kept manifest's (at most 2) client index buckets are left.
+            let (_, buckets) = store.client_index_keys();
+            assert!((1..=2).contains(&buckets), "{buckets} buckets");
             assert!(
                 store.tent_poll("tent-old").expect("reads").is_none(),
                 "due anyway: removed"

@@ -116,6 +116,9 @@ mod tests {
             ],
             "every record rewritten in the current version"
         );
+        let (format_2_client_keys, buckets) = store.client_index_keys();
+        assert_eq!(format_2_client_keys, 0, "the client index regrouped");
+        assert!(buckets > 0);
         let manifests = store.manifests().expect("manifests");
         let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
         // The inbox is taken in name order: single.json before unfinished.json.
