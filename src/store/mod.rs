@@ -2,7 +2,8 @@
 //!
 //! Invariant: this is the only module that touches sled. Every change goes through a
 //! [`Txn`], which applies its writes as one atomic batch (for a new manifest: its items in
-//! slices first, then its record, which is what makes them reachable) and returns only after
+//! slices first, then its record and client index, which is what makes them reachable)
+//! and returns only after
 //! `flush_async` has made them durable, so that callers can perform side effects
 //! (requests, files) knowing the state that explains them survives a crash.
 //!
@@ -16,7 +17,7 @@
 //! | `J` manifest_id:u64 job_seq:u32 | [`StoredJob`] |
 //! | `N` name bytes | manifest_id:u64 (names ever used) |
 //! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
-//! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
+//! | `K` bucket:u16 manifest_id:u64 | [`client_index::StoredClientBucket`]: the manifest's (client_item_id, index) in that bucket, for edits |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
 //! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
 //! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
@@ -26,8 +27,10 @@
 //!
 //! Items are stored in blocks of [`blocks::ITEMS_PER_BLOCK`] consecutive indices (see
 //! [`blocks`]); a [`Txn`] reads the blocks it changes once and writes each once at commit.
-//! Format 2's one key per item (`I` manifest_id:u64 index:u32, a [`StoredItem`]) is
-//! regrouped into blocks when the store opens, and read by nothing else.
+//! The client_item_id index is kept in buckets (see [`client_index`]). Format 2's one key
+//! per item (`I` manifest_id:u64 index:u32, a [`StoredItem`]) and per client id (`C`
+//! len:u32 client_item_id manifest_id:u64 index:u32, empty) are regrouped when the store
+//! opens, and read by nothing else. There is no way back to format 2.
 //!
 //! sled 0.34 treats a damaged log as a torn tail and silently drops what follows, which
 //! could turn a damaged store into an empty one (and re-send everything). So beside sled a
@@ -886,17 +889,16 @@ impl<'w> Txn<'w> {
         }
         let number = blocks::block_of(index);
         let mut cached = lock_blocks(&self.blocks);
-        if !cached.contains_key(&number) {
-            let block = self.store.block(self.manifest.id, number)?;
-            cached.insert(number, block);
-        }
-        cached
-            .get(&number)
-            .and_then(|block| {
-                let at = block.binary_search_by_key(&index, |i| i.index).ok()?;
-                block.get(at).cloned()
-            })
-            .ok_or_else(no_item)
+        let block = match cached.entry(number) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(self.store.block(self.manifest.id, number)?)
+            }
+        };
+        let at = block
+            .binary_search_by_key(&index, |i| i.index)
+            .map_err(|_| no_item())?;
+        block.get(at).cloned().ok_or_else(no_item)
     }
 
     /// Puts an item as this transaction sees it: a new manifest's among the items to
@@ -941,10 +943,10 @@ impl<'w> Txn<'w> {
         Ok(())
     }
 
-    /// Writes the new manifest's items (and client index keys) gathered so far, in
-    /// blocks. Unless `last`, the items of the highest block are kept back for the next
-    /// slice (the next items most likely fill it); a block that a slice wrote already is
-    /// merged with what it holds.
+    /// Writes the new manifest's items gathered so far, in blocks (not their client
+    /// index: that goes with the record, at commit). Unless `last`, the items of the
+    /// highest block are kept back for the next slice (the next items most likely fill
+    /// it); a block that a slice wrote already is merged with what it holds.
     fn write_new_items(&mut self, last: bool) -> Result<(), StoreError> {
         let mut items = std::mem::take(&mut self.new_items);
         if !last {
@@ -1055,7 +1057,7 @@ impl<'w> Txn<'w> {
     }
 
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
-    /// manifest's items (and client index) go first, in slices, and its record last.
+    /// manifest's items go first, in slices, and its record (with its client index) last.
     pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
         if !self.exists {
             // A new manifest's items go first (the last slice of them here) and its record
