@@ -13,11 +13,6 @@
 //! A restore fills an empty state folder from such a file (checked whole first) and then
 //! pauses every manifest that was unfinished at the snapshot: requests sent after it are
 //! not in it, so sending waits for the operator (`resume` or `cancel`).
-//!
-//! The records are the store's raw keys and values, in whatever store format the daemon
-//! that wrote the backup used: a backup of an older format (e.g. format 2's one key per
-//! item) is migrated right after its records are written, as opening that store would
-//! have done. A backup of a newer format than this daemon knows cannot be restored by it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -220,12 +215,6 @@ impl Store {
         }
         store.tree.apply_batch(batch).map_err(StoreError::from)?;
         store.db.flush_async().await.map_err(StoreError::from)?;
-        // A backup holds the records as they were: one of an older store format is
-        // migrated here, as opening that store would have done.
-        let migrated = store.migrate_to_current()?;
-        if migrated > 0 {
-            tracing::info!(migrated, "restored records rewritten in the current format");
-        }
         let newest = store.newest_recorded_id()?;
         store
             .newest_id
@@ -432,52 +421,6 @@ mod tests {
         );
         // New ids come after the restored ones.
         assert!(restored.new_manifest_id().expect("an id") > busy);
-    }
-
-    #[tokio::test]
-    async fn a_backup_of_a_format_2_store_restores_with_its_items_in_blocks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("a")).expect("opens");
-        let id = add_manifest(&store, "old", false).await;
-        // Rewrite the manifest's items as store format 2 did, one `I` key each.
-        let mut items = Vec::new();
-        for index in 0..30 {
-            let mut item = ItemRecord::pending(
-                id,
-                index,
-                format!("old-{index}"),
-                format!("{{\"n\": {index}}}"),
-                Default::default(),
-            );
-            item.tent_name = Some(format!("tent {index}"));
-            store
-                .tree
-                .insert(
-                    crate::store::item_key(id, index),
-                    crate::store::encode(&crate::store::StoredItem::V2(item.clone()))
-                        .expect("encode"),
-                )
-                .expect("insert");
-            items.push(item);
-        }
-        store
-            .tree
-            .remove(crate::store::blocks::block_key(id, 0))
-            .expect("remove");
-        let path = dir.path().join("old.backup");
-        store
-            .backup_to(std::fs::File::create(&path).expect("create"), 5)
-            .await
-            .expect("backs up");
-
-        Store::restore(&dir.path().join("r"), &path)
-            .await
-            .expect("restores");
-        let restored = Store::open(&dir.path().join("r")).expect("reopens");
-        assert_eq!(restored.items(id).expect("reads"), items);
-        let versions = restored.record_versions().expect("versions");
-        assert_eq!(versions.get("block v1"), Some(&2));
-        assert_eq!(versions.get("item v2 (format 2 key)"), None);
     }
 
     #[tokio::test]

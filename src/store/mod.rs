@@ -2,22 +2,20 @@
 //!
 //! Invariant: this is the only module that touches sled. Every change goes through a
 //! [`Txn`], which applies its writes as one atomic batch (for a new manifest: its items in
-//! slices first, then its record and client index, which is what makes them reachable)
-//! and returns only after
+//! slices first, then its record, which is what makes them reachable) and returns only after
 //! `flush_async` has made them durable, so that callers can perform side effects
 //! (requests, files) knowing the state that explains them survives a crash.
 //!
-//! Key layout, store format 3 (all integers big-endian, so that byte order is numeric
-//! order):
+//! Key layout (all integers big-endian, so that byte order is numeric order):
 //!
 //! | key | value |
 //! |---|---|
 //! | `M` manifest_id:u64 | [`StoredManifest`] |
-//! | `B` manifest_id:u64 block:u32 | [`blocks::StoredBlock`]: items `25 × block .. 25 × block + 25`, sorted by index |
+//! | `I` manifest_id:u64 index:u32 | [`StoredItem`] |
 //! | `J` manifest_id:u64 job_seq:u32 | [`StoredJob`] |
 //! | `N` name bytes | manifest_id:u64 (names ever used) |
 //! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
-//! | `K` bucket:u16 manifest_id:u64 | [`client_index::StoredClientBucket`]: the manifest's (client_item_id, index) in that bucket, for edits |
+//! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
 //! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
 //! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
@@ -25,21 +23,12 @@
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
 //! enum whose variants are versions; shipped variants never change.
 //!
-//! Items are stored in blocks of [`blocks::ITEMS_PER_BLOCK`] consecutive indices (see
-//! [`blocks`]); a [`Txn`] reads the blocks it changes once and writes each once at commit.
-//! The client_item_id index is kept in buckets (see [`client_index`]). Format 2's one key
-//! per item (`I` manifest_id:u64 index:u32, a [`StoredItem`]) and per client id (`C`
-//! len:u32 client_item_id manifest_id:u64 index:u32, empty) are regrouped when the store
-//! opens, and read by nothing else. There is no way back to format 2.
-//!
 //! sled 0.34 treats a damaged log as a torn tail and silently drops what follows, which
 //! could turn a damaged store into an empty one (and re-send everything). So beside sled a
 //! small marker file, [`MARKER_FILE`], holds the newest manifest id ever committed; a store
 //! that no longer has that manifest is refused as corrupt.
 
 pub mod backup;
-pub mod blocks;
-pub mod client_index;
 pub mod prune;
 pub mod summary;
 pub mod tally;
@@ -48,7 +37,7 @@ pub mod v1;
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,8 +72,6 @@ pub enum StoreError {
     JobTransition(#[from] IllegalJobTransition),
     #[error("cannot migrate a version-1 record: {0}")]
     Migration(#[from] v1::MigrationError),
-    #[error("store key `{key}` is malformed")]
-    BadKey { key: String },
 }
 
 /// A manifest as stored (version 2; version 1 is in [`v1`]).
@@ -294,10 +281,7 @@ pub enum StoredJob {
 }
 
 /// sled's page cache (its default is 1 GiB, too much for a daemon that runs for months).
-/// 16 MiB rather than 64: a 100,000-item intake fills whatever cache there is while the
-/// validated manifest is still held, and SPEC section 7 allows 200 MB for the whole
-/// process; blocks missing from the cache are read back from the OS's page cache.
-const STORE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Items of a new manifest are written in batches of this many.
 const NEW_MANIFEST_SLICE: usize = 2_000;
@@ -309,9 +293,6 @@ fn manifest_key(id: u64) -> [u8; 9] {
     prefixed(b'M', id)
 }
 
-/// Format 2's key of one item (only the migration, and the tests that make a format-2
-/// store, meet it).
-#[cfg(test)]
 fn item_key(id: u64, index: u32) -> [u8; 13] {
     prefixed_pair(b'I', id, index)
 }
@@ -359,9 +340,6 @@ fn hash_key(hash: &[u8; 32]) -> Vec<u8> {
     key
 }
 
-/// Format 2's client index key, without its manifest id and index (only the tests that
-/// make a format-2 store meet it).
-#[cfg(test)]
 fn client_prefix(client_item_id: &str) -> Vec<u8> {
     let mut key = vec![b'C'];
     key.extend_from_slice(&(client_item_id.len() as u32).to_be_bytes());
@@ -465,37 +443,51 @@ impl Store {
         Ok(store)
     }
 
-    /// Rewrites every record of an older version in the current one, and flushes:
-    /// manifests of version 1 record by record, in slices, then format 2's per-item
-    /// records into blocks ([`Store::migrate_items_to_blocks`]). Each step is atomic, so
-    /// a crash halfway leaves a store that reads (every item in one layout or the other,
-    /// both versions of manifests decode) and finishes the migration at the next start.
+    /// Rewrites every record of an older version (manifests and items of version 1) in
+    /// the current one, in slices, and flushes. Each record migrates on its own, so a
+    /// crash halfway leaves a store that reads (both versions decode) and finishes the
+    /// migration at the next start.
     fn migrate_to_current(&self) -> Result<u64, StoreError> {
         let mut migrated = 0u64;
         let mut batch = sled::Batch::default();
         let mut in_batch = 0usize;
-        for entry in self.tree.scan_prefix([b'M']) {
-            let (key, bytes) = entry?;
-            let StoredManifest::V1(old) = decode::<StoredManifest>(&key, &bytes)? else {
-                continue;
-            };
-            batch.insert(key, encode(&StoredManifest::V2(old.migrate()?))?);
-            migrated += 1;
-            in_batch += 1;
-            if in_batch >= NEW_MANIFEST_SLICE {
-                self.tree.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
+        for prefix in [b'M', b'I'] {
+            for entry in self.tree.scan_prefix([prefix]) {
+                let (key, bytes) = entry?;
+                let rewritten = match prefix {
+                    b'M' => match decode::<StoredManifest>(&key, &bytes)? {
+                        StoredManifest::V1(old) => {
+                            Some(encode(&StoredManifest::V2(old.migrate()?))?)
+                        }
+                        StoredManifest::V2(_) => None,
+                    },
+                    _ => match decode::<StoredItem>(&key, &bytes)? {
+                        StoredItem::V1(old) => {
+                            let current = old.migrate().map_err(v1::MigrationError::from)?;
+                            Some(encode(&StoredItem::V2(current))?)
+                        }
+                        StoredItem::V2(_) => None,
+                    },
+                };
+                let Some(rewritten) = rewritten else { continue };
+                batch.insert(key, rewritten);
+                migrated += 1;
+                in_batch += 1;
+                if in_batch >= NEW_MANIFEST_SLICE {
+                    self.tree.apply_batch(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                }
             }
         }
         if migrated > 0 {
             self.tree.apply_batch(batch)?;
             self.db.flush()?;
         }
-        Ok(migrated + self.migrate_items_to_blocks()? + self.migrate_client_keys()?)
+        Ok(migrated)
     }
 
-    /// How many records of each version the store holds (manifests, format 2's per-item
-    /// records, blocks and the items in them): for the migration tests and diagnostics.
+    /// How many records of each version the store holds (manifests and items): for the
+    /// migration test and diagnostics.
     pub fn record_versions(&self) -> Result<BTreeMap<&'static str, u64>, StoreError> {
         let mut counts = BTreeMap::new();
         for entry in self.tree.scan_prefix([b'M']) {
@@ -509,16 +501,10 @@ impl Store {
         for entry in self.tree.scan_prefix([b'I']) {
             let (key, bytes) = entry?;
             let version = match decode::<StoredItem>(&key, &bytes)? {
-                StoredItem::V1(_) => "item v1 (format 2 key)",
-                StoredItem::V2(_) => "item v2 (format 2 key)",
+                StoredItem::V1(_) => "item v1",
+                StoredItem::V2(_) => "item v2",
             };
             *counts.entry(version).or_insert(0) += 1;
-        }
-        for entry in self.tree.scan_prefix([b'B']) {
-            let (key, bytes) = entry?;
-            let items = blocks::decode_block(&key, &bytes)?.len() as u64;
-            *counts.entry("block v1").or_insert(0) += 1;
-            *counts.entry("item v2 (in blocks)").or_insert(0) += items;
         }
         Ok(counts)
     }
@@ -676,11 +662,14 @@ impl Store {
     }
 
     pub fn item(&self, manifest_id: u64, index: u32) -> Result<Option<ItemRecord>, StoreError> {
-        let mut block = self.block(manifest_id, blocks::block_of(index))?;
-        Ok(block
-            .binary_search_by_key(&index, |i| i.index)
-            .ok()
-            .map(|at| block.swap_remove(at)))
+        let key = item_key(manifest_id, index);
+        match self.tree.get(key)? {
+            Some(bytes) => {
+                let record = decode::<StoredItem>(&key, &bytes)?.current()?;
+                Ok(Some(record))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Items `from..to` of a manifest, in order.
@@ -690,19 +679,26 @@ impl Store {
         from: u32,
         to: u32,
     ) -> Result<Vec<ItemRecord>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let (first, last) = (blocks::block_of(from), blocks::block_of(to - 1));
         let mut out = Vec::new();
-        for (_, block) in self.blocks_range(manifest_id, first, last + 1)? {
-            out.extend(block.into_iter().filter(|i| (from..to).contains(&i.index)));
+        for entry in self
+            .tree
+            .range(item_key(manifest_id, from)..item_key(manifest_id, to))
+        {
+            let (key, bytes) = entry?;
+            let record = decode::<StoredItem>(&key, &bytes)?.current()?;
+            out.push(record);
         }
         Ok(out)
     }
 
     pub fn items(&self, manifest_id: u64) -> Result<Vec<ItemRecord>, StoreError> {
-        self.all_blocks(manifest_id)
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(prefixed(b'I', manifest_id)) {
+            let (key, bytes) = entry?;
+            let record = decode::<StoredItem>(&key, &bytes)?.current()?;
+            out.push(record);
+        }
+        Ok(out)
     }
 
     pub fn job(&self, manifest_id: u64, seq: u32) -> Result<Option<JobRecord>, StoreError> {
@@ -775,6 +771,25 @@ impl Store {
             .get(hash_key(hash))?
             .and_then(|bytes| read_u64(&bytes)))
     }
+
+    /// Every (manifest_id, index) whose item carried this client_item_id.
+    pub fn items_with_client_id(
+        &self,
+        client_item_id: &str,
+    ) -> Result<Vec<(u64, u32)>, StoreError> {
+        let prefix = client_prefix(client_item_id);
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let rest = &key[prefix.len()..];
+            if rest.len() == 12 {
+                let id = read_u64(&rest[..8]).unwrap_or(0);
+                let index = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+                out.push((id, index));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The writer's lock. Transactions are begun from it.
@@ -807,20 +822,10 @@ impl<'a> Writer<'a> {
 pub struct Txn<'w> {
     store: &'w Store,
     manifest: ManifestRecord,
-    /// A new manifest's items not written yet (they go in slices, see `insert_item`).
-    new_items: BTreeMap<u32, ItemRecord>,
-    /// A new manifest's blocks already written by a slice (a later slice that adds to
-    /// one merges with it).
-    written_blocks: BTreeSet<u32>,
-    /// An existing manifest's blocks read by this transaction, as it sees them: read once
-    /// from the store (under the writer's lock nothing else changes them), changed here.
-    blocks: std::sync::Mutex<BTreeMap<u32, Vec<ItemRecord>>>,
-    /// The blocks changed, written once each at commit.
-    dirty: BTreeSet<u32>,
+    items: BTreeMap<u32, ItemRecord>,
     jobs: BTreeMap<u32, JobRecord>,
     extra: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Client index entries to write at commit (with the manifest's record).
-    client_index: client_index::PendingEntries,
+    client_index: Vec<Vec<u8>>,
     tent_polls: BTreeMap<String, TentPollRecord>,
     exists: bool,
     /// Items that reached a final state in this transaction, by state slot.
@@ -835,13 +840,10 @@ impl<'w> Txn<'w> {
             store,
             finished_before: manifest.finished_at_ms.is_some(),
             manifest,
-            new_items: BTreeMap::new(),
-            written_blocks: BTreeSet::new(),
-            blocks: Default::default(),
-            dirty: BTreeSet::new(),
+            items: BTreeMap::new(),
             jobs: BTreeMap::new(),
             extra: Vec::new(),
-            client_index: Default::default(),
+            client_index: Vec::new(),
             tent_polls: BTreeMap::new(),
             exists,
             newly_final: [0; 11],
@@ -856,72 +858,38 @@ impl<'w> Txn<'w> {
         &mut self.manifest
     }
 
-    /// Items `from..to`, as this transaction sees them. A new manifest's items are not
-    /// read back (they are written in slices as they come): it has none here.
-    pub fn items_range(&self, from: u32, to: u32) -> Result<Vec<ItemRecord>, StoreError> {
-        if !self.exists || from >= to {
-            return Ok(Vec::new());
-        }
-        let (first, last) = (blocks::block_of(from), blocks::block_of(to - 1));
-        let cached = lock_blocks(&self.blocks);
-        let mut out = Vec::new();
-        for (number, stored) in self.store.blocks_range(self.manifest.id, first, last + 1)? {
-            if !cached.contains_key(&number) {
-                out.extend(stored);
-            }
-        }
-        for (_, block) in cached.range(first..=last) {
-            out.extend(block.iter().cloned());
-        }
-        out.retain(|i| (from..to).contains(&i.index));
-        out.sort_by_key(|i| i.index);
-        Ok(out)
-    }
-
     /// The item as this transaction sees it.
-    pub fn item(&self, index: u32) -> Result<ItemRecord, StoreError> {
-        let no_item = || StoreError::NoItem {
-            manifest_id: self.manifest.id,
-            index,
+    /// Items `from..to`, as this transaction sees them.
+    pub fn items_range(&self, from: u32, to: u32) -> Result<Vec<ItemRecord>, StoreError> {
+        let mut items = if self.exists {
+            self.store.items_range(self.manifest.id, from, to)?
+        } else {
+            Vec::new()
         };
-        if !self.exists {
-            return self.new_items.get(&index).cloned().ok_or_else(no_item);
-        }
-        let number = blocks::block_of(index);
-        let mut cached = lock_blocks(&self.blocks);
-        let block = match cached.entry(number) {
-            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                entry.insert(self.store.block(self.manifest.id, number)?)
+        for item in &mut items {
+            if let Some(changed) = self.items.get(&item.index) {
+                *item = changed.clone();
             }
-        };
-        let at = block
-            .binary_search_by_key(&index, |i| i.index)
-            .map_err(|_| no_item())?;
-        block.get(at).cloned().ok_or_else(no_item)
+        }
+        Ok(items)
     }
 
-    /// Puts an item as this transaction sees it: a new manifest's among the items to
-    /// write, an existing manifest's into its (cached) block, which commit writes.
-    fn put_item(&mut self, item: ItemRecord) -> Result<(), StoreError> {
-        if !self.exists {
-            self.new_items.insert(item.index, item);
-            return Ok(());
+    pub fn item(&self, index: u32) -> Result<ItemRecord, StoreError> {
+        if let Some(item) = self.items.get(&index) {
+            return Ok(item.clone());
         }
-        let number = blocks::block_of(item.index);
-        let cached = self
-            .blocks
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let block = match cached.entry(number) {
-            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                entry.insert(self.store.block(self.manifest.id, number)?)
-            }
-        };
-        blocks::put_in_block(block, item);
-        self.dirty.insert(number);
-        Ok(())
+        if !self.exists {
+            return Err(StoreError::NoItem {
+                manifest_id: self.manifest.id,
+                index,
+            });
+        }
+        self.store
+            .item(self.manifest.id, index)?
+            .ok_or(StoreError::NoItem {
+                manifest_id: self.manifest.id,
+                index,
+            })
     }
 
     /// Adds an item of a new manifest (intake). Items are written to sled in slices as
@@ -936,41 +904,24 @@ impl<'w> Txn<'w> {
         if item.rejected_by == Some(crate::state::item::RejectedBy::Local) {
             self.manifest.local_rejections += 1;
         }
-        self.put_item(item)?;
-        if !self.exists && self.new_items.len() >= NEW_MANIFEST_SLICE {
-            self.write_new_items(false)?;
+        self.items.insert(item.index, item);
+        if !self.exists && self.items.len() >= NEW_MANIFEST_SLICE {
+            self.write_new_items()?;
         }
         Ok(())
     }
 
-    /// Writes the new manifest's items gathered so far, in blocks (not their client
-    /// index: that goes with the record, at commit). Unless `last`, the items of the
-    /// highest block are kept back for the next slice (the next items most likely fill
-    /// it); a block that a slice wrote already is merged with what it holds.
-    fn write_new_items(&mut self, last: bool) -> Result<(), StoreError> {
-        let mut items = std::mem::take(&mut self.new_items);
-        if !last {
-            if let Some(&highest) = items.keys().next_back() {
-                let from = blocks::block_of(highest) * blocks::ITEMS_PER_BLOCK;
-                self.new_items = items.split_off(&from);
-            }
-        }
+    /// Writes the new manifest's items (and client index keys) gathered so far.
+    fn write_new_items(&mut self) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut gathered: BTreeMap<u32, Vec<ItemRecord>> = BTreeMap::new();
-        for (index, item) in items {
-            gathered
-                .entry(blocks::block_of(index))
-                .or_default()
-                .push(item);
-        }
-        for (number, mut block) in gathered {
-            if !self.written_blocks.insert(number) {
-                block = blocks::merge_blocks(self.store.block(self.manifest.id, number)?, block);
-            }
+        for (index, item) in std::mem::take(&mut self.items) {
             batch.insert(
-                &blocks::block_key(self.manifest.id, number)[..],
-                blocks::encode_block(&block)?,
+                &item_key(self.manifest.id, index)[..],
+                encode(&StoredItem::V2(item))?,
             );
+        }
+        for key in std::mem::take(&mut self.client_index) {
+            batch.insert(key, Vec::new());
         }
         self.store.tree.apply_batch(batch)?;
         Ok(())
@@ -988,7 +939,7 @@ impl<'w> Txn<'w> {
         if after.is_final() && !before.is_final() {
             self.newly_final[state_slot(after)] += 1;
         }
-        self.put_item(item)?;
+        self.items.insert(index, item);
         Ok(after)
     }
 
@@ -1001,7 +952,8 @@ impl<'w> Txn<'w> {
         let mut item = self.item(index)?;
         // The closure cannot change the state: the field is private to the machine.
         f(&mut item);
-        self.put_item(item)
+        self.items.insert(index, item);
+        Ok(())
     }
 
     pub fn job(&self, seq: u32) -> Result<Option<JobRecord>, StoreError> {
@@ -1053,17 +1005,20 @@ impl<'w> Txn<'w> {
     }
 
     pub fn index_client_item(&mut self, client_item_id: &str, index: u32) {
-        client_index::add_entry(&mut self.client_index, client_item_id, index);
+        let mut key = client_prefix(client_item_id);
+        key.extend_from_slice(&self.manifest.id.to_be_bytes());
+        key.extend_from_slice(&index.to_be_bytes());
+        self.client_index.push(key);
     }
 
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
-    /// manifest's items go first, in slices, and its record (with its client index) last.
+    /// manifest's items (and client index) go first, in slices, and its record last.
     pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
         if !self.exists {
             // A new manifest's items go first (the last slice of them here) and its record
             // last: until the record is written, the items are unreachable leftovers that a
             // crash leaves harmlessly behind.
-            self.write_new_items(true)?;
+            self.write_new_items()?;
         }
         let mut batch = sled::Batch::default();
         batch.insert(
@@ -1071,14 +1026,11 @@ impl<'w> Txn<'w> {
             encode(&StoredManifest::V2(self.manifest.clone()))?,
         );
         if self.exists {
-            let cached = lock_blocks(&self.blocks);
-            for number in &self.dirty {
-                if let Some(block) = cached.get(number) {
-                    batch.insert(
-                        &blocks::block_key(self.manifest.id, *number)[..],
-                        blocks::encode_block(block)?,
-                    );
-                }
+            for (index, item) in self.items {
+                batch.insert(
+                    &item_key(self.manifest.id, index)[..],
+                    encode(&StoredItem::V2(item))?,
+                );
             }
         }
         for (seq, job) in self.jobs {
@@ -1093,9 +1045,11 @@ impl<'w> Txn<'w> {
         for (tent_id, record) in self.tent_polls {
             batch.insert(tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?);
         }
-        let entries = std::mem::take(&mut self.client_index);
-        self.store
-            .write_client_entries(self.manifest.id, entries, &mut batch)?;
+        if self.exists {
+            for key in self.client_index {
+                batch.insert(key, Vec::new());
+            }
+        }
         fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
         let written = match self.store.tree.apply_batch(batch) {
             Ok(()) => self.store.db.flush_async().await.map(|_| ()),
@@ -1117,16 +1071,6 @@ impl<'w> Txn<'w> {
         fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
         Ok(self.manifest)
     }
-}
-
-/// The blocks a transaction read (a panic elsewhere while it was held cannot leave them
-/// half changed: every change is one `put_in_block`).
-fn lock_blocks(
-    blocks: &std::sync::Mutex<BTreeMap<u32, Vec<ItemRecord>>>,
-) -> std::sync::MutexGuard<'_, BTreeMap<u32, Vec<ItemRecord>>> {
-    blocks
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Test support: a bulk manifest just received, as the store's own tests make them.

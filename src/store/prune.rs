@@ -6,23 +6,20 @@
 //!
 //! 1. [`Store::begin_prune`] writes the summary (`S`). From then on the manifest counts
 //!    as pruned (`list`, `show`, edits), even while its records are being removed.
-//! 2. [`Store::prune_slice`] removes at most a slice of its items (with their entries
-//!    in the client index `K` and the `T` records of their tents that no longer hold back a poll), then
-//!    of its jobs; called until it removes nothing. Items are stored in blocks (`B`): a
-//!    slice removes whole blocks, and the block where it ends is written back with the
-//!    items it keeps, in the same batch.
+//! 2. [`Store::prune_slice`] removes at most a slice of its items (with their `C`
+//!    entries and the `T` records of their tents that no longer hold back a poll), then
+//!    of its jobs; called until it removes nothing.
 //! 3. [`Store::finish_prune`] removes the manifest record (`M`) and flushes.
 //!
 //! A crash anywhere leaves a store that reads: the next pass finds the manifest (its `M`
 //! is still there) and goes on from where it stopped. The name (`N`) and hash (`H`)
 //! indexes are never removed.
 
-use super::blocks::{decode_block, encode_block};
 use super::summary::{summary_key, StoredSummary};
 use super::{
-    decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredJob, StoredTentPoll,
+    client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredItem,
+    StoredJob, StoredTentPoll,
 };
-use crate::state::item::ItemRecord;
 
 /// What one [`Store::prune_slice`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,25 +73,27 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         let mut pruned = Pruned::default();
-        for entry in self.tree.scan_prefix(prefixed(b'B', id)) {
-            if pruned.items >= slice {
-                break;
-            }
+        for entry in self.tree.scan_prefix(prefixed(b'I', id)).take(slice) {
             let (key, bytes) = entry?;
-            let mut removed = decode_block(&key, &bytes)?;
-            let kept = removed.split_off(removed.len().min(slice - pruned.items));
-            if kept.is_empty() {
-                batch.remove(key);
-            } else {
-                batch.insert(key, encode_block(&kept)?);
+            let item = decode::<StoredItem>(&key, &bytes)?.current()?;
+            let mut client_key = client_prefix(&item.client_item_id);
+            client_key.extend_from_slice(&id.to_be_bytes());
+            client_key.extend_from_slice(&item.index.to_be_bytes());
+            batch.remove(client_key);
+            batch.remove(key);
+            pruned.items += 1;
+            if let Some(tent_id) = &item.tent_id {
+                let tent = tent_key(tent_id);
+                if let Some(bytes) = self.tree.get(&tent)? {
+                    let StoredTentPoll::V1(poll) = decode(&tent, &bytes)?;
+                    // A record that no longer holds back a poll can go; a newer edit of
+                    // the same tent writes its own.
+                    if poll.next_due_ms(floor_ms) <= now_ms {
+                        batch.remove(tent);
+                        pruned.tent_polls += 1;
+                    }
+                }
             }
-            for item in &removed {
-                self.prune_tent_poll(item, &mut batch, &mut pruned, (now_ms, floor_ms))?;
-            }
-            let indexed = removed
-                .iter()
-                .map(|item| (item.client_item_id.as_str(), item.index));
-            self.remove_client_entries(id, indexed, &mut batch)?;
         }
         if pruned.items == 0 {
             for entry in self.tree.scan_prefix(prefixed(b'J', id)).take(slice) {
@@ -109,36 +108,11 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Counts a pruned item, and adds to `batch` the removal of its tent's poll record
-    /// when that is due anyway by `now_ms` with the floor `floor_ms`.
-    fn prune_tent_poll(
-        &self,
-        item: &ItemRecord,
-        batch: &mut sled::Batch,
-        pruned: &mut Pruned,
-        (now_ms, floor_ms): (u64, u64),
-    ) -> Result<(), StoreError> {
-        pruned.items += 1;
-        if let Some(tent_id) = &item.tent_id {
-            let tent = tent_key(tent_id);
-            if let Some(bytes) = self.tree.get(&tent)? {
-                let StoredTentPoll::V1(poll) = decode(&tent, &bytes)?;
-                // A record that no longer holds back a poll can go; a newer edit of
-                // the same tent writes its own.
-                if poll.next_due_ms(floor_ms) <= now_ms {
-                    batch.remove(tent);
-                    pruned.tent_polls += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Removes the manifest record once its items and jobs are gone (else nothing), and
     /// flushes.
     pub async fn finish_prune(&self, id: u64) -> Result<(), StoreError> {
         let _writer = self.writer.lock().await;
-        let leftovers = self.tree.scan_prefix(prefixed(b'B', id)).next().is_some()
+        let leftovers = self.tree.scan_prefix(prefixed(b'I', id)).next().is_some()
             || self.tree.scan_prefix(prefixed(b'J', id)).next().is_some();
         if self.summary(id)?.is_none() || leftovers {
             // Not begun, or not done: the manifest record stays, and the next pass goes on.
@@ -228,13 +202,6 @@ mod tests {
                 .items_with_client_id("old-0")
                 .expect("reads")
                 .is_empty());
-            assert_eq!(
-                store.items_with_client_id("kept-1").expect("reads"),
-                [(kept, 1)]
-            );
-            // Only the kept manifest's (at most 2) client index buckets are left.
-            let (_, buckets) = store.client_index_keys();
-            assert!((1..=2).contains(&buckets), "{buckets} buckets");
             assert!(
                 store.tent_poll("tent-old").expect("reads").is_none(),
                 "due anyway: removed"
