@@ -136,7 +136,7 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
     let earlier = earlier_copy(&ctx.store, &hash)?;
     let verdict = judge_file(&file_name, &content, earlier.as_ref());
     drop(content);
-    let record = record_verdict(ctx, &file_name, hash, &verdict).await?;
+    let record = record_verdict(ctx, &file_name, hash, verdict).await?;
     fail::fail_point!("intake-before-archive", |_| crate::crash::simulated_crash());
     ctx.set_active(record.id, true);
     archive(ctx, &record, path).await?;
@@ -283,16 +283,18 @@ fn shape_of(
     }
 }
 
+/// The verdict is consumed: each item's text and fields move into its record, which is
+/// written in the store's next slice and dropped, so the manifest is never held twice.
 async fn record_verdict(
     ctx: &Context,
     file_name: &str,
     sha256: [u8; 32],
-    verdict: &Verdict,
+    verdict: Verdict,
 ) -> Result<ManifestRecord, IntakeError> {
     let writer = ctx.store.writer().await;
     let name = unique_name(writer.store(), verdict.name())?;
     let id = ctx.store.new_manifest_id()?;
-    let (kind, top, top_given, item_count, rejection) = shape_of(file_name, verdict);
+    let (kind, top, top_given, item_count, rejection) = shape_of(file_name, &verdict);
     let mut txn = writer.create(ManifestRecord::received(Received {
         id,
         name: name.clone(),
@@ -310,14 +312,15 @@ async fn record_verdict(
     match verdict {
         Verdict::Accepted { manifest, .. } if accepted => {
             txn.index_hash();
-            for item in &manifest.items {
-                let record = item_record(&ctx.store, id, file_name, manifest.kind, item);
+            let all_rejected = manifest.items.iter().all(|i| i.rejection.is_some());
+            for item in manifest.items {
                 if !item.client_item_id.starts_with('#') {
                     txn.index_client_item(&item.client_item_id, item.index);
                 }
+                let record = item_record(&ctx.store, id, file_name, manifest.kind, item);
                 txn.insert_item(record)?;
             }
-            if manifest.items.iter().all(|i| i.rejection.is_some()) {
+            if all_rejected {
                 tracing::warn!(manifest = %name, "every item of the manifest was rejected locally");
             }
         }
@@ -340,10 +343,10 @@ fn item_record(
     manifest_id: u64,
     file_name: &str,
     kind: ManifestKind,
-    item: &ValidatedItem,
+    item: ValidatedItem,
 ) -> ItemRecord {
-    let given = item.given.clone();
-    let mut rejection = item.rejection.clone();
+    let given = item.given;
+    let mut rejection = item.rejection;
     let mut target = None;
     if rejection.is_none() && kind == ManifestKind::Edit {
         match resolve_edit_target(store, item.fields.as_ref()) {
@@ -356,7 +359,7 @@ fn item_record(
             }
         }
     }
-    let typed = match (rejection, item.fields.clone()) {
+    let typed = match (rejection, item.fields) {
         (Some(message), _) => Err(message),
         (None, Some(fields)) => Ok(fields),
         // Validation types every item it accepts.
@@ -366,17 +369,13 @@ fn item_record(
         )),
     };
     let mut record = match typed {
-        Ok(fields) => ItemRecord::pending(
-            manifest_id,
-            item.index,
-            item.client_item_id.clone(),
-            given,
-            fields,
-        ),
+        Ok(fields) => {
+            ItemRecord::pending(manifest_id, item.index, item.client_item_id, given, fields)
+        }
         Err(message) => ItemRecord::rejected_locally(
             manifest_id,
             item.index,
-            item.client_item_id.clone(),
+            item.client_item_id,
             given,
             format!("{file_name}: {message}"),
         ),
