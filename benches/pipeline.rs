@@ -3,10 +3,14 @@
 //!
 //! Targets (a release build on one core of a 2-core machine):
 //! - validating a 100,000-item manifest: under 3 s;
-//! - committing its items to the store (flushed; items in slices, the record last): under 10 s;
+//! - committing its items to the store (flushed; items in slices, the record last): under 1 s;
+//! - both together, SPEC section 7's intake of 100,000 items: under 1 s;
+//! - peak resident memory up to the end of that intake: under 200 MiB (SPEC section 7;
+//!   the manifest is made as text, so no larger structure came before);
 //! - building its result document from the store: under 5 s;
 //! - the poll scheduler releasing 10,000 due jobs: under 200 ms;
-//! - peak resident memory of this whole run: under 768 MiB.
+//! - peak resident memory of this whole run (which also holds every item and the result
+//!   document at once): under 768 MiB.
 //!
 //! Each line prints the measurement and whether it meets its target; the process exits 1
 //! when one does not, so a regression is visible in CI logs or a bench run.
@@ -22,24 +26,22 @@ use tented_bulkd::store::{ManifestRecord, Received, Store};
 
 const ITEMS: usize = 100_000;
 
+/// The manifest's bytes, written as text (a tree of 100,000 JSON values would itself
+/// take more memory than the intake being measured).
 fn big_manifest() -> Vec<u8> {
-    let items: Vec<serde_json::Value> = (0..ITEMS)
-        .map(|i| {
-            json!({
-                "client_item_id": format!("crm-row-{i:06}"),
-                "input_data": {"first_name": format!("Person {i}"), "company_name": "Acme", "cta_text": "Book your kickoff"},
-                "instructions": "Keep it concise.",
-                "custom_page_alias": format!("acme-{i}"),
-            })
-        })
-        .collect();
-    serde_json::to_vec(&json!({
-        "template_id": "tpl_bench",
-        "default_tent_name_prefix": "Acme",
-        "auto_publish": true,
-        "items": items
-    }))
-    .unwrap_or_default()
+    let mut text = String::from(
+        r#"{"template_id": "tpl_bench", "default_tent_name_prefix": "Acme", "auto_publish": true, "items": ["#,
+    );
+    for i in 0..ITEMS {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&format!(
+            r#"{{"client_item_id": "crm-row-{i:06}", "input_data": {{"first_name": "Person {i}", "company_name": "Acme", "cta_text": "Book your kickoff"}}, "instructions": "Keep it concise.", "custom_page_alias": "acme-{i}"}}"#
+        ));
+    }
+    text.push_str("]}");
+    text.into_bytes()
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -65,6 +67,18 @@ impl Report {
             if ok { "ok" } else { "MISSED" }
         );
     }
+
+    fn check_mib(&mut self, what: &str, mib: f64, target: f64) {
+        let ok = mib < target;
+        self.failed |= !ok;
+        println!(
+            "{:<58} {:>9.1} MiB  target < {:>6} MiB  {}",
+            what,
+            mib,
+            target,
+            if ok { "ok" } else { "MISSED" }
+        );
+    }
 }
 
 fn main() {
@@ -80,16 +94,17 @@ fn main() {
     );
 
     let start = Instant::now();
-    let manifest = match tented_bulkd::pipeline::intake::validation::validate_manifest(&bytes) {
+    let mut manifest = match tented_bulkd::pipeline::intake::validation::validate_manifest(&bytes) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("the bench manifest is invalid: {e}");
             std::process::exit(2);
         }
     };
+    let validate = start.elapsed();
     report.check(
         "validate a 100,000-item manifest",
-        start.elapsed(),
+        validate,
         Duration::from_secs(3),
     );
     drop(bytes);
@@ -126,14 +141,15 @@ fn main() {
             let writer = store.writer().await;
             let mut txn = writer.create(record);
             txn.index_name();
-            for item in &manifest.items {
+            // As intake does: each item's text and fields move into its record.
+            for item in std::mem::take(&mut manifest.items) {
                 txn.index_client_item(&item.client_item_id, item.index);
-                let fields = item.fields.clone().ok_or("a bench item was not typed")?;
+                let fields = item.fields.ok_or("a bench item was not typed")?;
                 txn.insert_item(ItemRecord::pending(
                     id,
                     item.index,
-                    item.client_item_id.clone(),
-                    item.given.to_string(),
+                    item.client_item_id,
+                    item.given,
                     fields,
                 ))
                 .map_err(|e| e.to_string())?;
@@ -141,10 +157,7 @@ fn main() {
             txn.commit().await.map_err(|e| e.to_string())?;
         }
         let intake = start.elapsed();
-        println!(
-            "  peak memory after the intake commit: {:.0} MiB",
-            peak_rss_mib().unwrap_or(0.0)
-        );
+        let intake_peak = peak_rss_mib().unwrap_or(0.0);
 
         // Every item through a realistic life, 25 at a time, as submission and polling would.
         let start = Instant::now();
@@ -185,15 +198,25 @@ fn main() {
         let doc = tented_bulkd::pipeline::outbox::build_result(&m, &items, &jobs);
         let text = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
         let build = start.elapsed();
-        Ok::<_, String>((intake, transitions, build, text.len()))
+        Ok::<_, String>((intake, intake_peak, transitions, build, text.len()))
     });
     let _ = std::fs::remove_dir_all(&dir);
     match result {
-        Ok((intake, transitions, build, size)) => {
+        Ok((intake, intake_peak, transitions, build, size)) => {
             report.check(
                 "commit 100,000 items to the store (flushed)",
                 intake,
-                Duration::from_secs(10),
+                Duration::from_secs(1),
+            );
+            report.check(
+                "intake of 100,000 items: validate + commit (SPEC 7)",
+                validate + intake,
+                Duration::from_secs(1),
+            );
+            report.check_mib(
+                "peak resident memory up to the intake's end (SPEC 7)",
+                intake_peak,
+                200.0,
             );
             report.check(
                 "4,000 flushed chunk transactions (300,000 transitions)",
@@ -244,15 +267,7 @@ fn main() {
     );
 
     if let Some(mib) = peak_rss_mib() {
-        let ok = mib < 768.0;
-        report.failed |= !ok;
-        println!(
-            "{:<58} {:>9.1} MiB  target < {:>6} MiB  {}",
-            "peak resident memory",
-            mib,
-            768,
-            if ok { "ok" } else { "MISSED" }
-        );
+        report.check_mib("peak resident memory of the whole run", mib, 768.0);
     }
     if report.failed {
         std::process::exit(1);
