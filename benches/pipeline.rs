@@ -17,7 +17,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tented_bulkd::manifest::{ManifestKind, TopFields};
 use tented_bulkd::pipeline::polling::Scheduler;
 use tented_bulkd::schedule::JobKey;
