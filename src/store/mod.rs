@@ -284,7 +284,7 @@ pub enum StoredJob {
 /// 16 MiB rather than 64: a 100,000-item intake fills whatever cache there is while the
 /// validated manifest is still held, and SPEC section 7 allows 200 MB for the whole
 /// process; blocks missing from the cache are read back from the OS's page cache.
-const STORE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Items of a new manifest are written in batches of this many.
 const NEW_MANIFEST_SLICE: usize = 2_000;
