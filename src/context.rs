@@ -35,11 +35,6 @@ pub struct Context {
     /// the store's, read at start and kept in step by reconciliation).
     pub generation_times:
         Mutex<std::collections::HashMap<String, crate::schedule::GenerationTimes>>,
-    /// The daemon's verdict on each template (generation-times key) whose manifest reached
-    /// 25 final answers: within the failure threshold or not (the latest word counts). A
-    /// template proven within it skips the slow start. Read from the store's manifests at
-    /// start, kept in step as answers are recorded.
-    pub template_verdicts: Mutex<std::collections::HashMap<String, bool>>,
     /// Admitted bulk jobs still running: their generation-times key and admission time.
     pub running_jobs: Mutex<std::collections::BTreeMap<JobKey, (String, u64)>>,
     /// Serialises the writing of result files (not the store: other work goes on meanwhile).
@@ -103,25 +98,6 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         all.insert(key, times);
-    }
-
-    /// Whether a manifest of this template reached 25 final answers within the failure
-    /// threshold, and none since went over it.
-    pub fn template_proven(&self, key: &str) -> bool {
-        let verdicts = self
-            .template_verdicts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        verdicts.get(key).copied().unwrap_or(false)
-    }
-
-    /// Records what a manifest's answers say of its template.
-    pub fn template_verdict(&self, key: String, within_threshold: bool) {
-        let mut verdicts = self
-            .template_verdicts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        verdicts.insert(key, within_threshold);
     }
 
     pub fn mark_progress(&self) {

@@ -126,7 +126,6 @@ pub fn build_context(
         reopen: CancellationToken::new(),
         generation_times: Mutex::new(generation_times),
         running_jobs: Mutex::new(std::collections::BTreeMap::new()),
-        template_verdicts: Mutex::new(std::collections::HashMap::new()),
     });
     Ok((ctx, jobs_rx))
 }

@@ -378,8 +378,7 @@ pub async fn record_bulk_poll(
             &mut txn,
             ctx.settings.submit.failure_threshold,
         );
-        let committed = txn.commit().await?;
-        crate::pipeline::submission::note_template_verdict(ctx, &committed);
+        txn.commit().await?;
     }
     if let Some((key, times)) = learned {
         ctx.learned_generation_times(key, times);
@@ -531,8 +530,7 @@ pub async fn record_tent_poll(
             &mut txn,
             ctx.settings.submit.failure_threshold,
         );
-        let committed = txn.commit().await?;
-        crate::pipeline::submission::note_template_verdict(ctx, &committed);
+        txn.commit().await?;
     }
     // Answers may release a manifest that waits for its first answers.
     ctx.wake_submitter.notify_one();

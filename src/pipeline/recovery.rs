@@ -4,7 +4,6 @@
 //!   admitted, so its items become `unknown` (never resent).
 //! - A manifest recorded but still in the inbox is moved to the archive.
 //! - Finished manifests whose result file was not written get it.
-//! - What earlier manifests proved of their templates is remembered (slow start).
 //! - Unsent chunks and admitted jobs are picked up by the submitter and the poller, which
 //!   read the store.
 
@@ -17,8 +16,6 @@ pub async fn recover(ctx: &Context) -> Result<(), StoreError> {
     let manifests = ctx.store.manifests()?;
     let mut lost_items = 0u32;
     for manifest in &manifests {
-        // What each template proved before the restart (the newest manifest's word).
-        crate::pipeline::submission::note_template_verdict(ctx, manifest);
         if manifest.result_written {
             continue;
         }

@@ -236,7 +236,7 @@ async fn candidates(
             Err(StoreError::NoManifest(_)) => continue,
             Err(e) => return Err(e),
         };
-        let slow_start = slow_start_of(ctx, txn.manifest());
+        let slow_start = ctx.settings.submit.failure_threshold < 1.0;
         match plan_next(&mut txn, now, max_wait, slow_start)? {
             Plan::Items(_) => ready.push((id, txn.manifest().top.priority.weight())),
             Plan::Nothing => {
@@ -300,7 +300,7 @@ async fn record_intent(
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(id)?;
     let now = ctx.clock.now_ms();
-    let slow_start = slow_start_of(ctx, txn.manifest());
+    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let Plan::Items(items) = plan_next(&mut txn, now, max_wait, slow_start)? else {
         return Ok(None);
     };
@@ -320,43 +320,11 @@ async fn record_intent(
     Ok(Some((manifest, seq, items)))
 }
 
-/// Whether the slow start applies to a manifest (not with `failure_threshold = 1`), and
-/// if so whether its template has proven itself in this daemon.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SlowStart {
-    Off,
-    On { template_proven: bool },
-}
-
-fn slow_start_of(ctx: &Context, manifest: &ManifestRecord) -> SlowStart {
-    if ctx.settings.submit.failure_threshold >= 1.0 {
-        return SlowStart::Off;
-    }
-    // Only a bulk template proves itself: create and edit manifests share no template.
-    let template_proven = manifest.kind == ManifestKind::Bulk
-        && manifest.top.template_id.is_some()
-        && ctx.template_proven(&template_key(manifest));
-    SlowStart::On { template_proven }
-}
-
-/// The key under which a manifest's template is judged (and its generations timed).
-pub fn template_key(manifest: &ManifestRecord) -> String {
-    crate::schedule::generation_key(manifest.kind, manifest.top.template_id.as_deref())
-}
-
-/// Keeps the daemon's verdict on a manifest's template in step with its answers (once
-/// the failure threshold can judge them): called after each commit that records answers.
-pub fn note_template_verdict(ctx: &Context, manifest: &ManifestRecord) {
-    if let Some(within) = Answers::of(manifest).verdict(ctx.settings.submit.failure_threshold) {
-        ctx.template_verdict(template_key(manifest), within);
-    }
-}
-
 fn plan_next(
     txn: &mut Txn<'_>,
     now: u64,
     max_wait_ms: u64,
-    slow_start: SlowStart,
+    slow_start: bool,
 ) -> Result<Plan, StoreError> {
     let manifest = txn.manifest().clone();
     if manifest.finished_at_ms.is_some()
@@ -364,7 +332,7 @@ fn plan_next(
         || !manifest.control().is_running()
         // Past poll.max_wait nothing more is sent: the sweeper ends what is left.
         || now >= manifest.received_at_ms.saturating_add(max_wait_ms)
-        || matches!(slow_start, SlowStart::On { template_proven } if holds_for_answers(&manifest, template_proven))
+        || (slow_start && holds_for_answers(&manifest))
     {
         return Ok(Plan::Nothing);
     }
@@ -554,9 +522,8 @@ async fn record_answer(
     }
     txn.put_job(job);
     check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
-    let committed = txn.commit().await?;
+    txn.commit().await?;
     drop(writer);
-    note_template_verdict(ctx, &committed);
     if any_admitted {
         let _ = ctx.new_jobs.send(JobKey {
             manifest_id: id,

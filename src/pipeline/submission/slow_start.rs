@@ -10,9 +10,10 @@
 //!   long before its whole first chunk is answered.
 //! - Once a manifest has 25 final answers, the failure threshold judges it: no more
 //!   holding.
-//! - A template that has proven itself in this daemon (a manifest of it reached 25 final
-//!   answers within the failure threshold, this run or an earlier one) starts open, unless
-//!   the manifest's own answers go wrong more often than right.
+//! - Every manifest starts slow, even of a template that did well before: its own items
+//!   (their `input_data`) may be what fails. (Letting a proven template start open was
+//!   tried: it bought nothing in the throughput bench, and its burst of a manifest's
+//!   every chunk at once left sled 0.34's log growing under pruning; BENCHMARKS.md.)
 //! - `resume` (after a threshold pause) lifts it; `failure_threshold = 1` turns it off.
 
 use crate::state::item::ItemState;
@@ -45,16 +46,9 @@ impl Answers {
     pub fn total(self) -> u32 {
         self.succeeded + self.went_wrong
     }
-
-    /// What these answers say of the template: `None` until the failure threshold can
-    /// judge them (25 answers), then whether they are within it.
-    pub fn verdict(self, threshold: f64) -> Option<bool> {
-        (self.total() >= THRESHOLD_MIN_ANSWERS)
-            .then(|| f64::from(self.went_wrong) <= threshold * f64::from(self.total()))
-    }
 }
 
-/// The items an unproven template may have at risk (in flight, failed or refused) after
+/// The items a manifest may have at risk (in flight, failed or refused) after
 /// these answers: one chunk, doubled by every success beyond the failures.
 pub fn window(answers: Answers) -> u32 {
     let doublings = answers
@@ -64,16 +58,13 @@ pub fn window(answers: Answers) -> u32 {
     BULK_CHUNK.saturating_mul(1 << doublings)
 }
 
-/// Whether a manifest must wait for answers before sending more. `template_proven`: a
-/// manifest of the same template reached 25 answers within the failure threshold.
-pub fn holds_for_answers(manifest: &ManifestRecord, template_proven: bool) -> bool {
+/// Whether a manifest must wait for answers before sending more.
+pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
     if manifest.threshold_overridden() {
         return false;
     }
     let answers = Answers::of(manifest);
-    if answers.total() >= THRESHOLD_MIN_ANSWERS
-        || (template_proven && answers.went_wrong <= answers.succeeded)
-    {
+    if answers.total() >= THRESHOLD_MIN_ANSWERS {
         return false;
     }
     let in_flight = manifest.count(ItemState::Sending)
@@ -110,7 +101,7 @@ mod tests {
     }
 
     fn holds(counts: &[(ItemState, u32)]) -> bool {
-        holds_for_answers(&manifest_with(counts, 0), false)
+        holds_for_answers(&manifest_with(counts, 0))
     }
 
     #[test]
@@ -121,15 +112,15 @@ mod tests {
         // One full chunk generating, no answer yet: hold.
         assert!(holds(&[(Pending, 75), (Admitted, 25)]));
         // A chunk of 23 (two rejected locally) leaves room for the next.
-        assert!(!holds_for_answers(
-            &manifest_with(&[(Pending, 75), (Admitted, 23), (Rejected, 2)], 2),
-            false
-        ));
+        assert!(!holds_for_answers(&manifest_with(
+            &[(Pending, 75), (Admitted, 23), (Rejected, 2)],
+            2
+        ),));
         // Refused by the API, those two count against the window.
-        assert!(holds_for_answers(
-            &manifest_with(&[(Pending, 75), (Admitted, 23), (Rejected, 2)], 0),
-            false
-        ));
+        assert!(holds_for_answers(&manifest_with(
+            &[(Pending, 75), (Admitted, 23), (Rejected, 2)],
+            0
+        ),));
         // Failures open nothing: 10 failed and 15 generating hold, as with no answer.
         assert!(holds(&[(Pending, 75), (Admitted, 15), (Failed, 10)]));
         // Nor do successes that the failures outnumber.
@@ -173,50 +164,6 @@ mod tests {
         let mut resumed = manifest_with(&[(Pending, 75), (Admitted, 25)], 0);
         resumed.apply_control(ControlEvent::ThresholdTripped { reason: "r".into() });
         resumed.apply_control(ControlEvent::Resume);
-        assert!(!holds_for_answers(&resumed, false));
-    }
-
-    #[test]
-    fn a_proven_template_starts_open_unless_the_manifest_goes_wrong() {
-        use ItemState::*;
-        let generating = manifest_with(&[(Pending, 9_000), (Admitted, 1_000)], 0);
-        assert!(holds_for_answers(&generating, false));
-        assert!(!holds_for_answers(&generating, true));
-        let good = manifest_with(
-            &[
-                (Pending, 9_000),
-                (Admitted, 990),
-                (Completed, 6),
-                (Failed, 4),
-            ],
-            0,
-        );
-        assert!(!holds_for_answers(&good, true));
-        let bad = manifest_with(
-            &[
-                (Pending, 9_000),
-                (Admitted, 990),
-                (Completed, 4),
-                (Failed, 6),
-            ],
-            0,
-        );
-        assert!(holds_for_answers(&bad, true));
-    }
-
-    #[test]
-    fn the_verdict_waits_for_25_answers_and_follows_the_threshold() {
-        let verdict = |succeeded, went_wrong| {
-            Answers {
-                succeeded,
-                went_wrong,
-            }
-            .verdict(0.5)
-        };
-        assert_eq!(verdict(24, 0), None);
-        assert_eq!(verdict(25, 0), Some(true));
-        assert_eq!(verdict(13, 12), Some(true));
-        assert_eq!(verdict(12, 13), Some(false));
-        assert_eq!(verdict(0, 25), Some(false));
+        assert!(!holds_for_answers(&resumed));
     }
 }
