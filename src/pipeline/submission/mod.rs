@@ -220,6 +220,7 @@ async fn candidates(
     now: u64,
 ) -> Result<(Vec<(u64, u32)>, Option<u64>), StoreError> {
     let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
+    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let mut wake_at: Option<u64> = None;
     let mut earliest = |at: u64| wake_at = Some(wake_at.map_or(at, |w: u64| w.min(at)));
     let mut ready = Vec::new();
@@ -236,7 +237,6 @@ async fn candidates(
             Err(StoreError::NoManifest(_)) => continue,
             Err(e) => return Err(e),
         };
-        let slow_start = ctx.settings.submit.failure_threshold < 1.0;
         match plan_next(&mut txn, now, max_wait, slow_start)? {
             Plan::Items(_) => ready.push((id, txn.manifest().top.priority.weight())),
             Plan::Nothing => {
@@ -297,10 +297,10 @@ async fn record_intent(
     id: u64,
 ) -> Result<Option<(ManifestRecord, u32, Vec<ItemRecord>)>, StoreError> {
     let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
+    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(id)?;
     let now = ctx.clock.now_ms();
-    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let Plan::Items(items) = plan_next(&mut txn, now, max_wait, slow_start)? else {
         return Ok(None);
     };

@@ -2,7 +2,7 @@
 //! before the failure threshold can judge its template, as TCP's slow start does with
 //! unacknowledged segments.
 //!
-//! - An unproven template may have one chunk (25 items) at risk. Every item that succeeds
+//! - A manifest starts with one chunk (25 items) at risk. Every item that succeeds
 //!   doubles the window, every item that fails or is refused undoes one doubling: the
 //!   window is `25 × 2^(successes − failures)`, never under 25. A template whose
 //!   generations all fail never opens it, so it costs about one chunk; a healthy one is
