@@ -10,19 +10,6 @@ use tented_bulkd::simulator::{SimConfig, Simulator};
 
 use crate::helpers::*;
 
-fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = command(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 fn config_in(dir: &Path, base_url: &str, admin: &str) -> std::path::PathBuf {
     write_config(
         dir,

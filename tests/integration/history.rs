@@ -1,7 +1,6 @@
 //! History and the pause control (SPEC sections 2 and 8): `list`, `show`, `pause`, over
 //! the real admin endpoint and through the real binary.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,11 +15,6 @@ fn unhurried_sim() -> SimConfig {
         generation_time: (Duration::from_millis(700), Duration::from_millis(900)),
         ..quick_sim()
     }
-}
-
-/// A POST over the control socket (`admin.socket`), where the operator controls live.
-async fn post(socket: &Path, path: &str) -> (u16, Value) {
-    socket_post(socket, path).await
 }
 
 async fn get(admin: &str, path: &str) -> (u16, Value) {
@@ -44,13 +38,13 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
         bulk_posts(calls).iter().any(|c| c.status == Some(202))
     })
     .await;
-    let (status, answer) = post(&socket, "/manifests/held/pause").await;
+    let (status, answer) = socket_post(&socket, "/manifests/held/pause").await;
     assert_eq!(status, 200, "{answer}");
     assert!(
         answer["message"].as_str().unwrap_or("").contains("paused"),
         "{answer}"
     );
-    let (status, again) = post(&socket, "/manifests/held/pause").await;
+    let (status, again) = socket_post(&socket, "/manifests/held/pause").await;
     assert_eq!(status, 409, "a second pause changes nothing: {again}");
 
     // What was admitted is still polled to the end...
@@ -77,33 +71,19 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
     );
     assert_eq!(shown["requests"][0]["state"], "done", "{shown}");
 
-    let (status, answer) = post(&socket, "/manifests/held/resume").await;
+    let (status, answer) = socket_post(&socket, "/manifests/held/resume").await;
     assert_eq!(status, 200, "{answer}");
     let result = app.wait_result("held", WAIT).await;
     assert_eq!(result["counts"]["completed"], 50);
     assert_eq!(bulk_posts(&app.calls()).len(), 2);
-    let (status, answer) = post(&socket, "/manifests/held/pause").await;
+    let (status, answer) = socket_post(&socket, "/manifests/held/pause").await;
     assert_eq!(
         status, 409,
         "a finished manifest cannot be paused: {answer}"
     );
-    let (status, answer) = post(&socket, "/manifests/nope/pause").await;
+    let (status, answer) = socket_post(&socket, "/manifests/nope/pause").await;
     assert_eq!(status, 404, "{answer}");
     app.stop_daemon().await;
-}
-
-/// Runs `tented-bulkd ARGS --config CONFIG` and returns (exit code, stdout, stderr).
-fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = command(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

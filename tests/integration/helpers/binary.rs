@@ -37,6 +37,20 @@ where
     command_for(BIN, args)
 }
 
+/// Runs `tented-bulkd ARGS --config CONFIG` and returns (exit code, stdout, stderr).
+pub fn cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = command(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// [`command`] for another program (`sh`, to start the binary as systemd would).
 pub fn command_for<I, S>(program: &str, args: I) -> Command
 where
