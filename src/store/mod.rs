@@ -11,11 +11,13 @@
 //! | key | value |
 //! |---|---|
 //! | `M` manifest_id:u64 | [`StoredManifest`] |
-//! | `I` manifest_id:u64 index:u32 | [`StoredItem`] |
+//! | `I` manifest_id:u64 index:u32 | [`StoredItem`]: the item, from its first change on (until then its block holds it) |
 //! | `J` manifest_id:u64 job_seq:u32 | [`StoredJob`] |
 //! | `N` name bytes | manifest_id:u64 (names ever used) |
 //! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
-//! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty (client ids, for edits) |
+//! | `F` manifest_id:u64 block:u32 | [`blocks::StoredBlock`]: items 25×block.. as intake wrote them (written once) |
+//! | `K` bucket:u16 manifest_id:u64 | [`blocks::StoredBucket`]: the manifest's client ids in that hash bucket (for edits) |
+//! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty: the client id index of stores written before `K` (read, pruned, never written now) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
 //! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
 //! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
@@ -29,11 +31,13 @@
 //! that no longer has that manifest is refused as corrupt.
 
 pub mod backup;
+mod blocks;
 pub mod prune;
 pub mod summary;
 pub mod tally;
 pub mod v1;
 
+pub use blocks::{StoredBlock, StoredBucket};
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
@@ -66,6 +70,12 @@ pub enum StoreError {
     NoManifest(u64),
     #[error("store: item {index} of manifest {manifest_id} does not exist")]
     NoItem { manifest_id: u64, index: u32 },
+    #[error("store: item {index} of manifest {manifest_id} as intake wrote it does not read back: {detail}")]
+    IntakeItem {
+        manifest_id: u64,
+        index: u32,
+        detail: String,
+    },
     #[error(transparent)]
     Transition(#[from] IllegalTransition),
     #[error(transparent)]
@@ -286,7 +296,7 @@ pub enum StoredJob {
 /// process; blocks missing from the cache are read back from the OS's page cache.
 const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Items of a new manifest are written in batches of this many.
+/// Items of a new manifest are written in batches of this many (80 blocks).
 const NEW_MANIFEST_SLICE: usize = 2_000;
 
 /// The file beside sled's own that records the newest manifest id committed.
@@ -509,6 +519,11 @@ impl Store {
             };
             *counts.entry(version).or_insert(0) += 1;
         }
+        for entry in self.tree.scan_prefix([b'F']) {
+            let (key, bytes) = entry?;
+            let StoredBlock::V1(_) = decode(&key, &bytes)?;
+            *counts.entry("item block v1").or_insert(0) += 1;
+        }
         Ok(counts)
     }
 
@@ -664,44 +679,87 @@ impl Store {
         Ok(out)
     }
 
+    /// An item: its own record once it changed, else as intake wrote it in its block.
     pub fn item(&self, manifest_id: u64, index: u32) -> Result<Option<ItemRecord>, StoreError> {
         let key = item_key(manifest_id, index);
+        if let Some(bytes) = self.tree.get(key)? {
+            return Ok(Some(decode::<StoredItem>(&key, &bytes)?.current()?));
+        }
+        self.block(manifest_id, index / blocks::BLOCK)?
+            .into_iter()
+            .find(|item| item.index == index)
+            .map(|item| item.record(manifest_id))
+            .transpose()
+    }
+
+    /// The items of one block as intake wrote them (empty when there is no such block).
+    fn block(&self, manifest_id: u64, block: u32) -> Result<Vec<blocks::IntakeItem>, StoreError> {
+        let key = blocks::block_key(manifest_id, block);
         match self.tree.get(key)? {
-            Some(bytes) => {
-                let record = decode::<StoredItem>(&key, &bytes)?.current()?;
-                Ok(Some(record))
-            }
-            None => Ok(None),
+            Some(bytes) => blocks::decode_block(&key, &bytes),
+            None => Ok(Vec::new()),
         }
     }
 
-    /// Items `from..to` of a manifest, in order.
+    /// Items `from..to` of a manifest, in order: the blocks that hold them, overlaid by the
+    /// records of the items that changed.
     pub fn items_range(
         &self,
         manifest_id: u64,
         from: u32,
         to: u32,
     ) -> Result<Vec<ItemRecord>, StoreError> {
-        let mut out = Vec::new();
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut out = BTreeMap::new();
         for entry in self
             .tree
             .range(item_key(manifest_id, from)..item_key(manifest_id, to))
         {
             let (key, bytes) = entry?;
             let record = decode::<StoredItem>(&key, &bytes)?.current()?;
-            out.push(record);
+            out.insert(record.index, record);
         }
-        Ok(out)
+        let blocks = blocks::block_key(manifest_id, from / blocks::BLOCK)
+            ..=blocks::block_key(manifest_id, (to - 1) / blocks::BLOCK);
+        for entry in self.tree.range(blocks) {
+            let (key, bytes) = entry?;
+            self.overlay_block(manifest_id, &key, &bytes, from..to, &mut out)?;
+        }
+        Ok(out.into_values().collect())
     }
 
+    /// Adds the items of a block in `range` that have no record of their own to `out`.
+    fn overlay_block(
+        &self,
+        manifest_id: u64,
+        key: &[u8],
+        bytes: &[u8],
+        range: std::ops::Range<u32>,
+        out: &mut BTreeMap<u32, ItemRecord>,
+    ) -> Result<(), StoreError> {
+        for item in blocks::decode_block(key, bytes)? {
+            if range.contains(&item.index) && !out.contains_key(&item.index) {
+                out.insert(item.index, item.record(manifest_id)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every item of a manifest, in order.
     pub fn items(&self, manifest_id: u64) -> Result<Vec<ItemRecord>, StoreError> {
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for entry in self.tree.scan_prefix(prefixed(b'I', manifest_id)) {
             let (key, bytes) = entry?;
             let record = decode::<StoredItem>(&key, &bytes)?.current()?;
-            out.push(record);
+            out.insert(record.index, record);
         }
-        Ok(out)
+        for entry in self.tree.scan_prefix(prefixed(b'F', manifest_id)) {
+            let (key, bytes) = entry?;
+            self.overlay_block(manifest_id, &key, &bytes, 0..u32::MAX, &mut out)?;
+        }
+        Ok(out.into_values().collect())
     }
 
     pub fn job(&self, manifest_id: u64, seq: u32) -> Result<Option<JobRecord>, StoreError> {
@@ -775,13 +833,24 @@ impl Store {
             .and_then(|bytes| read_u64(&bytes)))
     }
 
-    /// Every (manifest_id, index) whose item carried this client_item_id.
+    /// Every (manifest_id, index) whose item carried this client_item_id: from its bucket
+    /// (`K`), and from the per-item index (`C`) of manifests taken before buckets.
     pub fn items_with_client_id(
         &self,
         client_item_id: &str,
     ) -> Result<Vec<(u64, u32)>, StoreError> {
-        let prefix = client_prefix(client_item_id);
         let mut out = Vec::new();
+        let bucket = blocks::bucket_of(client_item_id);
+        for entry in self.tree.scan_prefix(&blocks::bucket_key(bucket, 0)[..3]) {
+            let (key, bytes) = entry?;
+            let id = read_u64(&key[3..]).unwrap_or(0);
+            for (client, index) in blocks::decode_bucket(&key, &bytes)? {
+                if client == client_item_id {
+                    out.push((id, index));
+                }
+            }
+        }
+        let prefix = client_prefix(client_item_id);
         for entry in self.tree.scan_prefix(&prefix) {
             let (key, _) = entry?;
             let rest = &key[prefix.len()..];
@@ -791,6 +860,7 @@ impl Store {
                 out.push((id, index));
             }
         }
+        out.sort_unstable();
         Ok(out)
     }
 }
@@ -821,6 +891,9 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// Keys and values to write.
+type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A set of changes to one manifest, its items, jobs and indexes, committed atomically.
 pub struct Txn<'w> {
     store: &'w Store,
@@ -828,7 +901,10 @@ pub struct Txn<'w> {
     items: BTreeMap<u32, ItemRecord>,
     jobs: BTreeMap<u32, JobRecord>,
     extra: Vec<(Vec<u8>, Vec<u8>)>,
-    client_index: Vec<Vec<u8>>,
+    /// A new manifest's items and client ids, on their way into blocks and buckets.
+    new_items: blocks::NewItems,
+    /// The last block read, so that the items of one chunk decode their block once.
+    block_cache: std::cell::RefCell<Option<(u32, Vec<blocks::IntakeItem>)>>,
     tent_polls: BTreeMap<String, TentPollRecord>,
     exists: bool,
     /// Items that reached a final state in this transaction, by state slot.
@@ -846,7 +922,8 @@ impl<'w> Txn<'w> {
             items: BTreeMap::new(),
             jobs: BTreeMap::new(),
             extra: Vec::new(),
-            client_index: Vec::new(),
+            new_items: Default::default(),
+            block_cache: Default::default(),
             tent_polls: BTreeMap::new(),
             exists,
             newly_final: [0; 11],
@@ -887,17 +964,30 @@ impl<'w> Txn<'w> {
                 index,
             });
         }
-        self.store
-            .item(self.manifest.id, index)?
+        let id = self.manifest.id;
+        let key = item_key(id, index);
+        if let Some(bytes) = self.store.tree.get(key)? {
+            return decode::<StoredItem>(&key, &bytes)?.current();
+        }
+        let block = index / blocks::BLOCK;
+        let mut cache = self.block_cache.borrow_mut();
+        if cache.as_ref().map(|(cached, _)| *cached) != Some(block) {
+            *cache = Some((block, self.store.block(id, block)?));
+        }
+        cache
+            .as_ref()
+            .and_then(|(_, items)| items.iter().find(|item| item.index == index))
+            .cloned()
             .ok_or(StoreError::NoItem {
-                manifest_id: self.manifest.id,
+                manifest_id: id,
                 index,
-            })
+            })?
+            .record(id)
     }
 
-    /// Adds an item of a new manifest (intake). Items are written to sled in slices as
-    /// they come, never all held at once; they stay unreachable leftovers (which a crash
-    /// leaves harmlessly behind) until `commit` writes the manifest's record. A new
+    /// Adds an item of a new manifest (intake). Items are written to sled in blocks, in
+    /// slices as they come, never all held at once; they stay unreachable leftovers (which
+    /// a crash leaves harmlessly behind) until `commit` writes the manifest's record. A new
     /// manifest's items are therefore not read back through this transaction.
     pub fn insert_item(&mut self, item: ItemRecord) -> Result<(), StoreError> {
         self.manifest.counts[state_slot(item.state())] += 1;
@@ -907,27 +997,45 @@ impl<'w> Txn<'w> {
         if item.rejected_by == Some(crate::state::item::RejectedBy::Local) {
             self.manifest.local_rejections += 1;
         }
-        self.items.insert(item.index, item);
-        if !self.exists && self.items.len() >= NEW_MANIFEST_SLICE {
-            self.write_new_items()?;
+        if self.exists {
+            self.items.insert(item.index, item);
+            return Ok(());
+        }
+        // A record intake would not have made (none does today) gets a record of its own.
+        if let Some(record) = self.new_items.add(item) {
+            self.items.insert(record.index, record);
+        }
+        if self.new_items.full_items() >= NEW_MANIFEST_SLICE {
+            self.write_new_items(false)?;
         }
         Ok(())
     }
 
-    /// Writes the new manifest's items (and client index keys) gathered so far.
-    fn write_new_items(&mut self) -> Result<(), StoreError> {
+    /// Writes the new manifest's full blocks gathered so far (all of them when `all`).
+    fn write_new_items(&mut self, all: bool) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for (index, item) in std::mem::take(&mut self.items) {
-            batch.insert(
-                &item_key(self.manifest.id, index)[..],
-                encode(&StoredItem::V2(item))?,
-            );
-        }
-        for key in std::mem::take(&mut self.client_index) {
-            batch.insert(key, Vec::new());
-        }
+        self.new_items
+            .write_blocks(self.manifest.id, all, &mut batch)?;
         self.store.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// The buckets of the client ids indexed in this transaction, merged with what the
+    /// store holds for an existing manifest.
+    fn bucket_writes(&mut self) -> Result<KeyValues, StoreError> {
+        let mut out = Vec::new();
+        for (bucket, mut entries) in self.new_items.take_buckets() {
+            let key = blocks::bucket_key(bucket, self.manifest.id);
+            if self.exists {
+                if let Some(bytes) = self.store.tree.get(key)? {
+                    let mut stored = blocks::decode_bucket(&key, &bytes)?;
+                    stored.append(&mut entries);
+                    entries = stored;
+                }
+            }
+            out.push((key.to_vec(), encode(&StoredBucket::V1(entries))?));
+        }
+        Ok(out)
     }
 
     /// Applies an event to an item through the state machine and keeps the counts true.
@@ -1008,33 +1116,30 @@ impl<'w> Txn<'w> {
     }
 
     pub fn index_client_item(&mut self, client_item_id: &str, index: u32) {
-        let mut key = client_prefix(client_item_id);
-        key.extend_from_slice(&self.manifest.id.to_be_bytes());
-        key.extend_from_slice(&index.to_be_bytes());
-        self.client_index.push(key);
+        self.new_items.index(client_item_id, index);
     }
 
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
-    /// manifest's items (and client index) go first, in slices, and its record last.
+    /// manifest's items go first, in blocks, in slices; its client index buckets and its
+    /// record come last, in the one batch.
     pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
         if !self.exists {
             // A new manifest's items go first (the last slice of them here) and its record
             // last: until the record is written, the items are unreachable leftovers that a
             // crash leaves harmlessly behind.
-            self.write_new_items()?;
+            self.write_new_items(true)?;
         }
+        let buckets = self.bucket_writes()?;
         let mut batch = sled::Batch::default();
         batch.insert(
             &manifest_key(self.manifest.id)[..],
             encode(&StoredManifest::V2(self.manifest.clone()))?,
         );
-        if self.exists {
-            for (index, item) in self.items {
-                batch.insert(
-                    &item_key(self.manifest.id, index)[..],
-                    encode(&StoredItem::V2(item))?,
-                );
-            }
+        for (index, item) in self.items {
+            batch.insert(
+                &item_key(self.manifest.id, index)[..],
+                encode(&StoredItem::V2(item))?,
+            );
         }
         for (seq, job) in self.jobs {
             batch.insert(
@@ -1048,10 +1153,8 @@ impl<'w> Txn<'w> {
         for (tent_id, record) in self.tent_polls {
             batch.insert(tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?);
         }
-        if self.exists {
-            for key in self.client_index {
-                batch.insert(key, Vec::new());
-            }
+        for (key, value) in buckets {
+            batch.insert(key, value);
         }
         fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
         let written = match self.store.tree.apply_batch(batch) {
@@ -1077,6 +1180,18 @@ impl<'w> Txn<'w> {
 }
 
 /// Test support: a bulk manifest just received, as the store's own tests make them.
+/// Test support: a pending item with no fields.
+#[cfg(test)]
+pub(crate) fn test_item(manifest_id: u64, index: u32) -> ItemRecord {
+    ItemRecord::pending(
+        manifest_id,
+        index,
+        format!("row-{index}"),
+        "{}".into(),
+        Default::default(),
+    )
+}
+
 #[cfg(test)]
 pub(crate) fn received_for_test(id: u64, name: &str, item_count: u32) -> ManifestRecord {
     ManifestRecord::received(Received {
@@ -1179,6 +1294,116 @@ mod tests {
         assert_eq!(store.manifest_with_hash(&[7; 32]).unwrap(), Some(id));
         assert_eq!(store.items_with_client_id("a").unwrap(), vec![(id, 0)]);
         assert!(store.items_with_client_id("ab").unwrap().is_empty());
+    }
+
+    /// A manifest of `n` items (client ids `row-N`) committed as intake commits it.
+    async fn committed(store: &Store, n: u32) -> u64 {
+        let id = store.new_manifest_id().expect("id");
+        let writer = store.writer().await;
+        let mut record = manifest(id);
+        record.item_count = n;
+        let mut txn = writer.create(record);
+        for index in 0..n {
+            txn.index_client_item(&format!("row-{index}"), index);
+            txn.insert_item(test_item(id, index)).expect("insert");
+        }
+        txn.commit().await.expect("commit");
+        id
+    }
+
+    #[tokio::test]
+    async fn items_are_read_from_their_block_until_they_change_and_from_their_record_after() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        // 2,060 items: slices of 2,000 written before the commit, a partial last block.
+        let id = committed(&store, 2_060).await;
+        let versions = store.record_versions().expect("versions");
+        assert_eq!(versions.get("item block v1"), Some(&83), "{versions:?}");
+        assert_eq!(
+            versions.get("item v2"),
+            None,
+            "no per-item record before a change"
+        );
+        let all = store.items(id).expect("items");
+        assert_eq!(all.len(), 2_060);
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, item)| item.index == i as u32));
+        {
+            let writer = store.writer().await;
+            let mut txn = writer.begin(id).expect("begin");
+            for index in [24, 25, 2_059] {
+                txn.apply(index, ItemEvent::SendIntent { job_seq: 1 })
+                    .expect("apply");
+            }
+            txn.commit().await.expect("commit");
+        }
+        let sending = |item: &ItemRecord| item.state() == ItemState::Sending;
+        let range = store.items_range(id, 20, 30).expect("range");
+        assert_eq!(
+            range.iter().map(|item| item.index).collect::<Vec<_>>(),
+            (20..30).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            range
+                .iter()
+                .filter(|item| sending(item))
+                .map(|item| item.index)
+                .collect::<Vec<_>>(),
+            vec![24, 25]
+        );
+        assert!(sending(
+            &store.item(id, 2_059).expect("read").expect("exists")
+        ));
+        assert!(!sending(
+            &store.item(id, 2_058).expect("read").expect("exists")
+        ));
+        assert!(store.item(id, 2_060).expect("read").is_none());
+        assert_eq!(
+            store.items_range(id, 2_050, 2_100).expect("range").len(),
+            10
+        );
+        assert_eq!(
+            store
+                .items(id)
+                .expect("items")
+                .iter()
+                .filter(|i| sending(i))
+                .count(),
+            3
+        );
+        let record = store.manifest(id).expect("read").expect("exists");
+        assert_eq!(record.count(ItemState::Sending), 3);
+        assert_eq!(record.count(ItemState::Pending), 2_057);
+        // The client index, from the buckets; an id of another manifest is told apart.
+        let other = committed(&store, 3).await;
+        assert_eq!(
+            store.items_with_client_id("row-1").expect("read"),
+            vec![(id, 1), (other, 1)]
+        );
+        assert_eq!(
+            store.items_with_client_id("row-2059").expect("read"),
+            vec![(id, 2_059)]
+        );
+        assert!(store
+            .items_with_client_id("row-20599")
+            .expect("read")
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_manifest_indexed_before_buckets_is_still_found_by_client_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut key = client_prefix("legacy");
+        key.extend_from_slice(&9u64.to_be_bytes());
+        key.extend_from_slice(&4u32.to_be_bytes());
+        store.tree.insert(key, Vec::<u8>::new()).expect("insert");
+        assert_eq!(
+            store.items_with_client_id("legacy").expect("read"),
+            vec![(9, 4)]
+        );
     }
 
     #[tokio::test]

@@ -6,9 +6,10 @@
 //!
 //! 1. [`Store::begin_prune`] writes the summary (`S`). From then on the manifest counts
 //!    as pruned (`list`, `show`, edits), even while its records are being removed.
-//! 2. [`Store::prune_slice`] removes at most a slice of its items (with their `C`
-//!    entries and the `T` records of their tents that no longer hold back a poll), then
-//!    of its jobs; called until it removes nothing.
+//! 2. [`Store::prune_slice`] removes at most a slice of its items' records (`I`, with
+//!    their `C` entries and the `T` records of their tents that no longer hold back a
+//!    poll), then of its intake blocks (`F`, with the `K` buckets of their client ids),
+//!    then of its jobs; called until it removes nothing.
 //! 3. [`Store::finish_prune`] removes the manifest record (`M`) and flushes.
 //!
 //! A crash anywhere leaves a store that reads: the next pass finds the manifest (its `M`
@@ -17,13 +18,15 @@
 
 use super::summary::{summary_key, StoredSummary};
 use super::{
-    client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredItem,
-    StoredJob, StoredTentPoll,
+    blocks, client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError,
+    StoredItem, StoredJob, StoredTentPoll,
 };
+use crate::state::item::ItemRecord;
 
 /// What one [`Store::prune_slice`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
+    /// Item records and intake blocks' items (an item that changed counts in both).
     pub items: usize,
     pub jobs: usize,
     pub tent_polls: usize,
@@ -82,17 +85,24 @@ impl Store {
             batch.remove(client_key);
             batch.remove(key);
             pruned.items += 1;
-            if let Some(tent_id) = &item.tent_id {
-                let tent = tent_key(tent_id);
-                if let Some(bytes) = self.tree.get(&tent)? {
-                    let StoredTentPoll::V1(poll) = decode(&tent, &bytes)?;
-                    // A record that no longer holds back a poll can go; a newer edit of
-                    // the same tent writes its own.
-                    if poll.next_due_ms(floor_ms) <= now_ms {
-                        batch.remove(tent);
-                        pruned.tent_polls += 1;
-                    }
+            pruned.tent_polls += self.prune_tent_poll(&item, now_ms, floor_ms, &mut batch)?;
+        }
+        if pruned.items == 0 {
+            let blocks_per_slice = slice.div_ceil(blocks::BLOCK as usize);
+            for entry in self
+                .tree
+                .scan_prefix(prefixed(b'F', id))
+                .take(blocks_per_slice)
+            {
+                let (key, bytes) = entry?;
+                // Items as intake wrote them: no tent yet (an item's tent is in its own
+                // record, removed above).
+                for item in blocks::decode_block(&key, &bytes)? {
+                    let bucket = blocks::bucket_of(&item.client_item_id);
+                    batch.remove(&blocks::bucket_key(bucket, id)[..]);
+                    pruned.items += 1;
                 }
+                batch.remove(key);
             }
         }
         if pruned.items == 0 {
@@ -108,12 +118,40 @@ impl Store {
         Ok(pruned)
     }
 
+    /// Removes the poll record of the item's tent if it no longer holds back a poll (a
+    /// newer edit of the same tent writes its own); 1 when it did.
+    fn prune_tent_poll(
+        &self,
+        item: &ItemRecord,
+        now_ms: u64,
+        floor_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<usize, StoreError> {
+        let Some(tent_id) = &item.tent_id else {
+            return Ok(0);
+        };
+        let tent = tent_key(tent_id);
+        let Some(bytes) = self.tree.get(&tent)? else {
+            return Ok(0);
+        };
+        let StoredTentPoll::V1(poll) = decode(&tent, &bytes)?;
+        if poll.next_due_ms(floor_ms) <= now_ms {
+            batch.remove(tent);
+            return Ok(1);
+        }
+        Ok(0)
+    }
+
     /// Removes the manifest record once its items and jobs are gone (else nothing), and
     /// flushes.
     pub async fn finish_prune(&self, id: u64) -> Result<(), StoreError> {
         let _writer = self.writer.lock().await;
-        let leftovers = self.tree.scan_prefix(prefixed(b'I', id)).next().is_some()
-            || self.tree.scan_prefix(prefixed(b'J', id)).next().is_some();
+        let leftovers = [b'I', b'F', b'J'].iter().any(|prefix| {
+            self.tree
+                .scan_prefix(prefixed(*prefix, id))
+                .next()
+                .is_some()
+        });
         if self.summary(id)?.is_none() || leftovers {
             // Not begun, or not done: the manifest record stays, and the next pass goes on.
             return Ok(());
@@ -181,7 +219,8 @@ mod tests {
             let kept = finished_manifest(&store, "kept", 2).await;
             id = finished_manifest(&store, "old", 7).await;
             assert!(store.begin_prune(id, 9_000).await.expect("begins"));
-            // Slices of at most 3: the items go 3, 3, 1, then the job, then nothing.
+            // Slices of at most 3 items: the record of the one item that changed, then its
+            // intake block (7 items, a block is never split), then the job, then nothing.
             let mut slices = Vec::new();
             loop {
                 let pruned = store
@@ -193,7 +232,7 @@ mod tests {
                 }
                 slices.push((pruned.items, pruned.jobs));
             }
-            assert_eq!(slices, [(3, 0), (3, 0), (1, 0), (0, 1)]);
+            assert_eq!(slices, [(1, 0), (7, 0), (0, 1)]);
             store.finish_prune(id).await.expect("finished");
             assert!(store.manifest(id).expect("reads").is_none());
             assert!(store.items(id).expect("reads").is_empty());

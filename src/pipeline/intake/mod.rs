@@ -80,10 +80,12 @@ pub async fn run(ctx: Arc<Context>, mut watcher: InboxWatcher, shutdown: Cancell
             if shutdown.is_cancelled() {
                 return;
             }
+            let started = std::time::Instant::now();
             match take(&ctx, &path).await {
                 Ok(Some(name)) => {
                     watcher.forget(&path);
-                    tracing::info!(manifest = %name, file = %path.display(), "manifest taken from the inbox");
+                    let took_ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(manifest = %name, file = %path.display(), took_ms, "manifest taken from the inbox");
                 }
                 Ok(None) => watcher.forget(&path),
                 Err(e) => {
@@ -127,19 +129,32 @@ pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
 /// it. Returns its NAME, or `None` when the file vanished before it could be read.
 pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeError> {
     let file_name = inbox_file_name(path)?;
+    let started = std::time::Instant::now();
     let Some((content, hash)) = read_inbox_file(path)? else {
         return Ok(None);
     };
     if let Some(name) = finish_unarchived(ctx, path, &file_name, &hash).await? {
         return Ok(Some(name));
     }
+    let read = started.elapsed();
     let earlier = earlier_copy(&ctx.store, &hash)?;
     let verdict = judge_file(&file_name, &content, earlier.as_ref());
     drop(content);
+    let judged = started.elapsed();
     let record = record_verdict(ctx, &file_name, hash, verdict).await?;
+    let recorded = started.elapsed();
     fail::fail_point!("intake-before-archive", |_| crate::crash::simulated_crash());
     ctx.set_active(record.id, true);
     archive(ctx, &record, path).await?;
+    tracing::debug!(
+        manifest = %record.name,
+        items = record.item_count,
+        read_ms = read.as_millis() as u64,
+        judge_ms = (judged - read).as_millis() as u64,
+        record_ms = (recorded - judged).as_millis() as u64,
+        archive_ms = (started.elapsed() - recorded).as_millis() as u64,
+        "intake phases"
+    );
     ctx.wake_submitter.notify_one();
     // A manifest with nothing to send (rejected, or every item rejected) finishes now.
     crate::pipeline::outbox::finish_if_done(ctx, record.id).await;

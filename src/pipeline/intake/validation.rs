@@ -389,10 +389,9 @@ fn validate_manifest_with_limits(
     // Accepted and ignored: for editors only.
     top.remove("$schema");
     let items = take_items(items, limits)?;
-    // Manifest-level rules on items come first, so that nothing is judged item by item
-    // in a manifest that is rejected as a whole.
-    check_items_as_a_whole(&items, item_fields)?;
-    let items = judge_items(items, kind, &top)?;
+    // Manifest-level rules on items are checked in the same pass as the items are
+    // judged; a manifest rejected as a whole returns no item.
+    let items = judge_items(items, kind, &top, item_fields)?;
     Ok(ValidatedManifest { kind, top, items })
 }
 
@@ -575,97 +574,82 @@ fn take_items(
     Ok(items)
 }
 
-/// One raw item, parsed, for the manifest-level rules. The file parsed as a whole, but
-/// its items were only skipped over as raw text, which has no depth limit: an item
-/// nested deeper than serde_json's recursion limit (128) fails here, and rejects the
-/// manifest as not JSON, saying which item.
-fn parse_item_checked(index: usize, raw: &RawValue) -> Result<Value, ManifestRejection> {
+/// One raw item, parsed. The file parsed as a whole, but its items were only skipped
+/// over as raw text, which has no depth limit: an item nested deeper than serde_json's
+/// recursion limit (128) fails here, and rejects the manifest as not JSON, saying which
+/// item.
+fn parse_item_checked(index: u32, raw: &RawValue) -> Result<Value, ManifestRejection> {
     serde_json::from_str(raw.get()).map_err(|e| ManifestRejection::NotJson {
         message: format!("item {index}: {e}"),
     })
 }
 
-/// One raw item, parsed. The item passed [`parse_item_checked`] already, so this
-/// cannot fail; if it did, the item would be judged `null` (not an object), refusing the
-/// manifest loudly rather than guessing.
-fn parse_item(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).unwrap_or_else(|e| {
-        debug_assert!(false, "a raw item of a parsed file does not parse: {e}");
-        tracing::error!("a raw item of a parsed file does not parse (a bug): {e}");
-        Value::Null
-    })
+/// Where a manifest-level rule on items stands among the rules checked for one item: an
+/// item that is not an object or has a bad `client_item_id` is refused before its id is
+/// compared with the others, an unknown field after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum RuleStage {
+    BeforeUniqueIds,
+    AfterUniqueIds,
 }
 
-/// The manifest-level rules on items, item by item in manifest order (the first broken
-/// rule of the first item that breaks one rejects the manifest): each item is an object,
-/// its `client_item_id` is a string not beginning with `#` and not seen before, and it
-/// has no unknown field.
-fn check_items_as_a_whole(
-    items: &[&RawValue],
+/// The first manifest-level rule a run of items breaks: by index, then by stage.
+type FirstBroken = Option<(u32, RuleStage, ManifestRejection)>;
+
+/// The manifest-level rules on one parsed item other than unique ids: it is an object,
+/// its `client_item_id` (if given) is a string not beginning with `#`, and it has no
+/// unknown field.
+fn check_item_as_part(
+    index: u32,
+    item: &Value,
     item_fields: &[&str],
-) -> Result<(), ManifestRejection> {
-    let mut first_index_of_id: HashMap<String, usize> = HashMap::with_capacity(items.len());
-    for (index, raw) in items.iter().enumerate() {
-        let item = parse_item_checked(index, raw)?;
-        let Value::Object(fields) = &item else {
-            return Err(ManifestRejection::ItemNotAnObject {
-                index,
-                found: json_type(&item),
-            });
-        };
-        match fields.get("client_item_id") {
-            None => {}
-            Some(Value::String(id)) => check_unique_id(index, id, &mut first_index_of_id)?,
-            Some(other) => {
-                return Err(ManifestRejection::ClientItemIdNotString {
-                    index,
-                    found: json_type(other),
-                })
-            }
+) -> Option<(RuleStage, ManifestRejection)> {
+    let at = index as usize;
+    let Value::Object(fields) = item else {
+        let found = json_type(item);
+        return Some((
+            RuleStage::BeforeUniqueIds,
+            ManifestRejection::ItemNotAnObject { index: at, found },
+        ));
+    };
+    match fields.get("client_item_id") {
+        None => {}
+        Some(Value::String(id)) if id.starts_with('#') => {
+            let id = id.to_owned();
+            let rule = ManifestRejection::ClientItemIdReserved { index: at, id };
+            return Some((RuleStage::BeforeUniqueIds, rule));
         }
-        if let Some(field) = fields
-            .keys()
-            .find(|field| !item_fields.contains(&field.as_str()))
-        {
-            return Err(ManifestRejection::UnknownItemField {
-                index,
-                suggestion: nearest_known_name(field, item_fields),
-                field: field.clone(),
-            });
+        Some(Value::String(_)) => {}
+        Some(other) => {
+            let found = json_type(other);
+            let rule = ManifestRejection::ClientItemIdNotString { index: at, found };
+            return Some((RuleStage::BeforeUniqueIds, rule));
         }
     }
-    Ok(())
+    let field = fields
+        .keys()
+        .find(|field| !item_fields.contains(&field.as_str()))?;
+    let rule = ManifestRejection::UnknownItemField {
+        index: at,
+        suggestion: nearest_known_name(field, item_fields),
+        field: field.clone(),
+    };
+    Some((RuleStage::AfterUniqueIds, rule))
 }
 
-/// Duplicate ids: a given `client_item_id` may not begin with `#` (reserved for `#INDEX`)
-/// and may appear once per manifest; remembers where each one first appeared.
-fn check_unique_id(
-    index: usize,
-    id: &str,
-    first_index_of_id: &mut HashMap<String, usize>,
-) -> Result<(), ManifestRejection> {
-    if id.starts_with('#') {
-        return Err(ManifestRejection::ClientItemIdReserved {
-            index,
-            id: id.to_owned(),
-        });
-    }
-    if let Some(first_index) = first_index_of_id.insert(id.to_owned(), index) {
-        return Err(ManifestRejection::DuplicateClientItemId {
-            id: id.to_owned(),
-            first_index,
-            second_index: index,
-        });
-    }
-    Ok(())
-}
+/// Items of a manifest at least this large are judged on every core (up to 4).
+const PARALLEL_FROM_ITEMS: usize = 2_000;
 
-/// Per-item checks: each item of a manifest that passed every manifest-level rule,
-/// judged on its own (accepted, or rejected locally with every problem named).
+/// Every item, each parsed once: the manifest-level rules on items (item by item in
+/// manifest order, the first broken rule of the first item that breaks one rejects the
+/// manifest, and nothing is judged item by item then), and each item judged on its own
+/// (accepted, or rejected locally with every problem named). A large manifest's items are
+/// judged in contiguous runs on several threads; the result is the same as one pass.
 fn judge_items(
     items: Vec<&RawValue>,
     kind: ManifestKind,
     top: &Map<String, Value>,
+    item_fields: &[&str],
 ) -> Result<Vec<ValidatedItem>, ManifestRejection> {
     // `take_items` allowed at most `limits.max_items` (100,000 in the SPEC), far below
     // u32::MAX; a limit raised past it must refuse rather than number items wrongly.
@@ -674,7 +658,7 @@ fn judge_items(
         "{} items cannot be numbered with u32",
         items.len()
     );
-    let Ok(count) = u32::try_from(items.len()) else {
+    if u32::try_from(items.len()).is_err() {
         tracing::error!(
             items = items.len(),
             "a manifest passed the item limit with more items than u32 can number; refused"
@@ -683,11 +667,130 @@ fn judge_items(
             count: items.len(),
             limit: u32::MAX as usize,
         });
+    }
+    let runs = judge_in_runs(&items, kind, top, item_fields);
+    let first_broken = runs
+        .iter()
+        .filter_map(|(_, broken)| broken.as_ref())
+        .map(|(index, stage, _)| (*index, *stage))
+        .min();
+    // The first run's items are the start of the whole (grown in place, not copied).
+    let mut judged = Vec::new();
+    let mut broken_rule = None;
+    for (run, broken) in runs {
+        if judged.is_empty() {
+            judged = run;
+        } else {
+            judged.extend(run);
+        }
+        if broken.as_ref().map(|(index, stage, _)| (*index, *stage)) == first_broken {
+            broken_rule = broken.map(|(_, _, rule)| rule);
+        }
+    }
+    check_unique_ids(&judged, first_broken, broken_rule)?;
+    Ok(judged)
+}
+
+/// The items judged in contiguous runs, one per core (up to 4) for a large manifest, in
+/// manifest order; each run stops at the first manifest-level rule it finds broken.
+fn judge_in_runs(
+    items: &[&RawValue],
+    kind: ManifestKind,
+    top: &Map<String, Value>,
+    item_fields: &[&str],
+) -> Vec<(Vec<ValidatedItem>, FirstBroken)> {
+    let threads = if items.len() < PARALLEL_FROM_ITEMS {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
     };
-    Ok((0..count)
-        .zip(items)
-        .map(|(index, raw)| judge_item(index, raw, kind, top))
-        .collect())
+    let run = items.len().div_ceil(threads).max(1);
+    let judge = |first: usize, raws: &[&RawValue]| judge_run(first, raws, kind, top, item_fields);
+    if threads == 1 {
+        return vec![judge(0, items)];
+    }
+    // The first run on this thread, the others each on its own.
+    std::thread::scope(|scope| {
+        let mut chunks = items.chunks(run).enumerate();
+        let first = chunks.next();
+        let handles: Vec<_> = chunks
+            .map(|(n, raws)| scope.spawn(move || judge(n * run, raws)))
+            .collect();
+        let mut out = Vec::with_capacity(threads);
+        if let Some((_, raws)) = first {
+            out.push(judge(0, raws));
+        }
+        for handle in handles {
+            match handle.join() {
+                Ok(judged) => out.push(judged),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+/// One run of items from index `first`, each parsed once and judged, up to the first
+/// manifest-level rule broken.
+fn judge_run(
+    first: usize,
+    raws: &[&RawValue],
+    kind: ManifestKind,
+    top: &Map<String, Value>,
+    item_fields: &[&str],
+) -> (Vec<ValidatedItem>, FirstBroken) {
+    let mut judged = Vec::with_capacity(raws.len());
+    for (offset, raw) in raws.iter().enumerate() {
+        // Below u32::MAX: `judge_items` checked the count.
+        let index = (first + offset) as u32;
+        let item = match parse_item_checked(index, raw) {
+            Ok(item) => item,
+            Err(e) => return (judged, Some((index, RuleStage::BeforeUniqueIds, e))),
+        };
+        let broken = check_item_as_part(index, &item, item_fields);
+        if let Some((RuleStage::BeforeUniqueIds, rule)) = broken {
+            return (judged, Some((index, RuleStage::BeforeUniqueIds, rule)));
+        }
+        // An item with an unknown field is still compared by id: a duplicate id comes
+        // first among its broken rules.
+        judged.push(judge_item(index, raw, item, kind, top));
+        if let Some((stage, rule)) = broken {
+            return (judged, Some((index, stage, rule)));
+        }
+    }
+    (judged, None)
+}
+
+/// Unique ids, in manifest order up to the first other broken rule (which wins when it
+/// comes first): a given `client_item_id` may appear once per manifest.
+fn check_unique_ids(
+    judged: &[ValidatedItem],
+    first_broken: Option<(u32, RuleStage)>,
+    broken_rule: Option<ManifestRejection>,
+) -> Result<(), ManifestRejection> {
+    let mut first_index_of_id: HashMap<&str, u32> = HashMap::with_capacity(judged.len());
+    for item in judged {
+        if first_broken == Some((item.index, RuleStage::BeforeUniqueIds)) {
+            break;
+        }
+        // `#INDEX` stands for an id not given (a given one beginning with `#` was refused).
+        if !item.client_item_id.starts_with('#') {
+            if let Some(first_index) = first_index_of_id.insert(&item.client_item_id, item.index) {
+                return Err(ManifestRejection::DuplicateClientItemId {
+                    id: item.client_item_id.clone(),
+                    first_index: first_index as usize,
+                    second_index: item.index as usize,
+                });
+            }
+        }
+        if first_broken == Some((item.index, RuleStage::AfterUniqueIds)) {
+            break;
+        }
+    }
+    match broken_rule {
+        Some(rule) => Err(rule),
+        None => Ok(()),
+    }
 }
 
 /// The item-level rules of one item, by kind; its `client_item_id` (`#INDEX` when it
@@ -695,10 +798,10 @@ fn judge_items(
 fn judge_item(
     index: u32,
     raw: &RawValue,
+    given: Value,
     kind: ManifestKind,
     top: &Map<String, Value>,
 ) -> ValidatedItem {
-    let given = parse_item(raw);
     let client_item_id = match given.get("client_item_id") {
         Some(Value::String(id)) => id.clone(),
         _ => format!("#{index}"),
@@ -1430,6 +1533,99 @@ mod tests {
         ))
         .expect("valid");
         assert_eq!(manifest.items[1].client_item_id, "#1");
+    }
+
+    /// 6,000 items (judged in runs on several threads), each changed by `edit`.
+    fn large(edit: impl Fn(usize, &mut Value)) -> Result<ValidatedManifest, ManifestRejection> {
+        let items: Vec<Value> = (0..6_000)
+            .map(|i| {
+                let mut item =
+                    json!({"input_data": {"n": i}, "client_item_id": format!("row-{i}")});
+                edit(i, &mut item);
+                item
+            })
+            .collect();
+        validate(bulk(Value::Array(items)))
+    }
+
+    #[test]
+    fn a_large_manifest_judged_in_runs_is_judged_as_one_pass_would() {
+        let manifest = large(|i, item| {
+            if i == 5_999 {
+                item["input_data"] = json!(1);
+            }
+        })
+        .expect("valid");
+        assert_eq!(manifest.items.len(), 6_000);
+        assert!(
+            manifest
+                .items
+                .iter()
+                .enumerate()
+                .all(|(i, item)| item.index as usize == i
+                    && item.client_item_id == format!("row-{i}"))
+        );
+        let rejected: Vec<u32> = manifest
+            .items
+            .iter()
+            .filter(|item| item.rejection.is_some())
+            .map(|item| item.index)
+            .collect();
+        assert_eq!(rejected, [5_999]);
+        // The first broken manifest-level rule wins, wherever the runs are cut: a
+        // duplicate late in the manifest before a non-object even later…
+        assert_eq!(
+            large(|i, item| match i {
+                5_000 => item["client_item_id"] = json!("row-10"),
+                5_500 => *item = json!(7),
+                _ => {}
+            })
+            .map(|_| ()),
+            Err(ManifestRejection::DuplicateClientItemId {
+                id: "row-10".into(),
+                first_index: 10,
+                second_index: 5_000
+            })
+        );
+        // …a non-object in the second half before a duplicate after it…
+        assert_eq!(
+            large(|i, item| match i {
+                3_500 => *item = json!(7),
+                5_000 => item["client_item_id"] = json!("row-10"),
+                _ => {}
+            })
+            .map(|_| ()),
+            Err(ManifestRejection::ItemNotAnObject {
+                index: 3_500,
+                found: "a number"
+            })
+        );
+        // …and for one item, its duplicate id before its unknown field.
+        let both = large(|i, item| {
+            if i == 4_000 {
+                item["client_item_id"] = json!("row-3999");
+                item["extra"] = json!(true);
+            }
+        });
+        assert!(matches!(
+            both,
+            Err(ManifestRejection::DuplicateClientItemId {
+                second_index: 4_000,
+                ..
+            })
+        ));
+        let unknown = large(|i, item| {
+            if i == 100 || i == 4_000 {
+                item["extra"] = json!(true);
+            }
+            if i == 3_000 {
+                item["client_item_id"] = json!("row-1");
+            }
+        });
+        assert!(matches!(
+            unknown,
+            Err(ManifestRejection::UnknownItemField { index: 100, .. })
+        ));
     }
 
     #[test]
