@@ -165,7 +165,13 @@ pub async fn run_reopening(
         let (ctx, jobs_rx) = match build_context(settings.clone(), api_key.clone()) {
             Ok(built) => built,
             // At start-up every error stops it; later, only a damaged store does.
-            Err(e) if first || matches!(e, DaemonError::Store(StoreError::Corrupt { .. })) => {
+            Err(e)
+                if first
+                    || matches!(
+                        e,
+                        DaemonError::Store(StoreError::Corrupt { .. } | StoreError::Newer { .. })
+                    ) =>
+            {
                 return Err(e)
             }
             Err(e) => {

@@ -21,6 +21,7 @@
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
 //! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
 //! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
+//! | `V` | the store format last written, u64 ([`STORE_FORMAT`]); a newer one is refused |
 //!
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
 //! enum whose variants are versions; shipped variants never change.
@@ -58,6 +59,12 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("the store at {path} is corrupt ({detail}); it was left untouched: restore it from a backup or move it aside")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("the store at {path} was written by a newer tented-bulkd (store format {found}; this one reads up to {supported}); it was left untouched: run the newer version, or restore a backup taken by this one")]
+    Newer {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
     #[error("cannot open the store at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
     #[error("store: {0}")]
@@ -299,6 +306,13 @@ const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Items of a new manifest are written in batches of this many (80 blocks).
 const NEW_MANIFEST_SLICE: usize = 2_000;
 
+/// The store's format: 3 since items are kept in intake blocks (`F`) and client ids in
+/// buckets (`K`). Versions 1 and 2 had no mark.
+pub const STORE_FORMAT: u64 = 3;
+
+/// `V`: the format the store was last written in (u64).
+const FORMAT_KEY: &[u8] = b"V";
+
 /// The file beside sled's own that records the newest manifest id committed.
 pub const MARKER_FILE: &str = "tented-bulkd.newest-manifest";
 
@@ -446,6 +460,7 @@ impl Store {
             store.newest_recorded_id()?,
             std::sync::atomic::Ordering::SeqCst,
         );
+        store.check_format(path)?;
         let migrated = store.migrate_to_current()?;
         if migrated > 0 {
             tracing::info!(
@@ -454,6 +469,30 @@ impl Store {
             );
         }
         Ok(store)
+    }
+
+    /// Refuses a store written by a newer tented-bulkd (its records may not read here), and
+    /// marks this one as written in [`STORE_FORMAT`] from now on. Stores from before the
+    /// mark (formats 1 and 2) read as they are.
+    fn check_format(&self, path: &Path) -> Result<(), StoreError> {
+        let found = self
+            .tree
+            .get(FORMAT_KEY)?
+            .and_then(|bytes| read_u64(&bytes));
+        match found {
+            Some(found) if found > STORE_FORMAT => Err(StoreError::Newer {
+                path: path.to_path_buf(),
+                found,
+                supported: STORE_FORMAT,
+            }),
+            Some(found) if found == STORE_FORMAT => Ok(()),
+            _ => {
+                self.tree
+                    .insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes()[..])?;
+                self.db.flush()?;
+                Ok(())
+            }
+        }
     }
 
     /// Rewrites every record of an older version (manifests and items of version 1) in
@@ -1390,6 +1429,36 @@ mod tests {
             .items_with_client_id("row-20599")
             .expect("read")
             .is_empty());
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_untouched_and_an_older_one_is_marked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            assert_eq!(
+                store
+                    .tree
+                    .get(FORMAT_KEY)
+                    .expect("read")
+                    .map(|v| v.to_vec()),
+                Some(STORE_FORMAT.to_be_bytes().to_vec())
+            );
+            store
+                .tree
+                .insert(FORMAT_KEY, &(STORE_FORMAT + 1).to_be_bytes()[..])
+                .expect("write");
+            store.db.flush().expect("flush");
+        }
+        let refused = Store::open(dir.path()).err().map(|e| e.to_string());
+        assert!(
+            refused.as_deref().is_some_and(
+                |e| e.contains("newer tented-bulkd (store format 4; this one reads up to 3)")
+            ),
+            "{refused:?}"
+        );
+        let store = Store::open(dir.path());
+        assert!(store.is_err(), "still refused: nothing was rewritten");
     }
 
     #[tokio::test]
