@@ -461,6 +461,13 @@ impl Store {
             std::sync::atomic::Ordering::SeqCst,
         );
         store.check_format(path)?;
+        let leftovers = store.remove_intake_leftovers()?;
+        if leftovers > 0 {
+            tracing::info!(
+                leftovers,
+                "removed the items of an intake a crash interrupted (its manifest was never recorded)"
+            );
+        }
         let migrated = store.migrate_to_current()?;
         if migrated > 0 {
             tracing::info!(
@@ -493,6 +500,39 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// Removes the blocks and item records of manifests that have neither a record nor a
+    /// summary: what an intake interrupted by a crash wrote before its manifest's record
+    /// (which never came). Nothing else writes items without their manifest, and ids are
+    /// never reused, so nothing reachable goes. Returns how many keys went.
+    fn remove_intake_leftovers(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for prefix in [b'F', b'I'] {
+            let mut from = prefixed(prefix, 0).to_vec();
+            // One key per manifest read here: the scan jumps to the next manifest's keys.
+            while let Some(entry) = self.tree.range(from.clone()..[prefix + 1].to_vec()).next() {
+                let (key, _) = entry?;
+                let Some(id) = read_u64(&key[1..]) else { break };
+                if self.tree.get(manifest_key(id))?.is_none() && self.summary(id)?.is_none() {
+                    let mut batch = sled::Batch::default();
+                    for entry in self.tree.scan_prefix(prefixed(prefix, id)) {
+                        let (key, _) = entry?;
+                        batch.remove(key);
+                        removed += 1;
+                    }
+                    self.tree.apply_batch(batch)?;
+                }
+                match id.checked_add(1) {
+                    Some(next) => from = prefixed(prefix, next).to_vec(),
+                    None => break,
+                }
+            }
+        }
+        if removed > 0 {
+            self.db.flush()?;
+        }
+        Ok(removed)
     }
 
     /// Rewrites every record of an older version (manifests and items of version 1) in
@@ -1459,6 +1499,44 @@ mod tests {
         );
         let store = Store::open(dir.path());
         assert!(store.is_err(), "still refused: nothing was rewritten");
+    }
+
+    #[tokio::test]
+    async fn the_items_of_an_intake_a_crash_interrupted_are_removed_at_the_next_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (kept, lost);
+        {
+            let store = Store::open(dir.path()).expect("open");
+            kept = committed(&store, 30).await;
+            lost = store.new_manifest_id().expect("id");
+            let writer = store.writer().await;
+            let mut txn = writer.create(manifest(lost));
+            // 2,050 items: the first slice of blocks is written before the commit.
+            for index in 0..2_050 {
+                txn.insert_item(test_item(lost, index)).expect("insert");
+            }
+            assert!(store
+                .tree
+                .scan_prefix(prefixed(b'F', lost))
+                .next()
+                .is_some());
+            // The crash: no commit, so no manifest record.
+            drop(txn);
+            store.db.flush().expect("flush");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(store
+            .tree
+            .scan_prefix(prefixed(b'F', lost))
+            .next()
+            .is_none());
+        assert!(store.manifest(lost).expect("read").is_none());
+        assert_eq!(
+            store.items(kept).expect("read").len(),
+            30,
+            "a recorded manifest keeps its items"
+        );
+        assert_eq!(store.remove_intake_leftovers().expect("scan"), 0);
     }
 
     #[tokio::test]
