@@ -45,6 +45,8 @@ pub enum BackupError {
     NotABackup,
     #[error("the backup is damaged: {0}")]
     Damaged(String),
+    #[error("the backup was taken by a newer tented-bulkd (store format {found}; this one reads up to {supported}): restore it with that version; nothing was written")]
+    Newer { found: u64, supported: u64 },
     #[error("the state folder {path} is not empty: restore fills an empty one only (move it aside first; the daemon must not be running on it)")]
     StateNotEmpty { path: PathBuf },
     #[error("cannot look into the state folder {path}: {source}")]
@@ -196,6 +198,7 @@ impl Store {
     pub async fn restore(path: &Path, backup: &Path) -> Result<(BackupHeader, u32), BackupError> {
         refuse_non_empty(path)?;
         let header = verify_backup(backup)?;
+        refuse_newer_format(backup, &header)?;
         let store = Store::open(path)?;
         let mut reader = open_records(backup)?;
         let mut batch = sled::Batch::default();
@@ -215,6 +218,10 @@ impl Store {
         }
         store.tree.apply_batch(batch).map_err(StoreError::from)?;
         store.db.flush_async().await.map_err(StoreError::from)?;
+        // What a crash left of an interrupted intake in the backed-up store goes now:
+        // this store's ids start again after its newest manifest.
+        store.remove_intake_leftovers()?;
+        store.remove_stale_client_entries()?;
         let newest = store.newest_recorded_id()?;
         store
             .newest_id
@@ -242,6 +249,29 @@ impl Store {
         }
         Ok((header, paused))
     }
+}
+
+/// Refuses a backup whose store format (its `V` record) is newer than this binary reads,
+/// before anything is written.
+fn refuse_newer_format(backup: &Path, header: &BackupHeader) -> Result<(), BackupError> {
+    let mut reader = open_records(backup)?;
+    for _ in 0..header.records {
+        let key = read_part(&mut reader)?;
+        let value = read_part(&mut reader)?;
+        if key == super::FORMAT_KEY {
+            let found = value
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            if found > super::STORE_FORMAT {
+                return Err(BackupError::Newer {
+                    found,
+                    supported: super::STORE_FORMAT,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A state folder that does not exist or is empty is fine; anything else is refused.
@@ -421,6 +451,39 @@ mod tests {
         );
         // New ids come after the restored ones.
         assert!(restored.new_manifest_id().expect("an id") > busy);
+    }
+
+    #[tokio::test]
+    async fn a_backup_of_a_newer_store_format_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("a")).expect("opens");
+        add_manifest(&store, "m", false).await;
+        store
+            .tree
+            .insert(
+                super::super::FORMAT_KEY,
+                &(super::super::STORE_FORMAT + 1).to_be_bytes()[..],
+            )
+            .expect("write");
+        let path = dir.path().join("b.backup");
+        store
+            .backup_to(std::fs::File::create(&path).expect("create"), 5)
+            .await
+            .expect("backs up");
+        let err = Store::restore(&dir.path().join("r"), &path)
+            .await
+            .expect_err("newer");
+        assert!(
+            matches!(
+                err,
+                BackupError::Newer {
+                    found: 4,
+                    supported: 3
+                }
+            ),
+            "{err}"
+        );
+        assert!(!dir.path().join("r").exists(), "nothing written");
     }
 
     #[tokio::test]

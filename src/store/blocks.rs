@@ -193,8 +193,9 @@ impl NewItems {
         };
         // Every test run checks that a block gives back the record it was given.
         #[cfg(debug_assertions)]
-        if let Ok(again) = item.clone().record(manifest_id) {
-            debug_assert_eq!(again, copy, "a block would not give the record back");
+        match item.clone().record(manifest_id) {
+            Ok(again) => debug_assert_eq!(again, copy, "a block would not give the record back"),
+            Err(e) => debug_assert!(false, "a block would not give the record back: {e}"),
         }
         let block = item.index / BLOCK;
         let items = self.open.entry(block).or_default();

@@ -42,7 +42,7 @@ pub use blocks::{StoredBlock, StoredBucket};
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -311,7 +311,7 @@ const NEW_MANIFEST_SLICE: usize = 2_000;
 pub const STORE_FORMAT: u64 = 3;
 
 /// `V`: the format the store was last written in (u64).
-const FORMAT_KEY: &[u8] = b"V";
+pub(crate) const FORMAT_KEY: &[u8] = b"V";
 
 /// The file beside sled's own that records the newest manifest id committed.
 pub const MARKER_FILE: &str = "tented-bulkd.newest-manifest";
@@ -494,6 +494,15 @@ impl Store {
             }),
             Some(found) if found == STORE_FORMAT => Ok(()),
             _ => {
+                // Format 1 and 2 wrote client index entries before the manifest's record;
+                // an intake a crash interrupted left them behind once, here they go.
+                let stale = self.remove_stale_client_entries()?;
+                if stale > 0 {
+                    tracing::info!(
+                        stale,
+                        "removed client index entries of manifests never recorded"
+                    );
+                }
                 self.tree
                     .insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes()[..])?;
                 self.db.flush()?;
@@ -506,7 +515,7 @@ impl Store {
     /// summary: what an intake interrupted by a crash wrote before its manifest's record
     /// (which never came). Nothing else writes items without their manifest, and ids are
     /// never reused, so nothing reachable goes. Returns how many keys went.
-    fn remove_intake_leftovers(&self) -> Result<usize, StoreError> {
+    pub(crate) fn remove_intake_leftovers(&self) -> Result<usize, StoreError> {
         let mut removed = 0;
         for prefix in [b'F', b'I'] {
             let mut from = prefixed(prefix, 0).to_vec();
@@ -530,6 +539,44 @@ impl Store {
             }
         }
         if removed > 0 {
+            self.db.flush()?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the client index entries (`C`, formats 1 and 2) of manifests that have
+    /// neither a record nor a summary: left by an intake a crash interrupted. Kept, they
+    /// would point at the items of a later manifest given the same id (a restored store's
+    /// ids start again after its newest manifest), and an edit could find the wrong tent.
+    pub(crate) fn remove_stale_client_entries(&self) -> Result<usize, StoreError> {
+        let mut known: HashMap<u64, bool> = HashMap::new();
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for entry in self.tree.scan_prefix([b'C']) {
+            let (key, _) = entry?;
+            let len = key
+                .get(1..5)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, u32::from_be_bytes) as usize;
+            let Some(id) = key.get(5 + len..).and_then(read_u64) else {
+                continue;
+            };
+            let recorded = match known.get(&id) {
+                Some(recorded) => *recorded,
+                None => {
+                    let recorded =
+                        self.tree.get(manifest_key(id))?.is_some() || self.summary(id)?.is_some();
+                    known.insert(id, recorded);
+                    recorded
+                }
+            };
+            if !recorded {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.tree.apply_batch(batch)?;
             self.db.flush()?;
         }
         Ok(removed)
@@ -818,6 +865,17 @@ impl Store {
         range: std::ops::Range<u32>,
         out: &mut BTreeMap<u32, ItemRecord>,
     ) -> Result<(), StoreError> {
+        // A block whose items in range all have records of their own is not decoded (the
+        // usual case once a manifest is under way). The last block may hold fewer than
+        // 25: it is decoded unless every index it could hold is there.
+        if let Some(block) = key.get(9..13).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+            let first = u32::from_be_bytes(block).saturating_mul(blocks::BLOCK);
+            let lo = first.max(range.start);
+            let hi = first.saturating_add(blocks::BLOCK).min(range.end);
+            if lo >= hi || out.range(lo..hi).count() == (hi - lo) as usize {
+                return Ok(());
+            }
+        }
         for item in blocks::decode_block(key, bytes)? {
             if range.contains(&item.index) && !out.contains_key(&item.index) {
                 out.insert(item.index, item.record(manifest_id)?);
@@ -918,28 +976,49 @@ impl Store {
         &self,
         client_item_id: &str,
     ) -> Result<Vec<(u64, u32)>, StoreError> {
-        let mut out = Vec::new();
-        let bucket = blocks::bucket_of(client_item_id);
-        for entry in self.tree.scan_prefix(&blocks::bucket_key(bucket, 0)[..3]) {
-            let (key, bytes) = entry?;
-            let id = read_u64(&key[3..]).unwrap_or(0);
-            for (client, index) in blocks::decode_bucket(&key, &bytes)? {
-                if client == client_item_id {
-                    out.push((id, index));
+        let mut found = self.items_with_client_ids(&[client_item_id].into())?;
+        Ok(found.remove(client_item_id).unwrap_or_default())
+    }
+
+    /// [`Store::items_with_client_id`] for many ids at once (an edit manifest's targets):
+    /// each bucket they fall in is read once, whatever the number of ids in it. Every id
+    /// asked for is in the answer, with no items when none carried it.
+    pub fn items_with_client_ids(
+        &self,
+        client_item_ids: &HashSet<&str>,
+    ) -> Result<HashMap<String, Vec<(u64, u32)>>, StoreError> {
+        let mut out: HashMap<String, Vec<(u64, u32)>> = client_item_ids
+            .iter()
+            .map(|id| (id.to_string(), Vec::new()))
+            .collect();
+        let buckets: BTreeSet<u16> = client_item_ids
+            .iter()
+            .map(|id| blocks::bucket_of(id))
+            .collect();
+        for bucket in buckets {
+            for entry in self.tree.scan_prefix(&blocks::bucket_key(bucket, 0)[..3]) {
+                let (key, bytes) = entry?;
+                let id = read_u64(&key[3..]).unwrap_or(0);
+                for (client, index) in blocks::decode_bucket(&key, &bytes)? {
+                    if let Some(found) = out.get_mut(client.as_str()) {
+                        found.push((id, index));
+                    }
                 }
             }
         }
-        let prefix = client_prefix(client_item_id);
-        for entry in self.tree.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            let rest = &key[prefix.len()..];
-            if rest.len() == 12 {
-                let id = read_u64(&rest[..8]).unwrap_or(0);
-                let index = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                out.push((id, index));
+        for (client_item_id, found) in &mut out {
+            let prefix = client_prefix(client_item_id);
+            for entry in self.tree.scan_prefix(&prefix) {
+                let (key, _) = entry?;
+                let rest = &key[prefix.len()..];
+                if rest.len() == 12 {
+                    let id = read_u64(&rest[..8]).unwrap_or(0);
+                    let index = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+                    found.push((id, index));
+                }
             }
+            found.sort_unstable();
         }
-        out.sort_unstable();
         Ok(out)
     }
 }
@@ -1259,6 +1338,24 @@ impl<'w> Txn<'w> {
 }
 
 /// Test support: a bulk manifest just received, as the store's own tests make them.
+/// Test support: opens a store again in the same process. sled lets go of the folder's
+/// lock a moment after the last handle is dropped (its background threads hold it
+/// briefly), so a reopen waits for it, up to 5 s.
+#[cfg(test)]
+pub(crate) fn reopen(path: &Path) -> Result<Store, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match Store::open(path) {
+            Err(StoreError::Locked { .. })
+                if started.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Test support: a pending item with no fields.
 #[cfg(test)]
 pub(crate) fn test_item(manifest_id: u64, index: u32) -> ItemRecord {
@@ -1490,15 +1587,18 @@ mod tests {
                 .expect("write");
             store.db.flush().expect("flush");
         }
-        let refused = Store::open(dir.path()).err().map(|e| e.to_string());
+        let refused = reopen(dir.path()).err().map(|e| e.to_string());
         assert!(
             refused.as_deref().is_some_and(
                 |e| e.contains("newer tented-bulkd (store format 4; this one reads up to 3)")
             ),
             "{refused:?}"
         );
-        let store = Store::open(dir.path());
-        assert!(store.is_err(), "still refused: nothing was rewritten");
+        let store = reopen(dir.path());
+        assert!(
+            matches!(store, Err(StoreError::Newer { .. })),
+            "still refused: nothing was rewritten"
+        );
     }
 
     #[tokio::test]
@@ -1524,7 +1624,7 @@ mod tests {
             drop(txn);
             store.db.flush().expect("flush");
         }
-        let store = Store::open(dir.path()).expect("reopen");
+        let store = reopen(dir.path()).expect("reopen");
         assert!(store
             .tree
             .scan_prefix(prefixed(b'F', lost))
@@ -1537,6 +1637,32 @@ mod tests {
             "a recorded manifest keeps its items"
         );
         assert_eq!(store.remove_intake_leftovers().expect("scan"), 0);
+    }
+
+    #[tokio::test]
+    async fn client_index_entries_of_a_manifest_never_recorded_go_when_a_format_2_store_opens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kept;
+        {
+            let store = Store::open(dir.path()).expect("open");
+            kept = committed(&store, 2).await;
+            for (id, client) in [(kept, "row-1"), (kept + 1, "row-1"), (kept + 1, "lost")] {
+                let mut key = client_prefix(client);
+                key.extend_from_slice(&id.to_be_bytes());
+                key.extend_from_slice(&0u32.to_be_bytes());
+                store.tree.insert(key, Vec::<u8>::new()).expect("insert");
+            }
+            // A store of format 2 carries no mark.
+            store.tree.remove(FORMAT_KEY).expect("remove");
+            store.db.flush().expect("flush");
+        }
+        let store = reopen(dir.path()).expect("reopen");
+        assert!(store.items_with_client_id("lost").expect("read").is_empty());
+        assert_eq!(
+            store.items_with_client_id("row-1").expect("read"),
+            vec![(kept, 0), (kept, 1)],
+            "the recorded manifest's entry (format 2) and its bucket (format 3) stay"
+        );
     }
 
     #[tokio::test]

@@ -6,10 +6,11 @@
 //!
 //! 1. [`Store::begin_prune`] writes the summary (`S`). From then on the manifest counts
 //!    as pruned (`list`, `show`, edits), even while its records are being removed.
-//! 2. [`Store::prune_slice`] removes at most a slice of its items' records (`I`, with
-//!    their `C` entries and the `T` records of their tents that no longer hold back a
-//!    poll), then of its intake blocks (`F`, with the `K` buckets of their client ids),
-//!    then of its jobs; called until it removes nothing.
+//! 2. [`Store::prune_slice`] removes at most a slice of its items: intake blocks (`F`)
+//!    each with the `K` buckets of its client ids and the records (`I`) of its items
+//!    (with the `T` records of their tents that no longer hold back a poll), then items
+//!    with no block (format 2: `I` with its `C` entry), then its jobs; called until it
+//!    removes nothing.
 //! 3. [`Store::finish_prune`] removes the manifest record (`M`) and flushes.
 //!
 //! A crash anywhere leaves a store that reads: the next pass finds the manifest (its `M`
@@ -76,33 +77,38 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         let mut pruned = Pruned::default();
-        for entry in self.tree.scan_prefix(prefixed(b'I', id)).take(slice) {
+        // Block by block, each with the records of its items, so that an item never reads
+        // as intake wrote it once its own record is gone.
+        let blocks_per_slice = slice.div_ceil(blocks::BLOCK as usize);
+        for entry in self
+            .tree
+            .scan_prefix(prefixed(b'F', id))
+            .take(blocks_per_slice)
+        {
             let (key, bytes) = entry?;
-            let item = decode::<StoredItem>(&key, &bytes)?.current()?;
-            let mut client_key = client_prefix(&item.client_item_id);
-            client_key.extend_from_slice(&id.to_be_bytes());
-            client_key.extend_from_slice(&item.index.to_be_bytes());
-            batch.remove(client_key);
-            batch.remove(key);
-            pruned.items += 1;
-            pruned.tent_polls += self.prune_tent_poll(&item, now_ms, floor_ms, &mut batch)?;
-        }
-        if pruned.items == 0 {
-            let blocks_per_slice = slice.div_ceil(blocks::BLOCK as usize);
-            for entry in self
-                .tree
-                .scan_prefix(prefixed(b'F', id))
-                .take(blocks_per_slice)
-            {
+            for item in blocks::decode_block(&key, &bytes)? {
+                let bucket = blocks::bucket_of(&item.client_item_id);
+                batch.remove(&blocks::bucket_key(bucket, id)[..]);
+                pruned.items += 1;
+            }
+            let block = u32::from_be_bytes([key[9], key[10], key[11], key[12]]);
+            let first = block.saturating_mul(blocks::BLOCK);
+            let records = super::item_key(id, first)
+                ..super::item_key(id, first.saturating_add(blocks::BLOCK));
+            for entry in self.tree.range(records) {
                 let (key, bytes) = entry?;
-                // Items as intake wrote them: no tent yet (an item's tent is in its own
-                // record, removed above).
-                for item in blocks::decode_block(&key, &bytes)? {
-                    let bucket = blocks::bucket_of(&item.client_item_id);
-                    batch.remove(&blocks::bucket_key(bucket, id)[..]);
-                    pruned.items += 1;
-                }
-                batch.remove(key);
+                pruned.tent_polls +=
+                    self.prune_item_record(id, &key, &bytes, now_ms, floor_ms, &mut batch)?;
+            }
+            batch.remove(key);
+        }
+        // Items with no block: those of a manifest taken before blocks (format 2).
+        if pruned.items == 0 {
+            for entry in self.tree.scan_prefix(prefixed(b'I', id)).take(slice) {
+                let (key, bytes) = entry?;
+                pruned.tent_polls +=
+                    self.prune_item_record(id, &key, &bytes, now_ms, floor_ms, &mut batch)?;
+                pruned.items += 1;
             }
         }
         if pruned.items == 0 {
@@ -116,6 +122,29 @@ impl Store {
         }
         self.tree.apply_batch(batch)?;
         Ok(pruned)
+    }
+
+    /// Removes an item's own record, its client index entry (`C` of format 2, or its `K`
+    /// bucket), and its tent's poll record if that no longer holds back a poll; returns the
+    /// number of poll records removed.
+    fn prune_item_record(
+        &self,
+        id: u64,
+        key: &[u8],
+        bytes: &[u8],
+        now_ms: u64,
+        floor_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<usize, StoreError> {
+        let item = decode::<StoredItem>(key, bytes)?.current()?;
+        let mut client_key = client_prefix(&item.client_item_id);
+        client_key.extend_from_slice(&id.to_be_bytes());
+        client_key.extend_from_slice(&item.index.to_be_bytes());
+        batch.remove(client_key);
+        let bucket = blocks::bucket_of(&item.client_item_id);
+        batch.remove(&blocks::bucket_key(bucket, id)[..]);
+        batch.remove(key);
+        self.prune_tent_poll(&item, now_ms, floor_ms, batch)
     }
 
     /// Removes the poll record of the item's tent if it no longer holds back a poll (a
@@ -219,8 +248,8 @@ mod tests {
             let kept = finished_manifest(&store, "kept", 2).await;
             id = finished_manifest(&store, "old", 7).await;
             assert!(store.begin_prune(id, 9_000).await.expect("begins"));
-            // Slices of at most 3 items: the record of the one item that changed, then its
-            // intake block (7 items, a block is never split), then the job, then nothing.
+            // Slices of at most 3 items: the intake block with the record of its one item
+            // that changed (7 items, a block is never split), then the job, then nothing.
             let mut slices = Vec::new();
             loop {
                 let pruned = store
@@ -232,7 +261,7 @@ mod tests {
                 }
                 slices.push((pruned.items, pruned.jobs));
             }
-            assert_eq!(slices, [(1, 0), (7, 0), (0, 1)]);
+            assert_eq!(slices, [(7, 0), (0, 1)]);
             store.finish_prune(id).await.expect("finished");
             assert!(store.manifest(id).expect("reads").is_none());
             assert!(store.items(id).expect("reads").is_empty());

@@ -76,7 +76,7 @@ mod tests {
 
     use crate::api::types::PublicationStatus;
     use crate::state::item::{ItemState, RejectedBy};
-    use crate::store::{Store, StoreError};
+    use crate::store::Store;
 
     /// A copy of the store that the version-1 code wrote (tests/fixtures/store-v1).
     fn fixture_copy() -> tempfile::TempDir {
@@ -181,19 +181,7 @@ mod tests {
             let store = Store::open(dir.path()).expect("opens");
             store.manifests().expect("manifests")
         };
-        // sled lets go of the folder's lock a moment after the last handle is dropped
-        // (its background threads hold it briefly): a reopen in the same process waits.
-        let started = std::time::Instant::now();
-        let store = loop {
-            match Store::open(dir.path()) {
-                Err(StoreError::Locked { .. })
-                    if started.elapsed() < std::time::Duration::from_secs(5) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => break other.expect("reopens"),
-            }
-        };
+        let store = crate::store::reopen(dir.path()).expect("reopens");
         assert_eq!(store.manifests().expect("manifests"), first);
         let items = store.items(first[0].id).expect("items");
         // Statuses read as typed words (the finished manifest had no auto-publish).

@@ -18,6 +18,7 @@ pub mod watch;
 
 pub use judge::{judge_file, EarlierCopy, FileContent, FileRejection, Verdict};
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub enum IntakeError {
     },
     #[error("{path} names no file")]
     NoFileName { path: PathBuf },
+    #[error("judging {path} failed (a bug in the daemon; the file stays in the inbox): {detail}")]
+    Judge { path: PathBuf, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -55,8 +58,6 @@ pub enum IntakeError {
 enum EditTargetError {
     #[error("names no tent (`tent_id` or `target_client_item_id`)")]
     NoTarget,
-    #[error("cannot look up `{target}`: {source}")]
-    Lookup { target: String, source: StoreError },
     #[error("target_client_item_id `{target}` is unknown: no earlier manifest has an item with that client_item_id")]
     Unknown { target: String },
     #[error("target_client_item_id `{target}` has no tent: the earlier item was never admitted")]
@@ -138,8 +139,18 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
     }
     let read = started.elapsed();
     let earlier = earlier_copy(&ctx.store, &hash)?;
-    let verdict = judge_file(&file_name, &content, earlier.as_ref());
-    drop(content);
+    // Judging a large manifest takes a few hundred milliseconds of every core: off the
+    // runtime's workers, so polls and answers go on meanwhile.
+    let judging = file_name.clone();
+    let verdict = tokio::task::spawn_blocking(move || {
+        judge_file(&judging, &content, earlier.as_ref())
+        // The content is dropped here, before the verdict is recorded.
+    })
+    .await
+    .map_err(|e| IntakeError::Judge {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     let judged = started.elapsed();
     let record = record_verdict(ctx, &file_name, hash, verdict).await?;
     let recorded = started.elapsed();
@@ -328,11 +339,12 @@ async fn record_verdict(
         Verdict::Accepted { manifest, .. } if accepted => {
             txn.index_hash();
             let all_rejected = manifest.items.iter().all(|i| i.rejection.is_some());
+            let targets = edit_targets(&ctx.store, &manifest)?;
             for item in manifest.items {
                 if !item.client_item_id.starts_with('#') {
                     txn.index_client_item(&item.client_item_id, item.index);
                 }
-                let record = item_record(&ctx.store, id, file_name, manifest.kind, item);
+                let record = item_record(&ctx.store, &targets, id, file_name, manifest.kind, item);
                 txn.insert_item(record)?;
             }
             if all_rejected {
@@ -347,6 +359,27 @@ async fn record_verdict(
     Ok(txn.commit().await?)
 }
 
+/// The earlier items of every `target_client_item_id` an edit manifest names, looked up
+/// at once (each index bucket read once, however many targets fall in it); empty for
+/// other kinds.
+fn edit_targets(
+    store: &Store,
+    manifest: &crate::manifest::ValidatedManifest,
+) -> Result<HashMap<String, Vec<(u64, u32)>>, StoreError> {
+    if manifest.kind != ManifestKind::Edit {
+        return Ok(HashMap::new());
+    }
+    let wanted: HashSet<&str> = manifest
+        .items
+        .iter()
+        .filter(|item| item.rejection.is_none())
+        .filter_map(|item| item.fields.as_ref())
+        .filter(|fields| fields.tent_id.is_none())
+        .filter_map(|fields| fields.target_client_item_id.as_deref())
+        .collect();
+    store.items_with_client_ids(&wanted)
+}
+
 fn rejection_is_none(txn: &crate::store::Txn<'_>) -> bool {
     txn.manifest().rejection.is_none()
 }
@@ -355,6 +388,7 @@ fn rejection_is_none(txn: &crate::store::Txn<'_>) -> bool {
 /// validation, or because the tent an edit item names cannot be found).
 fn item_record(
     store: &Store,
+    targets: &HashMap<String, Vec<(u64, u32)>>,
     manifest_id: u64,
     file_name: &str,
     kind: ManifestKind,
@@ -364,7 +398,7 @@ fn item_record(
     let mut rejection = item.rejection;
     let mut target = None;
     if rejection.is_none() && kind == ManifestKind::Edit {
-        match resolve_edit_target(store, item.fields.as_ref()) {
+        match resolve_edit_target(store, targets, item.fields.as_ref()) {
             Ok(tent_id) => target = Some(tent_id),
             Err(error) => {
                 rejection = Some(format!(
@@ -419,6 +453,7 @@ fn unique_name(store: &Store, base: &str) -> Result<String, StoreError> {
 /// `target_client_item_id` of an earlier manifest.
 fn resolve_edit_target(
     store: &Store,
+    targets: &HashMap<String, Vec<(u64, u32)>>,
     fields: Option<&ItemFields>,
 ) -> Result<String, EditTargetError> {
     let fields = fields.ok_or(EditTargetError::NoTarget)?;
@@ -428,12 +463,8 @@ fn resolve_edit_target(
     let Some(target) = fields.target_client_item_id.as_deref() else {
         return Err(EditTargetError::NoTarget);
     };
-    let found = store
-        .items_with_client_id(target)
-        .map_err(|source| EditTargetError::Lookup {
-            target: target.to_string(),
-            source,
-        })?;
+    // Looked up with the manifest's other targets (`edit_targets`).
+    let found = targets.get(target).cloned().unwrap_or_default();
     let mut tents: Vec<String> = Vec::new();
     // Items of a manifest being pruned: their tents can no longer be trusted to be found.
     if let Some(pruned) = found
@@ -563,16 +594,20 @@ mod tests {
         let typed = |v: serde_json::Value| ItemFields::from_validated(&v).expect("fits");
         let given = typed(serde_json::json!({"tent_id": "6f1c2a9e-0000-4000-8000-000000000001"}));
         assert_eq!(
-            resolve_edit_target(&store, Some(&given)).expect("named"),
+            resolve_edit_target(&store, &HashMap::new(), Some(&given)).expect("named"),
             "6f1c2a9e-0000-4000-8000-000000000001"
         );
         assert!(matches!(
-            resolve_edit_target(&store, Some(&typed(serde_json::json!({"prompt": "p"})))),
+            resolve_edit_target(
+                &store,
+                &HashMap::new(),
+                Some(&typed(serde_json::json!({"prompt": "p"})))
+            ),
             Err(EditTargetError::NoTarget)
         ));
         let given = typed(serde_json::json!({"target_client_item_id": "row-1"}));
         assert!(matches!(
-            resolve_edit_target(&store, Some(&given)),
+            resolve_edit_target(&store, &HashMap::new(), Some(&given)),
             Err(EditTargetError::Unknown { target }) if target == "row-1"
         ));
     }

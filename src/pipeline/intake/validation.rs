@@ -683,8 +683,12 @@ fn judge_items(
         } else {
             judged.extend(run);
         }
-        if broken.as_ref().map(|(index, stage, _)| (*index, *stage)) == first_broken {
+        // Nothing after the first broken rule counts (later runs went on without it).
+        if first_broken.is_some()
+            && broken.as_ref().map(|(index, stage, _)| (*index, *stage)) == first_broken
+        {
             broken_rule = broken.map(|(_, _, rule)| rule);
+            break;
         }
     }
     check_unique_ids(&judged, first_broken, broken_rule)?;
@@ -1585,6 +1589,19 @@ mod tests {
                 id: "row-10".into(),
                 first_index: 10,
                 second_index: 5_000
+            })
+        );
+        // …a non-object early in the first run before a duplicate in the last one…
+        assert_eq!(
+            large(|i, item| match i {
+                100 => *item = json!(7),
+                5_000 => item["client_item_id"] = json!("row-10"),
+                _ => {}
+            })
+            .map(|_| ()),
+            Err(ManifestRejection::ItemNotAnObject {
+                index: 100,
+                found: "a number"
             })
         );
         // …a non-object in the second half before a duplicate after it…
