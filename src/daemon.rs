@@ -97,7 +97,7 @@ pub fn build_context(
     api_key: ApiKey,
 ) -> Result<(Arc<Context>, mpsc::UnboundedReceiver<JobKey>), DaemonError> {
     create_folders(&settings)?;
-    let store = Store::open(&settings.paths.state)?;
+    let store = Store::open_with(&settings.paths.state, settings.retention.compaction())?;
     let generation_times = store.generation_times()?;
     let client = TentedClient::new(ClientConfig {
         base_url: settings.api.base_url.clone(),
@@ -508,7 +508,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

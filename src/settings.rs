@@ -170,6 +170,23 @@ pub struct RetentionSettings {
     /// How long finished manifests stay whole in the store; `None` ("off"): forever.
     #[serde(deserialize_with = "retention_period")]
     pub store: Option<Duration>,
+    /// The store is compacted once its files pass this many MiB and four times what its
+    /// records hold (0: never). See `store::compaction`.
+    pub compact_above_mib: u64,
+}
+
+impl RetentionSettings {
+    /// When the store is compacted (a bound no store reaches when it is 0).
+    pub fn compaction(&self) -> crate::store::Compaction {
+        let default = crate::store::Compaction::default();
+        crate::store::Compaction {
+            min_bytes: match self.compact_above_mib {
+                0 => u64::MAX,
+                mib => mib.saturating_mul(1024 * 1024),
+            },
+            ratio: default.ratio,
+        }
+    }
 }
 
 /// `"90d"` or `"off"` (an environment variable's `off` may arrive as `false`, which the
@@ -480,6 +497,10 @@ impl Settings {
             (
                 "retention.store",
                 self.retention.store.map_or_else(|| text("off"), duration),
+            ),
+            (
+                "retention.compact_above_mib",
+                self.retention.compact_above_mib.to_string(),
             ),
             ("admin.listen", text(&self.admin.listen)),
             ("admin.socket", text(&self.admin.socket)),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::store::StoreError;
+use crate::store::{Compaction, StoreError};
 
 /// Items (or jobs) removed per store transaction.
 pub const PRUNE_SLICE: usize = 500;
@@ -30,6 +30,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         return;
     };
     let period = pass_period(retention);
+    // The store was compacted at open if it was due: it is looked at again only once its
+    // files have doubled since (a fresh store's own overhead never sets off another).
+    let mut checked_at_bytes = ctx.store.files_bytes();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -37,6 +40,42 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
         if let Err(e) = prune_due(&ctx, retention, &shutdown).await {
             tracing::error!("retention: pruning failed (it is tried again later): {e}");
+        }
+        let compaction = ctx.settings.retention.compaction();
+        if compaction_due(&ctx, compaction, &mut checked_at_bytes).await {
+            tracing::warn!(
+                files_bytes = ctx.store.size_on_disk(),
+                "the store's files have grown past what pruning left in them: opening the store again to compact it"
+            );
+            ctx.reopen.cancel();
+            return;
+        }
+    }
+}
+
+/// Whether the store is due for compaction (see `store::compaction`), which opening it
+/// again does. Its records are read only once its files are past the size bound and have
+/// doubled since the last look.
+pub async fn compaction_due(
+    ctx: &Context,
+    compaction: Compaction,
+    checked_at_bytes: &mut u64,
+) -> bool {
+    let files = ctx.store.files_bytes();
+    if files <= compaction.min_bytes || files < checked_at_bytes.saturating_mul(2) {
+        return false;
+    }
+    *checked_at_bytes = files;
+    let store = ctx.store.clone();
+    match tokio::task::spawn_blocking(move || store.compaction_due(compaction)).await {
+        Ok(Ok(due)) => due,
+        Ok(Err(e)) => {
+            tracing::warn!("retention: cannot tell whether the store needs compacting: {e}");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("retention: cannot tell whether the store needs compacting: {e}");
+            false
         }
     }
 }

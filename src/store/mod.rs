@@ -33,12 +33,14 @@
 
 pub mod backup;
 mod blocks;
+pub mod compaction;
 pub mod prune;
 pub mod summary;
 pub mod tally;
 pub mod v1;
 
 pub use blocks::{StoredBlock, StoredBucket};
+pub use compaction::Compaction;
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
@@ -64,6 +66,11 @@ pub enum StoreError {
         path: PathBuf,
         found: u64,
         supported: u64,
+    },
+    #[error("store: {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("cannot open the store at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
@@ -408,45 +415,70 @@ pub struct Store {
     /// A commit failed to write (a full disk): sled 0.34 then keeps failing until the
     /// store is opened again, which [`Store::write_probe`] finds out.
     write_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The state folder's lock ([`compaction::LOCK_FILE`]), held while any clone lives.
+    _lock: std::sync::Arc<std::fs::File>,
+    /// The folder holding sled's files: the state folder, or its `store-N` once compacted.
+    folder: PathBuf,
+}
+
+/// The one sled tree the store uses.
+const TREE: &str = "pipeline";
+
+/// Opens sled's files in `folder`. A folder held by another process or a corrupt one
+/// stops with a clear error; it is never deleted or repaired.
+fn open_sled(folder: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(folder)
+        .cache_capacity(STORE_CACHE_BYTES)
+        // Every commit flushes before its side effects; sled's own flush every 500 ms
+        // would only wake an idle daemon twice a second.
+        .flush_every_ms(None)
+        .open()
+        .map_err(|source| {
+            let text = source.to_string();
+            match &source {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || text.contains("lock")
+                        || io.raw_os_error() == Some(11) =>
+                {
+                    StoreError::Locked {
+                        path: folder.to_path_buf(),
+                    }
+                }
+                sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
+                    StoreError::Corrupt {
+                        path: folder.to_path_buf(),
+                        detail: text,
+                    }
+                }
+                _ => StoreError::Open {
+                    path: folder.to_path_buf(),
+                    source,
+                },
+            }
+        })
 }
 
 impl Store {
-    /// Opens (or creates) the store. A store held by another process or a corrupt one
-    /// stops with a clear error; it is never deleted or repaired.
+    /// Opens (or creates) the store in the state folder `path`, compacting it first when
+    /// its files have grown past [`Compaction::default`]'s bounds. A store held by another
+    /// process or a corrupt one stops with a clear error; it is never deleted or repaired.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(STORE_CACHE_BYTES)
-            // Every commit flushes before its side effects; sled's own flush every 500 ms
-            // would only wake an idle daemon twice a second.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| {
-                let text = source.to_string();
-                match &source {
-                    sled::Error::Io(io)
-                        if io.kind() == std::io::ErrorKind::WouldBlock
-                            || text.contains("lock")
-                            || io.raw_os_error() == Some(11) =>
-                    {
-                        StoreError::Locked {
-                            path: path.to_path_buf(),
-                        }
-                    }
-                    sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
-                        StoreError::Corrupt {
-                            path: path.to_path_buf(),
-                            detail: text,
-                        }
-                    }
-                    _ => StoreError::Open {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                }
-            })?;
-        let tree = db.open_tree("pipeline")?;
-        let store = Store {
+        Store::open_with(path, Compaction::default())
+    }
+
+    /// [`Store::open`] with the given compaction bounds.
+    pub fn open_with(path: &Path, compaction: Compaction) -> Result<Store, StoreError> {
+        let lock = compaction::lock(path)?;
+        let folder = compaction::sled_folder(path)?;
+        let removed = compaction::remove_leftovers(path, &folder)?;
+        if !removed.is_empty() {
+            tracing::info!(?removed, "removed what an interrupted compaction left");
+        }
+        let db = open_sled(&folder)?;
+        let tree = db.open_tree(TREE)?;
+        let mut store = Store {
             db,
             tree,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
@@ -454,8 +486,11 @@ impl Store {
             tally: Default::default(),
             newest_id: Default::default(),
             write_failed: Default::default(),
+            _lock: std::sync::Arc::new(lock),
+            folder: folder.clone(),
         };
         store.check_marker(path)?;
+        store.compact_if_due(path, &folder, compaction)?;
         store.newest_id.store(
             store.newest_recorded_id()?,
             std::sync::atomic::Ordering::SeqCst,
@@ -509,6 +544,51 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// Compacts the store (see [`compaction`]) when its files are past the bounds. A
+    /// compaction that fails before its switch (a full disk) leaves the store as it was,
+    /// and is tried again at the next open.
+    fn compact_if_due(
+        &mut self,
+        path: &Path,
+        folder: &Path,
+        compaction: Compaction,
+    ) -> Result<(), StoreError> {
+        let files = compaction::folder_bytes(folder);
+        if files <= compaction.min_bytes {
+            return Ok(());
+        }
+        let live = compaction::live_bytes(&self.tree)?;
+        if !compaction.due(files, live) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        match compaction::compact(path, folder, &self.tree) {
+            Ok(compacted) => {
+                // The old handles go first, then the old files.
+                self.tree = compacted.tree;
+                self.db = compacted.db;
+                self.folder = compacted.folder.clone();
+                if let Err(e) = compaction::remove_leftovers(path, &compacted.folder) {
+                    tracing::warn!("the store's old files stay until the next start: {e}");
+                }
+                tracing::info!(
+                    before_bytes = files,
+                    after_bytes = compaction::folder_bytes(&compacted.folder),
+                    records_bytes = live,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    folder = %compacted.folder.display(),
+                    "store compacted"
+                );
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot compact the store ({e}); it stays as it was, and is tried again at the next start"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Removes the blocks and item records of manifests that have neither a record nor a
@@ -725,20 +805,7 @@ impl Store {
     /// The store's size on disk, in bytes: every file in its folder (sled's log, snapshots,
     /// the marker), as `du` would count them.
     pub fn size_on_disk(&self) -> u64 {
-        fn folder_bytes(dir: &Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return 0;
-            };
-            entries
-                .flatten()
-                .map(|entry| match entry.metadata() {
-                    Ok(meta) if meta.is_dir() => folder_bytes(&entry.path()),
-                    Ok(meta) => meta.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        self.marker.parent().map_or(0, folder_bytes)
+        self.marker.parent().map_or(0, compaction::folder_bytes)
     }
 
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -1416,7 +1483,7 @@ mod tests {
             txn.put_generation_times("tpl_x", &times).expect("encode");
             txn.commit().await.expect("commit");
         }
-        let store = Store::open(dir.path()).expect("reopen");
+        let store = reopen(dir.path()).expect("reopen");
         let all = store.generation_times().expect("read");
         assert_eq!(all.len(), 1);
         assert_eq!(all["tpl_x"].expected_ms(1_000), Some(42_000));
@@ -1460,7 +1527,7 @@ mod tests {
             txn.index_client_item("a", 0);
             txn.commit().await.unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path()).unwrap();
         let record = store.manifest(id).unwrap().unwrap();
         assert_eq!(record.count(ItemState::Pending), 1);
         assert_eq!(record.count(ItemState::Rejected), 1);

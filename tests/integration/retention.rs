@@ -2,6 +2,8 @@
 //! stays (the name, the bytes' hash, a summary) keeps names unique, refuses duplicates,
 //! shows in `list`, and turns edits that name a pruned item into a clear rejection.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::helpers::*;
@@ -97,4 +99,88 @@ async fn with_retention_off_nothing_is_pruned() {
     assert_eq!(pruned, 1, "called directly, the pruner would prune it");
     assert!(app.ctx().store.summary(id).expect("reads").is_some());
     app.stop_daemon().await;
+}
+
+/// sled does not give back all the space that pruning frees: once the store's files pass
+/// `retention.compact_above_mib` and four times what its records hold, the pruner has the
+/// daemon open the store again, which compacts it into `state/store-1`; the daemon goes
+/// on with nothing lost and nothing sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_grown_past_its_records_is_compacted_and_the_daemon_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = tented_bulkd::simulator::Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), &sim.base_url())
+            .set("api", "requests_per_second", 200)
+            .set("retention", "store", "1s")
+            .set("retention", "compact_above_mib", 1),
+    );
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[("TENTED_API_KEY", "sim-key")],
+    );
+    daemon.wait_ready().await.expect("the daemon gets ready");
+    let mut compacted_after = None;
+    for m in 0..16 {
+        let mut manifest = bulk_manifest(250);
+        manifest["default_tent_name_prefix"] = json!(format!("Compact {m}"));
+        drop_manifest(dir.path(), &format!("m{m:02}.json"), &manifest);
+        let result = daemon
+            .wait_for_file(
+                &dir.path().join(format!("outbox/m{m:02}.result.json")),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("the result");
+        let result: serde_json::Value = serde_json::from_slice(&result).expect("JSON");
+        assert_eq!(result["counts"]["completed"], 250, "m{m:02}");
+        if daemon.stderr().contains("store compacted") {
+            compacted_after = Some(m);
+            break;
+        }
+    }
+    let Some(compacted_after) = compacted_after else {
+        panic!("never compacted:\n{}", daemon.stderr_tail(30));
+    };
+    let state = dir.path().join("state");
+    let current = std::fs::read_to_string(state.join("CURRENT")).expect("CURRENT");
+    let current = current.trim();
+    assert!(current.starts_with("store-"), "{current}");
+    assert!(state.join(current).join("db").exists());
+    let mut folders: Vec<String> = std::fs::read_dir(&state)
+        .expect("state folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    assert!(
+        !folders
+            .iter()
+            .any(|f| f == "db" || (f.starts_with("store-") && f != current)),
+        "the old files are gone: {folders:?}"
+    );
+    // It goes on: a manifest after the compaction, and one that repeats earlier bytes
+    // (refused: the hash index survived the copy).
+    let after = format!("m{:02}", compacted_after + 1);
+    drop_manifest(dir.path(), &format!("{after}.json"), &bulk_manifest(30));
+    let result = daemon
+        .wait_for_file(
+            &dir.path().join(format!("outbox/{after}.result.json")),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("a result after the compaction");
+    let result: serde_json::Value = serde_json::from_slice(&result).expect("JSON");
+    assert_eq!(result["counts"]["completed"], 30, "{result}");
+    // Ten chunks of 25 for each 250-item manifest, two for the last one.
+    assert_eq!(
+        bulk_posts(&sim.calls()).len(),
+        10 * (compacted_after + 1) + 2,
+        "one create request per chunk: nothing sent twice"
+    );
+    daemon.sigterm().await.expect("SIGTERM exits 0");
 }

@@ -7,8 +7,9 @@
 //! `SOAK_ITEMS` sets how many items (default 2,000, a few seconds; the 100,000-item run
 //! in BENCHMARKS.md used `SOAK_ITEMS=100000`); `SOAK_RPS` the request budget (default
 //! 100 calls a second, twenty times the default; sled 0.34's reclaiming of its log falls
-//! behind at 1,000, where the store grows: see BENCHMARKS.md); `SOAK_REPORT=FILE` writes
-//! the samples as CSV.
+//! behind at 1,000, where the store grows: see BENCHMARKS.md); `SOAK_COMPACT_MIB` the
+//! compaction bound (`retention.compact_above_mib`); `SOAK_REPORT=FILE` writes the
+//! samples as CSV.
 
 use std::path::Path;
 use std::time::Duration;
@@ -60,6 +61,15 @@ fn soak_items() -> usize {
         .unwrap_or(2_000)
 }
 
+/// `retention.compact_above_mib` for the soak (`SOAK_COMPACT_MIB`, default the daemon's
+/// default, 64: no compaction within a soak's few MiB).
+fn soak_compact_mib() -> i64 {
+    std::env::var("SOAK_COMPACT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -77,7 +87,8 @@ async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url())
             .set("api", "requests_per_second", soak_rps())
-            .set("retention", "store", "1s"),
+            .set("retention", "store", "1s")
+            .set("retention", "compact_above_mib", soak_compact_mib()),
     );
     let daemon = BinaryDaemon::run(
         &config,
