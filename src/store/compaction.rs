@@ -109,6 +109,11 @@ fn is_sled_root_file(name: &str) -> bool {
     matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
 }
 
+/// Whether a file of the state folder is a compaction's (its spool), wherever the store is.
+fn is_compaction_file(name: &str) -> bool {
+    name == SPOOL_FILE
+}
+
 /// Removes what an interrupted compaction left: `store-N` folders other than the current
 /// one, and, once the store lives in one, sled's files in the state folder itself.
 /// Called with the lock held. Returns the names removed.
@@ -119,7 +124,8 @@ pub(super) fn remove_leftovers(path: &Path, current: &Path) -> Result<Vec<String
         let entry = entry.map_err(io_error(path))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let leftover = (store_number(&name).is_some() && entry.path() != current)
-            || (compacted && is_sled_root_file(&name));
+            || (compacted && is_sled_root_file(&name))
+            || is_compaction_file(&name);
         if leftover {
             remove_path(&entry.path())?;
             removed.push(name);
@@ -169,20 +175,52 @@ pub(super) fn live_bytes(tree: &sled::Tree) -> Result<u64, StoreError> {
     Ok(bytes)
 }
 
-/// A store's sled files, copied into the next `store-N` folder and switched to.
+/// The file the records are copied through during a compaction.
+const SPOOL_FILE: &str = "compact.spool";
+
+/// Copies every record of `tree` into the spool file, framed as `len:u32 key len:u32
+/// value`; returns the file's path and how many records it holds. The old store is closed
+/// before the new one is filled (two sled stores open at once in one process keep memory
+/// that is never given back).
+pub(super) fn spool(path: &Path, tree: &sled::Tree) -> Result<(PathBuf, u64), StoreError> {
+    use std::io::Write;
+    let spool = path.join(SPOOL_FILE);
+    let file = std::fs::File::create(&spool).map_err(io_error(&spool))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut records = 0u64;
+    for entry in tree.iter() {
+        let (key, value) = entry?;
+        for part in [&key[..], &value[..]] {
+            let len = u32::try_from(part.len()).map_err(|_| StoreError::Io {
+                path: spool.clone(),
+                source: std::io::Error::other("a record over 4 GiB"),
+            })?;
+            out.write_all(&len.to_be_bytes())
+                .map_err(io_error(&spool))?;
+            out.write_all(part).map_err(io_error(&spool))?;
+        }
+        records += 1;
+    }
+    out.flush().map_err(io_error(&spool))?;
+    Ok((spool, records))
+}
+
+/// A store's sled files, filled from the spool in the next `store-N` folder and switched
+/// to.
 pub(super) struct Compacted {
     pub db: sled::Db,
     pub tree: sled::Tree,
     pub folder: PathBuf,
 }
 
-/// Copies every record of `tree` into a fresh sled in the next `store-N` folder, makes it
-/// durable, then switches `CURRENT` to it. On any error before the switch, the new folder
-/// is removed and the old store stays the store.
-pub(super) fn compact(
+/// Fills a fresh sled in the next `store-N` folder from the spool, makes it durable, then
+/// switches `CURRENT` to it. On any error before the switch, the new folder is removed
+/// and the old store stays the store. The spool is removed either way.
+pub(super) fn fill_and_switch(
     path: &Path,
     current: &Path,
-    tree: &sled::Tree,
+    spool: &Path,
+    records: u64,
 ) -> Result<Compacted, StoreError> {
     let number = current
         .file_name()
@@ -190,12 +228,16 @@ pub(super) fn compact(
         .unwrap_or(0)
         + 1;
     let folder = path.join(format!("store-{number}"));
-    remove_path(&folder)?;
-    let copied = copy_into(&folder, tree).and_then(|(db, new_tree)| {
-        switch_current(path, &folder)?;
-        Ok((db, new_tree))
-    });
-    match copied {
+    let filled = remove_path(&folder)
+        .and_then(|()| fill(&folder, spool, records))
+        .and_then(|(db, tree)| {
+            switch_current(path, &folder)?;
+            Ok((db, tree))
+        });
+    if let Err(e) = remove_path(spool) {
+        tracing::warn!("cannot remove {}: {e}", spool.display());
+    }
+    match filled {
         Ok((db, tree)) => Ok(Compacted { db, tree, folder }),
         Err(e) => {
             if let Err(cleanup) = remove_path(&folder) {
@@ -209,24 +251,35 @@ pub(super) fn compact(
     }
 }
 
-fn copy_into(folder: &Path, tree: &sled::Tree) -> Result<(sled::Db, sled::Tree), StoreError> {
+fn fill(folder: &Path, spool: &Path, records: u64) -> Result<(sled::Db, sled::Tree), StoreError> {
+    use std::io::Read;
     const BATCH: usize = 10_000;
     let db = super::open_sled(folder)?;
-    let new_tree = db.open_tree(super::TREE)?;
+    let tree = db.open_tree(super::TREE)?;
+    let file = std::fs::File::open(spool).map_err(io_error(spool))?;
+    let mut input = std::io::BufReader::new(file);
+    let mut part = || -> Result<Vec<u8>, StoreError> {
+        let mut len = [0u8; 4];
+        input.read_exact(&mut len).map_err(io_error(spool))?;
+        let mut bytes = vec![0u8; u32::from_be_bytes(len) as usize];
+        input.read_exact(&mut bytes).map_err(io_error(spool))?;
+        Ok(bytes)
+    };
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
-    for entry in tree.iter() {
-        let (key, value) = entry?;
+    for _ in 0..records {
+        let key = part()?;
+        let value = part()?;
         batch.insert(key, value);
         in_batch += 1;
         if in_batch == BATCH {
-            new_tree.apply_batch(std::mem::take(&mut batch))?;
+            tree.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
         }
     }
-    new_tree.apply_batch(batch)?;
+    tree.apply_batch(batch)?;
     db.flush()?;
-    Ok((db, new_tree))
+    Ok((db, tree))
 }
 
 /// Names `folder` in `CURRENT`, atomically and durably.
@@ -377,11 +430,13 @@ mod tests {
             grow_and_shrink(&store, 5);
             before = records(&store);
         }
-        // A crash before the switch: a half-made next folder.
+        // A crash before the switch: a half-made next folder and the spool.
         std::fs::create_dir_all(dir.path().join("store-1")).expect("mkdir");
         std::fs::write(dir.path().join("store-1/db"), b"half").expect("write");
+        std::fs::write(dir.path().join(SPOOL_FILE), b"records").expect("write");
         let store = reopen(dir.path()).expect("reopens");
         assert!(!dir.path().join("store-1").exists());
+        assert!(!dir.path().join(SPOOL_FILE).exists());
         assert!(!dir.path().join(CURRENT_FILE).exists());
         assert_eq!(records(&store), before);
         drop(store);

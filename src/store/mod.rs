@@ -421,6 +421,22 @@ pub struct Store {
     folder: PathBuf,
 }
 
+/// [`open_sled`], waiting up to 5 s for sled's own lock, which its background threads
+/// hold a moment after its last handle in this process is dropped.
+fn open_sled_when_free(folder: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match open_sled(folder) {
+            Err(StoreError::Locked { .. })
+                if started.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The one sled tree the store uses.
 const TREE: &str = "pipeline";
 
@@ -478,7 +494,7 @@ impl Store {
         }
         let db = open_sled(&folder)?;
         let tree = db.open_tree(TREE)?;
-        let mut store = Store {
+        let store = Store {
             db,
             tree,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
@@ -490,7 +506,7 @@ impl Store {
             folder: folder.clone(),
         };
         store.check_marker(path)?;
-        store.compact_if_due(path, &folder, compaction)?;
+        let store = store.compact_if_due(path, &folder, compaction)?;
         store.newest_id.store(
             store.newest_recorded_id()?,
             std::sync::atomic::Ordering::SeqCst,
@@ -546,30 +562,47 @@ impl Store {
         }
     }
 
-    /// Compacts the store (see [`compaction`]) when its files are past the bounds. A
-    /// compaction that fails before its switch (a full disk) leaves the store as it was,
-    /// and is tried again at the next open.
+    /// Compacts the store (see [`compaction`]) when its files are past the bounds: its
+    /// records spooled to a file, the store closed, a fresh one filled from the spool and
+    /// switched to. A compaction that fails before its switch (a full disk) leaves the
+    /// store as it was (opened again), and is tried again at the next open.
     fn compact_if_due(
-        &mut self,
+        self,
         path: &Path,
         folder: &Path,
         compaction: Compaction,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Store, StoreError> {
         let files = compaction::folder_bytes(folder);
         if files <= compaction.min_bytes {
-            return Ok(());
+            return Ok(self);
         }
         let live = compaction::live_bytes(&self.tree)?;
         if !compaction.due(files, live) {
-            return Ok(());
+            return Ok(self);
         }
         let started = std::time::Instant::now();
-        match compaction::compact(path, folder, &self.tree) {
+        let (spool, records) = match compaction::spool(path, &self.tree) {
+            Ok(spooled) => spooled,
+            Err(e) => {
+                tracing::error!("cannot compact the store ({e}); it stays as it was, and is tried again at the next start");
+                return Ok(self);
+            }
+        };
+        let Store {
+            db,
+            tree,
+            writer,
+            marker,
+            tally,
+            newest_id,
+            write_failed,
+            _lock,
+            folder: _,
+        } = self;
+        drop(tree);
+        drop(db);
+        let (db, tree, folder) = match compaction::fill_and_switch(path, folder, &spool, records) {
             Ok(compacted) => {
-                // The old handles go first, then the old files.
-                self.tree = compacted.tree;
-                self.db = compacted.db;
-                self.folder = compacted.folder.clone();
                 if let Err(e) = compaction::remove_leftovers(path, &compacted.folder) {
                     tracing::warn!("the store's old files stay until the next start: {e}");
                 }
@@ -581,14 +614,26 @@ impl Store {
                     folder = %compacted.folder.display(),
                     "store compacted"
                 );
+                (compacted.db, compacted.tree, compacted.folder)
             }
             Err(e) => {
-                tracing::error!(
-                    "cannot compact the store ({e}); it stays as it was, and is tried again at the next start"
-                );
+                tracing::error!("cannot compact the store ({e}); it stays as it was, and is tried again at the next start");
+                let db = open_sled_when_free(folder)?;
+                let tree = db.open_tree(TREE)?;
+                (db, tree, folder.to_path_buf())
             }
-        }
-        Ok(())
+        };
+        Ok(Store {
+            db,
+            tree,
+            writer,
+            marker,
+            tally,
+            newest_id,
+            write_failed,
+            _lock,
+            folder,
+        })
     }
 
     /// Removes the blocks and item records of manifests that have neither a record nor a
