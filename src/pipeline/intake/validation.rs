@@ -640,6 +640,21 @@ fn check_item_as_part(
 /// Items of a manifest at least this large are judged on every core (up to 4).
 const PARALLEL_FROM_ITEMS: usize = 2_000;
 
+#[cfg(test)]
+thread_local! {
+    /// Tests that measure this thread's own allocations judge on it alone.
+    static ON_ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Test support: runs `f` with every judgement on the calling thread.
+#[cfg(test)]
+pub(crate) fn judging_on_one_thread<T>(f: impl FnOnce() -> T) -> T {
+    ON_ONE_THREAD.with(|one| one.set(true));
+    let value = f();
+    ON_ONE_THREAD.with(|one| one.set(false));
+    value
+}
+
 /// Every item, each parsed once: the manifest-level rules on items (item by item in
 /// manifest order, the first broken rule of the first item that breaks one rejects the
 /// manifest, and nothing is judged item by item then), and each item judged on its own
@@ -703,7 +718,11 @@ fn judge_in_runs(
     top: &Map<String, Value>,
     item_fields: &[&str],
 ) -> Vec<(Vec<ValidatedItem>, FirstBroken)> {
-    let threads = if items.len() < PARALLEL_FROM_ITEMS {
+    #[cfg(test)]
+    let one_thread = ON_ONE_THREAD.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    let one_thread = false;
+    let threads = if one_thread || items.len() < PARALLEL_FROM_ITEMS {
         1
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
