@@ -354,17 +354,7 @@ mod tests {
     }
 
     fn reopen_with(path: &Path, compaction: Compaction) -> Store {
-        let started = std::time::Instant::now();
-        loop {
-            match Store::open_with(path, compaction) {
-                Err(StoreError::Locked { .. })
-                    if started.elapsed() < std::time::Duration::from_secs(5) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => return other.expect("reopens"),
-            }
-        }
+        crate::store::when_unlocked(|| Store::open_with(path, compaction)).expect("reopens")
     }
 
     #[test]

@@ -421,12 +421,12 @@ pub struct Store {
     folder: PathBuf,
 }
 
-/// [`open_sled`], waiting up to 5 s for sled's own lock, which its background threads
-/// hold a moment after its last handle in this process is dropped.
-fn open_sled_when_free(folder: &Path) -> Result<sled::Db, StoreError> {
+/// `open` tried again for up to 5 s while it finds the store locked: sled's background
+/// threads hold its lock a moment after its last handle in this process is dropped.
+fn when_unlocked<T>(mut open: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
     let started = std::time::Instant::now();
     loop {
-        match open_sled(folder) {
+        match open() {
             Err(StoreError::Locked { .. })
                 if started.elapsed() < std::time::Duration::from_secs(5) =>
             {
@@ -581,10 +581,13 @@ impl Store {
             return Ok(self);
         }
         let started = std::time::Instant::now();
+        let failed = |e: StoreError| {
+            tracing::error!("cannot compact the store ({e}); it stays as it was, and is tried again at the next start");
+        };
         let (spool, records) = match compaction::spool(path, &self.tree) {
             Ok(spooled) => spooled,
             Err(e) => {
-                tracing::error!("cannot compact the store ({e}); it stays as it was, and is tried again at the next start");
+                failed(e);
                 return Ok(self);
             }
         };
@@ -617,8 +620,8 @@ impl Store {
                 (compacted.db, compacted.tree, compacted.folder)
             }
             Err(e) => {
-                tracing::error!("cannot compact the store ({e}); it stays as it was, and is tried again at the next start");
-                let db = open_sled_when_free(folder)?;
+                failed(e);
+                let db = when_unlocked(|| open_sled(folder))?;
                 let tree = db.open_tree(TREE)?;
                 (db, tree, folder.to_path_buf())
             }
@@ -1450,22 +1453,10 @@ impl<'w> Txn<'w> {
 }
 
 /// Test support: a bulk manifest just received, as the store's own tests make them.
-/// Test support: opens a store again in the same process. sled lets go of the folder's
-/// lock a moment after the last handle is dropped (its background threads hold it
-/// briefly), so a reopen waits for it, up to 5 s.
+/// Test support: opens a store again in the same process, waiting for sled's lock.
 #[cfg(test)]
 pub(crate) fn reopen(path: &Path) -> Result<Store, StoreError> {
-    let started = std::time::Instant::now();
-    loop {
-        match Store::open(path) {
-            Err(StoreError::Locked { .. })
-                if started.elapsed() < std::time::Duration::from_secs(5) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
+    when_unlocked(|| Store::open(path))
 }
 
 /// Test support: a pending item with no fields.

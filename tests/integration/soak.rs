@@ -104,13 +104,9 @@ async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
         let name = format!("soak-{m:04}");
         drop_manifest(dir.path(), &format!("{name}.json"), &manifest);
         let result = daemon
-            .wait_for_file(
-                &dir.path().join(format!("outbox/{name}.result.json")),
-                Duration::from_secs(120),
-            )
+            .wait_result(dir.path(), &name, Duration::from_secs(120))
             .await
             .expect("the result");
-        let result: serde_json::Value = serde_json::from_slice(&result).expect("JSON");
         assert_eq!(result["counts"]["completed"], PER_MANIFEST, "{name}");
         samples.push((
             (m + 1) * PER_MANIFEST,

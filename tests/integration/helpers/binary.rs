@@ -260,6 +260,18 @@ impl BinaryDaemon {
         .await
     }
 
+    /// Waits for `outbox/NAME.result.json` under the state root `dir` and returns it parsed.
+    pub async fn wait_result(
+        &self,
+        dir: &Path,
+        name: &str,
+        within: Duration,
+    ) -> Result<serde_json::Value, Failure> {
+        let path = dir.join(format!("outbox/{name}.result.json"));
+        let bytes = self.wait_for_file(&path, within).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Failure(format!("{}: {e}", path.display())))
+    }
+
     /// Waits for [`READY_LINE`]: the store is open, recovery done, the admin endpoint bound.
     pub async fn wait_ready(&self) -> Result<(), Failure> {
         self.wait_for_line(READY_LINE, START_WAIT).await
