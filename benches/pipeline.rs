@@ -138,7 +138,7 @@ fn main() {
         let start = Instant::now();
         {
             let writer = store.writer().await;
-            let mut txn = writer.create(record);
+            let mut txn = writer.create(record).map_err(|e| e.to_string())?;
             txn.index_name();
             // As intake does: each item's text and fields move into its record.
             for item in std::mem::take(&mut manifest.items) {

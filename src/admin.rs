@@ -168,6 +168,7 @@ pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
         budget_wait: ctx.client.budget().total_wait(),
         auth_paused: ctx.client.auth_paused(),
         store_bytes: ctx.store.size_on_disk(),
+        store_syncs: Some(ctx.store.sync_stats().clone()),
     }
 }
 

@@ -203,7 +203,14 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
             || cause.is::<crate::admin::SocketError>()
             || cause
                 .downcast_ref::<crate::daemon::DaemonError>()
-                .is_some_and(|e| matches!(e, crate::daemon::DaemonError::Socket(_)))
+                .is_some_and(|e| match e {
+                    crate::daemon::DaemonError::Socket(_) => true,
+                    crate::daemon::DaemonError::Store(store) => store.needs_an_operator(),
+                    _ => false,
+                })
+            || cause
+                .downcast_ref::<crate::store::StoreError>()
+                .is_some_and(crate::store::StoreError::needs_an_operator)
     }) {
         EXIT_CONFIG
     } else {

@@ -167,10 +167,7 @@ pub async fn run_reopening(
             // At start-up every error stops it; later, only a damaged store does.
             Err(e)
                 if first
-                    || matches!(
-                        e,
-                        DaemonError::Store(StoreError::Corrupt { .. } | StoreError::Newer { .. })
-                    ) =>
+                    || matches!(&e, DaemonError::Store(store) if store.needs_an_operator()) =>
             {
                 return Err(e)
             }

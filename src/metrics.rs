@@ -89,6 +89,8 @@ pub struct Snapshot {
     pub budget_wait: Duration,
     pub auth_paused: bool,
     pub store_bytes: u64,
+    /// The store's syncs (`fdatasync` of its files): how many, and how long each took.
+    pub store_syncs: Option<crate::store::SyncStats>,
 }
 
 impl Metrics {
@@ -161,6 +163,18 @@ impl Metrics {
             "Size of the store on disk",
             gauge(i64::try_from(snapshot.store_bytes).unwrap_or(i64::MAX)),
         );
+        if let Some(syncs) = &snapshot.store_syncs {
+            registry.register(
+                "store_syncs",
+                "Syncs of the store's files to the disk (one serves every commit waiting for it)",
+                syncs.syncs.clone(),
+            );
+            registry.register(
+                "store_sync_duration_seconds",
+                "Time each sync of the store's files took",
+                syncs.seconds.clone(),
+            );
+        }
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -226,6 +240,9 @@ mod tests {
         let metrics = Metrics::new();
         metrics.call_finished(Endpoint::BulkCreate, "202", Duration::from_millis(30));
         metrics.observe_poll_lateness(Duration::from_millis(5));
+        let syncs = crate::store::SyncStats::default();
+        syncs.syncs.inc_by(7);
+        syncs.seconds.observe(0.002);
         let snapshot = Snapshot {
             items: vec![("pending", 3)],
             manifests: vec![("active", 1)],
@@ -234,6 +251,7 @@ mod tests {
             budget_wait: Duration::from_millis(1500),
             auth_paused: true,
             store_bytes: 4096,
+            store_syncs: Some(syncs),
         };
         let text = metrics.encode(&snapshot).expect("encodes");
         for line in [
@@ -249,6 +267,8 @@ mod tests {
             "tented_bulkd_auth_paused 1",
             "tented_bulkd_store_bytes 4096",
             "# HELP tented_bulkd_store_bytes Size of the store on disk.",
+            "tented_bulkd_store_syncs_total 7",
+            "tented_bulkd_store_sync_duration_seconds_count 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -217,7 +217,7 @@ impl Store {
             }
         }
         store.tree.apply_batch(batch).map_err(StoreError::from)?;
-        store.db.flush_async().await.map_err(StoreError::from)?;
+        store.sync_blocking()?;
         // What a crash left of an interrupted intake in the backed-up store goes now:
         // this store's ids start again after its newest manifest.
         store.remove_intake_leftovers()?;
@@ -374,7 +374,9 @@ mod tests {
     async fn add_manifest(store: &Store, name: &str, finished: bool) -> u64 {
         let id = store.new_manifest_id().expect("an id");
         let writer = store.writer().await;
-        let mut txn = writer.create(crate::store::received_for_test(id, name, 1));
+        let mut txn = writer
+            .create(crate::store::received_for_test(id, name, 1))
+            .expect("create");
         txn.insert_item(ItemRecord::pending(
             id,
             0,

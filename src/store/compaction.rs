@@ -211,6 +211,7 @@ pub(super) struct Compacted {
     pub db: sled::Db,
     pub tree: sled::Tree,
     pub folder: PathBuf,
+    pub durable: super::durable::Durability,
 }
 
 /// Fills a fresh sled in the next `store-N` folder from the spool, makes it durable, then
@@ -221,6 +222,7 @@ pub(super) fn fill_and_switch(
     current: &Path,
     spool: &Path,
     records: u64,
+    stats: &super::SyncStats,
 ) -> Result<Compacted, StoreError> {
     let number = current
         .file_name()
@@ -229,16 +231,28 @@ pub(super) fn fill_and_switch(
         + 1;
     let folder = path.join(format!("store-{number}"));
     let filled = remove_path(&folder)
-        .and_then(|()| fill(&folder, spool, records))
-        .and_then(|(db, tree)| {
+        .and_then(|()| fill(&folder, spool, records, stats))
+        .and_then(|filled| {
+            fail::fail_point!("compaction-before-switch", |_| {
+                crate::crash::simulated_crash()
+            });
             switch_current(path, &folder)?;
-            Ok((db, tree))
+            fail::fail_point!(
+                "compaction-after-switch",
+                |_| crate::crash::simulated_crash()
+            );
+            Ok(filled)
         });
     if let Err(e) = remove_path(spool) {
         tracing::warn!("cannot remove {}: {e}", spool.display());
     }
     match filled {
-        Ok((db, tree)) => Ok(Compacted { db, tree, folder }),
+        Ok((db, tree, durable)) => Ok(Compacted {
+            db,
+            tree,
+            folder,
+            durable,
+        }),
         Err(e) => {
             if let Err(cleanup) = remove_path(&folder) {
                 tracing::warn!(
@@ -251,7 +265,15 @@ pub(super) fn fill_and_switch(
     }
 }
 
-fn fill(folder: &Path, spool: &Path, records: u64) -> Result<(sled::Db, sled::Tree), StoreError> {
+/// A new store's sled files, its tree, and their durability (everything in them synced).
+type Filled = (sled::Db, sled::Tree, super::durable::Durability);
+
+fn fill(
+    folder: &Path,
+    spool: &Path,
+    records: u64,
+    stats: &super::SyncStats,
+) -> Result<Filled, StoreError> {
     use std::io::Read;
     const BATCH: usize = 10_000;
     let db = super::open_sled(folder)?;
@@ -278,8 +300,9 @@ fn fill(folder: &Path, spool: &Path, records: u64) -> Result<(sled::Db, sled::Tr
         }
     }
     tree.apply_batch(batch)?;
-    db.flush()?;
-    Ok((db, tree))
+    // Its log, its configuration and the folder itself, on the disk before `CURRENT` names it.
+    let durable = super::durable::Durability::open(folder, &db, stats.clone())?;
+    Ok((db, tree, durable))
 }
 
 /// Names `folder` in `CURRENT`, atomically and durably.

@@ -3,8 +3,11 @@
 //! Invariant: this is the only module that touches sled. Every change goes through a
 //! [`Txn`], which applies its writes as one atomic batch (for a new manifest: its items in
 //! slices first, then its record, which is what makes them reachable) and returns only after
-//! `flush_async` has made them durable, so that callers can perform side effects
-//! (requests, files) knowing the state that explains them survives a crash.
+//! [`durable`] has made them durable (sled's flush, then `fdatasync` of its log: sled's own
+//! `sync_file_range` does not survive a power cut), so that callers can perform side
+//! effects (requests, files) knowing the state that explains them survives a crash or a
+//! power cut. The writer's lock is let go before that wait, so that commits waiting
+//! together share one sync (group commit).
 //!
 //! Key layout (all integers big-endian, so that byte order is numeric order):
 //!
@@ -34,6 +37,7 @@
 pub mod backup;
 mod blocks;
 pub mod compaction;
+mod durable;
 pub mod prune;
 pub mod summary;
 pub mod tally;
@@ -41,6 +45,7 @@ pub mod v1;
 
 pub use blocks::{StoredBlock, StoredBucket};
 pub use compaction::Compaction;
+pub use durable::SyncStats;
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
@@ -61,6 +66,13 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("the store at {path} is corrupt ({detail}); it was left untouched: restore it from a backup or move it aside")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("the store at {path} is corrupt: it has lost commits it once made durable ({marker} says manifest {newest} was committed; the newest the store holds is {found}): the disk did not keep writes it reported as synced. It was left untouched. To recover, with the daemon stopped, either restore the newest backup taken after manifest {newest} was received (move {path} aside, then `tented-bulkd restore FILE`; its unfinished manifests start paused), or start from the archive (move {path} aside, start the daemon, and move back into the inbox the archived manifests that have no result file in the outbox; check the Tented workspace first, as their requests may already have been sent). README: \"Recovery after a lost write\"")]
+    LostCommits {
+        path: PathBuf,
+        marker: PathBuf,
+        newest: u64,
+        found: u64,
+    },
     #[error("the store at {path} was written by a newer tented-bulkd (store format {found}; this one reads up to {supported}); it was left untouched: run the newer version, or restore a backup taken by this one")]
     Newer {
         path: PathBuf,
@@ -94,8 +106,21 @@ pub enum StoreError {
     Transition(#[from] IllegalTransition),
     #[error(transparent)]
     JobTransition(#[from] IllegalJobTransition),
+    #[error("store: a transaction was begun from a writer whose lock a commit already let go (take a new writer)")]
+    WriterSpent,
     #[error("cannot migrate a version-1 record: {0}")]
     Migration(#[from] v1::MigrationError),
+}
+
+impl StoreError {
+    /// A store that no start can use as it is (damaged, behind its marker, of a newer
+    /// format): the process exits 78, which systemd does not restart.
+    pub fn needs_an_operator(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. } | StoreError::LostCommits { .. } | StoreError::Newer { .. }
+        )
+    }
 }
 
 /// A manifest as stored (version 2; version 1 is in [`v1`]).
@@ -419,6 +444,15 @@ pub struct Store {
     _lock: std::sync::Arc<std::fs::File>,
     /// The folder holding sled's files: the state folder, or its `store-N` once compacted.
     folder: PathBuf,
+    /// Makes commits durable, several at a time ([`durable`]).
+    durable: std::sync::Arc<durable::Durability>,
+    /// How many syncs ran and how long they took (kept across a compaction).
+    sync_stats: SyncStats,
+    /// The newest manifest id written into [`MARKER_FILE`]: the marker only moves forward,
+    /// and commits that finish together write it once.
+    marked: std::sync::Arc<tokio::sync::Mutex<u64>>,
+    /// The newest manifest id whose creating commit is durable.
+    committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// `open` tried again for up to 5 s while it finds the store locked: sled's background
@@ -443,6 +477,13 @@ const TREE: &str = "pipeline";
 /// Opens sled's files in `folder`. A folder held by another process or a corrupt one
 /// stops with a clear error; it is never deleted or repaired.
 fn open_sled(folder: &Path) -> Result<sled::Db, StoreError> {
+    // What an earlier process wrote and never synced (it was killed) is made durable before
+    // sled reads it: sled writes a snapshot of what it finds, synced, and a snapshot ahead
+    // of the log on the disk is a store sled refuses after a power cut.
+    let log = folder.join("db");
+    if log.exists() {
+        durable::sync_file(&log)?;
+    }
     sled::Config::new()
         .path(folder)
         .cache_capacity(STORE_CACHE_BYTES)
@@ -476,6 +517,47 @@ fn open_sled(folder: &Path) -> Result<sled::Db, StoreError> {
         })
 }
 
+/// Fills the next `store-N` from the spool and switches to it; when that fails, opens the
+/// old store again (it stays the store, and the next start tries again). `sizes` are the
+/// files' and the records' bytes before, for the log line.
+fn compacted_or_reopened(
+    path: &Path,
+    folder: &Path,
+    (spool, records): (&Path, u64),
+    stats: &SyncStats,
+    (files, live): (u64, u64),
+) -> Result<(sled::Db, sled::Tree, PathBuf, durable::Durability), StoreError> {
+    let started = std::time::Instant::now();
+    match compaction::fill_and_switch(path, folder, spool, records, stats) {
+        Ok(compacted) => {
+            if let Err(e) = compaction::remove_leftovers(path, &compacted.folder) {
+                tracing::warn!("the store's old files stay until the next start: {e}");
+            }
+            tracing::info!(
+                before_bytes = files,
+                after_bytes = compaction::folder_bytes(&compacted.folder),
+                records_bytes = live,
+                took_ms = started.elapsed().as_millis() as u64,
+                folder = %compacted.folder.display(),
+                "store compacted"
+            );
+            Ok((
+                compacted.db,
+                compacted.tree,
+                compacted.folder,
+                compacted.durable,
+            ))
+        }
+        Err(e) => {
+            tracing::error!("cannot compact the store ({e}); it stays as it was, and is tried again at the next start");
+            let db = when_unlocked(|| open_sled(folder))?;
+            let tree = db.open_tree(TREE)?;
+            let durable = durable::Durability::open(folder, &db, stats.clone())?;
+            Ok((db, tree, folder.to_path_buf(), durable))
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in the state folder `path`, compacting it first when
     /// its files have grown past [`Compaction::default`]'s bounds. A store held by another
@@ -494,6 +576,8 @@ impl Store {
         }
         let db = open_sled(&folder)?;
         let tree = db.open_tree(TREE)?;
+        let sync_stats = SyncStats::default();
+        let durable = durable::Durability::open(&folder, &db, sync_stats.clone())?;
         let store = Store {
             db,
             tree,
@@ -504,6 +588,10 @@ impl Store {
             write_failed: Default::default(),
             _lock: std::sync::Arc::new(lock),
             folder: folder.clone(),
+            durable: std::sync::Arc::new(durable),
+            sync_stats,
+            marked: Default::default(),
+            committed: Default::default(),
         };
         store.check_marker(path)?;
         let store = store.compact_if_due(path, &folder, compaction)?;
@@ -556,7 +644,7 @@ impl Store {
                 }
                 self.tree
                     .insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes()[..])?;
-                self.db.flush()?;
+                self.sync_blocking()?;
                 Ok(())
             }
         }
@@ -580,14 +668,10 @@ impl Store {
         if !compaction.due(files, live) {
             return Ok(self);
         }
-        let started = std::time::Instant::now();
-        let failed = |e: StoreError| {
-            tracing::error!("cannot compact the store ({e}); it stays as it was, and is tried again at the next start");
-        };
         let (spool, records) = match compaction::spool(path, &self.tree) {
             Ok(spooled) => spooled,
             Err(e) => {
-                failed(e);
+                tracing::error!("cannot compact the store ({e}); it stays as it was, and is tried again at the next start");
                 return Ok(self);
             }
         };
@@ -601,31 +685,16 @@ impl Store {
             write_failed,
             _lock,
             folder: _,
+            durable,
+            sync_stats,
+            marked,
+            committed,
         } = self;
         drop(tree);
+        drop(durable);
         drop(db);
-        let (db, tree, folder) = match compaction::fill_and_switch(path, folder, &spool, records) {
-            Ok(compacted) => {
-                if let Err(e) = compaction::remove_leftovers(path, &compacted.folder) {
-                    tracing::warn!("the store's old files stay until the next start: {e}");
-                }
-                tracing::info!(
-                    before_bytes = files,
-                    after_bytes = compaction::folder_bytes(&compacted.folder),
-                    records_bytes = live,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    folder = %compacted.folder.display(),
-                    "store compacted"
-                );
-                (compacted.db, compacted.tree, compacted.folder)
-            }
-            Err(e) => {
-                failed(e);
-                let db = when_unlocked(|| open_sled(folder))?;
-                let tree = db.open_tree(TREE)?;
-                (db, tree, folder.to_path_buf())
-            }
-        };
+        let (db, tree, folder, durable) =
+            compacted_or_reopened(path, folder, (&spool, records), &sync_stats, (files, live))?;
         Ok(Store {
             db,
             tree,
@@ -636,6 +705,10 @@ impl Store {
             write_failed,
             _lock,
             folder,
+            durable: std::sync::Arc::new(durable),
+            sync_stats,
+            marked,
+            committed,
         })
     }
 
@@ -667,7 +740,7 @@ impl Store {
             }
         }
         if removed > 0 {
-            self.db.flush()?;
+            self.sync_blocking()?;
         }
         Ok(removed)
     }
@@ -705,7 +778,7 @@ impl Store {
         }
         if removed > 0 {
             self.tree.apply_batch(batch)?;
-            self.db.flush()?;
+            self.sync_blocking()?;
         }
         Ok(removed)
     }
@@ -748,7 +821,7 @@ impl Store {
         }
         if migrated > 0 {
             self.tree.apply_batch(batch)?;
-            self.db.flush()?;
+            self.sync_blocking()?;
         }
         Ok(migrated)
     }
@@ -801,17 +874,33 @@ impl Store {
         };
         // A pruned manifest keeps its summary: it was recorded all the same.
         if !self.manifest_ever_recorded(newest).unwrap_or(false) {
-            return Err(StoreError::Corrupt {
+            return Err(StoreError::LostCommits {
                 path: path.to_path_buf(),
-                detail: format!(
-                    "manifest {newest}, once committed, is missing: the store's files were damaged"
-                ),
+                marker: self.marker.clone(),
+                newest,
+                found: self.newest_recorded_id().unwrap_or(0),
             });
         }
         Ok(())
     }
 
-    /// Records `id` as the newest manifest committed (after its commit is durable).
+    /// Records that the commit creating manifest `id` is durable, in [`MARKER_FILE`]: the
+    /// newest such id is written, once for commits that finish together, never backwards.
+    async fn mark_committed(&self, id: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        self.committed.fetch_max(id, Ordering::SeqCst);
+        let mut marked = self.marked.lock().await;
+        let newest = self.committed.load(Ordering::SeqCst);
+        if *marked >= newest {
+            return Ok(());
+        }
+        self.write_marker(newest)?;
+        *marked = newest;
+        Ok(())
+    }
+
+    /// Records `id` as the newest manifest committed (after its commit is durable): a new
+    /// file, synced, renamed over the old one, the folder synced.
     fn write_marker(&self, id: u64) -> Result<(), StoreError> {
         let io = |source: std::io::Error| StoreError::Open {
             path: self.marker.clone(),
@@ -839,7 +928,8 @@ impl Store {
         let _writer = self.writer.lock().await;
         self.tree.insert(PROBE_KEY, &[1u8][..])?;
         self.tree.remove(PROBE_KEY)?;
-        self.db.flush_async().await?;
+        let ticket = self.durable.applied();
+        self.sync(ticket).await?;
         self.write_failed
             .store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(())
@@ -856,9 +946,33 @@ impl Store {
         self.marker.parent().map_or(0, compaction::folder_bytes)
     }
 
+    /// Makes everything written so far durable (at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let ticket = self.durable.applied();
+        self.sync(ticket).await
+    }
+
+    /// Returns once the batch of `ticket` (from `self.durable.applied()`, taken after it was
+    /// applied) is on the disk; a failure marks the store as failing to write.
+    pub(crate) async fn sync(&self, ticket: u64) -> Result<(), StoreError> {
+        let synced = self.durable.sync(&self.db, ticket).await;
+        if synced.is_err() {
+            self.write_failed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        synced
+    }
+
+    /// Makes everything written so far durable, on this thread (while opening, restoring,
+    /// compacting: no commit is waiting).
+    pub(crate) fn sync_blocking(&self) -> Result<(), StoreError> {
+        self.durable.applied();
+        self.durable.sync_blocking(&self.db)
+    }
+
+    /// How many syncs the store ran and how long they took (for `/metrics`).
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.sync_stats
     }
 
     /// A new manifest id, never reused.
@@ -890,11 +1004,13 @@ impl Store {
         Ok(newest)
     }
 
-    /// Takes the single writer's lock: every transaction happens under it.
+    /// Takes the single writer's lock: every transaction happens under it. A commit lets
+    /// it go once its batch is applied (see [`Txn::commit`]): one writer, one commit.
     pub async fn writer(&self) -> Writer<'_> {
+        let guard = std::sync::Arc::clone(&self.writer).lock_owned().await;
         Writer {
             store: self,
-            _guard: self.writer.lock().await,
+            guard: std::sync::Mutex::new(Some(guard)),
         }
     }
 
@@ -1138,10 +1254,24 @@ impl Store {
     }
 }
 
-/// The writer's lock. Transactions are begun from it.
+/// The writer's lock, held from [`Store::writer`] until a transaction begun from it
+/// commits (or the writer is dropped). Transactions are begun from it.
 pub struct Writer<'a> {
     store: &'a Store,
-    _guard: tokio::sync::MutexGuard<'a, ()>,
+    /// Taken (and so let go) by the commit once its batch is applied.
+    guard: std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
+}
+
+/// The lock slot a transaction lets go at its commit.
+type WriterSlot = std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>;
+
+/// Lets the writer's lock go: the next writer may begin.
+fn release_writer(slot: &WriterSlot) {
+    let guard = slot
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    drop(guard);
 }
 
 impl<'a> Writer<'a> {
@@ -1149,18 +1279,32 @@ impl<'a> Writer<'a> {
         self.store
     }
 
+    /// Whether this writer still holds the lock (no transaction of it committed yet).
+    fn holds_lock(&self) -> bool {
+        self.guard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some()
+    }
+
     /// A transaction on an existing manifest.
     pub fn begin(&self, manifest_id: u64) -> Result<Txn<'_>, StoreError> {
+        if !self.holds_lock() {
+            return Err(StoreError::WriterSpent);
+        }
         let manifest = self
             .store
             .manifest(manifest_id)?
             .ok_or(StoreError::NoManifest(manifest_id))?;
-        Ok(Txn::new(self.store, manifest, true))
+        Ok(Txn::new(self.store, &self.guard, manifest, true))
     }
 
     /// A transaction that creates a manifest.
-    pub fn create(&self, manifest: ManifestRecord) -> Txn<'_> {
-        Txn::new(self.store, manifest, false)
+    pub fn create(&self, manifest: ManifestRecord) -> Result<Txn<'_>, StoreError> {
+        if !self.holds_lock() {
+            return Err(StoreError::WriterSpent);
+        }
+        Ok(Txn::new(self.store, &self.guard, manifest, false))
     }
 }
 
@@ -1170,6 +1314,8 @@ type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 /// A set of changes to one manifest, its items, jobs and indexes, committed atomically.
 pub struct Txn<'w> {
     store: &'w Store,
+    /// The writer's lock, let go at the commit.
+    writer: &'w WriterSlot,
     manifest: ManifestRecord,
     items: BTreeMap<u32, ItemRecord>,
     jobs: BTreeMap<u32, JobRecord>,
@@ -1187,9 +1333,15 @@ pub struct Txn<'w> {
 }
 
 impl<'w> Txn<'w> {
-    fn new(store: &'w Store, manifest: ManifestRecord, exists: bool) -> Txn<'w> {
+    fn new(
+        store: &'w Store,
+        writer: &'w WriterSlot,
+        manifest: ManifestRecord,
+        exists: bool,
+    ) -> Txn<'w> {
         Txn {
             store,
+            writer,
             finished_before: manifest.finished_at_ms.is_some(),
             manifest,
             items: BTreeMap::new(),
@@ -1430,18 +1582,19 @@ impl<'w> Txn<'w> {
             batch.insert(key, value);
         }
         fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
-        let written = match self.store.tree.apply_batch(batch) {
-            Ok(()) => self.store.db.flush_async().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
+        if let Err(e) = self.store.tree.apply_batch(batch) {
             self.store
                 .write_failed
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(e.into());
         }
+        let ticket = self.store.durable.applied();
+        // The batch is applied: the next writer may read it and write its own while this
+        // one waits for the disk, and one sync serves both (group commit).
+        release_writer(self.writer);
+        self.store.sync(ticket).await?;
         if !self.exists {
-            self.store.write_marker(self.manifest.id)?;
+            self.store.mark_committed(self.manifest.id).await?;
         }
         self.store.tally.add_items(&self.newly_final);
         if self.manifest.finished_at_ms.is_some() && !self.finished_before {
@@ -1513,7 +1666,7 @@ mod tests {
             let store = Store::open(dir.path()).expect("open");
             let id = store.new_manifest_id().expect("id");
             let writer = store.writer().await;
-            let mut txn = writer.create(manifest(id));
+            let mut txn = writer.create(manifest(id)).expect("create");
             let mut times = GenerationTimes::default();
             times.record(42_000);
             txn.put_generation_times("tpl_x", &times).expect("encode");
@@ -1541,7 +1694,7 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             id = store.new_manifest_id().unwrap();
             let writer = store.writer().await;
-            let mut txn = writer.create(manifest(id));
+            let mut txn = writer.create(manifest(id)).expect("create");
             txn.insert_item(ItemRecord::pending(
                 id,
                 0,
@@ -1581,7 +1734,7 @@ mod tests {
         let writer = store.writer().await;
         let mut record = manifest(id);
         record.item_count = n;
-        let mut txn = writer.create(record);
+        let mut txn = writer.create(record).expect("create");
         for index in 0..n {
             txn.index_client_item(&format!("row-{index}"), index);
             txn.insert_item(test_item(id, index)).expect("insert");
@@ -1713,7 +1866,7 @@ mod tests {
             kept = committed(&store, 30).await;
             lost = store.new_manifest_id().expect("id");
             let writer = store.writer().await;
-            let mut txn = writer.create(manifest(lost));
+            let mut txn = writer.create(manifest(lost)).expect("create");
             // 2,050 items: the first slice of blocks is written before the commit.
             for index in 0..2_050 {
                 txn.insert_item(test_item(lost, index)).expect("insert");
@@ -1788,7 +1941,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = store.new_manifest_id().unwrap();
         let writer = store.writer().await;
-        let mut txn = writer.create(manifest(id));
+        let mut txn = writer.create(manifest(id)).expect("create");
         txn.insert_item(ItemRecord::pending(
             id,
             0,
@@ -1798,6 +1951,9 @@ mod tests {
         ))
         .expect("insert");
         txn.commit().await.unwrap();
+        // The commit let the lock go: this writer begins nothing more, a new one can be had.
+        assert!(matches!(writer.begin(id), Err(StoreError::WriterSpent)));
+        let writer = store.writer().await;
         let mut txn = writer.begin(id).unwrap();
         txn.apply(0, ItemEvent::SendIntent { job_seq: 0 }).unwrap();
         assert!(txn.apply(0, ItemEvent::Cancel).is_err());

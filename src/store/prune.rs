@@ -55,7 +55,8 @@ impl Store {
             let summary = manifest.summary(now_ms);
             self.tree
                 .insert(summary_key(id), encode(&StoredSummary::V1(summary))?)?;
-            self.db.flush_async().await?;
+            let ticket = self.durable.applied();
+            self.sync(ticket).await?;
         }
         Ok(true)
     }
@@ -186,7 +187,8 @@ impl Store {
             return Ok(());
         }
         self.tree.remove(manifest_key(id))?;
-        self.db.flush_async().await?;
+        let ticket = self.durable.applied();
+        self.sync(ticket).await?;
         Ok(())
     }
 }
@@ -200,7 +202,9 @@ mod tests {
     async fn finished_manifest(store: &Store, name: &str, items: u32) -> u64 {
         let id = store.new_manifest_id().expect("an id");
         let writer = store.writer().await;
-        let mut txn = writer.create(crate::store::received_for_test(id, name, items));
+        let mut txn = writer
+            .create(crate::store::received_for_test(id, name, items))
+            .expect("create");
         for index in 0..items {
             let client = format!("{name}-{index}");
             txn.insert_item(ItemRecord::pending(
@@ -216,6 +220,7 @@ mod tests {
         txn.index_name();
         txn.index_hash();
         txn.commit().await.expect("created");
+        let writer = store.writer().await;
         let mut txn = writer.begin(id).expect("begin");
         txn.annotate(0, |item| item.tent_id = Some(format!("tent-{name}")))
             .expect("annotate");

@@ -946,8 +946,8 @@ async fn expect_refused_start(sc: &mut Scenario, what: &str) -> Check {
         ));
     };
     ensure!(
-        !status.success(),
-        "with {what}, start-up exited 0: {stderr}"
+        status.code() == Some(78),
+        "with {what}, start-up should exit 78 (no restart under systemd), exited {status}: {stderr}"
     );
     ensure!(
         !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
@@ -987,6 +987,43 @@ async fn a_store_whose_data_file_is_garbage_is_not_opened_as_an_empty_store() {
     assert!(data.exists(), "sled keeps its data in state/db");
     garble(&data, 5);
     if let Err(e) = expect_refused_start(&mut sc, "garbage over state/db").await {
+        panic!("{e}\n{}", sc.log_tails());
+    }
+}
+
+/// A disk that reported writes synced and lost them: the marker names a manifest the store
+/// does not have. Start-up refuses, and its message says what to do (SPEC section 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_behind_its_marker_is_refused_with_the_steps_to_recover() {
+    let mut sc = finished_scenario("store behind its marker", 47).await;
+    let marker = sc.path(&format!("state/{}", tented_bulkd::store::MARKER_FILE));
+    let newest: u64 = std::fs::read_to_string(&marker)
+        .expect("the marker exists after a manifest")
+        .trim()
+        .parse()
+        .expect("the marker holds an id");
+    std::fs::write(&marker, format!("{}\n", newest + 3)).expect("write the marker");
+    let outcome = async {
+        expect_refused_start(&mut sc, "a marker ahead of the store").await?;
+        let stderr = sc.log(sc.logs.len());
+        for needed in [
+            "lost commits".to_string(),
+            format!("manifest {}", newest + 3),
+            marker.display().to_string(),
+            "tented-bulkd restore".to_string(),
+            "archive".to_string(),
+            "inbox".to_string(),
+            "Recovery after a lost write".to_string(),
+        ] {
+            ensure!(
+                stderr.contains(&needed),
+                "the refusal does not say `{needed}`: {stderr}"
+            );
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    if let Err(e) = outcome {
         panic!("{e}\n{}", sc.log_tails());
     }
 }

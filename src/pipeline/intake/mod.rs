@@ -332,7 +332,7 @@ async fn record_verdict(
         top_given,
         item_count,
         rejection,
-    }));
+    }))?;
     let accepted = rejection_is_none(&txn);
     txn.index_name();
     match verdict {
@@ -535,24 +535,29 @@ pub async fn archive(
     Ok(())
 }
 
-/// Rename, or copy-then-remove across file systems; both folders are synced.
+/// Rename, or copy-then-remove across file systems, durably: the file's bytes are synced
+/// first (a writer that renamed it into the inbox may never have synced it, and the
+/// archive copy is what an operator restores from), then the folder it enters, then the
+/// folder it left. An error of any step is an error of the move.
 fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    let sync_folder = |file: &Path| match file.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    };
+    std::fs::File::open(from)?.sync_all()?;
     match std::fs::rename(from, to) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(18) => {
             // EXDEV: the archive is on another file system.
             std::fs::copy(from, to)?;
             std::fs::File::open(to)?.sync_all()?;
+            sync_folder(to)?;
             std::fs::remove_file(from)?;
         }
         Err(e) => return Err(e),
     }
-    for dir in [to.parent(), from.parent()].into_iter().flatten() {
-        if let Ok(handle) = std::fs::File::open(dir) {
-            let _ = handle.sync_all();
-        }
-    }
-    Ok(())
+    sync_folder(to)?;
+    sync_folder(from)
 }
 
 #[cfg(test)]

@@ -1,0 +1,303 @@
+//! One durable commit: the only place where the store's writes reach the disk.
+//!
+//! sled 0.34 on Linux makes its log "stable" with `sync_file_range`, which writes no
+//! metadata (the log's growing length) and does not flush the disk's cache: after a power
+//! cut a store flushed that way loses commits whose effects (requests, files) already
+//! happened. So a commit counts only once [`Durability::sync`] has returned: sled's flush
+//! (its buffers written), then `fdatasync` of its log file through a second handle
+//! (`fsync` acts on the file, whoever opened it), then `fsync` of any blob file sled wrote
+//! since the last sync and of their folder.
+//!
+//! Group commit: a writer applies its batch, takes a ticket ([`Durability::applied`]),
+//! lets the writer's lock go and waits in [`Durability::sync`]. One sync at a time runs;
+//! it covers every batch applied before it started, so the writers that queued behind it
+//! find their ticket covered and return without a sync of their own. N commits that wait
+//! together cost two syncs, not N.
+//!
+//! Nothing here runs unless something was written: an idle daemon does no sync and sled's
+//! own periodic flusher stays off.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use super::StoreError;
+
+/// sled's log file, in its folder.
+const LOG_FILE: &str = "db";
+/// sled's configuration file, written once when the folder is created.
+const CONF_FILE: &str = "conf";
+/// sled's folder of values too large for the log (one file each).
+const BLOBS_FOLDER: &str = "blobs";
+
+/// How many syncs ran and how long they took (for `/metrics`). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SyncStats {
+    pub syncs: Counter,
+    pub seconds: Histogram,
+}
+
+impl Default for SyncStats {
+    fn default() -> Self {
+        SyncStats {
+            syncs: Counter::default(),
+            // 0.1 ms to about 3 s.
+            seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+        }
+    }
+}
+
+/// The durability of one sled folder: its files' handles and the group commit's counters.
+#[derive(Debug)]
+pub(crate) struct Durability {
+    folder: PathBuf,
+    /// A second handle on sled's log, for `fdatasync`.
+    log: File,
+    /// Batches applied to sled so far (tickets handed out).
+    applied: AtomicU64,
+    /// Every ticket up to this one is on the disk.
+    durable: AtomicU64,
+    /// One sync at a time; the waiters behind it are covered by the next one.
+    gate: tokio::sync::Mutex<()>,
+    /// Blob files already synced (sled writes each once, never rewrites it).
+    synced_blobs: Mutex<HashSet<OsString>>,
+    stats: SyncStats,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `fsync` of a folder (its entries: created, renamed, removed files).
+pub(crate) fn sync_folder(folder: &Path) -> Result<(), StoreError> {
+    File::open(folder)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io_error(folder))
+}
+
+/// `fsync` of a file by its path (a handle of our own: `fsync` acts on the file).
+pub(crate) fn sync_file(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io_error(path))
+}
+
+impl Durability {
+    /// Takes charge of the sled folder `folder` that `db` has open, and makes what is
+    /// already in it durable: whatever an earlier process wrote and never synced (it was
+    /// killed), sled's configuration file (written without a sync when the folder was
+    /// made), the snapshot sled wrote while opening, and the folder's entries.
+    pub(crate) fn open(
+        folder: &Path,
+        db: &sled::Db,
+        stats: SyncStats,
+    ) -> Result<Durability, StoreError> {
+        let log_path = folder.join(LOG_FILE);
+        let log = File::open(&log_path).map_err(io_error(&log_path))?;
+        let durability = Durability {
+            folder: folder.to_path_buf(),
+            log,
+            applied: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            gate: tokio::sync::Mutex::new(()),
+            synced_blobs: Mutex::new(HashSet::new()),
+            stats,
+        };
+        let conf = folder.join(CONF_FILE);
+        if conf.exists() {
+            sync_file(&conf)?;
+        }
+        durability.sync_now(db)?;
+        sync_folder(folder)?;
+        if let Some(parent) = folder.parent() {
+            sync_folder(parent)?;
+        }
+        Ok(durability)
+    }
+
+    /// Takes a ticket for a batch just applied to sled: [`Durability::sync`] with it
+    /// returns once that batch is on the disk.
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Returns once every batch up to `ticket` is on the disk: at once when a sync that
+    /// began after it already ran, else after the next sync (which this call may run).
+    pub(crate) async fn sync(
+        self: &std::sync::Arc<Self>,
+        db: &sled::Db,
+        ticket: u64,
+    ) -> Result<(), StoreError> {
+        if self.durable.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let _gate = self.gate.lock().await;
+        if self.durable.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Everything applied before this line is covered by the sync below.
+        let target = self.applied.load(Ordering::SeqCst);
+        let this = std::sync::Arc::clone(self);
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || this.sync_now(&db))
+            .await
+            .map_err(|e| StoreError::Io {
+                path: self.folder.clone(),
+                source: std::io::Error::other(format!("the sync task failed: {e}")),
+            })??;
+        self.durable.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// [`Durability::sync`] of everything applied so far, on this thread: for the work
+    /// done while the store opens (no runtime needed) and for blocking callers.
+    pub(crate) fn sync_blocking(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let target = self.applied.load(Ordering::SeqCst);
+        self.sync_now(db)?;
+        self.durable.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// sled's flush, `fdatasync` of its log, then the blob files it wrote since the last
+    /// sync and their folder.
+    fn sync_now(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let started = Instant::now();
+        fail::fail_point!("store-sync", |_| Err(StoreError::Io {
+            path: self.folder.clone(),
+            source: std::io::Error::other("fail point store-sync"),
+        }));
+        db.flush()?;
+        self.log
+            .sync_data()
+            .map_err(io_error(&self.folder.join(LOG_FILE)))?;
+        self.sync_new_blobs()?;
+        self.stats.syncs.inc();
+        self.stats.seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// `fsync` of each blob file not synced before, then of the blobs folder. sled writes
+    /// a blob before the log entry that points at it, so after its flush every blob the
+    /// log can name is in the folder.
+    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+        let blobs = self.folder.join(BLOBS_FOLDER);
+        let entries = match std::fs::read_dir(&blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&blobs)(e)),
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut present = HashSet::new();
+        let mut any_new = false;
+        for entry in entries {
+            let entry = entry.map_err(io_error(&blobs))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match sync_file(&entry.path()) {
+                    Ok(()) => any_new = true,
+                    // sled removed it meanwhile (a blob rewritten, then collected).
+                    Err(StoreError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            present.insert(name);
+        }
+        if any_new {
+            sync_folder(&blobs)?;
+        }
+        *synced = present;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn open(dir: &Path) -> (sled::Db, Arc<Durability>, SyncStats) {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .expect("sled opens");
+        let stats = SyncStats::default();
+        let durability = Durability::open(dir, &db, stats.clone()).expect("durability");
+        (db, Arc::new(durability), stats)
+    }
+
+    #[tokio::test]
+    async fn a_sync_runs_only_for_what_was_not_synced_yet() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, durability, stats) = open(dir.path());
+        let opened = stats.syncs.get();
+        db.insert(b"k", b"v".to_vec()).expect("insert");
+        let ticket = durability.applied();
+        durability.sync(&db, ticket).await.expect("sync");
+        assert_eq!(stats.syncs.get(), opened + 1, "one sync for one commit");
+        durability.sync(&db, ticket).await.expect("sync again");
+        assert_eq!(
+            stats.syncs.get(),
+            opened + 1,
+            "a covered ticket syncs nothing"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_that_wait_together_share_their_syncs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, durability, stats) = open(dir.path());
+        let opened = stats.syncs.get();
+        const WRITERS: u64 = 64;
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..WRITERS {
+            let db = db.clone();
+            let durability = Arc::clone(&durability);
+            tasks.spawn(async move {
+                db.insert(n.to_be_bytes(), vec![0u8; 100]).expect("insert");
+                let ticket = durability.applied();
+                durability.sync(&db, ticket).await.expect("sync");
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("writer");
+        }
+        let syncs = stats.syncs.get() - opened;
+        assert!(
+            (1..WRITERS).contains(&syncs),
+            "{WRITERS} commits waiting together took {syncs} syncs"
+        );
+        assert!(durability.durable.load(Ordering::SeqCst) >= WRITERS);
+    }
+
+    #[test]
+    fn a_blob_is_synced_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, durability, stats) = open(dir.path());
+        // A value over a quarter of sled's 512 KiB segment goes to a blob file.
+        db.insert(b"big", vec![7u8; 300 * 1024]).expect("insert");
+        durability.applied();
+        durability.sync_blocking(&db).expect("sync");
+        let blobs = std::fs::read_dir(dir.path().join(BLOBS_FOLDER))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert!(blobs >= 1, "the big value went to a blob file");
+        let synced = durability.synced_blobs.lock().expect("lock").len();
+        assert_eq!(synced, blobs, "every blob file was synced");
+        assert!(stats.syncs.get() >= 2);
+    }
+}
