@@ -52,7 +52,7 @@ fn drop_manifest(dir: &Path, name: &str, text: &str) -> Result<(), Failure> {
         .map_err(|e| format!("drop {name}: {e}"))
 }
 
-fn env(dir: &Path, base_url: &str) -> Vec<(String, String)> {
+fn env(dir: &Path, base_url: &str, admin: &str) -> Vec<(String, String)> {
     let path = |sub: &str| dir.join(sub).display().to_string();
     [
         ("API__BASE_URL", base_url.to_string()),
@@ -64,7 +64,7 @@ fn env(dir: &Path, base_url: &str) -> Vec<(String, String)> {
         ("PATHS__ARCHIVE", path("archive")),
         ("PATHS__STATE", path("state")),
         ("INBOX__SETTLE", "300ms".into()),
-        ("ADMIN__LISTEN", String::new()),
+        ("ADMIN__LISTEN", admin.to_string()),
         ("ADMIN__SOCKET", path("control.sock")),
     ]
     .into_iter()
@@ -102,6 +102,32 @@ async fn wait_result(
     Err(format!("no result for {name} within {limit:?}"))
 }
 
+/// A loopback address with a port free a moment ago, for the daemon's admin endpoint.
+fn free_loopback_address() -> Result<String, Failure> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok(address.to_string())
+}
+
+/// The store's syncs so far and the seconds they took, from the daemon's `/metrics`.
+async fn store_syncs(admin: &str) -> Result<(f64, f64), Failure> {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .map_err(|e| format!("/metrics: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("/metrics: {e}"))?;
+    let value = |name: &str| -> Result<f64, Failure> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .ok_or_else(|| format!("/metrics has no {name}"))
+    };
+    Ok((
+        value("tented_bulkd_store_syncs_total")?,
+        value("tented_bulkd_store_sync_duration_seconds_sum")?,
+    ))
+}
+
 struct Report {
     failed: bool,
 }
@@ -122,9 +148,12 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
     let sim = Simulator::start(sim_config(), "127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
-    let settings =
-        Settings::load_with_env(&ConfigSource::BuiltIn, env(dir.path(), &sim.base_url()))
-            .map_err(|e| e.to_string())?;
+    let admin = free_loopback_address()?;
+    let settings = Settings::load_with_env(
+        &ConfigSource::BuiltIn,
+        env(dir.path(), &sim.base_url(), &admin),
+    )
+    .map_err(|e| e.to_string())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let daemon = tokio::spawn(tented_bulkd::daemon::run(
         settings,
@@ -154,6 +183,7 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
     let b_done = wait_result(dir.path(), "b", start, limit).await?;
     let a_done = wait_result(dir.path(), "a", start, limit).await?;
     let makespan = a_done.max(b_done).max(c_done);
+    let syncs = store_syncs(&admin).await?;
     shutdown.cancel();
     let _ = daemon.await;
 
@@ -228,6 +258,21 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
         "s",
         &format!("one floor + 1 s = {behind_bound:.1} s"),
         behind <= behind_bound,
+    );
+    let (sync_count, sync_seconds) = syncs;
+    report.line(
+        "store syncs (fdatasync) per API call",
+        sync_count / calls.len().max(1) as f64,
+        "",
+        &format!("{sync_count} syncs, {} calls", calls.len()),
+        true,
+    );
+    report.line(
+        "  mean sync time",
+        1000.0 * sync_seconds / sync_count.max(1.0),
+        "ms",
+        "",
+        true,
     );
     let busy = calls.len() as f64 / (budget * span);
     report.line(
@@ -313,7 +358,7 @@ async fn intake(report: &mut Report) -> Result<(), Failure> {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_tented-bulkd"));
     let mut child = std::process::Command::new(binary)
         .arg("run")
-        .envs(env(dir.path(), &sim.base_url()))
+        .envs(env(dir.path(), &sim.base_url(), ""))
         .env("TENTED_API_KEY", "sim-key")
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null())
