@@ -24,7 +24,7 @@ use crate::helpers::{
     self, drop_bytes, try_wait_until, write_config, BinaryDaemon, TestConfig, READY_LINE,
 };
 
-const NAME: &str = "crashy";
+pub(crate) const NAME: &str = "crashy";
 /// The poll floor the daemon runs with (loopback allows it).
 const FLOOR_MS: u64 = 200;
 /// The poll time is recorded just *before* the GET is sent, and the next poll is due a floor
@@ -33,9 +33,9 @@ const FLOOR_MS: u64 = 200;
 /// more on a loaded machine): 50 ms of slack.
 const FLOOR_SLACK_MS: u64 = 50;
 /// How long a run with an armed fail point may take to crash (or finish).
-const CRASH_WAIT: Duration = Duration::from_secs(20);
+pub(crate) const CRASH_WAIT: Duration = Duration::from_secs(20);
 /// How long a clean restart may take to write the result.
-const RESULT_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const RESULT_WAIT: Duration = Duration::from_secs(30);
 /// Scenarios run at once inside one test.
 const PARALLEL: usize = 4;
 
@@ -44,13 +44,13 @@ const LOCAL_REJECT: usize = 3; // custom_page_alias "Admin": not lowercase
 const ADMISSION_REJECT: usize = 12; // asset_ids ["nope"]: NOT_FOUND at admission
 const TAKEN_ALIAS: usize = 20; // published_with_warnings: one detail fetch
 
-fn client_id(index: usize) -> String {
+pub(crate) fn client_id(index: usize) -> String {
     format!("crash-{index:02}")
 }
 
 /// 30 items (two chunks) with auto-publish, one local rejection, one admission rejection,
 /// a taken alias (a detail fetch) and an alias that applies.
-fn manifest() -> Value {
+pub(crate) fn manifest() -> Value {
     let mut items: Vec<Value> = (0..ITEMS)
         .map(|i| json!({"client_item_id": client_id(i), "input_data": {"first_name": format!("P{i}")}}))
         .collect();
@@ -69,7 +69,7 @@ fn manifest() -> Value {
 }
 
 /// Quick times, some generation and publication failures, a taken alias, a little latency.
-fn crash_sim(seed: u64) -> SimConfig {
+pub(crate) fn crash_sim(seed: u64) -> SimConfig {
     SimConfig {
         latency: (Duration::from_millis(5), Duration::from_millis(25)),
         failure_rate: 0.2,
@@ -80,7 +80,7 @@ fn crash_sim(seed: u64) -> SimConfig {
     }
 }
 
-type Check = Result<(), String>;
+pub(crate) type Check = Result<(), String>;
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
@@ -89,47 +89,60 @@ macro_rules! ensure {
         }
     };
 }
+pub(crate) use ensure;
 
 /// What a run logs once the result file is written *and* recorded as written in the store
 /// (the manifest's last commit).
-const RESULT_WRITTEN: &str = "result written";
+pub(crate) const RESULT_WRITTEN: &str = "result written";
 
 /// One scenario: a folder, a simulator, the manifest, and the daemon runs on them.
-struct Scenario {
-    label: String,
-    dir: tempfile::TempDir,
-    sim: Simulator,
-    logs: Vec<PathBuf>,
-    manifest_bytes: Vec<u8>,
+pub(crate) struct Scenario {
+    pub(crate) label: String,
+    /// The daemons' stderr logs; here also the folder the daemon works in, unless `root`
+    /// names another (the power-cut tests put `root` on a LazyFS mount, the logs outside).
+    pub(crate) dir: tempfile::TempDir,
+    /// Everything the daemon reads and writes: config.toml, inbox, outbox, archive, state.
+    pub(crate) root: PathBuf,
+    pub(crate) sim: Simulator,
+    pub(crate) logs: Vec<PathBuf>,
+    pub(crate) manifest_bytes: Vec<u8>,
 }
 
 impl Scenario {
-    async fn new(label: impl Into<String>, sim: SimConfig) -> Scenario {
+    pub(crate) async fn new(label: impl Into<String>, sim: SimConfig) -> Scenario {
         let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_path_buf();
+        Scenario::in_folder(label, sim, dir, root).await
+    }
+
+    /// A scenario whose daemon works in `root` (its config written there), its logs in `dir`.
+    pub(crate) async fn in_folder(
+        label: impl Into<String>,
+        sim: SimConfig,
+        dir: tempfile::TempDir,
+        root: PathBuf,
+    ) -> Scenario {
         let sim = Simulator::start(sim, "127.0.0.1:0")
             .await
             .expect("simulator starts");
-        write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
+        write_config(&root, &TestConfig::new(&root, &sim.base_url()));
         Scenario {
             label: label.into(),
             dir,
+            root,
             sim,
             logs: Vec::new(),
             manifest_bytes: serde_json::to_vec_pretty(&manifest()).expect("json"),
         }
     }
 
-    fn path(&self, sub: &str) -> PathBuf {
-        self.dir.path().join(sub)
+    pub(crate) fn path(&self, sub: &str) -> PathBuf {
+        self.root.join(sub)
     }
 
     /// Writes the manifest elsewhere and renames it into the inbox, as writers should.
     fn drop_manifest(&self) {
-        drop_bytes(
-            self.dir.path(),
-            &format!("{NAME}.json"),
-            &self.manifest_bytes,
-        );
+        drop_bytes(&self.root, &format!("{NAME}.json"), &self.manifest_bytes);
     }
 
     fn result_path(&self) -> PathBuf {
@@ -142,9 +155,9 @@ impl Scenario {
 
     /// Starts `tented-bulkd run` with `failpoints` armed (or none), stderr to
     /// `daemon-N.log`.
-    fn spawn(&mut self, failpoints: Option<&str>) -> BinaryDaemon {
+    pub(crate) fn spawn(&mut self, failpoints: Option<&str>) -> BinaryDaemon {
         let run = self.logs.len() + 1;
-        let log = self.path(&format!("daemon-{run}.log"));
+        let log = self.dir.path().join(format!("daemon-{run}.log"));
         let mut env = vec![("TENTED_API_KEY", "sim-key")];
         if let Some(failpoints) = failpoints {
             env.push(("FAILPOINTS", failpoints));
@@ -155,12 +168,12 @@ impl Scenario {
         daemon
     }
 
-    fn log(&self, run: usize) -> String {
+    pub(crate) fn log(&self, run: usize) -> String {
         std::fs::read_to_string(&self.logs[run - 1]).unwrap_or_default()
     }
 
     /// The last lines of every run's stderr, for failure messages.
-    fn log_tails(&self) -> String {
+    pub(crate) fn log_tails(&self) -> String {
         let mut out = String::new();
         for (n, path) in self.logs.iter().enumerate() {
             let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -182,13 +195,13 @@ impl Scenario {
     }
 
     /// Waits for the result file (the daemon must not exit meanwhile).
-    async fn wait_result(&self, daemon: &BinaryDaemon, within: Duration) -> Check {
+    pub(crate) async fn wait_result(&self, daemon: &BinaryDaemon, within: Duration) -> Check {
         daemon.wait_for_file(&self.result_path(), within).await?;
         Ok(())
     }
 
     /// Waits for the result file and for the run to record it as written: its last commit.
-    async fn wait_result_recorded(&self, daemon: &BinaryDaemon) -> Check {
+    pub(crate) async fn wait_result_recorded(&self, daemon: &BinaryDaemon) -> Check {
         self.wait_result(daemon, RESULT_WAIT).await?;
         daemon.wait_for_line(RESULT_WRITTEN, RESULT_WAIT).await?;
         Ok(())
@@ -228,7 +241,7 @@ impl Scenario {
     }
 }
 
-fn visible_files(dir: &Path) -> Vec<String> {
+pub(crate) fn visible_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -253,11 +266,11 @@ fn times_sent(posts: &[&RecordedCall]) -> HashMap<String, usize> {
     sent
 }
 
-fn is_2xx(call: &RecordedCall) -> bool {
+pub(crate) fn is_2xx(call: &RecordedCall) -> bool {
     call.status.is_some_and(|s| (200..300).contains(&s))
 }
 
-fn posted_ids(call: &RecordedCall) -> Vec<String> {
+pub(crate) fn posted_ids(call: &RecordedCall) -> Vec<String> {
     call.body
         .as_ref()
         .and_then(|b| b["items"].as_array())
@@ -273,7 +286,7 @@ fn posted_ids(call: &RecordedCall) -> Vec<String> {
 /// No two GETs of the same path closer than the floor (minus the slack explained at
 /// [`FLOOR_SLACK_MS`]).
 /// Returns the smallest gap seen.
-fn check_poll_floor(calls: &[RecordedCall]) -> Result<Option<u64>, String> {
+pub(crate) fn check_poll_floor(calls: &[RecordedCall]) -> Result<Option<u64>, String> {
     let mut last: HashMap<&str, u64> = HashMap::new();
     let mut smallest: Option<u64> = None;
     for call in calls.iter().filter(|c| c.method == "GET") {
@@ -291,7 +304,7 @@ fn check_poll_floor(calls: &[RecordedCall]) -> Result<Option<u64>, String> {
     Ok(smallest)
 }
 
-async fn sim_tent(base_url: &str, tent_id: &str) -> Result<Value, String> {
+pub(crate) async fn sim_tent(base_url: &str, tent_id: &str) -> Result<Value, String> {
     let response = reqwest::Client::new()
         .get(format!("{base_url}/v1/tents/{tent_id}"))
         .bearer_auth("sim-key")
@@ -307,7 +320,7 @@ async fn sim_tent(base_url: &str, tent_id: &str) -> Result<Value, String> {
 }
 
 /// Every invariant of a finished scenario (the daemon is stopped).
-async fn check_invariants(sc: &Scenario) -> Result<String, String> {
+pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
     // The call log before our own GETs of the simulator's truth.
     let calls = sc.sim.calls();
 
@@ -512,7 +525,7 @@ async fn check_invariants(sc: &Scenario) -> Result<String, String> {
 
 /// What a fail point scenario expects of its first run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Fire {
+pub(crate) enum Fire {
     /// The point must fire (the process aborts).
     Must,
     /// It may not be reached in this run (a commit count beyond the end of some runs).
@@ -542,7 +555,7 @@ fn staged(stages: &[String], fire: Fire, seed: u64) -> Plan {
 }
 
 /// The fail point crashes at its (n+1)-th hit.
-fn nth(point: &str, n: usize) -> String {
+pub(crate) fn nth(point: &str, n: usize) -> String {
     if n == 0 {
         format!("{point}=return")
     } else {
@@ -693,7 +706,7 @@ async fn each_fail_point_crashes_once_and_a_restart_completes_the_manifest() {
 
 /// How many store commits a clean run makes, before and after (they are the same
 /// transactions; counted with the fail points' `print` action).
-async fn clean_run_commits() -> (usize, usize) {
+pub(crate) async fn clean_run_commits() -> (usize, usize) {
     static COUNT: tokio::sync::OnceCell<(usize, usize)> = tokio::sync::OnceCell::const_new();
     *COUNT
         .get_or_init(|| async {

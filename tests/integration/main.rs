@@ -18,6 +18,9 @@
 //! - [`operations`]: the real binary as an operator meets it: exit codes, errors,
 //!   `check-config`, `status`, logs under systemd, `STATUS=` and the watchdog.
 //! - [`pipeline`]: the daemon end to end.
+//! - [`powercut`]: power cuts under LazyFS (a daemon killed, then every unsynced byte
+//!   dropped) at named moments and in a seeded storm (`POWERCUT_SEED=N` replays it);
+//!   skipped without LazyFS unless `POWERCUT_REQUIRED=1`.
 //! - [`retention`]: pruning after `retention.store`, and what stays.
 //! - [`secrets`]: a whole manifest with a distinctive API key, then every output searched for it.
 //! - [`soak`]: a time-scaled soak with pruning: store size and memory level off.
@@ -41,6 +44,7 @@ mod hostile;
 mod metrics;
 mod operations;
 mod pipeline;
+mod powercut;
 mod retention;
 mod secrets;
 mod signals;

@@ -1,9 +1,11 @@
 //! The integration tests' harness: the test configuration (a simulator on loopback, a
 //! temporary folder, a short floor), a daemon in this process ([`TestApp`]), the real binary
 //! ([`BinaryDaemon`]), the one way to wait ([`wait_until`]), and typed helpers to drop
-//! manifests and read results and the simulator's call log.
+//! manifests and read results and the simulator's call log. [`lazyfs`]: LazyFS mounts and
+//! power cuts, for the power-cut tests.
 
 mod binary;
+pub mod lazyfs;
 mod wait;
 
 pub use binary::{cli, command, write_config, BinaryDaemon, READY_LINE, START_WAIT};
