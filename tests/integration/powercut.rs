@@ -1039,3 +1039,235 @@ async fn a_storm_of_kills_and_power_cuts_over_three_kinds_of_manifest_loses_and_
             .collect(),
     );
 }
+
+// ---- compaction and backup -------------------------------------------------------------
+
+impl PowerScenario {
+    /// Rewrites the configuration with `extra` settings (the control socket stays outside
+    /// the mount, as [`PowerScenario::new`] put it).
+    fn configure(&self, extra: &[(&str, &str, toml::Value)]) {
+        let socket = self.sc.dir.path().join("control.sock");
+        let mut config = TestConfig::new(&self.sc.root, &self.sc.sim.base_url()).set(
+            "admin",
+            "socket",
+            socket.display().to_string(),
+        );
+        for (section, key, value) in extra {
+            config = config.set(section, key, value.clone());
+        }
+        self.write_config(&config);
+    }
+
+    /// The folder `state/CURRENT` names (`None` for a store never compacted).
+    fn current_store(&self) -> Option<String> {
+        std::fs::read_to_string(self.sc.path("state/CURRENT"))
+            .ok()
+            .map(|text| text.trim().to_string())
+    }
+}
+
+/// A bulk manifest of `n` items whose client ids begin with `prefix`.
+fn bulk_of(prefix: &str, n: usize) -> Vec<u8> {
+    let items: Vec<Value> = (0..n)
+        .map(|i| json!({"client_item_id": format!("{prefix}-{i}"), "input_data": {"first_name": format!("P{i}")}}))
+        .collect();
+    serde_json::to_vec(
+        &json!({"kind": "bulk", "template_id": format!("tpl_{prefix}"), "items": items}),
+    )
+    .expect("json")
+}
+
+/// No client_item_id in two create requests, over every call the simulator saw.
+fn nothing_sent_twice(sc: &Scenario) -> Check {
+    let mut sent: HashMap<String, usize> = HashMap::new();
+    for post in helpers::bulk_posts(&sc.sim.calls()) {
+        for id in posted_ids(post) {
+            *sent.entry(id).or_default() += 1;
+        }
+    }
+    let twice: Vec<&String> = sent
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    ensure!(
+        twice.is_empty(),
+        "items sent in two create requests: {twice:?}"
+    );
+    Ok(())
+}
+
+/// A compaction crashed at `point` (before or after `CURRENT` names the new folder), then
+/// the power cut: the next start finds one whole store (the old or the new), compacts
+/// again if it still must, and goes on: the finished manifest's result stays as it was, a
+/// new manifest is taken and sent, nothing is sent twice.
+async fn compaction_cut(point: &str, seed: u64) -> Outcome {
+    let mut ps = match PowerScenario::new(format!("{point} then power cut"), crash_sim(seed)).await
+    {
+        Ok(ps) => ps,
+        Err(skip) => return Outcome::Skipped(skip),
+    };
+    // Pruned a second after its result; a store past 1 MiB and four times its records is
+    // compacted, which the pruner asks for once the manifest is pruned. 400 items leave
+    // sled's log past 1 MiB (30 leave about 150 KB).
+    ps.configure(&[
+        ("retention", "store", "1s".into()),
+        ("retention", "compact_above_mib", 1.into()),
+        ("api", "requests_per_second", 200.into()),
+    ]);
+    let outcome = async {
+        ps.drop_synced("big.json", &bulk_of("big", 400));
+        let failpoints = format!("{point}=return");
+        let daemon = ps.sc.spawn(Some(&failpoints));
+        let run = daemon.label.clone();
+        let status = try_wait_until(
+            format!("{run}: the manifest finishing, pruned, and its compaction crashing at `{point}`"),
+            Duration::from_secs(60),
+            || async { daemon.exited() },
+        )
+        .await
+        .map_err(|e| format!("{e}; state files: {}", ps.state_files()))?;
+        ensure!(
+            status.signal() == Some(6) && daemon.stderr().contains("simulated crash"),
+            "{run}: ended with {status}, not the fail point's abort: {}",
+            daemon.stderr_tail(10)
+        );
+        drop(daemon);
+        let before = ps.current_store();
+        ps.cut().await?;
+        let after_cut = ps.current_store();
+        ensure!(
+            before == after_cut,
+            "CURRENT said {before:?} before the cut and {after_cut:?} after it: its switch was not durable"
+        );
+        let daemon = ps.start().await?;
+        ensure!(
+            ps.current_store().is_some(),
+            "after the restart the store is still not compacted (no CURRENT): {}",
+            daemon.stderr_tail(10)
+        );
+        ps.drop_synced("after.json", &bulk_of("after", 5));
+        daemon.wait_result(&ps.sc.root, "after", RESULT_WAIT).await?;
+        daemon.sigterm().await?;
+        ps.observe_results("after the clean run")?;
+        ps.no_corrupt_logs()?;
+        nothing_sent_twice(&ps.sc)?;
+        Ok::<_, String>(format!(
+            "CURRENT {before:?} at the cut, {:?} after the restart",
+            ps.current_store()
+        ))
+    }
+    .await;
+    match outcome {
+        Ok(summary) => Outcome::Passed(summary),
+        Err(e) => Outcome::Failed(format!("{e}\n{}", ps.sc.log_tails())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_during_a_compaction_keeps_one_whole_store() {
+    let test = "powercut::compaction";
+    if !lazyfs_or_skip(test) {
+        return;
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (n, point) in ["compaction-before-switch", "compaction-after-switch"]
+        .into_iter()
+        .enumerate()
+    {
+        set.spawn(async move {
+            let _permit = GATE.acquire().await.expect("semaphore");
+            let started = Instant::now();
+            let outcome = compaction_cut(point, 500 + n as u64).await;
+            (n, point.to_string(), started.elapsed(), outcome)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        outcomes.push(joined.expect("a scenario task panicked"));
+    }
+    outcomes.sort_by_key(|(n, ..)| *n);
+    report(
+        test,
+        outcomes
+            .into_iter()
+            .map(|(_, label, took, outcome)| (label, took, outcome))
+            .collect(),
+    );
+}
+
+/// `backup FILE` returned: the daemon is killed and the power cut at once. FILE (on the
+/// same disk) is whole and restores into an empty state folder; the daemon starts again
+/// on its own store.
+async fn backup_cut() -> Outcome {
+    let mut ps = match PowerScenario::new("backup then power cut", crash_sim(600)).await {
+        Ok(ps) => ps,
+        Err(skip) => return Outcome::Skipped(skip),
+    };
+    let outcome = async {
+        ps.drop_synced(&format!("{NAME}.json"), &ps.sc.manifest_bytes);
+        let daemon = ps.start().await?;
+        ps.sc.wait_result_recorded(&daemon).await?;
+        let file = ps.sc.path("backups/power.backup");
+        std::fs::create_dir_all(ps.sc.path("backups")).map_err(|e| e.to_string())?;
+        lazyfs::write_synced(&ps.sc.path("backups/.keep"), b"").map_err(|e| e.to_string())?;
+        let config = ps.sc.path("config.toml");
+        let (code, stdout, stderr) =
+            helpers::cli(&config, &["backup", &file.display().to_string()]);
+        ensure!(code == Some(0), "backup exited {code:?}: {stdout}{stderr}");
+        daemon.kill9().await;
+        drop(daemon);
+        ps.cut().await?;
+        let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        ensure!(
+            bytes > 0,
+            "the backup that returned is gone or empty after the cut"
+        );
+        // Restore it into an empty state folder beside the store (the daemon is down).
+        let socket = ps.sc.dir.path().join("restore.sock");
+        let restored = TestConfig::new(&ps.sc.root, &ps.sc.sim.base_url())
+            .set("admin", "socket", socket.display().to_string())
+            .set(
+                "paths",
+                "state",
+                ps.sc.path("restored").display().to_string(),
+            );
+        let restore_config = ps.sc.dir.path().join("restore.toml");
+        std::fs::write(&restore_config, restored.toml()).map_err(|e| e.to_string())?;
+        let (code, stdout, stderr) =
+            helpers::cli(&restore_config, &["restore", &file.display().to_string()]);
+        ensure!(
+            code == Some(0) && stdout.contains("restored"),
+            "the backup written before the cut does not restore (exit {code:?}): {stdout}{stderr}"
+        );
+        let daemon = ps.start().await?;
+        daemon.sigterm().await?;
+        ps.observe_results("after the restart")?;
+        ps.no_corrupt_logs()?;
+        nothing_sent_twice(&ps.sc)?;
+        Ok::<_, String>(format!(
+            "{bytes} bytes of backup, restored: {}",
+            stdout.trim()
+        ))
+    }
+    .await;
+    match outcome {
+        Ok(summary) => Outcome::Passed(summary),
+        Err(e) => Outcome::Failed(format!("{e}\n{}", ps.sc.log_tails())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_that_returned_survives_a_power_cut_and_restores() {
+    let test = "powercut::backup";
+    if !lazyfs_or_skip(test) {
+        return;
+    }
+    let _permit = GATE.acquire().await.expect("semaphore");
+    let started = Instant::now();
+    let outcome = backup_cut().await;
+    report(
+        test,
+        vec![("backup".to_string(), started.elapsed(), outcome)],
+    );
+}
