@@ -160,8 +160,8 @@ fn main() {
 
         // Every item through a realistic life, 25 at a time, as submission and polling would.
         let start = Instant::now();
-        let writer = store.writer().await;
         for chunk in 0..(ITEMS as u32 / 25) {
+            let writer = store.writer().await;
             let mut txn = writer.begin(id).map_err(|e| e.to_string())?;
             for index in chunk * 25..chunk * 25 + 25 {
                 for event in [
@@ -177,10 +177,9 @@ fn main() {
                     txn.apply(index, event).map_err(|e| e.to_string())?;
                 }
             }
-            // One flushed commit per chunk is what a real run does per request.
+            // One synced commit per chunk is what a real run does per request.
             txn.commit().await.map_err(|e| e.to_string())?;
         }
-        drop(writer);
         let transitions = start.elapsed();
         println!(
             "  peak memory after the transitions: {:.0} MiB",

@@ -300,8 +300,12 @@ fn fill(
         }
     }
     tree.apply_batch(batch)?;
-    // Its log, its configuration and the folder itself, on the disk before `CURRENT` names it.
+    // Its log, its configuration, the folder and its entry in the state folder, on the disk
+    // before `CURRENT` names it.
     let durable = super::durable::Durability::open(folder, &db, stats.clone())?;
+    if let Some(state) = folder.parent() {
+        super::durable::sync_folder(state)?;
+    }
     Ok((db, tree, durable))
 }
 
