@@ -1,4 +1,5 @@
-//! The admin endpoint: `/healthz`, `/metrics`, `/status`, the history (`GET /manifests`,
+//! The admin endpoint: the status page (`GET /`, `GET /ui/manifests/{name}`, rendered by
+//! [`crate::page`]), `/healthz`, `/metrics`, `/status`, the history (`GET /manifests`,
 //! `GET /manifests/{name}`), and the operator controls `POST /manifests/{name}/cancel`,
 //! `.../pause`, `.../resume` and `POST /backup`.
 //!
@@ -9,7 +10,6 @@
 //!
 //! Nothing here shows the API key.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -21,93 +21,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::schedule::next_poll_due_ms;
 use crate::state::item::ItemState;
-use crate::state::job::JobState;
 use crate::store::ManifestRecord;
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct StatusReport {
-    pub healthy: bool,
-    pub auth_paused: bool,
-    /// Folders the daemon cannot write now (disk full, unwritable), one message each.
-    #[serde(default)]
-    pub storage_problems: Vec<String>,
-    pub budget_limited: bool,
-    /// Which calls the request budget is holding back now: "creates", "polls", "creates
-    /// and polls", or none.
-    pub budget_holding_back: Option<String>,
-    pub requests_per_second: u64,
-    pub manifests: Vec<ManifestStatus>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ManifestStatus {
-    pub name: String,
-    pub kind: String,
-    /// `active`, `paused`, `credit_wait`, `canceled` (still finishing) or `finished`.
-    pub state: String,
-    pub reason: Option<String>,
-    pub received_at: String,
-    pub counts: std::collections::BTreeMap<String, u32>,
-    pub jobs_polling: u32,
-    pub next_poll_at: Option<String>,
-    pub credit_retry_at: Option<String>,
-}
-
-pub fn manifest_status(ctx: &Context, m: &ManifestRecord) -> ManifestStatus {
-    let mut next_poll: Option<u64> = None;
-    let mut polling = 0;
-    if m.finished_at_ms.is_none() {
-        if let Ok(jobs) = ctx.store.jobs(m.id) {
-            for job in jobs.iter().filter(|j| j.state() == JobState::Admitted) {
-                polling += 1;
-                let due = next_poll_due_ms(job, ctx.poll_floor_ms(), 0);
-                next_poll = Some(next_poll.map_or(due, |n| n.min(due)));
-            }
-        }
-    }
-    let (state, reason) = crate::history::state_and_reason(m);
-    ManifestStatus {
-        name: m.name.clone(),
-        kind: m.kind.as_str().to_string(),
-        state: state.to_string(),
-        reason,
-        received_at: crate::clock::rfc3339(m.received_at_ms),
-        counts: crate::history::counts_by_state(m),
-        jobs_polling: polling,
-        next_poll_at: next_poll.map(crate::clock::rfc3339),
-        credit_retry_at: m.credit_retry_at_ms.map(crate::clock::rfc3339),
-    }
-}
-
-pub fn status_report(ctx: &Context) -> StatusReport {
-    let mut manifests = Vec::new();
-    for id in ctx.active_ids() {
-        if let Ok(Some(m)) = ctx.store.manifest(id) {
-            manifests.push(manifest_status(ctx, &m));
-        }
-    }
-    let auth_paused = ctx.client.auth_paused();
-    let storage_problems = ctx.storage.problems();
-    StatusReport {
-        healthy: !auth_paused && storage_problems.is_empty(),
-        auth_paused,
-        storage_problems,
-        budget_limited: ctx.budget_bound.load(Ordering::Relaxed),
-        budget_holding_back: match (
-            ctx.creates_budget_bound.load(Ordering::Relaxed),
-            ctx.budget_bound.load(Ordering::Relaxed),
-        ) {
-            (true, true) => Some("creates and polls".into()),
-            (true, false) => Some("creates".into()),
-            (false, true) => Some("polls".into()),
-            (false, false) => None,
-        },
-        requests_per_second: ctx.client.budget().requests_per_second(),
-        manifests,
-    }
-}
+pub use crate::history::{manifest_status, status_report, ManifestStatus, StatusReport};
 
 async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
     let mut problems = Vec::new();
@@ -123,6 +40,56 @@ async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
             .map(|p| format!("unhealthy: {p}\n"))
             .collect();
         (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+    }
+}
+
+/// How many finished manifests the status page lists.
+const PAGE_RECENT: usize = 20;
+
+/// An HTML page with the headers every page sends: its CSP, no sniffing, no caching, no
+/// referrer.
+fn html_page(status: StatusCode, body: String) -> Response {
+    use axum::http::header;
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                crate::page::content_security_policy(),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+            (header::REFERRER_POLICY, "no-referrer".to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /`: the status page.
+async fn page_overview(State(ctx): State<Arc<Context>>) -> Response {
+    let report = status_report(&ctx);
+    let finished = match crate::history::list(&ctx, PAGE_RECENT) {
+        Ok(list) => list.manifests,
+        Err(e) => {
+            tracing::warn!("the status page cannot read the history: {e}");
+            Vec::new()
+        }
+    };
+    let rates = ctx.metrics.rates().series(std::time::Instant::now(), 60);
+    html_page(
+        StatusCode::OK,
+        crate::page::overview(&report, &finished, &rates),
+    )
+}
+
+/// `GET /ui/manifests/NAME`: one manifest's page (what `show --items` prints).
+async fn page_manifest(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+    match crate::history::show(&ctx, &name, true) {
+        Ok(Some(detail)) => html_page(StatusCode::OK, crate::page::manifest(&detail)),
+        Ok(None) => html_page(StatusCode::NOT_FOUND, crate::page::not_found(&name)),
+        Err(e) => history_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -373,6 +340,8 @@ async fn backup(State(ctx): State<Arc<Context>>) -> Response {
 
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
+        .route("/", get(page_overview))
+        .route("/ui/manifests/{name}", get(page_manifest))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))

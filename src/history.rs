@@ -1,8 +1,10 @@
 //! The history of manifests as `list` and `show` print it, and as `GET /manifests` and
 //! `GET /manifests/NAME` serve it (SPEC sections 2 and 8): read-only views of the store,
-//! whole manifests and pruned summaries alike.
+//! whole manifests and pruned summaries alike; and `/status` (the manifests in flight, the
+//! daemon's health and budget), which `status` and the status page print.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -231,4 +233,93 @@ pub fn show(ctx: &Context, name: &str, items: bool) -> Result<Option<ManifestDet
         items,
         pruned_at: None,
     }))
+}
+
+// ---- `/status`: the manifests in flight and the daemon's health ----------------------
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct StatusReport {
+    pub healthy: bool,
+    pub auth_paused: bool,
+    /// Folders the daemon cannot write now (disk full, unwritable), one message each.
+    #[serde(default)]
+    pub storage_problems: Vec<String>,
+    pub budget_limited: bool,
+    /// Which calls the request budget is holding back now: "creates", "polls", "creates
+    /// and polls", or none.
+    pub budget_holding_back: Option<String>,
+    pub requests_per_second: u64,
+    pub manifests: Vec<ManifestStatus>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestStatus {
+    pub name: String,
+    pub kind: String,
+    /// `high`, `normal` or `low`.
+    #[serde(default)]
+    pub priority: String,
+    /// `active`, `paused`, `credit_wait`, `canceled` (still finishing) or `finished`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub received_at: String,
+    pub counts: std::collections::BTreeMap<String, u32>,
+    pub jobs_polling: u32,
+    pub next_poll_at: Option<String>,
+    pub credit_retry_at: Option<String>,
+}
+
+pub fn manifest_status(ctx: &Context, m: &ManifestRecord) -> ManifestStatus {
+    let mut next_poll: Option<u64> = None;
+    let mut polling = 0;
+    if m.finished_at_ms.is_none() {
+        if let Ok(jobs) = ctx.store.jobs(m.id) {
+            for job in jobs.iter().filter(|j| j.state() == JobState::Admitted) {
+                polling += 1;
+                let due = next_poll_due_ms(job, ctx.poll_floor_ms(), 0);
+                next_poll = Some(next_poll.map_or(due, |n| n.min(due)));
+            }
+        }
+    }
+    let (state, reason) = state_and_reason(m);
+    ManifestStatus {
+        name: m.name.clone(),
+        kind: m.kind.as_str().to_string(),
+        priority: m.top.priority.as_str().to_string(),
+        state: state.to_string(),
+        reason,
+        received_at: crate::clock::rfc3339(m.received_at_ms),
+        counts: counts_by_state(m),
+        jobs_polling: polling,
+        next_poll_at: next_poll.map(crate::clock::rfc3339),
+        credit_retry_at: m.credit_retry_at_ms.map(crate::clock::rfc3339),
+    }
+}
+
+pub fn status_report(ctx: &Context) -> StatusReport {
+    let mut manifests = Vec::new();
+    for id in ctx.active_ids() {
+        if let Ok(Some(m)) = ctx.store.manifest(id) {
+            manifests.push(manifest_status(ctx, &m));
+        }
+    }
+    let auth_paused = ctx.client.auth_paused();
+    let storage_problems = ctx.storage.problems();
+    StatusReport {
+        healthy: !auth_paused && storage_problems.is_empty(),
+        auth_paused,
+        storage_problems,
+        budget_limited: ctx.budget_bound.load(Ordering::Relaxed),
+        budget_holding_back: match (
+            ctx.creates_budget_bound.load(Ordering::Relaxed),
+            ctx.budget_bound.load(Ordering::Relaxed),
+        ) {
+            (true, true) => Some("creates and polls".into()),
+            (true, false) => Some("creates".into()),
+            (false, true) => Some("polls".into()),
+            (false, false) => None,
+        },
+        requests_per_second: ctx.client.budget().requests_per_second(),
+        manifests,
+    }
 }

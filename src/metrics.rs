@@ -65,6 +65,8 @@ pub struct Metrics {
     api_calls: Family<CallLabels, Counter>,
     api_duration: DurationFamily,
     poll_lateness: Histogram,
+    /// Calls per second over the last hour, for the status page's plot.
+    rates: crate::rates::CallRates,
 }
 
 impl Default for Metrics {
@@ -100,7 +102,13 @@ impl Metrics {
             api_duration: Family::new_with_constructor(request_duration_histogram),
             // 10 ms to about 5 minutes.
             poll_lateness: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
+            rates: crate::rates::CallRates::default(),
         }
+    }
+
+    /// Calls per second over the last hour (creates and polls apart).
+    pub fn rates(&self) -> &crate::rates::CallRates {
+        &self.rates
     }
 
     /// A poll left `late` after it was due.
@@ -217,6 +225,12 @@ fn counter_family(rows: &[(&'static str, u64)]) -> Family<StatusLabels, Counter>
 
 impl CallObserver for Metrics {
     fn call_finished(&self, endpoint: Endpoint, answer: &str, took: Duration) {
+        if answer != "not_sent" {
+            let left = std::time::Instant::now()
+                .checked_sub(took)
+                .unwrap_or_else(std::time::Instant::now);
+            self.rates.record(left, endpoint.is_create());
+        }
         self.api_calls
             .get_or_create(&CallLabels {
                 endpoint: endpoint.as_str(),

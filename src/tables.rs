@@ -5,7 +5,7 @@
 
 use comfy_table::{presets, Cell, ContentArrangement, Table};
 
-use crate::admin::StatusReport;
+use crate::history::StatusReport;
 use crate::history::{ItemLine, ManifestDetail, ManifestList, RequestLine};
 use crate::state::item::ItemState;
 

@@ -17,7 +17,7 @@ fn unhurried_sim() -> SimConfig {
 }
 
 /// One raw HTTP/1.1 exchange on `admin` with the given method and Host: (status, text).
-fn raw(admin: &str, method: &str, path: &str, host: &str) -> (u16, String) {
+pub(crate) fn raw(admin: &str, method: &str, path: &str, host: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(admin).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

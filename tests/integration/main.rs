@@ -17,6 +17,7 @@
 //! - [`metrics`]: `/metrics` scraped over HTTP and parsed.
 //! - [`operations`]: the real binary as an operator meets it: exit codes, errors,
 //!   `check-config`, `status`, logs under systemd, `STATUS=` and the watchdog.
+//! - [`page`]: the status page (`GET /`) in headless Chromium (skipped without it).
 //! - [`pipeline`]: the daemon end to end.
 //! - [`powercut`]: power cuts under LazyFS (a daemon killed, then every unsynced byte
 //!   dropped) at named moments and in a seeded storm (`POWERCUT_SEED=N` replays it);
@@ -43,6 +44,7 @@ mod history;
 mod hostile;
 mod metrics;
 mod operations;
+mod page;
 mod pipeline;
 mod powercut;
 mod retention;
