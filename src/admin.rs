@@ -101,8 +101,13 @@ async fn status(State(ctx): State<Arc<Context>>) -> Json<StatusReport> {
 pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
     let mut items = [0u64; 11];
     let mut manifests: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut oldest_received_ms: Option<u64> = None;
     for id in ctx.active_ids() {
         if let Ok(Some(m)) = ctx.store.manifest(id) {
+            if m.finished_at_ms.is_none() {
+                oldest_received_ms =
+                    Some(oldest_received_ms.map_or(m.received_at_ms, |o| o.min(m.received_at_ms)));
+            }
             for (slot, state) in ItemState::ALL.iter().enumerate() {
                 items[slot] += u64::from(m.count(*state));
             }
@@ -136,6 +141,10 @@ pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
         auth_paused: ctx.client.auth_paused(),
         store_bytes: ctx.store.size_on_disk(),
         store_syncs: Some(ctx.store.sync_stats().clone()),
+        storage_healthy: ctx.storage.problems().is_empty(),
+        oldest_unfinished_age: oldest_received_ms
+            .map(|at| std::time::Duration::from_millis(ctx.clock.now_ms().saturating_sub(at))),
+        budget_requests_per_second: ctx.client.budget().requests_per_second(),
     }
 }
 

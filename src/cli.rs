@@ -22,6 +22,77 @@ use crate::settings::{ConfigSource, Settings};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The workspace instance NAME of `tented-bulkd@NAME.service`: the same as
+    /// `--config /etc/tented-bulkd/NAME.toml`.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub instance: Option<String>,
+}
+
+/// The folder of the configuration files (`config.toml`, and `NAME.toml` per instance).
+pub const CONFIG_DIR: &str = "/etc/tented-bulkd";
+
+/// The configuration file of instance `name` (`tented-bulkd@NAME.service`), in `dir`.
+/// A name is what systemd allows in an instance and a file name can hold: letters,
+/// digits, `-`, `_` and `.`, not beginning with `.`.
+pub fn instance_config(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        bail!(InvalidConfiguration(format!(
+            "--instance {name:?}: an instance name may hold only letters, digits, `-`, `_` and `.`, and may not begin with `.`"
+        )));
+    }
+    Ok(dir.join(format!("{name}.toml")))
+}
+
+impl Command {
+    /// The command's `--config`, for the commands that read the configuration.
+    fn config_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+        match self {
+            Command::Run { config }
+            | Command::CheckConfig { config }
+            | Command::Status { config, .. }
+            | Command::Cancel { config, .. }
+            | Command::Resume { config, .. }
+            | Command::Pause { config, .. }
+            | Command::Backup { config, .. }
+            | Command::Restore { config, .. }
+            | Command::List { config, .. }
+            | Command::Show { config, .. } => Some(config),
+            Command::FromCsv(args) => Some(&mut args.config),
+            Command::Demo { .. }
+            | Command::Sim(_)
+            | Command::Validate { .. }
+            | Command::Schema { .. }
+            | Command::GenerateAssets { .. } => None,
+        }
+    }
+}
+
+/// Puts `--instance NAME`'s configuration file where the command reads `--config`.
+fn apply_instance(command: &mut Command, instance: Option<&str>) -> anyhow::Result<()> {
+    let Some(name) = instance else {
+        return Ok(());
+    };
+    let path = instance_config(Path::new(CONFIG_DIR), name)?;
+    match command.config_mut() {
+        Some(slot @ None) => {
+            *slot = Some(path);
+            Ok(())
+        }
+        Some(Some(given)) => bail!(InvalidConfiguration(format!(
+            "--instance {name} means --config {}, and --config {} was given too: give one",
+            path.display(),
+            given.display()
+        ))),
+        None => bail!(InvalidConfiguration(
+            "--instance applies to the commands that read the configuration; this one reads none"
+                .to_string()
+        )),
+    }
 }
 
 // Parsed once per process: the size of the `sim` variant does not matter.
@@ -280,7 +351,9 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 /// Runs the parsed command; errors are printed with their cause chain by `main`.
 pub fn main_with(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let mut command = cli.command;
+    apply_instance(&mut command, cli.instance.as_deref())?;
+    match command {
         Command::Validate { files } => validate(&files),
         Command::CheckConfig { config } => check_config(config),
         Command::FromCsv(args) => from_csv(args),

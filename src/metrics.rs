@@ -93,6 +93,12 @@ pub struct Snapshot {
     pub store_bytes: u64,
     /// The store's syncs (`fdatasync` of its files): how many, and how long each took.
     pub store_syncs: Option<crate::store::SyncStats>,
+    /// Every folder (state, outbox, archive) could be written at the last probe.
+    pub storage_healthy: bool,
+    /// How long ago the oldest unfinished manifest was taken (none: nothing unfinished).
+    pub oldest_unfinished_age: Option<Duration>,
+    /// `api.requests_per_second`, the budget every call shares.
+    pub budget_requests_per_second: u64,
 }
 
 impl Metrics {
@@ -171,18 +177,7 @@ impl Metrics {
             "Size of the store on disk",
             gauge(i64::try_from(snapshot.store_bytes).unwrap_or(i64::MAX)),
         );
-        if let Some(syncs) = &snapshot.store_syncs {
-            registry.register(
-                "store_syncs",
-                "Syncs of the store's files to the disk (one serves every commit waiting for it)",
-                syncs.syncs.clone(),
-            );
-            registry.register(
-                "store_sync_duration_seconds",
-                "Time each sync of the store's files took",
-                syncs.seconds.clone(),
-            );
-        }
+        register_health(&mut registry, snapshot);
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -193,6 +188,41 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
+    }
+}
+
+/// What an alert watches: storage, the oldest unfinished manifest, the budget, the syncs.
+fn register_health(registry: &mut Registry, snapshot: &Snapshot) {
+    registry.register(
+        "storage_healthy",
+        "1 while the state, outbox and archive folders can all be written (the disk probe)",
+        gauge(i64::from(snapshot.storage_healthy)),
+    );
+    registry.register(
+        "oldest_unfinished_manifest_age_seconds",
+        "Age of the oldest manifest taken and not finished (0 when there is none)",
+        gauge(
+            snapshot
+                .oldest_unfinished_age
+                .map_or(0, |age| i64::try_from(age.as_secs()).unwrap_or(i64::MAX)),
+        ),
+    );
+    registry.register(
+        "budget_requests_per_second",
+        "The request budget every call to Tented shares (api.requests_per_second)",
+        gauge(i64::try_from(snapshot.budget_requests_per_second).unwrap_or(i64::MAX)),
+    );
+    if let Some(syncs) = &snapshot.store_syncs {
+        registry.register(
+            "store_syncs",
+            "Syncs of the store's files to the disk (one serves every commit waiting for it)",
+            syncs.syncs.clone(),
+        );
+        registry.register(
+            "store_sync_duration_seconds",
+            "Time each sync of the store's files took",
+            syncs.seconds.clone(),
+        );
     }
 }
 
@@ -266,6 +296,9 @@ mod tests {
             auth_paused: true,
             store_bytes: 4096,
             store_syncs: Some(syncs),
+            storage_healthy: true,
+            oldest_unfinished_age: Some(Duration::from_secs(90)),
+            budget_requests_per_second: 5,
         };
         let text = metrics.encode(&snapshot).expect("encodes");
         for line in [
@@ -282,6 +315,9 @@ mod tests {
             "tented_bulkd_store_bytes 4096",
             "# HELP tented_bulkd_store_bytes Size of the store on disk.",
             "tented_bulkd_store_syncs_total 7",
+            "tented_bulkd_storage_healthy 1",
+            "tented_bulkd_oldest_unfinished_manifest_age_seconds 90",
+            "tented_bulkd_budget_requests_per_second 5",
             "tented_bulkd_store_sync_duration_seconds_count 1",
         ] {
             assert!(

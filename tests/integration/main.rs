@@ -15,6 +15,8 @@
 //! - [`history`]: `list`, `show` and `pause`, over the admin endpoint and the real binary.
 //! - [`hostile`]: a barrage of hostile files into a running daemon.
 //! - [`metrics`]: `/metrics` scraped over HTTP and parsed.
+//! - [`monitoring`]: the alert rules under `promtool test rules` (skipped without it) and
+//!   the dashboard's and rules' metric names against a real scrape.
 //! - [`operations`]: the real binary as an operator meets it: exit codes, errors,
 //!   `check-config`, `status`, logs under systemd, `STATUS=` and the watchdog.
 //! - [`page`]: the status page (`GET /`) in headless Chromium (skipped without it).
@@ -43,6 +45,7 @@ mod faults;
 mod history;
 mod hostile;
 mod metrics;
+mod monitoring;
 mod operations;
 mod page;
 mod pipeline;
