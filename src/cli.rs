@@ -827,9 +827,17 @@ async fn backup(config: Option<PathBuf>, file: &Path) -> anyhow::Result<ExitCode
         .and_then(|v| v.to_str().ok())
         .unwrap_or("an unknown time")
         .to_string();
-    let mut out = atomic_write_file::AtomicWriteFile::options()
-        .open(file)
-        .with_context(|| format!("cannot write {}", file.display()))?;
+    // The backup holds customers' input data: 0600 whatever the umask, and whatever mode
+    // an older backup of that name had.
+    let mut out = {
+        use atomic_write_file::unix::OpenOptionsExt as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        atomic_write_file::AtomicWriteFile::options()
+            .mode(0o600)
+            .preserve_mode(false)
+            .open(file)
+            .with_context(|| format!("cannot write {}", file.display()))?
+    };
     let mut check = crate::store::backup::StreamCheck::default();
     while let Some(chunk) = next_chunk(response.body_mut())
         .await
