@@ -148,9 +148,15 @@ pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    match ctx.metrics.encode(&metrics_snapshot(&ctx)) {
-        Ok(text) => ([("content-type", crate::metrics::CONTENT_TYPE)], text).into_response(),
+/// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does), the text
+/// format 0.0.4 otherwise.
+async fn metrics(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::from_accept(accept);
+    match ctx.metrics.encode_as(&metrics_snapshot(&ctx), format) {
+        Ok(text) => ([("content-type", format.content_type())], text).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode the metrics: {e}\n"),
@@ -365,7 +371,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
 
 /// Whether a `Host` header value names the endpoint: its listen address (ip:port), or
 /// `localhost`, `127.0.0.1`, `[::1]`, with or without the listening port.
-pub fn host_allowed(host: &str, local: std::net::SocketAddr) -> bool {
+pub fn host_allowed(host: &str, local: std::net::SocketAddr, allowed: &[String]) -> bool {
     if host.parse::<std::net::SocketAddr>() == Ok(local) {
         return true;
     }
@@ -374,13 +380,24 @@ pub fn host_allowed(host: &str, local: std::net::SocketAddr) -> bool {
         _ => (host, None),
     };
     let loopback = name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]";
-    loopback && port.is_none_or(|p| p.parse::<u16>() == Ok(local.port()))
+    // `admin.allowed_hosts`: a name or address, with the port or without.
+    let listed = allowed
+        .iter()
+        .any(|entry| entry.eq_ignore_ascii_case(name) || entry.eq_ignore_ascii_case(host));
+    (loopback || listed) && port.is_none_or(|p| p.parse::<u16>() == Ok(local.port()))
+}
+
+/// What the TCP endpoint's guard knows: its own address and the other names it answers to.
+#[derive(Clone, Debug)]
+struct Guard {
+    local: std::net::SocketAddr,
+    allowed_hosts: Arc<Vec<String>>,
 }
 
 /// The TCP endpoint's guard: read-only (405 for anything but GET and HEAD, before any
 /// handler runs) and for its own `Host` alone (421, no data).
 async fn read_only_guard(
-    State(local): State<std::net::SocketAddr>,
+    State(guard): State<Guard>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -398,7 +415,7 @@ async fn read_only_guard(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    if !host.is_some_and(|h| host_allowed(h, local)) {
+    if !host.is_some_and(|h| host_allowed(h, guard.local, &guard.allowed_hosts)) {
         return (StatusCode::MISDIRECTED_REQUEST, "misdirected request\n").into_response();
     }
     next.run(request).await
@@ -406,7 +423,11 @@ async fn read_only_guard(
 
 /// The router of the TCP endpoint: [`router`] behind the read-only guard.
 pub fn read_only_router(ctx: Arc<Context>, local: std::net::SocketAddr) -> Router {
-    router(ctx).layer(axum::middleware::from_fn_with_state(local, read_only_guard))
+    let guard = Guard {
+        local,
+        allowed_hosts: Arc::new(ctx.settings.admin.allowed_hosts.clone()),
+    };
+    router(ctx).layer(axum::middleware::from_fn_with_state(guard, read_only_guard))
 }
 
 /// Serves the read-only endpoint on `listener` until `shutdown`.
@@ -514,7 +535,7 @@ mod tests {
             "[::1]",
             "[::1]:9187",
         ] {
-            assert!(host_allowed(ok, local), "{ok}");
+            assert!(host_allowed(ok, local, &[]), "{ok}");
         }
         for bad in [
             "evil.example",
@@ -524,10 +545,32 @@ mod tests {
             "",
             "localhost.evil.example",
         ] {
-            assert!(!host_allowed(bad, local), "{bad}");
+            assert!(!host_allowed(bad, local, &[]), "{bad}");
         }
         let wide: std::net::SocketAddr = "192.0.2.7:9187".parse().expect("addr");
-        assert!(host_allowed("192.0.2.7:9187", wide));
-        assert!(!host_allowed("192.0.2.7:80", wide));
+        assert!(host_allowed("192.0.2.7:9187", wide, &[]));
+        assert!(!host_allowed("192.0.2.7:80", wide, &[]));
+    }
+
+    #[test]
+    fn allowed_hosts_add_names_a_remote_scraper_uses_and_nothing_else() {
+        let wide: std::net::SocketAddr = "0.0.0.0:9187".parse().expect("addr");
+        let allowed = vec!["Tented-Host.example".to_string(), "192.0.2.7".to_string()];
+        for ok in [
+            "tented-host.example",
+            "tented-host.example:9187",
+            "192.0.2.7:9187",
+            "localhost:9187",
+        ] {
+            assert!(host_allowed(ok, wide, &allowed), "{ok}");
+        }
+        for bad in [
+            "tented-host.example:80",
+            "evil.example",
+            "other.tented-host.example",
+            "192.0.2.8:9187",
+        ] {
+            assert!(!host_allowed(bad, wide, &allowed), "{bad}");
+        }
     }
 }

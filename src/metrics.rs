@@ -29,7 +29,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     endpoint: &'static str,
-    status: String,
+    /// The HTTP status, `not_sent` or `uncertain` (`code`, as Prometheus names it; `status`
+    /// is the item-status label of other metrics).
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,9 +124,25 @@ impl Metrics {
         self.poll_lateness.observe(late.as_secs_f64());
     }
 
-    /// The metrics in the text format, the observed ones and the snapshot's.
+    /// The metrics in `format`: the observed ones, the snapshot's, and the process's.
+    pub fn encode_as(
+        &self,
+        snapshot: &Snapshot,
+        format: Format,
+    ) -> Result<String, std::fmt::Error> {
+        let open_metrics = self.encode(snapshot)?;
+        Ok(match format {
+            Format::OpenMetrics => open_metrics,
+            Format::Text004 => text_004(&open_metrics),
+        })
+    }
+
+    /// The metrics in the OpenMetrics text format, the observed ones, the snapshot's and
+    /// the process's (`process_*`, unprefixed, as every exporter names them).
     pub fn encode(&self, snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
-        let mut registry = Registry::with_prefix("tented_bulkd");
+        let mut root = Registry::default();
+        register_process(&mut root);
+        let registry = root.sub_registry_with_prefix("tented_bulkd");
         registry.register(
             "api_calls",
             "Calls to the Tented API by endpoint and answer (HTTP status, not_sent or uncertain)",
@@ -177,7 +195,7 @@ impl Metrics {
             "Size of the store on disk",
             gauge(i64::try_from(snapshot.store_bytes).unwrap_or(i64::MAX)),
         );
-        register_health(&mut registry, snapshot);
+        register_health(registry, snapshot);
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -186,8 +204,137 @@ impl Metrics {
             .set(1);
         registry.register("build_info", "The running build (always 1)", build);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        prometheus_client::encoding::text::encode(&mut out, &root)?;
         Ok(out)
+    }
+}
+
+/// The text formats `/metrics` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0.0: what Prometheus asks for first.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4: for every other client (older scrapers, curl).
+    Text004,
+}
+
+/// The content type of the text format 0.0.4.
+pub const CONTENT_TYPE_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Format {
+    /// OpenMetrics when the `Accept` header names it (with a q above 0), else 0.0.4.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let asks = accept.unwrap_or("").split(',').any(|part| {
+            let mut params = part.split(';').map(str::trim);
+            let media = params.next().unwrap_or("");
+            let refused = params.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f64>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        });
+        if asks {
+            Format::OpenMetrics
+        } else {
+            Format::Text004
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => CONTENT_TYPE,
+            Format::Text004 => CONTENT_TYPE_004,
+        }
+    }
+}
+
+/// OpenMetrics text as the text format 0.0.4: a counter's `# HELP` and `# TYPE` name its
+/// `_total` series, `# UNIT` lines and the `# EOF` line go, an `info` or `unknown` family
+/// becomes `untyped`. The samples are the same lines.
+pub fn text_004(open_metrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in open_metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_string());
+            }
+        }
+    }
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            let name = if counters.contains(name) && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            let tail = match tail {
+                "info" | "unknown" | "stateset" if *prefix == "# TYPE " => "untyped",
+                other => other,
+            };
+            Some(format!("{prefix}{name} {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The process's own metrics, as every Prometheus exporter names them; what `/proc` does
+/// not give is left out.
+fn register_process(registry: &mut Registry) {
+    use procfs::prelude::*;
+    use prometheus_client::metrics::counter::ConstCounter;
+    let Ok(process) = procfs::process::Process::myself() else {
+        return;
+    };
+    let ticks = procfs::ticks_per_second() as f64;
+    if let Ok(stat) = process.stat() {
+        if let Ok(boot) = procfs::boot_time_secs() {
+            let started = boot as f64 + stat.starttime as f64 / ticks;
+            registry.register(
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch, in seconds",
+                gauge(started as i64),
+            );
+        }
+        registry.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent, in seconds",
+            ConstCounter::new((stat.utime + stat.stime) as f64 / ticks),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size, in bytes",
+            gauge(i64::try_from(stat.rss_bytes().get()).unwrap_or(i64::MAX)),
+        );
+        registry.register(
+            "process_virtual_memory_bytes",
+            "Virtual memory size, in bytes",
+            gauge(i64::try_from(stat.vsize).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Ok(fds) = process.fd_count() {
+        registry.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            gauge(i64::try_from(fds).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Ok(limits) = process.limits() {
+        if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
+            registry.register(
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                gauge(i64::try_from(max).unwrap_or(i64::MAX)),
+            );
+        }
     }
 }
 
@@ -264,7 +411,7 @@ impl CallObserver for Metrics {
         self.api_calls
             .get_or_create(&CallLabels {
                 endpoint: endpoint.as_str(),
-                status: answer.to_string(),
+                code: answer.to_string(),
             })
             .inc();
         self.api_duration
@@ -278,6 +425,25 @@ impl CallObserver for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_gets_openmetrics_and_everyone_else_the_text_format() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
+        for other in [
+            None,
+            Some("*/*"),
+            Some("text/plain;version=0.0.4"),
+            Some("application/openmetrics-text;q=0"),
+        ] {
+            assert_eq!(Format::from_accept(other), Format::Text004, "{other:?}");
+        }
+        let open = "# HELP tented_bulkd_api_calls Calls.\n# TYPE tented_bulkd_api_calls counter\ntented_bulkd_api_calls_total{endpoint=\"create\",code=\"202\"} 1\n# HELP up_time Up.\n# TYPE up_time gauge\n# UNIT up_time seconds\nup_time 3\n# EOF\n";
+        assert_eq!(
+            text_004(open),
+            "# HELP tented_bulkd_api_calls_total Calls.\n# TYPE tented_bulkd_api_calls_total counter\ntented_bulkd_api_calls_total{endpoint=\"create\",code=\"202\"} 1\n# HELP up_time Up.\n# TYPE up_time gauge\nup_time 3\n"
+        );
+    }
 
     #[test]
     fn the_text_has_help_type_and_the_values_given() {
@@ -303,7 +469,7 @@ mod tests {
         let text = metrics.encode(&snapshot).expect("encodes");
         for line in [
             "# TYPE tented_bulkd_api_calls counter",
-            "tented_bulkd_api_calls_total{endpoint=\"bulk_create\",status=\"202\"} 1",
+            "tented_bulkd_api_calls_total{endpoint=\"bulk_create\",code=\"202\"} 1",
             "tented_bulkd_api_request_duration_seconds_count{endpoint=\"bulk_create\"} 1",
             "tented_bulkd_poll_lateness_seconds_count 1",
             "tented_bulkd_items{state=\"pending\"} 3",

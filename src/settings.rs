@@ -226,6 +226,10 @@ pub struct AdminSettings {
     pub listen: String,
     /// The control socket (cancel, pause, resume, backup); "" turns it off.
     pub socket: String,
+    /// Host names (or addresses) the read-only endpoint also answers to, besides its own
+    /// address and loopback: a central Prometheus scraping it. `host` or `host:port`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -298,6 +302,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("admin.allowed_hosts")
                 .source(Some(env_map)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -504,6 +510,18 @@ impl Settings {
             ),
             ("admin.listen", text(&self.admin.listen)),
             ("admin.socket", text(&self.admin.socket)),
+            (
+                "admin.allowed_hosts",
+                format!(
+                    "[{}]",
+                    self.admin
+                        .allowed_hosts
+                        .iter()
+                        .map(|h| text(h))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
             ("log.format", text(self.log.format.as_str())),
         ]
     }

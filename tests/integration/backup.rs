@@ -67,7 +67,11 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
     // Customers' data: 0600, though the file it replaced was 0644 (the umask's default).
     let mode = {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(&backup).expect("meta").permissions().mode() & 0o777
+        std::fs::metadata(&backup)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777
     };
     assert_eq!(mode, 0o600, "the backup's mode is {mode:o}");
     let leftovers: Vec<_> = std::fs::read_dir(first.path())

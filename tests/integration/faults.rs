@@ -259,7 +259,7 @@ async fn a_refused_key_pauses_every_call_turns_health_red_and_fails_nothing() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("tented_bulkd_api_calls_total{endpoint=\"bulk_status\",status=\"401\"}"),
+        metrics.contains("tented_bulkd_api_calls_total{endpoint=\"bulk_status\",code=\"401\"}"),
         "{metrics}"
     );
     app.stop_daemon().await;

@@ -22,7 +22,14 @@ impl Scrape {
 }
 
 async fn scrape(admin: &str) -> Scrape {
-    let response = reqwest::get(format!("http://{admin}/metrics"))
+    // As Prometheus asks (other clients get the text format 0.0.4: `monitoring::`).
+    let response = reqwest::Client::new()
+        .get(format!("http://{admin}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
         .await
         .expect("/metrics answers");
     assert_eq!(response.status().as_u16(), 200);
@@ -134,11 +141,10 @@ async fn metrics_count_what_finished_after_the_manifest_left_the_active_set() {
     assert_eq!(after.value("tented_bulkd_manifests{state=\"active\"}"), 0.0);
     // Every call is counted by endpoint and answer, and timed.
     assert_eq!(
-        after.value("tented_bulkd_api_calls_total{endpoint=\"bulk_create\",status=\"202\"}"),
+        after.value("tented_bulkd_api_calls_total{endpoint=\"bulk_create\",code=\"202\"}"),
         2.0
     );
-    let polls =
-        after.value("tented_bulkd_api_calls_total{endpoint=\"bulk_status\",status=\"200\"}");
+    let polls = after.value("tented_bulkd_api_calls_total{endpoint=\"bulk_status\",code=\"200\"}");
     assert!(polls >= 2.0, "{polls}");
     assert_eq!(
         after.value("tented_bulkd_api_request_duration_seconds_count{endpoint=\"bulk_create\"}"),
