@@ -59,9 +59,34 @@ pub fn write_assets(command: clap::Command, dir: &Path) -> Result<Vec<PathBuf>, 
                 source,
             },
         )?;
+        if shell == Shell::Bash {
+            fix_bash_case_arms(&path, &name).map_err(|source| AssetsError::Completions {
+                shell,
+                path: path.clone(),
+                source,
+            })?;
+        }
         written.push(path);
     }
     Ok(written)
+}
+
+/// clap_complete's bash script for a binary whose name has a `-` sets
+/// `cmd="tented__bulkd__subcmd__show"` but labels its case arms
+/// `tented__subcmd__bulkd__subcmd__show)`, so no subcommand's options complete
+/// (clap-rs/clap#6421, open). The arms are renamed to what `cmd` is set to; a script
+/// without the mismatch (a fixed clap_complete) is left as it is.
+fn fix_bash_case_arms(path: &Path, name: &str) -> std::io::Result<()> {
+    let right = format!("{}__subcmd__", name.replace('-', "__"));
+    let wrong = format!("{}__subcmd__", name.replace('-', "__subcmd__"));
+    if right == wrong {
+        return Ok(());
+    }
+    let script = std::fs::read_to_string(path)?;
+    if script.contains(&wrong) {
+        std::fs::write(path, script.replace(&wrong, &right))?;
+    }
+    Ok(())
 }
 
 /// The man page of `command` and of each of its visible subcommands, into `dir`.

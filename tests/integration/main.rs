@@ -6,6 +6,8 @@
 //!   binary, `wait_until`).
 //! - [`backup`]: backup while running and restore offline, with the real binary.
 //! - [`client`]: the real client against the real simulator, every documented shape and error.
+//! - [`completions`]: the bash, zsh and fish completions in the real shells (each skipped
+//!   where it is not installed).
 //! - [`config`]: configuration loading, `config/default.toml`, the key's sources and secrecy.
 //! - [`control`]: the read-only TCP endpoint (405, 421) and the control socket (0660).
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
@@ -37,6 +39,7 @@ mod helpers;
 
 mod backup;
 mod client;
+mod completions;
 mod config;
 mod control;
 mod crash;
