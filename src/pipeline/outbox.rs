@@ -464,6 +464,11 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
             txn.manifest_mut().finished_at_ms = Some(ctx.clock.now_ms());
             txn.commit().await?
         } else {
+            // Finished by an earlier commit, which may still be waiting for its sync (or
+            // whose sync failed): the result is written only from state on the disk.
+            drop(txn);
+            drop(writer);
+            ctx.store.sync_applied().await?;
             manifest
         }
     };

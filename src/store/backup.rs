@@ -122,6 +122,9 @@ impl Store {
         created_at_ms: u64,
     ) -> Result<(BackupHeader, std::fs::File), BackupError> {
         let guard = std::sync::Arc::clone(&self.writer).lock_owned().await;
+        // A commit lets the writer's lock go before its sync: what is applied may not be on
+        // the disk yet, and a backup must hold nothing a power cut could take back.
+        self.sync_applied().await.map_err(BackupError::Store)?;
         let store = self.clone();
         let written = tokio::task::spawn_blocking(move || {
             let _guard = guard;

@@ -17,7 +17,7 @@
 //! Nothing here runs unless something was written: an idle daemon does no sync and sled's
 //! own periodic flusher stays off.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -66,8 +66,14 @@ pub(crate) struct Durability {
     durable: AtomicU64,
     /// One sync at a time; the waiters behind it are covered by the next one.
     gate: tokio::sync::Mutex<()>,
-    /// Blob files already synced (sled writes each once, never rewrites it).
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Blob files already synced, with their length then: sled writes a blob in several
+    /// writes from the committing thread, which may be under way while another commit's
+    /// sync scans the folder; a blob whose length changed since is synced again.
+    synced_blobs: Mutex<HashMap<OsString, u64>>,
+    /// A sync failed: Linux may have dropped the failed pages' dirty state, so a later
+    /// `fdatasync` can succeed without writing them. Every sync fails from then on, until
+    /// the store is opened again (the daemon does so when its write probe fails).
+    poisoned: std::sync::atomic::AtomicBool,
     stats: SyncStats,
 }
 
@@ -110,7 +116,8 @@ impl Durability {
             applied: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             gate: tokio::sync::Mutex::new(()),
-            synced_blobs: Mutex::new(HashSet::new()),
+            synced_blobs: Mutex::new(HashMap::new()),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
             stats,
         };
         let conf = folder.join(CONF_FILE);
@@ -150,30 +157,68 @@ impl Durability {
         if self.durable.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
+        self.refuse_if_poisoned()?;
         // Everything applied before this line is covered by the sync below.
         let target = self.applied.load(Ordering::SeqCst);
         let started = Instant::now();
         // sled's flush on sled's own threads (as before this module: writing its buffers
         // on tokio's blocking threads cost 60 MiB more peak memory in the pipeline bench,
         // glibc's per-thread arenas), then the file syncs on a blocking thread.
-        db.flush_async().await?;
         let this = std::sync::Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.sync_files())
-            .await
-            .map_err(|e| StoreError::Io {
-                path: self.folder.clone(),
-                source: std::io::Error::other(format!("the sync task failed: {e}")),
-            })??;
+        let synced = match db.flush_async().await {
+            Ok(_) => tokio::task::spawn_blocking(move || this.sync_files())
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError::Io {
+                        path: self.folder.clone(),
+                        source: std::io::Error::other(format!("the sync task failed: {e}")),
+                    })
+                }),
+            Err(e) => Err(e.into()),
+        };
+        self.poison_on_error(synced)?;
         self.count(started);
         self.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
 
+    /// Returns once everything applied so far is on the disk, without a ticket of its own
+    /// (a backup, a result written from state another commit made).
+    pub(crate) async fn sync_applied(
+        self: &std::sync::Arc<Self>,
+        db: &sled::Db,
+    ) -> Result<(), StoreError> {
+        let target = self.applied.load(Ordering::SeqCst);
+        self.sync(db, target).await
+    }
+
+    fn refuse_if_poisoned(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: self.folder.clone(),
+                source: std::io::Error::other(
+                    "an earlier sync of the store failed: nothing counts as durable until the store is opened again",
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A failed sync poisons the store's durability for good (see `poisoned`).
+    fn poison_on_error(&self, synced: Result<(), StoreError>) -> Result<(), StoreError> {
+        if synced.is_err() {
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
+        synced
+    }
+
     /// [`Durability::sync`] of everything applied so far, on this thread: for the work
     /// done while the store opens (no runtime needed) and for blocking callers.
     pub(crate) fn sync_blocking(&self, db: &sled::Db) -> Result<(), StoreError> {
+        self.refuse_if_poisoned()?;
         let target = self.applied.load(Ordering::SeqCst);
-        self.sync_now(db)?;
+        let synced = self.sync_now(db);
+        self.poison_on_error(synced)?;
         self.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
@@ -221,21 +266,31 @@ impl Durability {
             .synced_blobs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut present = HashSet::new();
+        let mut present = HashMap::new();
         let mut any_new = false;
         for entry in entries {
             let entry = entry.map_err(io_error(&blobs))?;
             let name = entry.file_name();
-            if !synced.contains(&name) {
+            // The length before the sync: a write after it makes the length differ, and
+            // the next sync syncs the file again.
+            let len = match entry.metadata() {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&entry.path())(e)),
+            };
+            if synced.get(&name) != Some(&len) {
                 match sync_file(&entry.path()) {
                     Ok(()) => any_new = true,
                     // sled removed it meanwhile (a blob rewritten, then collected).
                     Err(StoreError::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound => {}
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        continue
+                    }
                     Err(e) => return Err(e),
                 }
             }
-            present.insert(name);
+            present.insert(name, len);
         }
         if any_new {
             sync_folder(&blobs)?;
@@ -243,6 +298,29 @@ impl Durability {
         *synced = present;
         Ok(())
     }
+}
+
+/// Before sled opens `folder`: makes durable what an earlier process wrote there and never
+/// synced (it was killed): the log, every blob file, their folders. sled then writes a
+/// synced snapshot of what it finds, which must never be ahead of what is on the disk.
+pub(crate) fn sync_before_open(folder: &Path) -> Result<(), StoreError> {
+    let log = folder.join(LOG_FILE);
+    if !log.exists() {
+        return Ok(());
+    }
+    sync_file(&log)?;
+    let blobs = folder.join(BLOBS_FOLDER);
+    if let Ok(entries) = std::fs::read_dir(&blobs) {
+        for entry in entries.flatten() {
+            match sync_file(&entry.path()) {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        sync_folder(&blobs)?;
+    }
+    sync_folder(folder)
 }
 
 #[cfg(test)]
@@ -303,6 +381,48 @@ mod tests {
             "{WRITERS} commits waiting together took {syncs} syncs"
         );
         assert!(durability.durable.load(Ordering::SeqCst) >= WRITERS);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_sync_nothing_counts_as_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, durability, _) = open(dir.path());
+        db.insert(b"k", b"v".to_vec()).expect("insert");
+        let ticket = durability.applied();
+        let failed = durability.poison_on_error(Err(StoreError::Io {
+            path: dir.path().to_path_buf(),
+            source: std::io::Error::other("EIO"),
+        }));
+        assert!(failed.is_err());
+        assert!(
+            durability.sync(&db, ticket).await.is_err(),
+            "the next sync refuses"
+        );
+        assert!(durability.sync_blocking(&db).is_err());
+        assert!(durability.durable.load(Ordering::SeqCst) < ticket);
+    }
+
+    #[test]
+    fn a_blob_that_grew_after_its_sync_is_synced_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, durability, _) = open(dir.path());
+        let blobs = dir.path().join(BLOBS_FOLDER);
+        std::fs::create_dir_all(&blobs).expect("blobs");
+        // Half written when a sync scans the folder…
+        std::fs::write(blobs.join("42"), [1u8; 4]).expect("write");
+        durability.sync_blocking(&db).expect("sync");
+        let seen = |d: &Durability| {
+            d.synced_blobs
+                .lock()
+                .expect("lock")
+                .get(std::ffi::OsStr::new("42"))
+                .copied()
+        };
+        assert_eq!(seen(&durability), Some(4));
+        // …and finished after it: the next sync takes it again, at its whole length.
+        std::fs::write(blobs.join("42"), [1u8; 4096]).expect("write");
+        durability.sync_blocking(&db).expect("sync");
+        assert_eq!(seen(&durability), Some(4096));
     }
 
     #[test]

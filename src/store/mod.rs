@@ -480,10 +480,7 @@ fn open_sled(folder: &Path) -> Result<sled::Db, StoreError> {
     // What an earlier process wrote and never synced (it was killed) is made durable before
     // sled reads it: sled writes a snapshot of what it finds, synced, and a snapshot ahead
     // of the log on the disk is a store sled refuses after a power cut.
-    let log = folder.join("db");
-    if log.exists() {
-        durable::sync_file(&log)?;
-    }
+    durable::sync_before_open(folder)?;
     sled::Config::new()
         .path(folder)
         .cache_capacity(STORE_CACHE_BYTES)
@@ -894,7 +891,14 @@ impl Store {
         if *marked >= newest {
             return Ok(());
         }
-        self.write_marker(newest)?;
+        // Three syncs of files: off the runtime's workers (a hung disk stalls one thread).
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_marker(newest))
+            .await
+            .map_err(|e| StoreError::Io {
+                path: self.marker.clone(),
+                source: std::io::Error::other(format!("the marker task failed: {e}")),
+            })??;
         *marked = newest;
         Ok(())
     }
@@ -956,6 +960,16 @@ impl Store {
     /// applied) is on the disk; a failure marks the store as failing to write.
     pub(crate) async fn sync(&self, ticket: u64) -> Result<(), StoreError> {
         let synced = self.durable.sync(&self.db, ticket).await;
+        if synced.is_err() {
+            self.write_failed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        synced
+    }
+
+    /// Returns once everything applied so far is on the disk (without a batch of its own).
+    pub(crate) async fn sync_applied(&self) -> Result<(), StoreError> {
+        let synced = self.durable.sync_applied(&self.db).await;
         if synced.is_err() {
             self.write_failed
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1548,6 +1562,16 @@ impl<'w> Txn<'w> {
     /// manifest's items go first, in blocks, in slices; its client index buckets and its
     /// record come last, in the one batch.
     pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
+        // A second transaction of one writer, begun before the first committed, would
+        // write without the lock: refused.
+        if self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_none()
+        {
+            return Err(StoreError::WriterSpent);
+        }
         if !self.exists {
             // A new manifest's items go first (the last slice of them here) and its record
             // last: until the record is written, the items are unreachable leftovers that a
@@ -1594,7 +1618,15 @@ impl<'w> Txn<'w> {
         release_writer(self.writer);
         self.store.sync(ticket).await?;
         if !self.exists {
-            self.store.mark_committed(self.manifest.id).await?;
+            // The commit is durable: a marker that cannot be written is logged, not the
+            // commit's failure (the marker is only a check, and a failed intake commit
+            // would leave its manifest to be judged a duplicate of itself).
+            if let Err(e) = self.store.mark_committed(self.manifest.id).await {
+                tracing::error!(
+                    "cannot record manifest {} in the store's marker: {e}",
+                    self.manifest.id
+                );
+            }
         }
         self.store.tally.add_items(&self.newly_final);
         if self.manifest.finished_at_ms.is_some() && !self.finished_before {
@@ -1932,6 +1964,28 @@ mod tests {
         assert_eq!(
             store.items_with_client_id("legacy").expect("read"),
             vec![(9, 4)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_transaction_of_one_writer_cannot_commit_without_the_lock() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let (a, b) = (
+            store.new_manifest_id().expect("id"),
+            store.new_manifest_id().expect("id"),
+        );
+        let writer = store.writer().await;
+        let first = writer.create(manifest(a)).expect("create");
+        let second = writer.create(manifest(b)).expect("create");
+        first.commit().await.expect("the first commits");
+        assert!(matches!(
+            second.commit().await,
+            Err(StoreError::WriterSpent)
+        ));
+        assert!(
+            store.manifest(b).expect("read").is_none(),
+            "nothing of it was written"
         );
     }
 

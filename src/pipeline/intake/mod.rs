@@ -522,11 +522,16 @@ pub async fn archive(
         to = archive_dir.join(format!("{}.{}.json", record.name, record.id));
     }
     if from.exists() {
-        move_file(from, &to).map_err(|source| IntakeError::Archive {
-            from: from.to_path_buf(),
-            to: to.clone(),
-            source,
-        })?;
+        // Syncs of the file and both folders: off the runtime's workers.
+        let (source, target) = (from.to_path_buf(), to.clone());
+        tokio::task::spawn_blocking(move || move_file(&source, &target))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("the move task failed: {e}"))))
+            .map_err(|source| IntakeError::Archive {
+                from: from.to_path_buf(),
+                to: to.clone(),
+                source,
+            })?;
     }
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(record.id)?;
