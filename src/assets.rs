@@ -89,22 +89,131 @@ fn fix_bash_case_arms(path: &Path, name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The man page of `command` and of each of its visible subcommands, into `dir`.
+/// What the main page adds after clap's sections (roff).
+const MAIN_SECTIONS: &str = r#".SH FILES
+.TP
+\fI/etc/tented\-bulkd/config.toml\fR
+The configuration (\fB\-\-config\fR; a missing default file means the built\-in
+defaults). \fI/etc/tented\-bulkd/NAME.toml\fR is an instance's (\fB\-\-instance\fR \fINAME\fR,
+\fBtented\-bulkd@NAME.service\fR).
+.TP
+\fI/etc/tented\-bulkd/api_key\fR, \fI/etc/tented\-bulkd/NAME.key\fR
+The API key, root's alone (mode 0600), handed to the service by systemd
+(\fBLoadCredential=\fR).
+.TP
+\fI/var/lib/tented\-bulkd/inbox/\fR
+Where manifests are dropped (rename them in; the group may write).
+.TP
+\fI/var/lib/tented\-bulkd/outbox/\fR
+One \fINAME\fR.result.json (and .result.csv, .retry.json) per manifest.
+.TP
+\fI/var/lib/tented\-bulkd/archive/\fR
+Every manifest taken, as it was dropped.
+.TP
+\fI/var/lib/tented\-bulkd/state/\fR
+The store (mode 0700): what was sent and paid for. Never delete it while work is
+unfinished; back it up with \fBtented\-bulkd backup\fR.
+.TP
+\fI/run/tented\-bulkd/control.sock\fR
+The control socket (\fBcancel\fR, \fBpause\fR, \fBresume\fR, \fBbackup\fR), for the daemon's group.
+.TP
+\fI/usr/share/tented\-bulkd/\fR
+Prometheus alert rules and a Grafana dashboard.
+.SH ENVIRONMENT
+.TP
+\fBTENTED_API_KEY\fR
+The API key, when no credential or key file gives one.
+.TP
+\fBTENTED_BULKD__\fR\fISECTION\fR\fB__\fR\fIKEY\fR
+Overrides a configuration key (\fBTENTED_BULKD__API__REQUESTS_PER_SECOND=10\fR).
+.TP
+\fBCREDENTIALS_DIRECTORY\fR
+Set by systemd: the key is read from its \fItented_api_key\fR first.
+.TP
+\fBRUST_LOG\fR
+The log filter (default \fBinfo\fR).
+.TP
+\fBNO_COLOR\fR
+No colours, even on a terminal.
+.TP
+\fBJOURNAL_STREAM\fR, \fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
+Set by systemd: log lines carry the journal's priority; readiness, status and
+watchdog keep\-alives are sent.
+.SH EXIT STATUS
+.TP
+\fB0\fR
+Success.
+.TP
+\fB1\fR
+The command's own failure (the daemon unreachable or unhealthy for \fBstatus\fR,
+something rejected for \fBvalidate\fR, a folder that cannot be made).
+.TP
+\fB2\fR
+Wrong usage.
+.TP
+\fB78\fR
+An invalid configuration, or a store no start can use (damaged, behind its marker,
+of a newer format): systemd does not restart it (\fBRestartPreventExitStatus=78\fR).
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop taking work, let the requests under way end (12 s at most), make the store
+durable and exit 0 within 15 s.
+.TP
+\fBSIGHUP\fR
+Read the configuration again for the API key and the request budget.
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBsystemd.exec\fR(5),
+\fI/usr/share/doc/tented\-bulkd/README.md\fR
+"#;
+
+/// What every subcommand's page adds (roff).
+const SUBCOMMAND_SECTIONS: &str = r#".SH EXIT STATUS
+0 on success, 1 on the command's own failure, 2 on wrong usage, 78 for an invalid
+configuration; see \fBtented\-bulkd\fR(1).
+.SH SEE ALSO
+\fBtented\-bulkd\fR(1)
+"#;
+
+/// The man page of `command` and of each of its visible subcommands, into `dir`: clap's
+/// sections, then FILES, ENVIRONMENT, EXIT STATUS, SIGNALS and SEE ALSO (the main page)
+/// or EXIT STATUS and SEE ALSO (a subcommand's), and the version on every page.
 fn man_pages(command: clap::Command, dir: &Path) -> Result<Vec<PathBuf>, AssetsError> {
     let error = |source| AssetsError::ManPages {
         path: dir.to_path_buf(),
         source,
     };
-    clap_mangen::generate_to(command.clone(), dir).map_err(error)?;
-    let mut pages = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(error)? {
-        let path = entry.map_err(error)?.path();
-        if path.extension().is_some_and(|e| e == "1") {
-            pages.push(path);
-        }
+    let mut command = command.disable_help_subcommand(true);
+    command.build();
+    let mut pages = vec![write_man_page(&command, MAIN_SECTIONS, dir).map_err(error)?];
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // clap gives a subcommand no version: every page carries the package's.
+        let sub = sub.clone().version(env!("CARGO_PKG_VERSION"));
+        pages.push(write_man_page(&sub, SUBCOMMAND_SECTIONS, dir).map_err(error)?);
     }
     pages.sort();
     Ok(pages)
+}
+
+/// One page: clap_mangen's sections, `extra` (roff), then VERSION.
+fn write_man_page(command: &clap::Command, extra: &str, dir: &Path) -> std::io::Result<PathBuf> {
+    let man = clap_mangen::Man::new(command.clone());
+    let mut out: Vec<u8> = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    if command.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut out)?;
+    }
+    if command.get_subcommands().any(|s| !s.is_hide_set()) {
+        man.render_subcommands_section(&mut out)?;
+    }
+    out.extend_from_slice(extra.as_bytes());
+    man.render_version_section(&mut out)?;
+    let path = dir.join(man.get_filename());
+    std::fs::write(&path, out)?;
+    Ok(path)
 }
 
 /// The main man page of `command`, as roff text.

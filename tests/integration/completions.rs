@@ -1,4 +1,4 @@
-//! The shell completions the package installs, in the real shells (Debian's `bash`, `zsh`
+//! The shell completions and man pages the package installs: the completions in the real shells (Debian's `bash`, `zsh`
 //! and `fish`): the subcommands, every option of `show`, `list` and `from-csv`, and file
 //! names where a file is expected. A shell that is not installed is skipped, saying so.
 //! (clap_complete's bash script for a hyphenated name completed nothing after a
@@ -156,4 +156,65 @@ fn every_shell_completes_subcommands_their_options_and_file_names() {
         ran.push(shell);
     }
     println!("completions checked in: {ran:?}");
+}
+
+/// The man pages as `man` renders them: no warning from `man --warnings` (groff's), the
+/// version on every page, and the main page's FILES, ENVIRONMENT, EXIT STATUS, SIGNALS
+/// and SEE ALSO. Skipped, saying so, where `man` is absent.
+#[test]
+fn the_man_pages_render_without_warnings_and_carry_their_sections() {
+    if !installed("man") && Command::new("man").arg("--version").output().is_err() {
+        println!("skipped: the man pages: man is not installed (Debian: apt-get install man-db)");
+        return;
+    }
+    let assets = tempfile::tempdir().expect("temp dir");
+    let status = command(["generate-assets"])
+        .arg(assets.path())
+        .output()
+        .expect("generate-assets runs");
+    assert!(status.status.success(), "generate-assets: {status:?}");
+    let version = env!("CARGO_PKG_VERSION");
+    let mut pages = 0;
+    for entry in std::fs::read_dir(assets.path().join("man")).expect("man pages") {
+        let page = entry.expect("entry").path();
+        let rendered = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "80")
+            .env("MAN_KEEP_FORMATTING", "0")
+            .output()
+            .expect("man runs");
+        let warnings = String::from_utf8_lossy(&rendered.stderr);
+        assert!(
+            rendered.status.success() && warnings.trim().is_empty(),
+            "man --warnings {}: {warnings}",
+            page.display()
+        );
+        let roff = std::fs::read_to_string(&page).expect("the page");
+        let title = roff.lines().find(|l| l.starts_with(".TH")).unwrap_or("");
+        assert!(
+            title.contains(version),
+            "{}: no version in {title}",
+            page.display()
+        );
+        assert!(
+            roff.contains(".SH SEE ALSO"),
+            "{}: no SEE ALSO",
+            page.display()
+        );
+        assert!(
+            roff.contains(".SH EXIT STATUS"),
+            "{}: no EXIT STATUS",
+            page.display()
+        );
+        pages += 1;
+    }
+    assert!(pages >= 10, "{pages} pages");
+    let main = std::fs::read_to_string(assets.path().join("man/tented-bulkd.1")).expect("main");
+    for section in ["FILES", "ENVIRONMENT", "EXIT STATUS", "SIGNALS", "SEE ALSO"] {
+        assert!(
+            main.contains(&format!(".SH {section}")),
+            "tented-bulkd(1) has no {section}"
+        );
+    }
 }
