@@ -217,10 +217,11 @@ pub enum Command {
     /// BOM, a header row), validated as `validate` would; prints it, writes it to --out,
     /// or drops it into the daemon's inbox.
     FromCsv(FromCsvArgs),
-    /// Prints the JSON Schema of a manifest or of a result file.
+    /// Prints the JSON Schema of a manifest, a result file, or what `list`, `show` and
+    /// `status` print with `--json`.
     Schema {
         /// Which schema: `manifest` (what the inbox takes) or `result` (what the outbox gives).
-        #[arg(value_parser = ["manifest", "result"])]
+        #[arg(value_parser = ["manifest", "result", "list", "show", "status"])]
         which: String,
     },
     /// Writes the man pages and the shell completions (bash, zsh, fish) into DIR, for
@@ -891,11 +892,15 @@ const EX_CONFIG: u8 = 78;
 /// Wrong usage, as clap reports it.
 const EX_USAGE: u8 = 2;
 
-/// `schema manifest|result`: the JSON Schema, generated from the types.
+/// `schema manifest|result|list|show|status`: the JSON Schema, generated from the types.
 fn schema(which: &str) -> anyhow::Result<ExitCode> {
     let schema = match which {
         "manifest" => crate::schema::manifest_schema(),
-        _ => crate::schema::result_schema(),
+        "result" => crate::schema::result_schema(),
+        other => match crate::schema::output_schema(other) {
+            Some(schema) => schema,
+            None => bail!("no schema named {other}"),
+        },
     };
     println!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(ExitCode::SUCCESS)

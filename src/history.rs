@@ -19,10 +19,15 @@ use crate::store::{HistoryEntry, ManifestRecord, ManifestSummary, StoreError};
 /// How many manifests `list` shows when no `--limit` is given.
 pub const DEFAULT_LIST_LIMIT: usize = 50;
 
-/// One line of `list`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+/// One line of `list`. The names and words are the result file's (SPEC section 5):
+/// `manifest` (the file name), `status`, `error`, `received_at`, `finished_at`, and
+/// `counts` with `total` and every status, zeros included; `name` is the handle that
+/// `show`, `pause` and the others take.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ManifestLine {
     pub name: String,
+    /// The manifest's file name, as the result file's `manifest` gives it.
+    pub manifest: String,
     pub kind: String,
     /// `active`, `paused`, `credit_wait`, `canceled` (still finishing), `finished` or
     /// `pruned` (only its summary is left).
@@ -30,33 +35,63 @@ pub struct ManifestLine {
     /// The final status (`completed`, `completed_with_failures`, `failed`, `rejected`)
     /// once finished.
     pub status: Option<String>,
-    /// Why it is paused, or why it was rejected as a whole.
+    /// Why it is paused or waiting, or why it was rejected as a whole.
     pub reason: Option<String>,
-    /// How many items it has.
-    pub total: u32,
-    /// Items by state (only states with items; whole manifests by the item machine's
-    /// states, pruned ones by final status).
+    /// Why the manifest as a whole was rejected (the result file's `error`).
+    pub error: Option<String>,
+    /// `total`, then items by status: every final status of the result file and every
+    /// state an unfinished item can be in, each listed, zeros included.
     pub counts: BTreeMap<String, u32>,
     pub received_at: String,
     pub finished_at: Option<String>,
 }
 
+impl ManifestLine {
+    /// How many items it has (`counts.total`).
+    pub fn total(&self) -> u32 {
+        self.counts.get("total").copied().unwrap_or(0)
+    }
+}
+
 /// What `list` prints (`GET /manifests`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ManifestList {
     pub manifests: Vec<ManifestLine>,
     /// True when older manifests were left out by the limit.
     pub more: bool,
 }
 
+/// What a request is known by, named as in the result file: `bulk_job_id` for a bulk
+/// manifest's, `tent_id` for a create or edit manifest's (null until admitted).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RequestId {
+    #[serde(rename = "bulk_job_id")]
+    BulkJob(Option<String>),
+    #[serde(rename = "tent_id")]
+    Tent(Option<String>),
+}
+
+impl RequestId {
+    /// The id, whichever it is (none before the admission).
+    pub fn get(&self) -> Option<&str> {
+        match self {
+            RequestId::BulkJob(id) | RequestId::Tent(id) => id.as_deref(),
+        }
+    }
+}
+
 /// One create request of a manifest, as `show` prints it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 pub struct RequestLine {
     pub seq: u32,
-    /// The bulk_job_id (bulk) or the tent id (create, edit), once admitted.
-    pub remote_id: Option<String>,
-    /// `sending`, `admitted`, `not_admitted`, `lost` or `done`.
+    #[serde(flatten)]
+    pub id: RequestId,
+    /// The request's own life here: `sending`, `admitted`, `not_admitted`, `lost` or
+    /// `done`.
     pub state: String,
+    /// Tented's status of the job or tent as last polled (the result file's
+    /// `bulk_jobs[].status`), null until one came.
+    pub status: Option<String>,
     pub items: u32,
     /// The manifest index of its first item.
     pub first_index: Option<u32>,
@@ -67,7 +102,7 @@ pub struct RequestLine {
 }
 
 /// One item, as `show --items` prints it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ItemLine {
     pub index: u32,
     pub client_item_id: String,
@@ -78,7 +113,7 @@ pub struct ItemLine {
 }
 
 /// What `show NAME` prints (`GET /manifests/NAME`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ManifestDetail {
     #[serde(flatten)]
     pub line: ManifestLine,
@@ -107,24 +142,26 @@ pub fn state_and_reason(m: &ManifestRecord) -> (&'static str, Option<String>) {
     }
 }
 
-/// Items by state, only states that have some.
+/// `total`, then items by state: every state listed, zeros included.
 pub fn counts_by_state(m: &ManifestRecord) -> BTreeMap<String, u32> {
-    ItemState::ALL
+    let mut counts: BTreeMap<String, u32> = ItemState::ALL
         .iter()
-        .filter(|s| m.count(**s) > 0)
         .map(|s| (s.as_str().to_string(), m.count(*s)))
-        .collect()
+        .collect();
+    counts.insert("total".to_string(), m.item_count);
+    counts
 }
 
 fn whole_line(m: &ManifestRecord) -> ManifestLine {
     let (state, reason) = state_and_reason(m);
     ManifestLine {
         name: m.name.clone(),
+        manifest: m.file_name(),
         kind: m.kind.as_str().to_string(),
         state: state.to_string(),
         status: m.finished_at_ms.map(|_| m.final_status().to_string()),
         reason,
-        total: m.item_count,
+        error: m.rejection.clone(),
         counts: counts_by_state(m),
         received_at: rfc3339(m.received_at_ms),
         finished_at: m.finished_at_ms.map(rfc3339),
@@ -132,19 +169,24 @@ fn whole_line(m: &ManifestRecord) -> ManifestLine {
 }
 
 fn pruned_line(s: &ManifestSummary) -> ManifestLine {
+    // What stays of a pruned manifest: its final counts; no item is unfinished.
+    let mut counts: BTreeMap<String, u32> = ItemState::ALL
+        .iter()
+        .map(|state| (state.as_str().to_string(), 0))
+        .collect();
+    for (word, n) in s.counts.nonzero() {
+        counts.insert(word.to_string(), n);
+    }
+    counts.insert("total".to_string(), s.counts.total);
     ManifestLine {
         name: s.name.clone(),
+        manifest: format!("{}.json", s.name),
         kind: s.kind.as_str().to_string(),
         state: "pruned".to_string(),
         status: Some(s.status.clone()),
         reason: None,
-        total: s.counts.total,
-        counts: s
-            .counts
-            .nonzero()
-            .into_iter()
-            .map(|(word, n)| (word.to_string(), n))
-            .collect(),
+        error: None,
+        counts,
         received_at: rfc3339(s.received_at_ms),
         finished_at: s.finished_at_ms.map(rfc3339),
     }
@@ -169,8 +211,14 @@ fn request_line(job: &JobRecord, floor_ms: u64) -> RequestLine {
     let state = job.state();
     RequestLine {
         seq: job.seq,
-        remote_id: job.remote_id.clone(),
+        id: match job.kind {
+            crate::state::job::JobKind::Bulk => RequestId::BulkJob(job.remote_id.clone()),
+            crate::state::job::JobKind::Create | crate::state::job::JobKind::Edit => {
+                RequestId::Tent(job.remote_id.clone())
+            }
+        },
         state: state.as_str().to_string(),
+        status: job.status.clone(),
         items: job.item_indices.len() as u32,
         first_index: job.item_indices.first().copied(),
         sent_at: rfc3339(job.sent_at_ms),
@@ -237,7 +285,7 @@ pub fn show(ctx: &Context, name: &str, items: bool) -> Result<Option<ManifestDet
 
 // ---- `/status`: the manifests in flight and the daemon's health ----------------------
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, schemars::JsonSchema)]
 pub struct StatusReport {
     pub healthy: bool,
     pub auth_paused: bool,
@@ -252,9 +300,12 @@ pub struct StatusReport {
     pub manifests: Vec<ManifestStatus>,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, schemars::JsonSchema)]
 pub struct ManifestStatus {
     pub name: String,
+    /// The manifest's file name, as the result file's `manifest` gives it.
+    #[serde(default)]
+    pub manifest: String,
     pub kind: String,
     /// `high`, `normal` or `low`.
     #[serde(default)]
@@ -284,6 +335,7 @@ pub fn manifest_status(ctx: &Context, m: &ManifestRecord) -> ManifestStatus {
     let (state, reason) = state_and_reason(m);
     ManifestStatus {
         name: m.name.clone(),
+        manifest: m.file_name(),
         kind: m.kind.as_str().to_string(),
         priority: m.top.priority.as_str().to_string(),
         state: state.to_string(),

@@ -100,7 +100,12 @@ fn layout(title: &str, refresh: bool, body: Markup) -> String {
 /// A bar of `total` items split by status, with its legend.
 fn progress(counts: &BTreeMap<String, u32>, total: u32) -> Markup {
     const WIDTH: f64 = 320.0;
-    let total = total.max(counts.values().sum::<u32>()).max(1);
+    let items: u32 = counts
+        .iter()
+        .filter(|(state, _)| state.as_str() != "total")
+        .map(|(_, n)| n)
+        .sum();
+    let total = total.max(items).max(1);
     // (word, items, colour, x, width) of each segment, left to right.
     let mut x = 0.0;
     let mut parts = Vec::new();
@@ -161,7 +166,7 @@ fn in_flight(manifests: &[ManifestStatus]) -> Markup {
                             @if let Some(reason) = &m.reason { br; span.muted { (reason) } }
                             @if let Some(at) = &m.credit_retry_at { br; span.muted { "credits retried at " (at) } }
                         }
-                        td { (progress(&m.counts, m.counts.values().sum())) }
+                        td { (progress(&m.counts, m.counts.get("total").copied().unwrap_or(0))) }
                         td {
                             @match &m.next_poll_at {
                                 Some(at) => { (at) br; span.muted { (m.jobs_polling) " job(s) polling" } }
@@ -249,8 +254,8 @@ fn recent(lines: &[ManifestLine]) -> Markup {
                         td { a href=(manifest_href(&l.name)) { (l.name) } }
                         td { (l.kind) }
                         td { (l.status.as_deref().unwrap_or("")) @if let Some(r) = &l.reason { br; span.muted { (r) } } }
-                        td.num { (l.total) }
-                        td { (progress(&l.counts, l.total)) }
+                        td.num { (l.total()) }
+                        td { (progress(&l.counts, l.total())) }
                         td { (l.finished_at.as_deref().unwrap_or("")) }
                     }
                 }
@@ -282,22 +287,23 @@ pub fn manifest(detail: &ManifestDetail) -> String {
             tr { th { "kind" } td { (l.kind) } }
             tr { th { "state" } td { (l.state) @if let Some(r) = &l.reason { " — " (r) } } }
             @if let Some(status) = &l.status { tr { th { "status" } td { (status) } } }
-            tr { th { "items" } td { (l.total) } }
+            tr { th { "items" } td { (l.total()) } }
             tr { th { "received" } td { (l.received_at) } }
             @if let Some(at) = &l.finished_at { tr { th { "finished" } td { (at) } } }
             @if let Some(path) = &detail.result_path { tr { th { "result" } td { code { (path) } } } }
             @if let Some(at) = &detail.pruned_at { tr { th { "pruned" } td { (at) " (only its summary is kept)" } } }
         }
-        (progress(&l.counts, l.total))
+        (progress(&l.counts, l.total()))
         @if !detail.requests.is_empty() {
             h2 { "Requests" }
             table {
-                tr { th.num { "#" } th { "bulk_job_id / tent_id" } th { "state" } th.num { "items" } th { "sent" } th { "last polled" } th { "next poll" } }
+                tr { th.num { "#" } th { "bulk_job_id / tent_id" } th { "state" } th { "status" } th.num { "items" } th { "sent" } th { "last polled" } th { "next poll" } }
                 @for r in &detail.requests {
                     tr {
                         td.num { (r.seq) }
-                        td { code { (r.remote_id.as_deref().unwrap_or("—")) } }
+                        td { code { (r.id.get().unwrap_or("—")) } }
                         td { (r.state) }
+                        td { (r.status.as_deref().unwrap_or("—")) }
                         td.num { (r.items) }
                         td { (r.sent_at) }
                         td { (r.last_polled_at.as_deref().unwrap_or("—")) }
@@ -351,12 +357,18 @@ mod tests {
             requests_per_second: 5,
             manifests: vec![ManifestStatus {
                 name: name.into(),
+                manifest: format!("{name}.json"),
                 kind: "bulk".into(),
                 priority: "high".into(),
                 state: "paused".into(),
                 reason: Some("paused by the operator".into()),
                 received_at: "2026-12-07T05:00:00Z".into(),
-                counts: [("completed".to_string(), 3), ("pending".to_string(), 1)].into(),
+                counts: [
+                    ("total".to_string(), 4),
+                    ("completed".to_string(), 3),
+                    ("pending".to_string(), 1),
+                ]
+                .into(),
                 jobs_polling: 1,
                 next_poll_at: Some("2026-12-07T05:00:10Z".into()),
                 credit_retry_at: None,

@@ -1,5 +1,6 @@
-//! The JSON Schemas of a manifest and of a result file (`tented-bulkd schema
-//! manifest|result`, SPEC section 10), generated with `schemars` from the types that parse
+//! The JSON Schemas of a manifest, of a result file and of the JSON that `list`, `show`
+//! and `status` print (`tented-bulkd schema manifest|result|list|show|status`, SPEC
+//! section 10), generated with `schemars` from the types that parse
 //! manifests ([`ManifestDocument`]) and write results ([`ResultDocument`]), so that they
 //! cannot drift from the code.
 //!
@@ -57,13 +58,28 @@ pub fn manifest_schema() -> Value {
 
 /// The JSON Schema of a result file, `outbox/NAME.result.json`.
 pub fn result_schema() -> Value {
+    root_schema::<ResultDocument>()
+}
+
+/// The JSON Schemas of what `list --json` (`GET /manifests`), `show --json`
+/// (`GET /manifests/NAME`) and `status --json` (`GET /status`) print: `list`, `show`,
+/// `status`. They speak the result file's words (`manifest`, `bulk_job_id` or `tent_id`,
+/// `status`, `counts` with `total`).
+pub fn output_schema(which: &str) -> Option<Value> {
+    match which {
+        "list" => Some(root_schema::<crate::history::ManifestList>()),
+        "show" => Some(root_schema::<crate::history::ManifestDetail>()),
+        "status" => Some(root_schema::<crate::history::StatusReport>()),
+        _ => None,
+    }
+}
+
+/// The schema of `T` as written (nulls kept), its identifying keys first for a reader.
+fn root_schema<T: schemars::JsonSchema>() -> Value {
     let generator = SchemaSettings::draft2020_12()
         .for_serialize()
         .into_generator();
-    let generated = generator
-        .into_root_schema_for::<ResultDocument>()
-        .to_value();
-    // The same schema, its identifying keys first for a human reader.
+    let generated = generator.into_root_schema_for::<T>().to_value();
     let mut ordered = Map::new();
     if let Value::Object(fields) = generated {
         for key in ["$schema", "title", "description"] {
@@ -687,9 +703,13 @@ mod tests {
 
     #[test]
     fn the_committed_schemas_are_the_generated_ones() {
+        let output = |which: &str| output_schema(which).expect("an output schema");
         for (file, schema) in [
             ("manifest.schema.json", manifest_schema()),
             ("result.schema.json", result_schema()),
+            ("list.schema.json", output("list")),
+            ("show.schema.json", output("show")),
+            ("status.schema.json", output("status")),
         ] {
             let path = format!("{EXAMPLES}/schema/{file}");
             let committed = std::fs::read_to_string(&path).unwrap_or_default();

@@ -39,7 +39,12 @@ fn or_dash(value: Option<&str>) -> String {
 /// `52 completed, 5 failed` from counts by state, in the item machine's order.
 pub fn counts_text(counts: &std::collections::BTreeMap<String, u32>) -> String {
     let words: Vec<&str> = ItemState::ALL.iter().map(|s| s.as_str()).collect();
-    let mut keys: Vec<&String> = counts.keys().collect();
+    // The states with items (`total` has its own column).
+    let mut keys: Vec<&String> = counts
+        .iter()
+        .filter(|(k, n)| **n > 0 && k.as_str() != "total")
+        .map(|(k, _)| k)
+        .collect();
     keys.sort_by_key(|k| words.iter().position(|w| w == k).unwrap_or(usize::MAX));
     let parts: Vec<String> = keys.iter().map(|k| format!("{} {k}", counts[*k])).collect();
     if parts.is_empty() {
@@ -63,7 +68,7 @@ pub fn list_table(list: &ManifestList) -> String {
             m.kind.clone(),
             m.state.clone(),
             or_dash(m.status.as_deref()),
-            m.total.to_string(),
+            m.total().to_string(),
             counts_text(&m.counts),
             m.received_at.clone(),
             or_dash(m.finished_at.as_deref()),
@@ -90,7 +95,7 @@ fn requests_table(requests: &[RequestLine]) -> String {
     for r in requests {
         table.add_row([
             r.seq.to_string(),
-            or_dash(r.remote_id.as_deref()),
+            or_dash(r.id.get()),
             r.state.clone(),
             r.items.to_string(),
             r.first_index.map_or("-".to_string(), |i| i.to_string()),
@@ -132,7 +137,7 @@ pub fn show_text(detail: &ManifestDetail) -> String {
         ("state", line.state.clone()),
         ("status", or_dash(line.status.as_deref())),
         ("reason", or_dash(line.reason.as_deref())),
-        ("items", line.total.to_string()),
+        ("items", line.total().to_string()),
         ("counts", counts_text(&line.counts)),
         ("received", line.received_at.clone()),
         ("finished", or_dash(line.finished_at.as_deref())),
@@ -213,12 +218,19 @@ mod tests {
     fn line(name: &str, state: &str) -> ManifestLine {
         ManifestLine {
             name: name.into(),
+            manifest: format!("{name}.json"),
             kind: "bulk".into(),
             state: state.into(),
             status: Some("completed".into()),
             reason: None,
-            total: 3,
-            counts: [("failed".to_string(), 1), ("completed".to_string(), 2)].into(),
+            error: None,
+            counts: [
+                ("total".to_string(), 3),
+                ("failed".to_string(), 1),
+                ("completed".to_string(), 2),
+                ("unknown".to_string(), 0),
+            ]
+            .into(),
             received_at: "2026-03-25T14:30:00Z".into(),
             finished_at: None,
         }
@@ -227,9 +239,11 @@ mod tests {
     #[test]
     fn counts_follow_the_item_machine_order() {
         let counts = [
+            ("total".to_string(), 7),
             ("failed".to_string(), 1),
             ("completed".to_string(), 2),
             ("pending".to_string(), 4),
+            ("unknown".to_string(), 0),
         ]
         .into();
         assert_eq!(counts_text(&counts), "4 pending, 2 completed, 1 failed");

@@ -198,3 +198,66 @@ async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
     assert!(stdout.contains("already finished"), "{stdout}");
     daemon.sigterm().await.expect("SIGTERM exits 0");
 }
+
+/// The JSON Schema `tented-bulkd schema WHICH` prints.
+fn printed_schema(which: &str) -> Value {
+    let output = command(["schema", which]).output().expect("schema runs");
+    assert!(output.status.success(), "schema {which}");
+    serde_json::from_slice(&output.stdout).expect("a schema")
+}
+
+fn assert_valid(which: &str, value: &Value) {
+    let schema = printed_schema(which);
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{which}: {errors:?}\n{value:#}");
+}
+
+/// One vocabulary (issue 18): `show --json`, `list --json` and `status --json` (the same
+/// JSON as `/manifests/NAME`, `/manifests` and `/status`) use the result file's names and
+/// words, and each matches the schema `schema show|list|status` prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_list_and_status_speak_the_result_files_words_and_match_their_schemas() {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let app = TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
+    app.drop_manifest("words.json", &bulk_manifest(30));
+    let result = app.wait_result("words", WAIT).await;
+
+    let (status, shown) = get(&admin, "/manifests/words?items=true").await;
+    assert_eq!(status, 200, "{shown}");
+    assert_valid("show", &shown);
+    assert_eq!(shown["manifest"], result["manifest"], "{shown}");
+    assert_eq!(shown["status"], result["status"], "{shown}");
+    assert_eq!(shown["received_at"], result["received_at"], "{shown}");
+    assert_eq!(shown["finished_at"], result["finished_at"], "{shown}");
+    for (status, n) in result["counts"].as_object().expect("counts") {
+        assert_eq!(&shown["counts"][status], n, "counts.{status}: {shown}");
+    }
+    let jobs = result["bulk_jobs"].as_array().expect("bulk_jobs");
+    let requests = shown["requests"].as_array().expect("requests");
+    assert_eq!(requests.len(), jobs.len(), "{shown}");
+    for (request, job) in requests.iter().zip(jobs) {
+        assert_eq!(request["bulk_job_id"], job["bulk_job_id"], "{request}");
+        assert_eq!(request["status"], job["status"], "{request}");
+        assert_eq!(request["first_index"], job["first_index"], "{request}");
+        assert!(request.get("remote_id").is_none(), "{request}");
+    }
+
+    let (status, listed) = get(&admin, "/manifests").await;
+    assert_eq!(status, 200);
+    assert_valid("list", &listed);
+    let line = &listed["manifests"][0];
+    assert_eq!(line["manifest"], "words.json", "{line}");
+    assert_eq!(line["counts"]["total"], 30, "{line}");
+    assert_eq!(
+        line["counts"]["unknown"], 0,
+        "every status, zeros included: {line}"
+    );
+
+    let (status, report) = get(&admin, "/status").await;
+    assert_eq!(status, 200);
+    assert_valid("status", &report);
+}

@@ -39,7 +39,7 @@ async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_re
     assert_eq!((line.name.as_str(), line.state.as_str()), ("old", "pruned"));
     assert_eq!(line.status.as_deref(), Some("completed"));
     assert_eq!(line.counts.get("completed"), Some(&3));
-    assert_eq!(line.total, 3);
+    assert_eq!(line.total(), 3);
     let shown = tented_bulkd::history::show(app.ctx(), "old", true)
         .expect("reads")
         .expect("found");
