@@ -146,7 +146,7 @@ pub enum Command {
     },
     /// Cancels a manifest: chunks not yet sent are never sent.
     Cancel {
-        /// The manifest's NAME (its file name without `.json`).
+        /// The manifest's NAME, as `list` shows it (its file name without `.json`, with `~N` when the name was used before).
         name: String,
         /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
@@ -154,7 +154,7 @@ pub enum Command {
     },
     /// Resumes a paused manifest (by the operator, the failure threshold or a restore).
     Resume {
-        /// The manifest's NAME (its file name without `.json`).
+        /// The manifest's NAME, as `list` shows it (its file name without `.json`, with `~N` when the name was used before).
         name: String,
         /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
@@ -163,7 +163,7 @@ pub enum Command {
     /// Pauses a manifest: nothing more of it is sent until `resume`; what was admitted is
     /// still polled.
     Pause {
-        /// The manifest's NAME (as `list` shows it).
+        /// The manifest's NAME, as `list` shows it (its file name without `.json`, with `~N` when the name was used before).
         name: String,
         /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
@@ -201,7 +201,7 @@ pub enum Command {
     },
     /// One manifest: state and reason, counts, its requests, the result's path.
     Show {
-        /// The manifest's NAME (as `list` shows it).
+        /// The manifest's NAME, as `list` shows it (its file name without `.json`, with `~N` when the name was used before).
         name: String,
         /// Configuration file (default /etc/tented-bulkd/config.toml; missing means defaults).
         #[arg(long)]
@@ -751,7 +751,7 @@ async fn list(config: Option<PathBuf>, json: bool, limit: usize) -> anyhow::Resu
     if json {
         print_json(&list)?;
     } else {
-        println!("{}", crate::tables::list_table(&list));
+        println!("{}", crate::tables::list_table(&list, limit));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -798,12 +798,14 @@ async fn control(config: Option<PathBuf>, name: &str, action: &str) -> anyhow::R
         .context("the daemon's answer stopped arriving")?;
     let answer: ControlAnswer = serde_json::from_slice(&body)
         .context("the daemon's answer is not what this version reads")?;
-    println!("{}: {}", answer.manifest, answer.message);
-    Ok(if ok {
-        ExitCode::SUCCESS
+    if ok {
+        println!("{}: {}", answer.manifest, answer.message);
+        Ok(ExitCode::SUCCESS)
     } else {
-        ExitCode::FAILURE
-    })
+        // A refusal is an error: on stderr, as every error of this program.
+        eprintln!("tented-bulkd: {}: {}", answer.manifest, answer.message);
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// How long `backup` waits for the daemon's snapshot to arrive whole.
@@ -1103,6 +1105,28 @@ mod tests {
         let chained =
             anyhow::Error::new(std::io::Error::other("disk on fire")).context("cannot write");
         assert_eq!(error_report(&chained), "cannot write: disk on fire");
+    }
+
+    #[test]
+    fn every_command_that_takes_a_name_explains_it_alike() {
+        use clap::CommandFactory as _;
+        let command = Cli::command();
+        let helps: Vec<(String, String)> = ["show", "pause", "cancel", "resume"]
+            .iter()
+            .map(|sub| {
+                let help = command
+                    .find_subcommand(sub)
+                    .and_then(|s| s.get_arguments().find(|a| a.get_id() == "name"))
+                    .and_then(|a| a.get_help())
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                (sub.to_string(), help)
+            })
+            .collect();
+        assert!(!helps[0].1.is_empty());
+        for (sub, help) in &helps {
+            assert_eq!(help, &helps[0].1, "{sub}'s NAME help differs");
+        }
     }
 
     #[test]

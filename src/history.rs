@@ -99,6 +99,9 @@ pub struct RequestLine {
     pub last_polled_at: Option<String>,
     /// When it may next be polled (admitted requests only).
     pub next_poll_at: Option<String>,
+    /// Earlier tries of the same items that were not admitted and were sent again (a
+    /// 401, 429 or 5xx, or not sent at all): counted here rather than listed one by one.
+    pub earlier_tries: u32,
 }
 
 /// One item, as `show --items` prints it.
@@ -225,7 +228,29 @@ fn request_line(job: &JobRecord, floor_ms: u64) -> RequestLine {
         last_polled_at: job.last_polled_at_ms.map(rfc3339),
         next_poll_at: (state == JobState::Admitted)
             .then(|| rfc3339(next_poll_due_ms(job, floor_ms, 0))),
+        earlier_tries: 0,
     }
+}
+
+/// The requests in order, a try that was not admitted and whose items went again in a
+/// later request folded into that request's `earlier_tries`.
+fn request_lines(jobs: &[JobRecord], floor_ms: u64) -> Vec<RequestLine> {
+    let mut out: Vec<RequestLine> = Vec::new();
+    let mut pending_tries: std::collections::HashMap<Vec<u32>, u32> = Default::default();
+    for (n, job) in jobs.iter().enumerate() {
+        let retried_later = job.state() == JobState::NotAdmitted
+            && jobs[n + 1..]
+                .iter()
+                .any(|later| later.item_indices == job.item_indices);
+        if retried_later {
+            *pending_tries.entry(job.item_indices.clone()).or_default() += 1;
+            continue;
+        }
+        let mut line = request_line(job, floor_ms);
+        line.earlier_tries = pending_tries.remove(&job.item_indices).unwrap_or(0);
+        out.push(line);
+    }
+    out
 }
 
 fn item_line(item: &ItemRecord) -> ItemLine {
@@ -258,12 +283,7 @@ pub fn show(ctx: &Context, name: &str, items: bool) -> Result<Option<ManifestDet
         return Ok(None);
     };
     let floor = ctx.poll_floor_ms();
-    let requests = ctx
-        .store
-        .jobs(id)?
-        .iter()
-        .map(|job| request_line(job, floor))
-        .collect();
+    let requests = request_lines(&ctx.store.jobs(id)?, floor);
     let items = if items {
         Some(ctx.store.items(id)?.iter().map(item_line).collect())
     } else {
@@ -373,5 +393,43 @@ pub fn status_report(ctx: &Context) -> StatusReport {
         },
         requests_per_second: ctx.client.budget().requests_per_second(),
         manifests,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::job::{JobEvent, JobKind};
+
+    fn job(seq: u32, items: std::ops::Range<u32>, event: JobEvent) -> JobRecord {
+        let mut job = JobRecord::sending(1, seq, JobKind::Bulk, items.collect(), 1_000);
+        job.apply(event).expect("a legal transition");
+        job
+    }
+
+    #[test]
+    fn tries_refused_before_admission_fold_into_the_request_that_went_again() {
+        let refused = JobEvent::Answered {
+            any_admitted: false,
+            any_to_resend: true,
+        };
+        let admitted = JobEvent::Answered {
+            any_admitted: true,
+            any_to_resend: false,
+        };
+        let jobs = [
+            job(0, 0..25, refused),
+            job(1, 0..25, refused),
+            job(2, 0..25, admitted),
+            job(3, 25..30, admitted),
+            // Not admitted and never sent again (yet): it stays a row of its own.
+            job(4, 30..31, refused),
+        ];
+        let lines = request_lines(&jobs, 10_000);
+        let seqs: Vec<u32> = lines.iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, [2, 3, 4]);
+        assert_eq!(lines[0].earlier_tries, 2);
+        assert_eq!(lines[1].earlier_tries, 0);
+        assert_eq!(lines[2].state, "not_admitted");
     }
 }

@@ -467,7 +467,7 @@ impl Settings {
     /// Every key with its effective value, as `check-config` prints them (`api.key`
     /// redacted). Paths and durations are written as the configuration writes them.
     pub fn effective(&self) -> Vec<(&'static str, String)> {
-        let duration = |d: Duration| format!("{:?}", humantime::format_duration(d).to_string());
+        let duration = |d: Duration| format!("{:?}", duration_text(d));
         let path = |p: &Path| format!("{:?}", p.display().to_string());
         let text = |t: &str| format!("{t:?}");
         let key = match &self.api.key {
@@ -527,6 +527,22 @@ impl Settings {
     }
 }
 
+/// A duration as it would be written in the configuration, in its largest exact unit
+/// (`90d`, `36h`, `10s`, `1500ms`): humantime's own format reads `90d` back as
+/// `2months 29days 2h 52m 48s`.
+pub fn duration_text(d: Duration) -> String {
+    let (secs, millis) = (d.as_secs(), d.subsec_millis());
+    if millis != 0 || secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, word) in [(86_400, "d"), (3_600, "h"), (60, "m")] {
+        if secs % unit == 0 {
+            return format!("{}{word}", secs / unit);
+        }
+    }
+    format!("{secs}s")
+}
+
 impl LogFormat {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -551,4 +567,29 @@ fn read_key_file(key: &'static str, path: &Path) -> Result<ApiKey, SettingsError
         });
     }
     Ok(ApiKey(trimmed.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_they_would_be_written() {
+        let cases = [
+            (Duration::from_secs(90 * 86_400), "90d"),
+            (Duration::from_secs(36 * 3_600), "36h"),
+            (Duration::from_secs(15 * 60), "15m"),
+            (Duration::from_secs(10), "10s"),
+            (Duration::from_millis(1_500), "1500ms"),
+            (Duration::ZERO, "0ms"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(duration_text(duration), text);
+            assert_eq!(
+                humantime::parse_duration(text).ok(),
+                Some(duration),
+                "{text} reads back"
+            );
+        }
+    }
 }

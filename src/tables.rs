@@ -54,10 +54,14 @@ pub fn counts_text(counts: &std::collections::BTreeMap<String, u32>) -> String {
     }
 }
 
-/// `list`: one row per manifest, newest first.
-pub fn list_table(list: &ManifestList) -> String {
+/// `list`: one row per manifest, newest first (`limit` of them at most).
+pub fn list_table(list: &ManifestList, limit: usize) -> String {
     if list.manifests.is_empty() {
-        return "no manifests in the store".to_string();
+        return if list.more {
+            format!("--limit {limit} shows no manifest; the store has some")
+        } else {
+            "no manifests in the store".to_string()
+        };
     }
     let mut table = new_table([
         "NAME", "KIND", "STATE", "STATUS", "ITEMS", "COUNTS", "RECEIVED", "FINISHED",
@@ -96,7 +100,11 @@ fn requests_table(requests: &[RequestLine]) -> String {
         table.add_row([
             r.seq.to_string(),
             or_dash(r.id.get()),
-            r.state.clone(),
+            if r.earlier_tries > 0 {
+                format!("{} (after {} not admitted)", r.state, r.earlier_tries)
+            } else {
+                r.state.clone()
+            },
             r.items.to_string(),
             r.first_index.map_or("-".to_string(), |i| i.to_string()),
             r.sent_at.clone(),
@@ -110,10 +118,14 @@ fn requests_table(requests: &[RequestLine]) -> String {
 fn items_table(items: &[ItemLine]) -> String {
     let mut table = new_table(["INDEX", "CLIENT_ITEM_ID", "STATUS", "TENT_ID", "ERROR"]);
     for item in items {
-        let error = match (&item.error_code, &item.message) {
+        let message = item
+            .message
+            .as_deref()
+            .map(|m| without_item_prefix(m, item.index, &item.client_item_id));
+        let error = match (&item.error_code, message) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code.clone(),
-            (None, Some(message)) => message.clone(),
+            (None, Some(message)) => message.to_string(),
             (None, None) => "-".to_string(),
         };
         table.add_row([
@@ -125,6 +137,16 @@ fn items_table(items: &[ItemLine]) -> String {
         ]);
     }
     render(&table)
+}
+
+/// A local rejection's message without the `FILE: item N (client_item_id `ID`): ` that
+/// opens it in the result file: the table's row already names the item.
+fn without_item_prefix<'a>(message: &'a str, index: u32, client_item_id: &str) -> &'a str {
+    let marker = format!("item {index} (client_item_id `{client_item_id}`): ");
+    match message.find(&marker) {
+        Some(at) if at == 0 || message[..at].ends_with(": ") => &message[at + marker.len()..],
+        _ => message,
+    }
 }
 
 /// `show NAME`: the manifest's fields, then its requests, then (with `--items`) its items.
@@ -237,6 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn an_items_error_does_not_repeat_the_item_the_row_names() {
+        let message = "demo.json: item 4 (client_item_id `acme-5`): name is missing";
+        assert_eq!(without_item_prefix(message, 4, "acme-5"), "name is missing");
+        assert_eq!(
+            without_item_prefix(
+                "item 4 (client_item_id `acme-5`): name is missing",
+                4,
+                "acme-5"
+            ),
+            "name is missing"
+        );
+        let other = "Upstream generation failed.";
+        assert_eq!(without_item_prefix(other, 4, "acme-5"), other);
+    }
+
+    #[test]
     fn counts_follow_the_item_machine_order() {
         let counts = [
             ("total".to_string(), 7),
@@ -256,7 +294,7 @@ mod tests {
             manifests: vec![line("newer", "finished"), line("older", "pruned")],
             more: true,
         };
-        let text = list_table(&list);
+        let text = list_table(&list, 50);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].split_whitespace().eq([
@@ -280,6 +318,14 @@ mod tests {
             manifests: vec![],
             more: false,
         };
-        assert_eq!(list_table(&empty), "no manifests in the store");
+        assert_eq!(list_table(&empty, 50), "no manifests in the store");
+        let cut = ManifestList {
+            manifests: Vec::new(),
+            more: true,
+        };
+        assert_eq!(
+            list_table(&cut, 0),
+            "--limit 0 shows no manifest; the store has some"
+        );
     }
 }

@@ -126,9 +126,11 @@ pub fn init_with_level(format: LogFormat, default_level: &str) {
         (LogFormat::Text, true) => builder()
             .fmt_fields(DefaultFields::new())
             .event_format(Prioritized {
+                // The priority says the level: no level word, and no padding before it.
                 inner: tracing_subscriber::fmt::format()
                     .with_ansi(false)
-                    .without_time(),
+                    .without_time()
+                    .with_level(false),
                 journal,
             })
             .try_init(),

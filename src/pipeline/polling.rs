@@ -217,7 +217,8 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
     // 1. Reserve the budget, then record the poll, then send it: the recorded time is
     //    the time it leaves, and it is durable before it leaves.
     let permit = ctx.client.reserve().await;
-    let budget_bound = permit.waited() > Duration::from_secs(1);
+    // A wait through a 401 pause is the pause's (logged once a minute), not the budget's.
+    let budget_bound = permit.waited() > Duration::from_secs(1) && !ctx.client.auth_paused();
     if budget_bound && !ctx.budget_bound.swap(true, Ordering::Relaxed) {
         tracing::info!(
             waited_ms = permit.waited().as_millis() as u64,

@@ -212,6 +212,12 @@ fn note_poll_answer<T>(
                 PollAnswer::Wait
             }
         }
+        // A 401 pauses every call (the pause logs it once a minute); it says nothing of
+        // the job, which is polled again at the floor once the key works.
+        Outcome::Refused { status: 401, .. } => {
+            tracing::debug!(manifest = %manifest, "{what}: 401, calls are paused");
+            PollAnswer::Wait
+        }
         other => {
             job.poll_failures = job.poll_failures.saturating_add(1);
             tracing::warn!(manifest = %manifest, outcome = %other.label(), "{what}: the poll got no usable answer; backing off");

@@ -295,6 +295,11 @@ async fn under_journald_every_line_carries_its_priority_and_no_timestamp_and_nev
             !rest.trim_start().starts_with(|c: char| c.is_ascii_digit()),
             "a timestamp of its own: {line}"
         );
+        // The priority is the level: no level word after it, no space before the text.
+        assert!(!rest.starts_with(' '), "a space after the priority: {line}");
+        for word in ["ERROR", "WARN", "INFO", "DEBUG"] {
+            assert!(!rest.starts_with(word), "the level twice: {line}");
+        }
     }
     assert!(
         lines
@@ -467,4 +472,110 @@ async fn systemd_hears_ready_a_status_line_with_live_counts_and_keep_alives_at_h
     let lines: Vec<String> = notify.lines().into_iter().map(|(_, l)| l).collect();
     assert!(lines.iter().any(|l| l == "READY=1"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "STOPPING=1"), "{lines:?}");
+}
+
+/// The log as an operator reads it (issue 18): a rejected manifest's "manifest taken"
+/// comes before its "result written"; a create request's line names its item by
+/// `client_item_id`; a 401 pause logs one error (a minute), not a warning and an info
+/// line at every poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_reads_in_order_names_items_and_keeps_a_401_pause_quiet() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = tented_bulkd::simulator::Simulator::start(
+        tented_bulkd::simulator::SimConfig {
+            generation_time: (Duration::from_secs(4), Duration::from_secs(5)),
+            ..quick_sim()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("simulator starts");
+    let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[("TENTED_API_KEY", "sim-key")],
+    );
+    daemon.wait_ready().await.expect("ready");
+
+    drop_bytes(dir.path(), "broken.json", b"{ not json");
+    daemon
+        .wait_result(dir.path(), "broken", Duration::from_secs(10))
+        .await
+        .expect("a result for the broken manifest");
+    let create = serde_json::json!({"kind": "create", "items": [
+        {"client_item_id": "page-7", "name": "Seven", "prompt": "A page"}]});
+    drop_manifest(dir.path(), "single.json", &create);
+    drop_manifest(dir.path(), "slow.json", &bulk_manifest(3));
+    daemon
+        .wait_for_line("bulk request admitted", Duration::from_secs(10))
+        .await
+        .expect("the bulk job admitted");
+    // The key stops working while the job is polled.
+    sim.set_api_key("another-key");
+    let before = daemon.stderr().lines().count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = daemon.stderr();
+    let during: Vec<&str> = log.lines().skip(before).collect();
+    sim.set_api_key("sim-key");
+    daemon.sigterm().await.expect("stops");
+    let refused = sim.calls().iter().filter(|c| c.status == Some(401)).count();
+    assert!(refused >= 2, "the pause was tried: {refused} calls answered 401");
+
+    let at = |needle: &str, manifest: &str| {
+        log.lines()
+            .position(|l| l.contains(needle) && l.contains(&format!("manifest={manifest}")))
+    };
+    let taken = at("manifest taken from the inbox", "broken").expect("taken is logged");
+    let written = at("result written", "broken").expect("result is logged");
+    assert!(taken < written, "taken after its result:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("sending a create request") && l.contains("page-7")),
+        "the create request's line names page-7:\n{log}"
+    );
+    let errors = during.iter().filter(|l| l.contains("401")).count();
+    assert!(
+        errors <= 1,
+        "one 401 error a minute at most:\n{}",
+        during.join("\n")
+    );
+    for noise in ["WARN", "request budget"] {
+        assert!(
+            !during.iter().any(|l| l.contains(noise)),
+            "`{noise}` logged during a 401 pause:\n{}",
+            during.join("\n")
+        );
+    }
+}
+
+/// A refused control goes to stderr with the program's prefix, as every error does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_control_is_an_error_on_stderr() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = tented_bulkd::simulator::Simulator::start(quick_sim(), "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[("TENTED_API_KEY", "sim-key")],
+    );
+    daemon.wait_ready().await.expect("ready");
+    let (code, stdout, stderr) = cli(&config, &["pause", "nobody"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "stdout: {stdout}");
+    assert!(stderr.starts_with("tented-bulkd: "), "stderr: {stderr}");
+    // A duration prints as it would be written (humantime's own form read 90d as
+    // `2months 29days 2h 52m 48s`).
+    let output = command(["check-config", "--config"])
+        .arg(&config)
+        .env("TENTED_API_KEY", "sim-key")
+        .output()
+        .expect("check-config runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("store = \"90d\""), "{stdout}");
+    daemon.sigterm().await.expect("stops");
 }

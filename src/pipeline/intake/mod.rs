@@ -81,14 +81,8 @@ pub async fn run(ctx: Arc<Context>, mut watcher: InboxWatcher, shutdown: Cancell
             if shutdown.is_cancelled() {
                 return;
             }
-            let started = std::time::Instant::now();
             match take(&ctx, &path).await {
-                Ok(Some(name)) => {
-                    watcher.forget(&path);
-                    let took_ms = started.elapsed().as_millis() as u64;
-                    tracing::info!(manifest = %name, file = %path.display(), took_ms, "manifest taken from the inbox");
-                }
-                Ok(None) => watcher.forget(&path),
+                Ok(Some(_)) | Ok(None) => watcher.forget(&path),
                 Err(e) => {
                     // The file stays in the inbox; forgetting it makes it settle again
                     // before the next try, so a persistent failure is not a hot loop.
@@ -135,6 +129,7 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
         return Ok(None);
     };
     if let Some(name) = finish_unarchived(ctx, path, &file_name, &hash).await? {
+        taken(&name, path, started);
         return Ok(Some(name));
     }
     let read = started.elapsed();
@@ -166,10 +161,18 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
         archive_ms = (started.elapsed() - recorded).as_millis() as u64,
         "intake phases"
     );
+    taken(&record.name, path, started);
     ctx.wake_submitter.notify_one();
-    // A manifest with nothing to send (rejected, or every item rejected) finishes now.
+    // A manifest with nothing to send (rejected, or every item rejected) finishes now,
+    // after the line that says it was taken.
     crate::pipeline::outbox::finish_if_done(ctx, record.id).await;
     Ok(Some(record.name))
+}
+
+/// The line that says a file was taken (durable and archived).
+fn taken(name: &str, path: &Path, started: std::time::Instant) {
+    let took_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(manifest = %name, file = %path.display(), took_ms, "manifest taken from the inbox");
 }
 
 /// The file name of a path the inbox watcher gave. Every such path names a file, so a

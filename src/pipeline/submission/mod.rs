@@ -266,7 +266,8 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
     // Wait for the budget (and any 401 pause) before recording anything, so that a long
     // wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
     let permit = ctx.client.reserve_as(crate::api::CallClass::Create).await;
-    let held_back = permit.waited() > Duration::from_secs(1);
+    // A wait through a 401 pause is the pause's (logged once a minute), not the budget's.
+    let held_back = permit.waited() > Duration::from_secs(1) && !ctx.client.auth_paused();
     if ctx
         .creates_budget_bound
         .swap(held_back, std::sync::atomic::Ordering::Relaxed)
@@ -425,7 +426,7 @@ async fn send(
             CreateAnswer::Bulk(ctx.client.create_bulk_with(permit, &request).await)
         }
         Ok(Request::Create(request)) => {
-            tracing::info!(manifest = %name, item = %request.name, "sending a create request");
+            tracing::info!(manifest = %name, client_item_id = ?items.first().map(|i| &i.client_item_id), "sending a create request");
             let outcome = ctx.client.create_tent_with(permit, &request).await;
             CreateAnswer::Single(outcome.map(|r| SingleAdmission {
                 tent_id: r.id,
@@ -433,7 +434,7 @@ async fn send(
             }))
         }
         Ok(Request::Edit { target, request }) => {
-            tracing::info!(manifest = %name, tent_id = %target, "sending an edit request");
+            tracing::info!(manifest = %name, client_item_id = ?items.first().map(|i| &i.client_item_id), tent_id = %target, "sending an edit request");
             let outcome = ctx.client.edit_tent_with(permit, &target, &request).await;
             CreateAnswer::Single(outcome.map(|r| SingleAdmission {
                 tent_id: if r.id.is_empty() {
@@ -589,6 +590,11 @@ fn log_answer(manifest: &ManifestRecord, answer: &CreateAnswer, indices: &[u32])
         }
         CreateAnswer::Single(Outcome::Success { body, .. }) => {
             tracing::info!(manifest = %name, tent_id = %body.tent_id, "tent admitted");
+        }
+        // A 401 pauses every call, and the pause logs it once a minute.
+        CreateAnswer::Bulk(Outcome::Refused { status: 401, .. })
+        | CreateAnswer::Single(Outcome::Refused { status: 401, .. }) => {
+            tracing::debug!(manifest = %name, "create request refused: 401 (the key is refused; calls are paused)");
         }
         CreateAnswer::Bulk(Outcome::Refused { status, error, .. })
         | CreateAnswer::Single(Outcome::Refused { status, error, .. }) => {
