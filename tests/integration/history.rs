@@ -195,7 +195,10 @@ async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
     assert!(stderr.contains("no manifest named `nope`"), "{stderr}");
     let (code, stdout, stderr) = cli(&config, &["pause", "first"]);
     assert_eq!(code, Some(1));
-    assert!(stdout.is_empty(), "a refusal is an error, on stderr: {stdout}");
+    assert!(
+        stdout.is_empty(),
+        "a refusal is an error, on stderr: {stdout}"
+    );
     assert!(
         stderr.starts_with("tented-bulkd: ") && stderr.contains("already finished"),
         "{stderr}"

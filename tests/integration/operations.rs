@@ -520,7 +520,10 @@ async fn the_log_reads_in_order_names_items_and_keeps_a_401_pause_quiet() {
     sim.set_api_key("sim-key");
     daemon.sigterm().await.expect("stops");
     let refused = sim.calls().iter().filter(|c| c.status == Some(401)).count();
-    assert!(refused >= 2, "the pause was tried: {refused} calls answered 401");
+    assert!(
+        refused >= 2,
+        "the pause was tried: {refused} calls answered 401"
+    );
 
     let at = |needle: &str, manifest: &str| {
         log.lines()
