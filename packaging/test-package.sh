@@ -6,7 +6,8 @@
 # - purge: the configuration and every enable link gone (a purged package must not
 #   start at the next boot), the store, the results, the user and group kept;
 # - reinstall after a purge: the service is not enabled.
-# Leaves the machine as it found it (the package purged, its folders removed).
+# Leaves the package purged and its folders removed (the user and group stay, as a purge
+# leaves them).
 #
 #   packaging/test-package.sh [PATH.deb]     (default: what packaging/build-deb.sh builds)
 set -euo pipefail
@@ -15,6 +16,8 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test-package: run as root" >&2; exit 2; }
 deb=${1:-$(packaging/build-deb.sh | tail -n 1)}
 fail=0
+# Whatever happens, the package does not stay installed.
+trap 'dpkg --purge tented-bulkd >/dev/null 2>&1 || true' EXIT
 check() { # check WHAT COMMAND...
     local what=$1; shift
     if "$@" >/dev/null 2>&1; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi
@@ -36,7 +39,9 @@ check "dpkg --verify finds every file as shipped" dpkg --verify tented-bulkd
 
 echo "== enable, as an operator would, and leave a key and a result"
 systemctl enable tented-bulkd.service >/dev/null 2>&1 || true
+systemctl enable tented-bulkd@acme.service >/dev/null 2>&1 || true
 check "enabled: the wants link exists" test -L "$wants/tented-bulkd.service"
+check "an instance enabled: its wants link exists" test -L "$wants/tented-bulkd@acme.service"
 install -m 0600 /dev/null /etc/tented-bulkd/api_key
 echo '{}' >/var/lib/tented-bulkd/outbox/kept.result.json
 
@@ -47,12 +52,14 @@ check "the configuration is kept" test -f /etc/tented-bulkd/config.toml
 check "the results are kept" test -f /var/lib/tented-bulkd/outbox/kept.result.json
 
 echo "== purge"
-dpkg --purge tented-bulkd >/dev/null 2>&1
+dpkg --purge tented-bulkd >/dev/null
 check "the configuration is gone" test ! -e /etc/tented-bulkd/config.toml
 check "no enable link is left" test ! -e "$wants/tented-bulkd.service"
+check "no instance's enable link is left" test ! -e "$wants/tented-bulkd@acme.service"
 check "no unit is left" test ! -e /usr/lib/systemd/system/tented-bulkd.service
 check "the results and the store are kept" test -f /var/lib/tented-bulkd/outbox/kept.result.json
 check "the user is kept" getent passwd tented-bulkd
+check "the group is kept" getent group tented-bulkd
 
 echo "== reinstall after the purge"
 dpkg -i "$deb" >/dev/null

@@ -70,8 +70,15 @@ fn html_page(status: StatusCode, body: String) -> Response {
 /// `GET /`: the status page.
 async fn page_overview(State(ctx): State<Arc<Context>>) -> Response {
     let report = status_report(&ctx);
-    let finished = match crate::history::list(&ctx, PAGE_RECENT) {
-        Ok(list) => list.manifests,
+    // The newest PAGE_RECENT finished ones: at most `in flight` of the newest are not.
+    let newest = PAGE_RECENT + report.manifests.len();
+    let finished = match crate::history::list(&ctx, newest) {
+        Ok(list) => list
+            .manifests
+            .into_iter()
+            .filter(|line| line.status.is_some())
+            .take(PAGE_RECENT)
+            .collect(),
         Err(e) => {
             tracing::warn!("the status page cannot read the history: {e}");
             Vec::new()
@@ -87,7 +94,15 @@ async fn page_overview(State(ctx): State<Arc<Context>>) -> Response {
 /// `GET /ui/manifests/NAME`: one manifest's page (what `show --items` prints).
 async fn page_manifest(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     match crate::history::show(&ctx, &name, true) {
-        Ok(Some(detail)) => html_page(StatusCode::OK, crate::page::manifest(&detail)),
+        Ok(Some(mut detail)) => {
+            // A page a browser can hold: the first items (the rest are in `show --items`
+            // and the result file).
+            let total = detail.items.as_ref().map_or(0, Vec::len);
+            if let Some(items) = detail.items.as_mut() {
+                items.truncate(crate::page::PAGE_ITEMS);
+            }
+            html_page(StatusCode::OK, crate::page::manifest(&detail, total))
+        }
         Ok(None) => html_page(StatusCode::NOT_FOUND, crate::page::not_found(&name)),
         Err(e) => history_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -380,11 +395,21 @@ pub fn host_allowed(host: &str, local: std::net::SocketAddr, allowed: &[String])
         _ => (host, None),
     };
     let loopback = name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]";
-    // `admin.allowed_hosts`: a name or address, with the port or without.
-    let listed = allowed
-        .iter()
-        .any(|entry| entry.eq_ignore_ascii_case(name) || entry.eq_ignore_ascii_case(host));
-    (loopback || listed) && port.is_none_or(|p| p.parse::<u16>() == Ok(local.port()))
+    let on_our_port = port.is_none_or(|p| p.parse::<u16>() == Ok(local.port()));
+    // `admin.allowed_hosts`: a name or address, or `name:port` (a port forwarded to ours:
+    // then exactly that port).
+    let listed = allowed.iter().any(|entry| {
+        let entry = entry.trim();
+        match entry.rsplit_once(':') {
+            Some((entry_name, entry_port))
+                if !entry_name.ends_with(':') && entry_port.parse::<u16>().is_ok() =>
+            {
+                entry_name.eq_ignore_ascii_case(name) && port == Some(entry_port)
+            }
+            _ => entry.eq_ignore_ascii_case(name) && on_our_port,
+        }
+    });
+    (loopback && on_our_port) || listed
 }
 
 /// What the TCP endpoint's guard knows: its own address and the other names it answers to.
@@ -572,5 +597,10 @@ mod tests {
         ] {
             assert!(!host_allowed(bad, wide, &allowed), "{bad}");
         }
+        // `name:port`: a port forwarded to ours, and only that one.
+        let forwarded = vec!["tented-1.example:19187".to_string()];
+        assert!(host_allowed("tented-1.example:19187", wide, &forwarded));
+        assert!(!host_allowed("tented-1.example:9187", wide, &forwarded));
+        assert!(!host_allowed("tented-1.example", wide, &forwarded));
     }
 }

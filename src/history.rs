@@ -26,7 +26,9 @@ pub const DEFAULT_LIST_LIMIT: usize = 50;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ManifestLine {
     pub name: String,
-    /// The manifest's file name, as the result file's `manifest` gives it.
+    /// The manifest's file name, as the result file's `manifest` gives it (empty from a
+    /// daemon older than this field).
+    #[serde(default)]
     pub manifest: String,
     pub kind: String,
     /// `active`, `paused`, `credit_wait`, `canceled` (still finishing), `finished` or
@@ -65,7 +67,8 @@ pub struct ManifestList {
 /// manifest's, `tent_id` for a create or edit manifest's (null until admitted).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
 pub enum RequestId {
-    #[serde(rename = "bulk_job_id")]
+    /// (`remote_id` is what a daemon older than this name said, for either kind.)
+    #[serde(rename = "bulk_job_id", alias = "remote_id")]
     BulkJob(Option<String>),
     #[serde(rename = "tent_id")]
     Tent(Option<String>),
@@ -235,14 +238,16 @@ fn request_line(job: &JobRecord, floor_ms: u64) -> RequestLine {
 /// The requests in order, a try that was not admitted and whose items went again in a
 /// later request folded into that request's `earlier_tries`.
 fn request_lines(jobs: &[JobRecord], floor_ms: u64) -> Vec<RequestLine> {
+    // Which item sets went again after each job: one pass from the end.
+    let mut seen_later: std::collections::HashSet<&[u32]> = Default::default();
+    let mut retried = vec![false; jobs.len()];
+    for (n, job) in jobs.iter().enumerate().rev() {
+        retried[n] = !seen_later.insert(job.item_indices.as_slice());
+    }
     let mut out: Vec<RequestLine> = Vec::new();
     let mut pending_tries: std::collections::HashMap<Vec<u32>, u32> = Default::default();
     for (n, job) in jobs.iter().enumerate() {
-        let retried_later = job.state() == JobState::NotAdmitted
-            && jobs[n + 1..]
-                .iter()
-                .any(|later| later.item_indices == job.item_indices);
-        if retried_later {
+        if job.state() == JobState::NotAdmitted && retried[n] {
             *pending_tries.entry(job.item_indices.clone()).or_default() += 1;
             continue;
         }

@@ -9,7 +9,9 @@
 //!   active set), the time calls waited for the budget, the 401 pause, the store's size
 //!   on disk, the build.
 //!
-//! Every name begins `tented_bulkd_`; counters end `_total`.
+//! Every name begins `tented_bulkd_`, but the usual `process_*` ones; counters end
+//! `_total`. A scraper that asks for OpenMetrics gets it; every other gets the text
+//! format 0.0.4 ([`Format`]).
 
 use std::time::Duration;
 
@@ -69,6 +71,9 @@ pub struct Metrics {
     poll_lateness: Histogram,
     /// Calls per second over the last hour, for the status page's plot.
     rates: crate::rates::CallRates,
+    /// When the daemon started (`process_start_time_seconds`): recorded, because the
+    /// unit's `ProcSubset=pid` hides `/proc/stat`, which the boot time would come from.
+    started: std::time::SystemTime,
 }
 
 impl Default for Metrics {
@@ -111,6 +116,7 @@ impl Metrics {
             // 10 ms to about 5 minutes.
             poll_lateness: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
             rates: crate::rates::CallRates::default(),
+            started: std::time::SystemTime::now(),
         }
     }
 
@@ -141,7 +147,7 @@ impl Metrics {
     /// the process's (`process_*`, unprefixed, as every exporter names them).
     pub fn encode(&self, snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         let mut root = Registry::default();
-        register_process(&mut root);
+        register_process(&mut root, self.started);
         let registry = root.sub_registry_with_prefix("tented_bulkd");
         registry.register(
             "api_calls",
@@ -288,22 +294,22 @@ pub fn text_004(open_metrics: &str) -> String {
 
 /// The process's own metrics, as every Prometheus exporter names them; what `/proc` does
 /// not give is left out.
-fn register_process(registry: &mut Registry) {
+fn register_process(registry: &mut Registry, started: std::time::SystemTime) {
     use procfs::prelude::*;
     use prometheus_client::metrics::counter::ConstCounter;
+    let since_epoch = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    registry.register(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds",
+        gauge(i64::try_from(since_epoch).unwrap_or(i64::MAX)),
+    );
     let Ok(process) = procfs::process::Process::myself() else {
         return;
     };
     let ticks = procfs::ticks_per_second() as f64;
     if let Ok(stat) = process.stat() {
-        if let Ok(boot) = procfs::boot_time_secs() {
-            let started = boot as f64 + stat.starttime as f64 / ticks;
-            registry.register(
-                "process_start_time_seconds",
-                "Start time of the process since the Unix epoch, in seconds",
-                gauge(started as i64),
-            );
-        }
         registry.register(
             "process_cpu_seconds",
             "Total user and system CPU time spent, in seconds",

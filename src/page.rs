@@ -20,6 +20,10 @@ use crate::rates::RatePoint;
 /// How often the page reloads itself.
 pub const REFRESH_SECS: u32 = 5;
 
+/// The most items a manifest's page lists (a 100,000-item manifest would make pages of
+/// many megabytes); the rest are in `show --items` and the result file.
+pub const PAGE_ITEMS: usize = 1_000;
+
 /// The page's one stylesheet; the CSP allows it by its SHA-256.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}\
 h1{font-size:1.4em;margin:0 0 .4em}h2{font-size:1.1em;margin:1.4em 0 .4em}\
@@ -277,8 +281,9 @@ pub fn overview(report: &StatusReport, finished: &[ManifestLine], rates: &[RateP
     layout("tented-bulkd", true, body)
 }
 
-/// `GET /ui/manifests/{name}`: what `show --items` prints.
-pub fn manifest(detail: &ManifestDetail) -> String {
+/// `GET /ui/manifests/{name}`: what `show --items` prints (its first [`PAGE_ITEMS`] items
+/// of `total`).
+pub fn manifest(detail: &ManifestDetail, total: usize) -> String {
     let l = &detail.line;
     let body = html! {
         p { a href="/" { "← all manifests" } }
@@ -313,7 +318,10 @@ pub fn manifest(detail: &ManifestDetail) -> String {
             }
         }
         @if let Some(items) = &detail.items {
-            h2 { "Items (" (items.len()) ")" }
+            h2 { "Items (" (total) ")" }
+            @if items.len() < total {
+                p.muted { "The first " (items.len()) " of " (total) " items; every item is in " code { "tented-bulkd show " (l.name) " --items" } " and the result file." }
+            }
             table {
                 tr { th.num { "index" } th { "client_item_id" } th { "status" } th { "tent_id" } th { "error" } }
                 @for i in items {

@@ -311,6 +311,23 @@ impl Settings {
         Ok(settings)
     }
 
+    /// `admin.allowed_hosts`: names or addresses, `name` or `name:port`, nothing else.
+    fn check_allowed_hosts(&self) -> Result<(), SettingsError> {
+        if let Some(bad) = self.admin.allowed_hosts.iter().find(|h| {
+            h.is_empty()
+                || h.chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '/' | '@' | ','))
+        }) {
+            return Err(SettingsError::Invalid {
+                key: "admin.allowed_hosts",
+                message: format!(
+                    "`{bad}` is not a host name or address (`name` or `name:port`, no spaces)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The rules that serde cannot express.
     pub fn check(&self) -> Result<(), SettingsError> {
         let url = url::Url::parse(&self.api.base_url).map_err(|e| SettingsError::Invalid {
@@ -378,6 +395,7 @@ impl Settings {
                 message: "must be more than 0s (\"off\" keeps finished manifests forever)".into(),
             });
         }
+        self.check_allowed_hosts()?;
         if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
                 key: "admin.listen",

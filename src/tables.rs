@@ -90,6 +90,7 @@ fn requests_table(requests: &[RequestLine]) -> String {
         "#",
         "BULK_JOB_ID / TENT",
         "STATE",
+        "STATUS",
         "ITEMS",
         "FIRST",
         "SENT",
@@ -105,6 +106,7 @@ fn requests_table(requests: &[RequestLine]) -> String {
             } else {
                 r.state.clone()
             },
+            or_dash(r.status.as_deref()),
             r.items.to_string(),
             r.first_index.map_or("-".to_string(), |i| i.to_string()),
             r.sent_at.clone(),

@@ -537,7 +537,10 @@ async fn the_log_reads_in_order_names_items_and_keeps_a_401_pause_quiet() {
             .any(|l| l.contains("sending a create request") && l.contains("page-7")),
         "the create request's line names page-7:\n{log}"
     );
-    let errors = during.iter().filter(|l| l.contains("401")).count();
+    let errors = during
+        .iter()
+        .filter(|l| l.contains("401 Unauthorized"))
+        .count();
     assert!(
         errors <= 1,
         "one 401 error a minute at most:\n{}",
