@@ -228,19 +228,29 @@ pub enum Format {
 pub const CONTENT_TYPE_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Format {
-    /// OpenMetrics when the `Accept` header names it (with a q above 0), else 0.0.4.
+    /// OpenMetrics when the `Accept` header ranks it at least as high as the text format
+    /// (and above 0), as content negotiation ranks media types by their `q`; else 0.0.4.
     pub fn from_accept(accept: Option<&str>) -> Format {
-        let asks = accept.unwrap_or("").split(',').any(|part| {
+        let (mut open_metrics, mut text) = (0.0_f64, 0.0_f64);
+        for part in accept.unwrap_or("").split(',') {
             let mut params = part.split(';').map(str::trim);
-            let media = params.next().unwrap_or("");
-            let refused = params.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f64>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-        });
-        if asks {
+            let media = params.next().unwrap_or("").to_ascii_lowercase();
+            let q = params
+                .filter_map(|p| {
+                    let (key, value) = p.split_once('=')?;
+                    key.trim()
+                        .eq_ignore_ascii_case("q")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .next()
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => open_metrics = open_metrics.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if open_metrics > 0.0 && open_metrics >= text {
             Format::OpenMetrics
         } else {
             Format::Text004
@@ -436,11 +446,16 @@ mod tests {
     fn prometheus_gets_openmetrics_and_everyone_else_the_text_format() {
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
         assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text; Q=0.9, */*; q=0.1")),
+            Format::OpenMetrics
+        );
         for other in [
             None,
             Some("*/*"),
             Some("text/plain;version=0.0.4"),
             Some("application/openmetrics-text;q=0"),
+            Some("application/openmetrics-text;q=0.3,text/plain;version=0.0.4"),
         ] {
             assert_eq!(Format::from_accept(other), Format::Text004, "{other:?}");
         }
