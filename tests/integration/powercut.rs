@@ -233,6 +233,14 @@ impl PowerScenario {
         Ok(daemon)
     }
 
+    /// What a scenario's checks came to, with every run's log tail when they failed.
+    fn outcome(&self, checked: Result<String, String>) -> Outcome {
+        match checked {
+            Ok(summary) => Outcome::Passed(summary),
+            Err(e) => Outcome::Failed(format!("{e}\n{}", self.sc.log_tails())),
+        }
+    }
+
     /// Every run's log is free of "corrupt".
     fn no_corrupt_logs(&self) -> Check {
         for run in 1..=self.sc.logs.len() {
@@ -332,10 +340,7 @@ async fn cut_after_fail_point(plan: &CutPlan) -> Outcome {
         ))
     }
     .await;
-    match outcome {
-        Ok(summary) => Outcome::Passed(summary),
-        Err(e) => Outcome::Failed(format!("{e}\n{}", ps.sc.log_tails())),
-    }
+    ps.outcome(outcome)
 }
 
 /// Prints every scenario's outcome and fails with every failing one; a scenario that
@@ -364,14 +369,20 @@ fn report(test: &str, outcomes: Vec<(String, Duration, Outcome)>) {
     );
 }
 
-async fn run_cut_plans(test: &str, plans: Vec<CutPlan>) {
+/// A scenario's run, not started yet.
+type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+/// Runs with their labels.
+type Scenarios = Vec<(String, Run)>;
+
+/// Runs `scenarios` a few at a time ([`GATE`]), then reports them in their order.
+async fn run_scenarios(test: &str, scenarios: Scenarios) {
     let mut set = tokio::task::JoinSet::new();
-    for (n, plan) in plans.into_iter().enumerate() {
+    for (n, (label, scenario)) in scenarios.into_iter().enumerate() {
         set.spawn(async move {
             let _permit = GATE.acquire().await.expect("semaphore");
             let started = Instant::now();
-            let outcome = cut_after_fail_point(&plan).await;
-            (n, plan.failpoints.clone(), started.elapsed(), outcome)
+            let outcome = scenario.await;
+            (n, label, started.elapsed(), outcome)
         });
     }
     let mut outcomes = Vec::new();
@@ -386,6 +397,18 @@ async fn run_cut_plans(test: &str, plans: Vec<CutPlan>) {
             .map(|(_, label, took, outcome)| (label, took, outcome))
             .collect(),
     );
+}
+
+async fn run_cut_plans(test: &str, plans: Vec<CutPlan>) {
+    let scenarios: Scenarios = plans
+        .into_iter()
+        .map(|plan| {
+            let label = plan.failpoints.clone();
+            let run: Run = Box::pin(async move { cut_after_fail_point(&plan).await });
+            (label, run)
+        })
+        .collect();
+    run_scenarios(test, scenarios).await;
 }
 
 /// Whether this machine can run LazyFS at all; if not, the test says so and returns.
@@ -990,10 +1013,7 @@ async fn storm(seed: u64, slow: bool) -> Outcome {
         ))
     }
     .await;
-    match outcome {
-        Ok(summary) => Outcome::Passed(summary),
-        Err(e) => Outcome::Failed(format!("{e}\n{}", ps.sc.log_tails())),
-    }
+    ps.outcome(outcome)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1012,32 +1032,18 @@ async fn a_storm_of_kills_and_power_cuts_over_three_kinds_of_manifest_loses_and_
                 .unwrap_or(1)
         });
     println!("power-cut storm seed: {seed} (replay with POWERCUT_SEED={seed})");
-    let mut set = tokio::task::JoinSet::new();
-    for k in 0..2u64 {
-        set.spawn(async move {
-            let _permit = GATE.acquire().await.expect("semaphore");
-            let started = Instant::now();
-            let outcome = storm(seed.wrapping_add(k), k == 1).await;
-            (
-                k,
-                format!("seed {}, slow {}", seed.wrapping_add(k), k == 1),
-                started.elapsed(),
-                outcome,
-            )
-        });
-    }
-    let mut outcomes = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        outcomes.push(joined.expect("a storm task panicked"));
-    }
-    outcomes.sort_by_key(|(k, ..)| *k);
-    report(
+    let scenarios: Scenarios = (0..2u64)
+        .map(|k| {
+            let label = format!("seed {}, slow {}", seed.wrapping_add(k), k == 1);
+            let run: Run = Box::pin(storm(seed.wrapping_add(k), k == 1));
+            (label, run)
+        })
+        .collect();
+    run_scenarios(
         &format!("{test} (seed {seed}, replay with POWERCUT_SEED={seed})"),
-        outcomes
-            .into_iter()
-            .map(|(_, label, took, outcome)| (label, took, outcome))
-            .collect(),
-    );
+        scenarios,
+    )
+    .await;
 }
 
 // ---- compaction and backup -------------------------------------------------------------
@@ -1158,10 +1164,7 @@ async fn compaction_cut(point: &str, seed: u64) -> Outcome {
         ))
     }
     .await;
-    match outcome {
-        Ok(summary) => Outcome::Passed(summary),
-        Err(e) => Outcome::Failed(format!("{e}\n{}", ps.sc.log_tails())),
-    }
+    ps.outcome(outcome)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1170,30 +1173,15 @@ async fn a_power_cut_during_a_compaction_keeps_one_whole_store() {
     if !lazyfs_or_skip(test) {
         return;
     }
-    let mut set = tokio::task::JoinSet::new();
-    for (n, point) in ["compaction-before-switch", "compaction-after-switch"]
+    let scenarios: Scenarios = ["compaction-before-switch", "compaction-after-switch"]
         .into_iter()
-        .enumerate()
-    {
-        set.spawn(async move {
-            let _permit = GATE.acquire().await.expect("semaphore");
-            let started = Instant::now();
-            let outcome = compaction_cut(point, 500 + n as u64).await;
-            (n, point.to_string(), started.elapsed(), outcome)
-        });
-    }
-    let mut outcomes = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        outcomes.push(joined.expect("a scenario task panicked"));
-    }
-    outcomes.sort_by_key(|(n, ..)| *n);
-    report(
-        test,
-        outcomes
-            .into_iter()
-            .map(|(_, label, took, outcome)| (label, took, outcome))
-            .collect(),
-    );
+        .zip(500u64..)
+        .map(|(point, seed)| {
+            let run: Run = Box::pin(compaction_cut(point, seed));
+            (point.to_string(), run)
+        })
+        .collect();
+    run_scenarios(test, scenarios).await;
 }
 
 /// `backup FILE` returned: the daemon is killed and the power cut at once. FILE (on the
@@ -1251,10 +1239,7 @@ async fn backup_cut() -> Outcome {
         ))
     }
     .await;
-    match outcome {
-        Ok(summary) => Outcome::Passed(summary),
-        Err(e) => Outcome::Failed(format!("{e}\n{}", ps.sc.log_tails())),
-    }
+    ps.outcome(outcome)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1263,11 +1248,6 @@ async fn a_backup_that_returned_survives_a_power_cut_and_restores() {
     if !lazyfs_or_skip(test) {
         return;
     }
-    let _permit = GATE.acquire().await.expect("semaphore");
-    let started = Instant::now();
-    let outcome = backup_cut().await;
-    report(
-        test,
-        vec![("backup".to_string(), started.elapsed(), outcome)],
-    );
+    let run: Run = Box::pin(backup_cut());
+    run_scenarios(test, vec![("backup".to_string(), run)]).await;
 }
