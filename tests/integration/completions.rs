@@ -103,14 +103,20 @@ printf '%s\n' "${{COMPREPLY[@]}}""#,
         .collect()
 }
 
-#[test]
-fn every_shell_completes_subcommands_their_options_and_file_names() {
+/// The package's man pages and completions, as `generate-assets` writes them.
+fn generated_assets() -> tempfile::TempDir {
     let assets = tempfile::tempdir().expect("temp dir");
     let status = command(["generate-assets"])
         .arg(assets.path())
         .output()
         .expect("generate-assets runs");
     assert!(status.status.success(), "generate-assets: {status:?}");
+    assets
+}
+
+#[test]
+fn every_shell_completes_subcommands_their_options_and_file_names() {
+    let assets = generated_assets();
     let completions = assets.path().join("completions");
     let cwd = tempfile::tempdir().expect("a working folder");
     std::fs::write(cwd.path().join("manifest-a.json"), "{}").expect("a file");
@@ -163,16 +169,11 @@ fn every_shell_completes_subcommands_their_options_and_file_names() {
 /// and SEE ALSO. Skipped, saying so, where `man` is absent.
 #[test]
 fn the_man_pages_render_without_warnings_and_carry_their_sections() {
-    if !installed("man") && Command::new("man").arg("--version").output().is_err() {
+    if Command::new("man").arg("--version").output().is_err() {
         println!("skipped: the man pages: man is not installed (Debian: apt-get install man-db)");
         return;
     }
-    let assets = tempfile::tempdir().expect("temp dir");
-    let status = command(["generate-assets"])
-        .arg(assets.path())
-        .output()
-        .expect("generate-assets runs");
-    assert!(status.status.success(), "generate-assets: {status:?}");
+    let assets = generated_assets();
     let version = env!("CARGO_PKG_VERSION");
     let mut pages = 0;
     for entry in std::fs::read_dir(assets.path().join("man")).expect("man pages") {
