@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::api::TentedClient;
 use crate::clock::Clock;
 use crate::schedule::JobKey;
+use crate::schedule::Templates;
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -19,10 +20,10 @@ pub struct Context {
     pub store: Store,
     pub client: TentedClient,
     pub clock: Clock,
-    /// Manifests that are not finished yet (their ids).
-    pub active: Mutex<BTreeSet<u64>>,
-    /// Wakes the submitter: a new manifest, a resume, a credit retry.
-    pub wake_submitter: Notify,
+    /// Manifests that are not finished yet, and when each reaches `poll.max_wait`.
+    pub active: Active,
+    /// Tells the submitter which manifests may have something new to send.
+    pub nudges: Nudges,
     /// Admitted jobs for the poll scheduler.
     pub new_jobs: mpsc::UnboundedSender<JobKey>,
     /// Counts the main loop's progress (for the watchdog).
@@ -31,12 +32,8 @@ pub struct Context {
     pub budget_bound: AtomicBool,
     /// True while the budget, not the slots or the answers, delays creates.
     pub creates_budget_bound: AtomicBool,
-    /// What the daemon has learned of how long generations take, per template (a copy of
-    /// the store's, read at start and kept in step by reconciliation).
-    pub generation_times:
-        Mutex<std::collections::HashMap<String, crate::schedule::GenerationTimes>>,
-    /// Admitted bulk jobs still running: their generation-times key and admission time.
-    pub running_jobs: Mutex<std::collections::BTreeMap<JobKey, (String, u64)>>,
+    /// What the daemon knows of each template: generation times, proof, running jobs.
+    pub templates: Templates,
     /// Serialises the writing of result files (not the store: other work goes on meanwhile).
     pub finishing: tokio::sync::Mutex<()>,
     /// The metrics observed as things happen (calls, poll lateness).
@@ -53,72 +50,138 @@ impl Context {
         crate::clock::duration_ms(self.settings.poll.interval)
     }
 
-    /// When a job of this template admitted at `admitted_ms` can first be expected to have
-    /// finished (ms after its admission): from what was learned of the template; before
-    /// anything was, not before an older job of the template that is still running has
-    /// finished (only the oldest probes at the floor, the younger wait for what it teaches).
-    pub fn expected_generation_ms(&self, key: &str, job: JobKey, admitted_ms: u64) -> Option<u64> {
-        let learned = {
-            let times = self
-                .generation_times
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            times
-                .get(key)
-                .and_then(|t| t.expected_ms(self.poll_floor_ms()))
-        };
-        if learned.is_some() {
-            return learned;
-        }
-        let running = self.running_jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let oldest = running
-            .iter()
-            .filter(|(other, (template, _))| **other != job && template == key)
-            .map(|(_, (_, admitted))| *admitted)
-            .min()?;
-        (oldest < admitted_ms).then(|| self.clock.now_ms().saturating_sub(oldest))
-    }
-
-    /// A job was admitted (or found admitted at start): it runs until its items are final.
-    pub fn job_running(&self, job: JobKey, key: String, admitted_ms: u64) {
-        let mut running = self.running_jobs.lock().unwrap_or_else(|p| p.into_inner());
-        running.insert(job, (key, admitted_ms));
-    }
-
-    /// A job's items are all final.
-    pub fn job_finished(&self, job: JobKey) {
-        let mut running = self.running_jobs.lock().unwrap_or_else(|p| p.into_inner());
-        running.remove(&job);
-    }
-
-    /// Keeps the in-memory copy in step with a sample the store recorded.
-    pub fn learned_generation_times(&self, key: String, times: crate::schedule::GenerationTimes) {
-        let mut all = self
-            .generation_times
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        all.insert(key, times);
-    }
-
     pub fn mark_progress(&self) {
         self.progress.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn active_ids(&self) -> Vec<u64> {
-        self.active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        self.active.ids()
     }
 
-    pub fn set_active(&self, id: u64, active: bool) {
-        let mut set = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        if active {
-            set.insert(id);
-        } else {
-            set.remove(&id);
+    /// A manifest that is not finished: taken now, or found at start.
+    pub fn activate(&self, manifest: &crate::store::ManifestRecord) {
+        let max_wait = crate::clock::duration_ms(self.settings.poll.max_wait);
+        self.active.insert(
+            manifest.id,
+            manifest.received_at_ms.saturating_add(max_wait),
+        );
+        self.nudges.nudge(manifest.id);
+    }
+
+    /// A manifest whose result is written.
+    pub fn deactivate(&self, id: u64) {
+        self.active.remove(id);
+    }
+}
+
+/// The manifests that are not finished, indexed by the time each reaches `poll.max_wait`
+/// (so that the sweeper looks only at those whose time has come), and those whose result
+/// could not be written yet (tried again by the sweeper).
+#[derive(Default)]
+pub struct Active {
+    inner: Mutex<ActiveInner>,
+}
+
+#[derive(Default)]
+struct ActiveInner {
+    deadline: std::collections::HashMap<u64, u64>,
+    by_deadline: BTreeSet<(u64, u64)>,
+    unwritten: BTreeSet<u64>,
+}
+
+impl Active {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ActiveInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, id: u64, deadline_ms: u64) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.deadline.insert(id, deadline_ms) {
+            inner.by_deadline.remove(&(old, id));
         }
+        inner.by_deadline.insert((deadline_ms, id));
+    }
+
+    pub fn remove(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.deadline.remove(&id) {
+            inner.by_deadline.remove(&(old, id));
+        }
+        inner.unwritten.remove(&id);
+    }
+
+    /// Every unfinished manifest, oldest first.
+    pub fn ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.lock().deadline.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().deadline.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the manifests whose `poll.max_wait` has come by `now_ms` out of the index
+    /// (they stay active until their result is written).
+    pub fn take_due(&self, now_ms: u64) -> Vec<u64> {
+        let mut inner = self.lock();
+        let later = inner.by_deadline.split_off(&(now_ms.saturating_add(1), 0));
+        let due = std::mem::replace(&mut inner.by_deadline, later);
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// A manifest whose result could not be written (it is tried again).
+    pub fn result_unwritten(&self, id: u64) {
+        let mut inner = self.lock();
+        if inner.deadline.contains_key(&id) {
+            inner.unwritten.insert(id);
+        }
+    }
+
+    /// Takes the manifests whose result is still to be written.
+    pub fn take_unwritten(&self) -> Vec<u64> {
+        std::mem::take(&mut self.lock().unwritten)
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The manifests that may have something new to send (a new manifest, an answer, a
+/// resume): the submitter looks at these, never at every manifest.
+#[derive(Default)]
+pub struct Nudges {
+    ids: Mutex<(bool, BTreeSet<u64>)>,
+    notify: Notify,
+}
+
+impl Nudges {
+    /// This manifest may have something to send now.
+    pub fn nudge(&self, id: u64) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .insert(id);
+        self.notify.notify_one();
+    }
+
+    /// Every manifest may (a template became proven, the store was opened again).
+    pub fn nudge_all(&self) {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).0 = true;
+        self.notify.notify_one();
+    }
+
+    /// Whether every manifest was nudged, and the manifests nudged since the last take.
+    pub fn take(&self) -> (bool, BTreeSet<u64>) {
+        std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves at the next nudge (or at once if one came since the last wait).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 }

@@ -3,13 +3,12 @@
 //! Every task `select!`s on its work and on the shutdown token, and reaches a safe state
 //! before it ends; all are tracked by one `TaskTracker`, so nothing outlives `run`.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -98,7 +97,8 @@ pub fn build_context(
 ) -> Result<(Arc<Context>, mpsc::UnboundedReceiver<JobKey>), DaemonError> {
     create_folders(&settings)?;
     let store = Store::open_with(&settings.paths.state, settings.retention.compaction())?;
-    let generation_times = store.generation_times()?;
+    let templates =
+        crate::schedule::Templates::new(store.generation_times()?, store.template_proofs()?);
     let client = TentedClient::new(ClientConfig {
         base_url: settings.api.base_url.clone(),
         api_key,
@@ -114,8 +114,8 @@ pub fn build_context(
         store,
         client,
         clock: Clock::new(),
-        active: Mutex::new(BTreeSet::new()),
-        wake_submitter: Notify::new(),
+        active: Default::default(),
+        nudges: Default::default(),
         new_jobs,
         progress: AtomicU64::new(0),
         budget_bound: std::sync::atomic::AtomicBool::new(false),
@@ -124,8 +124,7 @@ pub fn build_context(
         metrics,
         storage: Default::default(),
         reopen: CancellationToken::new(),
-        generation_times: Mutex::new(generation_times),
-        running_jobs: Mutex::new(std::collections::BTreeMap::new()),
+        templates,
     });
     Ok((ctx, jobs_rx))
 }

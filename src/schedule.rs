@@ -1,7 +1,7 @@
 //! Scheduling types and due times shared by the stages: which job, and when it may next
 //! be polled (never under the floor, nor before a `Retry-After` has passed).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,150 @@ pub fn generation_key(kind: crate::manifest::ManifestKind, template_id: Option<&
     match (kind, template_id) {
         (crate::manifest::ManifestKind::Bulk, Some(template)) => template.to_string(),
         (kind, _) => format!("#{}", kind.as_str()),
+    }
+}
+
+/// What a template has shown the failure threshold (SPEC 7, the slow start per
+/// template): when its items last completed, and whether the last of its manifests that
+/// the threshold judged went over it. Kept in the store (`P`), so a restart keeps it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateProof {
+    pub last_completed_at_ms: Option<u64>,
+    pub tripped: bool,
+}
+
+impl TemplateProof {
+    /// Whether a new manifest of this template may start with its window open: its
+    /// items completed within `proven_for_ms`, and its last judged manifest was healthy.
+    pub fn proven(&self, now_ms: u64, proven_for_ms: u64) -> bool {
+        !self.tripped
+            && self
+                .last_completed_at_ms
+                .is_some_and(|at| now_ms.saturating_sub(at) < proven_for_ms)
+    }
+
+    /// The proof after items completed at `now_ms`, if it is worth recording: the time
+    /// moves at most once per `proven_for / 60` (a minute for an hour), so that a busy
+    /// template does not write its proof at every poll.
+    pub fn completed(&self, now_ms: u64, proven_for_ms: u64) -> Option<TemplateProof> {
+        let step = (proven_for_ms / 60).max(1);
+        match self.last_completed_at_ms {
+            Some(at) if now_ms.saturating_sub(at) < step => None,
+            _ => Some(TemplateProof {
+                last_completed_at_ms: Some(now_ms),
+                ..*self
+            }),
+        }
+    }
+}
+
+/// What the daemon knows of each template (its generation-times key) while it runs:
+/// the learned generation times and proof (copies of the store's, kept in step by
+/// reconciliation) and the bulk jobs still running, indexed so that no lookup scans
+/// every job.
+#[derive(Default)]
+pub struct Templates {
+    inner: std::sync::Mutex<TemplatesInner>,
+}
+
+#[derive(Default)]
+struct TemplatesInner {
+    times: HashMap<String, GenerationTimes>,
+    proofs: HashMap<String, TemplateProof>,
+    /// Per template, its running jobs by admission time.
+    running: HashMap<String, BTreeSet<(u64, JobKey)>>,
+    /// Each running job's template and admission time.
+    jobs: HashMap<JobKey, (String, u64)>,
+}
+
+impl Templates {
+    pub fn new(
+        times: HashMap<String, GenerationTimes>,
+        proofs: HashMap<String, TemplateProof>,
+    ) -> Templates {
+        Templates {
+            inner: std::sync::Mutex::new(TemplatesInner {
+                times,
+                proofs,
+                ..TemplatesInner::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TemplatesInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When a job of this template admitted at `admitted_ms` can first be expected to
+    /// have finished (ms after its admission): from what was learned of the template;
+    /// before anything was, not before an older job of the template that is still
+    /// running has finished (only the oldest probes at the floor, the younger wait for
+    /// what it teaches).
+    pub fn expected_ms(
+        &self,
+        key: &str,
+        job: JobKey,
+        admitted_ms: u64,
+        floor_ms: u64,
+        now_ms: u64,
+    ) -> Option<u64> {
+        let inner = self.lock();
+        if let Some(learned) = inner.times.get(key).and_then(|t| t.expected_ms(floor_ms)) {
+            return Some(learned);
+        }
+        let (oldest, _) = inner
+            .running
+            .get(key)?
+            .iter()
+            .find(|(_, other)| *other != job)?;
+        (*oldest < admitted_ms).then(|| now_ms.saturating_sub(*oldest))
+    }
+
+    /// A job was admitted (or found admitted at start): it runs until its items are final.
+    pub fn job_running(&self, job: JobKey, key: &str, admitted_ms: u64) {
+        let mut inner = self.lock();
+        if inner.jobs.contains_key(&job) {
+            return;
+        }
+        inner.jobs.insert(job, (key.to_string(), admitted_ms));
+        inner
+            .running
+            .entry(key.to_string())
+            .or_default()
+            .insert((admitted_ms, job));
+    }
+
+    /// A job's items are all final.
+    pub fn job_finished(&self, job: JobKey) {
+        let mut inner = self.lock();
+        let Some((key, admitted)) = inner.jobs.remove(&job) else {
+            return;
+        };
+        if let Some(running) = inner.running.get_mut(&key) {
+            running.remove(&(admitted, job));
+            if running.is_empty() {
+                inner.running.remove(&key);
+            }
+        }
+    }
+
+    /// Keeps the in-memory copy in step with times the store recorded.
+    pub fn learned(&self, key: String, times: GenerationTimes) {
+        self.lock().times.insert(key, times);
+    }
+
+    pub fn proof(&self, key: &str) -> TemplateProof {
+        self.lock().proofs.get(key).copied().unwrap_or_default()
+    }
+
+    /// Keeps the in-memory copy in step with a proof the store records.
+    pub fn set_proof(&self, key: &str, proof: TemplateProof) {
+        self.lock().proofs.insert(key.to_string(), proof);
+    }
+
+    /// Bulk jobs running now (for tests and the status line).
+    pub fn running_jobs(&self) -> usize {
+        self.lock().jobs.len()
     }
 }
 

@@ -160,8 +160,12 @@ pub struct SubmitSettings {
     #[serde(with = "humantime_serde")]
     pub credit_retry: Duration,
     pub failure_threshold: f64,
-    /// Create requests on the wire at once, across manifests.
+    /// The most create requests on the wire at once, across manifests (the window
+    /// follows the admission time below it).
     pub max_in_flight: u32,
+    /// A template whose items completed this recently skips the slow start.
+    #[serde(with = "humantime_serde")]
+    pub proven_for: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -518,6 +522,7 @@ impl Settings {
                 "submit.max_in_flight",
                 self.submit.max_in_flight.to_string(),
             ),
+            ("submit.proven_for", duration(self.submit.proven_for)),
             (
                 "retention.store",
                 self.retention.store.map_or_else(|| text("off"), duration),

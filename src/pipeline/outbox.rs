@@ -437,6 +437,7 @@ fn write_result_files(
 /// the sweeper; nothing in the store is lost.
 pub async fn finish_if_done(ctx: &Context, manifest_id: u64) {
     if let Err(e) = try_finish(ctx, manifest_id).await {
+        ctx.active.result_unwritten(manifest_id);
         tracing::error!(
             manifest_id,
             "the result is not written yet (it will be tried again): {e}"
@@ -454,7 +455,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         let mut txn = writer.begin(manifest_id)?;
         let manifest = txn.manifest().clone();
         if manifest.result_written {
-            ctx.set_active(manifest_id, false);
+            ctx.deactivate(manifest_id);
             return Ok(());
         }
         if manifest.unfinished() > 0 {
@@ -484,7 +485,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         txn.manifest_mut().result_written = true;
         txn.commit().await?;
     }
-    ctx.set_active(manifest_id, false);
+    ctx.deactivate(manifest_id);
     tracing::info!(
         manifest = %manifest.name,
         status = result.status,

@@ -140,7 +140,7 @@ pub async fn run(
                         task_jobs.remove(&id);
                         match result {
                             Ok(PollResult::Again(at)) => scheduler.schedule(key, ctx.clock.instant_at(at)),
-                            Ok(PollResult::Done) => ctx.job_finished(key),
+                            Ok(PollResult::Done) => ctx.templates.job_finished(key),
                             Err(e) => {
                                 tracing::error!(manifest_id = key.manifest_id, seq = key.seq, "polling: {e}");
                                 scheduler.schedule(key, ctx.clock.instant_at(retry_at));
@@ -191,8 +191,16 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
         manifest_id: job.manifest_id,
         seq: job.seq,
     };
-    ctx.job_running(id, key.clone(), admitted);
-    ctx.expected_generation_ms(&key, id, admitted)
+    ctx.templates.job_running(id, &key, admitted);
+    // A manifest that holds chunks back for its first answers (the slow start) polls at
+    // the floor, for the first successes, not at the expected end of the whole job: the
+    // successes are what lets its next chunks go.
+    if crate::pipeline::submission::holds_back(ctx, &manifest) {
+        return None;
+    }
+    let now = ctx.clock.now_ms();
+    ctx.templates
+        .expected_ms(&key, id, admitted, ctx.poll_floor_ms(), now)
 }
 
 /// Every admitted job of every unfinished manifest.

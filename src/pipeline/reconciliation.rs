@@ -335,6 +335,16 @@ fn still_unfinished(
     Ok((needs, unfinished))
 }
 
+/// Answers may let the manifest send more (its slow start opens); a template that has
+/// just become proven may let every manifest of it.
+fn nudge_after_answers(ctx: &Context, manifest_id: u64, newly_proven: bool) {
+    if newly_proven {
+        ctx.nudges.nudge_all();
+    } else {
+        ctx.nudges.nudge(manifest_id);
+    }
+}
+
 /// Records the answer to `GET /v1/bulk-jobs/{id}`, then fetches details it calls for.
 pub async fn record_bulk_poll(
     ctx: &Context,
@@ -347,6 +357,7 @@ pub async fn record_bulk_poll(
     let result;
     let mut took_ms = None;
     let mut learned = None;
+    let newly_proven;
     {
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(key.manifest_id)?;
@@ -354,6 +365,7 @@ pub async fn record_bulk_poll(
             return Ok(PollResult::Done);
         };
         let manifest = txn.manifest().clone();
+        let completed_before = manifest.count(ItemState::Completed);
         let bulk_job_id = job.remote_id.clone().unwrap_or_default();
         let what = format!("bulk job {bulk_job_id}");
         match note_poll_answer(&mut job, outcome, now, &manifest.name, &what) {
@@ -380,17 +392,14 @@ pub async fn record_bulk_poll(
             PollResult::Done
         };
         txn.put_job(job);
-        crate::pipeline::submission::check_failure_threshold(
-            &mut txn,
-            ctx.settings.submit.failure_threshold,
-        );
+        newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
         txn.commit().await?;
     }
     if let Some((key, times)) = learned {
-        ctx.learned_generation_times(key, times);
+        ctx.templates.learned(key, times);
     }
     // Answers may release a manifest that waits for its first answers.
-    ctx.wake_submitter.notify_one();
+    nudge_after_answers(ctx, key.manifest_id, newly_proven);
     let mut result = result;
     if !details.is_empty() {
         fetch_details(ctx, key, &details).await?;
@@ -492,6 +501,7 @@ pub async fn record_tent_poll(
     let now = ctx.clock.now_ms();
     let floor = ctx.poll_floor_ms();
     let result;
+    let newly_proven;
     {
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(key.manifest_id)?;
@@ -499,6 +509,7 @@ pub async fn record_tent_poll(
             return Ok(PollResult::Done);
         };
         let manifest = txn.manifest().clone();
+        let completed_before = manifest.count(ItemState::Completed);
         let tent_id = job.remote_id.clone().unwrap_or_default();
         let index = job.item_indices.first().copied().unwrap_or(0);
         txn.put_tent_poll(
@@ -532,14 +543,11 @@ pub async fn record_tent_poll(
             PollResult::Again(next_poll_due_ms(&job, floor, jitter))
         };
         txn.put_job(job);
-        crate::pipeline::submission::check_failure_threshold(
-            &mut txn,
-            ctx.settings.submit.failure_threshold,
-        );
+        newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
         txn.commit().await?;
     }
     // Answers may release a manifest that waits for its first answers.
-    ctx.wake_submitter.notify_one();
+    nudge_after_answers(ctx, key.manifest_id, newly_proven);
     crate::pipeline::outbox::finish_if_done(ctx, key.manifest_id).await;
     Ok(result)
 }
@@ -584,27 +592,43 @@ pub async fn expire(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError>
     Ok(true)
 }
 
-/// The sweeper: deadlines, results still to write, and credit retries coming due.
+/// The sweeper: manifests whose `poll.max_wait` has come, and results still to write.
+/// It looks only at those (an index keeps them), never at every manifest; once every
+/// [`FULL_SWEEP`] it also looks at every unfinished manifest, as a safety net.
 pub async fn sweep_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
     let period = ctx.settings.poll.interval.min(SWEEP_INTERVAL_MAX);
+    let mut next_full = tokio::time::Instant::now() + FULL_SWEEP;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        for id in ctx.active_ids() {
+        let mut due = ctx.active.take_due(ctx.clock.now_ms());
+        due.extend(ctx.active.take_unwritten());
+        if tokio::time::Instant::now() >= next_full {
+            due.extend(ctx.active_ids());
+            next_full = tokio::time::Instant::now() + FULL_SWEEP;
+        }
+        due.sort_unstable();
+        due.dedup();
+        for id in due {
             if shutdown.is_cancelled() {
                 return;
             }
             if let Err(e) = expire(&ctx, id).await {
                 tracing::error!("sweep: {e}");
+                // Tried again at the next tick.
+                ctx.active.insert(id, ctx.clock.now_ms());
             }
             crate::pipeline::outbox::finish_if_done(&ctx, id).await;
         }
-        ctx.wake_submitter.notify_one();
         ctx.mark_progress();
     }
 }
+
+/// How often the sweeper looks at every unfinished manifest (a safety net: the index
+/// already brings each one whose time has come).
+pub const FULL_SWEEP: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ pub async fn recover(ctx: &Context) -> Result<(), StoreError> {
         if manifest.result_written {
             continue;
         }
-        ctx.set_active(manifest.id, true);
+        ctx.activate(manifest);
         if !manifest.archived {
             let path = ctx.settings.paths.inbox.join(&manifest.inbox_file);
             let same_file = crate::pipeline::intake::sha256_file(&path)

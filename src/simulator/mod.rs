@@ -273,6 +273,11 @@ impl Simulator {
         self.shared.model().config.errors = faults;
     }
 
+    /// How long generations admitted from now on take (minimum, maximum).
+    pub fn set_generation_time(&self, range: (std::time::Duration, std::time::Duration)) {
+        self.shared.model().config.generation_time = range;
+    }
+
     pub fn set_taken_aliases(&self, aliases: Vec<String>) {
         self.shared.model().config.taken_aliases = aliases;
     }

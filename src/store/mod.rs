@@ -23,6 +23,7 @@
 //! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty: the client id index of stores written before `K` (read, pruned, never written now) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
 //! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
+//! | `P` template key | [`StoredTemplateProof`]: when its items last completed, and whether its last judged manifest tripped the failure threshold |
 //! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
 //! | `V` | the store format last written, u64 ([`STORE_FORMAT`]); a newer one is refused |
 //!
@@ -55,7 +56,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ManifestKind, TopFields};
-use crate::schedule::{GenerationTimes, TentPollRecord};
+use crate::schedule::{GenerationTimes, TemplateProof, TentPollRecord};
 use crate::state::control::{Control, ControlEffect, ControlEvent};
 use crate::state::item::{IllegalTransition, ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{IllegalJobTransition, JobRecord};
@@ -287,6 +288,11 @@ pub enum StoredGenerationTimes {
 }
 
 #[derive(Serialize, Deserialize)]
+pub enum StoredTemplateProof {
+    V1(TemplateProof),
+}
+
+#[derive(Serialize, Deserialize)]
 pub enum StoredTentPoll {
     V1(TentPollRecord),
 }
@@ -383,6 +389,12 @@ fn name_key(name: &str) -> Vec<u8> {
 
 fn generation_key(key: &str) -> Vec<u8> {
     let mut out = vec![b'G'];
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn proof_key(key: &str) -> Vec<u8> {
+    let mut out = vec![b'P'];
     out.extend_from_slice(key.as_bytes());
     out
 }
@@ -1189,6 +1201,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Every template's proof (the slow start per template).
+    pub fn template_proofs(&self) -> Result<HashMap<String, TemplateProof>, StoreError> {
+        let mut out = HashMap::new();
+        for entry in self.tree.scan_prefix([b'P']) {
+            let (key, bytes) = entry?;
+            let StoredTemplateProof::V1(proof) = decode(&key, &bytes)?;
+            out.insert(String::from_utf8_lossy(&key[1..]).into_owned(), proof);
+        }
+        Ok(out)
+    }
+
     /// One template's generation times.
     pub fn generation_times_of(&self, key: &str) -> Result<GenerationTimes, StoreError> {
         match self.tree.get(generation_key(key))? {
@@ -1536,6 +1559,17 @@ impl<'w> Txn<'w> {
         Ok(())
     }
 
+    /// Records what a template has shown the failure threshold, in this transaction.
+    pub fn put_template_proof(
+        &mut self,
+        key: &str,
+        proof: TemplateProof,
+    ) -> Result<(), StoreError> {
+        let value = encode(&StoredTemplateProof::V1(proof))?;
+        self.extra.push((proof_key(key), value));
+        Ok(())
+    }
+
     pub fn put_tent_poll(&mut self, tent_id: &str, record: TentPollRecord) {
         self.tent_polls.insert(tent_id.to_string(), record);
     }
@@ -1702,9 +1736,18 @@ mod tests {
             let mut times = GenerationTimes::default();
             times.record(42_000);
             txn.put_generation_times("tpl_x", &times).expect("encode");
+            let proof = TemplateProof {
+                last_completed_at_ms: Some(7),
+                tripped: true,
+            };
+            txn.put_template_proof("tpl_x", proof).expect("encode");
             txn.commit().await.expect("commit");
         }
         let store = reopen(dir.path()).expect("reopen");
+        let proofs = store.template_proofs().expect("read");
+        assert_eq!(proofs.len(), 1);
+        assert_eq!(proofs["tpl_x"].last_completed_at_ms, Some(7));
+        assert!(proofs["tpl_x"].tripped);
         let all = store.generation_times().expect("read");
         assert_eq!(all.len(), 1);
         assert_eq!(all["tpl_x"].expected_ms(1_000), Some(42_000));

@@ -13,7 +13,10 @@ use crate::helpers::*;
 fn config_in(dir: &Path, base_url: &str, admin: &str) -> std::path::PathBuf {
     write_config(
         dir,
-        &TestConfig::new(dir, base_url).set("admin", "listen", admin),
+        // Every manifest starts slow, so that a second chunk waits while a backup is taken.
+        &TestConfig::new(dir, base_url)
+            .set("admin", "listen", admin)
+            .set("submit", "proven_for", "0s"),
     )
 }
 

@@ -650,10 +650,12 @@ fn posts_before_the_first_poll(calls: &[tented_bulkd::simulator::RecordedCall]) 
         .count()
 }
 
-/// Every manifest starts slow, even of a template that did well before (its own
-/// `input_data` may be what fails), and opens on its own first successes.
+/// The slow start is per template (SPEC 7): a manifest of a template that has not
+/// proven itself risks one chunk first and opens on its first successes; once the
+/// template's items completed (within `submit.proven_for`), the next manifest of it
+/// starts open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_manifest_starts_slow_and_opens_on_its_first_successes() {
+async fn a_proven_template_starts_open_and_an_unproven_one_slow() {
     // Generations outlast two floors: a poll sees no success before the third floor.
     let mut app = TestApp::spawn(SimConfig {
         generation_time: (Duration::from_millis(400), Duration::from_millis(600)),
@@ -664,14 +666,75 @@ async fn every_manifest_starts_slow_and_opens_on_its_first_successes() {
     let first = app.wait_result("first", WAIT).await;
     assert_eq!(first["counts"]["completed"], 100, "{}", first["counts"]);
     assert_eq!(posts_before_the_first_poll(&app.calls()), 1);
-    // The template did well; the next manifest of it still risks one chunk first, and
-    // sends the rest once its first chunk's successes are seen.
+    // The template did well: the next manifest of it sends every chunk at once.
+    let from = app.calls().len();
+    app.drop_manifest("second.json", &bulk_manifest(101));
+    let second = app.wait_result("second", WAIT).await;
+    assert_eq!(second["counts"]["completed"], 101, "{}", second["counts"]);
+    assert_eq!(posts_before_the_first_poll(&app.calls()[from..]), 5);
+    assert_poll_floor(&app.calls(), TEST_FLOOR, Duration::ZERO);
+    app.stop_daemon().await;
+}
+
+/// With `submit.proven_for = "0s"` no template is ever proven: every manifest starts
+/// slow, even of a template that did well a moment ago.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_proven_templates_every_manifest_starts_slow() {
+    let mut app = TestApp::spawn_with(
+        SimConfig {
+            generation_time: (Duration::from_millis(400), Duration::from_millis(600)),
+            ..quick_sim()
+        },
+        &[("TENTED_BULKD__SUBMIT__PROVEN_FOR", "0s")],
+    )
+    .await;
+    app.drop_manifest("first.json", &bulk_manifest(100));
+    app.wait_result("first", WAIT).await;
     let from = app.calls().len();
     app.drop_manifest("second.json", &bulk_manifest(101));
     let second = app.wait_result("second", WAIT).await;
     assert_eq!(second["counts"]["completed"], 101, "{}", second["counts"]);
     assert_eq!(posts_before_the_first_poll(&app.calls()[from..]), 1);
     assert_eq!(bulk_posts(&app.calls()[from..]).len(), 5);
+    app.stop_daemon().await;
+}
+
+/// Learned generation times never hold the slow start back (SPEC 7): while a manifest
+/// holds chunks back for its first answers, its first job is polled at the floor, for
+/// its first successes, not at the learned end of a whole job. Here the template's jobs
+/// were learned to take about 3 s; the next manifest's items take at most 0.2 s, and its
+/// second chunk leaves within its first completions plus a floor (and some slack), not
+/// after the learned 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_times_never_delay_the_second_chunk_past_the_first_successes() {
+    let mut app = TestApp::spawn_with(
+        SimConfig {
+            generation_time: (Duration::from_millis(2_800), Duration::from_millis(3_000)),
+            ..quick_sim()
+        },
+        &[("TENTED_BULKD__SUBMIT__PROVEN_FOR", "0s")],
+    )
+    .await;
+    app.drop_manifest("teacher.json", &bulk_manifest(25));
+    app.wait_result("teacher", WAIT).await;
+    app.sim
+        .set_generation_time((Duration::from_millis(100), Duration::from_millis(200)));
+    let from = app.calls().len();
+    app.drop_manifest("learner.json", &bulk_manifest(50));
+    let learned = app.wait_result("learner", WAIT).await;
+    assert_eq!(learned["counts"]["completed"], 50, "{}", learned["counts"]);
+    let calls = app.calls();
+    let posts = bulk_posts(&calls[from..]);
+    assert_eq!(posts.len(), 2);
+    let gap = posts[1].at_ms - posts[0].at_ms;
+    // Its first completions: at most queue 60 ms + generation 200 ms after admission
+    // (answered within 100 ms); then at most a floor until a poll sees them; then a
+    // second of slack for a loaded machine. The learned 3 s would miss this.
+    let bound = 100 + 60 + 200 + TEST_FLOOR.as_millis() as u64 + 1_000;
+    assert!(
+        gap <= bound,
+        "the second chunk left {gap} ms after the first (bound {bound} ms)"
+    );
     assert_poll_floor(&app.calls(), TEST_FLOOR, Duration::ZERO);
     app.stop_daemon().await;
 }

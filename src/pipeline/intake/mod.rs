@@ -150,7 +150,7 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
     let record = record_verdict(ctx, &file_name, hash, verdict).await?;
     let recorded = started.elapsed();
     fail::fail_point!("intake-before-archive", |_| crate::crash::simulated_crash());
-    ctx.set_active(record.id, true);
+    ctx.activate(&record);
     archive(ctx, &record, path).await?;
     tracing::debug!(
         manifest = %record.name,
@@ -162,7 +162,6 @@ pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeEr
         "intake phases"
     );
     taken(&record.name, path, started);
-    ctx.wake_submitter.notify_one();
     // A manifest with nothing to send (rejected, or every item rejected) finishes now,
     // after the line that says it was taken.
     crate::pipeline::outbox::finish_if_done(ctx, record.id).await;

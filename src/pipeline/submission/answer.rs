@@ -39,6 +39,18 @@ pub enum CreateAnswer {
     },
 }
 
+impl CreateAnswer {
+    /// Whether Tented answered (admitted or refused), rather than the request not being
+    /// sent or its answer being lost.
+    pub fn answered(&self) -> bool {
+        matches!(
+            self,
+            CreateAnswer::Bulk(Outcome::Success { .. } | Outcome::Refused { .. })
+                | CreateAnswer::Single(Outcome::Success { .. } | Outcome::Refused { .. })
+        )
+    }
+}
+
 /// What the request carried: the manifest indexes of its items, in request order, and
 /// for a single create the tent name it asked for (for the result file).
 #[derive(Clone, Debug)]

@@ -9,7 +9,7 @@
 //! `start_index + 25*k`, and items whose counter would shift (because a neighbour was
 //! left out) carry their documented default name as `tent_name`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +20,13 @@ mod fair;
 mod parked;
 mod requests;
 mod slow_start;
+mod window;
 
-use fair::FairShare;
+use fair::ReadyQueue;
 pub use parked::Parked;
-pub use slow_start::{holds_for_answers, Answers};
+pub use slow_start::{holds_back, holds_for_answers, judge, proven, Answers};
 use tokio::task::JoinSet;
+use window::Window;
 
 use requests::{
     build_bulk_request, build_create_request, build_edit_request, requested_tent_name, Unsendable,
@@ -123,23 +125,33 @@ impl Backoff {
     }
 }
 
-/// A request that went out: its manifest and what its answer says about the next one.
-type Sent = (u64, Retry);
+/// A request that went out: its manifest, what its answer says about the next one, and
+/// how long the answer took (when one came).
+type Sent = (u64, Retry, Option<Duration>);
 
 /// The submitter's memory between steps.
 pub struct Submitter {
     backoff: Backoff,
-    fair: FairShare,
+    /// Manifests that may have something to send, in the order of their turns.
+    ready: ReadyQueue,
+    /// (wall ms, manifest id): manifests to look at again then (backoff, credit retry).
+    timers: BTreeSet<(u64, u64)>,
+    window: Window,
     in_flight: JoinSet<Sent>,
     parked: Parked,
 }
 
 impl Submitter {
     /// `parked` keeps the answers the store could not record (see [`Parked`]).
-    pub fn new(poll_interval: Duration, parked: Parked) -> Submitter {
+    pub fn new(settings: &crate::settings::Settings, parked: Parked) -> Submitter {
         Submitter {
-            backoff: Backoff::new(poll_interval),
-            fair: FairShare::default(),
+            backoff: Backoff::new(settings.poll.interval),
+            ready: ReadyQueue::default(),
+            timers: BTreeSet::new(),
+            window: Window::new(
+                settings.api.requests_per_second,
+                settings.submit.max_in_flight,
+            ),
             in_flight: JoinSet::new(),
             parked,
         }
@@ -148,19 +160,50 @@ impl Submitter {
     /// Applies what a finished request's answer says about its manifest's next one.
     fn settle(&mut self, ctx: &Context, done: Result<Sent, tokio::task::JoinError>) {
         match done {
-            Ok((manifest_id, retry)) => self.backoff.settle(manifest_id, retry, ctx.clock.now_ms()),
+            Ok((manifest_id, retry, took)) => {
+                if let Some(took) = took {
+                    self.window.admitted_in(took);
+                }
+                self.backoff.settle(manifest_id, retry, ctx.clock.now_ms());
+            }
             // Its intent is durable: the next start reports its items `unknown`.
             Err(e) => tracing::error!("a create request's task failed: {e}"),
         }
     }
+
+    /// Queues the manifests nudged since the last look, and those whose timer is due.
+    fn absorb(&mut self, ctx: &Context) {
+        let (all, nudged) = ctx.nudges.take();
+        if all {
+            for id in ctx.active_ids() {
+                self.ready.insert(id);
+            }
+        }
+        for id in nudged {
+            self.ready.insert(id);
+        }
+        let now = ctx.clock.now_ms();
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.ready.insert(id);
+        }
+    }
+
+    /// How many create requests may be on the wire now (see [`Window`]).
+    pub fn window_size(&self) -> usize {
+        self.window.size()
+    }
 }
 
-/// The submitter task: keeps up to `submit.max_in_flight` create requests on the wire,
-/// and lets the requests under way end (and their answers be recorded) at shutdown.
-/// Answers the store could not record wait in `parked` (see [`Parked`]).
+/// The submitter task: keeps as many create requests on the wire as the budget and the
+/// admission time need (at most `submit.max_in_flight`), and lets the requests under way
+/// end (and their answers be recorded) at shutdown. Answers the store could not record
+/// wait in `parked` (see [`Parked`]).
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken, parked: Parked) {
-    let mut submitter = Submitter::new(ctx.settings.poll.interval, parked);
-    let slots = ctx.settings.submit.max_in_flight.max(1) as usize;
+    let mut submitter = Submitter::new(&ctx.settings, parked);
     while !shutdown.is_cancelled() {
         while let Some(done) = submitter.in_flight.try_join_next() {
             submitter.settle(&ctx, done);
@@ -169,34 +212,33 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken, parked: Parked)
             // The store writes again without being opened again.
             submitter.parked.record_all(&ctx).await;
         }
-        let mut wait = Some(Duration::from_secs(3600));
-        if submitter.in_flight.len() < slots {
+        submitter.absorb(&ctx);
+        let mut wait = submitter.timers.first().map(|&(at, _)| at);
+        if submitter.in_flight.len() < submitter.window.size() {
             let step = step(&ctx, &mut submitter).await;
             ctx.mark_progress();
             match step {
                 Ok(Step::Sent) => continue,
-                Ok(Step::Idle { until_ms }) => {
-                    wait = until_ms.map(|at| {
-                        ctx.clock
-                            .instant_at(at)
-                            .saturating_duration_since(tokio::time::Instant::now())
-                    });
-                }
+                Ok(Step::Idle { until_ms }) => wait = until_ms,
                 Err(e) => {
                     tracing::error!("submission: {e}");
-                    wait = Some(ERROR_PAUSE);
+                    wait = Some(ctx.clock.now_ms() + crate::clock::duration_ms(ERROR_PAUSE));
                 }
             }
         }
-        let wake = ctx.wake_submitter.notified();
-        let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600)));
+        let wait = wait.map_or(Duration::from_secs(3600), |at| {
+            ctx.clock
+                .instant_at(at)
+                .saturating_duration_since(tokio::time::Instant::now())
+        });
+        let nudged = ctx.nudges.notified();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(done) = submitter.in_flight.join_next(), if !submitter.in_flight.is_empty() => {
                 submitter.settle(&ctx, done);
             }
-            _ = wake => {}
-            _ = sleep => {}
+            _ = nudged => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
     // Requests under way end (or time out) and their answers are recorded.
@@ -212,57 +254,78 @@ enum Plan {
     Later(u64),
 }
 
-/// The manifests that have something to send now, with their weights, and the earliest
-/// time one that must wait may send. Nothing is recorded but moved cursors.
-async fn candidates(
+/// Looks at one manifest: whether it has something to send now (then its weight), must
+/// wait until a time, or has nothing (it leaves the queue until nudged). Nothing is
+/// recorded but moved cursors.
+async fn probe(ctx: &Context, id: u64, now: u64) -> Result<Plan, StoreError> {
+    let writer = ctx.store.writer().await;
+    let mut txn = match writer.begin(id) {
+        Ok(txn) => txn,
+        Err(StoreError::NoManifest(_)) => return Ok(Plan::Nothing),
+        Err(e) => return Err(e),
+    };
+    let plan = plan_next(ctx, &mut txn, now)?;
+    if let Plan::Nothing = plan {
+        // Only a moved cursor or a cleared credit retry is worth a write.
+        let unchanged = writer
+            .store()
+            .manifest(id)?
+            .is_some_and(|stored| &stored == txn.manifest());
+        if !unchanged {
+            txn.commit().await?;
+        }
+    }
+    Ok(plan)
+}
+
+/// The next manifest whose turn it is and that has something to send now, with its
+/// weight; those that must wait get a timer, those with nothing leave the queue.
+async fn next_turn(
     ctx: &Context,
-    backoff: &Backoff,
+    submitter: &mut Submitter,
     now: u64,
-) -> Result<(Vec<(u64, u32)>, Option<u64>), StoreError> {
-    let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
-    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
-    let mut wake_at: Option<u64> = None;
-    let mut earliest = |at: u64| wake_at = Some(wake_at.map_or(at, |w: u64| w.min(at)));
-    let mut ready = Vec::new();
-    for id in ctx.active_ids() {
-        if let Some(&at) = backoff.not_before_ms.get(&id) {
+) -> Result<Option<(u64, u32)>, StoreError> {
+    while let Some(id) = submitter.ready.pop() {
+        if let Some(&at) = submitter.backoff.not_before_ms.get(&id) {
             if at > now {
-                earliest(at);
+                submitter.timers.insert((at, id));
                 continue;
             }
         }
-        let writer = ctx.store.writer().await;
-        let mut txn = match writer.begin(id) {
-            Ok(txn) => txn,
-            Err(StoreError::NoManifest(_)) => continue,
-            Err(e) => return Err(e),
-        };
-        match plan_next(&mut txn, now, max_wait, slow_start)? {
-            Plan::Items(_) => ready.push((id, txn.manifest().top.priority.weight())),
-            Plan::Nothing => {
-                // Only a moved cursor or a cleared credit retry is worth a write.
-                let unchanged = writer
-                    .store()
-                    .manifest(id)?
-                    .is_some_and(|stored| &stored == txn.manifest());
-                if !unchanged {
-                    txn.commit().await?;
-                }
+        match probe(ctx, id, now).await {
+            Ok(Plan::Items(_)) => {
+                let weight = match ctx.store.manifest(id)? {
+                    Some(manifest) => manifest.top.priority.weight(),
+                    None => continue,
+                };
+                return Ok(Some((id, weight)));
             }
-            Plan::Later(at) => earliest(at),
+            Ok(Plan::Nothing) => {}
+            Ok(Plan::Later(at)) => {
+                submitter.timers.insert((at, id));
+            }
+            Err(e) => {
+                // Looked at again after a pause.
+                let again = now.saturating_add(crate::clock::duration_ms(ERROR_PAUSE));
+                submitter.timers.insert((again, id));
+                return Err(e);
+            }
         }
     }
-    Ok((ready, wake_at))
+    Ok(None)
 }
 
 /// Puts at most one more request on the wire: the next one of the manifest whose turn it
 /// is (fair share by priority), its intent durable before it leaves.
 pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step, StoreError> {
     let now = ctx.clock.now_ms();
-    let (ready, wake_at) = candidates(ctx, &submitter.backoff, now).await?;
-    let Some(id) = submitter.fair.choose(&ready) else {
-        return Ok(Step::Idle { until_ms: wake_at });
+    let Some((id, weight)) = next_turn(ctx, submitter, now).await? else {
+        return Ok(Step::Idle {
+            until_ms: submitter.timers.first().map(|&(at, _)| at),
+        });
     };
+    // It had its turn; it comes back for the next one behind the others.
+    submitter.ready.charge(id, weight);
     // Wait for the budget (and any 401 pause) before recording anything, so that a long
     // wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
     let permit = ctx.client.reserve_as(crate::api::CallClass::Create).await;
@@ -286,8 +349,11 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
     let ctx = Arc::clone(ctx);
     let parked = submitter.parked.clone();
     submitter.in_flight.spawn(async move {
-        let retry = send(&ctx, &manifest, seq, &items, permit, &parked).await;
-        (manifest.id, retry)
+        // The slot is taken until the answer is recorded: that is the time the window
+        // follows (only for answers that came: a lost one says nothing of it).
+        let started = tokio::time::Instant::now();
+        let (retry, answered) = send(&ctx, &manifest, seq, &items, permit, &parked).await;
+        (manifest.id, retry, answered.then(|| started.elapsed()))
     });
     Ok(Step::Sent)
 }
@@ -297,12 +363,10 @@ async fn record_intent(
     ctx: &Context,
     id: u64,
 ) -> Result<Option<(ManifestRecord, u32, Vec<ItemRecord>)>, StoreError> {
-    let max_wait = crate::clock::duration_ms(ctx.settings.poll.max_wait);
-    let slow_start = ctx.settings.submit.failure_threshold < 1.0;
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(id)?;
     let now = ctx.clock.now_ms();
-    let Plan::Items(items) = plan_next(&mut txn, now, max_wait, slow_start)? else {
+    let Plan::Items(items) = plan_next(ctx, &mut txn, now)? else {
         return Ok(None);
     };
     let seq = txn.manifest().next_job_seq;
@@ -321,19 +385,15 @@ async fn record_intent(
     Ok(Some((manifest, seq, items)))
 }
 
-fn plan_next(
-    txn: &mut Txn<'_>,
-    now: u64,
-    max_wait_ms: u64,
-    slow_start: bool,
-) -> Result<Plan, StoreError> {
+fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreError> {
+    let max_wait_ms = crate::clock::duration_ms(ctx.settings.poll.max_wait);
     let manifest = txn.manifest().clone();
     if manifest.finished_at_ms.is_some()
         || manifest.rejection.is_some()
         || !manifest.control().is_running()
         // Past poll.max_wait nothing more is sent: the sweeper ends what is left.
         || now >= manifest.received_at_ms.saturating_add(max_wait_ms)
-        || (slow_start && holds_for_answers(&manifest))
+        || holds_back(ctx, &manifest)
     {
         return Ok(Plan::Nothing);
     }
@@ -409,7 +469,7 @@ fn build_request(manifest: &ManifestRecord, items: &[ItemRecord]) -> Result<Requ
 }
 
 /// Sends one request whose intent is durable, and records its answer; returns what the
-/// answer says about the manifest's next request.
+/// answer says about the manifest's next request, and whether an answer came.
 async fn send(
     ctx: &Context,
     manifest: &ManifestRecord,
@@ -417,7 +477,7 @@ async fn send(
     items: &[ItemRecord],
     permit: BudgetPermit,
     parked: &Parked,
-) -> Retry {
+) -> (Retry, bool) {
     fail::fail_point!("submit-before-request", |_| crate::crash::simulated_crash());
     let name = &manifest.name;
     let answer = match build_request(manifest, items) {
@@ -454,7 +514,11 @@ async fn send(
         }
     };
     fail::fail_point!("submit-after-request", |_| crate::crash::simulated_crash());
-    answer.record(ctx, manifest, seq, items, parked).await
+    let answered = answer.answered();
+    (
+        answer.record(ctx, manifest, seq, items, parked).await,
+        answered,
+    )
 }
 
 impl CreateAnswer {
@@ -501,6 +565,7 @@ async fn record_answer(
         return Ok(Retry::Unchanged);
     };
     let indices = job.item_indices.clone();
+    let completed_before = txn.manifest().count(ItemState::Completed);
     log_answer(manifest, answer, &indices);
     let single_tent_name = match answer {
         CreateAnswer::Single(Outcome::Success { .. }) => items
@@ -522,7 +587,7 @@ async fn record_answer(
         tracing::warn!(manifest = %manifest.name, retry_at = %crate::clock::rfc3339(at), "Tented is out of credits: this manifest's sending pauses and tries again later");
     }
     txn.put_job(job);
-    check_failure_threshold(&mut txn, ctx.settings.submit.failure_threshold);
+    let newly_proven = judge(ctx, &mut txn, completed_before)?;
     txn.commit().await?;
     drop(writer);
     if any_admitted {
@@ -533,7 +598,11 @@ async fn record_answer(
     }
     crate::pipeline::outbox::finish_if_done(ctx, id).await;
     // Answers may open the way for more requests (slow start, fair share).
-    ctx.wake_submitter.notify_one();
+    if newly_proven {
+        ctx.nudges.nudge_all();
+    } else {
+        ctx.nudges.nudge(id);
+    }
     Ok(effects.retry)
 }
 

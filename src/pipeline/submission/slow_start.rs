@@ -10,16 +10,21 @@
 //!   long before its whole first chunk is answered.
 //! - Once a manifest has 25 final answers, the failure threshold judges it: no more
 //!   holding.
-//! - Every manifest starts slow, even of a template that did well before: its own items
-//!   (their `input_data`) may be what fails. (Letting a proven template start open was
-//!   tried: it bought nothing in the throughput bench, and its burst of a manifest's
-//!   every chunk at once left sled 0.34's log growing under pruning; BENCHMARKS.md.)
+//! - The slow start is per template: a template whose items completed within
+//!   `submit.proven_for` (and whose last manifest the threshold judged was under it) lets
+//!   a new manifest start with its window open ([`crate::schedule::TemplateProof`], kept in the store);
+//!   any other starts with one chunk at risk. [`judge`] keeps the proof after every
+//!   answer.
+//! - While a manifest holds chunks back, its jobs are polled at the floor, for the first
+//!   successes, not at the expected end of the whole job ([`holds_back`]).
 //! - `resume` (after a threshold pause) lifts it; `failure_threshold = 1` turns it off.
 
+use crate::context::Context;
+use crate::schedule::generation_key;
 use crate::state::item::ItemState;
-use crate::store::ManifestRecord;
+use crate::store::{ManifestRecord, StoreError, Txn};
 
-use super::{BULK_CHUNK, THRESHOLD_MIN_ANSWERS};
+use super::{check_failure_threshold, BULK_CHUNK, THRESHOLD_MIN_ANSWERS};
 
 /// The most doublings the window counts (2^20 chunks: open, for any manifest).
 const MAX_DOUBLINGS: u32 = 20;
@@ -71,6 +76,55 @@ pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
         + manifest.count(ItemState::Admitted)
         + manifest.count(ItemState::AwaitingDetails);
     answers.went_wrong + in_flight >= window(answers)
+}
+
+/// Whether the manifest's template is proven now (its manifests start open).
+pub fn proven(ctx: &Context, manifest: &ManifestRecord) -> bool {
+    let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
+    ctx.templates.proof(&key).proven(
+        ctx.clock.now_ms(),
+        crate::clock::duration_ms(ctx.settings.submit.proven_for),
+    )
+}
+
+/// Whether the manifest holds chunks back until its first answers: it has more to
+/// send, the slow start is on (`failure_threshold < 1`), its template is not proven,
+/// and its window is full.
+pub fn holds_back(ctx: &Context, manifest: &ManifestRecord) -> bool {
+    let more_to_send =
+        manifest.count(ItemState::Pending) + manifest.count(ItemState::CreditWait) > 0;
+    more_to_send
+        && ctx.settings.submit.failure_threshold < 1.0
+        && holds_for_answers(manifest)
+        && !proven(ctx, manifest)
+}
+
+/// After answers were applied in `txn`: the failure threshold judges the manifest, and
+/// its template's proof follows (items completed; the threshold's verdict once it can
+/// judge), recorded in `txn` when it changed. Returns whether the template has just
+/// become proven (manifests of it that hold chunks back may send them now).
+pub fn judge(ctx: &Context, txn: &mut Txn<'_>, completed_before: u32) -> Result<bool, StoreError> {
+    let threshold = ctx.settings.submit.failure_threshold;
+    check_failure_threshold(txn, threshold);
+    let manifest = txn.manifest();
+    let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
+    let now = ctx.clock.now_ms();
+    let proven_for = crate::clock::duration_ms(ctx.settings.submit.proven_for);
+    let old = ctx.templates.proof(&key);
+    let mut new = old;
+    if manifest.count(ItemState::Completed) > completed_before {
+        new = old.completed(now, proven_for).unwrap_or(old);
+    }
+    let answers = Answers::of(manifest);
+    if answers.total() >= THRESHOLD_MIN_ANSWERS {
+        new.tripped = f64::from(answers.went_wrong) > threshold * f64::from(answers.total());
+    }
+    if new == old {
+        return Ok(false);
+    }
+    txn.put_template_proof(&key, new)?;
+    ctx.templates.set_proof(&key, new);
+    Ok(!old.proven(now, proven_for) && new.proven(now, proven_for))
 }
 
 #[cfg(test)]
