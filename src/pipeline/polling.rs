@@ -18,14 +18,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use crate::context::Context;
+use crate::pipeline::submission::Window;
 use crate::schedule::{
     generation_key, job_due_ms, next_poll_due_ms, with_expectation, JobKey, PollResult,
 };
 use crate::state::job::{JobKind, JobRecord, JobState};
 use crate::store::StoreError;
 
-/// Polls under way at once.
-pub const MAX_CONCURRENT_POLLS: usize = 4;
+/// The most polls under way at once; below it, as many as the budget and the time a
+/// poll takes need (Little's law, as for creates: [`Window`]).
+pub const MAX_CONCURRENT_POLLS: u32 = 32;
 
 /// The furthest ahead a poll is scheduled; a later one is looked at again then.
 pub const SCHEDULE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -107,7 +109,8 @@ pub async fn run(
         }
         Err(e) => tracing::error!("polling: cannot load jobs: {e}"),
     }
-    let mut inflight: JoinSet<(JobKey, Result<PollResult, StoreError>)> = JoinSet::new();
+    let mut inflight: JoinSet<(JobKey, Result<PollResult, StoreError>, Duration)> = JoinSet::new();
+    let mut window = Window::new(ctx.settings.api.requests_per_second, MAX_CONCURRENT_POLLS);
     // Which job each poll task polls, so that one that panics is scheduled again.
     let mut task_jobs: HashMap<tokio::task::Id, JobKey> = HashMap::new();
     loop {
@@ -124,11 +127,12 @@ pub async fn run(
                     Err(e) => tracing::error!("polling: {e}"),
                 }
             }
-            Some(key) = scheduler.next_due(), if inflight.len() < MAX_CONCURRENT_POLLS && !scheduler.is_empty() => {
+            Some(key) = scheduler.next_due(), if inflight.len() < window.size() && !scheduler.is_empty() => {
                 let ctx = Arc::clone(&ctx);
                 let handle = inflight.spawn(async move {
+                    let started = tokio::time::Instant::now();
                     let result = poll_job(&ctx, key).await;
-                    (key, result)
+                    (key, result, started.elapsed())
                 });
                 task_jobs.insert(handle.id(), key);
             }
@@ -136,8 +140,9 @@ pub async fn run(
                 ctx.mark_progress();
                 let retry_at = ctx.clock.now_ms().saturating_add(ctx.poll_floor_ms());
                 match joined {
-                    Ok((id, (key, result))) => {
+                    Ok((id, (key, result, took))) => {
                         task_jobs.remove(&id);
+                        window.admitted_in(took);
                         match result {
                             Ok(PollResult::Again(at)) => scheduler.schedule(key, ctx.clock.instant_at(at)),
                             Ok(PollResult::Done) => ctx.templates.job_finished(key),

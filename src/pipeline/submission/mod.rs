@@ -26,7 +26,7 @@ use fair::ReadyQueue;
 pub use parked::Parked;
 pub use slow_start::{holds_back, holds_for_answers, judge, proven, Answers};
 use tokio::task::JoinSet;
-use window::Window;
+pub use window::Window;
 
 use requests::{
     build_bulk_request, build_create_request, build_edit_request, requested_tent_name, Unsendable,

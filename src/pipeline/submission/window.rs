@@ -3,7 +3,8 @@
 //! the wire): the budget's rate (creates may have all of it while no poll waits) times
 //! a recent high percentile of the admission time, rounded up, at least 1, at most
 //! `submit.max_in_flight`. That cap is also the most requests a crash can leave
-//! `unknown`.
+//! `unknown`. The poller sizes its polls under way the same way (a poll's time, up to
+//! `polling::MAX_CONCURRENT_POLLS`).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -31,7 +32,7 @@ impl Window {
         }
     }
 
-    /// A create request's answer came this long after it left.
+    /// A request's answer came (and was recorded) this long after it left.
     pub fn admitted_in(&mut self, took: Duration) {
         if self.recent.len() == ADMISSION_SAMPLES {
             self.recent.pop_front();
