@@ -461,8 +461,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         if manifest.unfinished() > 0 {
             return Ok(());
         }
-        if manifest.finished_at_ms.is_none() {
-            txn.manifest_mut().finished_at_ms = Some(ctx.clock.now_ms());
+        if txn.manifest_mut().finish(ctx.clock.now_ms()) {
             txn.commit().await?
         } else {
             // Finished by an earlier commit, which may still be waiting for its sync (or

@@ -89,26 +89,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut scheduler = Scheduler::new();
-    // A poll recorded before a crash may have left a little after its recorded time (the
-    // record's flush comes first): after a start, no job is polled sooner than one floor
-    // from now, which is after every poll the previous run sent.
-    let after_start = ctx.clock.now_ms().saturating_add(ctx.poll_floor_ms());
-    match load_jobs(&ctx) {
-        Ok(jobs) => {
-            for job in jobs {
-                let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0).max(after_start);
-                let due = with_expectation(due, &job, expected_ms(&ctx, &job));
-                scheduler.schedule(
-                    JobKey {
-                        manifest_id: job.manifest_id,
-                        seq: job.seq,
-                    },
-                    ctx.clock.instant_at(due),
-                );
-            }
-        }
-        Err(e) => tracing::error!("polling: cannot load jobs: {e}"),
-    }
+    schedule_loaded(&ctx, &mut scheduler);
     let mut inflight: JoinSet<(JobKey, Result<PollResult, StoreError>, Duration)> = JoinSet::new();
     let mut window = Window::new(ctx.settings.api.requests_per_second, MAX_CONCURRENT_POLLS);
     // Which job each poll task polls, so that one that panics is scheduled again.
@@ -180,6 +161,30 @@ fn not_due_until(ctx: &Context, key: JobKey, floor: u64) -> Result<Option<PollRe
     };
     let due = with_expectation(job_due_ms(&job, tent, floor), &job, expected_ms(ctx, &job));
     Ok((due > ctx.clock.now_ms()).then_some(PollResult::Again(due)))
+}
+
+/// Schedules every admitted job of every unfinished manifest, at start.
+fn schedule_loaded(ctx: &Context, scheduler: &mut Scheduler) {
+    // A poll recorded before a crash may have left a little after its recorded time (the
+    // record's flush comes first): after a start, no job is polled sooner than one floor
+    // from now, which is after every poll the previous run sent.
+    let after_start = ctx.clock.now_ms().saturating_add(ctx.poll_floor_ms());
+    match load_jobs(ctx) {
+        Ok(jobs) => {
+            for job in jobs {
+                let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0).max(after_start);
+                let due = with_expectation(due, &job, expected_ms(ctx, &job));
+                scheduler.schedule(
+                    JobKey {
+                        manifest_id: job.manifest_id,
+                        seq: job.seq,
+                    },
+                    ctx.clock.instant_at(due),
+                );
+            }
+        }
+        Err(e) => tracing::error!("polling: cannot load jobs: {e}"),
+    }
 }
 
 /// When a bulk job that was never polled can first be expected to have finished, from

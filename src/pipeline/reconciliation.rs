@@ -393,6 +393,8 @@ pub async fn record_bulk_poll(
         };
         txn.put_job(job);
         newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
+        // The last answer finishes the manifest in its own commit (the result follows).
+        txn.manifest_mut().finish(now);
         txn.commit().await?;
     }
     if let Some((key, times)) = learned {
@@ -544,6 +546,8 @@ pub async fn record_tent_poll(
         };
         txn.put_job(job);
         newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
+        // The last answer finishes the manifest in its own commit (the result follows).
+        txn.manifest_mut().finish(now);
         txn.commit().await?;
     }
     // Answers may release a manifest that waits for its first answers.

@@ -273,6 +273,16 @@ impl ManifestRecord {
             .sum()
     }
 
+    /// Records that every item is final, at `now_ms` (once): the result file follows.
+    /// Returns whether it did now.
+    pub fn finish(&mut self, now_ms: u64) -> bool {
+        if self.finished_at_ms.is_some() || self.unfinished() > 0 {
+            return false;
+        }
+        self.finished_at_ms = Some(now_ms);
+        true
+    }
+
     pub fn file_name(&self) -> String {
         format!("{}.json", self.name)
     }

@@ -588,6 +588,8 @@ async fn record_answer(
     }
     txn.put_job(job);
     let newly_proven = judge(ctx, &mut txn, completed_before)?;
+    // The last answer finishes the manifest in its own commit (the result follows).
+    txn.manifest_mut().finish(now);
     txn.commit().await?;
     drop(writer);
     if any_admitted {
