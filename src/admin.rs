@@ -70,15 +70,8 @@ fn html_page(status: StatusCode, body: String) -> Response {
 /// `GET /`: the status page.
 async fn page_overview(State(ctx): State<Arc<Context>>) -> Response {
     let report = status_report(&ctx);
-    // The newest PAGE_RECENT finished ones: at most `in flight` of the newest are not.
-    let newest = PAGE_RECENT + report.manifests.len();
-    let finished = match crate::history::list(&ctx, newest) {
-        Ok(list) => list
-            .manifests
-            .into_iter()
-            .filter(|line| line.status.is_some())
-            .take(PAGE_RECENT)
-            .collect(),
+    let finished = match crate::history::recent_finished(&ctx, PAGE_RECENT) {
+        Ok(lines) => lines,
         Err(e) => {
             tracing::warn!("the status page cannot read the history: {e}");
             Vec::new()

@@ -198,19 +198,38 @@ fn pruned_line(s: &ManifestSummary) -> ManifestLine {
     }
 }
 
+fn history_line(entry: &HistoryEntry) -> ManifestLine {
+    match entry {
+        HistoryEntry::Whole(m) => whole_line(m),
+        HistoryEntry::Pruned(s) => pruned_line(s),
+    }
+}
+
 /// `list`: the newest `limit` manifests, newest first.
 pub fn list(ctx: &Context, limit: usize) -> Result<ManifestList, StoreError> {
     let mut entries = ctx.store.newest_first(limit.saturating_add(1))?;
     let more = entries.len() > limit;
     entries.truncate(limit);
-    let manifests = entries
-        .iter()
-        .map(|entry| match entry {
-            HistoryEntry::Whole(m) => whole_line(m),
-            HistoryEntry::Pruned(s) => pruned_line(s),
-        })
-        .collect();
+    let manifests = entries.iter().map(history_line).collect();
     Ok(ManifestList { manifests, more })
+}
+
+/// The newest `limit` finished manifests, newest first, whole or pruned (the status
+/// page's "recently finished"). The manifests in flight (the active set: every manifest
+/// whose result is not written yet) are left out unread, so the cost does not grow with
+/// how many are in flight.
+pub fn recent_finished(ctx: &Context, limit: usize) -> Result<Vec<ManifestLine>, StoreError> {
+    let active: std::collections::HashSet<u64> = ctx.active_ids().into_iter().collect();
+    let entries = ctx
+        .store
+        .newest_first_except(limit, |id| active.contains(&id))?;
+    Ok(entries
+        .iter()
+        .map(history_line)
+        // Only a manifest recorded a moment ago and not yet marked active can be here
+        // unfinished.
+        .filter(|line| line.status.is_some())
+        .collect())
 }
 
 fn request_line(job: &JobRecord, floor_ms: u64) -> RequestLine {

@@ -316,6 +316,68 @@ mod tests {
         assert!(store.summary(id).expect("reads").is_some());
     }
 
+    async fn prune_whole(store: &Store, id: u64) {
+        assert!(store.begin_prune(id, 9_000).await.expect("begins"));
+        while !store
+            .prune_slice(id, 500, 9_000, 1_000)
+            .await
+            .expect("a slice")
+            .is_empty()
+        {}
+        store.finish_prune(id).await.expect("finished");
+    }
+
+    /// (id, pruned) of each entry, newest first.
+    fn ids(entries: &[HistoryEntry]) -> Vec<(u64, bool)> {
+        entries
+            .iter()
+            .map(|e| (e.id(), matches!(e, HistoryEntry::Pruned(_))))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_history_without_some_manifests_is_the_history_with_them_filtered_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let mut made = Vec::new();
+        for (n, name) in ["a", "b", "c", "d", "e", "f", "g"].iter().enumerate() {
+            let id = finished_manifest(&store, name, 2).await;
+            match n % 3 {
+                0 => prune_whole(&store, id).await,
+                // Being pruned: its record and its summary are both there.
+                1 if n == 4 => assert!(store.begin_prune(id, 9_000).await.expect("begins")),
+                _ => {}
+            }
+            made.push(id);
+        }
+        let all = store.newest_first(100).expect("reads");
+        let expected: Vec<(u64, bool)> = made
+            .iter()
+            .rev()
+            .enumerate()
+            // Newest first: g (6), f, e (4, being pruned), d (3), c, b, a (0).
+            .map(|(back, id)| (*id, matches!(6 - back, 0 | 3 | 4 | 6)))
+            .collect();
+        assert_eq!(ids(&all), expected);
+        let skips: [&dyn Fn(u64) -> bool; 4] = [
+            &|_| false,
+            &|id| id == made[6],
+            &|id| id == made[4] || id == made[1],
+            &|id| id != made[0],
+        ];
+        for skip in skips {
+            for limit in 0..9 {
+                let filtered: Vec<(u64, bool)> = ids(&all)
+                    .into_iter()
+                    .filter(|(id, _)| !skip(*id))
+                    .take(limit)
+                    .collect();
+                let read = store.newest_first_except(limit, skip).expect("reads");
+                assert_eq!(ids(&read), filtered, "limit {limit}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn an_unfinished_manifest_is_never_pruned_and_finish_waits_for_the_slices() {
         let dir = tempfile::tempdir().expect("tempdir");

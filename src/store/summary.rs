@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, manifest_key, prefixed, ManifestRecord, Store, StoreError};
+use super::{decode, manifest_key, prefixed, read_u64, ManifestRecord, Store, StoreError};
 use crate::manifest::ManifestKind;
 use crate::state::item::ItemState;
 
@@ -157,17 +157,47 @@ impl Store {
     /// The newest `limit` manifests, newest first, whole or pruned. A manifest whose
     /// pruning has begun (its summary is written) is shown pruned.
     pub fn newest_first(&self, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.newest_first_except(limit, |_| false)
+    }
+
+    /// [`Store::newest_first`] without the manifests whose id `skip` names: they are
+    /// passed over by their key, never decoded, so that the status page, which leaves out
+    /// the manifests in flight, reads at most `limit` records of each kind (whole and
+    /// pruned) however many are in flight.
+    pub fn newest_first_except(
+        &self,
+        limit: usize,
+        skip: impl Fn(u64) -> bool,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let kept = |key: &[u8]| !key.get(1..).and_then(read_u64).is_some_and(&skip);
         // The newest `limit` of the union are among the newest `limit` of each prefix.
         let mut entries: BTreeMap<u64, HistoryEntry> = BTreeMap::new();
-        for entry in self.tree.scan_prefix([b'M']).rev().take(limit) {
+        let mut whole = 0;
+        for entry in self.tree.scan_prefix([b'M']).rev() {
+            if whole == limit {
+                break;
+            }
             let (key, bytes) = entry?;
+            if !kept(&key) {
+                continue;
+            }
             let record = decode::<super::StoredManifest>(&key, &bytes)?.current()?;
             entries.insert(record.id, HistoryEntry::Whole(Box::new(record)));
+            whole += 1;
         }
-        for entry in self.tree.scan_prefix([b'S']).rev().take(limit) {
+        let mut pruned = 0;
+        for entry in self.tree.scan_prefix([b'S']).rev() {
+            if pruned == limit {
+                break;
+            }
             let (key, bytes) = entry?;
+            if !kept(&key) {
+                continue;
+            }
             let StoredSummary::V1(summary) = decode(&key, &bytes)?;
+            // A manifest being pruned has both: its summary is what it is now.
             entries.insert(summary.id, HistoryEntry::Pruned(summary));
+            pruned += 1;
         }
         Ok(entries.into_values().rev().take(limit).collect())
     }

@@ -101,6 +101,86 @@ async fn with_retention_off_nothing_is_pruned() {
     app.stop_daemon().await;
 }
 
+/// The status page's recently finished manifests are `list`'s finished ones, pruned
+/// included, in its order: the manifests in flight are passed over unread and take no
+/// place in the limit. `show` agrees with `list` on every line, pruned or whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recently_finished_are_lists_finished_ones_and_show_agrees_with_list() {
+    let mut app =
+        TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__RETENTION__STORE", "off")]).await;
+    let manifest = |prefix: &str| {
+        let mut m = bulk_manifest(2);
+        m["default_tent_name_prefix"] = json!(prefix);
+        m
+    };
+    let ctx = app.ctx().clone();
+    for name in ["old-1", "old-2", "new-1", "new-2"] {
+        app.drop_manifest(&format!("{name}.json"), &manifest(name));
+        app.wait_result(name, WAIT).await;
+        if name == "old-2" {
+            // The result file comes before the commit that says it is written.
+            wait_until("nothing in flight", WAIT, || async {
+                ctx.active_ids().is_empty()
+            })
+            .await;
+            let token = tokio_util::sync::CancellationToken::new();
+            let pruned = tented_bulkd::pipeline::retention::prune_due(
+                &ctx,
+                Duration::from_millis(1),
+                &token,
+            )
+            .await
+            .expect("prunes");
+            assert_eq!(pruned, 2);
+        }
+    }
+    // The newest stays in flight: Tented is out of credits.
+    app.sim.set_credits(Some(0));
+    app.drop_manifest("waiting.json", &manifest("waiting"));
+    wait_until(
+        "`waiting` in credit_wait, alone in flight",
+        WAIT,
+        || async {
+            let id = ctx.store.manifest_named("waiting").ok().flatten();
+            let waits = tented_bulkd::history::status_report(&ctx)
+                .manifests
+                .iter()
+                .any(|m| m.name == "waiting" && m.state == "credit_wait");
+            waits && id.is_some_and(|id| ctx.active_ids() == [id])
+        },
+    )
+    .await;
+
+    let list = tented_bulkd::history::list(&ctx, 50).expect("lists");
+    let states: Vec<(&str, &str)> = list
+        .manifests
+        .iter()
+        .map(|l| (l.name.as_str(), l.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("waiting", "credit_wait"),
+            ("new-2", "finished"),
+            ("new-1", "finished"),
+            ("old-2", "pruned"),
+            ("old-1", "pruned"),
+        ]
+    );
+    let finished = &list.manifests[1..];
+    for limit in 0..=5 {
+        let recent = tented_bulkd::history::recent_finished(&ctx, limit).expect("reads");
+        assert_eq!(recent, finished[..limit.min(4)], "limit {limit}");
+    }
+    for line in &list.manifests {
+        let shown = tented_bulkd::history::show(&ctx, &line.name, false)
+            .expect("reads")
+            .expect("found");
+        assert_eq!(&shown.line, line);
+    }
+    app.stop_daemon().await;
+}
+
 /// sled does not give back all the space that pruning frees: once the store's files pass
 /// `retention.compact_above_mib` and four times what its records hold, the pruner has the
 /// daemon open the store again, which compacts it into `state/store-1`; the daemon goes
