@@ -67,24 +67,41 @@ impl GenerationTimes {
         self.recent_ms.push_back(duration_ms);
     }
 
-    /// When a job can first be expected to have finished: three in four recent jobs had
-    /// by then, but never later than one floor after the fastest one, so that a job as
-    /// fast as any seen is still seen final within one floor of its end. `None` until a
-    /// job of the template has been seen.
-    pub fn expected_ms(&self, floor_ms: u64) -> Option<u64> {
+    /// When a job can first be expected to have finished: nine in ten recent jobs of its
+    /// template and size had by then. A job takes as long as its slowest item, so a job of
+    /// 25 items takes longer, and more predictably, than one of 2: samples are kept per
+    /// size class ([`times_key`]), and one poll per job is then enough nine times in ten
+    /// (SPEC 7: about one poll per job). `None` until a job of the key has been seen.
+    pub fn expected_ms(&self) -> Option<u64> {
         let mut sorted: Vec<u64> = self.recent_ms.iter().copied().collect();
         sorted.sort_unstable();
-        let fastest = *sorted.first()?;
-        let three_in_four = sorted[(sorted.len() * 3).div_ceil(4).saturating_sub(1)];
-        Some(three_in_four.min(fastest.saturating_add(floor_ms)))
+        let nine_in_ten = (sorted.len() * 9).div_ceil(10).checked_sub(1)?;
+        sorted.get(nine_in_ten).copied()
     }
 }
 
-/// The key of a manifest's generation times: its template (bulk), or its kind.
-pub fn generation_key(kind: crate::manifest::ManifestKind, template_id: Option<&str>) -> String {
+/// The key of a template (bulk), or of a kind (single creates and edits): what the slow
+/// start's proof is kept by.
+pub fn template_key(kind: crate::manifest::ManifestKind, template_id: Option<&str>) -> String {
     match (kind, template_id) {
         (crate::manifest::ManifestKind::Bulk, Some(template)) => template.to_string(),
         (kind, _) => format!("#{}", kind.as_str()),
+    }
+}
+
+/// The key of a job's generation times: its template and its size class (1, 2, 4, 8, 16,
+/// 32: the next power of two of its item count) for a bulk job, its kind otherwise.
+pub fn times_key(
+    kind: crate::manifest::ManifestKind,
+    template_id: Option<&str>,
+    items: usize,
+) -> String {
+    let key = template_key(kind, template_id);
+    match kind {
+        crate::manifest::ManifestKind::Bulk => {
+            format!("{key}#{}", items.max(1).next_power_of_two().min(32))
+        }
+        _ => key,
     }
 }
 
@@ -169,11 +186,10 @@ impl Templates {
         key: &str,
         job: JobKey,
         admitted_ms: u64,
-        floor_ms: u64,
         now_ms: u64,
     ) -> Option<u64> {
         let inner = self.lock();
-        if let Some(learned) = inner.times.get(key).and_then(|t| t.expected_ms(floor_ms)) {
+        if let Some(learned) = inner.times.get(key).and_then(GenerationTimes::expected_ms) {
             return Some(learned);
         }
         let (oldest, _) = inner
@@ -300,24 +316,24 @@ mod tests {
     }
 
     #[test]
-    fn generation_times_expect_the_shortest_recent_job_and_forget_old_ones() {
+    fn generation_times_expect_nine_in_ten_and_forget_old_ones() {
         let mut times = GenerationTimes::default();
-        assert_eq!(times.expected_ms(1_000), None);
+        assert_eq!(times.expected_ms(), None);
         times.record(9_000);
+        assert_eq!(times.expected_ms(), Some(9_000));
         times.record(7_000);
-        // Three in four had finished by 9 s, but that is more than a floor after 7 s.
-        assert_eq!(times.expected_ms(1_000), Some(8_000));
-        assert_eq!(times.expected_ms(10_000), Some(9_000));
-        for ms in [7_000, 7_200, 7_400, 7_600] {
+        // Nine in ten of two: both.
+        assert_eq!(times.expected_ms(), Some(9_000));
+        for ms in [7_000, 7_200, 7_400, 7_600, 7_800, 8_000, 8_200, 8_400] {
             times.record(ms);
         }
-        // 7.0, 7.0, 7.2, 7.4, 7.6, 9.0: the fifth of six.
-        assert_eq!(times.expected_ms(10_000), Some(7_600));
+        // 7.0, 7.0, 7.2, 7.4, 7.6, 7.8, 8.0, 8.2, 8.4, 9.0: the ninth of ten.
+        assert_eq!(times.expected_ms(), Some(8_400));
         for _ in 0..GENERATION_SAMPLES {
             times.record(20_000);
         }
         assert_eq!(
-            times.expected_ms(1_000),
+            times.expected_ms(),
             Some(20_000),
             "the old samples are gone"
         );
@@ -326,6 +342,18 @@ mod tests {
             bincode::deserialize::<GenerationTimes>(&stored).expect("back"),
             times
         );
+    }
+
+    #[test]
+    fn jobs_are_timed_by_template_and_size_class() {
+        use crate::manifest::ManifestKind::*;
+        assert_eq!(times_key(Bulk, Some("tpl"), 1), "tpl#1");
+        assert_eq!(times_key(Bulk, Some("tpl"), 3), "tpl#4");
+        assert_eq!(times_key(Bulk, Some("tpl"), 16), "tpl#16");
+        assert_eq!(times_key(Bulk, Some("tpl"), 25), "tpl#32");
+        assert_eq!(times_key(Create, None, 1), "#create");
+        assert_eq!(template_key(Bulk, Some("tpl")), "tpl");
+        assert_eq!(template_key(Edit, None), "#edit");
     }
 
     fn job(admitted: u64) -> JobRecord {

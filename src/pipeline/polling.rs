@@ -20,7 +20,7 @@ use tokio_util::time::{delay_queue, DelayQueue};
 use crate::context::Context;
 use crate::pipeline::submission::Window;
 use crate::schedule::{
-    generation_key, job_due_ms, next_poll_due_ms, with_expectation, JobKey, PollResult,
+    job_due_ms, next_poll_due_ms, times_key, with_expectation, JobKey, PollResult,
 };
 use crate::state::job::{JobKind, JobRecord, JobState};
 use crate::store::StoreError;
@@ -195,7 +195,11 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
         return None;
     }
     let manifest = ctx.store.manifest(job.manifest_id).ok().flatten()?;
-    let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
+    let key = times_key(
+        manifest.kind,
+        manifest.top.template_id.as_deref(),
+        job.item_indices.len(),
+    );
     let admitted = job.admitted_at_ms?;
     let id = JobKey {
         manifest_id: job.manifest_id,
@@ -209,8 +213,7 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
         return None;
     }
     let now = ctx.clock.now_ms();
-    ctx.templates
-        .expected_ms(&key, id, admitted, ctx.poll_floor_ms(), now)
+    ctx.templates.expected_ms(&key, id, admitted, now)
 }
 
 /// Every admitted job of every unfinished manifest.

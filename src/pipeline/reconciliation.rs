@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::pipeline::submission::{requested_alias, wants_publication};
 use crate::schedule::TentPollRecord;
 use crate::schedule::{
-    generation_key, next_poll_due_ms, retry_after_ms, GenerationTimes, JobKey, PollResult,
+    next_poll_due_ms, retry_after_ms, times_key, GenerationTimes, JobKey, PollResult,
 };
 use crate::state::item::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
 use crate::state::job::{JobEvent, JobRecord, JobState};
@@ -296,12 +296,17 @@ fn learn_generation_time(
     ctx: &Context,
     txn: &mut Txn<'_>,
     manifest: &crate::store::ManifestRecord,
+    job: &JobRecord,
     took_ms: Option<u64>,
 ) -> Result<Option<(String, GenerationTimes)>, StoreError> {
     let Some(took_ms) = took_ms else {
         return Ok(None);
     };
-    let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
+    let key = times_key(
+        manifest.kind,
+        manifest.top.template_id.as_deref(),
+        job.item_indices.len(),
+    );
     let mut times = ctx.store.generation_times_of(&key)?;
     times.record(took_ms);
     txn.put_generation_times(&key, &times)?;
@@ -380,7 +385,7 @@ pub async fn record_bulk_poll(
         let (needs, unfinished) = still_unfinished(&txn, &job)?;
         details = needs;
         if !unfinished {
-            learned = learn_generation_time(ctx, &mut txn, &manifest, took_ms)?;
+            learned = learn_generation_time(ctx, &mut txn, &manifest, &job, took_ms)?;
         }
         if !unfinished {
             job.apply(JobEvent::ItemsFinal)?;

@@ -20,7 +20,7 @@
 //! - `resume` (after a threshold pause) lifts it; `failure_threshold = 1` turns it off.
 
 use crate::context::Context;
-use crate::schedule::generation_key;
+use crate::schedule::template_key;
 use crate::state::item::ItemState;
 use crate::store::{ManifestRecord, StoreError, Txn};
 
@@ -80,7 +80,7 @@ pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
 
 /// Whether the manifest's template is proven now (its manifests start open).
 pub fn proven(ctx: &Context, manifest: &ManifestRecord) -> bool {
-    let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
+    let key = template_key(manifest.kind, manifest.top.template_id.as_deref());
     ctx.templates.proof(&key).proven(
         ctx.clock.now_ms(),
         crate::clock::duration_ms(ctx.settings.submit.proven_for),
@@ -107,7 +107,7 @@ pub fn judge(ctx: &Context, txn: &mut Txn<'_>, completed_before: u32) -> Result<
     let threshold = ctx.settings.submit.failure_threshold;
     check_failure_threshold(txn, threshold);
     let manifest = txn.manifest();
-    let key = generation_key(manifest.kind, manifest.top.template_id.as_deref());
+    let key = template_key(manifest.kind, manifest.top.template_id.as_deref());
     let now = ctx.clock.now_ms();
     let proven_for = crate::clock::duration_ms(ctx.settings.submit.proven_for);
     let old = ctx.templates.proof(&key);
