@@ -109,6 +109,8 @@ pub enum StoreError {
     JobTransition(#[from] IllegalJobTransition),
     #[error("store: a transaction was begun from a writer whose lock a commit already let go (take a new writer)")]
     WriterSpent,
+    #[error("store: only an existing manifest's transaction can be applied without waiting for the disk (a bug)")]
+    NotApplicable,
     #[error("cannot migrate a version-1 record: {0}")]
     Migration(#[from] v1::MigrationError),
 }
@@ -1396,6 +1398,22 @@ pub struct Txn<'w> {
     finished_before: bool,
 }
 
+/// Writes applied to the store and not yet known durable ([`Txn::commit_applied`]).
+#[must_use = "the writes are not durable until `durable` returns"]
+pub struct Applied {
+    store: Store,
+    ticket: u64,
+}
+
+impl Applied {
+    /// Returns once the writes are durable.
+    pub async fn durable(self) -> Result<(), StoreError> {
+        self.store.sync(self.ticket).await?;
+        fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
+        Ok(())
+    }
+}
+
 impl<'w> Txn<'w> {
     fn new(
         store: &'w Store,
@@ -1623,6 +1641,39 @@ impl<'w> Txn<'w> {
     /// manifest's items go first, in blocks, in slices; its client index buckets and its
     /// record come last, in the one batch.
     pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
+        let ticket = self.apply_writes()?;
+        // The batch is applied: the next writer may read it and write its own while this
+        // one waits for the disk, and one sync serves both (group commit).
+        release_writer(self.writer);
+        self.store.sync(ticket).await?;
+        self.committed().await
+    }
+
+    /// Applies an existing manifest's writes and lets the writer's lock go, without
+    /// waiting for the disk: the returned [`Applied`] does, and the side effect that needs
+    /// the writes durable (a create request) waits for it. The submitter thus never waits
+    /// behind a sync before it plans the next request, and requests planned together
+    /// share one sync.
+    pub fn commit_applied(mut self) -> Result<(ManifestRecord, Applied), StoreError> {
+        if !self.exists {
+            return Err(StoreError::NotApplicable);
+        }
+        let ticket = self.apply_writes()?;
+        release_writer(self.writer);
+        self.store.tally.add_items(&self.newly_final);
+        if self.manifest.finished_at_ms.is_some() && !self.finished_before {
+            self.store.tally.add_manifest(self.manifest.final_status());
+        }
+        let applied = Applied {
+            store: self.store.clone(),
+            ticket,
+        };
+        Ok((self.manifest, applied))
+    }
+
+    /// Applies the transaction's writes as one batch; returns the ticket that a sync
+    /// must cover for them to be durable.
+    fn apply_writes(&mut self) -> Result<u64, StoreError> {
         // A second transaction of one writer, begun before the first committed, would
         // write without the lock: refused.
         if self
@@ -1645,22 +1696,22 @@ impl<'w> Txn<'w> {
             &manifest_key(self.manifest.id)[..],
             encode(&StoredManifest::V2(self.manifest.clone()))?,
         );
-        for (index, item) in self.items {
+        for (index, item) in std::mem::take(&mut self.items) {
             batch.insert(
                 &item_key(self.manifest.id, index)[..],
                 encode(&StoredItem::V2(item))?,
             );
         }
-        for (seq, job) in self.jobs {
+        for (seq, job) in std::mem::take(&mut self.jobs) {
             batch.insert(
                 &job_key(self.manifest.id, seq)[..],
                 encode(&StoredJob::V1(job))?,
             );
         }
-        for (key, value) in self.extra {
+        for (key, value) in std::mem::take(&mut self.extra) {
             batch.insert(key, value);
         }
-        for (tent_id, record) in self.tent_polls {
+        for (tent_id, record) in std::mem::take(&mut self.tent_polls) {
             batch.insert(tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?);
         }
         for (key, value) in buckets {
@@ -1673,11 +1724,11 @@ impl<'w> Txn<'w> {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(e.into());
         }
-        let ticket = self.store.durable.applied();
-        // The batch is applied: the next writer may read it and write its own while this
-        // one waits for the disk, and one sync serves both (group commit).
-        release_writer(self.writer);
-        self.store.sync(ticket).await?;
+        Ok(self.store.durable.applied())
+    }
+
+    /// What follows a durable commit: the marker (a new manifest), the tally.
+    async fn committed(self) -> Result<ManifestRecord, StoreError> {
         if !self.exists {
             // The commit is durable: a marker that cannot be written is logged, not the
             // commit's failure (the marker is only a check, and a failed intake commit

@@ -41,7 +41,7 @@ use crate::schedule::JobKey;
 use crate::state::control::{Control, ControlEvent};
 use crate::state::item::{ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{JobEvent, JobKind, JobRecord, JobState};
-use crate::store::{ManifestRecord, StoreError, Txn};
+use crate::store::{Applied, ManifestRecord, StoreError, Txn};
 use answer::{
     interpret, AnswerEffects, CreateAnswer, JobLearns, Retry, SentRequest, SingleAdmission,
 };
@@ -214,7 +214,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken, parked: Parked)
         }
         submitter.absorb(&ctx);
         let mut wait = submitter.timers.first().map(|&(at, _)| at);
-        if submitter.in_flight.len() < submitter.window.size() {
+        if ctx.store.write_failed() {
+            // No intent is recorded (its items would read `Sending`, never sent) until
+            // the store writes again: looked at again after a pause.
+            wait = Some(ctx.clock.now_ms() + crate::clock::duration_ms(ERROR_PAUSE));
+        } else if submitter.in_flight.len() < submitter.window.size() {
             let step = step(&ctx, &mut submitter).await;
             ctx.mark_progress();
             match step {
@@ -342,7 +346,7 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
             "the request budget (api.requests_per_second) is what delays create requests"
         );
     }
-    let Some((manifest, seq, items)) = record_intent(ctx, id).await? else {
+    let Some((manifest, seq, items, intent)) = record_intent(ctx, id).await? else {
         // Something changed while we waited (a cancel, a pause): look again.
         return Ok(Step::Sent);
     };
@@ -352,17 +356,26 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
         // The slot is taken until the answer is recorded: that is the time the window
         // follows (only for answers that came: a lost one says nothing of it).
         let started = tokio::time::Instant::now();
+        // The intent is durable before the request leaves.
+        if let Err(e) = intent.durable().await {
+            // Its items stay `Sending` in the store, which cannot write now; the store is
+            // opened again and recovery reports them `unknown`: never sent twice.
+            tracing::error!(manifest = %manifest.name, seq, "the intent of a create request is not durable; the request is not sent: {e}");
+            return (manifest.id, Retry::Unchanged, None);
+        }
         let (retry, answered) = send(&ctx, &manifest, seq, &items, permit, &parked).await;
         (manifest.id, retry, answered.then(|| started.elapsed()))
     });
     Ok(Step::Sent)
 }
 
-/// Records, durably, that the manifest's next request is about to be sent.
-async fn record_intent(
-    ctx: &Context,
-    id: u64,
-) -> Result<Option<(ManifestRecord, u32, Vec<ItemRecord>)>, StoreError> {
+/// What a recorded intent gives the request's task: the manifest, the job's sequence
+/// number, its items, and the writes to wait for before the request leaves.
+type Intent = (ManifestRecord, u32, Vec<ItemRecord>, Applied);
+
+/// Records that the manifest's next request is about to be sent: applied now (the next
+/// plan sees its items `Sending`), durable once the returned [`Applied`] says so.
+async fn record_intent(ctx: &Context, id: u64) -> Result<Option<Intent>, StoreError> {
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(id)?;
     let now = ctx.clock.now_ms();
@@ -381,8 +394,8 @@ async fn record_intent(
     }
     let indices = items.iter().map(|i| i.index).collect();
     txn.put_job(JobRecord::sending(id, seq, kind, indices, now));
-    let manifest = txn.commit().await?;
-    Ok(Some((manifest, seq, items)))
+    let (manifest, applied) = txn.commit_applied()?;
+    Ok(Some((manifest, seq, items, applied)))
 }
 
 fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreError> {
