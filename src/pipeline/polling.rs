@@ -206,10 +206,13 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
         seq: job.seq,
     };
     ctx.templates.job_running(id, &key, admitted);
-    // A manifest that holds chunks back for its first answers (the slow start) polls at
-    // the floor, for the first successes, not at the expected end of the whole job: the
-    // successes are what lets its next chunks go.
-    if crate::pipeline::submission::holds_back(ctx, &manifest) {
+    // A manifest that holds chunks back until its first success (the slow start) polls
+    // at the floor, for that success, not at the expected end of the whole job: it is
+    // what lets the next chunks go. Once one came, the window opens by doubling, and
+    // later jobs are polled where their answers are.
+    if crate::pipeline::submission::holds_back(ctx, &manifest)
+        && crate::pipeline::submission::Answers::of(&manifest).succeeded == 0
+    {
         return None;
     }
     let now = ctx.clock.now_ms();
