@@ -38,6 +38,7 @@ pub mod backup;
 mod blocks;
 pub mod compaction;
 mod durable;
+mod group;
 pub mod prune;
 pub mod summary;
 pub mod tally;
@@ -46,6 +47,7 @@ pub mod v1;
 pub use blocks::{StoredBlock, StoredBucket};
 pub use compaction::Compaction;
 pub use durable::SyncStats;
+pub use group::Applied;
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
@@ -1561,7 +1563,17 @@ impl<'w> Txn<'w> {
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
     /// manifest's items go first, in blocks, in slices; its client index buckets and its
     /// record come last, in the one batch.
-    pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
+    pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
+        let store = self.store;
+        let applied = self.apply_without_sync()?;
+        store.durable(applied).await
+    }
+
+    /// Writes everything as [`Txn::commit`] does and lets the writer's lock go, without
+    /// waiting for the disk: the batch is applied (readers see it) but counts only once
+    /// [`Store::durable_together`] returned for it. Several transactions applied one after
+    /// another then share one sync (intake's groups of files).
+    pub fn apply_without_sync(mut self) -> Result<Applied, StoreError> {
         // A second transaction of one writer, begun before the first committed, would
         // write without the lock: refused.
         if self
@@ -1616,24 +1628,13 @@ impl<'w> Txn<'w> {
         // The batch is applied: the next writer may read it and write its own while this
         // one waits for the disk, and one sync serves both (group commit).
         release_writer(self.writer);
-        self.store.sync(ticket).await?;
-        if !self.exists {
-            // The commit is durable: a marker that cannot be written is logged, not the
-            // commit's failure (the marker is only a check, and a failed intake commit
-            // would leave its manifest to be judged a duplicate of itself).
-            if let Err(e) = self.store.mark_committed(self.manifest.id).await {
-                tracing::error!(
-                    "cannot record manifest {} in the store's marker: {e}",
-                    self.manifest.id
-                );
-            }
-        }
-        self.store.tally.add_items(&self.newly_final);
-        if self.manifest.finished_at_ms.is_some() && !self.finished_before {
-            self.store.tally.add_manifest(self.manifest.final_status());
-        }
-        fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
-        Ok(self.manifest)
+        Ok(Applied {
+            ticket,
+            created: !self.exists,
+            finished_now: self.manifest.finished_at_ms.is_some() && !self.finished_before,
+            newly_final: self.newly_final,
+            manifest: self.manifest,
+        })
     }
 }
 
