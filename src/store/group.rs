@@ -130,6 +130,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_small_manifest_and_a_change_of_its_record_alone_survive_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = store.new_manifest_id().expect("id");
+        {
+            // Its items, its indexes and its record: one batch.
+            let writer = store.writer().await;
+            let mut txn = writer
+                .create(received_for_test(id, "small", 3))
+                .expect("create");
+            txn.index_name();
+            txn.index_client_item("row-1", 1);
+            for index in 0..3 {
+                txn.insert_item(test_item(id, index)).expect("item");
+            }
+            txn.commit().await.expect("commit");
+        }
+        {
+            // Only the record changes: one insert.
+            let writer = store.writer().await;
+            let mut txn = writer.begin(id).expect("begin");
+            txn.manifest_mut().archived = true;
+            txn.commit().await.expect("commit");
+        }
+        drop(store);
+        let store = reopen(dir.path()).expect("reopen");
+        let record = store.manifest(id).expect("read").expect("the record");
+        assert!(record.archived);
+        assert_eq!(store.items(id).expect("items").len(), 3);
+        assert_eq!(store.manifest_named("small").expect("name"), Some(id));
+        let found = store
+            .items_with_client_ids(&["row-1"].into_iter().collect())
+            .expect("client ids");
+        assert_eq!(found.get("row-1"), Some(&vec![(id, 1)]));
+    }
+
+    #[tokio::test]
     async fn nothing_applied_is_durable_at_once() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open");

@@ -1561,8 +1561,8 @@ impl<'w> Txn<'w> {
     }
 
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
-    /// manifest's items go first, in blocks, in slices; its client index buckets and its
-    /// record come last, in the one batch.
+    /// manifest's full slices of items go first, in blocks; its last slice, its client
+    /// index buckets and its record come last, in the one batch.
     pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
         let store = self.store;
         let applied = self.apply_without_sync()?;
@@ -1584,18 +1584,23 @@ impl<'w> Txn<'w> {
         {
             return Err(StoreError::WriterSpent);
         }
-        if !self.exists {
-            // A new manifest's items go first (the last slice of them here) and its record
-            // last: until the record is written, the items are unreachable leftovers that a
-            // crash leaves harmlessly behind.
-            self.write_new_items(true)?;
-        }
         let buckets = self.bucket_writes()?;
         let mut batch = sled::Batch::default();
-        batch.insert(
-            &manifest_key(self.manifest.id)[..],
-            encode(&StoredManifest::V2(self.manifest.clone()))?,
-        );
+        if !self.exists {
+            // A new manifest's full slices of items went first, in batches of their own:
+            // until its record is written, they are unreachable leftovers that a crash
+            // leaves harmlessly behind. The last slice goes with the record, so that a
+            // small manifest is one batch (each batch costs sled two writes of its log).
+            self.new_items
+                .write_blocks(self.manifest.id, true, &mut batch)?;
+        }
+        let record = encode(&StoredManifest::V2(self.manifest.clone()))?;
+        let lone_record = if self.changes_record_only(&buckets) {
+            Some(record)
+        } else {
+            batch.insert(&manifest_key(self.manifest.id)[..], record);
+            None
+        };
         for (index, item) in self.items {
             batch.insert(
                 &item_key(self.manifest.id, index)[..],
@@ -1618,7 +1623,15 @@ impl<'w> Txn<'w> {
             batch.insert(key, value);
         }
         fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
-        if let Err(e) = self.store.tree.apply_batch(batch) {
+        let written = match lone_record {
+            Some(record) => self
+                .store
+                .tree
+                .insert(&manifest_key(self.manifest.id)[..], record)
+                .map(|_| ()),
+            None => self.store.tree.apply_batch(batch),
+        };
+        if let Err(e) = written {
             self.store
                 .write_failed
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1635,6 +1648,18 @@ impl<'w> Txn<'w> {
             newly_final: self.newly_final,
             manifest: self.manifest,
         })
+    }
+
+    /// Whether the transaction changes the manifest's record and nothing else (intake's
+    /// `archived`, a moved cursor): sled's `insert` then writes it, atomic by itself,
+    /// sparing the two writes of the log that a batch costs.
+    fn changes_record_only(&self, buckets: &KeyValues) -> bool {
+        self.exists
+            && self.items.is_empty()
+            && self.jobs.is_empty()
+            && self.extra.is_empty()
+            && self.tent_polls.is_empty()
+            && buckets.is_empty()
     }
 }
 
