@@ -58,14 +58,14 @@ impl Context {
         self.active.ids()
     }
 
-    /// A manifest that is not finished: taken now, or found at start.
+    /// A manifest that is not finished: taken now, or found at start. The caller nudges
+    /// the submitter once the manifest may be sent (intake: once its file is archived).
     pub fn activate(&self, manifest: &crate::store::ManifestRecord) {
         let max_wait = crate::clock::duration_ms(self.settings.poll.max_wait);
         self.active.insert(
             manifest.id,
             manifest.received_at_ms.saturating_add(max_wait),
         );
-        self.nudges.nudge(manifest.id);
     }
 
     /// A manifest whose result is written.

@@ -39,6 +39,7 @@ pub mod backup;
 mod blocks;
 pub mod compaction;
 mod durable;
+mod group;
 pub mod prune;
 pub mod summary;
 pub mod tally;
@@ -47,6 +48,7 @@ pub mod v1;
 pub use blocks::{StoredBlock, StoredBucket};
 pub use compaction::Compaction;
 pub use durable::SyncStats;
+pub use group::Applied;
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
@@ -109,8 +111,6 @@ pub enum StoreError {
     JobTransition(#[from] IllegalJobTransition),
     #[error("store: a transaction was begun from a writer whose lock a commit already let go (take a new writer)")]
     WriterSpent,
-    #[error("store: only an existing manifest's transaction can be applied without waiting for the disk (a bug)")]
-    NotApplicable,
     #[error("cannot migrate a version-1 record: {0}")]
     Migration(#[from] v1::MigrationError),
 }
@@ -1398,22 +1398,6 @@ pub struct Txn<'w> {
     finished_before: bool,
 }
 
-/// Writes applied to the store and not yet known durable ([`Txn::commit_applied`]).
-#[must_use = "the writes are not durable until `durable` returns"]
-pub struct Applied {
-    store: Store,
-    ticket: u64,
-}
-
-impl Applied {
-    /// Returns once the writes are durable.
-    pub async fn durable(self) -> Result<(), StoreError> {
-        self.store.sync(self.ticket).await?;
-        fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
-        Ok(())
-    }
-}
-
 impl<'w> Txn<'w> {
     fn new(
         store: &'w Store,
@@ -1638,42 +1622,19 @@ impl<'w> Txn<'w> {
     }
 
     /// Writes everything and waits until it is durable: one atomic batch, except that a new
-    /// manifest's items go first, in blocks, in slices; its client index buckets and its
-    /// record come last, in the one batch.
-    pub async fn commit(mut self) -> Result<ManifestRecord, StoreError> {
-        let ticket = self.apply_writes()?;
-        // The batch is applied: the next writer may read it and write its own while this
-        // one waits for the disk, and one sync serves both (group commit).
-        release_writer(self.writer);
-        self.store.sync(ticket).await?;
-        self.committed().await
+    /// manifest's full slices of items go first, in blocks; its last slice, its client
+    /// index buckets and its record come last, in the one batch.
+    pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
+        let store = self.store;
+        let applied = self.apply_without_sync()?;
+        store.durable(applied).await
     }
 
-    /// Applies an existing manifest's writes and lets the writer's lock go, without
-    /// waiting for the disk: the returned [`Applied`] does, and the side effect that needs
-    /// the writes durable (a create request) waits for it. The submitter thus never waits
-    /// behind a sync before it plans the next request, and requests planned together
-    /// share one sync.
-    pub fn commit_applied(mut self) -> Result<(ManifestRecord, Applied), StoreError> {
-        if !self.exists {
-            return Err(StoreError::NotApplicable);
-        }
-        let ticket = self.apply_writes()?;
-        release_writer(self.writer);
-        self.store.tally.add_items(&self.newly_final);
-        if self.manifest.finished_at_ms.is_some() && !self.finished_before {
-            self.store.tally.add_manifest(self.manifest.final_status());
-        }
-        let applied = Applied {
-            store: self.store.clone(),
-            ticket,
-        };
-        Ok((self.manifest, applied))
-    }
-
-    /// Applies the transaction's writes as one batch; returns the ticket that a sync
-    /// must cover for them to be durable.
-    fn apply_writes(&mut self) -> Result<u64, StoreError> {
+    /// Writes everything as [`Txn::commit`] does and lets the writer's lock go, without
+    /// waiting for the disk: the batch is applied (readers see it) but counts only once
+    /// [`Store::durable_together`] returned for it. Several transactions applied one after
+    /// another then share one sync (intake's groups of files).
+    pub fn apply_without_sync(mut self) -> Result<Applied, StoreError> {
         // A second transaction of one writer, begun before the first committed, would
         // write without the lock: refused.
         if self
@@ -1684,19 +1645,24 @@ impl<'w> Txn<'w> {
         {
             return Err(StoreError::WriterSpent);
         }
-        if !self.exists {
-            // A new manifest's items go first (the last slice of them here) and its record
-            // last: until the record is written, the items are unreachable leftovers that a
-            // crash leaves harmlessly behind.
-            self.write_new_items(true)?;
-        }
         let buckets = self.bucket_writes()?;
         let mut batch = sled::Batch::default();
-        batch.insert(
-            &manifest_key(self.manifest.id)[..],
-            encode(&StoredManifest::V2(self.manifest.clone()))?,
-        );
-        for (index, item) in std::mem::take(&mut self.items) {
+        if !self.exists {
+            // A new manifest's full slices of items went first, in batches of their own:
+            // until its record is written, they are unreachable leftovers that a crash
+            // leaves harmlessly behind. The last slice goes with the record, so that a
+            // small manifest is one batch (each batch costs sled two writes of its log).
+            self.new_items
+                .write_blocks(self.manifest.id, true, &mut batch)?;
+        }
+        let record = encode(&StoredManifest::V2(self.manifest.clone()))?;
+        let lone_record = if self.changes_record_only(&buckets) {
+            Some(record)
+        } else {
+            batch.insert(&manifest_key(self.manifest.id)[..], record);
+            None
+        };
+        for (index, item) in self.items {
             batch.insert(
                 &item_key(self.manifest.id, index)[..],
                 encode(&StoredItem::V2(item))?,
@@ -1718,34 +1684,43 @@ impl<'w> Txn<'w> {
             batch.insert(key, value);
         }
         fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
-        if let Err(e) = self.store.tree.apply_batch(batch) {
+        let written = match lone_record {
+            Some(record) => self
+                .store
+                .tree
+                .insert(&manifest_key(self.manifest.id)[..], record)
+                .map(|_| ()),
+            None => self.store.tree.apply_batch(batch),
+        };
+        if let Err(e) = written {
             self.store
                 .write_failed
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(e.into());
         }
-        Ok(self.store.durable.applied())
+        let ticket = self.store.durable.applied();
+        // The batch is applied: the next writer may read it and write its own while this
+        // one waits for the disk, and one sync serves both (group commit).
+        release_writer(self.writer);
+        Ok(Applied {
+            ticket,
+            created: !self.exists,
+            finished_now: self.manifest.finished_at_ms.is_some() && !self.finished_before,
+            newly_final: self.newly_final,
+            manifest: self.manifest,
+        })
     }
 
-    /// What follows a durable commit: the marker (a new manifest), the tally.
-    async fn committed(self) -> Result<ManifestRecord, StoreError> {
-        if !self.exists {
-            // The commit is durable: a marker that cannot be written is logged, not the
-            // commit's failure (the marker is only a check, and a failed intake commit
-            // would leave its manifest to be judged a duplicate of itself).
-            if let Err(e) = self.store.mark_committed(self.manifest.id).await {
-                tracing::error!(
-                    "cannot record manifest {} in the store's marker: {e}",
-                    self.manifest.id
-                );
-            }
-        }
-        self.store.tally.add_items(&self.newly_final);
-        if self.manifest.finished_at_ms.is_some() && !self.finished_before {
-            self.store.tally.add_manifest(self.manifest.final_status());
-        }
-        fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
-        Ok(self.manifest)
+    /// Whether the transaction changes the manifest's record and nothing else (intake's
+    /// `archived`, a moved cursor): sled's `insert` then writes it, atomic by itself,
+    /// sparing the two writes of the log that a batch costs.
+    fn changes_record_only(&self, buckets: &KeyValues) -> bool {
+        self.exists
+            && self.items.is_empty()
+            && self.jobs.is_empty()
+            && self.extra.is_empty()
+            && self.tent_polls.is_empty()
+            && buckets.is_empty()
     }
 }
 

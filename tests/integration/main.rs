@@ -16,6 +16,7 @@
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
 //! - [`history`]: `list`, `show` and `pause`, over the admin endpoint and the real binary.
 //! - [`hostile`]: a barrage of hostile files into a running daemon.
+//! - [`intake`]: many manifest files dropped at once, taken in groups with the promises of one.
 //! - [`metrics`]: `/metrics` scraped over HTTP and parsed.
 //! - [`monitoring`]: the alert rules under `promtool test rules` (skipped without it) and
 //!   the dashboard's and rules' metric names against a real scrape.
@@ -47,6 +48,7 @@ mod disk;
 mod faults;
 mod history;
 mod hostile;
+mod intake;
 mod metrics;
 mod monitoring;
 mod operations;

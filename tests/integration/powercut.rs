@@ -481,6 +481,170 @@ async fn a_power_cut_after_store_commits_loses_and_repeats_nothing() {
     run_cut_plans(test, plans).await;
 }
 
+// ---- many files at once ---------------------------------------------------------------
+
+/// Good manifests dropped together (and one bad one beside them).
+const MANY: usize = 40;
+
+/// Drops [`MANY`] small manifests and a bad one (synced) before the daemon starts, so that
+/// its first scans find them ready together and it takes them as one group; runs it with
+/// `failpoints` armed until it aborts, cuts the power, then runs it cleanly until every
+/// file has its result, and checks [`check_many`].
+async fn cut_while_many_are_taken(failpoints: String, seed: u64) -> Outcome {
+    let sim = SimConfig {
+        seed: Some(seed),
+        ..helpers::quick_sim()
+    };
+    let label = format!("{MANY} files, {failpoints} then power cut");
+    let mut ps = match PowerScenario::new(label, sim).await {
+        Ok(ps) => ps,
+        Err(skip) => return Outcome::Skipped(skip),
+    };
+    let outcome = async {
+        let mut files = crate::intake::good_files(MANY);
+        files.push(("not-json.json".into(), b"{ this is not json".to_vec()));
+        for (name, bytes) in &files {
+            ps.drop_synced(name, bytes);
+        }
+        let daemon = ps.sc.spawn(Some(&failpoints));
+        let run = daemon.label.clone();
+        let status = try_wait_until(
+            format!("{run}: with `{failpoints}`, the daemon crashing"),
+            CRASH_WAIT,
+            || async { daemon.exited() },
+        )
+        .await?;
+        ensure!(
+            status.signal() == Some(6) && daemon.stderr().contains("simulated crash"),
+            "{run}: with `{failpoints}` the daemon ended with {status}, not the fail point's abort: {}",
+            daemon.stderr_tail(10)
+        );
+        drop(daemon);
+        ps.cut().await?;
+        let daemon = ps.start().await?;
+        let outbox = ps.sc.path("outbox");
+        let want = files.len();
+        try_wait_until("a result for every file", RESULT_WAIT, || async {
+            if daemon.exited().is_some() {
+                return Some(Err(format!("the clean run exited: {}", daemon.stderr_tail(10))));
+            }
+            let results = visible_files(&outbox)
+                .iter()
+                .filter(|n| n.ends_with(".result.json"))
+                .count();
+            (results >= want).then_some(Ok(()))
+        })
+        .await??;
+        daemon.sigterm().await?;
+        ps.observe_results("after the clean run")?;
+        ps.no_corrupt_logs()?;
+        check_many(&ps, &files)
+    }
+    .await;
+    ps.outcome(outcome)
+}
+
+/// Every file dropped was taken once: one result under its own name (a file taken twice
+/// would also have a `NAME~2`), one archive copy with its bytes, none left in the inbox;
+/// the good manifests completed with every item sent once, the bad one rejected.
+fn check_many(ps: &PowerScenario, files: &[(String, Vec<u8>)]) -> Result<String, String> {
+    let sc = &ps.sc;
+    let mut want_results: Vec<String> = files
+        .iter()
+        .map(|(name, _)| name.replace(".json", ".result.json"))
+        .collect();
+    want_results.sort();
+    let results: Vec<String> = visible_files(&sc.path("outbox"))
+        .into_iter()
+        .filter(|n| n.ends_with(".result.json"))
+        .collect();
+    ensure!(
+        results == want_results,
+        "one result per file, each under its own name: {results:?}"
+    );
+    let mut want_archive: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
+    want_archive.sort();
+    let archive = visible_files(&sc.path("archive"));
+    ensure!(
+        archive == want_archive,
+        "the archive should hold each file once: {archive:?}"
+    );
+    let inbox = visible_files(&sc.path("inbox"));
+    ensure!(inbox.is_empty(), "files left in the inbox: {inbox:?}");
+    for (name, bytes) in files {
+        let archived = std::fs::read(sc.path(&format!("archive/{name}"))).ok();
+        ensure!(
+            archived.as_deref() == Some(&bytes[..]),
+            "{name}: the archive copy is not the file that was dropped"
+        );
+        let result_file = sc.path(&format!("outbox/{}", name.replace(".json", ".result.json")));
+        let result: Value = std::fs::read(&result_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(format!("{name}: no readable result"))?;
+        let want = if name == "not-json.json" {
+            "rejected"
+        } else {
+            "completed"
+        };
+        ensure!(
+            result["status"] == want,
+            "{name}: status {} (want {want}): {}",
+            result["status"],
+            result["error"]
+        );
+    }
+    let sent: Vec<String> = sc
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path == "/v1/tents/bulk")
+        .flat_map(posted_ids)
+        .collect();
+    let unique: HashSet<&String> = sent.iter().collect();
+    ensure!(unique.len() == sent.len(), "an item was sent twice");
+    let items: usize = (0..MANY).map(|n| 1 + n % 3).sum();
+    ensure!(
+        sent.len() == items,
+        "{} items sent, {items} expected",
+        sent.len()
+    );
+    Ok(format!(
+        "{} files taken once each, {items} items sent once",
+        files.len()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_while_many_files_are_taken_loses_and_repeats_nothing() {
+    let test = "powercut::many-files";
+    if !lazyfs_or_skip(test) {
+        return;
+    }
+    let points = [
+        // Half the group's records applied, none synced: the files are taken again.
+        nth("store-before-commit", MANY / 2),
+        // The group's records durable (and the marker moved), half of them past the point
+        // after their commit; nothing moved yet.
+        nth("store-after-commit", MANY / 2),
+        // The same, at intake's own point before the moves.
+        nth("intake-before-archive", 0),
+        // The files moved and the folders synced; half the `archived` marks past their
+        // commit (after the records' MANY + 1 passes).
+        nth("store-after-commit", MANY + 1 + MANY / 2),
+    ];
+    let scenarios: Scenarios = points
+        .into_iter()
+        .enumerate()
+        .map(|(n, failpoints)| {
+            let label = format!("{MANY} files, {failpoints}");
+            let run: Run = Box::pin(cut_while_many_are_taken(failpoints, 500 + n as u64));
+            (label, run)
+        })
+        .collect();
+    run_scenarios(test, scenarios).await;
+}
+
 // ---- the storm ------------------------------------------------------------------------
 
 /// The storm's create manifest: 8 items, one rejected locally (no prompt), two published

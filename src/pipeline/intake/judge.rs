@@ -1,7 +1,7 @@
 //! The judgement of one manifest file, and nothing else: from what was read of it (its
 //! file name, its bytes or only its size, and whether the store knows its bytes) to a
 //! [`Verdict`]. No I/O, no store, no clock: the daemon's intake applies the verdict
-//! (`super::take`), and `tented-bulkd validate` prints it, so the two cannot disagree.
+//! (`super::batch`), and `tented-bulkd validate` prints it, so the two cannot disagree.
 //!
 //! The order of the rules is the daemon's: a file over the size limit is rejected for
 //! its size (it is never read whole); then the file name (SPEC section 4's NAME rule);

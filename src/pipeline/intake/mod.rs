@@ -1,15 +1,18 @@
 //! Intake: from a ready file in the inbox to durable items in the store, then to the archive.
 //!
-//! Order (each step durable before the next): read the file → judge it ([`judge_file`]:
-//! pure, the same judgement `tented-bulkd validate` prints) → apply the verdict: one
-//! flushed store commit of the manifest, its items and its indexes → move the file to
-//! `archive/NAME.json` → mark it archived. A crash between the commit and the move is
-//! finished by recovery, which recognises the file by its bytes.
+//! Order (each step durable before the next): read the file and sync its bytes → judge
+//! it ([`judge_file`]: pure, the same judgement `tented-bulkd validate` prints) → apply
+//! the verdict: the manifest, its items and its indexes, synced → move the file to
+//! `archive/NAME.json` (the archive and inbox folders synced) → mark it archived. Ready
+//! files go through these steps in groups, with one sync of each kind per group
+//! ([`batch`]). A crash between the commit and the move is finished by recovery, which
+//! recognises the file by its bytes.
 //!
 //! What the judgement needs from the store (whether its bytes are an earlier manifest's)
 //! is looked up before it; what needs the writer (the `~N` name, edit targets) is done
 //! while applying it.
 
+pub mod batch;
 #[cfg(test)]
 mod hostile;
 pub mod judge;
@@ -29,7 +32,7 @@ use crate::context::Context;
 use crate::manifest::{ItemFields, ManifestKind, TopFields, ValidatedItem};
 use crate::pipeline::intake::watch::InboxWatcher;
 use crate::state::item::ItemRecord;
-use crate::store::{ManifestRecord, Received, Store, StoreError};
+use crate::store::{Applied, ManifestRecord, Received, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -70,28 +73,22 @@ enum EditTargetError {
     UnknownMaybePruned { target: String },
 }
 
-/// The inbox task: takes every ready file, one at a time, until shutdown.
+/// The inbox task: takes every ready file, in groups ([`batch`]), until shutdown.
 pub async fn run(ctx: Arc<Context>, mut watcher: InboxWatcher, shutdown: CancellationToken) {
+    let mut unarchived = batch::Unarchived::load(&ctx);
     loop {
         let ready = watcher.next_ready(&shutdown).await;
         if shutdown.is_cancelled() {
             return;
         }
-        for path in ready {
-            if shutdown.is_cancelled() {
-                return;
+        batch::take_ready(&ctx, &mut unarchived, ready, &shutdown, |path, outcome| {
+            // A file left for the next round stays ready. A file that failed must settle
+            // again before the next try, so a persistent failure is not a hot loop.
+            if outcome != batch::Outcome::Later {
+                watcher.forget(path);
             }
-            match take(&ctx, &path).await {
-                Ok(Some(_)) | Ok(None) => watcher.forget(&path),
-                Err(e) => {
-                    // The file stays in the inbox; forgetting it makes it settle again
-                    // before the next try, so a persistent failure is not a hot loop.
-                    watcher.forget(&path);
-                    tracing::error!(file = %path.display(), "intake failed (it will be tried again): {e}");
-                }
-            }
-            ctx.mark_progress();
-        }
+        })
+        .await;
     }
 }
 
@@ -104,12 +101,15 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// The sha256 of a file, read in pieces (a file over the size limit is never held whole).
 pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    sha256_of(&mut std::fs::File::open(path)?)
+}
+
+/// The sha256 of what `reader` gives, read in pieces.
+fn sha256_of(reader: &mut impl std::io::Read) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buffer)?;
+        let n = reader.read(&mut buffer)?;
         if n == 0 {
             break;
         }
@@ -118,60 +118,6 @@ pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
     let mut out = [0u8; 32];
     out.copy_from_slice(&hasher.finalize());
     Ok(out)
-}
-
-/// Takes one file: judges it, records the verdict (accepted or rejected) and archives
-/// it. Returns its NAME, or `None` when the file vanished before it could be read.
-pub async fn take(ctx: &Context, path: &Path) -> Result<Option<String>, IntakeError> {
-    let file_name = inbox_file_name(path)?;
-    let started = std::time::Instant::now();
-    let Some((content, hash)) = read_inbox_file(path)? else {
-        return Ok(None);
-    };
-    if let Some(name) = finish_unarchived(ctx, path, &file_name, &hash).await? {
-        taken(&name, path, started);
-        return Ok(Some(name));
-    }
-    let read = started.elapsed();
-    let earlier = earlier_copy(&ctx.store, &hash)?;
-    // Judging a large manifest takes a few hundred milliseconds of every core: off the
-    // runtime's workers, so polls and answers go on meanwhile.
-    let judging = file_name.clone();
-    let verdict = tokio::task::spawn_blocking(move || {
-        judge_file(&judging, &content, earlier.as_ref())
-        // The content is dropped here, before the verdict is recorded.
-    })
-    .await
-    .map_err(|e| IntakeError::Judge {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    let judged = started.elapsed();
-    let record = record_verdict(ctx, &file_name, hash, verdict).await?;
-    let recorded = started.elapsed();
-    fail::fail_point!("intake-before-archive", |_| crate::crash::simulated_crash());
-    ctx.activate(&record);
-    archive(ctx, &record, path).await?;
-    tracing::debug!(
-        manifest = %record.name,
-        items = record.item_count,
-        read_ms = read.as_millis() as u64,
-        judge_ms = (judged - read).as_millis() as u64,
-        record_ms = (recorded - judged).as_millis() as u64,
-        archive_ms = (started.elapsed() - recorded).as_millis() as u64,
-        "intake phases"
-    );
-    taken(&record.name, path, started);
-    // A manifest with nothing to send (rejected, or every item rejected) finishes now,
-    // after the line that says it was taken.
-    crate::pipeline::outbox::finish_if_done(ctx, record.id).await;
-    Ok(Some(record.name))
-}
-
-/// The line that says a file was taken (durable and archived).
-fn taken(name: &str, path: &Path, started: std::time::Instant) {
-    let took_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(manifest = %name, file = %path.display(), took_ms, "manifest taken from the inbox");
 }
 
 /// The file name of a path the inbox watcher gave. Every such path names a file, so a
@@ -206,20 +152,29 @@ pub fn read_manifest_file(path: &Path) -> std::io::Result<FileContent> {
     Ok(FileContent::Bytes(std::fs::read(path)?))
 }
 
-/// Reads an inbox file and its sha256 (a file over the size limit is hashed in
-/// pieces); `None` when it vanished meanwhile.
+/// Reads an inbox file and its sha256 (a file over the size limit is hashed in pieces)
+/// and syncs its bytes, through one handle; `None` when it vanished meanwhile.
 fn read_inbox_file(path: &Path) -> Result<Option<(FileContent, [u8; 32])>, IntakeError> {
-    let Some(content) = unless_vanished(path, read_manifest_file(path))? else {
-        return Ok(None);
+    unless_vanished(path, read_and_sync(path))
+}
+
+/// What [`read_manifest_file`] reads, and the sha256 of the whole file; then its bytes are
+/// synced: a writer that renamed it in may never have synced it, and the archive copy is
+/// what an operator restores from, so its bytes are on the disk before it leaves the inbox.
+fn read_and_sync(path: &Path) -> std::io::Result<(FileContent, [u8; 32])> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let read = if judge::is_over_size_limit(size) {
+        (FileContent::TooLarge { size }, sha256_of(&mut file)?)
+    } else {
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.read_to_end(&mut bytes)?;
+        let hash = sha256(&bytes);
+        (FileContent::Bytes(bytes), hash)
     };
-    let hash = match &content {
-        FileContent::Bytes(bytes) => sha256(bytes),
-        FileContent::TooLarge { .. } => match unless_vanished(path, sha256_file(path))? {
-            Some(hash) => hash,
-            None => return Ok(None),
-        },
-    };
-    Ok(Some((content, hash)))
+    file.sync_all()?;
+    Ok(read)
 }
 
 /// A read's result, with a file that is no longer there as `None`.
@@ -232,26 +187,6 @@ fn unless_vanished<T>(path: &Path, read: std::io::Result<T>) -> Result<Option<T>
             source,
         }),
     }
-}
-
-/// A file already recorded but not archived yet (a crash, or a failed move, in between;
-/// accepted or rejected): finishes the move instead of taking it twice, and returns its
-/// NAME.
-async fn finish_unarchived(
-    ctx: &Context,
-    path: &Path,
-    file_name: &str,
-    hash: &[u8; 32],
-) -> Result<Option<String>, IntakeError> {
-    for id in ctx.active_ids() {
-        if let Some(record) = ctx.store.manifest(id)? {
-            if !record.archived && record.inbox_file == file_name && record.sha256 == *hash {
-                archive(ctx, &record, path).await?;
-                return Ok(Some(record.name));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The earlier accepted manifest with these bytes, from the store's hash index.
@@ -275,9 +210,6 @@ fn earlier_copy(store: &Store, hash: &[u8; 32]) -> Result<Option<EarlierCopy>, S
     }))
 }
 
-/// Applies a verdict: one flushed commit of the manifest record under a unique name
-/// (`~N`), its name index, and for an accepted manifest its hash index and its items
-/// (edit targets resolved against the store).
 /// What the manifest's record says of a verdict: its kind, typed top-level fields and
 /// their text as given, its item count, and why it was rejected as a whole (if it was).
 /// Validation checked every type, so typed fields that do not fit are a bug, refused
@@ -311,6 +243,10 @@ fn shape_of(
     }
 }
 
+/// Applies a verdict under the writer's lock: the manifest record under a unique name
+/// (`~N`), its name index, and for an accepted manifest its hash index and its items
+/// (edit targets resolved against the store). Not durable yet: the caller waits for that
+/// ([`Store::durable_together`], once for a group of files) before anything acts on it.
 /// The verdict is consumed: each item's text and fields move into its record, which is
 /// written in the store's next slice and dropped, so the manifest is never held twice.
 async fn record_verdict(
@@ -318,7 +254,7 @@ async fn record_verdict(
     file_name: &str,
     sha256: [u8; 32],
     verdict: Verdict,
-) -> Result<ManifestRecord, IntakeError> {
+) -> Result<Applied, IntakeError> {
     let writer = ctx.store.writer().await;
     let name = unique_name(writer.store(), verdict.name())?;
     let id = ctx.store.new_manifest_id()?;
@@ -358,7 +294,7 @@ async fn record_verdict(
             tracing::warn!(manifest = %name, "manifest rejected: {file_name}: {reason}");
         }
     }
-    Ok(txn.commit().await?)
+    Ok(txn.apply_without_sync()?)
 }
 
 /// The earlier items of every `target_client_item_id` an edit manifest names, looked up

@@ -357,7 +357,7 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
         // follows (only for answers that came: a lost one says nothing of it).
         let started = tokio::time::Instant::now();
         // The intent is durable before the request leaves.
-        if let Err(e) = intent.durable().await {
+        if let Err(e) = ctx.store.durable(intent).await {
             // Its items stay `Sending` in the store, which cannot write now; the store is
             // opened again and recovery reports them `unknown`: never sent twice.
             tracing::error!(manifest = %manifest.name, seq, "the intent of a create request is not durable; the request is not sent: {e}");
@@ -374,7 +374,8 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
 type Intent = (ManifestRecord, u32, Vec<ItemRecord>, Applied);
 
 /// Records that the manifest's next request is about to be sent: applied now (the next
-/// plan sees its items `Sending`), durable once the returned [`Applied`] says so.
+/// plan sees its items `Sending`), durable once [`crate::store::Store::durable`] returns
+/// for the returned [`Applied`].
 async fn record_intent(ctx: &Context, id: u64) -> Result<Option<Intent>, StoreError> {
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(id)?;
@@ -394,8 +395,8 @@ async fn record_intent(ctx: &Context, id: u64) -> Result<Option<Intent>, StoreEr
     }
     let indices = items.iter().map(|i| i.index).collect();
     txn.put_job(JobRecord::sending(id, seq, kind, indices, now));
-    let (manifest, applied) = txn.commit_applied()?;
-    Ok(Some((manifest, seq, items, applied)))
+    let applied = txn.apply_without_sync()?;
+    Ok(Some((applied.manifest().clone(), seq, items, applied)))
 }
 
 fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreError> {

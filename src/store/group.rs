@@ -1,0 +1,186 @@
+//! Transactions made durable together: a commit is a transaction applied
+//! ([`Txn::apply_without_sync`]) and then made durable ([`Store::durable`]). Intake
+//! applies the records of many manifest files one after another and waits once for all
+//! of them ([`Store::durable_together`]): one sync and one write of the marker for the
+//! group, instead of one each.
+//!
+//! [`Txn::apply_without_sync`]: super::Txn::apply_without_sync
+
+use super::{ManifestRecord, Store, StoreError};
+
+/// A transaction whose batch is applied to sled (readers see it) but not yet durable:
+/// nothing may act on it (a request, a file moved or written) before
+/// [`Store::durable`] or [`Store::durable_together`] returned for it.
+#[must_use = "an applied transaction counts only once it is durable"]
+#[derive(Debug)]
+pub struct Applied {
+    /// Its batch's ticket in the group commit.
+    pub(super) ticket: u64,
+    /// Whether it created its manifest (the marker then moves to it).
+    pub(super) created: bool,
+    /// Whether it finished its manifest.
+    pub(super) finished_now: bool,
+    /// Items that reached a final state in it, by state slot.
+    pub(super) newly_final: [u32; 11],
+    pub(super) manifest: ManifestRecord,
+}
+
+impl Applied {
+    /// The manifest's record as the transaction left it (not durable yet).
+    pub fn manifest(&self) -> &ManifestRecord {
+        &self.manifest
+    }
+}
+
+impl Store {
+    /// Returns once `applied` is on the disk (see [`super::Txn::commit`]).
+    pub async fn durable(&self, applied: Applied) -> Result<ManifestRecord, StoreError> {
+        self.sync(applied.ticket).await?;
+        if applied.created {
+            self.mark_newest(applied.manifest.id).await;
+        }
+        self.count_finished(&applied);
+        fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
+        Ok(applied.manifest)
+    }
+
+    /// Returns once every one of `applied` is on the disk, with their records in the same
+    /// order: one sync covers them all (it began after the last was applied), and the
+    /// marker is written once, with the newest manifest they created.
+    pub async fn durable_together(
+        &self,
+        applied: Vec<Applied>,
+    ) -> Result<Vec<ManifestRecord>, StoreError> {
+        let Some(ticket) = applied.iter().map(|a| a.ticket).max() else {
+            return Ok(Vec::new());
+        };
+        self.sync(ticket).await?;
+        let newest_created = applied
+            .iter()
+            .filter(|a| a.created)
+            .map(|a| a.manifest.id)
+            .max();
+        if let Some(newest) = newest_created {
+            self.mark_newest(newest).await;
+        }
+        let mut records = Vec::with_capacity(applied.len());
+        for one in applied {
+            self.count_finished(&one);
+            records.push(one.manifest);
+            // Each transaction passes the point after its commit, as it passed the one
+            // before (`store-before-commit`), though all of them are durable by now.
+            fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
+        }
+        Ok(records)
+    }
+
+    /// Moves the marker to manifest `id`, whose creating commit is durable. A marker that
+    /// cannot be written is logged, not the commit's failure (the marker is only a check,
+    /// and a failed intake commit would leave its manifest to be judged a duplicate of
+    /// itself).
+    async fn mark_newest(&self, id: u64) {
+        if let Err(e) = self.mark_committed(id).await {
+            tracing::error!("cannot record manifest {id} in the store's marker: {e}");
+        }
+    }
+
+    /// What the durable transaction finished, in the tally (metrics).
+    fn count_finished(&self, applied: &Applied) {
+        self.tally.add_items(&applied.newly_final);
+        if applied.finished_now {
+            self.tally.add_manifest(applied.manifest.final_status());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{received_for_test, reopen, test_item, MARKER_FILE};
+    use super::*;
+
+    #[tokio::test]
+    async fn manifests_applied_one_after_another_are_durable_with_one_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let before = store.sync_stats().syncs.get();
+        let mut applied = Vec::new();
+        for n in 0..20u32 {
+            let id = store.new_manifest_id().expect("id");
+            let writer = store.writer().await;
+            let mut txn = writer
+                .create(received_for_test(id, &format!("m{n}"), 1))
+                .expect("create");
+            txn.index_name();
+            txn.insert_item(test_item(id, 0)).expect("item");
+            applied.push(txn.apply_without_sync().expect("applied"));
+        }
+        let newest = applied.last().map(|a| a.manifest().id).expect("applied");
+        let records = store.durable_together(applied).await.expect("durable");
+        assert_eq!(records.len(), 20);
+        assert_eq!(
+            store.sync_stats().syncs.get() - before,
+            1,
+            "one sync for the group"
+        );
+        let marker = std::fs::read_to_string(dir.path().join(MARKER_FILE)).expect("marker");
+        assert_eq!(
+            marker.trim().parse::<u64>().ok(),
+            Some(newest),
+            "the newest of the group"
+        );
+        drop(store);
+        let store = reopen(dir.path()).expect("reopen");
+        assert_eq!(store.manifests().expect("manifests").len(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_small_manifest_and_a_change_of_its_record_alone_survive_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = store.new_manifest_id().expect("id");
+        {
+            // Its items, its indexes and its record: one batch.
+            let writer = store.writer().await;
+            let mut txn = writer
+                .create(received_for_test(id, "small", 3))
+                .expect("create");
+            txn.index_name();
+            txn.index_client_item("row-1", 1);
+            for index in 0..3 {
+                txn.insert_item(test_item(id, index)).expect("item");
+            }
+            txn.commit().await.expect("commit");
+        }
+        {
+            // Only the record changes: one insert.
+            let writer = store.writer().await;
+            let mut txn = writer.begin(id).expect("begin");
+            txn.manifest_mut().archived = true;
+            txn.commit().await.expect("commit");
+        }
+        drop(store);
+        let store = reopen(dir.path()).expect("reopen");
+        let record = store.manifest(id).expect("read").expect("the record");
+        assert!(record.archived);
+        assert_eq!(store.items(id).expect("items").len(), 3);
+        assert_eq!(store.manifest_named("small").expect("name"), Some(id));
+        let found = store
+            .items_with_client_ids(&["row-1"].into_iter().collect())
+            .expect("client ids");
+        assert_eq!(found.get("row-1"), Some(&vec![(id, 1)]));
+    }
+
+    #[tokio::test]
+    async fn nothing_applied_is_durable_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let before = store.sync_stats().syncs.get();
+        let records = store.durable_together(Vec::new()).await.expect("durable");
+        assert!(records.is_empty());
+        assert_eq!(
+            store.sync_stats().syncs.get(),
+            before,
+            "no sync for nothing"
+        );
+    }
+}
