@@ -139,6 +139,37 @@ impl TemplateProof {
     }
 }
 
+/// A job whose first poll is being planned: [`Templates::expected_ms`].
+pub struct ExpectedJob<'a> {
+    pub key: JobKey,
+    /// Its template's key ([`template_key`]).
+    pub template: &'a str,
+    /// Where its generation times may be learned, best first ([`times_keys_nearest`]).
+    pub times_keys: &'a [String],
+    pub admitted_ms: u64,
+}
+
+/// The keys whose generation times can stand for a job's: its own size class first, then
+/// the template's other classes, nearest first (the larger at equal distance: a job
+/// polled late costs no call, one polled early does).
+pub fn times_keys_nearest(
+    kind: crate::manifest::ManifestKind,
+    template_id: Option<&str>,
+    items: usize,
+) -> Vec<String> {
+    if kind != crate::manifest::ManifestKind::Bulk {
+        return vec![times_key(kind, template_id, items)];
+    }
+    let template = template_key(kind, template_id);
+    let own = i64::from(items.max(1).next_power_of_two().min(32).trailing_zeros());
+    let mut classes: Vec<i64> = (0..=5).collect();
+    classes.sort_by_key(|c| ((c - own).abs(), c < &own));
+    classes
+        .into_iter()
+        .map(|c| format!("{template}#{}", 1u64 << c))
+        .collect()
+}
+
 /// What the daemon knows of each template (its generation-times key) while it runs:
 /// the learned generation times and proof (copies of the store's, kept in step by
 /// reconciliation) and the bulk jobs still running, indexed so that no lookup scans
@@ -176,28 +207,29 @@ impl Templates {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// When a job of this template admitted at `admitted_ms` can first be expected to
-    /// have finished (ms after its admission): from what was learned of the template;
-    /// before anything was, not before an older job of the template that is still
-    /// running has finished (only the oldest probes at the floor, the younger wait for
-    /// what it teaches).
-    pub fn expected_ms(
-        &self,
-        key: &str,
-        job: JobKey,
-        admitted_ms: u64,
-        now_ms: u64,
-    ) -> Option<u64> {
+    /// When a job admitted at `admitted_ms` can first be expected to have finished (ms
+    /// after its admission): from what was learned of its size class, or failing that of
+    /// the template's nearest class ([`times_keys_nearest`]); before anything was, not
+    /// before an older job of the template that is still running has finished (only the
+    /// oldest probes at the floor; a younger one is looked at again a floor later, and
+    /// then uses what the oldest taught).
+    pub fn expected_ms(&self, job: &ExpectedJob<'_>, now_ms: u64, floor_ms: u64) -> Option<u64> {
         let inner = self.lock();
-        if let Some(learned) = inner.times.get(key).and_then(GenerationTimes::expected_ms) {
-            return Some(learned);
+        for key in job.times_keys {
+            if let Some(learned) = inner.times.get(key).and_then(GenerationTimes::expected_ms) {
+                return Some(learned);
+            }
         }
         let (oldest, _) = inner
             .running
-            .get(key)?
+            .get(job.template)?
             .iter()
-            .find(|(_, other)| *other != job)?;
-        (*oldest < admitted_ms).then(|| now_ms.saturating_sub(*oldest))
+            .find(|(_, other)| *other != job.key)?;
+        (*oldest < job.admitted_ms).then(|| {
+            now_ms
+                .saturating_sub(job.admitted_ms)
+                .saturating_add(floor_ms)
+        })
     }
 
     /// A job was admitted (or found admitted at start): it runs until its items are final.
@@ -341,6 +373,44 @@ mod tests {
         assert_eq!(
             bincode::deserialize::<GenerationTimes>(&stored).expect("back"),
             times
+        );
+    }
+
+    #[test]
+    fn a_class_not_learned_yet_borrows_the_nearest_one_larger_first() {
+        use crate::manifest::ManifestKind::*;
+        assert_eq!(
+            times_keys_nearest(Bulk, Some("t"), 3),
+            ["t#4", "t#8", "t#2", "t#16", "t#1", "t#32"]
+        );
+        assert_eq!(times_keys_nearest(Create, None, 1), ["#create"]);
+        let templates = Templates::default();
+        let keys = times_keys_nearest(Bulk, Some("t"), 3);
+        let job = |seq, admitted_ms| ExpectedJob {
+            key: JobKey {
+                manifest_id: 1,
+                seq,
+            },
+            template: "t",
+            times_keys: &keys,
+            admitted_ms,
+        };
+        templates.job_running(job(0, 1_000).key, "t", 1_000);
+        templates.job_running(job(1, 1_050).key, "t", 1_050);
+        // Nothing learned: the oldest probes at the floor, the younger is looked at again
+        // a floor from now (not at once, again and again).
+        assert_eq!(templates.expected_ms(&job(0, 1_000), 5_000, 1_000), None);
+        assert_eq!(
+            templates.expected_ms(&job(1, 1_050), 5_000, 1_000),
+            Some(4_950)
+        );
+        // Learned for 16-item jobs only: a 3-item job borrows it.
+        let mut times = GenerationTimes::default();
+        times.record(7_000);
+        templates.learned("t#16".into(), times);
+        assert_eq!(
+            templates.expected_ms(&job(1, 1_050), 5_000, 1_000),
+            Some(7_000)
         );
     }
 

@@ -20,7 +20,8 @@ use tokio_util::time::{delay_queue, DelayQueue};
 use crate::context::Context;
 use crate::pipeline::submission::Window;
 use crate::schedule::{
-    job_due_ms, next_poll_due_ms, times_key, with_expectation, JobKey, PollResult,
+    job_due_ms, next_poll_due_ms, template_key, times_keys_nearest, with_expectation, ExpectedJob,
+    JobKey, PollResult,
 };
 use crate::state::job::{JobKind, JobRecord, JobState};
 use crate::store::StoreError;
@@ -195,17 +196,14 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
         return None;
     }
     let manifest = ctx.store.manifest(job.manifest_id).ok().flatten()?;
-    let key = times_key(
-        manifest.kind,
-        manifest.top.template_id.as_deref(),
-        job.item_indices.len(),
-    );
+    let template_id = manifest.top.template_id.as_deref();
+    let template = template_key(manifest.kind, template_id);
     let admitted = job.admitted_at_ms?;
     let id = JobKey {
         manifest_id: job.manifest_id,
         seq: job.seq,
     };
-    ctx.templates.job_running(id, &key, admitted);
+    ctx.templates.job_running(id, &template, admitted);
     // A manifest that holds chunks back until its first success (the slow start) polls
     // at the floor, for that success, not at the expected end of the whole job: it is
     // what lets the next chunks go. Once one came, the window opens by doubling, and
@@ -215,8 +213,15 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
     {
         return None;
     }
-    let now = ctx.clock.now_ms();
-    ctx.templates.expected_ms(&key, id, admitted, now)
+    let times_keys = times_keys_nearest(manifest.kind, template_id, job.item_indices.len());
+    let expected = ExpectedJob {
+        key: id,
+        template: &template,
+        times_keys: &times_keys,
+        admitted_ms: admitted,
+    };
+    ctx.templates
+        .expected_ms(&expected, ctx.clock.now_ms(), ctx.poll_floor_ms())
 }
 
 /// Every admitted job of every unfinished manifest.

@@ -22,7 +22,7 @@
 //! | `K` bucket:u16 manifest_id:u64 | [`blocks::StoredBucket`]: the manifest's client ids in that hash bucket (for edits) |
 //! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty: the client id index of stores written before `K` (read, pruned, never written now) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
-//! | `G` template key | [`StoredGenerationTimes`]: how long its recent bulk jobs took |
+//! | `G` template key `#` size class | [`StoredGenerationTimes`]: how long its recent bulk jobs of that size took |
 //! | `P` template key | [`StoredTemplateProof`]: when its items last completed, and whether its last judged manifest tripped the failure threshold |
 //! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
 //! | `V` | the store format last written, u64 ([`STORE_FORMAT`]); a newer one is refused |
