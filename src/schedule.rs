@@ -106,17 +106,29 @@ pub fn times_key(
 }
 
 /// What a template has shown the failure threshold (SPEC 7, the slow start per
-/// template): when its items last completed, and whether the last of its manifests that
+/// template): since when its items have been completing (without a gap of
+/// `submit.proven_for`), when one last did, and whether the last of its manifests that
 /// the threshold judged went over it. Kept in the store (`P`), so a restart keeps it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateProof {
+    pub proven_since_ms: Option<u64>,
     pub last_completed_at_ms: Option<u64>,
     pub tripped: bool,
 }
 
 impl TemplateProof {
-    /// Whether a new manifest of this template may start with its window open: its
-    /// items completed within `proven_for_ms`, and its last judged manifest was healthy.
+    /// Whether a manifest received at `received_ms` starts with its window open: the
+    /// template's items were completing before it arrived (its own successes prove
+    /// nothing for it: they open its window by doubling), one completed within
+    /// `proven_for_ms`, and its last judged manifest was under the threshold.
+    pub fn proven_for_manifest(&self, received_ms: u64, now_ms: u64, proven_for_ms: u64) -> bool {
+        self.proven(now_ms, proven_for_ms)
+            && self
+                .proven_since_ms
+                .is_some_and(|since| since < received_ms)
+    }
+
+    /// Whether the template is proven now, for manifests that arrive from now on.
     pub fn proven(&self, now_ms: u64, proven_for_ms: u64) -> bool {
         !self.tripped
             && self
@@ -124,10 +136,21 @@ impl TemplateProof {
                 .is_some_and(|at| now_ms.saturating_sub(at) < proven_for_ms)
     }
 
-    /// The proof after items completed at `now_ms`, if it is worth recording: the time
-    /// moves at most once per `proven_for / 60` (a minute for an hour), so that a busy
-    /// template does not write its proof at every poll.
+    /// The proof after items completed at `now_ms`, if it is worth recording: a streak
+    /// that had lapsed starts again; otherwise the time moves at most once per
+    /// `proven_for / 60` (a minute for an hour), so that a busy template does not write
+    /// its proof at every poll.
     pub fn completed(&self, now_ms: u64, proven_for_ms: u64) -> Option<TemplateProof> {
+        let lapsed = self
+            .last_completed_at_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= proven_for_ms);
+        if lapsed {
+            return Some(TemplateProof {
+                proven_since_ms: Some(now_ms),
+                last_completed_at_ms: Some(now_ms),
+                ..*self
+            });
+        }
         let step = (proven_for_ms / 60).max(1);
         match self.last_completed_at_ms {
             Some(at) if now_ms.saturating_sub(at) < step => None,
@@ -374,6 +397,34 @@ mod tests {
             bincode::deserialize::<GenerationTimes>(&stored).expect("back"),
             times
         );
+    }
+
+    #[test]
+    fn a_template_proves_itself_for_the_manifests_that_arrive_after_its_completions() {
+        let hour = 3_600_000;
+        let none = TemplateProof::default();
+        assert!(!none.proven(0, hour));
+        let proof = none.completed(10_000, hour).expect("a first completion");
+        assert_eq!(proof.proven_since_ms, Some(10_000));
+        // The manifest whose item completed is not proven by it; a later one is.
+        assert!(!proof.proven_for_manifest(5_000, 20_000, hour));
+        assert!(proof.proven_for_manifest(15_000, 20_000, hour));
+        // Within a minute of the last one, nothing worth writing; later, the time moves
+        // and the streak keeps its start.
+        assert_eq!(proof.completed(30_000, hour), None);
+        let later = proof.completed(200_000, hour).expect("moved");
+        assert_eq!(later.proven_since_ms, Some(10_000));
+        // An hour without a completion: not proven; the next completion starts again.
+        assert!(!later.proven_for_manifest(300_000, 200_000 + hour, hour));
+        let again = later.completed(200_000 + hour, hour).expect("again");
+        assert_eq!(again.proven_since_ms, Some(200_000 + hour));
+        // A tripped template proves nothing; "0s" proves nothing.
+        let tripped = TemplateProof {
+            tripped: true,
+            ..proof
+        };
+        assert!(!tripped.proven_for_manifest(15_000, 20_000, hour));
+        assert!(!proof.proven_for_manifest(15_000, 20_000, 0));
     }
 
     #[test]

@@ -1790,6 +1790,7 @@ mod tests {
             times.record(42_000);
             txn.put_generation_times("tpl_x", &times).expect("encode");
             let proof = TemplateProof {
+                proven_since_ms: Some(5),
                 last_completed_at_ms: Some(7),
                 tripped: true,
             };

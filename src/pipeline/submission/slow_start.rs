@@ -78,10 +78,11 @@ pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
     answers.went_wrong + in_flight >= window(answers)
 }
 
-/// Whether the manifest's template is proven now (its manifests start open).
+/// Whether the manifest's template was proven before it arrived (it starts open).
 pub fn proven(ctx: &Context, manifest: &ManifestRecord) -> bool {
     let key = template_key(manifest.kind, manifest.top.template_id.as_deref());
-    ctx.templates.proof(&key).proven(
+    ctx.templates.proof(&key).proven_for_manifest(
+        manifest.received_at_ms,
         ctx.clock.now_ms(),
         crate::clock::duration_ms(ctx.settings.submit.proven_for),
     )
