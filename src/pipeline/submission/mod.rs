@@ -165,6 +165,9 @@ impl Submitter {
                     self.window.admitted_in(took);
                 }
                 self.backoff.settle(manifest_id, retry, ctx.clock.now_ms());
+                // Its answer may open the way for more (slow start, a chunk to send
+                // again): looked at again, after the backoff just set, if any.
+                self.ready.insert(manifest_id);
             }
             // Its intent is durable: the next start reports its items `unknown`.
             Err(e) => tracing::error!("a create request's task failed: {e}"),
@@ -613,11 +616,11 @@ async fn record_answer(
         });
     }
     crate::pipeline::outbox::finish_if_done(ctx, id).await;
-    // Answers may open the way for more requests (slow start, fair share).
+    // The manifest itself is queued again by the submitter once it has settled the
+    // answer's backoff (`Submitter::settle`): a nudge from here could let its chunk go
+    // again before the backoff is known.
     if newly_proven {
         ctx.nudges.nudge_all();
-    } else {
-        ctx.nudges.nudge(id);
     }
     Ok(effects.retry)
 }
