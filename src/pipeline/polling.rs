@@ -91,7 +91,8 @@ pub async fn run(
 ) {
     let mut scheduler = Scheduler::new();
     schedule_loaded(&ctx, &mut scheduler);
-    let mut inflight: JoinSet<(JobKey, Result<PollResult, StoreError>, Duration)> = JoinSet::new();
+    let mut inflight: JoinSet<(JobKey, Result<PollResult, StoreError>, Option<Duration>)> =
+        JoinSet::new();
     let mut window = Window::new(ctx.settings.api.requests_per_second, MAX_CONCURRENT_POLLS);
     // Which job each poll task polls, so that one that panics is scheduled again.
     let mut task_jobs: HashMap<tokio::task::Id, JobKey> = HashMap::new();
@@ -113,8 +114,11 @@ pub async fn run(
                 let ctx = Arc::clone(&ctx);
                 let handle = inflight.spawn(async move {
                     let started = tokio::time::Instant::now();
-                    let result = poll_job(&ctx, key).await;
-                    (key, result, started.elapsed())
+                    match poll_job(&ctx, key).await {
+                        // Only a poll that went out says how long one takes.
+                        Ok((result, sent)) => (key, Ok(result), sent.then(|| started.elapsed())),
+                        Err(e) => (key, Err(e), None),
+                    }
                 });
                 task_jobs.insert(handle.id(), key);
             }
@@ -124,7 +128,9 @@ pub async fn run(
                 match joined {
                     Ok((id, (key, result, took))) => {
                         task_jobs.remove(&id);
-                        window.admitted_in(took);
+                        if let Some(took) = took {
+                            window.admitted_in(took);
+                        }
                         match result {
                             Ok(PollResult::Again(at)) => scheduler.schedule(key, ctx.clock.instant_at(at)),
                             Ok(PollResult::Done) => ctx.templates.job_finished(key),
@@ -238,10 +244,11 @@ fn load_jobs(ctx: &Context) -> Result<Vec<JobRecord>, StoreError> {
 }
 
 /// Polls one job once (and fetches publication details it calls for).
-pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreError> {
+/// Returns also whether a request went out (a job not due yet sends none).
+pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), StoreError> {
     let floor = ctx.poll_floor_ms();
     if let Some(later) = not_due_until(ctx, key, floor)? {
-        return Ok(later);
+        return Ok((later, false));
     }
     // 1. Reserve the budget, then record the poll, then send it: the recorded time is
     //    the time it leaves, and it is durable before it leaves.
@@ -260,14 +267,14 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
         let writer = ctx.store.writer().await;
         let mut txn = match writer.begin(key.manifest_id) {
             Ok(txn) => txn,
-            Err(StoreError::NoManifest(_)) => return Ok(PollResult::Done),
+            Err(StoreError::NoManifest(_)) => return Ok((PollResult::Done, false)),
             Err(e) => return Err(e),
         };
         let Some(mut job) = txn.job(key.seq)? else {
-            return Ok(PollResult::Done);
+            return Ok((PollResult::Done, false));
         };
         if job.state() != JobState::Admitted {
-            return Ok(PollResult::Done);
+            return Ok((PollResult::Done, false));
         }
         let now = ctx.clock.now_ms();
         let tent = match (&job.remote_id, job.kind) {
@@ -277,7 +284,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
         // Checked again under the writer's lock: a detail fetch may have just polled it.
         let due = job_due_ms(&job, tent, floor);
         if due > now {
-            return Ok(PollResult::Again(due));
+            return Ok((PollResult::Again(due), false));
         }
         ctx.metrics
             .observe_poll_lateness(Duration::from_millis(now.saturating_sub(due)));
@@ -296,7 +303,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
         job
     };
     let Some(remote_id) = job.remote_id.clone() else {
-        return Ok(PollResult::Done);
+        return Ok((PollResult::Done, false));
     };
     fail::fail_point!("poll-after-record", |_| crate::crash::simulated_crash());
     // 2. The poll itself, then its answer is recorded.
@@ -310,7 +317,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<PollResult, StoreErr
             crate::pipeline::reconciliation::record_tent_poll(ctx, key, outcome).await?
         }
     };
-    Ok(result)
+    Ok((result, true))
 }
 
 #[cfg(test)]
