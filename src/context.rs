@@ -102,6 +102,19 @@ impl Active {
         inner.by_deadline.insert((deadline_ms, id));
     }
 
+    /// Brings a manifest still active back into the deadline index at `at_ms` (one whose
+    /// `poll.max_wait` passed but that is not finished yet: looked at again then); a
+    /// manifest no longer active stays out.
+    pub fn again_at(&self, id: u64, at_ms: u64) {
+        let mut inner = self.lock();
+        let Some(old) = inner.deadline.get(&id).copied() else {
+            return;
+        };
+        inner.by_deadline.remove(&(old, id));
+        inner.deadline.insert(id, at_ms);
+        inner.by_deadline.insert((at_ms, id));
+    }
+
     pub fn remove(&self, id: u64) {
         let mut inner = self.lock();
         if let Some(old) = inner.deadline.remove(&id) {

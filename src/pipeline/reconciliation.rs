@@ -484,6 +484,7 @@ async fn fetch_details(
             },
         );
         let item = txn.item(*index)?;
+        let completed_before = txn.manifest().count(ItemState::Completed);
         match outcome {
             Outcome::Success { body, .. } => {
                 if let Some(event) = tent_event(&item, &body, true) {
@@ -494,7 +495,11 @@ async fn fetch_details(
                 tracing::warn!(manifest = %txn.manifest().name, tent_id = %tent_id, outcome = %other.label(), "publication details not fetched; trying again at the next poll");
             }
         }
+        // Details complete items: answers like a poll's, for the threshold, the proof
+        // and the slow start (the manifest may be holding chunks back for them).
+        let newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
         txn.commit().await?;
+        nudge_after_answers(ctx, key.manifest_id, newly_proven);
     }
     Ok(())
 }
@@ -612,24 +617,30 @@ pub async fn sweep_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        let mut due = ctx.active.take_due(ctx.clock.now_ms());
+        let past_max_wait: std::collections::BTreeSet<u64> = ctx
+            .active
+            .take_due(ctx.clock.now_ms())
+            .into_iter()
+            .collect();
+        let mut due: std::collections::BTreeSet<u64> = past_max_wait.clone();
         due.extend(ctx.active.take_unwritten());
         if tokio::time::Instant::now() >= next_full {
             due.extend(ctx.active_ids());
             next_full = tokio::time::Instant::now() + FULL_SWEEP;
         }
-        due.sort_unstable();
-        due.dedup();
         for id in due {
             if shutdown.is_cancelled() {
                 return;
             }
             if let Err(e) = expire(&ctx, id).await {
                 tracing::error!("sweep: {e}");
-                // Tried again at the next tick.
-                ctx.active.insert(id, ctx.clock.now_ms());
             }
             crate::pipeline::outbox::finish_if_done(&ctx, id).await;
+            if past_max_wait.contains(&id) {
+                // Still active (an item was on the wire when its time came, or the
+                // store could not write): looked at again at the next tick.
+                ctx.active.again_at(id, ctx.clock.now_ms());
+            }
         }
         ctx.mark_progress();
     }
