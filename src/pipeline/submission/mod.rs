@@ -300,13 +300,16 @@ async fn next_turn(
             }
         }
         match probe(ctx, id, now).await {
-            Ok(Plan::Items(_)) => {
-                let weight = match ctx.store.manifest(id)? {
-                    Some(manifest) => manifest.top.priority.weight(),
-                    None => continue,
-                };
-                return Ok(Some((id, weight)));
-            }
+            Ok(Plan::Items(_)) => match ctx.store.manifest(id) {
+                Ok(Some(manifest)) => return Ok(Some((id, manifest.top.priority.weight()))),
+                Ok(None) => {}
+                Err(e) => {
+                    // Looked at again after a pause, never forgotten.
+                    let again = now.saturating_add(crate::clock::duration_ms(ERROR_PAUSE));
+                    submitter.timers.insert((again, id));
+                    return Err(e);
+                }
+            },
             Ok(Plan::Nothing) => {}
             Ok(Plan::Later(at)) => {
                 submitter.timers.insert((at, id));
