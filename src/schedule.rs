@@ -141,6 +141,10 @@ impl TemplateProof {
     /// `proven_for / 60` (a minute for an hour), so that a busy template does not write
     /// its proof at every poll.
     pub fn completed(&self, now_ms: u64, proven_for_ms: u64) -> Option<TemplateProof> {
+        if proven_for_ms == 0 {
+            // "0s": no template is ever proven; nothing is worth a write.
+            return None;
+        }
         let lapsed = self
             .last_completed_at_ms
             .is_none_or(|at| now_ms.saturating_sub(at) >= proven_for_ms);
@@ -425,6 +429,7 @@ mod tests {
         };
         assert!(!tripped.proven_for_manifest(15_000, 20_000, hour));
         assert!(!proof.proven_for_manifest(15_000, 20_000, 0));
+        assert_eq!(none.completed(10_000, 0), None, "\"0s\" writes nothing");
     }
 
     #[test]
