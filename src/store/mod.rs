@@ -347,10 +347,11 @@ pub enum StoredJob {
     V1(JobRecord),
 }
 
-/// sled's page cache (its default is 1 GiB, too much for a daemon that runs for months).
-/// 16 MiB rather than 64: a 100,000-item intake fills whatever cache there is while the
-/// validated manifest is still held, and SPEC section 7 allows 200 MB for the whole
-/// process; blocks missing from the cache are read back from the OS's page cache.
+/// sled's page cache (its default is 1 GiB, too much for a daemon that runs for months):
+/// 64 MiB. A 100,000-item intake fills whatever cache there is while the validated
+/// manifest is still held, and SPEC section 7 allows 200 MB for the whole process (the
+/// intake's peak is 110-122 MiB, BENCHMARKS.md); blocks missing from the cache are read
+/// back from the OS's page cache.
 const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Items of a new manifest are written in batches of this many (80 blocks).
@@ -1218,7 +1219,6 @@ impl Store {
         }
     }
 
-    /// The manifest that used `name`, if any.
     /// Every template's generation times.
     pub fn generation_times(&self) -> Result<HashMap<String, GenerationTimes>, StoreError> {
         let mut out = HashMap::new();
@@ -1252,6 +1252,7 @@ impl Store {
         }
     }
 
+    /// The manifest that used `name`, if any.
     pub fn manifest_named(&self, name: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
             .tree
@@ -1429,7 +1430,6 @@ impl<'w> Txn<'w> {
         &mut self.manifest
     }
 
-    /// The item as this transaction sees it.
     /// Items `from..to`, as this transaction sees them.
     pub fn items_range(&self, from: u32, to: u32) -> Result<Vec<ItemRecord>, StoreError> {
         let mut items = if self.exists {
@@ -1445,6 +1445,7 @@ impl<'w> Txn<'w> {
         Ok(items)
     }
 
+    /// The item as this transaction sees it.
     pub fn item(&self, index: u32) -> Result<ItemRecord, StoreError> {
         if let Some(item) = self.items.get(&index) {
             return Ok(item.clone());
