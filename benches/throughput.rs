@@ -299,26 +299,7 @@ async fn overlapping_manifests(report: &mut Report) -> Result<(), Failure> {
         "",
         true,
     );
-    // Where the budget went, second by second (creates + polls per 2 s).
-    let first = calls.first().map_or(0, |c| c.at_ms);
-    let mut buckets: Vec<(usize, usize)> = Vec::new();
-    for call in &calls {
-        let slot = ((call.at_ms - first) / 2_000) as usize;
-        if buckets.len() <= slot {
-            buckets.resize(slot + 1, (0, 0));
-        }
-        if call.method == "POST" {
-            buckets[slot].0 += 1;
-        } else {
-            buckets[slot].1 += 1;
-        }
-    }
-    let timeline: Vec<String> = buckets.iter().map(|(c, p)| format!("{c}+{p}")).collect();
-    println!(
-        "calls per 2 s (creates+polls; the budget allows {}): {}",
-        2 * BUDGET,
-        timeline.join(" ")
-    );
+    print_timeline(&calls, 2, BUDGET, "");
     Ok(())
 }
 
@@ -858,7 +839,7 @@ fn print_many(report: &mut Report, case: ManyCase, run: &ManyRun) -> f64 {
     );
     let cpu_per_call = print_cost(report, case, run);
     print_pace(report, case, run);
-    print_timeline(&run.calls);
+    print_timeline(&run.calls, 10, MANY_BUDGET, "  ");
     let (lines, tail) = &run.stderr;
     if *lines > 0 || !finished {
         println!("  daemon stderr: {lines} lines");
@@ -977,12 +958,18 @@ fn print_pace(report: &mut Report, case: ManyCase, run: &ManyRun) {
     );
 }
 
-/// Where the budget went: creates + polls per 10 s from the first call.
-fn print_timeline(calls: &[tented_bulkd::simulator::RecordedCall]) {
+/// Where the budget went: creates + polls per `seconds` from the first call, against
+/// what `budget` calls a second allow.
+fn print_timeline(
+    calls: &[tented_bulkd::simulator::RecordedCall],
+    seconds: u64,
+    budget: u32,
+    indent: &str,
+) {
     let first = calls.first().map_or(0, |c| c.at_ms);
     let mut buckets: Vec<(usize, usize)> = Vec::new();
     for call in calls {
-        let slot = ((call.at_ms - first) / 10_000) as usize;
+        let slot = ((call.at_ms - first) / (seconds * 1_000)) as usize;
         if buckets.len() <= slot {
             buckets.resize(slot + 1, (0, 0));
         }
@@ -994,8 +981,8 @@ fn print_timeline(calls: &[tented_bulkd::simulator::RecordedCall]) {
     }
     let timeline: Vec<String> = buckets.iter().map(|(c, p)| format!("{c}+{p}")).collect();
     println!(
-        "  calls per 10 s (creates+polls; the budget allows {}): {}",
-        10 * MANY_BUDGET,
+        "{indent}calls per {seconds} s (creates+polls; the budget allows {}): {}",
+        u64::from(budget) * seconds,
         timeline.join(" ")
     );
 }
