@@ -8,6 +8,8 @@
 //! until every file is in `archive/` (a file is archived only once its manifest is durable
 //! in the store). It prints the time next to the target and exits 1 when it is missed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -146,16 +148,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("no runtime: {e}");
-            std::process::exit(2);
-        }
-    };
+    let runtime = common::runtime();
     let outcome = runtime.block_on(async {
         // Answers that take 30 s keep the daemon's sending out of the figures.
         let sim = Simulator::start(

@@ -15,6 +15,8 @@
 //! Each line prints the measurement and whether it meets its target; the process exits 1
 //! when one does not, so a regression is visible in CI logs or a bench run.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use tented_bulkd::manifest::{ManifestKind, TopFields};
@@ -108,16 +110,7 @@ fn main() {
     );
     drop(bytes);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("no runtime: {e}");
-            std::process::exit(2);
-        }
-    };
+    let runtime = common::runtime();
     let dir = std::env::temp_dir().join(format!("tented-bulkd-bench-{}", std::process::id()));
     let result = runtime.block_on(async {
         let store = Store::open(&dir).map_err(|e| e.to_string())?;

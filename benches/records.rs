@@ -30,6 +30,8 @@
 //! missing, reused otherwise: a fill takes minutes); `TENTED_BENCH_RECORDS_BINARY=FILE`
 //! measures another build of the binary (to compare two builds on the same stores).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -655,16 +657,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("no runtime: {e}");
-            std::process::exit(2);
-        }
-    };
+    let runtime = common::runtime();
     let mut report = Report {
         failed: false,
         checked: true,

@@ -29,6 +29,8 @@
 //!
 //! Exits 1 when a target is missed, so a regression is visible.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1096,16 +1098,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("no runtime: {e}");
-            std::process::exit(2);
-        }
-    };
+    let runtime = common::runtime();
     let mut report = Report { failed: false };
     let outcome = runtime.block_on(async {
         if selection.overlapping {
