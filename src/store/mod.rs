@@ -1221,22 +1221,25 @@ impl Store {
 
     /// Every template's generation times.
     pub fn generation_times(&self) -> Result<HashMap<String, GenerationTimes>, StoreError> {
-        let mut out = HashMap::new();
-        for entry in self.tree.scan_prefix([b'G']) {
-            let (key, bytes) = entry?;
-            let StoredGenerationTimes::V1(times) = decode(&key, &bytes)?;
-            out.insert(String::from_utf8_lossy(&key[1..]).into_owned(), times);
-        }
-        Ok(out)
+        self.by_key_name(b'G', |StoredGenerationTimes::V1(times)| times)
     }
 
     /// Every template's proof (the slow start per template).
     pub fn template_proofs(&self) -> Result<HashMap<String, TemplateProof>, StoreError> {
+        self.by_key_name(b'P', |StoredTemplateProof::V1(proof)| proof)
+    }
+
+    /// Every record under `prefix` whose key is the prefix and a name, by that name.
+    fn by_key_name<S: for<'de> Deserialize<'de>, T>(
+        &self,
+        prefix: u8,
+        current: impl Fn(S) -> T,
+    ) -> Result<HashMap<String, T>, StoreError> {
         let mut out = HashMap::new();
-        for entry in self.tree.scan_prefix([b'P']) {
+        for entry in self.tree.scan_prefix([prefix]) {
             let (key, bytes) = entry?;
-            let StoredTemplateProof::V1(proof) = decode(&key, &bytes)?;
-            out.insert(String::from_utf8_lossy(&key[1..]).into_owned(), proof);
+            let value = current(decode(&key, &bytes)?);
+            out.insert(String::from_utf8_lossy(&key[1..]).into_owned(), value);
         }
         Ok(out)
     }
