@@ -729,6 +729,8 @@ async fn watch(
 
 /// A finished (or cut off) many-manifests run.
 struct ManyRun {
+    /// The case's folder, removed only after the last case (see [`bench_dir`]).
+    dir: tempfile::TempDir,
     progress: Progress,
     /// First drop to the newest result file's modification time.
     makespan: Option<f64>,
@@ -746,7 +748,7 @@ struct ManyRun {
 }
 
 async fn many_case(case: ManyCase) -> Result<ManyRun, Failure> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = bench_dir()?;
     for sub in ["inbox", "outbox", "archive", "state", "staging"] {
         std::fs::create_dir_all(dir.path().join(sub)).map_err(|e| e.to_string())?;
     }
@@ -792,6 +794,7 @@ async fn many_case(case: ManyCase) -> Result<ManyRun, Failure> {
     let stderr = daemon.stderr_tail(10);
     let state_bytes = folder_bytes(&dir.path().join("state"))?;
     Ok(ManyRun {
+        dir,
         progress,
         makespan,
         renamed_in,
@@ -997,11 +1000,15 @@ async fn many_manifests(report: &mut Report, counts: &[usize]) {
          generations 2-6 s, admissions after 30-50 ms (time scaled tenfold)"
     );
     let mut measured = Vec::new();
+    let mut folders = Vec::new();
     for &count in counts {
         for with_big in [false, true] {
             let case = ManyCase { count, with_big };
             match many_case(case).await {
-                Ok(run) => measured.push((case, print_many(report, case, &run))),
+                Ok(run) => {
+                    measured.push((case, print_many(report, case, &run)));
+                    folders.push(run.dir);
+                }
                 Err(e) => {
                     println!("\n{}: FAILED: {e}", case.title());
                     report.failed = true;
@@ -1033,6 +1040,7 @@ async fn many_manifests(report: &mut Report, counts: &[usize]) {
             (1.0 / 1.5..=1.5).contains(&ratio),
         );
     }
+    drop(folders);
 }
 
 /// What to run: `cargo bench --bench throughput [-- SCENARIO [COUNT...]]`, SCENARIO one
@@ -1117,4 +1125,15 @@ fn main() {
         std::process::exit(2);
     }
     std::process::exit(i32::from(report.failed));
+}
+
+/// A fresh folder for one case, under cargo's target folder rather than `/tmp`.
+///
+/// On ext4 without a journal (this machine's), a new file's inode is found by skipping
+/// every inode of its group deleted in the last minute (five, if the inode table is still
+/// dirty). In `/tmp`, other processes' deleted temporary files made that skip a sixth of
+/// the daemon's CPU, all in creating result files: the machine's churn, not the daemon's
+/// cost. For the same reason each case's folder is removed only once every case has run.
+fn bench_dir() -> Result<tempfile::TempDir, String> {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| e.to_string())
 }

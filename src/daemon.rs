@@ -396,8 +396,20 @@ async fn storage_probe_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                remove_probes(&ctx.settings.paths);
+                return;
+            }
             _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// A stopped daemon leaves no probe file behind (a crash leaves an empty one).
+fn remove_probes(paths: &crate::settings::PathSettings) {
+    for dir in [&paths.state, &paths.outbox, &paths.archive] {
+        if let Err(e) = crate::health::remove_probe(dir) {
+            tracing::warn!(path = %dir.display(), "cannot remove the write probe: {e}");
         }
     }
 }

@@ -46,8 +46,14 @@ pub(crate) fn good_files(count: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// The visible files of `dir` (the daemon's hidden write probe is not one).
 fn count_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| entries.count())
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    })
 }
 
 /// Every result file in the outbox, by manifest name.

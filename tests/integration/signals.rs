@@ -83,8 +83,16 @@ async fn sighup_reloads_a_corrected_key_and_sigterm_exits_zero() {
         1
     );
 
-    // SIGTERM: a clean exit, status 0, well within 15 s.
+    // The write probe stays between probes, hidden and empty.
+    let probe = dir.path().join("outbox/.tented-bulkd-write-probe");
+    assert_eq!(std::fs::metadata(&probe).map(|m| m.len()).ok(), Some(0));
+
+    // SIGTERM: a clean exit, status 0, well within 15 s, and no probe file left behind.
     daemon.sigterm().await.expect("SIGTERM exits 0");
+    for folder in ["state", "outbox", "archive"] {
+        let probe = dir.path().join(folder).join(".tented-bulkd-write-probe");
+        assert!(!probe.exists(), "{} is left behind", probe.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
