@@ -458,12 +458,16 @@ pub async fn health(admin: &str) -> Option<u16> {
 
 /// A POST over the control socket (`admin.socket`): (status, JSON answer).
 pub async fn socket_post(socket: &Path, path: &str) -> (u16, serde_json::Value) {
-    let mut response =
-        tented_bulkd::cli::ask_socket(socket, hyper::Method::POST, path, Duration::from_secs(10))
-            .await
-            .expect("the control socket answers");
+    let mut response = tented_bulkd::cli::client::ask_socket(
+        socket,
+        hyper::Method::POST,
+        path,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the control socket answers");
     let status = response.status().as_u16();
-    let body = tented_bulkd::cli::read_body(response.body_mut())
+    let body = tented_bulkd::cli::client::read_body(response.body_mut())
         .await
         .expect("the whole answer");
     (
