@@ -245,7 +245,7 @@ async fn run_pipeline(
         ctx.settings.inbox.settle,
         ctx.settings.inbox.rescan,
     )?;
-    let admin_listener = match ctx.settings.admin_addr() {
+    let admin_listener = match ctx.settings.admin.listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -253,8 +253,8 @@ async fn run_pipeline(
         ),
         None => None,
     };
-    let socket = match ctx.settings.admin_socket() {
-        Some(path) => Some(crate::admin::bind_socket(&path)?),
+    let socket = match &ctx.settings.admin.socket {
+        Some(path) => Some(crate::admin::bind_socket(path)?),
         None => None,
     };
     lifecycle.ready();

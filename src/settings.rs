@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use url::Url;
 
 /// The default configuration, with a comment on every key.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
@@ -101,8 +102,10 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// The configuration, typed: every key parsed and checked once, when it loads (from any
+/// serde source: read as written, then typed and checked).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawSettings")]
 pub struct Settings {
     pub api: ApiSettings,
     pub poll: PollSettings,
@@ -114,15 +117,62 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+impl TryFrom<RawSettings> for Settings {
+    type Error = SettingsError;
+
+    /// Types the keys serde leaves as text, then checks the rules serde cannot express.
+    fn try_from(raw: RawSettings) -> Result<Settings, SettingsError> {
+        let settings = Settings::typed(raw)?;
+        settings.check()?;
+        Ok(settings)
+    }
+}
+
+/// The configuration as its sources hold it, before the keys that serde cannot type
+/// (`api.base_url`, `admin.listen`, `admin.socket`) are parsed.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSettings {
+    api: RawApiSettings,
+    poll: PollSettings,
+    paths: PathSettings,
+    inbox: InboxSettings,
+    submit: SubmitSettings,
+    retention: RetentionSettings,
+    admin: RawAdminSettings,
+    log: LogSettings,
+}
+
+/// `[api]` as written: `base_url` still text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiSettings {
+    base_url: String,
+    key_file: String,
+    #[serde(default)]
+    key: Option<ApiKey>,
+    #[serde(with = "humantime_serde")]
+    timeout: Duration,
+    requests_per_second: u32,
+}
+
+/// `[admin]` as written: `listen` and `socket` still text, `""` for off.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdminSettings {
+    listen: String,
+    socket: String,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
 pub struct ApiSettings {
-    pub base_url: String,
+    /// Tented's address: an http or https URL.
+    pub base_url: Url,
     pub key_file: String,
     /// The key written into the configuration itself: the last source tried.
-    #[serde(default)]
     pub key: Option<ApiKey>,
-    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub requests_per_second: u32,
 }
@@ -223,16 +273,14 @@ fn retention_period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Dur
         })
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct AdminSettings {
-    /// The read-only TCP endpoint (GET and HEAD only); "" turns it off.
-    pub listen: String,
-    /// The control socket (cancel, pause, resume, backup); "" turns it off.
-    pub socket: String,
+    /// The read-only TCP endpoint (GET and HEAD only); `None` ("") when it is off.
+    pub listen: Option<SocketAddr>,
+    /// The control socket (cancel, pause, resume, backup); `None` ("") when it is off.
+    pub socket: Option<PathBuf>,
     /// Host names (or addresses) the read-only endpoint also answers to, besides its own
     /// address and loopback: a central Prometheus scraping it. `host` or `host:port`.
-    #[serde(default)]
     pub allowed_hosts: Vec<String>,
 }
 
@@ -310,9 +358,50 @@ impl Settings {
                 .with_list_parse_key("admin.allowed_hosts")
                 .source(Some(env_map)),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
-        settings.check()?;
-        Ok(settings)
+        // As written first, then typed here, so that an error names its key alike from
+        // any source (the config crate would wrap serde's message in its own words).
+        let raw: RawSettings = builder.build()?.try_deserialize()?;
+        Settings::try_from(raw)
+    }
+
+    /// The built-in defaults (`config/default.toml`) alone: no file, no environment. The
+    /// demo starts from them and sets its own folders and addresses.
+    pub fn defaults() -> Result<Settings, SettingsError> {
+        Settings::load_with_env(&ConfigSource::BuiltIn, std::iter::empty())
+    }
+
+    /// Types the keys that serde leaves as text, each error naming its key.
+    fn typed(raw: RawSettings) -> Result<Settings, SettingsError> {
+        let RawSettings {
+            api,
+            poll,
+            paths,
+            inbox,
+            submit,
+            retention,
+            admin,
+            log,
+        } = raw;
+        Ok(Settings {
+            api: ApiSettings {
+                base_url: parse_base_url(&api.base_url)?,
+                key_file: api.key_file,
+                key: api.key,
+                timeout: api.timeout,
+                requests_per_second: api.requests_per_second,
+            },
+            poll,
+            paths,
+            inbox,
+            submit,
+            retention,
+            admin: AdminSettings {
+                listen: parse_listen(&admin.listen)?,
+                socket: (!admin.socket.is_empty()).then(|| PathBuf::from(admin.socket)),
+                allowed_hosts: admin.allowed_hosts,
+            },
+            log,
+        })
     }
 
     /// `admin.allowed_hosts`: names or addresses, `name` or `name:port`, nothing else.
@@ -334,16 +423,6 @@ impl Settings {
 
     /// The rules that serde cannot express.
     pub fn check(&self) -> Result<(), SettingsError> {
-        let url = url::Url::parse(&self.api.base_url).map_err(|e| SettingsError::Invalid {
-            key: "api.base_url",
-            message: format!("`{}` is not a URL: {e}", self.api.base_url),
-        })?;
-        if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(SettingsError::Invalid {
-                key: "api.base_url",
-                message: format!("`{}` must be http or https", self.api.base_url),
-            });
-        }
         if self.api.requests_per_second == 0 {
             return Err(SettingsError::Invalid {
                 key: "api.requests_per_second",
@@ -368,7 +447,7 @@ impl Settings {
                 message: format!(
                     "{} is below the 10s floor, which is allowed only when api.base_url is a loopback address (it is `{}`)",
                     humantime::format_duration(self.poll.interval),
-                    self.api.base_url
+                    url_text(&self.api.base_url)
                 ),
             });
         }
@@ -399,40 +478,17 @@ impl Settings {
                 message: "must be more than 0s (\"off\" keeps finished manifests forever)".into(),
             });
         }
-        self.check_allowed_hosts()?;
-        if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
-            return Err(SettingsError::Invalid {
-                key: "admin.listen",
-                message: format!(
-                    "`{}` is not an address like 127.0.0.1:9187 (\"\" turns the endpoint off)",
-                    self.admin.listen
-                ),
-            });
-        }
-        Ok(())
+        self.check_allowed_hosts()
     }
 
     /// True when `api.base_url` names this machine (127.0.0.0/8, ::1 or `localhost`).
-    pub fn base_url_is_loopback(&self) -> bool {
-        let Ok(url) = url::Url::parse(&self.api.base_url) else {
-            return false;
-        };
-        match url.host() {
+    fn base_url_is_loopback(&self) -> bool {
+        match self.api.base_url.host() {
             Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
             Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
             None => false,
         }
-    }
-
-    /// The control socket's path, or `None` when it is turned off.
-    pub fn admin_socket(&self) -> Option<PathBuf> {
-        (!self.admin.socket.is_empty()).then(|| PathBuf::from(&self.admin.socket))
-    }
-
-    /// The admin endpoint's address, or `None` when it is turned off.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.listen.parse().ok()
     }
 
     /// Reads the API key from its sources, first found wins: `$CREDENTIALS_DIRECTORY/tented_api_key`,
@@ -497,7 +553,7 @@ impl Settings {
             _ => text(""),
         };
         vec![
-            ("api.base_url", text(&self.api.base_url)),
+            ("api.base_url", text(url_text(&self.api.base_url))),
             ("api.key_file", text(&self.api.key_file)),
             ("api.key", key),
             ("api.timeout", duration(self.api.timeout)),
@@ -531,8 +587,14 @@ impl Settings {
                 "retention.compact_above_mib",
                 self.retention.compact_above_mib.to_string(),
             ),
-            ("admin.listen", text(&self.admin.listen)),
-            ("admin.socket", text(&self.admin.socket)),
+            (
+                "admin.listen",
+                text(&self.admin.listen.map(|a| a.to_string()).unwrap_or_default()),
+            ),
+            (
+                "admin.socket",
+                self.admin.socket.as_deref().map_or_else(|| text(""), path),
+            ),
             (
                 "admin.allowed_hosts",
                 format!(
@@ -547,6 +609,44 @@ impl Settings {
             ),
             ("log.format", text(self.log.format.as_str())),
         ]
+    }
+}
+
+/// `api.base_url`: an http or https URL.
+fn parse_base_url(text: &str) -> Result<Url, SettingsError> {
+    let url = Url::parse(text).map_err(|e| SettingsError::Invalid {
+        key: "api.base_url",
+        message: format!("`{text}` is not a URL: {e}"),
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(SettingsError::Invalid {
+            key: "api.base_url",
+            message: format!("`{text}` must be http or https"),
+        });
+    }
+    Ok(url)
+}
+
+/// `admin.listen`: an address and port, or `""` (off).
+fn parse_listen(text: &str) -> Result<Option<SocketAddr>, SettingsError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| SettingsError::Invalid {
+        key: "admin.listen",
+        message: format!(
+            "`{text}` is not an address like 127.0.0.1:9187 (\"\" turns the endpoint off)"
+        ),
+    })
+}
+
+/// A URL as the configuration writes it: without the `/` that parsing adds to a bare
+/// host (`https://api.tented.ai`, as SPEC section 3 writes it).
+fn url_text(url: &Url) -> &str {
+    let text = url.as_str();
+    match (url.path(), url.query(), url.fragment()) {
+        ("/", None, None) => text.strip_suffix('/').unwrap_or(text),
+        _ => text,
     }
 }
 

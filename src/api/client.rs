@@ -22,8 +22,6 @@ const AUTH_PAUSE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("api.base_url `{0}` is not a usable URL")]
-    BaseUrl(String),
     #[error("cannot build the HTTP client: {0}")]
     Build(#[from] reqwest::Error),
 }
@@ -269,7 +267,8 @@ struct ClientInner {
 /// What the client needs to know.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    pub base_url: String,
+    /// Tented's address (an http or https URL: `Settings` checked it).
+    pub base_url: Url,
     pub api_key: ApiKey,
     pub timeout: Duration,
     pub requests_per_second: u32,
@@ -279,8 +278,7 @@ pub struct ClientConfig {
 
 impl TentedClient {
     pub fn new(config: ClientConfig) -> Result<TentedClient, ClientError> {
-        let mut base = Url::parse(&config.base_url)
-            .map_err(|_| ClientError::BaseUrl(config.base_url.clone()))?;
+        let mut base = config.base_url;
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
             base.set_path(&path);

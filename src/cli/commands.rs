@@ -81,7 +81,7 @@ pub(super) async fn sim(args: crate::simulator::SimArgs) -> anyhow::Result<ExitC
 
 fn admin_base(config: Option<PathBuf>) -> anyhow::Result<String> {
     let settings = Settings::load(&ConfigSource::from_arg(config))?;
-    let Some(addr) = settings.admin_addr() else {
+    let Some(addr) = settings.admin.listen else {
         bail!("the admin endpoint is turned off (admin.listen = \"\")");
     };
     Ok(format!("http://{addr}"))
@@ -90,7 +90,7 @@ fn admin_base(config: Option<PathBuf>) -> anyhow::Result<String> {
 /// The control socket's path from the configuration (`cancel`, `pause`, `resume`, `backup`).
 fn control_socket(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let settings = Settings::load(&ConfigSource::from_arg(config))?;
-    let Some(socket) = settings.admin_socket() else {
+    let Some(socket) = settings.admin.socket else {
         bail!("the control socket is turned off (admin.socket = \"\")");
     };
     Ok(socket)

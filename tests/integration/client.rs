@@ -51,7 +51,7 @@ fn fast() -> SimConfig {
 
 fn client_for(base_url: String, timeout: Duration) -> TentedClient {
     TentedClient::new(ClientConfig {
-        base_url,
+        base_url: base_url.parse().expect("the simulator's URL"),
         api_key: ApiKey::new(KEY),
         timeout,
         requests_per_second: 1000,
@@ -1645,7 +1645,7 @@ async fn unauthorized_on_every_endpoint() {
     let job = bulk_ok(&good, &bulk(n_items(1))).await.bulk_job_id;
 
     let bad = TentedClient::new(ClientConfig {
-        base_url: sim.base_url(),
+        base_url: sim.base_url().parse().expect("the simulator's URL"),
         api_key: ApiKey::new("wrong-key"),
         timeout: Duration::from_secs(5),
         requests_per_second: 1000,
@@ -1712,7 +1712,7 @@ async fn unauthorized_pause_ends_when_the_client_gets_a_new_key() {
     let (sim, _) = start(fast()).await;
     // A long probe interval: only set_api_key can release the waiting call soon.
     let client = TentedClient::new(ClientConfig {
-        base_url: sim.base_url(),
+        base_url: sim.base_url().parse().expect("the simulator's URL"),
         api_key: ApiKey::new(KEY),
         timeout: Duration::from_secs(5),
         requests_per_second: 1000,

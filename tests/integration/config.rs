@@ -57,7 +57,7 @@ fn expect_err(result: Result<Settings, SettingsError>, what: &str) -> String {
 #[test]
 fn built_in_defaults_match_spec_section_3() {
     let s = builtin();
-    assert_eq!(s.api.base_url, "https://api.tented.ai");
+    assert_eq!(s.api.base_url.as_str(), "https://api.tented.ai/");
     assert_eq!(s.api.key_file, "");
     assert_eq!(s.api.timeout, Duration::from_secs(30));
     assert_eq!(s.api.requests_per_second, 5);
@@ -77,12 +77,14 @@ fn built_in_defaults_match_spec_section_3() {
     assert_eq!(s.inbox.rescan, Duration::from_secs(30));
     assert_eq!(s.submit.credit_retry, Duration::from_secs(15 * 60));
     assert_eq!(s.submit.failure_threshold, 0.5);
-    assert_eq!(s.admin.listen, "127.0.0.1:9187");
-    assert_eq!(s.admin_addr(), Some("127.0.0.1:9187".parse().unwrap()));
+    assert_eq!(s.admin.listen, Some("127.0.0.1:9187".parse().unwrap()));
+    assert_eq!(
+        s.admin.socket,
+        Some(PathBuf::from("/run/tented-bulkd/control.sock"))
+    );
     assert_eq!(s.log.format, LogFormat::Text);
     // No key anywhere by default.
     assert_eq!(s.resolve_api_key_with(None, None).unwrap(), None);
-    assert!(!s.base_url_is_loopback());
 }
 
 /// The fields serde expects where `toml_text` puts an unknown one: every struct of
@@ -219,7 +221,7 @@ format = "json"
 "#,
     );
     let s = load_file(&path, no_env()).expect("file loads");
-    assert_eq!(s.api.base_url, "http://127.0.0.1:8787");
+    assert_eq!(s.api.base_url.as_str(), "http://127.0.0.1:8787/");
     assert_eq!(s.api.timeout, Duration::from_secs(5));
     assert_eq!(s.api.requests_per_second, 20);
     assert_eq!(s.poll.interval, Duration::from_secs(2));
@@ -233,8 +235,7 @@ format = "json"
     assert_eq!(s.api.key_file, "");
     assert_eq!(s.submit.credit_retry, Duration::from_secs(3600));
     assert_eq!(s.submit.failure_threshold, 0.25);
-    assert_eq!(s.admin.listen, "");
-    assert_eq!(s.admin_addr(), None, "\"\" turns the admin endpoint off");
+    assert_eq!(s.admin.listen, None, "\"\" turns the admin endpoint off");
     assert_eq!(s.log.format, LogFormat::Json);
 }
 
@@ -266,7 +267,7 @@ failure_threshold = 0.25
         ]),
     )
     .expect("env overrides load");
-    assert_eq!(s.api.base_url, "http://127.0.0.1:9999");
+    assert_eq!(s.api.base_url.as_str(), "http://127.0.0.1:9999/");
     assert_eq!(s.api.requests_per_second, 11);
     assert_eq!(s.api.timeout, Duration::from_secs(7));
     assert_eq!(s.poll.interval, Duration::from_secs(1));
@@ -286,8 +287,8 @@ fn env_overrides_built_in_defaults_without_a_file() {
     )
     .expect("loads");
     assert_eq!(s.api.key_file, "/run/keys/tented");
-    assert_eq!(s.admin.listen, "127.0.0.1:0");
-    assert_eq!(s.api.base_url, "https://api.tented.ai");
+    assert_eq!(s.admin.listen, Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(s.api.base_url.as_str(), "https://api.tented.ai/");
 }
 
 // ---- the key's secrecy -------------------------------------------------------------
@@ -468,7 +469,6 @@ fn poll_interval_below_floor_is_accepted_for_loopback() {
         )
         .unwrap_or_else(|e| panic!("{url} with 1s must be accepted: {e}"));
         assert_eq!(s.poll.interval, Duration::from_secs(1));
-        assert!(s.base_url_is_loopback(), "{url}");
     }
     let s =
         load_text("[api]\nbase_url = \"http://127.0.0.1:8787\"\n[poll]\ninterval = \"200ms\"\n")
@@ -658,8 +658,7 @@ fn env_can_turn_the_admin_endpoint_off() {
         env(&[("TENTED_BULKD__ADMIN__LISTEN", "")]),
     )
     .expect("an empty admin.listen from the environment loads");
-    assert_eq!(s.admin.listen, "");
-    assert_eq!(s.admin_addr(), None);
+    assert_eq!(s.admin.listen, None);
 }
 
 #[test]
