@@ -12,11 +12,11 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{ConfigSource, Settings};
+use crate::settings::Settings;
 use crate::simulator::{SimConfig, Simulator};
 
 /// The example manifest the demo drops.
-pub const DEMO_MANIFEST: &str = include_str!("../examples/demo.json");
+const DEMO_MANIFEST: &str = include_str!("../examples/demo.json");
 
 /// How long the demo waits for its result before it gives up.
 const DEMO_DEADLINE: Duration = Duration::from_secs(180);
@@ -25,7 +25,7 @@ const DEMO_DEADLINE: Duration = Duration::from_secs(180);
 pub const DEMO_SEED: u64 = 9;
 
 /// The simulator as the demo sets it: quick generations, some failures, a taken alias.
-pub fn demo_simulator_config(seed: u64) -> SimConfig {
+fn demo_simulator_config(seed: u64) -> SimConfig {
     SimConfig {
         queue_time: (Duration::from_millis(200), Duration::from_millis(600)),
         generation_time: (Duration::from_millis(800), Duration::from_millis(2500)),
@@ -39,54 +39,28 @@ pub fn demo_simulator_config(seed: u64) -> SimConfig {
     }
 }
 
-/// Settings for a daemon on `dir` talking to `base_url` (loopback), with a short floor.
-pub fn loopback_settings(
-    dir: &std::path::Path,
-    base_url: &str,
-    poll_interval: &str,
-) -> anyhow::Result<Settings> {
-    let env = vec![
-        (
-            "TENTED_BULKD__API__BASE_URL".to_string(),
-            base_url.to_string(),
-        ),
-        (
-            "TENTED_BULKD__API__REQUESTS_PER_SECOND".to_string(),
-            "50".to_string(),
-        ),
-        ("TENTED_BULKD__API__TIMEOUT".to_string(), "5s".to_string()),
-        (
-            "TENTED_BULKD__POLL__INTERVAL".to_string(),
-            poll_interval.to_string(),
-        ),
-        (
-            "TENTED_BULKD__PATHS__INBOX".to_string(),
-            dir.join("inbox").display().to_string(),
-        ),
-        (
-            "TENTED_BULKD__PATHS__OUTBOX".to_string(),
-            dir.join("outbox").display().to_string(),
-        ),
-        (
-            "TENTED_BULKD__PATHS__ARCHIVE".to_string(),
-            dir.join("archive").display().to_string(),
-        ),
-        (
-            "TENTED_BULKD__PATHS__STATE".to_string(),
-            dir.join("state").display().to_string(),
-        ),
-        (
-            "TENTED_BULKD__INBOX__SETTLE".to_string(),
-            "200ms".to_string(),
-        ),
-        ("TENTED_BULKD__INBOX__RESCAN".to_string(), "1s".to_string()),
-        ("TENTED_BULKD__ADMIN__LISTEN".to_string(), String::new()),
-        (
-            "TENTED_BULKD__ADMIN__SOCKET".to_string(),
-            dir.join("control.sock").display().to_string(),
-        ),
-    ];
-    Ok(Settings::load_with_env(&ConfigSource::BuiltIn, env)?)
+/// Settings for a daemon on `dir` talking to `base_url` (loopback): the built-in
+/// defaults with the demo's folders and control socket, no TCP endpoint, a quick inbox,
+/// a generous budget and a 1 s floor (allowed on loopback only, as `check` says).
+fn demo_settings(dir: &std::path::Path, base_url: &str) -> anyhow::Result<Settings> {
+    let mut settings = Settings::defaults()?;
+    settings.api.base_url =
+        url::Url::parse(base_url).context("the simulator's address is not a URL")?;
+    settings.api.requests_per_second = 50;
+    settings.api.timeout = Duration::from_secs(5);
+    settings.poll.interval = Duration::from_secs(1);
+    settings.paths = crate::settings::PathSettings {
+        inbox: dir.join("inbox"),
+        outbox: dir.join("outbox"),
+        archive: dir.join("archive"),
+        state: dir.join("state"),
+    };
+    settings.inbox.settle = Duration::from_millis(200);
+    settings.inbox.rescan = Duration::from_secs(1);
+    settings.admin.listen = None;
+    settings.admin.socket = Some(dir.join("control.sock"));
+    settings.check()?;
+    Ok(settings)
 }
 
 pub async fn run(manifest: Option<PathBuf>, seed: u64) -> anyhow::Result<ExitCode> {
@@ -103,7 +77,7 @@ pub async fn run(manifest: Option<PathBuf>, seed: u64) -> anyhow::Result<ExitCod
     };
     let dir = tempfile_dir()?;
     let simulator = Simulator::start(demo_simulator_config(seed), "127.0.0.1:0").await?;
-    let settings = loopback_settings(&dir, &simulator.base_url(), "1s")?;
+    let settings = demo_settings(&dir, &simulator.base_url())?;
     let key = crate::settings::ApiKey::new("sim-key");
     let (ctx, jobs_rx) = crate::daemon::build_context(settings.clone(), key)?;
     let shutdown = CancellationToken::new();
@@ -188,13 +162,13 @@ fn text(v: &serde_json::Value) -> String {
 }
 
 /// The summary table: one line per item, then the counts.
-pub fn print_summary(result: &serde_json::Value) {
+fn print_summary(result: &serde_json::Value) {
     println!("{}", summary_text(result, None));
 }
 
 /// The summary as text: a heading, then a table of the items with a header row, as wide
 /// as `width` (the terminal's when `None` and stdout is one; whole lines otherwise).
-pub fn summary_text(result: &serde_json::Value, width: Option<u16>) -> String {
+fn summary_text(result: &serde_json::Value, width: Option<u16>) -> String {
     let mut out = format!(
         "manifest {}: {} ({})\n",
         text(&result["manifest"]),
