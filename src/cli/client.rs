@@ -36,10 +36,10 @@ pub async fn ask_socket(
     path: &str,
     timeout: std::time::Duration,
 ) -> Result<hyper::Response<hyper::body::Incoming>, SocketUnreachable> {
-    let http = |source| SocketUnreachable::Http {
+    let request = control_request(method, path).map_err(|e| SocketUnreachable::Connect {
         socket: socket.to_path_buf(),
-        source,
-    };
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })?;
     let exchange = async {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
@@ -47,21 +47,12 @@ pub async fn ask_socket(
                 socket: socket.to_path_buf(),
                 source,
             })?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(http)?;
-        tokio::spawn(connection);
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "localhost")
-            .body(axum::body::Body::empty())
-            .map_err(|e| SocketUnreachable::Connect {
+        send(hyper_util::rt::TokioIo::new(stream), request)
+            .await
+            .map_err(|source| SocketUnreachable::Http {
                 socket: socket.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-            })?;
-        sender.send_request(request).await.map_err(http)
+                source,
+            })
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -71,6 +62,32 @@ pub async fn ask_socket(
                 timeout,
             })
         })
+}
+
+/// A control's request: `method path`, no body, for the host the socket stands for.
+fn control_request(
+    method: hyper::Method,
+    path: &str,
+) -> Result<hyper::Request<axum::body::Body>, hyper::http::Error> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "localhost")
+        .body(axum::body::Body::empty())
+}
+
+/// Sends `request` over `io`, one HTTP/1.1 connection, and returns the answer's head (the
+/// connection is driven by a task of its own while the body streams).
+async fn send<IO>(
+    io: IO,
+    request: hyper::Request<axum::body::Body>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    sender.send_request(request).await
 }
 
 /// The next data chunk of an answer's body; `None` at its end.
@@ -182,4 +199,50 @@ pub(super) fn path_segment(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+    use tokio_test::io::Builder;
+
+    /// What a control writes on the socket, byte for byte (the mock refuses anything
+    /// else), and an answer whose body comes in chunks read back whole.
+    #[tokio::test]
+    async fn a_control_is_one_http_request_and_its_chunked_answer_is_read_whole() {
+        let path = format!("/manifests/{}/pause", path_segment("a b/../c"));
+        assert_eq!(path, "/manifests/a%20b%2F..%2Fc/pause");
+        let socket = Builder::new()
+            .write(format!("POST {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
+            .read(b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\n")
+            .read(b"transfer-encoding: chunked\r\n\r\n")
+            .read(b"E\r\n{\"manifest\":\"a\r\n")
+            .read(b"7\r\n b\"...}\r\n0\r\n\r\n")
+            .build();
+        let request = control_request(hyper::Method::POST, &path).expect("a valid request");
+        let mut response = send(TokioIo::new(socket), request)
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), hyper::StatusCode::CONFLICT);
+        let body = read_body(response.body_mut())
+            .await
+            .expect("the whole body");
+        assert_eq!(body, b"{\"manifest\":\"a b\"...}");
+    }
+
+    /// An answer cut short (the daemon stopped mid-body) is an error, never a short body.
+    #[tokio::test]
+    async fn an_answer_cut_short_is_an_error() {
+        let socket = Builder::new()
+            .write(b"POST /backup HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .read(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+            .build();
+        let request = control_request(hyper::Method::POST, "/backup").expect("a valid request");
+        let mut response = send(TokioIo::new(socket), request)
+            .await
+            .expect("an answer's head");
+        assert_eq!(response.status(), hyper::StatusCode::OK);
+        assert!(read_body(response.body_mut()).await.is_err());
+    }
 }
