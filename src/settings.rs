@@ -22,7 +22,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/tented-bulkd/config.toml";
 pub const ENV_PREFIX: &str = "TENTED_BULKD";
 
 /// The floor between two polls of one job or tent against a real (non-loopback) API.
-pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
+const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The name of the systemd credential that carries the API key.
 pub const CREDENTIAL_NAME: &str = "tented_api_key";
@@ -494,23 +494,15 @@ impl Settings {
     /// Reads the API key from its sources, first found wins: `$CREDENTIALS_DIRECTORY/tented_api_key`,
     /// the file named by `api.key_file`, `TENTED_API_KEY`, then `api.key`.
     pub fn resolve_api_key(&self) -> Result<Option<ApiKey>, SettingsError> {
-        self.resolve_api_key_with(
+        let key = self.resolve_api_key_and_source(
             std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
             std::env::var("TENTED_API_KEY").ok(),
-        )
+        )?;
+        Ok(key.map(|(key, _)| key))
     }
 
-    pub fn resolve_api_key_with(
-        &self,
-        credentials_directory: Option<PathBuf>,
-        env_key: Option<String>,
-    ) -> Result<Option<ApiKey>, SettingsError> {
-        Ok(self
-            .resolve_api_key_and_source(credentials_directory, env_key)?
-            .map(|(key, _)| key))
-    }
-
-    /// The key and where it came from (for `check-config`, which shows the source).
+    /// The key and where it came from (`check-config` shows the source), from the given
+    /// credentials folder and `TENTED_API_KEY` value.
     pub fn resolve_api_key_and_source(
         &self,
         credentials_directory: Option<PathBuf>,

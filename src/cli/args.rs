@@ -25,12 +25,12 @@ pub struct Cli {
 }
 
 /// The folder of the configuration files (`config.toml`, and `NAME.toml` per instance).
-pub const CONFIG_DIR: &str = "/etc/tented-bulkd";
+const CONFIG_DIR: &str = "/etc/tented-bulkd";
 
 /// The configuration file of instance `name` (`tented-bulkd@NAME.service`), in `dir`.
 /// A name is what systemd allows in an instance and a file name can hold: letters,
 /// digits, `-`, `_` and `.`, not beginning with `.`.
-pub fn instance_config(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+fn instance_config(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let valid = !name.is_empty()
         && !name.starts_with('.')
         && name

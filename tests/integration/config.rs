@@ -84,7 +84,7 @@ fn built_in_defaults_match_spec_section_3() {
     );
     assert_eq!(s.log.format, LogFormat::Text);
     // No key anywhere by default.
-    assert_eq!(s.resolve_api_key_with(None, None).unwrap(), None);
+    assert_eq!(s.resolve_api_key_and_source(None, None).unwrap(), None);
 }
 
 /// The fields serde expects where `toml_text` puts an unknown one: every struct of
@@ -307,8 +307,8 @@ fn api_key_never_appears_in_debug_or_display() {
     let pretty = format!("{s:#?}");
     assert!(!pretty.contains(SECRET), "{{:#?}} shows the key");
     // The key is still there for the Authorization header.
-    let key = s
-        .resolve_api_key_with(None, None)
+    let (key, _) = s
+        .resolve_api_key_and_source(None, None)
         .unwrap()
         .expect("api.key");
     assert_eq!(key.expose(), SECRET);
@@ -324,9 +324,9 @@ fn api_key_never_appears_in_debug_or_display() {
     .expect("loads");
     assert!(!format!("{s:?}").contains(SECRET));
     assert_eq!(
-        s.resolve_api_key_with(None, None)
+        s.resolve_api_key_and_source(None, None)
             .unwrap()
-            .map(|k| k.expose().to_string()),
+            .map(|(k, _)| k.expose().to_string()),
         Some(SECRET.to_string())
     );
 
@@ -353,9 +353,9 @@ fn api_key_sources_in_documented_order() {
     s.api.key = Some(ApiKey::new("config-key"));
 
     let got = |s: &Settings, c: Option<&Path>, e: Option<&str>| {
-        s.resolve_api_key_with(c.map(Path::to_path_buf), e.map(str::to_string))
+        s.resolve_api_key_and_source(c.map(Path::to_path_buf), e.map(str::to_string))
             .expect("resolves")
-            .map(|k| k.expose().to_string())
+            .map(|(k, _)| k.expose().to_string())
     };
 
     // 1. $CREDENTIALS_DIRECTORY/tented_api_key beats everything (and is trimmed).
@@ -393,7 +393,7 @@ fn api_key_file_named_but_unreadable_or_empty_is_an_error() {
     let missing = dir.path().join("no-such-key");
     s.api.key_file = missing.to_string_lossy().into_owned();
     let err = s
-        .resolve_api_key_with(None, Some("env-key".into()))
+        .resolve_api_key_and_source(None, Some("env-key".into()))
         .expect_err("a key_file that does not exist must not be skipped silently");
     assert!(
         err.to_string().contains("no-such-key"),
@@ -404,7 +404,7 @@ fn api_key_file_named_but_unreadable_or_empty_is_an_error() {
     std::fs::write(&empty, "\n").unwrap();
     s.api.key_file = empty.to_string_lossy().into_owned();
     let err = s
-        .resolve_api_key_with(None, None)
+        .resolve_api_key_and_source(None, None)
         .expect_err("an empty key file is an error");
     assert!(err.to_string().contains("empty-key"), "{err}");
 }
@@ -644,9 +644,9 @@ fn env_values_that_look_like_numbers_stay_strings_where_strings_are_expected() {
     let mut s = s;
     s.api.key_file = String::new();
     assert_eq!(
-        s.resolve_api_key_with(None, None)
+        s.resolve_api_key_and_source(None, None)
             .unwrap()
-            .map(|k| k.expose().to_string()),
+            .map(|(k, _)| k.expose().to_string()),
         Some("12345".to_string())
     );
 }
