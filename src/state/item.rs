@@ -136,8 +136,7 @@ pub struct PublicationRecord {
     pub error: Option<NoticeRecord>,
 }
 
-/// The durable record of one manifest item (version 2 of its layout; version 1 is in
-/// `store::v1`).
+/// The durable record of one manifest item (stored as `StoredItem::V2`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ItemRecord {
     pub manifest_id: u64,
@@ -309,29 +308,6 @@ impl ItemRecord {
         item.error_code = Some("INVALID_ITEM".to_string());
         item.message = Some(message);
         item
-    }
-
-    /// A version-1 record with the fields it never had parsed.
-    fn from_v1(v1: ItemRecordV1, fields: Option<ItemFields>) -> ItemRecord {
-        ItemRecord {
-            manifest_id: v1.manifest_id,
-            index: v1.index,
-            client_item_id: v1.client_item_id,
-            given: v1.given,
-            fields,
-            state: v1.state,
-            job_seq: v1.job_seq,
-            tent_id: v1.tent_id,
-            tent_name: v1.tent_name,
-            bulk_job_id: v1.bulk_job_id,
-            generation_id: v1.generation_id,
-            generation_status: v1.generation_status.as_deref().map(GenerationStatus::parse),
-            publication: v1.publication.map(PublicationRecord::from),
-            rejected_by: v1.rejected_by,
-            error_code: v1.error_code,
-            message: v1.message,
-            target_tent_id: v1.target_tent_id,
-        }
     }
 
     /// Where the item stands.
@@ -515,86 +491,6 @@ const CANCELED: &str = "CANCELED";
 const TIMED_OUT: &str = "TIMED_OUT";
 const NO_CREDITS: &str = "INSUFFICIENT_CREDITS";
 const ANSWER_LOST: &str = "ANSWER_LOST";
-
-/// Version 1 of the item record, frozen as the daemon wrote it before the store
-/// migration (never change it: it is how the bytes of a version-1 store are read).
-/// It kept the item's fields only as JSON text, and statuses as bare words.
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublicationRecordV1 {
-    pub status: String,
-    pub published_url: Option<String>,
-    pub requested_custom_page_alias: Option<String>,
-    pub applied_custom_page_alias: Option<String>,
-    pub warnings: Vec<NoticeRecord>,
-    pub error: Option<NoticeRecord>,
-}
-
-/// An item as stored in version 1.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ItemRecordV1 {
-    pub manifest_id: u64,
-    pub index: u32,
-    pub client_item_id: String,
-    pub given: String,
-    pub state: ItemState,
-    pub job_seq: Option<u32>,
-    pub tent_id: Option<String>,
-    pub tent_name: Option<String>,
-    pub bulk_job_id: Option<String>,
-    pub generation_id: Option<String>,
-    pub generation_status: Option<String>,
-    pub publication: Option<PublicationRecordV1>,
-    pub rejected_by: Option<RejectedBy>,
-    pub error_code: Option<String>,
-    pub message: Option<String>,
-    pub target_tent_id: Option<String>,
-}
-
-/// Why a version-1 item cannot become a current one.
-#[derive(Debug, thiserror::Error)]
-pub enum ItemMigrationError {
-    #[error("item {index} of manifest {manifest_id}: its JSON text does not parse: {source}")]
-    NotJson {
-        manifest_id: u64,
-        index: u32,
-        source: serde_json::Error,
-    },
-    #[error(transparent)]
-    Fields(crate::manifest::FieldsError),
-}
-
-impl ItemRecordV1 {
-    pub fn migrate(self) -> Result<ItemRecord, ItemMigrationError> {
-        // Items that validation rejected were never typed (they may not fit the types).
-        let fields = if self.rejected_by == Some(RejectedBy::Local) {
-            None
-        } else {
-            let given: serde_json::Value = serde_json::from_str(&self.given).map_err(|source| {
-                ItemMigrationError::NotJson {
-                    manifest_id: self.manifest_id,
-                    index: self.index,
-                    source,
-                }
-            })?;
-            Some(ItemFields::from_validated(&given).map_err(ItemMigrationError::Fields)?)
-        };
-        Ok(ItemRecord::from_v1(self, fields))
-    }
-}
-
-impl From<PublicationRecordV1> for PublicationRecord {
-    fn from(p: PublicationRecordV1) -> PublicationRecord {
-        PublicationRecord {
-            status: p.status.as_str().into(),
-            published_url: p.published_url,
-            requested_custom_page_alias: p.requested_custom_page_alias,
-            applied_custom_page_alias: p.applied_custom_page_alias,
-            warnings: p.warnings,
-            error: p.error,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::format::Judged;
 use super::{Store, StoreError};
 use crate::state::control::ControlEvent;
 
@@ -45,6 +46,11 @@ pub enum BackupError {
     NotABackup,
     #[error("the backup is damaged: {0}")]
     Damaged(String),
+    #[error("the backup holds a store of format {found}, written by a development build before the first release; this tented-bulkd reads format {supported} only: restore it with the build that took it; nothing was written")]
+    Older {
+        found: super::FoundFormat,
+        supported: u64,
+    },
     #[error("the backup was taken by a newer tented-bulkd (store format {found}; this one reads up to {supported}): restore it with that version; nothing was written")]
     Newer { found: u64, supported: u64 },
     #[error("the state folder {path} is not empty: restore fills an empty one only (move it aside first; the daemon must not be running on it)")]
@@ -201,7 +207,7 @@ impl Store {
     pub async fn restore(path: &Path, backup: &Path) -> Result<(BackupHeader, u32), BackupError> {
         refuse_non_empty(path)?;
         let header = verify_backup(backup)?;
-        refuse_newer_format(backup, &header)?;
+        refuse_other_format(backup, &header)?;
         let store = Store::open(path)?;
         let mut reader = open_records(backup)?;
         let mut batch = sled::Batch::default();
@@ -224,7 +230,6 @@ impl Store {
         // What a crash left of an interrupted intake in the backed-up store goes now:
         // this store's ids start again after its newest manifest.
         store.remove_intake_leftovers()?;
-        store.remove_stale_client_entries()?;
         let newest = store.newest_recorded_id()?;
         store
             .newest_id
@@ -254,27 +259,27 @@ impl Store {
     }
 }
 
-/// Refuses a backup whose store format (its `V` record) is newer than this binary reads,
-/// before anything is written.
-fn refuse_newer_format(backup: &Path, header: &BackupHeader) -> Result<(), BackupError> {
+/// Refuses a backup of a store whose format (its `V` record) is not the one this binary
+/// reads, older or newer, before anything is written.
+fn refuse_other_format(backup: &Path, header: &BackupHeader) -> Result<(), BackupError> {
     let mut reader = open_records(backup)?;
+    let mut mark = None;
     for _ in 0..header.records {
         let key = read_part(&mut reader)?;
         let value = read_part(&mut reader)?;
         if key == super::FORMAT_KEY {
-            let found = value
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_be_bytes);
-            if found > super::STORE_FORMAT {
-                return Err(BackupError::Newer {
-                    found,
-                    supported: super::STORE_FORMAT,
-                });
-            }
+            mark = Some(value);
         }
     }
-    Ok(())
+    let supported = super::STORE_FORMAT;
+    match super::format::judge(mark.as_deref(), header.records > 0) {
+        Judged::Current | Judged::Fresh => Ok(()),
+        Judged::Older(found) => Err(BackupError::Older { found, supported }),
+        Judged::Newer(found) => Err(BackupError::Newer { found, supported }),
+        Judged::Unreadable => Err(BackupError::Damaged(
+            "its store's format mark `V` is not a number".into(),
+        )),
+    }
 }
 
 /// A state folder that does not exist or is empty is fine; anything else is refused.
@@ -487,6 +492,38 @@ mod tests {
                 }
             ),
             "{err}"
+        );
+        assert!(!dir.path().join("r").exists(), "nothing written");
+    }
+
+    #[tokio::test]
+    async fn a_backup_of_an_older_store_format_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("a")).expect("opens");
+        add_manifest(&store, "m", false).await;
+        // Formats 1 and 2 had no mark.
+        store.tree.remove(super::super::FORMAT_KEY).expect("write");
+        let path = dir.path().join("b.backup");
+        store
+            .backup_to(std::fs::File::create(&path).expect("create"), 5)
+            .await
+            .expect("backs up");
+        let err = Store::restore(&dir.path().join("r"), &path)
+            .await
+            .expect_err("older");
+        assert!(
+            matches!(
+                err,
+                BackupError::Older {
+                    found: crate::store::FoundFormat::Unmarked,
+                    supported: 3
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("format 1 or 2"),
+            "names the format: {err}"
         );
         assert!(!dir.path().join("r").exists(), "nothing written");
     }

@@ -20,12 +20,11 @@
 //! | `H` sha256:32 bytes | manifest_id:u64 (bytes of accepted manifests) |
 //! | `F` manifest_id:u64 block:u32 | [`blocks::StoredBlock`]: items 25×block.. as intake wrote them (written once) |
 //! | `K` bucket:u16 manifest_id:u64 | [`blocks::StoredBucket`]: the manifest's client ids in that hash bucket (for edits) |
-//! | `C` len:u32 client_item_id manifest_id:u64 index:u32 | empty: the client id index of stores written before `K` (read, pruned, never written now) |
 //! | `T` tent_id | [`StoredTentPoll`]: when the tent was last polled (any job, any fetch) |
 //! | `G` template key `#` size class | [`StoredGenerationTimes`]: how long its recent bulk jobs of that size took |
 //! | `P` template key | [`StoredTemplateProof`]: when its items last completed, and whether its last judged manifest tripped the failure threshold |
 //! | `S` manifest_id:u64 | [`summary::StoredSummary`]: what stays of a pruned manifest |
-//! | `V` | the store format last written, u64 ([`STORE_FORMAT`]); a newer one is refused |
+//! | `V` | the store's format, u64 ([`STORE_FORMAT`]); any other is refused ([`StoreError::Older`], [`StoreError::Newer`]) |
 //!
 //! Records are bincode 1.3.3 (`bincode::serialize`, fixed-width integers, forever) of an
 //! enum whose variants are versions; shipped variants never change.
@@ -39,15 +38,17 @@ pub mod backup;
 mod blocks;
 pub mod compaction;
 mod durable;
+mod format;
 mod group;
 pub mod prune;
 pub mod summary;
 pub mod tally;
-pub mod v1;
 
 pub use blocks::{StoredBlock, StoredBucket};
 pub use compaction::Compaction;
 pub use durable::SyncStats;
+pub(crate) use format::FORMAT_KEY;
+pub use format::{FoundFormat, STORE_FORMAT};
 pub use group::Applied;
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
@@ -75,6 +76,12 @@ pub enum StoreError {
         marker: PathBuf,
         newest: u64,
         found: u64,
+    },
+    #[error("the store at {path} is of store format {found}, written by a development build before the first release; this tented-bulkd reads format {supported} only. It was left untouched: finish its manifests with the build that wrote it, or move it aside and start with an empty state folder (drop again into the inbox the archived manifests that have no result in the outbox)")]
+    Older {
+        path: PathBuf,
+        found: FoundFormat,
+        supported: u64,
     },
     #[error("the store at {path} was written by a newer tented-bulkd (store format {found}; this one reads up to {supported}); it was left untouched: run the newer version, or restore a backup taken by this one")]
     Newer {
@@ -111,8 +118,6 @@ pub enum StoreError {
     JobTransition(#[from] IllegalJobTransition),
     #[error("store: a transaction was begun from a writer whose lock a commit already let go (take a new writer)")]
     WriterSpent,
-    #[error("cannot migrate a version-1 record: {0}")]
-    Migration(#[from] v1::MigrationError),
 }
 
 impl StoreError {
@@ -121,12 +126,15 @@ impl StoreError {
     pub fn needs_an_operator(&self) -> bool {
         matches!(
             self,
-            StoreError::Corrupt { .. } | StoreError::LostCommits { .. } | StoreError::Newer { .. }
+            StoreError::Corrupt { .. }
+                | StoreError::LostCommits { .. }
+                | StoreError::Older { .. }
+                | StoreError::Newer { .. }
         )
     }
 }
 
-/// A manifest as stored (version 2; version 1 is in [`v1`]).
+/// A manifest as stored ([`StoredManifest::V2`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManifestRecord {
     pub id: u64,
@@ -211,32 +219,6 @@ impl ManifestRecord {
         self.threshold_overridden
     }
 
-    /// A version-1 record with the top-level fields it never had parsed.
-    fn from_parts_v1(v1: v1::ManifestRecordV1, top: TopFields) -> ManifestRecord {
-        ManifestRecord {
-            id: v1.id,
-            name: v1.name,
-            inbox_file: v1.inbox_file,
-            kind: v1.kind,
-            received_at_ms: v1.received_at_ms,
-            finished_at_ms: v1.finished_at_ms,
-            sha256: v1.sha256,
-            top,
-            top_given: v1.top,
-            item_count: v1.item_count,
-            local_rejections: v1.local_rejections,
-            rejection: v1.rejection,
-            control: v1.control,
-            threshold_overridden: v1.threshold_overridden,
-            credit_retry_at_ms: v1.credit_retry_at_ms,
-            next_job_seq: v1.next_job_seq,
-            next_chunk: v1.next_chunk,
-            counts: v1.counts,
-            archived: v1.archived,
-            result_written: v1.result_written,
-        }
-    }
-
     pub fn control(&self) -> &Control {
         &self.control
     }
@@ -309,35 +291,43 @@ pub enum StoredTentPoll {
     V1(TentPollRecord),
 }
 
-// A stored version is decoded and converted at once, never kept: its size is no concern.
+/// A record version written only by development builds before store format 3, the first
+/// release's baseline. Never read: a store that could hold one is refused when it opens
+/// ([`StoreError::Older`]). The variant keeps its place so that the versions after it keep
+/// their encoding (bincode writes a variant's index).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Retired {}
+
+// Decoded and converted at once, never kept: the size of its variants is no concern.
 #[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 pub enum StoredManifest {
-    V1(v1::ManifestRecordV1),
+    V1(Retired),
     V2(ManifestRecord),
 }
 
+// Decoded and converted at once, never kept: the size of its variants is no concern.
 #[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 pub enum StoredItem {
-    V1(v1::ItemRecordV1),
+    V1(Retired),
     V2(ItemRecord),
 }
 
 impl StoredManifest {
-    fn current(self) -> Result<ManifestRecord, StoreError> {
+    fn current(self) -> ManifestRecord {
         match self {
-            StoredManifest::V1(old) => Ok(old.migrate()?),
-            StoredManifest::V2(record) => Ok(record),
+            StoredManifest::V1(retired) => match retired {},
+            StoredManifest::V2(record) => record,
         }
     }
 }
 
 impl StoredItem {
-    fn current(self) -> Result<ItemRecord, StoreError> {
+    fn current(self) -> ItemRecord {
         match self {
-            StoredItem::V1(old) => Ok(old.migrate().map_err(v1::MigrationError::from)?),
-            StoredItem::V2(record) => Ok(record),
+            StoredItem::V1(retired) => match retired {},
+            StoredItem::V2(record) => record,
         }
     }
 }
@@ -356,13 +346,6 @@ const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Items of a new manifest are written in batches of this many (80 blocks).
 const NEW_MANIFEST_SLICE: usize = 2_000;
-
-/// The store's format: 3 since items are kept in intake blocks (`F`) and client ids in
-/// buckets (`K`). Versions 1 and 2 had no mark.
-pub const STORE_FORMAT: u64 = 3;
-
-/// `V`: the format the store was last written in (u64).
-pub(crate) const FORMAT_KEY: &[u8] = b"V";
 
 /// The file beside sled's own that records the newest manifest id committed.
 pub const MARKER_FILE: &str = "tented-bulkd.newest-manifest";
@@ -421,13 +404,6 @@ fn tent_key(tent_id: &str) -> Vec<u8> {
 fn hash_key(hash: &[u8; 32]) -> Vec<u8> {
     let mut key = vec![b'H'];
     key.extend_from_slice(hash);
-    key
-}
-
-fn client_prefix(client_item_id: &str) -> Vec<u8> {
-    let mut key = vec![b'C'];
-    key.extend_from_slice(&(client_item_id.len() as u32).to_be_bytes());
-    key.extend_from_slice(client_item_id.as_bytes());
     key
 }
 
@@ -615,13 +591,14 @@ impl Store {
             marked: Default::default(),
             committed: Default::default(),
         };
+        // First: a store of another format is left untouched, whatever else it holds.
+        store.check_format(path)?;
         store.check_marker(path)?;
         let store = store.compact_if_due(path, &folder, compaction)?;
         store.newest_id.store(
             store.newest_recorded_id()?,
             std::sync::atomic::Ordering::SeqCst,
         );
-        store.check_format(path)?;
         let leftovers = store.remove_intake_leftovers()?;
         if leftovers > 0 {
             tracing::info!(
@@ -629,47 +606,7 @@ impl Store {
                 "removed the items of an intake a crash interrupted (its manifest was never recorded)"
             );
         }
-        let migrated = store.migrate_to_current()?;
-        if migrated > 0 {
-            tracing::info!(
-                migrated,
-                "store records rewritten in the current record version"
-            );
-        }
         Ok(store)
-    }
-
-    /// Refuses a store written by a newer tented-bulkd (its records may not read here), and
-    /// marks this one as written in [`STORE_FORMAT`] from now on. Stores from before the
-    /// mark (formats 1 and 2) read as they are.
-    fn check_format(&self, path: &Path) -> Result<(), StoreError> {
-        let found = self
-            .tree
-            .get(FORMAT_KEY)?
-            .and_then(|bytes| read_u64(&bytes));
-        match found {
-            Some(found) if found > STORE_FORMAT => Err(StoreError::Newer {
-                path: path.to_path_buf(),
-                found,
-                supported: STORE_FORMAT,
-            }),
-            Some(found) if found == STORE_FORMAT => Ok(()),
-            _ => {
-                // Format 1 and 2 wrote client index entries before the manifest's record;
-                // an intake a crash interrupted left them behind once, here they go.
-                let stale = self.remove_stale_client_entries()?;
-                if stale > 0 {
-                    tracing::info!(
-                        stale,
-                        "removed client index entries of manifests never recorded"
-                    );
-                }
-                self.tree
-                    .insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes()[..])?;
-                self.sync_blocking()?;
-                Ok(())
-            }
-        }
     }
 
     /// Compacts the store (see [`compaction`]) when its files are past the bounds: its
@@ -765,115 +702,6 @@ impl Store {
             self.sync_blocking()?;
         }
         Ok(removed)
-    }
-
-    /// Removes the client index entries (`C`, formats 1 and 2) of manifests that have
-    /// neither a record nor a summary: left by an intake a crash interrupted. Kept, they
-    /// would point at the items of a later manifest given the same id (a restored store's
-    /// ids start again after its newest manifest), and an edit could find the wrong tent.
-    pub(crate) fn remove_stale_client_entries(&self) -> Result<usize, StoreError> {
-        let mut known: HashMap<u64, bool> = HashMap::new();
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for entry in self.tree.scan_prefix([b'C']) {
-            let (key, _) = entry?;
-            let len = key
-                .get(1..5)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map_or(0, u32::from_be_bytes) as usize;
-            let Some(id) = key.get(5 + len..).and_then(read_u64) else {
-                continue;
-            };
-            let recorded = match known.get(&id) {
-                Some(recorded) => *recorded,
-                None => {
-                    let recorded =
-                        self.tree.get(manifest_key(id))?.is_some() || self.summary(id)?.is_some();
-                    known.insert(id, recorded);
-                    recorded
-                }
-            };
-            if !recorded {
-                batch.remove(key);
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            self.tree.apply_batch(batch)?;
-            self.sync_blocking()?;
-        }
-        Ok(removed)
-    }
-
-    /// Rewrites every record of an older version (manifests and items of version 1) in
-    /// the current one, in slices, and flushes. Each record migrates on its own, so a
-    /// crash halfway leaves a store that reads (both versions decode) and finishes the
-    /// migration at the next start.
-    fn migrate_to_current(&self) -> Result<u64, StoreError> {
-        let mut migrated = 0u64;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0usize;
-        for prefix in [b'M', b'I'] {
-            for entry in self.tree.scan_prefix([prefix]) {
-                let (key, bytes) = entry?;
-                let rewritten = match prefix {
-                    b'M' => match decode::<StoredManifest>(&key, &bytes)? {
-                        StoredManifest::V1(old) => {
-                            Some(encode(&StoredManifest::V2(old.migrate()?))?)
-                        }
-                        StoredManifest::V2(_) => None,
-                    },
-                    _ => match decode::<StoredItem>(&key, &bytes)? {
-                        StoredItem::V1(old) => {
-                            let current = old.migrate().map_err(v1::MigrationError::from)?;
-                            Some(encode(&StoredItem::V2(current))?)
-                        }
-                        StoredItem::V2(_) => None,
-                    },
-                };
-                let Some(rewritten) = rewritten else { continue };
-                batch.insert(key, rewritten);
-                migrated += 1;
-                in_batch += 1;
-                if in_batch >= NEW_MANIFEST_SLICE {
-                    self.tree.apply_batch(std::mem::take(&mut batch))?;
-                    in_batch = 0;
-                }
-            }
-        }
-        if migrated > 0 {
-            self.tree.apply_batch(batch)?;
-            self.sync_blocking()?;
-        }
-        Ok(migrated)
-    }
-
-    /// How many records of each version the store holds (manifests and items): for the
-    /// migration test and diagnostics.
-    pub fn record_versions(&self) -> Result<BTreeMap<&'static str, u64>, StoreError> {
-        let mut counts = BTreeMap::new();
-        for entry in self.tree.scan_prefix([b'M']) {
-            let (key, bytes) = entry?;
-            let version = match decode::<StoredManifest>(&key, &bytes)? {
-                StoredManifest::V1(_) => "manifest v1",
-                StoredManifest::V2(_) => "manifest v2",
-            };
-            *counts.entry(version).or_insert(0) += 1;
-        }
-        for entry in self.tree.scan_prefix([b'I']) {
-            let (key, bytes) = entry?;
-            let version = match decode::<StoredItem>(&key, &bytes)? {
-                StoredItem::V1(_) => "item v1",
-                StoredItem::V2(_) => "item v2",
-            };
-            *counts.entry(version).or_insert(0) += 1;
-        }
-        for entry in self.tree.scan_prefix([b'F']) {
-            let (key, bytes) = entry?;
-            let StoredBlock::V1(_) = decode(&key, &bytes)?;
-            *counts.entry("item block v1").or_insert(0) += 1;
-        }
-        Ok(counts)
     }
 
     /// Refuses a store that lost the newest manifest it once committed.
@@ -1074,7 +902,7 @@ impl Store {
         let key = manifest_key(id);
         match self.tree.get(key)? {
             Some(bytes) => {
-                let record = decode::<StoredManifest>(&key, &bytes)?.current()?;
+                let record = decode::<StoredManifest>(&key, &bytes)?.current();
                 Ok(Some(record))
             }
             None => Ok(None),
@@ -1086,7 +914,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in self.tree.scan_prefix([b'M']) {
             let (key, bytes) = entry?;
-            let record = decode::<StoredManifest>(&key, &bytes)?.current()?;
+            let record = decode::<StoredManifest>(&key, &bytes)?.current();
             out.push(record);
         }
         Ok(out)
@@ -1096,7 +924,7 @@ impl Store {
     pub fn item(&self, manifest_id: u64, index: u32) -> Result<Option<ItemRecord>, StoreError> {
         let key = item_key(manifest_id, index);
         if let Some(bytes) = self.tree.get(key)? {
-            return Ok(Some(decode::<StoredItem>(&key, &bytes)?.current()?));
+            return Ok(Some(decode::<StoredItem>(&key, &bytes)?.current()));
         }
         self.block(manifest_id, index / blocks::BLOCK)?
             .into_iter()
@@ -1131,7 +959,7 @@ impl Store {
             .range(item_key(manifest_id, from)..item_key(manifest_id, to))
         {
             let (key, bytes) = entry?;
-            let record = decode::<StoredItem>(&key, &bytes)?.current()?;
+            let record = decode::<StoredItem>(&key, &bytes)?.current();
             out.insert(record.index, record);
         }
         let blocks = blocks::block_key(manifest_id, from / blocks::BLOCK)
@@ -1176,7 +1004,7 @@ impl Store {
         let mut out = BTreeMap::new();
         for entry in self.tree.scan_prefix(prefixed(b'I', manifest_id)) {
             let (key, bytes) = entry?;
-            let record = decode::<StoredItem>(&key, &bytes)?.current()?;
+            let record = decode::<StoredItem>(&key, &bytes)?.current();
             out.insert(record.index, record);
         }
         for entry in self.tree.scan_prefix(prefixed(b'F', manifest_id)) {
@@ -1271,8 +1099,8 @@ impl Store {
             .and_then(|bytes| read_u64(&bytes)))
     }
 
-    /// Every (manifest_id, index) whose item carried this client_item_id: from its bucket
-    /// (`K`), and from the per-item index (`C`) of manifests taken before buckets.
+    /// Every (manifest_id, index) whose item carried this client_item_id, from its bucket
+    /// (`K`).
     pub fn items_with_client_id(
         &self,
         client_item_id: &str,
@@ -1307,17 +1135,7 @@ impl Store {
                 }
             }
         }
-        for (client_item_id, found) in &mut out {
-            let prefix = client_prefix(client_item_id);
-            for entry in self.tree.scan_prefix(&prefix) {
-                let (key, _) = entry?;
-                let rest = &key[prefix.len()..];
-                if rest.len() == 12 {
-                    let id = read_u64(&rest[..8]).unwrap_or(0);
-                    let index = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                    found.push((id, index));
-                }
-            }
+        for found in out.values_mut() {
             found.sort_unstable();
         }
         Ok(out)
@@ -1462,7 +1280,7 @@ impl<'w> Txn<'w> {
         let id = self.manifest.id;
         let key = item_key(id, index);
         if let Some(bytes) = self.store.tree.get(key)? {
-            return decode::<StoredItem>(&key, &bytes)?.current();
+            return Ok(decode::<StoredItem>(&key, &bytes)?.current());
         }
         let block = index / blocks::BLOCK;
         let mut cache = self.block_cache.borrow_mut();
@@ -1882,13 +1700,9 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         // 2,060 items: slices of 2,000 written before the commit, a partial last block.
         let id = committed(&store, 2_060).await;
-        let versions = store.record_versions().expect("versions");
-        assert_eq!(versions.get("item block v1"), Some(&83), "{versions:?}");
-        assert_eq!(
-            versions.get("item v2"),
-            None,
-            "no per-item record before a change"
-        );
+        let keys = |prefix: u8| store.tree.scan_prefix(prefixed(prefix, id)).count();
+        assert_eq!(keys(b'F'), 83, "blocks of 25");
+        assert_eq!(keys(b'I'), 0, "no per-item record before a change");
         let all = store.items(id).expect("items");
         assert_eq!(all.len(), 2_060);
         assert!(all
@@ -1957,39 +1771,6 @@ mod tests {
             .is_empty());
     }
 
-    #[test]
-    fn a_store_of_a_newer_format_is_refused_untouched_and_an_older_one_is_marked() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        {
-            let store = Store::open(dir.path()).expect("open");
-            assert_eq!(
-                store
-                    .tree
-                    .get(FORMAT_KEY)
-                    .expect("read")
-                    .map(|v| v.to_vec()),
-                Some(STORE_FORMAT.to_be_bytes().to_vec())
-            );
-            store
-                .tree
-                .insert(FORMAT_KEY, &(STORE_FORMAT + 1).to_be_bytes()[..])
-                .expect("write");
-            store.db.flush().expect("flush");
-        }
-        let refused = reopen(dir.path()).err().map(|e| e.to_string());
-        assert!(
-            refused.as_deref().is_some_and(
-                |e| e.contains("newer tented-bulkd (store format 4; this one reads up to 3)")
-            ),
-            "{refused:?}"
-        );
-        let store = reopen(dir.path());
-        assert!(
-            matches!(store, Err(StoreError::Newer { .. })),
-            "still refused: nothing was rewritten"
-        );
-    }
-
     #[tokio::test]
     async fn the_items_of_an_intake_a_crash_interrupted_are_removed_at_the_next_open() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -2026,46 +1807,6 @@ mod tests {
             "a recorded manifest keeps its items"
         );
         assert_eq!(store.remove_intake_leftovers().expect("scan"), 0);
-    }
-
-    #[tokio::test]
-    async fn client_index_entries_of_a_manifest_never_recorded_go_when_a_format_2_store_opens() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kept;
-        {
-            let store = Store::open(dir.path()).expect("open");
-            kept = committed(&store, 2).await;
-            for (id, client) in [(kept, "row-1"), (kept + 1, "row-1"), (kept + 1, "lost")] {
-                let mut key = client_prefix(client);
-                key.extend_from_slice(&id.to_be_bytes());
-                key.extend_from_slice(&0u32.to_be_bytes());
-                store.tree.insert(key, Vec::<u8>::new()).expect("insert");
-            }
-            // A store of format 2 carries no mark.
-            store.tree.remove(FORMAT_KEY).expect("remove");
-            store.db.flush().expect("flush");
-        }
-        let store = reopen(dir.path()).expect("reopen");
-        assert!(store.items_with_client_id("lost").expect("read").is_empty());
-        assert_eq!(
-            store.items_with_client_id("row-1").expect("read"),
-            vec![(kept, 0), (kept, 1)],
-            "the recorded manifest's entry (format 2) and its bucket (format 3) stay"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_manifest_indexed_before_buckets_is_still_found_by_client_id() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("open");
-        let mut key = client_prefix("legacy");
-        key.extend_from_slice(&9u64.to_be_bytes());
-        key.extend_from_slice(&4u32.to_be_bytes());
-        store.tree.insert(key, Vec::<u8>::new()).expect("insert");
-        assert_eq!(
-            store.items_with_client_id("legacy").expect("read"),
-            vec![(9, 4)]
-        );
     }
 
     #[tokio::test]

@@ -8,9 +8,8 @@
 //!    as pruned (`list`, `show`, edits), even while its records are being removed.
 //! 2. [`Store::prune_slice`] removes at most a slice of its items: intake blocks (`F`)
 //!    each with the `K` buckets of its client ids and the records (`I`) of its items
-//!    (with the `T` records of their tents that no longer hold back a poll), then items
-//!    with no block (format 2: `I` with its `C` entry), then its jobs; called until it
-//!    removes nothing.
+//!    (with the `T` records of their tents that no longer hold back a poll), then any
+//!    item record left without a block, then its jobs; called until it removes nothing.
 //! 3. [`Store::finish_prune`] removes the manifest record (`M`) and flushes.
 //!
 //! A crash anywhere leaves a store that reads: the next pass finds the manifest (its `M`
@@ -19,8 +18,8 @@
 
 use super::summary::{summary_key, StoredSummary};
 use super::{
-    blocks, client_prefix, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError,
-    StoredItem, StoredJob, StoredTentPoll,
+    blocks, decode, encode, manifest_key, prefixed, tent_key, Store, StoreError, StoredItem,
+    StoredJob, StoredTentPoll,
 };
 use crate::state::item::ItemRecord;
 
@@ -103,7 +102,8 @@ impl Store {
             }
             batch.remove(key);
         }
-        // Items with no block: those of a manifest taken before blocks (format 2).
+        // Item records with no block left (intake writes every item in a block, but a
+        // record never goes unpruned for want of one).
         if pruned.items == 0 {
             for entry in self.tree.scan_prefix(prefixed(b'I', id)).take(slice) {
                 let (key, bytes) = entry?;
@@ -125,9 +125,9 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Removes an item's own record, its client index entry (`C` of format 2, or its `K`
-    /// bucket), and its tent's poll record if that no longer holds back a poll; returns the
-    /// number of poll records removed.
+    /// Removes an item's own record, its client index bucket (`K`), and its tent's poll
+    /// record if that no longer holds back a poll; returns the number of poll records
+    /// removed.
     fn prune_item_record(
         &self,
         id: u64,
@@ -137,11 +137,7 @@ impl Store {
         floor_ms: u64,
         batch: &mut sled::Batch,
     ) -> Result<usize, StoreError> {
-        let item = decode::<StoredItem>(key, bytes)?.current()?;
-        let mut client_key = client_prefix(&item.client_item_id);
-        client_key.extend_from_slice(&id.to_be_bytes());
-        client_key.extend_from_slice(&item.index.to_be_bytes());
-        batch.remove(client_key);
+        let item = decode::<StoredItem>(key, bytes)?.current();
         let bucket = blocks::bucket_of(&item.client_item_id);
         batch.remove(&blocks::bucket_key(bucket, id)[..]);
         batch.remove(key);

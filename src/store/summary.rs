@@ -181,7 +181,7 @@ impl Store {
             if !kept(&key) {
                 continue;
             }
-            let record = decode::<super::StoredManifest>(&key, &bytes)?.current()?;
+            let record = decode::<super::StoredManifest>(&key, &bytes)?.current();
             entries.insert(record.id, HistoryEntry::Whole(Box::new(record)));
             whole += 1;
         }

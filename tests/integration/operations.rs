@@ -585,3 +585,80 @@ async fn a_refused_control_is_an_error_on_stderr() {
     assert!(stdout.contains("store = \"90d\""), "{stdout}");
     daemon.sigterm().await.expect("stops");
 }
+
+/// A store with a record and no format mark, as the development builds before format 3
+/// left theirs, written with sled itself (no code of today writes one).
+fn old_store(state: &Path) {
+    let tree = sled_tree(state);
+    tree.insert(b"Ndaily", &1u64.to_be_bytes()[..])
+        .expect("insert");
+    tree.flush().expect("flush");
+}
+
+/// The store's tree, opened with sled itself once its lock is free (sled's threads hold
+/// it a moment after the last handle of a process is dropped).
+fn sled_tree(state: &Path) -> sled::Tree {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(state) {
+            Ok(db) => return db.open_tree("pipeline").expect("the tree"),
+            Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                eprintln!("waiting for sled's lock: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("sled does not open {}: {e}", state.display()),
+        }
+    }
+}
+
+/// Waits until no handle of this process holds sled's lock on the store.
+fn sled_let_go(state: &Path) {
+    let started = std::time::Instant::now();
+    let file = std::fs::File::open(state.join("db")).expect("sled's db");
+    while file.try_lock().is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "sled's lock stays"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_an_older_format_stops_start_up_with_exit_78_naming_the_folder_and_format() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    old_store(&state);
+    sled_let_go(&state);
+    let config = write_config(
+        dir.path(),
+        &TestConfig::new(dir.path(), "http://127.0.0.1:9"),
+    );
+    let daemon = BinaryDaemon::run(
+        &config,
+        &dir.path().join("daemon.log"),
+        &[("TENTED_API_KEY", "k")],
+    );
+    let status = daemon.wait_exit(Duration::from_secs(10)).await;
+    let stderr = daemon.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "{stderr}");
+    for needed in [
+        format!("the store at {}", state.display()),
+        "store format 1 or 2".to_string(),
+        "reads format 3 only".to_string(),
+        "left untouched".to_string(),
+    ] {
+        assert!(stderr.contains(&needed), "`{needed}` in: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let records: Vec<_> = sled_tree(&state)
+        .iter()
+        .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, _>>()
+        .expect("reads");
+    assert_eq!(
+        records,
+        vec![(b"Ndaily".to_vec(), 1u64.to_be_bytes().to_vec())],
+        "its records are as they were: no mark written"
+    );
+}
