@@ -6,7 +6,8 @@
 //! ```text
 //! tented-bulkd backup 1\n
 //! {"created_at_ms": …, "newest_manifest_id": …, "records": …}\n      (one JSON line)
-//! records: key length u32 BE, key, value length u32 BE, value         (× records)
+//! the record stream (super::stream): per record, key length u32 BE,
+//!   key, value length u32 BE, value                                  (× records)
 //! sha256 of everything above (32 bytes)
 //! ```
 //!
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::format::Judged;
+use super::stream::{self, StreamError};
 use super::{Store, StoreError};
 use crate::state::control::ControlEvent;
 
@@ -29,10 +31,6 @@ pub const BACKUP_MAGIC: &str = "tented-bulkd backup 1\n";
 
 /// Records per batch when a backup is restored.
 const RESTORE_BATCH: usize = 2_000;
-
-/// The longest key or value a backup may hold (a record is far smaller; a larger length
-/// means a damaged file, not a reason to allocate gigabytes).
-const MAX_RECORD_PART: u32 = 512 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -169,18 +167,7 @@ impl Store {
         out.write_all(header_line.as_bytes())
             .map_err(BackupError::Write)?;
         out.write_all(b"\n").map_err(BackupError::Write)?;
-        let mut written = 0u64;
-        for entry in self.tree.iter() {
-            let (key, value) = entry.map_err(StoreError::from)?;
-            for part in [&key[..], &value[..]] {
-                let len = u32::try_from(part.len())
-                    .map_err(|_| BackupError::Damaged("a record over 4 GiB".into()))?;
-                out.write_all(&len.to_be_bytes())
-                    .map_err(BackupError::Write)?;
-                out.write_all(part).map_err(BackupError::Write)?;
-            }
-            written += 1;
-        }
+        let written = stream::write_records(&self.tree, &mut out)?;
         if written != count {
             // Impossible under the writer's lock; refused rather than trusted.
             return Err(BackupError::Damaged(format!(
@@ -210,22 +197,7 @@ impl Store {
         refuse_other_format(backup, &header)?;
         let store = Store::open(path)?;
         let mut reader = open_records(backup)?;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for _ in 0..header.records {
-            let key = read_part(&mut reader)?;
-            let value = read_part(&mut reader)?;
-            batch.insert(key, value);
-            in_batch += 1;
-            if in_batch == RESTORE_BATCH {
-                store
-                    .tree
-                    .apply_batch(std::mem::take(&mut batch))
-                    .map_err(StoreError::from)?;
-                in_batch = 0;
-            }
-        }
-        store.tree.apply_batch(batch).map_err(StoreError::from)?;
+        stream::fill_tree(&store.tree, &mut reader, header.records, RESTORE_BATCH)?;
         store.sync_blocking()?;
         // What a crash left of an interrupted intake in the backed-up store goes now:
         // this store's ids start again after its newest manifest.
@@ -265,8 +237,7 @@ fn refuse_other_format(backup: &Path, header: &BackupHeader) -> Result<(), Backu
     let mut reader = open_records(backup)?;
     let mut mark = None;
     for _ in 0..header.records {
-        let key = read_part(&mut reader)?;
-        let value = read_part(&mut reader)?;
+        let (key, value) = stream::read_record(&mut reader)?;
         if key == super::FORMAT_KEY {
             mark = Some(value);
         }
@@ -357,20 +328,14 @@ fn open_records(backup: &Path) -> Result<std::io::BufReader<std::fs::File>, Back
     Ok(read_header(backup)?.1)
 }
 
-fn read_part(reader: &mut impl Read) -> Result<Vec<u8>, BackupError> {
-    let mut len = [0u8; 4];
-    reader
-        .read_exact(&mut len)
-        .map_err(|e| BackupError::Damaged(format!("a record is cut short: {e}")))?;
-    let len = u32::from_be_bytes(len);
-    if len > MAX_RECORD_PART {
-        return Err(BackupError::Damaged(format!("a record claims {len} bytes")));
+impl From<StreamError> for BackupError {
+    fn from(e: StreamError) -> BackupError {
+        match e {
+            StreamError::Store(e) => BackupError::Store(StoreError::Sled(e)),
+            StreamError::Write(e) => BackupError::Write(e),
+            damaged => BackupError::Damaged(damaged.to_string()),
+        }
     }
-    let mut part = vec![0u8; len as usize];
-    reader
-        .read_exact(&mut part)
-        .map_err(|e| BackupError::Damaged(format!("a record is cut short: {e}")))?;
-    Ok(part)
 }
 
 #[cfg(test)]

@@ -178,8 +178,8 @@ pub(super) fn live_bytes(tree: &sled::Tree) -> Result<u64, StoreError> {
 /// The file the records are copied through during a compaction.
 const SPOOL_FILE: &str = "compact.spool";
 
-/// Copies every record of `tree` into the spool file, framed as `len:u32 key len:u32
-/// value`; returns the file's path and how many records it holds. The old store is closed
+/// Copies every record of `tree` into the spool file (the record stream of
+/// [`super::stream`]); returns the file's path and how many records it holds. The old store is closed
 /// before the new one is filled (two sled stores open at once in one process keep memory
 /// that is never given back).
 pub(super) fn spool(path: &Path, tree: &sled::Tree) -> Result<(PathBuf, u64), StoreError> {
@@ -187,20 +187,7 @@ pub(super) fn spool(path: &Path, tree: &sled::Tree) -> Result<(PathBuf, u64), St
     let spool = path.join(SPOOL_FILE);
     let file = std::fs::File::create(&spool).map_err(io_error(&spool))?;
     let mut out = std::io::BufWriter::new(file);
-    let mut records = 0u64;
-    for entry in tree.iter() {
-        let (key, value) = entry?;
-        for part in [&key[..], &value[..]] {
-            let len = u32::try_from(part.len()).map_err(|_| StoreError::Io {
-                path: spool.clone(),
-                source: std::io::Error::other("a record over 4 GiB"),
-            })?;
-            out.write_all(&len.to_be_bytes())
-                .map_err(io_error(&spool))?;
-            out.write_all(part).map_err(io_error(&spool))?;
-        }
-        records += 1;
-    }
+    let records = super::stream::write_records(tree, &mut out).map_err(|e| e.at(&spool))?;
     out.flush().map_err(io_error(&spool))?;
     Ok((spool, records))
 }
@@ -274,32 +261,12 @@ fn fill(
     records: u64,
     stats: &super::SyncStats,
 ) -> Result<Filled, StoreError> {
-    use std::io::Read;
     const BATCH: usize = 10_000;
     let db = super::open_sled(folder)?;
     let tree = db.open_tree(super::TREE)?;
     let file = std::fs::File::open(spool).map_err(io_error(spool))?;
     let mut input = std::io::BufReader::new(file);
-    let mut part = || -> Result<Vec<u8>, StoreError> {
-        let mut len = [0u8; 4];
-        input.read_exact(&mut len).map_err(io_error(spool))?;
-        let mut bytes = vec![0u8; u32::from_be_bytes(len) as usize];
-        input.read_exact(&mut bytes).map_err(io_error(spool))?;
-        Ok(bytes)
-    };
-    let mut batch = sled::Batch::default();
-    let mut in_batch = 0;
-    for _ in 0..records {
-        let key = part()?;
-        let value = part()?;
-        batch.insert(key, value);
-        in_batch += 1;
-        if in_batch == BATCH {
-            tree.apply_batch(std::mem::take(&mut batch))?;
-            in_batch = 0;
-        }
-    }
-    tree.apply_batch(batch)?;
+    super::stream::fill_tree(&tree, &mut input, records, BATCH).map_err(|e| e.at(spool))?;
     // Its log, its configuration, the folder and its entry in the state folder, on the disk
     // before `CURRENT` names it.
     let durable = super::durable::Durability::open(folder, &db, stats.clone())?;

@@ -41,6 +41,7 @@ mod durable;
 mod format;
 mod group;
 pub mod prune;
+mod stream;
 pub mod summary;
 pub mod tally;
 
