@@ -192,6 +192,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::*;
+    use crate::schedule::TentPollRecord;
     use crate::state::item::ItemRecord;
     use crate::state::job::{JobKind, JobRecord};
 
