@@ -360,10 +360,13 @@ mod tests {
         .expect("insert");
         txn.index_name();
         txn.index_client_item(&format!("{name}-0"), 0);
-        if finished {
-            txn.manifest_mut().finished_at_ms = Some(2_000);
-        }
         txn.commit().await.expect("commit");
+        if finished {
+            let writer = store.writer().await;
+            let mut txn = writer.begin(id).expect("begin");
+            txn.manifest_mut().finished_at_ms = Some(2_000);
+            txn.commit().await.expect("commit");
+        }
         id
     }
 

@@ -2,11 +2,17 @@
 //! ([`Txn::apply_without_sync`]) and then made durable ([`Store::durable`]). Intake
 //! applies the records of many manifest files one after another and waits once for all
 //! of them ([`Store::durable_together`]): one sync and one write of the marker for the
-//! group, instead of one each.
+//! group, instead of one each. Both kinds of transaction ([`Txn`], [`NewManifest`]) apply
+//! their writes here ([`apply_writes`]), under the writer's lock, which is let go then.
 //!
 //! [`Txn::apply_without_sync`]: super::Txn::apply_without_sync
+//! [`Txn`]: super::Txn
+//! [`NewManifest`]: super::NewManifest
 
-use super::{ManifestRecord, Store, StoreError};
+use std::collections::BTreeMap;
+
+use super::{encode, item_key, manifest_key, ManifestRecord, Store, StoreError, StoredItem};
+use crate::state::item::ItemRecord;
 
 /// A transaction whose batch is applied to sled (readers see it) but not yet durable:
 /// nothing may act on it (a request, a file moved or written) before
@@ -30,6 +36,76 @@ impl Applied {
     pub fn manifest(&self) -> &ManifestRecord {
         &self.manifest
     }
+}
+
+/// The lock slot a transaction lets go at its commit.
+pub(super) type WriterSlot = std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>;
+
+/// Whether the writer's lock is still held (no transaction of its writer committed yet).
+pub(super) fn holds_lock(slot: &WriterSlot) -> bool {
+    slot.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .is_some()
+}
+
+/// Keys and values to write.
+pub(super) type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a transaction writes at its commit.
+pub(super) enum Write {
+    /// One atomic batch.
+    Batch(sled::Batch),
+    /// The manifest's record alone (its id, its encoding): sled's `insert`, atomic by
+    /// itself, spares the two writes of the log that a batch costs.
+    Record(u64, Vec<u8>),
+}
+
+/// Applies a transaction's writes, then lets the writer's lock go: the next writer may
+/// read them and write its own while this one waits for the disk, and one sync serves
+/// both (group commit). Returns the batch's ticket. A second transaction of one writer,
+/// begun before the first committed, would write without the lock: refused, before
+/// anything is written.
+pub(super) fn apply_writes(
+    store: &Store,
+    writer: &WriterSlot,
+    writes: Write,
+) -> Result<u64, StoreError> {
+    if !holds_lock(writer) {
+        return Err(StoreError::WriterSpent);
+    }
+    fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
+    let written = match writes {
+        Write::Record(id, record) => store.tree.insert(&manifest_key(id)[..], record).map(|_| ()),
+        Write::Batch(batch) => store.tree.apply_batch(batch),
+    };
+    if let Err(e) = written {
+        store
+            .write_failed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        return Err(e.into());
+    }
+    let ticket = store.durable.applied();
+    let guard = writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    drop(guard);
+    Ok(ticket)
+}
+
+/// Adds the records of items to a batch.
+pub(super) fn put_items(
+    batch: &mut sled::Batch,
+    manifest_id: u64,
+    items: BTreeMap<u32, ItemRecord>,
+) -> Result<(), StoreError> {
+    for (index, item) in items {
+        batch.insert(
+            &item_key(manifest_id, index)[..],
+            encode(&StoredItem::V2(item))?,
+        );
+    }
+    Ok(())
 }
 
 impl Store {

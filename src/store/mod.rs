@@ -1,8 +1,9 @@
 //! The durable store: manifests, items, jobs and their indexes in one sled tree.
 //!
 //! Invariant: this is the only module that touches sled. Every change goes through a
-//! [`Txn`], which applies its writes as one atomic batch (for a new manifest: its items in
-//! slices first, then its record, which is what makes them reachable) and returns only after
+//! transaction, a [`Txn`] on an existing manifest or a [`NewManifest`] that creates one,
+//! which applies its writes as one atomic batch (for a new manifest: its items in slices
+//! first, then its record, which is what makes them reachable) and returns only after
 //! [`durable`] has made them durable (sled's flush, then `fdatasync` of its log: sled's own
 //! `sync_file_range` does not survive a power cut), so that callers can perform side
 //! effects (requests, files) knowing the state that explains them survives a crash or a
@@ -36,7 +37,7 @@
 //!
 //! The files: `records` what is stored and under which key; `open` the opening (lock,
 //! compaction, format, marker, an interrupted intake's leftovers); `read` the readers;
-//! `txn` the writer's lock and the transactions; `format` the `V` mark; `blocks`,
+//! `txn` the writer's lock and [`Txn`]; `new_manifest` [`NewManifest`]; `format` the `V` mark; `blocks`,
 //! `durable`, `group`, [`compaction`], [`backup`] (with `stream`, the record stream it
 //! shares with compaction), [`prune`], [`summary`], [`tally`].
 
@@ -46,6 +47,7 @@ pub mod compaction;
 mod durable;
 mod format;
 mod group;
+mod new_manifest;
 mod open;
 pub mod prune;
 mod read;
@@ -64,6 +66,7 @@ pub use group::Applied;
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 
+pub use new_manifest::NewManifest;
 pub use records::{
     ManifestRecord, Received, Retired, StoredGenerationTimes, StoredItem, StoredJob,
     StoredManifest, StoredTemplateProof, StoredTentPoll,

@@ -275,11 +275,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = Store::open(dir.path()).expect("open");
-            let id = store.new_manifest_id().expect("id");
+            let id = committed_for_test(&store, 2).await;
             let writer = store.writer().await;
-            let mut txn = writer
-                .create(received_for_test(id, "daily", 2))
-                .expect("create");
+            let mut txn = writer.begin(id).expect("begin");
             let mut times = GenerationTimes::default();
             times.record(42_000);
             txn.put_generation_times("tpl_x", &times).expect("encode");

@@ -1,26 +1,27 @@
-//! Writing the store: the writer's lock and the transactions begun from it.
+//! Writing the store: the writer's lock and the transactions begun from it. A
+//! transaction on an existing manifest is a [`Txn`] (its items through their state
+//! machine, its jobs, its record, the poll records and learned times it touches); one
+//! that creates a manifest is a [`NewManifest`] (`new_manifest.rs`). Both apply their
+//! writes through `group::apply_writes` and are made durable by [`Store::durable`].
 
 use std::collections::BTreeMap;
 
+use super::group::{apply_writes, holds_lock, put_items, KeyValues, Write, WriterSlot};
 use super::{
-    blocks, decode, encode, generation_key, hash_key, item_key, job_key, manifest_key, name_key,
-    proof_key, state_slot, tent_key, Applied, ManifestRecord, Store, StoreError, StoredBucket,
-    StoredGenerationTimes, StoredItem, StoredJob, StoredManifest, StoredTemplateProof,
-    StoredTentPoll,
+    blocks, decode, encode, generation_key, item_key, job_key, manifest_key, proof_key, state_slot,
+    tent_key, Applied, ManifestRecord, NewManifest, Store, StoreError, StoredGenerationTimes,
+    StoredItem, StoredJob, StoredManifest, StoredTemplateProof, StoredTentPoll,
 };
 use crate::schedule::{GenerationTimes, TemplateProof, TentPollRecord};
 use crate::state::item::{ItemEvent, ItemRecord, ItemState};
 use crate::state::job::JobRecord;
-
-/// Items of a new manifest are written in batches of this many (80 blocks).
-const NEW_MANIFEST_SLICE: usize = 2_000;
 
 /// The writer's lock, held from [`Store::writer`] until a transaction begun from it
 /// commits (or the writer is dropped). Transactions are begun from it.
 pub struct Writer<'a> {
     store: &'a Store,
     /// Taken (and so let go) by the commit once its batch is applied.
-    guard: std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
+    guard: WriterSlot,
 }
 
 impl Store {
@@ -35,56 +36,46 @@ impl Store {
     }
 }
 
-/// The lock slot a transaction lets go at its commit.
-type WriterSlot = std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>;
-
-/// Lets the writer's lock go: the next writer may begin.
-fn release_writer(slot: &WriterSlot) {
-    let guard = slot
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
-    drop(guard);
-}
-
 impl<'a> Writer<'a> {
     pub fn store(&self) -> &Store {
         self.store
     }
 
-    /// Whether this writer still holds the lock (no transaction of it committed yet).
-    fn holds_lock(&self) -> bool {
-        self.guard
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some()
-    }
-
     /// A transaction on an existing manifest.
     pub fn begin(&self, manifest_id: u64) -> Result<Txn<'_>, StoreError> {
-        if !self.holds_lock() {
+        if !holds_lock(&self.guard) {
             return Err(StoreError::WriterSpent);
         }
         let manifest = self
             .store
             .manifest(manifest_id)?
             .ok_or(StoreError::NoManifest(manifest_id))?;
-        Ok(Txn::new(self.store, &self.guard, manifest, true))
+        Ok(Txn {
+            store: self.store,
+            writer: &self.guard,
+            finished_before: manifest.finished_at_ms.is_some(),
+            manifest,
+            items: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            extra: Vec::new(),
+            block_cache: Default::default(),
+            tent_polls: BTreeMap::new(),
+            newly_final: [0; 11],
+        })
     }
 
-    /// A transaction that creates a manifest.
-    pub fn create(&self, manifest: ManifestRecord) -> Result<Txn<'_>, StoreError> {
-        if !self.holds_lock() {
+    /// A transaction that creates a manifest (intake): its items, its indexes, then its
+    /// record.
+    pub fn create(&self, manifest: ManifestRecord) -> Result<NewManifest<'_>, StoreError> {
+        if !holds_lock(&self.guard) {
             return Err(StoreError::WriterSpent);
         }
-        Ok(Txn::new(self.store, &self.guard, manifest, false))
+        Ok(NewManifest::new(self.store, &self.guard, manifest))
     }
 }
 
-/// Keys and values to write.
-type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// A set of changes to one manifest, its items, jobs and indexes, committed atomically.
+/// A set of changes to one existing manifest, its items, jobs, the tent poll records and
+/// learned times they touch, committed atomically.
 pub struct Txn<'w> {
     store: &'w Store,
     /// The writer's lock, let go at the commit.
@@ -92,13 +83,10 @@ pub struct Txn<'w> {
     manifest: ManifestRecord,
     items: BTreeMap<u32, ItemRecord>,
     jobs: BTreeMap<u32, JobRecord>,
-    extra: Vec<(Vec<u8>, Vec<u8>)>,
-    /// A new manifest's items and client ids, on their way into blocks and buckets.
-    new_items: blocks::NewItems,
+    extra: KeyValues,
     /// The last block read, so that the items of one chunk decode their block once.
     block_cache: std::cell::RefCell<Option<(u32, Vec<blocks::IntakeItem>)>>,
     tent_polls: BTreeMap<String, TentPollRecord>,
-    exists: bool,
     /// Items that reached a final state in this transaction, by state slot.
     newly_final: [u32; 11],
     /// Whether the manifest was finished before this transaction.
@@ -106,28 +94,6 @@ pub struct Txn<'w> {
 }
 
 impl<'w> Txn<'w> {
-    fn new(
-        store: &'w Store,
-        writer: &'w WriterSlot,
-        manifest: ManifestRecord,
-        exists: bool,
-    ) -> Txn<'w> {
-        Txn {
-            store,
-            writer,
-            finished_before: manifest.finished_at_ms.is_some(),
-            manifest,
-            items: BTreeMap::new(),
-            jobs: BTreeMap::new(),
-            extra: Vec::new(),
-            new_items: Default::default(),
-            block_cache: Default::default(),
-            tent_polls: BTreeMap::new(),
-            exists,
-            newly_final: [0; 11],
-        }
-    }
-
     pub fn manifest(&self) -> &ManifestRecord {
         &self.manifest
     }
@@ -138,11 +104,7 @@ impl<'w> Txn<'w> {
 
     /// Items `from..to`, as this transaction sees them.
     pub fn items_range(&self, from: u32, to: u32) -> Result<Vec<ItemRecord>, StoreError> {
-        let mut items = if self.exists {
-            self.store.items_range(self.manifest.id, from, to)?
-        } else {
-            Vec::new()
-        };
+        let mut items = self.store.items_range(self.manifest.id, from, to)?;
         for item in &mut items {
             if let Some(changed) = self.items.get(&item.index) {
                 *item = changed.clone();
@@ -155,12 +117,6 @@ impl<'w> Txn<'w> {
     pub fn item(&self, index: u32) -> Result<ItemRecord, StoreError> {
         if let Some(item) = self.items.get(&index) {
             return Ok(item.clone());
-        }
-        if !self.exists {
-            return Err(StoreError::NoItem {
-                manifest_id: self.manifest.id,
-                index,
-            });
         }
         let id = self.manifest.id;
         let key = item_key(id, index);
@@ -181,59 +137,6 @@ impl<'w> Txn<'w> {
                 index,
             })?
             .record(id)
-    }
-
-    /// Adds an item of a new manifest (intake). Items are written to sled in blocks, in
-    /// slices as they come, never all held at once; they stay unreachable leftovers (which
-    /// a crash leaves harmlessly behind) until `commit` writes the manifest's record. A new
-    /// manifest's items are therefore not read back through this transaction.
-    pub fn insert_item(&mut self, item: ItemRecord) -> Result<(), StoreError> {
-        self.manifest.counts[state_slot(item.state())] += 1;
-        if item.state().is_final() {
-            self.newly_final[state_slot(item.state())] += 1;
-        }
-        if item.rejected_by == Some(crate::state::item::RejectedBy::Local) {
-            self.manifest.local_rejections += 1;
-        }
-        if self.exists {
-            self.items.insert(item.index, item);
-            return Ok(());
-        }
-        // A record intake would not have made (none does today) gets a record of its own.
-        if let Some(record) = self.new_items.add(item) {
-            self.items.insert(record.index, record);
-        }
-        if self.new_items.full_items() >= NEW_MANIFEST_SLICE {
-            self.write_new_items(false)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the new manifest's full blocks gathered so far (all of them when `all`).
-    fn write_new_items(&mut self, all: bool) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        self.new_items
-            .write_blocks(self.manifest.id, all, &mut batch)?;
-        self.store.tree.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// The buckets of the client ids indexed in this transaction, merged with what the
-    /// store holds for an existing manifest.
-    fn bucket_writes(&mut self) -> Result<KeyValues, StoreError> {
-        let mut out = Vec::new();
-        for (bucket, mut entries) in self.new_items.take_buckets() {
-            let key = blocks::bucket_key(bucket, self.manifest.id);
-            if self.exists {
-                if let Some(bytes) = self.store.tree.get(key)? {
-                    let mut stored = blocks::decode_bucket(&key, &bytes)?;
-                    stored.append(&mut entries);
-                    entries = stored;
-                }
-            }
-            out.push((key.to_vec(), encode(&StoredBucket::V1(entries))?));
-        }
-        Ok(out)
     }
 
     /// Applies an event to an item through the state machine and keeps the counts true.
@@ -310,27 +213,7 @@ impl<'w> Txn<'w> {
         self.tent_polls.insert(tent_id.to_string(), record);
     }
 
-    pub fn index_name(&mut self) {
-        self.extra.push((
-            name_key(&self.manifest.name),
-            self.manifest.id.to_be_bytes().to_vec(),
-        ));
-    }
-
-    pub fn index_hash(&mut self) {
-        self.extra.push((
-            hash_key(&self.manifest.sha256),
-            self.manifest.id.to_be_bytes().to_vec(),
-        ));
-    }
-
-    pub fn index_client_item(&mut self, client_item_id: &str, index: u32) {
-        self.new_items.index(client_item_id, index);
-    }
-
-    /// Writes everything and waits until it is durable: one atomic batch, except that a new
-    /// manifest's full slices of items go first, in blocks; its last slice, its client
-    /// index buckets and its record come last, in the one batch.
+    /// Writes everything and waits until it is durable: one atomic batch.
     pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
         let store = self.store;
         let applied = self.apply_without_sync()?;
@@ -339,79 +222,31 @@ impl<'w> Txn<'w> {
 
     /// Writes everything as [`Txn::commit`] does and lets the writer's lock go, without
     /// waiting for the disk: the batch is applied (readers see it) but counts only once
-    /// [`Store::durable_together`] returned for it. Several transactions applied one after
-    /// another then share one sync (intake's groups of files).
+    /// [`Store::durable`] or [`Store::durable_together`] returned for it.
     pub fn apply_without_sync(mut self) -> Result<Applied, StoreError> {
-        // A second transaction of one writer, begun before the first committed, would
-        // write without the lock: refused.
-        if self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_none()
-        {
-            return Err(StoreError::WriterSpent);
-        }
-        let buckets = self.bucket_writes()?;
-        let mut batch = sled::Batch::default();
-        if !self.exists {
-            // A new manifest's full slices of items went first, in batches of their own:
-            // until its record is written, they are unreachable leftovers that a crash
-            // leaves harmlessly behind. The last slice goes with the record, so that a
-            // small manifest is one batch (each batch costs sled two writes of its log).
-            self.new_items
-                .write_blocks(self.manifest.id, true, &mut batch)?;
-        }
+        let id = self.manifest.id;
         let record = encode(&StoredManifest::V2(self.manifest.clone()))?;
-        let lone_record = if self.changes_record_only(&buckets) {
-            Some(record)
+        let writes = if self.changes_record_only() {
+            Write::Record(id, record)
         } else {
-            batch.insert(&manifest_key(self.manifest.id)[..], record);
-            None
+            let mut batch = sled::Batch::default();
+            batch.insert(&manifest_key(id)[..], record);
+            put_items(&mut batch, id, std::mem::take(&mut self.items))?;
+            for (seq, job) in std::mem::take(&mut self.jobs) {
+                batch.insert(&job_key(id, seq)[..], encode(&StoredJob::V1(job))?);
+            }
+            for (key, value) in std::mem::take(&mut self.extra) {
+                batch.insert(key, value);
+            }
+            for (tent_id, record) in std::mem::take(&mut self.tent_polls) {
+                batch.insert(tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?);
+            }
+            Write::Batch(batch)
         };
-        for (index, item) in self.items {
-            batch.insert(
-                &item_key(self.manifest.id, index)[..],
-                encode(&StoredItem::V2(item))?,
-            );
-        }
-        for (seq, job) in std::mem::take(&mut self.jobs) {
-            batch.insert(
-                &job_key(self.manifest.id, seq)[..],
-                encode(&StoredJob::V1(job))?,
-            );
-        }
-        for (key, value) in std::mem::take(&mut self.extra) {
-            batch.insert(key, value);
-        }
-        for (tent_id, record) in std::mem::take(&mut self.tent_polls) {
-            batch.insert(tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?);
-        }
-        for (key, value) in buckets {
-            batch.insert(key, value);
-        }
-        fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
-        let written = match lone_record {
-            Some(record) => self
-                .store
-                .tree
-                .insert(&manifest_key(self.manifest.id)[..], record)
-                .map(|_| ()),
-            None => self.store.tree.apply_batch(batch),
-        };
-        if let Err(e) = written {
-            self.store
-                .write_failed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            return Err(e.into());
-        }
-        let ticket = self.store.durable.applied();
-        // The batch is applied: the next writer may read it and write its own while this
-        // one waits for the disk, and one sync serves both (group commit).
-        release_writer(self.writer);
+        let ticket = apply_writes(self.store, self.writer, writes)?;
         Ok(Applied {
             ticket,
-            created: !self.exists,
+            created: false,
             finished_now: self.manifest.finished_at_ms.is_some() && !self.finished_before,
             newly_final: self.newly_final,
             manifest: self.manifest,
@@ -419,15 +254,12 @@ impl<'w> Txn<'w> {
     }
 
     /// Whether the transaction changes the manifest's record and nothing else (intake's
-    /// `archived`, a moved cursor): sled's `insert` then writes it, atomic by itself,
-    /// sparing the two writes of the log that a batch costs.
-    fn changes_record_only(&self, buckets: &KeyValues) -> bool {
-        self.exists
-            && self.items.is_empty()
+    /// `archived`, a moved cursor).
+    fn changes_record_only(&self) -> bool {
+        self.items.is_empty()
             && self.jobs.is_empty()
             && self.extra.is_empty()
             && self.tent_polls.is_empty()
-            && buckets.is_empty()
     }
 }
 

@@ -318,7 +318,7 @@ fn edit_targets(
     store.items_with_client_ids(&wanted)
 }
 
-fn rejection_is_none(txn: &crate::store::Txn<'_>) -> bool {
+fn rejection_is_none(txn: &crate::store::NewManifest<'_>) -> bool {
     txn.manifest().rejection.is_none()
 }
 
