@@ -313,23 +313,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::reopen;
+    use crate::store::{records_for_test as records, reopen};
 
     /// Small bounds, so that a test store is compacted.
     const SMALL: Compaction = Compaction {
         min_bytes: 1024 * 1024,
         ratio: 4,
     };
-
-    /// Every record of the store, in order.
-    fn records(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
-        store
-            .tree
-            .iter()
-            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()
-            .expect("reads")
-    }
 
     /// Writes 1,000 records of 4 kB and removes them again, keeping `kept` ones: files of
     /// several MB holding almost nothing.

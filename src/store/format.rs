@@ -102,7 +102,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::reopen;
+    use crate::store::{records_for_test as records, reopen};
 
     #[test]
     fn a_mark_is_judged_by_its_number_and_no_mark_by_whether_there_are_records() {
@@ -149,23 +149,11 @@ mod tests {
         records(&store)
     }
 
-    fn records(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
-        store
-            .tree
-            .iter()
-            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()
-            .expect("reads")
-    }
-
     /// Opening the raw sled files again: what the refusals left.
     fn raw_records(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         let db = crate::store::when_unlocked(|| crate::store::open_sled(dir)).expect("opens");
         let tree = db.open_tree(crate::store::TREE).expect("tree");
-        tree.iter()
-            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()
-            .expect("reads")
+        crate::store::tree_records_for_test(&tree)
     }
 
     #[tokio::test]

@@ -340,3 +340,18 @@ pub(crate) async fn committed_for_test(store: &Store, n: u32) -> u64 {
     txn.commit().await.expect("commit");
     id
 }
+
+/// Test support: every record of the store, in key order.
+#[cfg(test)]
+pub(crate) fn records_for_test(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    tree_records_for_test(&store.tree)
+}
+
+/// Test support: every record of a tree, in key order.
+#[cfg(test)]
+pub(crate) fn tree_records_for_test(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
+    tree.iter()
+        .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, _>>()
+        .expect("reads")
+}
