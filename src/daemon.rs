@@ -332,6 +332,8 @@ fn spawn_tasks(
         run.clone(),
     ));
     tracker.spawn(storage_probe_loop(Arc::clone(ctx), run.clone()));
+    let (store, stop) = (ctx.store.clone(), run.clone());
+    tracker.spawn(async move { store.sync_soon(&stop).await });
     tracker.spawn(crate::pipeline::retention::run(
         Arc::clone(ctx),
         run.clone(),

@@ -482,7 +482,8 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(manifest_id)?;
         txn.manifest_mut().result_written = true;
-        txn.commit().await?;
+        // Lost to a crash, the mark only has the same result written again.
+        txn.commit_soon()?;
     }
     ctx.deactivate(manifest_id);
     tracing::info!(

@@ -251,7 +251,8 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), 
         return Ok((later, false));
     }
     // 1. Reserve the budget, then record the poll, then send it: the recorded time is
-    //    the time it leaves, and it is durable before it leaves.
+    //    the time it leaves. It needs no sync of its own before it leaves (one comes
+    //    within `DURABLE_WITHIN`): after a start no job is polled before a floor has passed.
     let permit = ctx.client.reserve().await;
     // A wait through a 401 pause is the pause's (logged once a minute), not the budget's.
     let budget_bound = permit.waited() > Duration::from_secs(1) && !ctx.client.auth_paused();
@@ -299,7 +300,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), 
             );
         }
         txn.put_job(job.clone());
-        txn.commit().await?;
+        txn.commit_soon()?;
         job
     };
     let Some(remote_id) = job.remote_id.clone() else {

@@ -396,11 +396,12 @@ pub async fn record_bulk_poll(
         } else {
             PollResult::Done
         };
+        let lasting = keeps_the_job_back(&job);
         txn.put_job(job);
         newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
-        // The last answer finishes the manifest in its own commit (the result follows).
-        txn.manifest_mut().finish(now);
-        txn.commit().await?;
+        // The last answer finishes the manifest in its own commit, durable before the
+        // result is written; any other answer is a read that a restart repeats.
+        commit_answer(txn, now, lasting).await?;
     }
     if let Some((key, times)) = learned {
         ctx.templates.learned(key, times);
@@ -433,8 +434,27 @@ async fn job_finished(ctx: &Context, key: JobKey) -> Result<bool, StoreError> {
     }
     job.apply(JobEvent::ItemsFinal)?;
     txn.put_job(job);
-    txn.commit().await?;
+    txn.commit_soon()?;
     Ok(true)
+}
+
+/// Whether a poll's answer set what a restart must keep: a `Retry-After`, a backoff, the
+/// clock of a job answering 404.
+fn keeps_the_job_back(job: &JobRecord) -> bool {
+    job.retry_after_ms.is_some() || job.poll_failures > 0 || job.not_found_since_ms.is_some()
+}
+
+/// Commits a poll's answer: synced when it finishes the manifest (its result follows and
+/// rests on it) or when it is `lasting` ([`keeps_the_job_back`]: a restart must not poll
+/// sooner than it says); else left to the next sync ([`crate::store::Store::durable_soon`]):
+/// a poll is a read, which a restart repeats, and the next create's intent syncs it anyway.
+async fn commit_answer(mut txn: Txn<'_>, now: u64, lasting: bool) -> Result<(), StoreError> {
+    if txn.manifest_mut().finish(now) || lasting {
+        txn.commit().await?;
+    } else {
+        txn.commit_soon()?;
+    }
+    Ok(())
 }
 
 /// One `GET /v1/tents/{id}` per item that needs its publication details (more only when
@@ -470,17 +490,18 @@ async fn fetch_details(
                     retry_after_ms: previous.and_then(|t| t.retry_after_ms),
                 },
             );
-            txn.commit().await?;
+            txn.commit_soon()?;
         }
         let outcome = ctx.client.tent_with(permit, tent_id).await;
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(key.manifest_id)?;
         // The floor counts from the answer, and honours the tent's Retry-After.
+        let retry_after = retry_after_ms(&outcome);
         txn.put_tent_poll(
             tent_id,
             TentPollRecord {
                 last_polled_at_ms: ctx.clock.now_ms(),
-                retry_after_ms: retry_after_ms(&outcome),
+                retry_after_ms: retry_after,
             },
         );
         let item = txn.item(*index)?;
@@ -498,7 +519,12 @@ async fn fetch_details(
         // Details complete items: answers like a poll's, for the threshold, the proof
         // and the slow start (the manifest may be holding chunks back for them).
         let newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
-        txn.commit().await?;
+        // Like a poll's answer: a read, synced only when a restart must honour its wait.
+        if retry_after.is_some() {
+            txn.commit().await?;
+        } else {
+            txn.commit_soon()?;
+        }
         nudge_after_answers(ctx, key.manifest_id, newly_proven);
     }
     Ok(())
@@ -554,11 +580,12 @@ pub async fn record_tent_poll(
         } else {
             PollResult::Again(next_poll_due_ms(&job, floor, jitter))
         };
+        let lasting = keeps_the_job_back(&job);
         txn.put_job(job);
         newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
-        // The last answer finishes the manifest in its own commit (the result follows).
-        txn.manifest_mut().finish(now);
-        txn.commit().await?;
+        // The last answer finishes the manifest in its own commit, durable before the
+        // result is written; any other answer is a read that a restart repeats.
+        commit_answer(txn, now, lasting).await?;
     }
     // Answers may release a manifest that waits for its first answers.
     nudge_after_answers(ctx, key.manifest_id, newly_proven);

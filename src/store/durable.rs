@@ -12,7 +12,9 @@
 //! lets the writer's lock go and waits in [`Durability::sync`]. One sync at a time runs;
 //! it covers every batch applied before it started, so the writers that queued behind it
 //! find their ticket covered and return without a sync of their own. N commits that wait
-//! together cost two syncs, not N.
+//! together cost two syncs, not N. What a restart repairs needs no sync of its own
+//! ([`super::Store::durable_soon`]): it rides on the next commit's, or on one run at most
+//! [`super::DURABLE_WITHIN`] later.
 //!
 //! Nothing here runs unless something was written: an idle daemon does no sync and sled's
 //! own periodic flusher stays off.
@@ -75,6 +77,9 @@ pub(crate) struct Durability {
     /// the store is opened again (the daemon does so when its write probe fails).
     poisoned: std::sync::atomic::AtomicBool,
     stats: SyncStats,
+    /// Something was applied for [`super::Store::durable_soon`]: the loop
+    /// [`super::Store::sync_soon`] syncs it.
+    pub(super) soon: tokio::sync::Notify,
     /// Hands work to the store's sync thread, which ends when this is dropped.
     syncer: Mutex<std::sync::mpsc::Sender<SyncWork>>,
 }
@@ -139,6 +144,7 @@ impl Durability {
             synced_blobs: Mutex::new(HashMap::new()),
             poisoned: std::sync::atomic::AtomicBool::new(false),
             stats,
+            soon: tokio::sync::Notify::new(),
             syncer: Mutex::new(start_sync_thread(folder)?),
         };
         let conf = folder.join(CONF_FILE);

@@ -38,6 +38,9 @@ impl Applied {
     }
 }
 
+/// The longest a transaction left to [`Store::durable_soon`] waits for its sync.
+pub const DURABLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The lock slot a transaction lets go at its commit.
 pub(super) type WriterSlot = std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>;
 
@@ -118,6 +121,44 @@ impl Store {
         self.count_finished(&applied);
         fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
         Ok(applied.manifest)
+    }
+
+    /// Returns `applied`'s record at once and lets it become durable with the next sync:
+    /// any commit's, or at the latest [`DURABLE_WITHIN`] later, by [`Store::sync_soon`].
+    ///
+    /// Only for what a restart repairs if a crash or a power cut takes it first, and that
+    /// no request or file rests on: a poll's time (after a start no job is polled before a
+    /// floor has passed), a poll's answer that finishes nothing (the job is polled again
+    /// and answers the same), the mark that a result is written (it is written again, the
+    /// same bytes, from durable state). A create's intent and answer, and the commit that
+    /// finishes a manifest, are never left to it.
+    pub fn durable_soon(&self, applied: Applied) -> ManifestRecord {
+        debug_assert!(!applied.created, "a new manifest must be durable first");
+        self.count_finished(&applied);
+        self.durable.soon.notify_one();
+        // The point after its commit comes before its sync: a crash there loses it (the
+        // crash tests prove that a restart repairs that).
+        fail::fail_point!("store-after-commit", |_| crate::crash::simulated_crash());
+        applied.manifest
+    }
+
+    /// Until `stop`: syncs what [`Store::durable_soon`] left, [`DURABLE_WITHIN`] after it
+    /// was applied. Under load another commit's sync has covered it by then, and this one
+    /// finds nothing to do; idle, it waits without waking.
+    pub async fn sync_soon(&self, stop: &tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.durable.soon.notified() => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(DURABLE_WITHIN) => {}
+            }
+            if let Err(e) = self.sync_applied().await {
+                tracing::error!("the store cannot make recent polls durable: {e}");
+            }
+        }
     }
 
     /// Returns once every one of `applied` is on the disk, with their records in the same
@@ -257,6 +298,53 @@ mod tests {
             store.sync_stats().syncs.get(),
             before,
             "no sync for nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_left_to_soon_returns_at_once_and_is_synced_within_its_bound() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = store.new_manifest_id().expect("id");
+        let writer = store.writer().await;
+        let mut txn = writer
+            .create(received_for_test(id, "soon", 1))
+            .expect("create");
+        txn.index_name();
+        txn.insert_item(test_item(id, 0)).expect("item");
+        txn.commit().await.expect("created");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let syncer = {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move { store.sync_soon(&stop).await })
+        };
+        let before = store.sync_stats().syncs.get();
+        let writer = store.writer().await;
+        let mut txn = writer.begin(id).expect("begin");
+        txn.manifest_mut().result_written = true;
+        let started = std::time::Instant::now();
+        let record = txn.commit_soon().expect("applied");
+        assert!(record.result_written);
+        assert_eq!(store.sync_stats().syncs.get(), before, "no sync of its own");
+        // Readers see it at once.
+        let read = store.manifest(id).expect("read").expect("there");
+        assert!(read.result_written);
+        // The loop syncs it, DURABLE_WITHIN after it was applied.
+        while store.sync_stats().syncs.get() == before {
+            assert!(started.elapsed() < 10 * DURABLE_WITHIN, "never synced");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(started.elapsed() >= DURABLE_WITHIN, "not before its bound");
+        stop.cancel();
+        syncer.await.expect("the loop stops");
+        drop(store);
+        let store = reopen(dir.path()).expect("reopen");
+        assert!(
+            store
+                .manifest(id)
+                .expect("read")
+                .expect("there")
+                .result_written
         );
     }
 }

@@ -62,7 +62,7 @@ pub use compaction::Compaction;
 pub use durable::SyncStats;
 pub(crate) use format::FORMAT_KEY;
 pub use format::{FoundFormat, STORE_FORMAT};
-pub use group::Applied;
+pub use group::{Applied, DURABLE_WITHIN};
 pub use prune::Pruned;
 pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
 

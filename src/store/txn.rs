@@ -220,6 +220,15 @@ impl<'w> Txn<'w> {
         store.durable(applied).await
     }
 
+    /// Writes everything as [`Txn::commit`] does and returns at once: durable with the
+    /// next sync, within [`super::DURABLE_WITHIN`] (see [`Store::durable_soon`] for
+    /// what may be written so).
+    pub fn commit_soon(self) -> Result<ManifestRecord, StoreError> {
+        let store = self.store;
+        let applied = self.apply_without_sync()?;
+        Ok(store.durable_soon(applied))
+    }
+
     /// Writes everything as [`Txn::commit`] does and lets the writer's lock go, without
     /// waiting for the disk: the batch is applied (readers see it) but counts only once
     /// [`Store::durable`] or [`Store::durable_together`] returned for it.
