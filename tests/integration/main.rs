@@ -32,7 +32,8 @@
 //! - [`soak`]: a time-scaled soak with pruning: store size and memory level off.
 //! - [`signals`]: the real binary: SIGHUP, SIGTERM, `validate`, `status`/`cancel`/`resume`.
 //! - [`simulator`]: the simulator in raw HTTP against the API pages.
-//! - [`unit`]: the systemd unit as `systemd-analyze security` and `verify` judge it.
+//! - [`systemd_unit`]: the systemd units as `systemd-analyze security` and `verify` judge
+//!   them.
 //! - [`spreadsheet`]: `from-csv --drop` into the real daemon and the result CSV back (the
 //!   round trip), `from-csv`'s outputs and errors, the printed schemas.
 
@@ -61,4 +62,4 @@ mod signals;
 mod simulator;
 mod soak;
 mod spreadsheet;
-mod unit;
+mod systemd_unit;
