@@ -165,7 +165,9 @@ fn whole_line(m: &ManifestRecord) -> ManifestLine {
         manifest: m.file_name(),
         kind: m.kind.as_str().to_string(),
         state: state.to_string(),
-        status: m.finished_at_ms.map(|_| m.final_status().to_string()),
+        status: m
+            .finished_at_ms
+            .map(|_| m.final_status().as_str().to_string()),
         reason,
         error: m.rejection.clone(),
         counts: counts_by_state(m),
@@ -180,8 +182,8 @@ fn pruned_line(s: &ManifestSummary) -> ManifestLine {
         .iter()
         .map(|state| (state.as_str().to_string(), 0))
         .collect();
-    for (word, n) in s.counts.nonzero() {
-        counts.insert(word.to_string(), n);
+    for (state, n) in s.counts.nonzero() {
+        counts.insert(state.as_str().to_string(), n);
     }
     counts.insert("total".to_string(), s.counts.total);
     ManifestLine {
@@ -189,7 +191,7 @@ fn pruned_line(s: &ManifestSummary) -> ManifestLine {
         manifest: format!("{}.json", s.name),
         kind: s.kind.as_str().to_string(),
         state: "pruned".to_string(),
-        status: Some(s.status.clone()),
+        status: Some(s.status.as_str().to_string()),
         reason: None,
         error: None,
         counts,

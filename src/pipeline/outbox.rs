@@ -22,6 +22,7 @@ use crate::context::Context;
 use crate::manifest::ManifestKind;
 use crate::state::item::{ItemRecord, ItemState, NoticeRecord, PublicationRecord};
 use crate::state::job::{JobKind, JobRecord, JobState};
+use crate::state::manifest::{FinalCounts, FinalStatus};
 use crate::store::{ManifestRecord, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +42,9 @@ pub enum OutboxError {
     EncodeCsv(#[from] csv::Error),
 }
 
-/// The manifest statuses a result can have (the words of bulk job statuses).
-pub const MANIFEST_STATUSES: [&str; 4] = [COMPLETED, COMPLETED_WITH_FAILURES, FAILED, REJECTED];
-const COMPLETED: &str = "completed";
-const COMPLETED_WITH_FAILURES: &str = "completed_with_failures";
-const FAILED: &str = "failed";
-const REJECTED: &str = "rejected";
-
 fn manifest_status_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({"type": "string", "enum": MANIFEST_STATUSES})
+    let statuses = FinalStatus::ALL.map(FinalStatus::as_str);
+    json_schema!({"type": "string", "enum": statuses})
 }
 
 /// An item's final statuses, from the item state machine.
@@ -81,29 +76,18 @@ pub struct ResultDocument {
     /// `completed` (every item not rejected completed), `completed_with_failures`,
     /// `failed` (none completed) or `rejected` (the manifest as a whole).
     #[schemars(schema_with = "manifest_status_schema")]
-    pub status: &'static str,
+    pub status: FinalStatus,
     /// Why the manifest was rejected as a whole; null otherwise.
     pub error: Option<String>,
     #[schemars(extend("format" = "date-time"))]
     pub received_at: String,
     #[schemars(extend("format" = "date-time"))]
     pub finished_at: Option<String>,
-    pub counts: Counts,
+    pub counts: FinalCounts,
     pub bulk_jobs: Vec<BulkJobSummary>,
     /// Every item by `client_item_id` (`#INDEX` for items without one), in manifest order;
     /// empty for a manifest rejected as a whole.
     pub items: ItemsById,
-}
-
-#[derive(Serialize, JsonSchema, Default, Debug, Clone, PartialEq, Eq)]
-pub struct Counts {
-    pub total: u32,
-    pub completed: u32,
-    pub failed: u32,
-    pub rejected: u32,
-    pub timed_out: u32,
-    pub canceled: u32,
-    pub unknown: u32,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -196,35 +180,8 @@ fn publication_out(p: &PublicationRecord) -> PublicationOut {
 }
 
 /// Counts by final status, from the items themselves.
-pub fn count_items(items: &[ItemRecord]) -> Counts {
-    let mut counts = Counts {
-        total: items.len() as u32,
-        ..Counts::default()
-    };
-    for item in items {
-        match item.state() {
-            ItemState::Completed => counts.completed += 1,
-            ItemState::Failed => counts.failed += 1,
-            ItemState::Rejected => counts.rejected += 1,
-            ItemState::TimedOut => counts.timed_out += 1,
-            ItemState::Canceled => counts.canceled += 1,
-            _ => counts.unknown += 1,
-        }
-    }
-    counts
-}
-
-/// The manifest's status, in the words of bulk job statuses.
-pub fn manifest_status(manifest: &ManifestRecord, counts: &Counts) -> &'static str {
-    if manifest.rejection.is_some() {
-        REJECTED
-    } else if counts.completed == 0 {
-        FAILED
-    } else if counts.completed == counts.total - counts.rejected {
-        COMPLETED
-    } else {
-        COMPLETED_WITH_FAILURES
-    }
+pub fn count_items(items: &[ItemRecord]) -> FinalCounts {
+    FinalCounts::from_states(items.len() as u32, items.iter().map(|i| (i.state(), 1)))
 }
 
 pub fn build_result(
@@ -275,7 +232,7 @@ pub fn build_result(
     ResultDocument {
         manifest: manifest.file_name(),
         kind: manifest.kind.as_str(),
-        status: manifest_status(manifest, &counts),
+        status: FinalStatus::from_counts(manifest.rejection.is_some(), &counts),
         error: manifest.rejection.clone(),
         received_at: rfc3339(manifest.received_at_ms),
         finished_at: manifest.finished_at_ms.map(rfc3339),
@@ -488,7 +445,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
     ctx.deactivate(manifest_id);
     tracing::info!(
         manifest = %manifest.name,
-        status = result.status,
+        status = result.status.as_str(),
         completed = result.counts.completed,
         total = result.counts.total,
         "result written"
@@ -519,11 +476,11 @@ mod tests {
         ResultDocument {
             manifest: "m.json".into(),
             kind: "bulk",
-            status: COMPLETED_WITH_FAILURES,
+            status: FinalStatus::CompletedWithFailures,
             error: None,
             received_at: "2026-03-25T14:30:00Z".into(),
             finished_at: Some("2026-03-25T14:41:10Z".into()),
-            counts: Counts::default(),
+            counts: FinalCounts::default(),
             bulk_jobs: Vec::new(),
             items: ItemsById(items),
         }

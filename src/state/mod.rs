@@ -4,3 +4,4 @@
 pub mod control;
 pub mod item;
 pub mod job;
+pub mod manifest;

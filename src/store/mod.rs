@@ -64,7 +64,7 @@ pub(crate) use format::FORMAT_KEY;
 pub use format::{FoundFormat, STORE_FORMAT};
 pub use group::{Applied, DURABLE_WITHIN};
 pub use prune::Pruned;
-pub use summary::{FinalCounts, HistoryEntry, ManifestSummary};
+pub use summary::{HistoryEntry, ManifestSummary};
 
 pub use new_manifest::NewManifest;
 pub use records::{

@@ -13,35 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{decode, manifest_key, prefixed, read_u64, ManifestRecord, Store, StoreError};
 use crate::manifest::ManifestKind;
 use crate::state::item::ItemState;
-
-/// An item count by final status, as the result file reports it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FinalCounts {
-    pub total: u32,
-    pub completed: u32,
-    pub failed: u32,
-    pub rejected: u32,
-    pub timed_out: u32,
-    pub canceled: u32,
-    pub unknown: u32,
-}
-
-impl FinalCounts {
-    /// `(word, count)` for every status with a count, in the result file's order.
-    pub fn nonzero(&self) -> Vec<(&'static str, u32)> {
-        [
-            ("completed", self.completed),
-            ("failed", self.failed),
-            ("rejected", self.rejected),
-            ("timed_out", self.timed_out),
-            ("canceled", self.canceled),
-            ("unknown", self.unknown),
-        ]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect()
-    }
-}
+use crate::state::manifest::{FinalCounts, FinalStatus};
 
 /// The one-line summary of a pruned manifest (version 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,9 +21,8 @@ pub struct ManifestSummary {
     pub id: u64,
     pub name: String,
     pub kind: ManifestKind,
-    /// The manifest's final status: `completed`, `completed_with_failures`, `failed` or
-    /// `rejected`.
-    pub status: String,
+    /// The manifest's final status (stored as its word).
+    pub status: FinalStatus,
     pub counts: FinalCounts,
     pub received_at_ms: u64,
     pub finished_at_ms: Option<u64>,
@@ -89,35 +60,16 @@ impl ManifestRecord {
     /// Its items by final status, from the record's counts (items not final yet count as
     /// `unknown`, as in the result file).
     pub fn final_counts(&self) -> FinalCounts {
-        let unfinished: u32 = ItemState::ALL
-            .iter()
-            .filter(|s| !s.is_final())
-            .map(|s| self.count(*s))
-            .sum();
-        FinalCounts {
-            total: self.item_count,
-            completed: self.count(ItemState::Completed),
-            failed: self.count(ItemState::Failed),
-            rejected: self.count(ItemState::Rejected),
-            timed_out: self.count(ItemState::TimedOut),
-            canceled: self.count(ItemState::Canceled),
-            unknown: self.count(ItemState::Unknown) + unfinished,
-        }
+        FinalCounts::from_states(
+            self.item_count,
+            ItemState::ALL.map(|state| (state, self.count(state))),
+        )
     }
 
-    /// The manifest's status in the words of bulk job statuses, as its result file gives
-    /// it (the same rule as the outbox's, read from the record's counts).
-    pub fn final_status(&self) -> &'static str {
-        let counts = self.final_counts();
-        if self.rejection.is_some() {
-            "rejected"
-        } else if counts.completed == 0 {
-            "failed"
-        } else if counts.completed == counts.total - counts.rejected {
-            "completed"
-        } else {
-            "completed_with_failures"
-        }
+    /// The manifest's final status, as its result file gives it (the one rule, read from
+    /// the record's counts).
+    pub fn final_status(&self) -> FinalStatus {
+        FinalStatus::from_counts(self.rejection.is_some(), &self.final_counts())
     }
 
     /// Its summary, as pruning keeps it.
@@ -126,7 +78,7 @@ impl ManifestRecord {
             id: self.id,
             name: self.name.clone(),
             kind: self.kind,
-            status: self.final_status().to_string(),
+            status: self.final_status(),
             counts: self.final_counts(),
             received_at_ms: self.received_at_ms,
             finished_at_ms: self.finished_at_ms,

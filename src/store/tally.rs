@@ -6,15 +6,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::state::item::ItemState;
-
-/// The manifest statuses, in the words of bulk job statuses.
-pub const MANIFEST_STATUSES: [&str; 4] =
-    ["completed", "completed_with_failures", "failed", "rejected"];
+use crate::state::manifest::FinalStatus;
 
 #[derive(Debug, Default)]
 pub struct Tally {
     items: [AtomicU64; 11],
-    manifests: [AtomicU64; 4],
+    manifests: [AtomicU64; FinalStatus::ALL.len()],
 }
 
 impl Tally {
@@ -26,8 +23,8 @@ impl Tally {
         }
     }
 
-    pub(super) fn add_manifest(&self, status: &str) {
-        if let Some(slot) = MANIFEST_STATUSES.iter().position(|s| *s == status) {
+    pub(super) fn add_manifest(&self, status: FinalStatus) {
+        if let Some(slot) = FinalStatus::ALL.iter().position(|s| *s == status) {
             self.manifests[slot].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -44,10 +41,15 @@ impl Tally {
 
     /// Manifests that finished, by status, every status listed.
     pub fn manifests_finished(&self) -> Vec<(&'static str, u64)> {
-        MANIFEST_STATUSES
+        FinalStatus::ALL
             .iter()
             .enumerate()
-            .map(|(slot, status)| (*status, self.manifests[slot].load(Ordering::Relaxed)))
+            .map(|(slot, status)| {
+                (
+                    status.as_str(),
+                    self.manifests[slot].load(Ordering::Relaxed),
+                )
+            })
             .collect()
     }
 }

@@ -1,0 +1,215 @@
+//! A manifest as a whole: its items counted by final status, and the final status those
+//! counts give it (SPEC section 5). One rule, used by the result file, the history, the
+//! pruned summary and the metrics alike.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::state::item::ItemState;
+
+/// A manifest's final status, in the words of bulk job statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FinalStatus {
+    /// Every item not rejected completed.
+    Completed,
+    CompletedWithFailures,
+    /// No item completed.
+    Failed,
+    /// The manifest as a whole was rejected.
+    Rejected,
+}
+
+impl FinalStatus {
+    pub const ALL: [FinalStatus; 4] = [
+        FinalStatus::Completed,
+        FinalStatus::CompletedWithFailures,
+        FinalStatus::Failed,
+        FinalStatus::Rejected,
+    ];
+
+    /// The one rule: `rejected` for a manifest rejected as a whole, else `failed` when no
+    /// item completed, `completed` when every item not rejected completed, and
+    /// `completed_with_failures` otherwise.
+    pub fn from_counts(rejected_as_whole: bool, counts: &FinalCounts) -> FinalStatus {
+        if rejected_as_whole {
+            FinalStatus::Rejected
+        } else if counts.completed == 0 {
+            FinalStatus::Failed
+        } else if counts.completed == counts.total.saturating_sub(counts.rejected) {
+            FinalStatus::Completed
+        } else {
+            FinalStatus::CompletedWithFailures
+        }
+    }
+
+    /// The word of the result file, `list`, `show` and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalStatus::Completed => "completed",
+            FinalStatus::CompletedWithFailures => "completed_with_failures",
+            FinalStatus::Failed => "failed",
+            FinalStatus::Rejected => "rejected",
+        }
+    }
+
+    /// The status a word names, if any.
+    pub fn parse(word: &str) -> Option<FinalStatus> {
+        FinalStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == word)
+    }
+}
+
+impl fmt::Display for FinalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// As its word, in JSON and in the store alike (a stored summary kept the word as text:
+/// the bytes stay the same).
+impl Serialize for FinalStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FinalStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<FinalStatus, D::Error> {
+        let word = String::deserialize(deserializer)?;
+        FinalStatus::parse(&word).ok_or_else(|| {
+            serde::de::Error::unknown_variant(
+                &word,
+                &["completed", "completed_with_failures", "failed", "rejected"],
+            )
+        })
+    }
+}
+
+// A manifest's items by final status, as the result file reports them (`counts`); the
+// result's schema names it `Counts` and has no description of it (plain comments here).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[schemars(rename = "Counts")]
+pub struct FinalCounts {
+    pub total: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub rejected: u32,
+    pub timed_out: u32,
+    pub canceled: u32,
+    // Unknown, and (before the manifest finished) every item not final yet.
+    pub unknown: u32,
+}
+
+impl FinalCounts {
+    /// The counts of `total` items from how many are in each state; items not final yet
+    /// count as `unknown`, as in a result file.
+    pub fn from_states(
+        total: u32,
+        states: impl IntoIterator<Item = (ItemState, u32)>,
+    ) -> FinalCounts {
+        let mut counts = FinalCounts {
+            total,
+            ..FinalCounts::default()
+        };
+        for (state, n) in states {
+            let slot = match state {
+                ItemState::Completed => &mut counts.completed,
+                ItemState::Failed => &mut counts.failed,
+                ItemState::Rejected => &mut counts.rejected,
+                ItemState::TimedOut => &mut counts.timed_out,
+                ItemState::Canceled => &mut counts.canceled,
+                _ => &mut counts.unknown,
+            };
+            *slot += n;
+        }
+        counts
+    }
+
+    /// `(state, count)` for every final state with a count, in the result file's order.
+    pub fn nonzero(&self) -> Vec<(ItemState, u32)> {
+        [
+            (ItemState::Completed, self.completed),
+            (ItemState::Failed, self.failed),
+            (ItemState::Rejected, self.rejected),
+            (ItemState::TimedOut, self.timed_out),
+            (ItemState::Canceled, self.canceled),
+            (ItemState::Unknown, self.unknown),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(total: u32, completed: u32, rejected: u32) -> FinalCounts {
+        FinalCounts {
+            total,
+            completed,
+            rejected,
+            failed: total - completed - rejected,
+            ..FinalCounts::default()
+        }
+    }
+
+    #[test]
+    fn the_final_status_follows_the_one_rule() {
+        let status = FinalStatus::from_counts;
+        assert_eq!(status(true, &counts(3, 3, 0)), FinalStatus::Rejected);
+        assert_eq!(status(false, &counts(3, 0, 1)), FinalStatus::Failed);
+        assert_eq!(status(false, &counts(0, 0, 0)), FinalStatus::Failed);
+        assert_eq!(status(false, &counts(3, 2, 1)), FinalStatus::Completed);
+        assert_eq!(
+            status(false, &counts(3, 1, 1)),
+            FinalStatus::CompletedWithFailures
+        );
+    }
+
+    #[test]
+    fn a_final_status_is_its_word_in_json_and_in_the_store() {
+        for status in FinalStatus::ALL {
+            assert_eq!(FinalStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_string(&status).expect("json");
+            assert_eq!(json, format!("\"{status}\""));
+            assert_eq!(
+                bincode::serialize(&status).expect("bincode"),
+                bincode::serialize(status.as_str()).expect("bincode")
+            );
+            let back: FinalStatus =
+                bincode::deserialize(&bincode::serialize(&status).expect("bincode"))
+                    .expect("decodes");
+            assert_eq!(back, status);
+        }
+        assert!(serde_json::from_str::<FinalStatus>("\"done\"").is_err());
+    }
+
+    #[test]
+    fn states_not_final_count_as_unknown() {
+        let counts = FinalCounts::from_states(
+            5,
+            [
+                (ItemState::Completed, 2),
+                (ItemState::Pending, 1),
+                (ItemState::Unknown, 1),
+                (ItemState::Canceled, 1),
+            ],
+        );
+        assert_eq!(counts.unknown, 2);
+        assert_eq!(counts.completed, 2);
+        assert_eq!(
+            counts.nonzero(),
+            [
+                (ItemState::Completed, 2),
+                (ItemState::Canceled, 1),
+                (ItemState::Unknown, 2)
+            ]
+        );
+    }
+}
