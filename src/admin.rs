@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::state::item::ItemState;
+use crate::state::manifest::ManifestPhase;
 use crate::store::ManifestRecord;
 
 pub use crate::history::{manifest_status, status_report, ManifestStatus, StatusReport};
@@ -105,10 +106,28 @@ async fn status(State(ctx): State<Arc<Context>>) -> Json<StatusReport> {
     Json(status_report(&ctx))
 }
 
+/// The phases a manifest in the active set can be in, as `/metrics` lists them.
+const IN_FLIGHT_PHASES: [ManifestPhase; 5] = [
+    ManifestPhase::Active,
+    ManifestPhase::Paused,
+    ManifestPhase::CreditWait,
+    ManifestPhase::Canceled,
+    ManifestPhase::Finished,
+];
+
+/// A phase's word in `/metrics`: a finished manifest still in the active set is one whose
+/// result file is still to be written.
+fn metric_phase(phase: ManifestPhase) -> &'static str {
+    match phase {
+        ManifestPhase::Finished => "writing_result",
+        other => other.as_str(),
+    }
+}
+
 /// What the daemon's state says for `/metrics` now.
 pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
     let mut items = [0u64; 11];
-    let mut manifests: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut manifests: std::collections::BTreeMap<ManifestPhase, u64> = Default::default();
     let mut oldest_received_ms: Option<u64> = None;
     for id in ctx.active_ids() {
         if let Ok(Some(m)) = ctx.store.manifest(id) {
@@ -119,12 +138,7 @@ pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
             for (slot, state) in ItemState::ALL.iter().enumerate() {
                 items[slot] += u64::from(m.count(*state));
             }
-            let state = match crate::history::state_and_reason(&m).0 {
-                // Every item is final; its result file is still to be written.
-                "finished" => "writing_result",
-                other => other,
-            };
-            *manifests.entry(state).or_insert(0) += 1;
+            *manifests.entry(crate::history::phase(&m)).or_insert(0) += 1;
         }
     }
     crate::metrics::Snapshot {
@@ -134,15 +148,12 @@ pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
             .filter(|(_, state)| !state.is_final())
             .map(|(slot, state)| (state.as_str(), items[slot]))
             .collect(),
-        manifests: [
-            "active",
-            "paused",
-            "credit_wait",
-            "canceled",
-            "writing_result",
-        ]
-        .map(|state| (state, manifests.get(state).copied().unwrap_or(0)))
-        .to_vec(),
+        manifests: IN_FLIGHT_PHASES
+            .map(|phase| {
+                let count = manifests.get(&phase).copied().unwrap_or(0);
+                (metric_phase(phase), count)
+            })
+            .to_vec(),
         items_finished: ctx.store.tally().items_finished(),
         manifests_finished: ctx.store.tally().manifests_finished(),
         budget_wait: ctx.client.budget().total_wait(),
@@ -310,11 +321,11 @@ async fn pause(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Res
                 .into(),
         ),
         Ok(false) => {
-            let (state, _) = crate::history::state_and_reason(&m);
+            let phase = crate::history::phase(&m);
             control_answer(
                 StatusCode::CONFLICT,
                 name,
-                format!("the manifest is not running (it is {state})"),
+                format!("the manifest is not running (it is {phase})"),
             )
         }
         Err(e) => control_answer(StatusCode::INTERNAL_SERVER_ERROR, name, e.to_string()),

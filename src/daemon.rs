@@ -461,18 +461,19 @@ async fn watchdog_loop(
 /// status` shows.
 pub fn status_line(ctx: &Context) -> String {
     use crate::state::item::ItemState;
+    use crate::state::manifest::ManifestPhase;
     let (mut sending, mut held, mut in_flight) = (0u64, 0u64, 0u64);
     let mut next_poll: Option<u64> = None;
     for id in ctx.active_ids() {
         let Ok(Some(m)) = ctx.store.manifest(id) else {
             continue;
         };
-        let (state, _) = crate::history::state_and_reason(&m);
+        let phase = crate::history::phase(&m);
         let sendable = m.count(ItemState::Pending) + m.count(ItemState::CreditWait);
-        match state {
-            "active" if sendable > 0 => sending += 1,
-            "paused" | "credit_wait" => held += 1,
-            _ => {}
+        if phase == ManifestPhase::Active && sendable > 0 {
+            sending += 1;
+        } else if phase.is_held() {
+            held += 1;
         }
         in_flight += u64::from(
             m.count(ItemState::Sending)

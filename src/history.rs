@@ -14,6 +14,7 @@ use crate::schedule::next_poll_due_ms;
 use crate::state::control::Control;
 use crate::state::item::{ItemRecord, ItemState};
 use crate::state::job::{JobRecord, JobState};
+use crate::state::manifest::ManifestPhase;
 use crate::store::{HistoryEntry, ManifestRecord, ManifestSummary, StoreError};
 
 /// How many manifests `list` shows when no `--limit` is given.
@@ -132,20 +133,28 @@ pub struct ManifestDetail {
     pub pruned_at: Option<String>,
 }
 
-/// The state word and reason of a whole manifest (as `/status` shows them too).
-pub fn state_and_reason(m: &ManifestRecord) -> (&'static str, Option<String>) {
-    if m.finished_at_ms.is_some() {
-        return ("finished", m.rejection.clone());
-    }
-    match m.control() {
-        Control::Paused { reason } => ("paused", Some(reason.clone())),
-        Control::Canceled => ("canceled", None),
-        Control::Running if m.credit_retry_at_ms.is_some() => (
-            "credit_wait",
-            Some("Tented is out of credits; sending tries again later".to_string()),
-        ),
-        Control::Running => ("active", None),
-    }
+/// Where a manifest still in the store stands: the one place its phase is decided.
+pub fn phase(m: &ManifestRecord) -> ManifestPhase {
+    ManifestPhase::of(
+        m.finished_at_ms.is_some(),
+        m.control(),
+        m.credit_retry_at_ms.is_some(),
+    )
+}
+
+/// The phase of a whole manifest and its reason (as `/status` shows them too): why it is
+/// paused or waiting, or why it was rejected as a whole.
+pub fn phase_and_reason(m: &ManifestRecord) -> (ManifestPhase, Option<String>) {
+    let phase = phase(m);
+    let reason = match (phase, m.control()) {
+        (ManifestPhase::Finished, _) => m.rejection.clone(),
+        (ManifestPhase::Paused, Control::Paused { reason }) => Some(reason.clone()),
+        (ManifestPhase::CreditWait, _) => {
+            Some("Tented is out of credits; sending tries again later".to_string())
+        }
+        _ => None,
+    };
+    (phase, reason)
 }
 
 /// `total`, then items by state: every state listed, zeros included.
@@ -159,12 +168,12 @@ pub fn counts_by_state(m: &ManifestRecord) -> BTreeMap<String, u32> {
 }
 
 fn whole_line(m: &ManifestRecord) -> ManifestLine {
-    let (state, reason) = state_and_reason(m);
+    let (phase, reason) = phase_and_reason(m);
     ManifestLine {
         name: m.name.clone(),
         manifest: m.file_name(),
         kind: m.kind.as_str().to_string(),
-        state: state.to_string(),
+        state: phase.as_str().to_string(),
         status: m
             .finished_at_ms
             .map(|_| m.final_status().as_str().to_string()),
@@ -190,7 +199,7 @@ fn pruned_line(s: &ManifestSummary) -> ManifestLine {
         name: s.name.clone(),
         manifest: format!("{}.json", s.name),
         kind: s.kind.as_str().to_string(),
-        state: "pruned".to_string(),
+        state: ManifestPhase::Pruned.as_str().to_string(),
         status: Some(s.status.as_str().to_string()),
         reason: None,
         error: None,
@@ -378,13 +387,13 @@ pub fn manifest_status(ctx: &Context, m: &ManifestRecord) -> ManifestStatus {
             }
         }
     }
-    let (state, reason) = state_and_reason(m);
+    let (phase, reason) = phase_and_reason(m);
     ManifestStatus {
         name: m.name.clone(),
         manifest: m.file_name(),
         kind: m.kind.as_str().to_string(),
         priority: m.top.priority.as_str().to_string(),
-        state: state.to_string(),
+        state: phase.as_str().to_string(),
         reason,
         received_at: crate::clock::rfc3339(m.received_at_ms),
         counts: counts_by_state(m),

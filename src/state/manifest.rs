@@ -1,12 +1,70 @@
-//! A manifest as a whole: its items counted by final status, and the final status those
-//! counts give it (SPEC section 5). One rule, used by the result file, the history, the
-//! pruned summary and the metrics alike.
+//! A manifest as a whole: where it stands ([`ManifestPhase`]), its items counted by
+//! final status, and the final status those counts give it (SPEC section 5). One rule
+//! each, used by the result file, the history, the pruned summary, `/status`, the
+//! metrics and the systemd status line alike.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::state::control::Control;
 use crate::state::item::ItemState;
+
+/// Where a manifest stands, as `list`, `show`, `/status` and the status page name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ManifestPhase {
+    /// Running: sending or polling.
+    Active,
+    /// Paused by the failure threshold, the operator or a restore.
+    Paused,
+    /// Running, but Tented is out of credits: sending tries again later.
+    CreditWait,
+    /// Canceled, still finishing (what was admitted is polled to the end).
+    Canceled,
+    /// Every item is final (its result file may still be being written).
+    Finished,
+    /// Pruned: only its summary is left.
+    Pruned,
+}
+
+impl ManifestPhase {
+    /// The phase of a manifest still in the store: `finished` when every item is final,
+    /// `credit_wait` when a credit retry is due.
+    pub fn of(finished: bool, control: &Control, credit_wait: bool) -> ManifestPhase {
+        if finished {
+            return ManifestPhase::Finished;
+        }
+        match control {
+            Control::Paused { .. } => ManifestPhase::Paused,
+            Control::Canceled => ManifestPhase::Canceled,
+            Control::Running if credit_wait => ManifestPhase::CreditWait,
+            Control::Running => ManifestPhase::Active,
+        }
+    }
+
+    /// The word `list`, `show` and `/status` print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManifestPhase::Active => "active",
+            ManifestPhase::Paused => "paused",
+            ManifestPhase::CreditWait => "credit_wait",
+            ManifestPhase::Canceled => "canceled",
+            ManifestPhase::Finished => "finished",
+            ManifestPhase::Pruned => "pruned",
+        }
+    }
+
+    /// Held by the operator, the failure threshold or the credits: nothing is sent now.
+    pub fn is_held(self) -> bool {
+        matches!(self, ManifestPhase::Paused | ManifestPhase::CreditWait)
+    }
+}
+
+impl fmt::Display for ManifestPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A manifest's final status, in the words of bulk job statuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,6 +215,26 @@ mod tests {
             failed: total - completed - rejected,
             ..FinalCounts::default()
         }
+    }
+
+    #[test]
+    fn the_phase_puts_finished_first_then_the_control_then_the_credits() {
+        let paused = Control::Paused { reason: "r".into() };
+        let phase = ManifestPhase::of;
+        assert_eq!(phase(true, &paused, true), ManifestPhase::Finished);
+        assert_eq!(phase(false, &paused, true), ManifestPhase::Paused);
+        assert_eq!(
+            phase(false, &Control::Canceled, true),
+            ManifestPhase::Canceled
+        );
+        assert_eq!(
+            phase(false, &Control::Running, true),
+            ManifestPhase::CreditWait
+        );
+        assert_eq!(
+            phase(false, &Control::Running, false),
+            ManifestPhase::Active
+        );
     }
 
     #[test]
