@@ -14,13 +14,13 @@ use std::borrow::Cow;
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::manifest::ManifestKind;
-use crate::state::item::{ItemRecord, ItemState, NoticeRecord, PublicationRecord};
+use crate::state::item::{ItemRecord, ItemState, NoticeRecord, PublicationRecord, RejectedBy};
 use crate::state::job::{JobKind, JobRecord, JobState};
 use crate::state::manifest::{FinalCounts, FinalStatus};
 use crate::store::{ManifestRecord, StoreError};
@@ -58,12 +58,77 @@ fn item_status_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 fn rejected_by_schema(_: &mut SchemaGenerator) -> Schema {
-    use crate::state::item::RejectedBy;
     json_schema!({"enum": [RejectedBy::Local.as_str(), RejectedBy::Api.as_str(), null]})
 }
 
+/// Enums written in the result file as their words. (The store encodes [`ItemState`] and
+/// [`RejectedBy`] by their variants, so their own serde derives are not the result's.)
+mod as_word {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    /// An enum with a word for each value, and the parse of that word.
+    pub trait Word: Copy + Sized {
+        fn word(self) -> &'static str;
+        fn from_word(word: &str) -> Option<Self>;
+    }
+
+    impl Word for crate::state::item::ItemState {
+        fn word(self) -> &'static str {
+            self.as_str()
+        }
+        fn from_word(word: &str) -> Option<Self> {
+            Self::parse(word)
+        }
+    }
+
+    impl Word for crate::state::item::RejectedBy {
+        fn word(self) -> &'static str {
+            self.as_str()
+        }
+        fn from_word(word: &str) -> Option<Self> {
+            Self::parse(word)
+        }
+    }
+
+    pub fn serialize<T: Word, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value.word())
+    }
+
+    pub fn deserialize<'de, T: Word, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+        let word = String::deserialize(deserializer)?;
+        T::from_word(&word).ok_or_else(|| D::Error::custom(format!("unknown word `{word}`")))
+    }
+
+    /// The same for an optional value (null for none).
+    pub mod option {
+        use super::Word;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<T: Word, S: Serializer>(
+            value: &Option<T>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => serializer.serialize_some(value.word()),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T: Word, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<T>, D::Error> {
+            match Option::<String>::deserialize(deserializer)? {
+                Some(word) => T::from_word(&word)
+                    .map(Some)
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown word `{word}`"))),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
 /// `outbox/NAME.result.json` (SPEC section 5).
-#[derive(Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[schemars(
     title = "tented-bulkd result",
     description = "The result of one manifest (SPEC section 5): written once every item is final."
@@ -71,8 +136,7 @@ fn rejected_by_schema(_: &mut SchemaGenerator) -> Schema {
 pub struct ResultDocument {
     /// The manifest's file name as taken (`NAME.json`, with any `~N` suffix).
     pub manifest: String,
-    #[schemars(with = "ManifestKind")]
-    pub kind: &'static str,
+    pub kind: ManifestKind,
     /// `completed` (every item not rejected completed), `completed_with_failures`,
     /// `failed` (none completed) or `rejected` (the manifest as a whole).
     #[schemars(schema_with = "manifest_status_schema")]
@@ -90,7 +154,7 @@ pub struct ResultDocument {
     pub items: ItemsById,
 }
 
-#[derive(Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct BulkJobSummary {
     pub bulk_job_id: String,
     pub first_index: u32,
@@ -99,25 +163,27 @@ pub struct BulkJobSummary {
 }
 
 /// One item's outcome.
-#[derive(Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ItemResult {
     /// The item's zero-based position in the manifest.
     pub index: u32,
+    #[serde(with = "as_word")]
     #[schemars(schema_with = "item_status_schema")]
-    pub status: &'static str,
+    pub status: ItemState,
     pub tent_id: Option<String>,
     pub tent_name: Option<String>,
     pub bulk_job_id: Option<String>,
     pub generation_id: Option<String>,
     /// Null where the item was not auto-published.
     pub publication: Option<PublicationOut>,
+    #[serde(with = "as_word::option")]
     #[schemars(schema_with = "rejected_by_schema")]
-    pub rejected_by: Option<&'static str>,
+    pub rejected_by: Option<RejectedBy>,
     pub error_code: Option<String>,
     pub message: Option<String>,
 }
 
-#[derive(Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PublicationOut {
     /// Tented's publication status (`published`, `published_with_warnings`, `failed`, …).
     pub status: String,
@@ -129,14 +195,38 @@ pub struct PublicationOut {
 }
 
 /// A warning or error carried over from Tented.
-#[derive(Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Notice {
     pub code: Option<String>,
     pub message: Option<String>,
 }
 
 /// Items keyed by client_item_id, in manifest order.
+#[derive(Debug)]
 pub struct ItemsById(pub Vec<(String, ItemResult)>);
+
+impl ItemsById {
+    /// The item with this key (`client_item_id`, or `#INDEX` for an item without one).
+    pub fn get(&self, key: &str) -> Option<&ItemResult> {
+        self.0
+            .iter()
+            .find(|(id, _)| id == key)
+            .map(|(_, item)| item)
+    }
+
+    /// The items in manifest order.
+    pub fn values(&self) -> impl Iterator<Item = &ItemResult> {
+        self.0.iter().map(|(_, item)| item)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 impl JsonSchema for ItemsById {
     fn schema_name() -> Cow<'static, str> {
@@ -158,6 +248,30 @@ impl Serialize for ItemsById {
             map.serialize_entry(id, item)?;
         }
         map.end()
+    }
+}
+
+/// In the file's order (which is manifest order).
+impl<'de> Deserialize<'de> for ItemsById {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ItemsById, D::Error> {
+        struct InOrder;
+        impl<'de> serde::de::Visitor<'de> for InOrder {
+            type Value = ItemsById;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of items by client_item_id")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ItemsById, A::Error> {
+                let mut items = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    items.push(entry);
+                }
+                Ok(ItemsById(items))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
     }
 }
 
@@ -208,13 +322,13 @@ pub fn build_result(
                 item.client_item_id.clone(),
                 ItemResult {
                     index: item.index,
-                    status: item.state().as_str(),
+                    status: item.state(),
                     tent_id: item.tent_id.clone(),
                     tent_name: item.tent_name.clone(),
                     bulk_job_id: item.bulk_job_id.clone(),
                     generation_id: item.generation_id.clone(),
                     publication: item.publication.as_ref().map(publication_out),
-                    rejected_by: item.rejected_by.map(|r| r.as_str()),
+                    rejected_by: item.rejected_by,
                     error_code: if item.state() == ItemState::Completed {
                         None
                     } else {
@@ -231,7 +345,7 @@ pub fn build_result(
         .collect();
     ResultDocument {
         manifest: manifest.file_name(),
-        kind: manifest.kind.as_str(),
+        kind: manifest.kind,
         status: FinalStatus::from_counts(manifest.rejection.is_some(), &counts),
         error: manifest.rejection.clone(),
         received_at: rfc3339(manifest.received_at_ms),
@@ -314,7 +428,7 @@ pub fn result_csv(result: &ResultDocument) -> Result<Vec<u8>, OutboxError> {
         writer.serialize(ResultCsvRow {
             client_item_id,
             index: item.index,
-            status: item.status,
+            status: item.status.as_str(),
             tent_id: item.tent_id.as_deref(),
             tent_name: item.tent_name.as_deref(),
             generation_id: item.generation_id.as_deref(),
@@ -457,7 +571,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
 mod tests {
     use super::*;
 
-    fn item(index: u32, status: &'static str) -> ItemResult {
+    fn item(index: u32, status: ItemState) -> ItemResult {
         ItemResult {
             index,
             status,
@@ -475,7 +589,7 @@ mod tests {
     fn result(items: Vec<(String, ItemResult)>) -> ResultDocument {
         ResultDocument {
             manifest: "m.json".into(),
-            kind: "bulk",
+            kind: ManifestKind::Bulk,
             status: FinalStatus::CompletedWithFailures,
             error: None,
             received_at: "2026-03-25T14:30:00Z".into(),
@@ -488,7 +602,7 @@ mod tests {
 
     #[test]
     fn the_result_csv_is_rfc_4180_with_the_header_and_a_row_per_item_in_order() {
-        let mut published = item(0, "completed");
+        let mut published = item(0, ItemState::Completed);
         published.tent_id = Some("T-1".into());
         published.tent_name = Some("Café, \"Zoë\"".into());
         published.generation_id = Some("G-1".into());
@@ -504,7 +618,7 @@ mod tests {
             }],
             error: None,
         });
-        let mut failed = item(1, "rejected");
+        let mut failed = item(1, ItemState::Rejected);
         failed.error_code = Some("INVALID_ITEM".into());
         failed.message = Some("line one\nline two".into());
         let document = result(vec![("日本-1".into(), published), ("#1".into(), failed)]);
@@ -522,6 +636,31 @@ mod tests {
     }
 
     #[test]
+    fn a_result_read_back_writes_the_same_bytes() {
+        let mut rejected = item(1, ItemState::Rejected);
+        rejected.rejected_by = Some(RejectedBy::Api);
+        rejected.error_code = Some("INVALID_ITEM".into());
+        let items = vec![
+            ("b".into(), item(0, ItemState::Completed)),
+            ("#1".into(), rejected),
+            ("a".into(), item(2, ItemState::Unknown)),
+        ];
+        let bytes = serde_json::to_vec_pretty(&result(items)).expect("json");
+        let back: ResultDocument = serde_json::from_slice(&bytes).expect("reads back");
+        assert_eq!(back.status, FinalStatus::CompletedWithFailures);
+        assert_eq!(back.kind, ManifestKind::Bulk);
+        let keys: Vec<&str> = back.items.0.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(keys, ["b", "#1", "a"], "manifest order, as written");
+        let rejected = back.items.get("#1").expect("the item without an id");
+        assert_eq!(rejected.rejected_by, Some(RejectedBy::Api));
+        assert_eq!(rejected.status, ItemState::Rejected);
+        assert_eq!(serde_json::to_vec_pretty(&back).expect("json"), bytes);
+        let text = String::from_utf8(bytes).expect("UTF-8");
+        assert!(text.contains(r#""rejected_by": "api""#), "{text}");
+        assert!(text.contains(r#""status": "unknown""#), "{text}");
+    }
+
+    #[test]
     fn a_result_without_items_still_has_its_header() {
         let csv = result_csv(&result(Vec::new())).expect("encodes");
         assert_eq!(csv, format!("{RESULT_CSV_HEADER}\r\n").into_bytes());
@@ -529,7 +668,7 @@ mod tests {
 
     #[test]
     fn the_result_json_keeps_its_shape_with_typed_notices() {
-        let mut published = item(0, "completed");
+        let mut published = item(0, ItemState::Completed);
         published.publication = Some(PublicationOut {
             status: "failed".into(),
             published_url: None,

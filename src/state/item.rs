@@ -96,6 +96,13 @@ impl ItemState {
         }
     }
 
+    /// The state a word of [`ItemState::as_str`] names, if any.
+    pub fn parse(word: &str) -> Option<ItemState> {
+        ItemState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == word)
+    }
+
     /// Items that were never admitted and may still be sent.
     pub fn is_sendable(self) -> bool {
         matches!(self, ItemState::Pending | ItemState::CreditWait)
@@ -115,6 +122,13 @@ impl RejectedBy {
             RejectedBy::Local => "local",
             RejectedBy::Api => "api",
         }
+    }
+
+    /// Who a word of [`RejectedBy::as_str`] names, if anyone.
+    pub fn parse(word: &str) -> Option<RejectedBy> {
+        [RejectedBy::Local, RejectedBy::Api]
+            .into_iter()
+            .find(|by| by.as_str() == word)
     }
 }
 
