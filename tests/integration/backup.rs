@@ -140,8 +140,8 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
         .wait_for_file(&second.path().join("outbox/busy.result.json"), START_WAIT)
         .await
         .expect("busy's result");
-    let result: Value = serde_json::from_slice(&result).expect("JSON");
-    assert_eq!(result["counts"]["completed"], 40);
+    let result: ResultDocument = serde_json::from_slice(&result).expect("a result document");
+    assert_eq!(result.counts.completed, 40);
     // A new manifest gets an id after the restored ones: newest first in the list.
     drop_manifest(second.path(), "fresh.json", &bulk_manifest(1));
     daemon

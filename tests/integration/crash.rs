@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use tented_bulkd::pipeline::outbox::{ItemResult, ResultDocument};
 use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
-use tented_bulkd::state::item::ANSWER_LOST_MESSAGE;
+use tented_bulkd::state::item::{ItemState, RejectedBy, ANSWER_LOST_MESSAGE};
+use tented_bulkd::state::manifest::FinalCounts;
 
 use crate::helpers::{
     self, drop_bytes, try_wait_until, write_config, BinaryDaemon, TestConfig, READY_LINE,
@@ -348,57 +350,50 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
     let inbox = visible_files(&sc.path("inbox"));
     ensure!(inbox.is_empty(), "files left in the inbox: {inbox:?}");
 
-    let result: Value = serde_json::from_slice(
+    let result: ResultDocument = serde_json::from_slice(
         &std::fs::read(sc.result_path()).map_err(|e| format!("no result: {e}"))?,
     )
-    .map_err(|e| format!("the result is not JSON: {e}"))?;
+    .map_err(|e| format!("the result is not a result document: {e}"))?;
     ensure!(
-        result["manifest"] == format!("{NAME}.json"),
+        result.manifest == format!("{NAME}.json"),
         "result names {}",
-        result["manifest"]
+        result.manifest
     );
     ensure!(
-        result["error"].is_null(),
-        "the manifest was rejected: {}",
-        result["error"]
+        result.error.is_none(),
+        "the manifest was rejected: {:?}",
+        result.error
     );
 
     // Every item once, in order, with a final status; the counts add up.
-    let items = result["items"]
-        .as_object()
-        .ok_or("the result has no items object")?;
-    let keys: Vec<&String> = items.keys().collect();
+    let items: BTreeMap<&str, &ItemResult> = result
+        .items
+        .0
+        .iter()
+        .map(|(id, item)| (id.as_str(), item))
+        .collect();
+    let keys: Vec<&str> = result.items.0.iter().map(|(id, _)| id.as_str()).collect();
     let expected: Vec<String> = (0..ITEMS).map(client_id).collect();
     ensure!(
         keys.len() == ITEMS && keys.iter().zip(&expected).all(|(a, b)| *a == b),
         "the result's items are not the manifest's items in order: {keys:?}"
     );
-    let finals = helpers::FINAL_STATUSES;
-    let mut tally: BTreeMap<&str, u64> = finals.iter().map(|s| (*s, 0)).collect();
-    for (index, (id, item)) in items.iter().enumerate() {
-        ensure!(item["index"] == index, "{id}: index {}", item["index"]);
-        let status = item["status"].as_str().unwrap_or("");
+    for (index, (id, item)) in result.items.0.iter().enumerate() {
+        ensure!(item.index as usize == index, "{id}: index {}", item.index);
+        let status = item.status.as_str();
         ensure!(
-            finals.contains(&status),
+            helpers::FINAL_STATUSES.contains(&status),
             "{id}: status `{status}` is not final"
         );
-        *tally.get_mut(status).unwrap() += 1;
     }
-    let counts = &result["counts"];
-    ensure!(counts["total"] == ITEMS, "counts.total {}", counts["total"]);
-    let mut sum = 0;
-    for status in finals {
-        let n = counts[status].as_u64().unwrap_or(u64::MAX);
-        ensure!(
-            n == tally[status],
-            "counts.{status} is {n} but {} items have that status",
-            tally[status]
-        );
-        sum += n;
-    }
+    let tally = FinalCounts::from_states(
+        ITEMS as u32,
+        result.items.values().map(|item| (item.status, 1)),
+    );
     ensure!(
-        sum == ITEMS as u64,
-        "the counts add up to {sum}, not {ITEMS}"
+        result.counts == tally,
+        "the counts {:?} are not the items' statuses {tally:?}",
+        result.counts
     );
 
     // Nothing sent twice; the locally rejected item never sent.
@@ -416,14 +411,14 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         posts.len(),
         posts.iter().map(|c| c.status).collect::<Vec<_>>()
     );
-    let local = &items[&client_id(LOCAL_REJECT)];
+    let local = items[client_id(LOCAL_REJECT).as_str()];
     ensure!(
         !sent.contains_key(&client_id(LOCAL_REJECT)),
         "the locally rejected item was sent"
     );
     ensure!(
-        local["status"] == "rejected" && local["rejected_by"] == "local",
-        "the locally rejected item ended as {local}"
+        local.status == ItemState::Rejected && local.rejected_by == Some(RejectedBy::Local),
+        "the locally rejected item ended as {local:?}"
     );
 
     // Every item the simulator admitted appears with its tent, or as unknown.
@@ -433,16 +428,16 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         .flat_map(|c| posted_ids(c))
         .collect();
     for id in &admitted {
-        let item = &items[id];
-        let with_tent = item["tent_id"].is_string();
-        let unknown = item["status"] == "unknown";
+        let item = items[id.as_str()];
+        let with_tent = item.tent_id.is_some();
+        let unknown = item.status == ItemState::Unknown;
         let refused_at_admission = *id == client_id(ADMISSION_REJECT)
-            && item["status"] == "rejected"
-            && item["rejected_by"] == "api"
-            && item["error_code"] == "NOT_FOUND";
+            && item.status == ItemState::Rejected
+            && item.rejected_by == Some(RejectedBy::Api)
+            && item.error_code.as_deref() == Some("NOT_FOUND");
         ensure!(
             with_tent || unknown || refused_at_admission,
-            "{id} was admitted by the simulator but the result has {item}"
+            "{id} was admitted by the simulator but the result has {item:?}"
         );
     }
 
@@ -450,10 +445,10 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
     let retry: Option<Value> = std::fs::read(sc.retry_path())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let not_completed: Vec<&String> = items
+    let not_completed: Vec<&str> = keys
         .iter()
-        .filter(|(_, i)| i["status"] != "completed")
-        .map(|(id, _)| id)
+        .copied()
+        .filter(|id| items[id].status != ItemState::Completed)
         .collect();
     let retry_ids: Vec<String> = retry
         .as_ref()
@@ -471,18 +466,19 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         "the retry manifest should hold exactly the items that did not complete {not_completed:?}, holds {retry_ids:?}"
     );
     let base_url = sc.sim.base_url();
-    for (id, item) in items {
-        let status = item["status"].as_str().unwrap_or("");
-        if let Some(tent_id) = item["tent_id"].as_str() {
+    for (id, item) in &items {
+        let status = item.status.as_str();
+        if let Some(tent_id) = item.tent_id.as_deref() {
             ensure!(
-                admitted.contains(id),
+                admitted.contains(*id),
                 "{id} has tent {tent_id} but was never in an admitted request"
             );
         }
-        match status {
-            "completed" | "failed" => {
-                let tent_id = item["tent_id"]
-                    .as_str()
+        match item.status {
+            ItemState::Completed | ItemState::Failed => {
+                let tent_id = item
+                    .tent_id
+                    .as_deref()
                     .ok_or_else(|| format!("{id} is {status} without a tent_id"))?;
                 let truth = sim_tent(&base_url, tent_id).await?;
                 ensure!(
@@ -490,23 +486,23 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
                     "{id}: the result says {status}, the simulator says {}",
                     truth["status"]
                 );
-                if status == "completed" {
+                if item.status == ItemState::Completed {
+                    let publication = item.publication.as_ref().map(|p| p.status.as_str());
                     ensure!(
-                        item["publication"]["status"] == truth["publication"]["status"],
-                        "{id}: publication {} in the result, {} in the simulator",
-                        item["publication"]["status"],
+                        publication == truth["publication"]["status"].as_str(),
+                        "{id}: publication {publication:?} in the result, {} in the simulator",
                         truth["publication"]["status"]
                     );
                 }
             }
-            "unknown" => {
-                let message = item["message"].as_str().unwrap_or("");
+            ItemState::Unknown => {
+                let message = item.message.as_deref().unwrap_or("");
                 ensure!(
                     message.contains(ANSWER_LOST_MESSAGE),
                     "{id} is unknown but its message does not say the answer was lost: {message:?}"
                 );
                 ensure!(
-                    retry_ids.contains(id),
+                    retry_ids.iter().any(|retried| retried == id),
                     "{id} is unknown but not in the retry manifest"
                 );
             }
@@ -519,7 +515,7 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         "{} posts, {} admitted, smallest poll gap {smallest_gap:?} ms, counts {}",
         posts.len(),
         admitted.len(),
-        serde_json::to_string(counts).unwrap_or_default()
+        serde_json::to_string(&result.counts).unwrap_or_default()
     ))
 }
 
@@ -1083,12 +1079,12 @@ async fn sigterm_during_active_work_exits_zero_and_a_restart_resends_nothing() {
         drop(daemon);
         sc.finish().await?;
         let summary = check_invariants(&sc).await?;
-        let result: Value =
+        let result: ResultDocument =
             serde_json::from_slice(&std::fs::read(sc.result_path()).unwrap()).unwrap();
         ensure!(
-            result["counts"]["unknown"] == 0,
-            "a SIGTERM must not lose an answer: {}",
-            result["counts"]
+            result.counts.unknown == 0,
+            "a SIGTERM must not lose an answer: {:?}",
+            result.counts
         );
         let posts = helpers::bulk_posts(&sc.sim.calls()).len();
         ensure!(posts == 2, "{posts} bulk requests for two chunks");
@@ -1159,7 +1155,7 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
         .await
         .expect("a result");
     daemon.sigterm().await.expect("a clean stop");
-    let result: Value =
+    let result: ResultDocument =
         serde_json::from_slice(&std::fs::read(sc.result_path()).expect("result")).expect("json");
     let calls = sc.sim.calls();
     let posts = helpers::bulk_posts(&calls);
@@ -1171,20 +1167,23 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
         .collect();
     assert!(twice.is_empty(), "sent twice: {twice:?}");
     assert_eq!(sent.len(), ITEMS, "every item was sent once");
-    let items = result["items"].as_object().expect("items");
+    let items = &result.items;
     assert_eq!(items.len(), ITEMS, "nothing lost");
-    for (id, item) in items {
-        let unknown = item["status"] == "unknown";
+    for (id, item) in &items.0 {
+        let unknown = item.status == ItemState::Unknown;
         if unknown {
             assert!(
                 on_the_wire.contains(id),
                 "{id} is unknown but was not on the wire"
             );
         } else {
-            assert_eq!(item["status"], "completed", "{id}: {item}");
+            assert_eq!(item.status, ItemState::Completed, "{id}: {item:?}");
         }
     }
-    let unknown = items.values().filter(|i| i["status"] == "unknown").count();
+    let unknown = items
+        .values()
+        .filter(|i| i.status == ItemState::Unknown)
+        .count();
     // The request whose answer came back may have been recorded or not: at least the
     // others on the wire (three of four) are unknown, and never more than were sent.
     assert!(

@@ -157,8 +157,8 @@ async fn a_full_outbox_keeps_the_result_pending_turns_health_red_and_recovers_by
         .wait_for_file(&dir.path().join("outbox/full.result.json"), START_WAIT)
         .await
         .expect("the result once space is back");
-    let result: serde_json::Value = serde_json::from_slice(&result).expect("whole JSON");
-    assert_eq!(result["counts"]["completed"], 3);
+    let result: ResultDocument = serde_json::from_slice(&result).expect("a whole result");
+    assert_eq!(result.counts.completed, 3);
     wait_health(&admin, &daemon, 200, "ok").await;
     assert_eq!(bulk_posts(&sim.calls()).len(), 1, "nothing sent twice");
     daemon.sigterm().await.expect("SIGTERM exits 0");
@@ -194,8 +194,8 @@ async fn a_full_archive_keeps_the_manifest_in_the_inbox_until_it_can_be_moved() 
         .wait_for_file(&dir.path().join("outbox/kept.result.json"), START_WAIT)
         .await
         .expect("the result");
-    let result: serde_json::Value = serde_json::from_slice(&result).expect("whole JSON");
-    assert_eq!(result["counts"]["completed"], 2);
+    let result: ResultDocument = serde_json::from_slice(&result).expect("a whole result");
+    assert_eq!(result.counts.completed, 2);
     assert_eq!(bulk_posts(&sim.calls()).len(), 1, "taken once, sent once");
     wait_health(&admin, &daemon, 200, "ok").await;
     daemon.sigterm().await.expect("SIGTERM exits 0");
@@ -244,8 +244,8 @@ async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_its
         .wait_for_file(&dir.path().join("outbox/during.result.json"), START_WAIT)
         .await
         .expect("the result once space is back");
-    let result: serde_json::Value = serde_json::from_slice(&result).expect("whole JSON");
-    assert_eq!(result["counts"]["completed"], 40);
+    let result: ResultDocument = serde_json::from_slice(&result).expect("a whole result");
+    assert_eq!(result.counts.completed, 40);
     assert!(
         daemon.stderr().contains("opening the store again"),
         "{}",
@@ -319,9 +319,9 @@ async fn a_create_answer_arriving_on_a_full_state_disk_is_recorded_once_space_is
         .wait_for_file(&dir.path().join("outbox/onwire.result.json"), START_WAIT)
         .await
         .expect("the result once space is back");
-    let result: serde_json::Value = serde_json::from_slice(&result).expect("whole JSON");
-    assert_eq!(result["counts"]["completed"], 25, "{}", result["counts"]);
-    assert_eq!(result["counts"]["unknown"], 0, "{}", result["counts"]);
+    let result: ResultDocument = serde_json::from_slice(&result).expect("a whole result");
+    assert_eq!(result.counts.completed, 25, "{:?}", result.counts);
+    assert_eq!(result.counts.unknown, 0, "{:?}", result.counts);
     let stderr = daemon.stderr();
     assert!(
         stderr.contains("opening the store again")

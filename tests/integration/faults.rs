@@ -39,7 +39,7 @@ async fn throttling_and_server_errors_are_retried_without_sending_anything_twice
     manifest["auto_publish"] = json!(true);
     app.drop_manifest("flaky.json", &manifest);
     let result = app.wait_result("flaky", WAIT).await;
-    assert_eq!(result["counts"]["completed"], 75, "{}", result["counts"]);
+    assert_eq!(result.counts.completed, 75, "{:?}", result.counts);
     let calls = app.calls();
     let statuses: Vec<Option<u16>> = calls.iter().map(|c| c.status).collect();
     assert!(
@@ -90,11 +90,11 @@ async fn a_lost_answer_is_never_resent_and_its_items_end_unknown() {
     .await;
     app.drop_manifest("lost.json", &bulk_manifest(30));
     let result = app.wait_result("lost", WAIT).await;
-    assert_eq!(result["counts"]["unknown"], 30);
-    assert_eq!(result["status"], "failed");
-    let item = &result["items"]["row-000"];
-    assert_eq!(item["status"], "unknown");
-    let message = item["message"].as_str().unwrap();
+    assert_eq!(result.counts.unknown, 30);
+    assert_eq!(result.status, FinalStatus::Failed);
+    let item = result_item(&result, "row-000");
+    assert_eq!(item.status, ItemState::Unknown);
+    let message = item.message.as_deref().unwrap();
     assert!(
         message.contains("not resent") && message.contains("timeout"),
         "{message}"
@@ -123,7 +123,7 @@ async fn a_connection_dropped_after_sending_is_uncertain_but_polls_are_retried()
     .await;
     app.drop_manifest("dropped.json", &bulk_manifest(10));
     let result = app.wait_result("dropped", WAIT).await;
-    assert_eq!(result["counts"]["unknown"], 10, "{result:#}");
+    assert_eq!(result.counts.unknown, 10, "{result:#?}");
     assert_eq!(bulk_posts(&app.calls()).len(), 1, "never resent");
 
     // Dropped polls, on the other hand, are simply tried again.
@@ -137,7 +137,7 @@ async fn a_connection_dropped_after_sending_is_uncertain_but_polls_are_retried()
     });
     app.drop_manifest("polls.json", &bulk_manifest(11));
     let result = app.wait_result("polls", WAIT).await;
-    assert_eq!(result["counts"]["completed"], 11, "{result:#}");
+    assert_eq!(result.counts.completed, 11, "{result:#?}");
     assert_poll_floor(&app.calls(), TEST_FLOOR, Duration::ZERO);
     app.stop_daemon().await;
 }
@@ -176,7 +176,7 @@ async fn a_request_that_could_not_connect_is_sent_once_the_api_is_back() {
         .await
         .expect("the simulator starts on the port");
     let result = wait_result_file(&dir.path().join("outbox/later.result.json"), WAIT).await;
-    assert_eq!(result["counts"]["completed"], 5, "{result}");
+    assert_eq!(result.counts.completed, 5, "{result:?}");
     assert_eq!(bulk_posts(&sim.calls()).len(), 1);
     daemon.stop().await;
 }
@@ -242,7 +242,7 @@ async fn a_refused_key_pauses_every_call_turns_health_red_and_fails_nothing() {
     // The key works again: everything resumes and completes.
     app.sim.set_api_key("sim-key");
     let result = app.wait_result("auth", WAIT).await;
-    assert_eq!(result["counts"]["completed"], 30, "{}", result["counts"]);
+    assert_eq!(result.counts.completed, 30, "{:?}", result.counts);
     assert_eq!(health().await, 200);
     let calls = app.calls();
     assert_sent_once(
@@ -307,13 +307,12 @@ async fn credits_running_out_pause_the_manifest_until_they_are_back() {
     assert!(!app.result_path("credits").exists());
     app.sim.set_credits(Some(1000));
     let result = app.wait_result("credits", WAIT).await;
-    assert_eq!(result["counts"]["completed"], 60, "{}", result["counts"]);
+    assert_eq!(result.counts.completed, 60, "{:?}", result.counts);
     // Items refused for credits were sent again, with the names one large batch gives them.
-    for (id, item) in result["items"].as_object().unwrap() {
-        let index = item["index"].as_u64().unwrap();
+    for (id, item) in &result.items.0 {
         assert_eq!(
-            item["tent_name"],
-            format!("Test {}", index + 1).as_str(),
+            item.tent_name.as_deref(),
+            Some(format!("Test {}", item.index + 1).as_str()),
             "{id}"
         );
     }
@@ -365,7 +364,7 @@ async fn an_outbox_that_cannot_be_written_keeps_the_result_pending_until_it_can(
     std::fs::remove_file(app.path("outbox")).unwrap();
     std::fs::create_dir(app.path("outbox")).unwrap();
     let result = app.wait_result("blocked", WAIT).await;
-    assert_eq!(result["counts"]["completed"], 3);
+    assert_eq!(result.counts.completed, 3);
     assert_eq!(bulk_posts(&app.calls()).len(), 1);
     app.stop_daemon().await;
 }
@@ -405,25 +404,27 @@ async fn soak_twenty_manifests_with_every_fault_at_a_modest_rate() {
         let result = app
             .wait_result(&format!("soak-{m:02}"), Duration::from_secs(120))
             .await;
-        let counts = &result["counts"];
-        assert_eq!(counts["total"], 100);
-        let sum: u64 = FINAL_STATUSES
-            .iter()
-            .map(|k| counts[*k].as_u64().unwrap())
-            .sum();
-        assert_eq!(sum, 100, "{counts}");
-        assert_eq!(counts["timed_out"], 0);
+        let counts = &result.counts;
+        assert_eq!(counts.total, 100);
+        let sum = counts.completed
+            + counts.failed
+            + counts.rejected
+            + counts.timed_out
+            + counts.canceled
+            + counts.unknown;
+        assert_eq!(sum, 100, "{counts:?}");
+        assert_eq!(counts.timed_out, 0);
         // Every unknown item comes from a request whose connection dropped after sending.
-        for (id, item) in result["items"].as_object().unwrap() {
-            if item["status"] == "unknown" {
+        for (id, item) in &result.items.0 {
+            if item.status == ItemState::Unknown {
                 assert!(
-                    item["message"].as_str().unwrap().contains("not resent"),
+                    item.message.as_deref().unwrap().contains("not resent"),
                     "{id}"
                 );
             }
         }
-        totals.0 += counts["completed"].as_u64().unwrap();
-        totals.1 += counts["unknown"].as_u64().unwrap();
+        totals.0 += u64::from(counts.completed);
+        totals.1 += u64::from(counts.unknown);
     }
     let calls = app.calls();
     assert_sent_once(
@@ -480,8 +481,8 @@ async fn a_bulk_job_that_answers_404_for_over_ten_minutes_fails_its_unfinished_i
     // would be due at once, and the floor below (in real time) would not hold.
     app.ctx().clock.skip(Duration::from_secs(601));
     let result = app.wait_result("vanished", WAIT).await;
-    assert_eq!(result["counts"]["failed"], 5, "{result:#}");
-    let message = result["items"]["row-000"]["message"].as_str().unwrap();
+    assert_eq!(result.counts.failed, 5, "{result:#?}");
+    let message = result_item(&result, "row-000").message.as_deref().unwrap();
     assert!(
         message.contains("404") && message.contains("10 minutes"),
         "{message}"

@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use tented_bulkd::pipeline::outbox::{ItemResult, ResultDocument};
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, RecordedCall, SimConfig};
-use tented_bulkd::state::item::ANSWER_LOST_MESSAGE;
+use tented_bulkd::state::item::{ItemState, RejectedBy, ANSWER_LOST_MESSAGE};
+use tented_bulkd::state::manifest::{FinalCounts, FinalStatus};
 
 use crate::crash::{
     self, check_invariants, check_poll_floor, crash_sim, ensure, nth, posted_ids, sim_tent,
@@ -578,20 +580,20 @@ fn check_many(ps: &PowerScenario, files: &[(String, Vec<u8>)]) -> Result<String,
             "{name}: the archive copy is not the file that was dropped"
         );
         let result_file = sc.path(&format!("outbox/{}", name.replace(".json", ".result.json")));
-        let result: Value = std::fs::read(&result_file)
+        let result: ResultDocument = std::fs::read(&result_file)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .ok_or(format!("{name}: no readable result"))?;
         let want = if name == "not-json.json" {
-            "rejected"
+            FinalStatus::Rejected
         } else {
-            "completed"
+            FinalStatus::Completed
         };
         ensure!(
-            result["status"] == want,
-            "{name}: status {} (want {want}): {}",
-            result["status"],
-            result["error"]
+            result.status == want,
+            "{name}: status {} (want {want}): {:?}",
+            result.status,
+            result.error
         );
     }
     let sent: Vec<String> = sc
@@ -915,63 +917,58 @@ async fn check_storm(
             archived.as_deref() == Some(&m.bytes[..]),
             "{name}: the archive copy is not the manifest that was dropped"
         );
-        let result: Value = serde_json::from_slice(
+        let result: ResultDocument = serde_json::from_slice(
             &std::fs::read(sc.path(&format!("outbox/{name}.result.json")))
                 .map_err(|e| format!("{name}: no result: {e}"))?,
         )
-        .map_err(|e| format!("{name}: the result is not JSON: {e}"))?;
+        .map_err(|e| format!("{name}: the result is not a result document: {e}"))?;
         ensure!(
-            result["manifest"] == format!("{name}.json"),
+            result.manifest == format!("{name}.json"),
             "{name}: result names {}",
-            result["manifest"]
+            result.manifest
         );
         ensure!(
-            result["kind"] == m.kind,
+            result.kind.as_str() == m.kind,
             "{name}: result kind {}",
-            result["kind"]
+            result.kind.as_str()
         );
         ensure!(
-            result["error"].is_null(),
-            "{name}: rejected as a whole: {}",
-            result["error"]
+            result.error.is_none(),
+            "{name}: rejected as a whole: {:?}",
+            result.error
         );
-        let items = result["items"]
-            .as_object()
-            .ok_or(format!("{name}: the result has no items object"))?;
-        let keys: Vec<&String> = items.keys().collect();
+        let items: BTreeMap<&str, &ItemResult> = result
+            .items
+            .0
+            .iter()
+            .map(|(id, item)| (id.as_str(), item))
+            .collect();
+        let keys: Vec<&str> = result.items.0.iter().map(|(id, _)| id.as_str()).collect();
         ensure!(
             keys.len() == m.ids.len() && keys.iter().zip(&m.ids).all(|(a, b)| *a == b),
             "{name}: the result's items are not the manifest's items in order: {keys:?}"
         );
-        let finals = helpers::FINAL_STATUSES;
-        let mut tally: BTreeMap<&str, u64> = finals.iter().map(|s| (*s, 0)).collect();
-        for (index, (id, item)) in items.iter().enumerate() {
+        for (index, (id, item)) in result.items.0.iter().enumerate() {
             ensure!(
-                item["index"] == index,
+                item.index as usize == index,
                 "{name}/{id}: index {}",
-                item["index"]
+                item.index
             );
-            let status = item["status"].as_str().unwrap_or("");
+            let status = item.status.as_str();
             ensure!(
-                finals.contains(&status),
+                helpers::FINAL_STATUSES.contains(&status),
                 "{name}/{id}: status `{status}` is not final"
             );
-            *tally.get_mut(status).unwrap() += 1;
         }
-        let counts = &result["counts"];
-        ensure!(
-            counts["total"] == m.ids.len(),
-            "{name}: counts.total {}",
-            counts["total"]
+        let tally = FinalCounts::from_states(
+            m.ids.len() as u32,
+            result.items.values().map(|item| (item.status, 1)),
         );
-        for status in finals {
-            let n = counts[status].as_u64().unwrap_or(u64::MAX);
-            ensure!(
-                n == tally[status],
-                "{name}: counts.{status} is {n} but {} items have that status",
-                tally[status]
-            );
-        }
+        ensure!(
+            result.counts == tally,
+            "{name}: the counts {:?} are not the items' statuses {tally:?}",
+            result.counts
+        );
 
         // Nothing sent twice: no client_item_id in two create requests, leaving out those
         // answered 429/5xx (not admitted, and retried).
@@ -1003,10 +1000,10 @@ async fn check_storm(
                 !sent.contains_key(id.as_str()),
                 "{name}: the locally rejected {id} was sent"
             );
-            let item = &items[id];
+            let item = items[id.as_str()];
             ensure!(
-                item["status"] == "rejected" && item["rejected_by"] == "local",
-                "{name}: the locally rejected {id} ended as {item}"
+                item.status == ItemState::Rejected && item.rejected_by == Some(RejectedBy::Local),
+                "{name}: the locally rejected {id} ended as {item:?}"
             );
         }
 
@@ -1018,20 +1015,21 @@ async fn check_storm(
             .flat_map(|(_, ids)| ids.iter().map(String::as_str))
             .collect();
         for id in &admitted {
-            let item = &items[*id];
+            let item = items[*id];
             ensure!(
-                item["tent_id"].is_string()
-                    || item["status"] == "unknown"
-                    || (item["status"] == "rejected" && item["rejected_by"] == "api"),
-                "{name}/{id} was admitted by the simulator but the result has {item}"
+                item.tent_id.is_some()
+                    || item.status == ItemState::Unknown
+                    || (item.status == ItemState::Rejected
+                        && item.rejected_by == Some(RejectedBy::Api)),
+                "{name}/{id} was admitted by the simulator but the result has {item:?}"
             );
         }
 
         // The retry manifest holds exactly the items that did not complete.
-        let not_completed: Vec<&String> = items
+        let not_completed: Vec<&str> = keys
             .iter()
-            .filter(|(_, i)| i["status"] != "completed")
-            .map(|(id, _)| id)
+            .copied()
+            .filter(|id| items[id].status != ItemState::Completed)
             .collect();
         let retry: Option<Value> = std::fs::read(sc.path(&format!("outbox/{name}.retry.json")))
             .ok()
@@ -1053,15 +1051,16 @@ async fn check_storm(
         );
 
         // Final statuses agree with the simulator; unknown only with the answer-lost message.
-        for (id, item) in items {
-            let status = item["status"].as_str().unwrap_or("");
-            match status {
-                "completed" | "failed" => {
-                    let tent_id = item["tent_id"]
-                        .as_str()
+        for (id, item) in &items {
+            let status = item.status.as_str();
+            match item.status {
+                ItemState::Completed | ItemState::Failed => {
+                    let tent_id = item
+                        .tent_id
+                        .as_deref()
                         .ok_or_else(|| format!("{name}/{id} is {status} without a tent_id"))?;
                     ensure!(
-                        admitted.contains(id.as_str()),
+                        admitted.contains(id),
                         "{name}/{id} has tent {tent_id} but was never in an admitted request"
                     );
                     let truth = sim_tent(&base_url, tent_id).await?;
@@ -1071,8 +1070,8 @@ async fn check_storm(
                         truth["status"]
                     );
                 }
-                "unknown" => {
-                    let message = item["message"].as_str().unwrap_or("");
+                ItemState::Unknown => {
+                    let message = item.message.as_deref().unwrap_or("");
                     ensure!(
                         message.contains(ANSWER_LOST_MESSAGE),
                         "{name}/{id} is unknown but its message does not say the answer was lost: {message:?}"
@@ -1084,7 +1083,7 @@ async fn check_storm(
         summary.push(format!(
             "{name}: {} requests, counts {}",
             mine.len(),
-            serde_json::to_string(counts).unwrap_or_default()
+            serde_json::to_string(&result.counts).unwrap_or_default()
         ));
     }
     let smallest_gap = check_poll_floor(calls)?;

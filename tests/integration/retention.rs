@@ -15,7 +15,7 @@ async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_re
     let old = bulk_manifest(3);
     app.drop_manifest("old.json", &old);
     let result = app.wait_result("old", WAIT).await;
-    assert_eq!(result["counts"]["completed"], 3);
+    assert_eq!(result.counts.completed, 3);
     let store = app.ctx().store.clone();
     let id = store.manifest_named("old").expect("reads").expect("named");
     wait_until("the manifest pruned", WAIT, || async {
@@ -48,8 +48,8 @@ async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_re
     // The same bytes again: refused, naming the pruned manifest.
     app.drop_manifest("again.json", &old);
     let again = app.wait_result("again", WAIT).await;
-    assert_eq!(again["status"], "rejected");
-    let error = again["error"].as_str().expect("an error");
+    assert_eq!(again.status, FinalStatus::Rejected);
+    let error = again.error.as_deref().expect("an error");
     assert!(error.contains("old.json"), "{error}");
 
     // An edit that names a pruned item by client_item_id: rejected, saying so.
@@ -58,9 +58,9 @@ async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_re
         &json!({"kind": "edit", "items": [{"target_client_item_id": "row-001", "prompt": "p"}]}),
     );
     let edit = app.wait_result("edit", WAIT).await;
-    let item = &edit["items"]["#0"];
-    assert_eq!(item["status"], "rejected", "{edit}");
-    let message = item["message"].as_str().expect("a message");
+    let item = result_item(&edit, "#0");
+    assert_eq!(item.status, ItemState::Rejected, "{edit:?}");
+    let message = item.message.as_deref().expect("a message");
     assert!(
         message.contains("pruned") && message.contains("tent_id"),
         "{message}"
@@ -69,7 +69,7 @@ async fn a_pruned_manifest_leaves_a_summary_that_still_refuses_duplicates_and_re
     // The name is never reused.
     app.drop_manifest("old.json", &bulk_manifest(2));
     let second = app.wait_result("old~2", WAIT).await;
-    assert_eq!(second["counts"]["completed"], 2);
+    assert_eq!(second.counts.completed, 2);
     app.stop_daemon().await;
 }
 
@@ -213,7 +213,7 @@ async fn a_store_grown_past_its_records_is_compacted_and_the_daemon_goes_on() {
             .wait_result(dir.path(), &format!("m{m:02}"), Duration::from_secs(60))
             .await
             .expect("the result");
-        assert_eq!(result["counts"]["completed"], 250, "m{m:02}");
+        assert_eq!(result.counts.completed, 250, "m{m:02}");
         if daemon.stderr().contains("store compacted") {
             compacted_after = Some(m);
             break;
@@ -246,7 +246,7 @@ async fn a_store_grown_past_its_records_is_compacted_and_the_daemon_goes_on() {
         .wait_result(dir.path(), &after, Duration::from_secs(60))
         .await
         .expect("a result after the compaction");
-    assert_eq!(result["counts"]["completed"], 30, "{result}");
+    assert_eq!(result.counts.completed, 30, "{result:?}");
     // Ten chunks of 25 for each 250-item manifest, two for the last one.
     assert_eq!(
         bulk_posts(&sim.calls()).len(),

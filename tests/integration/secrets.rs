@@ -105,13 +105,10 @@ async fn the_api_key_appears_in_no_output() {
         .wait_for_file(&result_path, WAIT)
         .await
         .expect("the result file");
-    let result: serde_json::Value = serde_json::from_slice(&result).expect("JSON");
+    let result: ResultDocument = serde_json::from_slice(&result).expect("a result document");
     // The key worked: items were created (a wrong key would reject them all).
-    assert_eq!(result["counts"]["total"], 40, "{result}");
-    assert!(
-        result["counts"]["completed"].as_u64().unwrap_or(0) > 0,
-        "{result}"
-    );
+    assert_eq!(result.counts.total, 40, "{result:?}");
+    assert!(result.counts.completed > 0, "{result:?}");
     let calls = sim.calls();
     assert!(!calls.is_empty(), "the daemon called the simulator");
 

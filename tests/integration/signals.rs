@@ -13,13 +13,13 @@ fn config_with_key_file(dir: &Path, base_url: &str) -> TestConfig {
 }
 
 /// Waits for `DIR/outbox/NAME.result.json`, written by `daemon`, and returns it.
-async fn wait_result(daemon: &BinaryDaemon, dir: &Path, name: &str) -> Value {
+async fn wait_result(daemon: &BinaryDaemon, dir: &Path, name: &str) -> ResultDocument {
     let path = dir.join(format!("outbox/{name}.result.json"));
     let bytes = daemon
         .wait_for_file(&path, START_WAIT)
         .await
         .expect("the result file");
-    serde_json::from_slice(&bytes).expect("the result file is JSON")
+    serde_json::from_slice(&bytes).expect("the result file is a result document")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +68,7 @@ async fn sighup_reloads_a_corrected_key_and_sigterm_exits_zero() {
     std::fs::write(&key_file, "sim-key\n").expect("write the key file");
     daemon.signal("HUP").expect("SIGHUP is sent");
     let result = wait_result(&daemon, dir.path(), "m").await;
-    assert_eq!(result["counts"]["completed"], 5);
+    assert_eq!(result.counts.completed, 5);
     assert_eq!(health(&admin).await, Some(200));
     let logs = daemon.stderr();
     assert!(
@@ -231,8 +231,8 @@ async fn status_cancel_and_resume_talk_to_the_running_daemon() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("35 unsent items"));
     let result = wait_result(&daemon, dir.path(), "broken").await;
-    assert_eq!(result["counts"]["canceled"], 35);
-    assert_eq!(result["counts"]["rejected"], 25);
+    assert_eq!(result.counts.canceled, 35);
+    assert_eq!(result.counts.rejected, 25);
     daemon.sigterm().await.expect("SIGTERM exits 0");
 }
 

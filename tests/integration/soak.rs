@@ -113,7 +113,7 @@ async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
             .wait_result(dir.path(), &name, Duration::from_secs(120))
             .await
             .expect("the result");
-        assert_eq!(result["counts"]["completed"], PER_MANIFEST, "{name}");
+        assert_eq!(result.counts.completed as usize, PER_MANIFEST, "{name}");
         samples.push((
             (m + 1) * PER_MANIFEST,
             du(&dir.path().join("state")),

@@ -170,6 +170,7 @@ async fn a_csv_makes_the_round_trip_and_the_result_csv_joins_back_by_client_item
     // The CSV is written first, so it is in place once the JSON is.
     let csv_bytes = std::fs::read(dir.path().join("outbox/people.result.csv"))
         .expect("the result CSV is in place");
+    // Raw JSON here: each CSV column is checked against the JSON field of its name.
     let result: Value = serde_json::from_slice(&json_bytes).expect("the result is JSON");
     assert_eq!(result["counts"]["total"], 5, "{result}");
 

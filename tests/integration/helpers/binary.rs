@@ -260,13 +260,14 @@ impl BinaryDaemon {
         .await
     }
 
-    /// Waits for `outbox/NAME.result.json` under the state root `dir` and returns it parsed.
+    /// Waits for `outbox/NAME.result.json` under the state root `dir` and returns it, read
+    /// through the typed result document.
     pub async fn wait_result(
         &self,
         dir: &Path,
         name: &str,
         within: Duration,
-    ) -> Result<serde_json::Value, Failure> {
+    ) -> Result<tented_bulkd::pipeline::outbox::ResultDocument, Failure> {
         let path = dir.join(format!("outbox/{name}.result.json"));
         let bytes = self.wait_for_file(&path, within).await?;
         serde_json::from_slice(&bytes).map_err(|e| Failure(format!("{}: {e}", path.display())))

@@ -19,8 +19,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tented_bulkd::context::Context;
 use tented_bulkd::daemon::DaemonError;
+pub use tented_bulkd::manifest::ManifestKind;
+pub use tented_bulkd::pipeline::outbox::{ItemResult, ResultDocument};
 use tented_bulkd::settings::{ApiKey, ConfigSource, Settings};
 use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
+pub use tented_bulkd::state::item::{ItemState, RejectedBy};
+pub use tented_bulkd::state::manifest::FinalStatus;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -320,8 +324,9 @@ impl TestApp {
         self.path("outbox").join(format!("{name}.result.json"))
     }
 
-    /// Waits for `outbox/NAME.result.json` and returns it.
-    pub async fn wait_result(&self, name: &str, within: Duration) -> Value {
+    /// Waits for `outbox/NAME.result.json` and returns it, read through the typed
+    /// result document.
+    pub async fn wait_result(&self, name: &str, within: Duration) -> ResultDocument {
         wait_result_file(&self.result_path(name), within).await
     }
 
@@ -385,15 +390,24 @@ pub fn drop_bytes(dir: &Path, file_name: &str, bytes: &[u8]) {
     std::fs::rename(&staging, dir.join("inbox").join(file_name)).expect("rename into inbox");
 }
 
-/// Waits for a result file and returns it, parsed.
-pub async fn wait_result_file(path: &Path, within: Duration) -> Value {
+/// Waits for a result file and returns it, read through the typed result document
+/// (which refuses a file of any other shape).
+pub async fn wait_result_file(path: &Path, within: Duration) -> ResultDocument {
     let bytes = wait_until(
         format!("the result file {}", path.display()),
         within,
         || async { std::fs::read(path).ok() },
     )
     .await;
-    serde_json::from_slice(&bytes).expect("the result file is JSON")
+    serde_json::from_slice(&bytes).expect("the result file is a result document")
+}
+
+/// The item of a result under `key` (its `client_item_id`, or `#INDEX`).
+pub fn result_item<'a>(result: &'a ResultDocument, key: &str) -> &'a ItemResult {
+    result
+        .items
+        .get(key)
+        .unwrap_or_else(|| panic!("the result has no item `{key}`"))
 }
 
 /// A bulk manifest with `n` plain items `row-000`…
