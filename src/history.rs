@@ -294,7 +294,10 @@ fn item_line(item: &ItemRecord) -> ItemLine {
         client_item_id: item.client_item_id.clone(),
         status: item.state().as_str().to_string(),
         tent_id: item.tent_id.clone(),
-        error_code: item.error_code.clone(),
+        error_code: item
+            .error_code
+            .as_ref()
+            .map(|code| code.as_str().to_string()),
         message: item.message.clone(),
     }
 }

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::manifest::ManifestKind;
+use crate::state::error_code::ErrorCode;
 use crate::state::item::{ItemRecord, ItemState, NoticeRecord, PublicationRecord, RejectedBy};
 use crate::state::job::{JobKind, JobRecord, JobState};
 use crate::state::manifest::{FinalCounts, FinalStatus};
@@ -179,7 +180,8 @@ pub struct ItemResult {
     #[serde(with = "as_word::option")]
     #[schemars(schema_with = "rejected_by_schema")]
     pub rejected_by: Option<RejectedBy>,
-    pub error_code: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub error_code: Option<ErrorCode>,
     pub message: Option<String>,
 }
 
@@ -436,7 +438,7 @@ pub fn result_csv(result: &ResultDocument) -> Result<Vec<u8>, OutboxError> {
             publication_status: publication.map(|p| p.status.as_str()),
             applied_custom_page_alias: publication
                 .and_then(|p| p.applied_custom_page_alias.as_deref()),
-            error_code: item.error_code.as_deref(),
+            error_code: item.error_code.as_ref().map(ErrorCode::as_str),
             message: item.message.as_deref(),
         })?;
     }
@@ -619,7 +621,7 @@ mod tests {
             error: None,
         });
         let mut failed = item(1, ItemState::Rejected);
-        failed.error_code = Some("INVALID_ITEM".into());
+        failed.error_code = Some(ErrorCode::InvalidItem);
         failed.message = Some("line one\nline two".into());
         let document = result(vec![("日本-1".into(), published), ("#1".into(), failed)]);
         let csv = String::from_utf8(result_csv(&document).expect("encodes")).expect("UTF-8");
@@ -639,7 +641,7 @@ mod tests {
     fn a_result_read_back_writes_the_same_bytes() {
         let mut rejected = item(1, ItemState::Rejected);
         rejected.rejected_by = Some(RejectedBy::Api);
-        rejected.error_code = Some("INVALID_ITEM".into());
+        rejected.error_code = Some(ErrorCode::InvalidItem);
         let items = vec![
             ("b".into(), item(0, ItemState::Completed)),
             ("#1".into(), rejected),

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::types::{GenerationStatus, PublicationStatus};
 use crate::manifest::ItemFields;
+use crate::state::error_code::ErrorCode;
 
 /// Where an item stands. The last six are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -172,7 +173,8 @@ pub struct ItemRecord {
     pub generation_status: Option<GenerationStatus>,
     pub publication: Option<PublicationRecord>,
     pub rejected_by: Option<RejectedBy>,
-    pub error_code: Option<String>,
+    /// Stored as its text (as when it was a `String`).
+    pub error_code: Option<ErrorCode>,
     pub message: Option<String>,
     /// For edits: the tent to edit, resolved at intake.
     pub target_tent_id: Option<String>,
@@ -196,7 +198,7 @@ pub enum ItemEvent {
     },
     /// Admission (or a 4xx answer to its request) rejected the item for good.
     RejectedByApi {
-        error_code: String,
+        error_code: ErrorCode,
         message: String,
     },
     /// Admission had no credits for it.
@@ -319,7 +321,7 @@ impl ItemRecord {
         item.fields = None;
         item.state = ItemState::Rejected;
         item.rejected_by = Some(RejectedBy::Local);
-        item.error_code = Some("INVALID_ITEM".to_string());
+        item.error_code = Some(ErrorCode::InvalidItem);
         item.message = Some(message);
         item
     }
@@ -342,7 +344,10 @@ impl ItemRecord {
                 S::Sending
             }
             (S::Pending | S::CreditWait, E::Cancel) => {
-                self.note(CANCELED, "never sent: the operator canceled the manifest");
+                self.note(
+                    ErrorCode::Canceled,
+                    "never sent: the operator canceled the manifest",
+                );
                 S::Canceled
             }
             (
@@ -362,12 +367,12 @@ impl ItemRecord {
                 S::Rejected
             }
             (S::Sending, E::NoCredits { message }) => {
-                self.note(NO_CREDITS, message);
+                self.note(ErrorCode::InsufficientCredits, message);
                 self.job_seq = None;
                 S::CreditWait
             }
             (S::Sending, E::AnswerLost { message }) => {
-                self.note(ANSWER_LOST, message);
+                self.note(ErrorCode::AnswerLost, message);
                 S::Unknown
             }
             (S::Admitted, progress @ E::Progress { .. }) => {
@@ -384,11 +389,11 @@ impl ItemRecord {
             }
             (S::Admitted, E::GenerationFailed { message }) => {
                 self.generation_status = Some(GenerationStatus::Failed);
-                self.note("GENERATION_FAILED", message);
+                self.note(ErrorCode::GenerationFailed, message);
                 S::Failed
             }
             (S::Admitted, E::JobVanished { message }) => {
-                self.note("NOT_FOUND", message);
+                self.note(ErrorCode::NotFound, message);
                 S::Failed
             }
             (S::AwaitingDetails, E::DetailsFetched { publication }) => {
@@ -409,7 +414,7 @@ impl ItemRecord {
             message,
         } = event
         {
-            self.note(&error_code, message);
+            self.note(error_code, message);
         }
     }
 
@@ -445,7 +450,7 @@ impl ItemRecord {
         match from {
             ItemState::Pending => {
                 self.note(
-                    TIMED_OUT,
+                    ErrorCode::TimedOut,
                     "never sent before poll.max_wait (the manifest was paused)",
                 );
                 ItemState::TimedOut
@@ -453,7 +458,7 @@ impl ItemRecord {
             ItemState::CreditWait => {
                 self.rejected_by = Some(RejectedBy::Api);
                 self.note(
-                    NO_CREDITS,
+                    ErrorCode::InsufficientCredits,
                     "not enough credits to send this item before poll.max_wait",
                 );
                 ItemState::Rejected
@@ -465,7 +470,10 @@ impl ItemRecord {
                     .generation_status
                     .as_ref()
                     .map_or("unfinished", GenerationStatus::as_str);
-                self.note(TIMED_OUT, format!("still {still} at poll.max_wait"));
+                self.note(
+                    ErrorCode::TimedOut,
+                    format!("still {still} at poll.max_wait"),
+                );
                 ItemState::TimedOut
             }
         }
@@ -487,8 +495,8 @@ impl ItemRecord {
     }
 
     /// Records the error code and message the result file reports for this item.
-    fn note(&mut self, error_code: &str, message: impl Into<String>) {
-        self.error_code = Some(error_code.to_string());
+    fn note(&mut self, error_code: ErrorCode, message: impl Into<String>) {
+        self.error_code = Some(error_code);
         self.message = Some(message.into());
     }
 
@@ -499,12 +507,6 @@ impl ItemRecord {
         self
     }
 }
-
-/// Error codes the daemon itself gives items.
-const CANCELED: &str = "CANCELED";
-const TIMED_OUT: &str = "TIMED_OUT";
-const NO_CREDITS: &str = "INSUFFICIENT_CREDITS";
-const ANSWER_LOST: &str = "ANSWER_LOST";
 
 #[cfg(test)]
 mod tests {
@@ -538,7 +540,7 @@ mod tests {
                 generation_id: None,
             },
             ItemEvent::RejectedByApi {
-                error_code: "INVALID_ITEM".into(),
+                error_code: ErrorCode::InvalidItem,
                 message: "m".into(),
             },
             ItemEvent::NoCredits {
@@ -630,7 +632,7 @@ mod tests {
             message: "none".into(),
         };
         let rejected = || ItemEvent::RejectedByApi {
-            error_code: "INVALID_ITEM".into(),
+            error_code: ErrorCode::InvalidItem,
             message: "bad".into(),
         };
         let failed = || ItemEvent::GenerationFailed {
@@ -703,7 +705,11 @@ mod tests {
         for (from, event, code, rejected_by, says) in cases {
             let mut record = item(from);
             record.apply(event.clone()).expect("legal");
-            assert_eq!(record.error_code.as_deref(), code, "{from:?} on {event:?}");
+            assert_eq!(
+                record.error_code.as_ref().map(ErrorCode::as_str),
+                code,
+                "{from:?} on {event:?}"
+            );
             assert_eq!(record.rejected_by, rejected_by, "{from:?} on {event:?}");
             let message = record.message.unwrap_or_default();
             assert!(message.contains(says), "{from:?} on {event:?}: {message}");
@@ -747,7 +753,7 @@ mod tests {
     #[test]
     fn accepted_records_the_tent_and_clears_credit_errors() {
         let mut record = item(ItemState::Sending);
-        record.error_code = Some("INSUFFICIENT_CREDITS".into());
+        record.error_code = Some(ErrorCode::InsufficientCredits);
         record
             .apply(ItemEvent::Accepted {
                 tent_id: "t-1".into(),
@@ -767,7 +773,7 @@ mod tests {
         record.apply(ItemEvent::MaxWait).unwrap();
         assert_eq!(record.state, ItemState::Rejected);
         assert_eq!(record.rejected_by, Some(RejectedBy::Api));
-        assert_eq!(record.error_code.as_deref(), Some("INSUFFICIENT_CREDITS"));
+        assert_eq!(record.error_code, Some(ErrorCode::InsufficientCredits));
     }
 
     #[test]
@@ -775,6 +781,6 @@ mod tests {
         let record = ItemRecord::rejected_locally(1, 4, "x".into(), "{}".into(), "rule".into());
         assert!(record.state.is_final());
         assert_eq!(record.rejected_by, Some(RejectedBy::Local));
-        assert_eq!(record.error_code.as_deref(), Some("INVALID_ITEM"));
+        assert_eq!(record.error_code, Some(ErrorCode::InvalidItem));
     }
 }

@@ -2,6 +2,7 @@
 //! it from one to the next.
 
 pub mod control;
+pub mod error_code;
 pub mod item;
 pub mod job;
 pub mod manifest;

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, prefixed_pair, StoreError};
 use crate::manifest::ItemFields;
+use crate::state::error_code::ErrorCode;
 use crate::state::item::{ItemRecord, ItemState, RejectedBy};
 
 /// Items per block: a bulk request's size, so a chunk is read from one block.
@@ -98,7 +99,7 @@ impl IntakeItem {
             ItemState::Rejected
                 if item.fields.is_none()
                     && item.rejected_by == Some(RejectedBy::Local)
-                    && item.error_code.as_deref() == Some(LOCAL_ERROR_CODE)
+                    && item.error_code == Some(ErrorCode::InvalidItem)
                     && item.message.is_some() =>
             {
                 item.message.take()
@@ -143,9 +144,6 @@ impl IntakeItem {
         Ok(record)
     }
 }
-
-/// The error code of an item rejected by validation.
-const LOCAL_ERROR_CODE: &str = "INVALID_ITEM";
 
 /// A pending item's typed fields from its text, exactly as intake typed them (the text
 /// parsed as a JSON value first, then typed).

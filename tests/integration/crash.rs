@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tented_bulkd::pipeline::outbox::{ItemResult, ResultDocument};
 use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
+use tented_bulkd::state::error_code::ErrorCode;
 use tented_bulkd::state::item::{ItemState, RejectedBy, ANSWER_LOST_MESSAGE};
 use tented_bulkd::state::manifest::FinalCounts;
 
@@ -434,7 +435,7 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         let refused_at_admission = *id == client_id(ADMISSION_REJECT)
             && item.status == ItemState::Rejected
             && item.rejected_by == Some(RejectedBy::Api)
-            && item.error_code.as_deref() == Some("NOT_FOUND");
+            && item.error_code == Some(ErrorCode::NotFound);
         ensure!(
             with_tent || unknown || refused_at_admission,
             "{id} was admitted by the simulator but the result has {item:?}"

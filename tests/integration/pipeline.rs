@@ -99,7 +99,7 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
         if local.contains(&id.as_str()) {
             assert_eq!(item.status, ItemState::Rejected, "{id}");
             assert_eq!(item.rejected_by, Some(RejectedBy::Local));
-            assert_eq!(item.error_code.as_deref(), Some("INVALID_ITEM"));
+            assert_eq!(item.error_code, Some(ErrorCode::InvalidItem));
             let message = item.message.as_deref().unwrap();
             assert!(message.contains("m60.json"), "{message}");
             assert!(message.contains(&format!("item {index}")), "{message}");
@@ -109,7 +109,7 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
         if id == "acme-012" {
             assert_eq!(item.status, ItemState::Rejected);
             assert_eq!(item.rejected_by, Some(RejectedBy::Api));
-            assert_eq!(item.error_code.as_deref(), Some("NOT_FOUND"));
+            assert_eq!(item.error_code, Some(ErrorCode::NotFound));
             assert!(item.message.as_deref().unwrap().contains("nope"));
             continue;
         }
@@ -156,7 +156,7 @@ async fn a_mixed_sixty_item_manifest_is_chunked_polled_and_reconciled() {
                 assert_eq!(item.error_code, None);
             }
             ItemState::Failed => {
-                assert_eq!(item.error_code.as_deref(), Some("GENERATION_FAILED"));
+                assert_eq!(item.error_code, Some(ErrorCode::GenerationFailed));
                 assert!(item.publication.is_none());
             }
             other => panic!("{id}: unexpected status {other:?}"),

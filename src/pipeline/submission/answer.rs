@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::api::types::{Admission, ApiErrorBody, BulkCreateResponse};
 use crate::api::Outcome;
+use crate::state::error_code::ErrorCode;
 use crate::state::item::{ItemEvent, ANSWER_LOST_MESSAGE};
 
 /// A create or edit's admission, in one shape.
@@ -130,7 +131,7 @@ pub fn interpret(answer: &CreateAnswer, sent: &SentRequest<'_>) -> AnswerEffects
         },
         CreateAnswer::Unsendable { reason } => AnswerEffects {
             events: every(sent.indices, || ItemEvent::RejectedByApi {
-                error_code: "NOT_SENT".into(),
+                error_code: ErrorCode::NotSent,
                 message: reason.clone(),
             }),
             job: JobLearns::Nothing,
@@ -201,17 +202,14 @@ fn admission_event(
             bulk_job_id: Some(body.bulk_job_id.clone()),
             generation_id: None,
         },
-        Admission::Refused if admission.error_code.as_deref() == Some("INSUFFICIENT_CREDITS") => {
-            ItemEvent::NoCredits {
+        Admission::Refused => match admission.error_code.as_deref().map(ErrorCode::parse) {
+            Some(ErrorCode::InsufficientCredits) => ItemEvent::NoCredits {
                 message: message("insufficient credits"),
-            }
-        }
-        Admission::Refused => ItemEvent::RejectedByApi {
-            error_code: admission
-                .error_code
-                .clone()
-                .unwrap_or_else(|| "REJECTED".to_string()),
-            message: message("rejected during admission"),
+            },
+            code => ItemEvent::RejectedByApi {
+                error_code: code.unwrap_or(ErrorCode::Rejected),
+                message: message("rejected during admission"),
+            },
         },
         Admission::Unclear => ItemEvent::AnswerLost {
             message: format!(
@@ -284,10 +282,10 @@ pub fn refusal_event(
         },
         401 | 429 | 500..=599 => ItemEvent::NotAdmitted,
         _ => ItemEvent::RejectedByApi {
-            error_code: error
-                .code
-                .clone()
-                .unwrap_or_else(|| format!("HTTP_{status}")),
+            error_code: error.code.as_deref().map_or_else(
+                || ErrorCode::Other(format!("HTTP_{status}")),
+                ErrorCode::parse,
+            ),
             message: format!("Tented answered {status}: {}", error.summary()),
         },
     }
@@ -515,12 +513,14 @@ mod tests {
         assert!(matches!(
             &with_code.events[0].1,
             ItemEvent::RejectedByApi { error_code, message }
-                if error_code == "VALIDATION_ERROR" && message.starts_with("Tented answered 400")
+                if *error_code == ErrorCode::parse("VALIDATION_ERROR")
+                    && message.starts_with("Tented answered 400")
         ));
         let without = interpret(&refusal(404, None), &sent());
         assert!(matches!(
             &without.events[0].1,
-            ItemEvent::RejectedByApi { error_code, .. } if error_code == "HTTP_404"
+            ItemEvent::RejectedByApi { error_code, .. }
+                if *error_code == ErrorCode::Other("HTTP_404".into())
         ));
     }
 

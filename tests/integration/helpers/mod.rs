@@ -23,6 +23,7 @@ pub use tented_bulkd::manifest::ManifestKind;
 pub use tented_bulkd::pipeline::outbox::{ItemResult, ResultDocument};
 use tented_bulkd::settings::{ApiKey, ConfigSource, Settings};
 use tented_bulkd::simulator::{RecordedCall, SimConfig, Simulator};
+pub use tented_bulkd::state::error_code::ErrorCode;
 pub use tented_bulkd::state::item::{ItemState, RejectedBy};
 pub use tented_bulkd::state::manifest::FinalStatus;
 use tokio::task::JoinHandle;
