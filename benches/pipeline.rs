@@ -135,16 +135,13 @@ fn main() {
             txn.index_name();
             // As intake does: each item's text and fields move into its record.
             for item in std::mem::take(&mut manifest.items) {
-                txn.index_client_item(&item.client_item_id, item.index);
+                let key = item.key();
+                if let Some(client_item_id) = &item.client_item_id {
+                    txn.index_client_item(client_item_id.as_str(), item.index);
+                }
                 let fields = item.fields.ok_or("a bench item was not typed")?;
-                txn.insert_item(ItemRecord::pending(
-                    id,
-                    item.index,
-                    item.client_item_id,
-                    item.given,
-                    fields,
-                ))
-                .map_err(|e| e.to_string())?;
+                txn.insert_item(ItemRecord::pending(id, item.index, key, item.given, fields))
+                    .map_err(|e| e.to_string())?;
             }
             txn.commit().await.map_err(|e| e.to_string())?;
         }

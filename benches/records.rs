@@ -177,9 +177,12 @@ async fn receive(store: &Store, n: u64, at: u64) -> Result<u64, Failure> {
     txn.index_name();
     txn.index_hash();
     for item in validated.items {
-        txn.index_client_item(&item.client_item_id, item.index);
+        let key = item.key();
+        if let Some(client_item_id) = &item.client_item_id {
+            txn.index_client_item(client_item_id.as_str(), item.index);
+        }
         let fields = item.fields.ok_or("a bench item was not typed")?;
-        let pending = ItemRecord::pending(id, item.index, item.client_item_id, item.given, fields);
+        let pending = ItemRecord::pending(id, item.index, key, item.given, fields);
         txn.insert_item(pending).map_err(|e| e.to_string())?;
     }
     txn.commit().await.map_err(|e| e.to_string())?;

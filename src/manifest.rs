@@ -116,13 +116,44 @@ pub struct ValidatedManifest {
     pub items: Vec<ValidatedItem>,
 }
 
+/// A `client_item_id` as an item gave it. Never begins with `#`: that is reserved for the
+/// result file's key of an item without one (`#INDEX`, [`item_key`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientItemId(String);
+
+impl ClientItemId {
+    /// The id, unless it begins with `#` (validation refuses such a manifest).
+    pub fn new(id: String) -> Option<ClientItemId> {
+        (!id.starts_with('#')).then_some(ClientItemId(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClientItemId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An item's key in the result file, the store and the tables: its `client_item_id`, or
+/// `#INDEX` (SPEC section 5) when it gave none. The one place `#INDEX` is made.
+pub fn item_key(index: u32, id: Option<&ClientItemId>) -> String {
+    match id {
+        Some(id) => id.0.clone(),
+        None => format!("#{index}"),
+    }
+}
+
 /// One item of a validated manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedItem {
     /// The zero-based position of the item in the manifest.
     pub index: u32,
-    /// The item's `client_item_id` as given, or `#INDEX` when it gave none.
-    pub client_item_id: String,
+    /// The item's `client_item_id`, if it gave one.
+    pub client_item_id: Option<ClientItemId>,
     /// The item's JSON text exactly as given (used to write retry manifests).
     pub given: String,
     /// The item's fields, typed, when it was accepted.
@@ -133,6 +164,11 @@ pub struct ValidatedItem {
 }
 
 impl ValidatedItem {
+    /// Its key: its `client_item_id`, or `#INDEX` ([`item_key`]).
+    pub fn key(&self) -> String {
+        item_key(self.index, self.client_item_id.as_ref())
+    }
+
     /// Whether the item passed every item-level rule and may be sent.
     pub fn is_accepted(&self) -> bool {
         self.rejection.is_none()

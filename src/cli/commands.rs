@@ -432,7 +432,8 @@ fn validation_report(path: &Path) -> (bool, Vec<String>) {
         if let Some(message) = &item.rejection {
             lines.push(format!(
                 "  item {} `{}`: rejected: {message}",
-                item.index, item.client_item_id
+                item.index,
+                item.key()
             ));
         }
     }

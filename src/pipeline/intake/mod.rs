@@ -279,8 +279,8 @@ async fn record_verdict(
             let all_rejected = manifest.items.iter().all(|i| i.rejection.is_some());
             let targets = edit_targets(&ctx.store, &manifest)?;
             for item in manifest.items {
-                if !item.client_item_id.starts_with('#') {
-                    txn.index_client_item(&item.client_item_id, item.index);
+                if let Some(id) = &item.client_item_id {
+                    txn.index_client_item(id.as_str(), item.index);
                 }
                 let record = item_record(&ctx.store, &targets, id, file_name, manifest.kind, item);
                 txn.insert_item(record)?;
@@ -332,18 +332,15 @@ fn item_record(
     kind: ManifestKind,
     item: ValidatedItem,
 ) -> ItemRecord {
+    // The record keeps the item's key, `#INDEX` for an item without an id.
+    let key = item.key();
     let given = item.given;
     let mut rejection = item.rejection;
     let mut target = None;
     if rejection.is_none() && kind == ManifestKind::Edit {
         match resolve_edit_target(store, targets, item.fields.as_ref()) {
             Ok(tent_id) => target = Some(tent_id),
-            Err(error) => {
-                rejection = Some(format!(
-                    "item {} (`{}`): {error}",
-                    item.index, item.client_item_id
-                ))
-            }
+            Err(error) => rejection = Some(format!("item {} (`{}`): {error}", item.index, key)),
         }
     }
     let typed = match (rejection, item.fields) {
@@ -356,13 +353,11 @@ fn item_record(
         )),
     };
     let mut record = match typed {
-        Ok(fields) => {
-            ItemRecord::pending(manifest_id, item.index, item.client_item_id, given, fields)
-        }
+        Ok(fields) => ItemRecord::pending(manifest_id, item.index, key, given, fields),
         Err(message) => ItemRecord::rejected_locally(
             manifest_id,
             item.index,
-            item.client_item_id,
+            key,
             given,
             format!("{file_name}: {message}"),
         ),

@@ -30,8 +30,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::manifest::{
-    ItemFields, ManifestKind, Priority, ValidatedItem, ValidatedManifest, MAX_ASSET_IDS, MAX_ITEMS,
-    MAX_MANIFEST_BYTES,
+    item_key, ClientItemId, ItemFields, ManifestKind, Priority, ValidatedItem, ValidatedManifest,
+    MAX_ASSET_IDS, MAX_ITEMS, MAX_MANIFEST_BYTES,
 };
 
 pub use crate::manifest::MAX_START_INDEX;
@@ -796,11 +796,10 @@ fn check_unique_ids(
         if first_broken == Some((item.index, RuleStage::BeforeUniqueIds)) {
             break;
         }
-        // `#INDEX` stands for an id not given (a given one beginning with `#` was refused).
-        if !item.client_item_id.starts_with('#') {
-            if let Some(first_index) = first_index_of_id.insert(&item.client_item_id, item.index) {
+        if let Some(id) = &item.client_item_id {
+            if let Some(first_index) = first_index_of_id.insert(id.as_str(), item.index) {
                 return Err(ManifestRejection::DuplicateClientItemId {
-                    id: item.client_item_id.clone(),
+                    id: id.to_string(),
                     first_index: first_index as usize,
                     second_index: item.index as usize,
                 });
@@ -816,8 +815,8 @@ fn check_unique_ids(
     }
 }
 
-/// The item-level rules of one item, by kind; its `client_item_id` (`#INDEX` when it
-/// gave none) and its rejection message, if any.
+/// The item-level rules of one item, by kind; its `client_item_id` (if it gave one) and
+/// its rejection message (naming it by its key, `#INDEX` without an id), if any.
 fn judge_item(
     index: u32,
     raw: &RawValue,
@@ -826,8 +825,8 @@ fn judge_item(
     top: &Map<String, Value>,
 ) -> ValidatedItem {
     let client_item_id = match given.get("client_item_id") {
-        Some(Value::String(id)) => id.clone(),
-        _ => format!("#{index}"),
+        Some(Value::String(id)) => ClientItemId::new(id.clone()),
+        _ => None,
     };
     let mut problems = Vec::new();
     if let Value::Object(fields) = &given {
@@ -853,7 +852,8 @@ fn judge_item(
     };
     let rejection = (!problems.is_empty()).then(|| {
         format!(
-            "item {index} (client_item_id `{client_item_id}`): {}",
+            "item {index} (client_item_id `{}`): {}",
+            item_key(index, client_item_id.as_ref()),
             problems.join("; ")
         )
     });
@@ -1285,8 +1285,9 @@ mod tests {
         ))
         .expect("valid");
         assert_eq!(manifest.kind, ManifestKind::Bulk);
-        assert_eq!(manifest.items[0].client_item_id, "#0");
-        assert_eq!(manifest.items[1].client_item_id, "x");
+        assert_eq!(manifest.items[0].client_item_id, None);
+        assert_eq!(manifest.items[0].key(), "#0");
+        assert_eq!(manifest.items[1].key(), "x");
         assert_eq!(manifest.items[1].index, 1);
         let given: Value = serde_json::from_str(&manifest.items[1].given).expect("json text");
         assert_eq!(
@@ -1502,7 +1503,7 @@ mod tests {
         let items = |count: usize| Value::Array(vec![json!({"input_data": {}}); count]);
         let accepted = validate(bulk(items(MAX_ITEMS))).expect("valid");
         assert_eq!(accepted.items.len(), MAX_ITEMS);
-        assert_eq!(accepted.items[MAX_ITEMS - 1].client_item_id, "#99999");
+        assert_eq!(accepted.items[MAX_ITEMS - 1].key(), "#99999");
         assert_eq!(
             validate(bulk(items(MAX_ITEMS + 1))),
             Err(ManifestRejection::TooManyItems {
@@ -1555,7 +1556,7 @@ mod tests {
             json!([{"input_data": {}, "client_item_id": "1#"}, {"input_data": {}}]),
         ))
         .expect("valid");
-        assert_eq!(manifest.items[1].client_item_id, "#1");
+        assert_eq!(manifest.items[1].key(), "#1");
     }
 
     /// 6,000 items (judged in runs on several threads), each changed by `edit`.
@@ -1580,14 +1581,11 @@ mod tests {
         })
         .expect("valid");
         assert_eq!(manifest.items.len(), 6_000);
-        assert!(
-            manifest
-                .items
-                .iter()
-                .enumerate()
-                .all(|(i, item)| item.index as usize == i
-                    && item.client_item_id == format!("row-{i}"))
-        );
+        assert!(manifest
+            .items
+            .iter()
+            .enumerate()
+            .all(|(i, item)| item.index as usize == i && item.key() == format!("row-{i}")));
         let rejected: Vec<u32> = manifest
             .items
             .iter()
