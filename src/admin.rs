@@ -126,7 +126,7 @@ fn metric_phase(phase: ManifestPhase) -> &'static str {
 
 /// What the daemon's state says for `/metrics` now.
 pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
-    let mut items = [0u64; 11];
+    let mut items = [0u64; ItemState::COUNT];
     let mut manifests: std::collections::BTreeMap<ManifestPhase, u64> = Default::default();
     let mut oldest_received_ms: Option<u64> = None;
     for id in ctx.active_ids() {

@@ -54,7 +54,12 @@ pub enum ItemState {
 }
 
 impl ItemState {
-    pub const ALL: [ItemState; 11] = [
+    /// How many states there are: the length of every count indexed by state.
+    pub const COUNT: usize = 11;
+
+    /// Every state, in the order of the store's counts (never reorder: stored counts are
+    /// indexed by it).
+    pub const ALL: [ItemState; ItemState::COUNT] = [
         ItemState::Pending,
         ItemState::Sending,
         ItemState::CreditWait,

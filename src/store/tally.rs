@@ -10,12 +10,12 @@ use crate::state::manifest::FinalStatus;
 
 #[derive(Debug, Default)]
 pub struct Tally {
-    items: [AtomicU64; 11],
+    items: [AtomicU64; ItemState::COUNT],
     manifests: [AtomicU64; FinalStatus::ALL.len()],
 }
 
 impl Tally {
-    pub(super) fn add_items(&self, newly_final: &[u32; 11]) {
+    pub(super) fn add_items(&self, newly_final: &[u32; ItemState::COUNT]) {
         for (slot, n) in newly_final.iter().enumerate() {
             if *n > 0 {
                 self.items[slot].fetch_add(u64::from(*n), Ordering::Relaxed);
