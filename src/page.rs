@@ -16,6 +16,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::history::{ManifestDetail, ManifestLine, ManifestStatus, StatusReport};
 use crate::rates::RatePoint;
+use crate::state::item::ItemState;
 
 /// How often the page reloads itself.
 pub const REFRESH_SECS: u32 = 5;
@@ -34,19 +35,27 @@ table{border-collapse:collapse;font-size:.92em}td,th{padding:.25em .7em;border-b
 .legend span{margin-right:1em;white-space:nowrap}";
 
 /// The bar's segments: a word, the item states it counts, and its colour.
-const SEGMENTS: [(&str, &[&str], &str); 8] = [
-    ("completed", &["completed"], "#2e7d32"),
-    ("failed", &["failed"], "#c62828"),
-    ("rejected", &["rejected"], "#ef6c00"),
-    ("unknown", &["unknown"], "#6a1b9a"),
-    ("timed out", &["timed_out"], "#8d6e63"),
-    ("canceled", &["canceled"], "#9e9e9e"),
+const SEGMENTS: [(&str, &[ItemState], &str); 8] = [
+    ("completed", &[ItemState::Completed], "#2e7d32"),
+    ("failed", &[ItemState::Failed], "#c62828"),
+    ("rejected", &[ItemState::Rejected], "#ef6c00"),
+    ("unknown", &[ItemState::Unknown], "#6a1b9a"),
+    ("timed out", &[ItemState::TimedOut], "#8d6e63"),
+    ("canceled", &[ItemState::Canceled], "#9e9e9e"),
     (
         "in flight",
-        &["sending", "admitted", "awaiting_details"],
+        &[
+            ItemState::Sending,
+            ItemState::Admitted,
+            ItemState::AwaitingDetails,
+        ],
         "#1565c0",
     ),
-    ("waiting", &["pending", "credit_wait"], "#cfd8dc"),
+    (
+        "waiting",
+        &[ItemState::Pending, ItemState::CreditWait],
+        "#cfd8dc",
+    ),
 ];
 
 fn base64(bytes: &[u8]) -> String {
@@ -114,7 +123,7 @@ fn progress(counts: &BTreeMap<String, u32>, total: u32) -> Markup {
     let mut x = 0.0;
     let mut parts = Vec::new();
     for (word, states, colour) in SEGMENTS {
-        let n: u32 = states.iter().filter_map(|s| counts.get(*s)).sum();
+        let n: u32 = states.iter().filter_map(|s| counts.get(s.as_str())).sum();
         let w = WIDTH * f64::from(n) / f64::from(total);
         parts.push((word, n, colour, x, w));
         x += w;
