@@ -1,5 +1,6 @@
-//! A manifest as a whole: where it stands ([`ManifestPhase`]), its items counted by
-//! final status, and the final status those counts give it (SPEC section 5). One rule
+//! A manifest as a whole: where it stands ([`ManifestPhase`]), its items counted by state
+//! ([`ItemCounts`]) and by final status, and the final status those counts give it (SPEC
+//! section 5). One rule
 //! each, used by the result file, the history, the pruned summary, `/status`, the
 //! metrics and the systemd status line alike.
 
@@ -64,6 +65,44 @@ impl fmt::Display for ManifestPhase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// How many items are in each state: one number per [`ItemState`], in the order of
+/// [`ItemState::ALL`] (which is how the store keeps them: the same bytes as the array it
+/// replaced).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ItemCounts([u32; ItemState::COUNT]);
+
+impl ItemCounts {
+    pub fn get(&self, state: ItemState) -> u32 {
+        self.0[slot(state)]
+    }
+
+    pub fn set(&mut self, state: ItemState, n: u32) {
+        self.0[slot(state)] = n;
+    }
+
+    /// One item more in `state`.
+    pub fn add(&mut self, state: ItemState) {
+        self.0[slot(state)] += 1;
+    }
+
+    /// One item fewer in `state` (never below zero).
+    pub fn remove(&mut self, state: ItemState) {
+        self.0[slot(state)] = self.0[slot(state)].saturating_sub(1);
+    }
+
+    /// `(state, count)` for every state, in the order of [`ItemState::ALL`].
+    pub fn iter(&self) -> impl Iterator<Item = (ItemState, u32)> + '_ {
+        ItemState::ALL.into_iter().zip(self.0.iter().copied())
+    }
+}
+
+/// A state's place in the counts: its place in [`ItemState::ALL`], which lists the states
+/// in their declared order (a unit test checks it).
+fn slot(state: ItemState) -> usize {
+    state as usize
 }
 
 /// A manifest's final status, in the words of bulk job statuses.
@@ -215,6 +254,32 @@ mod tests {
             failed: total - completed - rejected,
             ..FinalCounts::default()
         }
+    }
+
+    #[test]
+    fn item_counts_are_indexed_by_state_and_stored_as_the_array_they_replaced() {
+        for (n, state) in ItemState::ALL.into_iter().enumerate() {
+            assert_eq!(slot(state), n, "{state:?}");
+        }
+        let mut counts = ItemCounts::default();
+        counts.add(ItemState::Pending);
+        counts.add(ItemState::Pending);
+        counts.remove(ItemState::Pending);
+        counts.remove(ItemState::Unknown);
+        counts.set(ItemState::Completed, 7);
+        assert_eq!(counts.get(ItemState::Pending), 1);
+        assert_eq!(counts.get(ItemState::Unknown), 0);
+        let mut array = [0u32; ItemState::COUNT];
+        array[0] = 1;
+        array[5] = 7;
+        assert_eq!(
+            bincode::serialize(&counts).expect("bincode"),
+            bincode::serialize(&array).expect("bincode")
+        );
+        let back: ItemCounts =
+            bincode::deserialize(&bincode::serialize(&array).expect("bincode")).expect("decodes");
+        assert_eq!(back, counts);
+        assert_eq!(counts.iter().map(|(_, n)| n).sum::<u32>(), 8);
     }
 
     #[test]

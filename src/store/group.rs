@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use super::{encode, item_key, manifest_key, ManifestRecord, Store, StoreError, StoredItem};
 use crate::state::item::ItemRecord;
+use crate::state::manifest::ItemCounts;
 
 /// A transaction whose batch is applied to sled (readers see it) but not yet durable:
 /// nothing may act on it (a request, a file moved or written) before
@@ -27,7 +28,7 @@ pub struct Applied {
     /// Whether it finished its manifest.
     pub(super) finished_now: bool,
     /// Items that reached a final state in it, by state slot.
-    pub(super) newly_final: [u32; 11],
+    pub(super) newly_final: ItemCounts,
     pub(super) manifest: ManifestRecord,
 }
 

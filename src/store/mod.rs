@@ -80,7 +80,7 @@ use open::when_unlocked;
 use open::{open_sled, TREE};
 use records::{
     decode, encode, generation_key, hash_key, item_key, job_key, manifest_key, name_key, prefixed,
-    prefixed_pair, proof_key, read_u64, state_slot, tent_key,
+    prefixed_pair, proof_key, read_u64, tent_key,
 };
 
 use crate::state::item::IllegalTransition;

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use super::group::{apply_writes, put_items, KeyValues, Write, WriterSlot};
 use super::{
-    blocks, encode, hash_key, manifest_key, name_key, state_slot, Applied, ManifestRecord, Store,
-    StoreError, StoredBucket, StoredManifest,
+    blocks, encode, hash_key, manifest_key, name_key, Applied, ManifestRecord, Store, StoreError,
+    StoredBucket, StoredManifest,
 };
 use crate::state::item::{ItemRecord, RejectedBy};
+use crate::state::manifest::ItemCounts;
 
 /// Items of a new manifest are written in batches of this many (80 blocks).
 const NEW_MANIFEST_SLICE: usize = 2_000;
@@ -28,7 +29,7 @@ pub struct NewManifest<'w> {
     /// The items and client ids, on their way into blocks and buckets.
     new_items: blocks::NewItems,
     /// Items that are final from the start (rejected locally), by state slot.
-    newly_final: [u32; 11],
+    newly_final: ItemCounts,
 }
 
 impl<'w> NewManifest<'w> {
@@ -44,7 +45,7 @@ impl<'w> NewManifest<'w> {
             items: BTreeMap::new(),
             indexes: Vec::new(),
             new_items: Default::default(),
-            newly_final: [0; 11],
+            newly_final: ItemCounts::default(),
         }
     }
 
@@ -56,10 +57,9 @@ impl<'w> NewManifest<'w> {
     /// all held at once; they stay unreachable leftovers (which a crash leaves harmlessly
     /// behind, and the next open removes) until the commit writes the manifest's record.
     pub fn insert_item(&mut self, item: ItemRecord) -> Result<(), StoreError> {
-        let slot = state_slot(item.state());
-        self.manifest.counts[slot] += 1;
+        self.manifest.counts.add(item.state());
         if item.state().is_final() {
-            self.newly_final[slot] += 1;
+            self.newly_final.add(item.state());
         }
         if item.rejected_by == Some(RejectedBy::Local) {
             self.manifest.local_rejections += 1;

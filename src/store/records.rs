@@ -11,6 +11,7 @@ use crate::schedule::{GenerationTimes, TemplateProof, TentPollRecord};
 use crate::state::control::{Control, ControlEffect, ControlEvent};
 use crate::state::item::{ItemRecord, ItemState};
 use crate::state::job::JobRecord;
+use crate::state::manifest::ItemCounts;
 
 /// A manifest as stored ([`StoredManifest::V2`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,9 +45,9 @@ pub struct ManifestRecord {
     pub next_job_seq: u32,
     /// Chunks below this number have all been taken for sending once.
     pub next_chunk: u32,
-    /// Items by [`ItemState`], indexed as `ItemState::ALL`.
+    /// Items by [`ItemState`].
     /// Private: kept true by [`Txn::apply`] and [`Txn::insert_item`].
-    pub(super) counts: [u32; 11],
+    pub(super) counts: ItemCounts,
     /// The file has left the inbox for the archive.
     pub archived: bool,
     pub result_written: bool,
@@ -87,7 +88,7 @@ impl ManifestRecord {
             credit_retry_at_ms: None,
             next_job_seq: 0,
             next_chunk: 0,
-            counts: [0; 11],
+            counts: ItemCounts::default(),
             archived: false,
             result_written: false,
         }
@@ -119,12 +120,12 @@ impl ManifestRecord {
     /// Test support: a record with these counts, bypassing the store.
     #[cfg(test)]
     pub(crate) fn with_count(mut self, state: ItemState, n: u32) -> ManifestRecord {
-        self.counts[state_slot(state)] = n;
+        self.counts.set(state, n);
         self
     }
 
     pub fn count(&self, state: ItemState) -> u32 {
-        self.counts[state_slot(state)]
+        self.counts.get(state)
     }
 
     pub fn unfinished(&self) -> u32 {
@@ -148,10 +149,6 @@ impl ManifestRecord {
     pub fn file_name(&self) -> String {
         format!("{}.json", self.name)
     }
-}
-
-pub(super) fn state_slot(state: ItemState) -> usize {
-    ItemState::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
 #[derive(Serialize, Deserialize)]

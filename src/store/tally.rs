@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::state::item::ItemState;
-use crate::state::manifest::FinalStatus;
+use crate::state::manifest::{FinalStatus, ItemCounts};
 
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -15,10 +15,10 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub(super) fn add_items(&self, newly_final: &[u32; ItemState::COUNT]) {
-        for (slot, n) in newly_final.iter().enumerate() {
-            if *n > 0 {
-                self.items[slot].fetch_add(u64::from(*n), Ordering::Relaxed);
+    pub(super) fn add_items(&self, newly_final: &ItemCounts) {
+        for (slot, (_, n)) in newly_final.iter().enumerate() {
+            if n > 0 {
+                self.items[slot].fetch_add(u64::from(n), Ordering::Relaxed);
             }
         }
     }

@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 
 use super::group::{apply_writes, holds_lock, put_items, KeyValues, Write, WriterSlot};
 use super::{
-    blocks, decode, encode, generation_key, item_key, job_key, manifest_key, proof_key, state_slot,
-    tent_key, Applied, ManifestRecord, NewManifest, Store, StoreError, StoredGenerationTimes,
-    StoredItem, StoredJob, StoredManifest, StoredTemplateProof, StoredTentPoll,
+    blocks, decode, encode, generation_key, item_key, job_key, manifest_key, proof_key, tent_key,
+    Applied, ManifestRecord, NewManifest, Store, StoreError, StoredGenerationTimes, StoredItem,
+    StoredJob, StoredManifest, StoredTemplateProof, StoredTentPoll,
 };
 use crate::schedule::{GenerationTimes, TemplateProof, TentPollRecord};
 use crate::state::item::{ItemEvent, ItemRecord, ItemState};
 use crate::state::job::JobRecord;
+use crate::state::manifest::ItemCounts;
 
 /// The writer's lock, held from [`Store::writer`] until a transaction begun from it
 /// commits (or the writer is dropped). Transactions are begun from it.
@@ -60,7 +61,7 @@ impl<'a> Writer<'a> {
             extra: Vec::new(),
             block_cache: Default::default(),
             tent_polls: BTreeMap::new(),
-            newly_final: [0; 11],
+            newly_final: ItemCounts::default(),
         })
     }
 
@@ -88,7 +89,7 @@ pub struct Txn<'w> {
     block_cache: std::cell::RefCell<Option<(u32, Vec<blocks::IntakeItem>)>>,
     tent_polls: BTreeMap<String, TentPollRecord>,
     /// Items that reached a final state in this transaction, by state slot.
-    newly_final: [u32; 11],
+    newly_final: ItemCounts,
     /// Whether the manifest was finished before this transaction.
     finished_before: bool,
 }
@@ -145,11 +146,10 @@ impl<'w> Txn<'w> {
         let before = item.state();
         item.apply(event)?;
         let after = item.state();
-        let slot_before = state_slot(before);
-        self.manifest.counts[slot_before] = self.manifest.counts[slot_before].saturating_sub(1);
-        self.manifest.counts[state_slot(after)] += 1;
+        self.manifest.counts.remove(before);
+        self.manifest.counts.add(after);
         if after.is_final() && !before.is_final() {
-            self.newly_final[state_slot(after)] += 1;
+            self.newly_final.add(after);
         }
         self.items.insert(index, item);
         Ok(after)
