@@ -366,36 +366,9 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         result.error
     );
 
-    // Every item once, in order, with a final status; the counts add up.
-    let items: BTreeMap<&str, &ItemResult> = result
-        .items
-        .0
-        .iter()
-        .map(|(id, item)| (id.as_str(), item))
-        .collect();
-    let keys: Vec<&str> = result.items.0.iter().map(|(id, _)| id.as_str()).collect();
     let expected: Vec<String> = (0..ITEMS).map(client_id).collect();
-    ensure!(
-        keys.len() == ITEMS && keys.iter().zip(&expected).all(|(a, b)| *a == b),
-        "the result's items are not the manifest's items in order: {keys:?}"
-    );
-    for (index, (id, item)) in result.items.0.iter().enumerate() {
-        ensure!(item.index as usize == index, "{id}: index {}", item.index);
-        let status = item.status.as_str();
-        ensure!(
-            helpers::FINAL_STATUSES.contains(&status),
-            "{id}: status `{status}` is not final"
-        );
-    }
-    let tally = FinalCounts::from_states(
-        ITEMS as u32,
-        result.items.values().map(|item| (item.status, 1)),
-    );
-    ensure!(
-        result.counts == tally,
-        "the counts {:?} are not the items' statuses {tally:?}",
-        result.counts
-    );
+    let items = checked_items(&result, &expected)?;
+    let keys: Vec<&str> = expected.iter().map(String::as_str).collect();
 
     // Nothing sent twice; the locally rejected item never sent.
     let posts = helpers::bulk_posts(&calls);
@@ -518,6 +491,43 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         admitted.len(),
         serde_json::to_string(&result.counts).unwrap_or_default()
     ))
+}
+
+/// A result's items by key, once checked: every item of the manifest (`ids`) once, in
+/// order, each with a final status (the tests' own list of them), and counts that are the
+/// items' statuses.
+pub(crate) fn checked_items<'a>(
+    result: &'a ResultDocument,
+    ids: &[String],
+) -> Result<BTreeMap<&'a str, &'a ItemResult>, String> {
+    let keys: Vec<&str> = result.items.0.iter().map(|(id, _)| id.as_str()).collect();
+    ensure!(
+        keys.len() == ids.len() && keys.iter().zip(ids).all(|(a, b)| *a == b),
+        "the result's items are not the manifest's items in order: {keys:?}"
+    );
+    for (index, (id, item)) in result.items.0.iter().enumerate() {
+        ensure!(item.index as usize == index, "{id}: index {}", item.index);
+        let status = item.status.as_str();
+        ensure!(
+            helpers::FINAL_STATUSES.contains(&status),
+            "{id}: status `{status}` is not final"
+        );
+    }
+    let tally = FinalCounts::from_states(
+        ids.len() as u32,
+        result.items.values().map(|item| (item.status, 1)),
+    );
+    ensure!(
+        result.counts == tally,
+        "the counts {:?} are not the items' statuses {tally:?}",
+        result.counts
+    );
+    Ok(result
+        .items
+        .0
+        .iter()
+        .map(|(id, item)| (id.as_str(), item))
+        .collect())
 }
 
 /// What a fail point scenario expects of its first run.

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tented_bulkd::pipeline::outbox::{ItemResult, ResultDocument};
+use tented_bulkd::pipeline::outbox::ResultDocument;
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, RecordedCall, SimConfig};
 use tented_bulkd::state::item::{ItemState, RejectedBy, ANSWER_LOST_MESSAGE};
-use tented_bulkd::state::manifest::{FinalCounts, FinalStatus};
+use tented_bulkd::state::manifest::FinalStatus;
 
 use crate::crash::{
     self, check_invariants, check_poll_floor, crash_sim, ensure, nth, posted_ids, sim_tent,
@@ -937,38 +937,8 @@ async fn check_storm(
             "{name}: rejected as a whole: {:?}",
             result.error
         );
-        let items: BTreeMap<&str, &ItemResult> = result
-            .items
-            .0
-            .iter()
-            .map(|(id, item)| (id.as_str(), item))
-            .collect();
-        let keys: Vec<&str> = result.items.0.iter().map(|(id, _)| id.as_str()).collect();
-        ensure!(
-            keys.len() == m.ids.len() && keys.iter().zip(&m.ids).all(|(a, b)| *a == b),
-            "{name}: the result's items are not the manifest's items in order: {keys:?}"
-        );
-        for (index, (id, item)) in result.items.0.iter().enumerate() {
-            ensure!(
-                item.index as usize == index,
-                "{name}/{id}: index {}",
-                item.index
-            );
-            let status = item.status.as_str();
-            ensure!(
-                helpers::FINAL_STATUSES.contains(&status),
-                "{name}/{id}: status `{status}` is not final"
-            );
-        }
-        let tally = FinalCounts::from_states(
-            m.ids.len() as u32,
-            result.items.values().map(|item| (item.status, 1)),
-        );
-        ensure!(
-            result.counts == tally,
-            "{name}: the counts {:?} are not the items' statuses {tally:?}",
-            result.counts
-        );
+        let items = crash::checked_items(&result, &m.ids).map_err(|e| format!("{name}: {e}"))?;
+        let keys: Vec<&str> = m.ids.iter().map(String::as_str).collect();
 
         // Nothing sent twice: no client_item_id in two create requests, leaving out those
         // answered 429/5xx (not admitted, and retried).
