@@ -221,13 +221,12 @@ async fn send(store: &Store, id: u64, n: u64, at: u64, finish: bool) -> Result<(
             txn.apply(index, event).map_err(|e| e.to_string())?;
         }
     }
+    job.admitted_as(job_id, at + 1_200);
     let answered = JobEvent::Answered {
         any_admitted: true,
         any_to_resend: false,
     };
     job.apply(answered).map_err(|e| e.to_string())?;
-    job.remote_id = Some(job_id);
-    job.admitted_at_ms = Some(at + 1_200);
     if finish {
         job.last_polled_at_ms = Some(at + 60_000);
         job.status = Some("completed".into());

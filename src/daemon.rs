@@ -480,7 +480,17 @@ pub fn status_line(ctx: &Context) -> String {
                 + m.count(ItemState::Admitted)
                 + m.count(ItemState::AwaitingDetails),
         );
-        for job in ctx.store.jobs(id).unwrap_or_default() {
+        let jobs = match ctx.store.jobs(id) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(
+                    manifest_id = id,
+                    "the status line cannot read the manifest's requests: {e}"
+                );
+                Vec::new()
+            }
+        };
+        for job in jobs {
             if job.state() == crate::state::job::JobState::Admitted {
                 let due = crate::schedule::next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
                 next_poll = Some(next_poll.map_or(due, |n| n.min(due)));

@@ -245,12 +245,13 @@ pub fn recent_finished(ctx: &Context, limit: usize) -> Result<Vec<ManifestLine>,
 
 fn request_line(job: &JobRecord, floor_ms: u64) -> RequestLine {
     let state = job.state();
+    let remote_id = job.admission().map(|a| a.remote_id.to_owned());
     RequestLine {
         seq: job.seq,
         id: match job.kind {
-            crate::state::job::JobKind::Bulk => RequestId::BulkJob(job.remote_id.clone()),
+            crate::state::job::JobKind::Bulk => RequestId::BulkJob(remote_id),
             crate::state::job::JobKind::Create | crate::state::job::JobKind::Edit => {
-                RequestId::Tent(job.remote_id.clone())
+                RequestId::Tent(remote_id)
             }
         },
         state: state.as_str().to_string(),

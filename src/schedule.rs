@@ -23,7 +23,7 @@ pub struct JobKey {
 ///
 /// `jitter_ms` is added only to backoff after failures, never below the floor.
 pub fn next_poll_due_ms(job: &JobRecord, floor_ms: u64, jitter_ms: u64) -> u64 {
-    let admitted = job.admitted_at_ms.unwrap_or(job.sent_at_ms);
+    let admitted = job.admission().map_or(job.sent_at_ms, |a| a.at_ms);
     let mut due = admitted.saturating_add(floor_ms);
     if let Some(last) = job.last_polled_at_ms {
         let gap = floor_ms.max(job.retry_after_ms.unwrap_or(0));
@@ -42,8 +42,10 @@ pub fn next_poll_due_ms(job: &JobRecord, floor_ms: u64, jitter_ms: u64) -> u64 {
 /// The first poll of a job waits until the job can be expected to have finished, as
 /// learned from the jobs of its template (never sooner than `due`, the floor's answer).
 pub fn with_expectation(due: u64, job: &JobRecord, expected_ms: Option<u64>) -> u64 {
-    match (job.last_polled_at_ms, job.admitted_at_ms, expected_ms) {
-        (None, Some(admitted), Some(expected)) => due.max(admitted.saturating_add(expected)),
+    match (job.last_polled_at_ms, job.admission(), expected_ms) {
+        (None, Some(admission), Some(expected)) => {
+            due.max(admission.at_ms.saturating_add(expected))
+        }
         _ => due,
     }
 }

@@ -308,13 +308,15 @@ pub fn build_result(
     let counts = count_items(items);
     let bulk_jobs = jobs
         .iter()
-        .filter(|j| j.kind == JobKind::Bulk && j.remote_id.is_some())
+        .filter(|j| j.kind == JobKind::Bulk)
         .filter(|j| matches!(j.state(), JobState::Admitted | JobState::Done))
-        .map(|j| BulkJobSummary {
-            bulk_job_id: j.remote_id.clone().unwrap_or_default(),
-            first_index: j.item_indices.first().copied().unwrap_or(0),
-            items: j.item_indices.len() as u32,
-            status: j.status.clone(),
+        .filter_map(|j| {
+            Some(BulkJobSummary {
+                bulk_job_id: j.admission()?.remote_id.to_owned(),
+                first_index: j.first_index()?,
+                items: j.item_indices.len() as u32,
+                status: j.status.clone(),
+            })
         })
         .collect();
     let items_out = items

@@ -162,8 +162,10 @@ fn not_due_until(ctx: &Context, key: JobKey, floor: u64) -> Result<Option<PollRe
     if job.state() != JobState::Admitted {
         return Ok(Some(PollResult::Done));
     }
-    let tent = match (&job.remote_id, job.kind) {
-        (Some(id), JobKind::Create | JobKind::Edit) => ctx.store.tent_poll(id)?,
+    let tent = match (job.admission(), job.kind) {
+        (Some(admission), JobKind::Create | JobKind::Edit) => {
+            ctx.store.tent_poll(admission.remote_id)?
+        }
         _ => None,
     };
     let due = with_expectation(job_due_ms(&job, tent, floor), &job, expected_ms(ctx, &job));
@@ -204,7 +206,7 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
     let manifest = ctx.store.manifest(job.manifest_id).ok().flatten()?;
     let template_id = manifest.top.template_id.as_deref();
     let template = template_key(manifest.kind, template_id);
-    let admitted = job.admitted_at_ms?;
+    let admitted = job.admission()?.at_ms;
     let id = JobKey {
         manifest_id: job.manifest_id,
         seq: job.seq,
@@ -264,7 +266,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), 
     } else if !budget_bound {
         ctx.budget_bound.store(false, Ordering::Relaxed);
     }
-    let job = {
+    let (job, remote_id) = {
         let writer = ctx.store.writer().await;
         let mut txn = match writer.begin(key.manifest_id) {
             Ok(txn) => txn,
@@ -278,9 +280,13 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), 
             return Ok((PollResult::Done, false));
         }
         let now = ctx.clock.now_ms();
-        let tent = match (&job.remote_id, job.kind) {
-            (Some(id), JobKind::Create | JobKind::Edit) => txn.tent_poll(id)?,
-            _ => None,
+        let Some(remote_id) = job.admission().map(|a| a.remote_id.to_owned()) else {
+            job.report_missing_admission();
+            return Ok((PollResult::Done, false));
+        };
+        let tent = match job.kind {
+            JobKind::Create | JobKind::Edit => txn.tent_poll(&remote_id)?,
+            JobKind::Bulk => None,
         };
         // Checked again under the writer's lock: a detail fetch may have just polled it.
         let due = job_due_ms(&job, tent, floor);
@@ -290,9 +296,9 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), 
         ctx.metrics
             .observe_poll_lateness(Duration::from_millis(now.saturating_sub(due)));
         job.last_polled_at_ms = Some(now);
-        if let (Some(id), JobKind::Create | JobKind::Edit) = (&job.remote_id, job.kind) {
+        if let JobKind::Create | JobKind::Edit = job.kind {
             txn.put_tent_poll(
-                id,
+                &remote_id,
                 crate::schedule::TentPollRecord {
                     last_polled_at_ms: now,
                     retry_after_ms: tent.and_then(|t| t.retry_after_ms),
@@ -301,10 +307,7 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), 
         }
         txn.put_job(job.clone());
         txn.commit_soon()?;
-        job
-    };
-    let Some(remote_id) = job.remote_id.clone() else {
-        return Ok((PollResult::Done, false));
+        (job, remote_id)
     };
     fail::fail_point!("poll-after-record", |_| crate::crash::simulated_crash());
     // 2. The poll itself, then its answer is recorded.

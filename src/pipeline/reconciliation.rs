@@ -252,9 +252,9 @@ fn apply_bulk_answer(
 ) -> Result<(), StoreError> {
     job.status = Some(body.status.clone());
     let auto_publish = body.auto_publish.unwrap_or_else(|| {
-        txn.item(job.item_indices.first().copied().unwrap_or(0))
-            .map(|i| wants_publication(manifest, &i))
-            .unwrap_or(false)
+        job.first_index()
+            .and_then(|index| txn.item(index).ok())
+            .is_some_and(|item| wants_publication(manifest, &item))
     });
     for job_item in &body.items {
         let Some(&index) = job.item_indices.get(job_item.index as usize) else {
@@ -285,8 +285,8 @@ fn job_duration_ms(body: &BulkJobStatus, job: &JobRecord, now: u64) -> Option<u6
             .ok()
             .map(crate::clock::duration_ms),
         _ => job
-            .admitted_at_ms
-            .map(|admitted| now.saturating_sub(admitted)),
+            .admission()
+            .map(|admission| now.saturating_sub(admission.at_ms)),
     }
 }
 
@@ -371,7 +371,10 @@ pub async fn record_bulk_poll(
         };
         let manifest = txn.manifest().clone();
         let completed_before = manifest.count(ItemState::Completed);
-        let bulk_job_id = job.remote_id.clone().unwrap_or_default();
+        let Some(bulk_job_id) = job.admission().map(|a| a.remote_id.to_owned()) else {
+            job.report_missing_admission();
+            return Ok(PollResult::Done);
+        };
         let what = format!("bulk job {bulk_job_id}");
         match note_poll_answer(&mut job, outcome, now, &manifest.name, &what) {
             PollAnswer::Usable(body) => {
@@ -548,8 +551,13 @@ pub async fn record_tent_poll(
         };
         let manifest = txn.manifest().clone();
         let completed_before = manifest.count(ItemState::Completed);
-        let tent_id = job.remote_id.clone().unwrap_or_default();
-        let index = job.item_indices.first().copied().unwrap_or(0);
+        let (Some(tent_id), Some(index)) = (
+            job.admission().map(|a| a.remote_id.to_owned()),
+            job.first_index(),
+        ) else {
+            job.report_missing_admission();
+            return Ok(PollResult::Done);
+        };
         txn.put_tent_poll(
             &tent_id,
             TentPollRecord {

@@ -106,6 +106,15 @@ impl JobState {
     }
 }
 
+/// What Tented gave a request it admitted ([`JobRecord::admission`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission<'a> {
+    /// The bulk_job_id (bulk) or the tent id (create, edit).
+    pub remote_id: &'a str,
+    /// When the answer came (wall ms).
+    pub at_ms: u64,
+}
+
 /// One create request and, once admitted, its polling (version 1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -116,10 +125,12 @@ pub struct JobRecord {
     pub item_indices: Vec<u32>,
     /// Private: only [`JobRecord::apply`] moves it.
     state: JobState,
-    /// The bulk_job_id (bulk) or the tent id (create, edit).
-    pub remote_id: Option<String>,
+    /// The bulk_job_id (bulk) or the tent id (create, edit). Private, with the time
+    /// below: both are set together by [`JobRecord::admitted_as`] and read together
+    /// through [`JobRecord::admission`], so no job has one without the other.
+    remote_id: Option<String>,
     pub sent_at_ms: u64,
-    pub admitted_at_ms: Option<u64>,
+    admitted_at_ms: Option<u64>,
     pub last_polled_at_ms: Option<u64>,
     /// The last Retry-After Tented sent for this job or tent.
     pub retry_after_ms: Option<u64>,
@@ -160,6 +171,40 @@ impl JobRecord {
         self.state
     }
 
+    /// Records what Tented's answer gave the request: its id, at `at_ms`. Not a state
+    /// change (the items' events decide that: [`JobEvent::Answered`]), and only while
+    /// the request is on the wire.
+    pub fn admitted_as(&mut self, remote_id: String, at_ms: u64) {
+        debug_assert_eq!(self.state, JobState::Sending, "an answer comes once");
+        self.remote_id = Some(remote_id);
+        self.admitted_at_ms = Some(at_ms);
+    }
+
+    /// Tented's id for the request and when it was admitted; `None` until an answer gave
+    /// one (a request on the wire, refused, or whose answer was lost).
+    pub fn admission(&self) -> Option<Admission<'_>> {
+        match (&self.remote_id, self.admitted_at_ms) {
+            (Some(remote_id), Some(at_ms)) => Some(Admission { remote_id, at_ms }),
+            _ => None,
+        }
+    }
+
+    /// Reports an admitted job without Tented's id, which cannot be: the answer that
+    /// admitted it gave the id ([`JobRecord::admitted_as`]). Its caller stops polling it.
+    pub fn report_missing_admission(&self) {
+        debug_assert!(false, "an admitted job without Tented's id: {self:?}");
+        tracing::error!(
+            manifest_id = self.manifest_id,
+            seq = self.seq,
+            "an admitted request has no id from Tented: it cannot be polled"
+        );
+    }
+
+    /// The manifest index of the first item it carried (every job carries one at least).
+    pub fn first_index(&self) -> Option<u32> {
+        self.item_indices.first().copied()
+    }
+
     /// Applies one event: the only way a job's state changes.
     pub fn apply(&mut self, event: JobEvent) -> Result<(), IllegalJobTransition> {
         match self.state.next(event) {
@@ -185,9 +230,8 @@ impl JobRecord {
         at_ms: u64,
     ) -> JobRecord {
         let mut job = JobRecord::sending(manifest_id, seq, kind, vec![0], at_ms);
+        job.admitted_as("J".into(), at_ms);
         job.state = JobState::Admitted;
-        job.remote_id = Some("J".into());
-        job.admitted_at_ms = Some(at_ms);
         job
     }
 }
@@ -278,9 +322,26 @@ mod tests {
     }
 
     #[test]
+    fn an_admission_is_the_id_and_the_time_together() {
+        let mut job = JobRecord::sending(1, 2, JobKind::Bulk, vec![5, 6], 50);
+        assert_eq!(job.admission(), None, "none before an answer");
+        assert_eq!(job.first_index(), Some(5));
+        job.admitted_as("bj_1".into(), 70);
+        assert_eq!(
+            job.admission(),
+            Some(Admission {
+                remote_id: "bj_1",
+                at_ms: 70
+            })
+        );
+        let empty = JobRecord::sending(1, 3, JobKind::Bulk, Vec::new(), 50);
+        assert_eq!(empty.first_index(), None);
+    }
+
+    #[test]
     fn a_transition_leaves_the_other_fields_alone() {
         let mut job = JobRecord::sending(1, 2, JobKind::Create, vec![4], 50);
-        job.remote_id = Some("tent".into());
+        job.admitted_as("tent".into(), 60);
         let before = job.clone();
         job.apply(JobEvent::Answered {
             any_admitted: true,

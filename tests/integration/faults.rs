@@ -455,7 +455,7 @@ async fn a_bulk_job_that_answers_404_for_over_ten_minutes_fails_its_unfinished_i
             .manifest_named("vanished")
             .expect("the store reads")
             .and_then(|id| store.jobs(id).expect("the store reads").into_iter().next())
-            .and_then(|job| job.remote_id)
+            .and_then(|job| job.admission().map(|a| a.remote_id.to_owned()))
     })
     .await;
     assert!(app.sim.forget_bulk_job(&bulk_job_id));

@@ -638,8 +638,7 @@ fn apply_effects(
 ) -> Result<bool, StoreError> {
     match &effects.job {
         JobLearns::Admitted { remote_id, status } => {
-            job.remote_id = Some(remote_id.clone());
-            job.admitted_at_ms = Some(now);
+            job.admitted_as(remote_id.clone(), now);
             job.status = status.clone();
         }
         JobLearns::AnswerLost => job.apply(JobEvent::AnswerLost)?,
@@ -665,9 +664,10 @@ fn apply_effects(
     if any_to_resend {
         // The chunk goes again: the cursor moves back to it.
         let size = chunk_size(txn.manifest().kind);
-        let chunk = job.item_indices.first().copied().unwrap_or(0) / size;
-        let cursor = &mut txn.manifest_mut().next_chunk;
-        *cursor = (*cursor).min(chunk);
+        if let Some(first) = job.first_index() {
+            let cursor = &mut txn.manifest_mut().next_chunk;
+            *cursor = (*cursor).min(first / size);
+        }
     }
     Ok(any_admitted)
 }
