@@ -127,7 +127,7 @@ fn main() {
             item_count: ITEMS as u32,
             rejection: None,
         });
-        record.archived = true;
+        record.archive();
         let start = Instant::now();
         {
             let writer = store.writer().await;

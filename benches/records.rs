@@ -41,7 +41,7 @@ use tented_bulkd::pipeline::intake::{sha256, validation::validate_manifest};
 use tented_bulkd::simulator::{SimConfig, Simulator};
 use tented_bulkd::state::item::{ItemEvent, ItemRecord};
 use tented_bulkd::state::job::{JobEvent, JobKind, JobRecord};
-use tented_bulkd::store::{ManifestRecord, Received, Store};
+use tented_bulkd::store::{ChunkCursor, ManifestRecord, Received, Store};
 
 /// Manifests in the store.
 const MANIFESTS: u64 = 100_000;
@@ -171,7 +171,7 @@ async fn receive(store: &Store, n: u64, at: u64) -> Result<u64, Failure> {
         item_count: validated.items.len() as u32,
         rejection: None,
     });
-    record.archived = true;
+    record.archive();
     let writer = store.writer().await;
     let mut txn = writer.create(record).map_err(|e| e.to_string())?;
     txn.index_name();
@@ -231,12 +231,12 @@ async fn send(store: &Store, id: u64, n: u64, at: u64, finish: bool) -> Result<(
         job.last_polled_at_ms = Some(at + 60_000);
         job.status = Some("completed".into());
         job.apply(JobEvent::ItemsFinal).map_err(|e| e.to_string())?;
-        txn.manifest_mut().finished_at_ms = Some(at + 60_000);
-        txn.manifest_mut().result_written = true;
+        txn.finish(at + 60_000);
+        txn.mark_result_written();
     }
     txn.put_job(job);
-    txn.manifest_mut().next_job_seq = 1;
-    txn.manifest_mut().next_chunk = 1;
+    txn.take_job_seq();
+    txn.move_chunk_cursor(ChunkCursor::Next);
     txn.commit().await.map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -12,7 +12,7 @@ pub async fn cancel(ctx: &Context, manifest_id: u64) -> Result<u32, StoreError> 
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(manifest_id)?;
         let manifest = txn.manifest().clone();
-        txn.manifest_mut().apply_control(ControlEvent::Cancel);
+        txn.apply_control(ControlEvent::Cancel);
         let mut n = 0;
         for item in txn.items_range(0, manifest.item_count)? {
             if item.state().is_sendable() {
@@ -32,7 +32,7 @@ pub async fn cancel(ctx: &Context, manifest_id: u64) -> Result<u32, StoreError> 
 pub async fn resume(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError> {
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(manifest_id)?;
-    let resumed = txn.manifest_mut().apply_control(ControlEvent::Resume);
+    let resumed = txn.apply_control(ControlEvent::Resume);
     if resumed {
         tracing::info!(manifest = %txn.manifest().name, "manifest resumed by the operator");
     }
@@ -48,7 +48,7 @@ pub async fn resume(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError>
 pub async fn pause(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError> {
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(manifest_id)?;
-    if !txn.manifest_mut().apply_control(ControlEvent::Pause) {
+    if !txn.apply_control(ControlEvent::Pause) {
         return Ok(false);
     }
     let manifest = txn.commit().await?;

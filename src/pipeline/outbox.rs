@@ -536,7 +536,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
         if manifest.unfinished() > 0 {
             return Ok(());
         }
-        if txn.manifest_mut().finish(ctx.clock.now_ms()) {
+        if txn.finish(ctx.clock.now_ms()) {
             txn.commit().await?
         } else {
             // Finished by an earlier commit, which may still be waiting for its sync (or
@@ -556,7 +556,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
     {
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(manifest_id)?;
-        txn.manifest_mut().result_written = true;
+        txn.mark_result_written();
         // Lost to a crash, the mark only has the same result written again.
         txn.commit_soon()?;
     }

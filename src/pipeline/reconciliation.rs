@@ -452,7 +452,7 @@ fn keeps_the_job_back(job: &JobRecord) -> bool {
 /// sooner than it says); else left to the next sync ([`crate::store::Store::durable_soon`]):
 /// a poll is a read, which a restart repeats, and the next create's intent syncs it anyway.
 async fn commit_answer(mut txn: Txn<'_>, now: u64, lasting: bool) -> Result<(), StoreError> {
-    if txn.manifest_mut().finish(now) || lasting {
+    if txn.finish(now) || lasting {
         txn.commit().await?;
     } else {
         txn.commit_soon()?;

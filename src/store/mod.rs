@@ -68,7 +68,7 @@ pub use summary::{HistoryEntry, ManifestSummary};
 
 pub use new_manifest::NewManifest;
 pub use records::{
-    ManifestRecord, Received, Retired, StoredGenerationTimes, StoredItem, StoredJob,
+    ChunkCursor, ManifestRecord, Received, Retired, StoredGenerationTimes, StoredItem, StoredJob,
     StoredManifest, StoredTemplateProof, StoredTentPoll,
 };
 pub use txn::{Txn, Writer};

@@ -53,6 +53,13 @@ pub struct ManifestRecord {
     pub result_written: bool,
 }
 
+/// Where [`ManifestRecord::move_chunk_cursor`] moves the cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkCursor {
+    Next,
+    BackTo(u32),
+}
+
 /// What intake knows of a manifest when it records it.
 pub struct Received {
     pub id: u64,
@@ -144,6 +151,43 @@ impl ManifestRecord {
         }
         self.finished_at_ms = Some(now_ms);
         true
+    }
+
+    /// Records that the file has left the inbox for the archive. Returns whether it did now.
+    pub fn archive(&mut self) -> bool {
+        !std::mem::replace(&mut self.archived, true)
+    }
+
+    /// Records that the result files are written (once, after [`ManifestRecord::finish`]).
+    /// Returns whether it did now.
+    pub fn mark_result_written(&mut self) -> bool {
+        if self.result_written {
+            return false;
+        }
+        debug_assert!(self.finished_at_ms.is_some(), "a result before the finish");
+        self.result_written = true;
+        true
+    }
+
+    /// The sequence number of the manifest's next request, taken.
+    pub fn take_job_seq(&mut self) -> u32 {
+        let seq = self.next_job_seq;
+        self.next_job_seq += 1;
+        seq
+    }
+
+    /// The chunk cursor moves on (the chunk under it has nothing more to send), or back
+    /// to `chunk` (a chunk that goes again).
+    pub fn move_chunk_cursor(&mut self, to: ChunkCursor) {
+        match to {
+            ChunkCursor::Next => self.next_chunk += 1,
+            ChunkCursor::BackTo(chunk) => self.next_chunk = self.next_chunk.min(chunk),
+        }
+    }
+
+    /// When sending tries again after Tented ran out of credits (`None`: not waiting).
+    pub fn set_credit_retry(&mut self, at_ms: Option<u64>) {
+        self.credit_retry_at_ms = at_ms;
     }
 
     pub fn file_name(&self) -> String {

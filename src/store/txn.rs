@@ -99,8 +99,45 @@ impl<'w> Txn<'w> {
         &self.manifest
     }
 
-    pub fn manifest_mut(&mut self) -> &mut ManifestRecord {
+    /// The record itself, for the store's own code and tests: everyone else changes it
+    /// through the named transitions below.
+    pub(in crate::store) fn manifest_mut(&mut self) -> &mut ManifestRecord {
         &mut self.manifest
+    }
+
+    /// [`ManifestRecord::archive`].
+    pub fn archive(&mut self) -> bool {
+        self.manifest.archive()
+    }
+
+    /// [`ManifestRecord::finish`].
+    pub fn finish(&mut self, now_ms: u64) -> bool {
+        self.manifest.finish(now_ms)
+    }
+
+    /// [`ManifestRecord::mark_result_written`].
+    pub fn mark_result_written(&mut self) -> bool {
+        self.manifest.mark_result_written()
+    }
+
+    /// [`ManifestRecord::apply_control`].
+    pub fn apply_control(&mut self, event: crate::state::control::ControlEvent) -> bool {
+        self.manifest.apply_control(event)
+    }
+
+    /// [`ManifestRecord::take_job_seq`].
+    pub fn take_job_seq(&mut self) -> u32 {
+        self.manifest.take_job_seq()
+    }
+
+    /// [`ManifestRecord::move_chunk_cursor`].
+    pub fn move_chunk_cursor(&mut self, to: super::ChunkCursor) {
+        self.manifest.move_chunk_cursor(to);
+    }
+
+    /// [`ManifestRecord::set_credit_retry`].
+    pub fn set_credit_retry(&mut self, at_ms: Option<u64>) {
+        self.manifest.set_credit_retry(at_ms);
     }
 
     /// Items `from..to`, as this transaction sees them.

@@ -551,7 +551,7 @@ async fn mark_archived(
         outcomes[index] = Outcome::Taken;
         let writer = ctx.store.writer().await;
         let marked = writer.begin(record.id).and_then(|mut txn| {
-            txn.manifest_mut().archived = true;
+            txn.archive();
             txn.apply_without_sync()
         });
         match marked {

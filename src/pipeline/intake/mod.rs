@@ -468,7 +468,7 @@ pub async fn archive(
     }
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(record.id)?;
-    txn.manifest_mut().archived = true;
+    txn.archive();
     txn.commit().await?;
     Ok(())
 }

@@ -41,7 +41,7 @@ use crate::schedule::JobKey;
 use crate::state::control::{Control, ControlEvent};
 use crate::state::item::{ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{JobEvent, JobKind, JobRecord, JobState};
-use crate::store::{Applied, ManifestRecord, StoreError, Txn};
+use crate::store::{Applied, ChunkCursor, ManifestRecord, StoreError, Txn};
 use answer::{
     interpret, AnswerEffects, CreateAnswer, JobLearns, Retry, SentRequest, SingleAdmission,
 };
@@ -389,8 +389,7 @@ async fn record_intent(ctx: &Context, id: u64) -> Result<Option<Intent>, StoreEr
     let Plan::Items(items) = plan_next(ctx, &mut txn, now)? else {
         return Ok(None);
     };
-    let seq = txn.manifest().next_job_seq;
-    txn.manifest_mut().next_job_seq += 1;
+    let seq = txn.take_job_seq();
     let kind = match txn.manifest().kind {
         ManifestKind::Bulk => JobKind::Bulk,
         ManifestKind::Create => JobKind::Create,
@@ -422,7 +421,7 @@ fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreEr
         if at > now {
             return Ok(Plan::Later(at));
         }
-        txn.manifest_mut().credit_retry_at_ms = None;
+        txn.set_credit_retry(None);
     }
     if manifest.count(ItemState::CreditWait) > 0 {
         // Items that waited for credits go first, one original chunk at a time.
@@ -455,7 +454,7 @@ fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreEr
         if !pending.is_empty() {
             return Ok(Plan::Items(pending));
         }
-        txn.manifest_mut().next_chunk += 1;
+        txn.move_chunk_cursor(ChunkCursor::Next);
     }
 }
 
@@ -603,13 +602,13 @@ async fn record_answer(
     let any_admitted = apply_effects(&mut txn, &mut job, &effects, now)?;
     if effects.credits_short {
         let at = now.saturating_add(crate::clock::duration_ms(ctx.settings.submit.credit_retry));
-        txn.manifest_mut().credit_retry_at_ms = Some(at);
+        txn.set_credit_retry(Some(at));
         tracing::warn!(manifest = %manifest.name, retry_at = %crate::clock::rfc3339(at), "Tented is out of credits: this manifest's sending pauses and tries again later");
     }
     txn.put_job(job);
     let newly_proven = judge(ctx, &mut txn, completed_before)?;
     // The last answer finishes the manifest in its own commit (the result follows).
-    txn.manifest_mut().finish(now);
+    txn.finish(now);
     txn.commit().await?;
     drop(writer);
     if any_admitted {
@@ -665,8 +664,7 @@ fn apply_effects(
         // The chunk goes again: the cursor moves back to it.
         let size = chunk_size(txn.manifest().kind);
         if let Some(first) = job.first_index() {
-            let cursor = &mut txn.manifest_mut().next_chunk;
-            *cursor = (*cursor).min(first / size);
+            txn.move_chunk_cursor(ChunkCursor::BackTo(first / size));
         }
     }
     Ok(any_admitted)
@@ -723,7 +721,6 @@ pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
             "{bad} of the {answered} items answered so far failed or were rejected, over the failure threshold of {threshold}; the remaining items wait for `tented-bulkd resume {name}` or `tented-bulkd cancel {name}`"
         );
         tracing::warn!(manifest = %name, "manifest paused: {reason}");
-        txn.manifest_mut()
-            .apply_control(ControlEvent::ThresholdTripped { reason });
+        txn.apply_control(ControlEvent::ThresholdTripped { reason });
     }
 }
