@@ -4,7 +4,6 @@
 //! The classification is what makes "never send a create twice" possible: only a call
 //! that certainly never reached the server ([`Outcome::NotSent`]) may be retried blindly.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -214,27 +213,6 @@ pub trait CallObserver: Send + Sync {
     fn call_finished(&self, endpoint: Endpoint, answer: &str, took: Duration);
 }
 
-/// Calls by endpoint and answer, for `/metrics`.
-#[derive(Default)]
-pub struct CallCounts {
-    counts: Mutex<BTreeMap<(Endpoint, String), u64>>,
-}
-
-impl CallCounts {
-    fn add(&self, endpoint: Endpoint, label: String) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *counts.entry((endpoint, label)).or_insert(0) += 1;
-    }
-
-    pub fn snapshot(&self) -> Vec<(Endpoint, String, u64)> {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts
-            .iter()
-            .map(|((e, l), n)| (*e, l.clone(), *n))
-            .collect()
-    }
-}
-
 /// Proof that one cell of the request budget was reserved for the next call.
 #[derive(Debug)]
 pub struct BudgetPermit {
@@ -260,7 +238,6 @@ struct ClientInner {
     key: RwLock<ApiKey>,
     budget: Budget,
     auth: AuthGate,
-    calls: CallCounts,
     observer: std::sync::OnceLock<Arc<dyn CallObserver>>,
 }
 
@@ -301,7 +278,6 @@ impl TentedClient {
                     reopened: tokio::sync::Notify::new(),
                     probe_interval: config.auth_probe_interval,
                 },
-                calls: CallCounts::default(),
                 observer: std::sync::OnceLock::new(),
             }),
         })
@@ -343,10 +319,6 @@ impl TentedClient {
     /// True while a 401 pauses every call.
     pub fn auth_paused(&self) -> bool {
         self.inner.auth.paused()
-    }
-
-    pub fn call_counts(&self) -> Vec<(Endpoint, String, u64)> {
-        self.inner.calls.snapshot()
     }
 
     pub async fn create_bulk(&self, request: &BulkCreateRequest) -> Outcome<BulkCreateResponse> {
@@ -474,7 +446,6 @@ impl TentedClient {
         if let Some(observer) = self.inner.observer.get() {
             observer.call_finished(endpoint, &label, took);
         }
-        self.inner.calls.add(endpoint, label);
         outcome
     }
 

@@ -8,4 +8,4 @@ pub mod client;
 pub mod types;
 
 pub use budget::{Budget, CallClass};
-pub use client::{BudgetPermit, ClientConfig, Endpoint, Outcome, TentedClient};
+pub use client::{BudgetPermit, CallObserver, ClientConfig, Endpoint, Outcome, TentedClient};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, SimConfig, Simulator};
+use tented_bulkd::state::job::JobState;
 
 use crate::helpers::*;
 
@@ -151,20 +152,25 @@ async fn a_request_that_could_not_connect_is_sent_once_the_api_is_back() {
     let base_url = format!("http://127.0.0.1:{port}");
     let daemon = TestDaemon::start(test_settings(dir.path(), &base_url, &[])).await;
     drop_manifest(dir.path(), "later.json", &bulk_manifest(5));
-    // The daemon tried to send the chunk, and could not connect (twice: once retried).
+    // The daemon tried to send the chunk, and could not connect (twice: once retried):
+    // each try is a request recorded and then known not admitted (none reached a server:
+    // the simulator below sees one request in all).
+    let store = &daemon.ctx.store;
     wait_until("two bulk requests that could not connect", WAIT, || async {
-        let counts = daemon.ctx.client.call_counts();
-        let not_sent: u64 = counts
-            .iter()
-            .filter(|(endpoint, label, _)| {
-                endpoint.as_str() == "bulk_create" && label == "not_sent"
+        let refused = store
+            .manifest_named("later")
+            .expect("the store reads")
+            .map(|id| {
+                let jobs = store.jobs(id).expect("the store reads");
+                jobs.iter()
+                    .filter(|j| j.state() == JobState::NotAdmitted)
+                    .count()
             })
-            .map(|(_, _, n)| n)
-            .sum();
-        if not_sent >= 2 {
+            .unwrap_or(0);
+        if refused >= 2 {
             Progress::Done(())
         } else {
-            Progress::NotYet(format!("{counts:?}"))
+            Progress::NotYet(format!("{refused} requests known not admitted"))
         }
     })
     .await;
