@@ -20,6 +20,12 @@ pub const MAX_ASSET_IDS: usize = 5;
 /// stays a safe integer in JavaScript (2^53 - 1), whatever the API is written in.
 pub const MAX_START_INDEX: u64 = (1u64 << 53) - 1 - MAX_ITEMS as u64;
 
+/// The longest manifest NAME (the file name without `.json`), in characters.
+pub const MAX_MANIFEST_NAME_CHARS: usize = 200;
+
+/// The suffix every manifest file name carries.
+pub const MANIFEST_SUFFIX: &str = ".json";
+
 /// Which of the three manifest shapes a manifest has, chosen by its `kind` field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
