@@ -77,84 +77,44 @@ mod tests {
 
     #[test]
     fn alias_rules_each_accept_and_refuse() {
-        assert_eq!(validate_alias("acme-onboarding_jane.v2"), Ok(()));
-        assert_eq!(validate_alias("/"), Ok(()));
-        assert_eq!(validate_alias(""), Err(AliasRuleError::Empty));
-
-        assert_eq!(validate_alias(&"a".repeat(100)), Ok(()));
-        assert_eq!(
-            validate_alias(&"a".repeat(101)),
-            Err(AliasRuleError::TooLong { length: 101 })
-        );
-
-        assert_eq!(validate_alias("abc"), Ok(()));
-        assert_eq!(
-            validate_alias("aBc"),
-            Err(AliasRuleError::InvalidCharacter {
-                character: 'B',
-                position: 1
-            })
-        );
-        assert_eq!(
-            validate_alias("a/b"),
-            Err(AliasRuleError::InvalidCharacter {
-                character: '/',
-                position: 1
-            })
-        );
-        assert_eq!(
-            validate_alias("a b"),
-            Err(AliasRuleError::InvalidCharacter {
-                character: ' ',
-                position: 1
-            })
-        );
-        assert_eq!(
-            validate_alias("é"),
-            Err(AliasRuleError::InvalidCharacter {
-                character: 'é',
-                position: 0
-            })
-        );
-
-        assert_eq!(validate_alias("9lives"), Ok(()));
-        assert_eq!(
-            validate_alias("-x"),
-            Err(AliasRuleError::BadFirstCharacter { character: '-' })
-        );
-        assert_eq!(
-            validate_alias(".x"),
-            Err(AliasRuleError::BadFirstCharacter { character: '.' })
-        );
-        assert_eq!(
-            validate_alias("_x"),
-            Err(AliasRuleError::BadFirstCharacter { character: '_' })
-        );
-
-        assert_eq!(
-            validate_alias("f11ef3cf-8664-4fe5-a261-c5b4d647b7d"),
-            Ok(())
-        );
-        assert_eq!(
-            validate_alias("f11ef3cf-8664-4fe5-a261-c5b4d647b7d1"),
-            Err(AliasRuleError::IsUuid)
-        );
-        assert_eq!(
-            validate_alias("f11ef3cf86644fe5a261c5b4d647b7d1"),
-            Err(AliasRuleError::IsUuid)
-        );
-
-        assert_eq!(validate_alias("api-docs"), Ok(()));
+        use AliasRuleError::*;
+        let invalid = |character, position| InvalidCharacter {
+            character,
+            position,
+        };
+        let bad_first = |character| BadFirstCharacter { character };
+        let cases = [
+            ("acme-onboarding_jane.v2".to_owned(), Ok(())),
+            ("/".to_owned(), Ok(())),
+            (String::new(), Err(Empty)),
+            ("a".repeat(100), Ok(())),
+            ("a".repeat(101), Err(TooLong { length: 101 })),
+            ("abc".to_owned(), Ok(())),
+            ("aBc".to_owned(), Err(invalid('B', 1))),
+            ("a/b".to_owned(), Err(invalid('/', 1))),
+            ("a b".to_owned(), Err(invalid(' ', 1))),
+            ("é".to_owned(), Err(invalid('é', 0))),
+            ("9lives".to_owned(), Ok(())),
+            ("-x".to_owned(), Err(bad_first('-'))),
+            (".x".to_owned(), Err(bad_first('.'))),
+            ("_x".to_owned(), Err(bad_first('_'))),
+            ("f11ef3cf-8664-4fe5-a261-c5b4d647b7d".to_owned(), Ok(())),
+            (
+                "f11ef3cf-8664-4fe5-a261-c5b4d647b7d1".to_owned(),
+                Err(IsUuid),
+            ),
+            ("f11ef3cf86644fe5a261c5b4d647b7d1".to_owned(), Err(IsUuid)),
+            ("api-docs".to_owned(), Ok(())),
+        ];
+        for (alias, expected) in cases {
+            assert_eq!(validate_alias(&alias), expected, "{alias:?}");
+        }
         for word in RESERVED_ALIAS_WORDS {
-            assert_eq!(
-                validate_alias(word),
-                Err(AliasRuleError::ReservedWord {
-                    word: (*word).to_owned()
-                })
-            );
+            let word = (*word).to_owned();
+            assert_eq!(validate_alias(&word), Err(ReservedWord { word }));
         }
         assert_eq!(
-            AliasRuleError::ReservedWord { word: "api".into() }.to_string(),
+            ReservedWord { word: "api".into() }.to_string(),
             "`api` is a reserved word and cannot be used as an alias"
         );
     }

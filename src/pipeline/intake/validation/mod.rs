@@ -24,11 +24,11 @@
 //!
 //! [`TopFields`]: crate::manifest::TopFields
 //!
-//! The rules by seam: [`name`] the file's name, [`alias`] the alias rules, [`document`]
+//! The rules by seam: `name` the file's name, `alias` the alias rules, `document`
 //! the manifest-level rules (parsing, kind, top-level fields, `defaults`, the items
-//! array), [`parallel`] every item judged once (the manifest-level rules on items and a
-//! large manifest's runs on several cores), [`item`] the item-level rules of each kind,
-//! and [`rejection`] what a rejected manifest is told (with did-you-mean).
+//! array), `parallel` every item judged once (the manifest-level rules on items and a
+//! large manifest's runs on several cores), `item` the item-level rules of each kind,
+//! and `rejection` what a rejected manifest is told (with did-you-mean).
 
 mod alias;
 mod document;
@@ -492,46 +492,35 @@ mod tests {
             .collect();
         assert_eq!(rejected, [5_999]);
         // The first broken manifest-level rule wins, wherever the runs are cut: a
-        // duplicate late in the manifest before a non-object even later…
-        assert_eq!(
-            large(|i, item| match i {
-                5_000 => item["client_item_id"] = json!("row-10"),
-                5_500 => *item = json!(7),
-                _ => {}
-            })
-            .map(|_| ()),
-            Err(ManifestRejection::DuplicateClientItemId {
-                id: "row-10".into(),
-                first_index: 10,
-                second_index: 5_000
-            })
-        );
-        // …a non-object early in the first run before a duplicate in the last one…
-        assert_eq!(
-            large(|i, item| match i {
-                100 => *item = json!(7),
-                5_000 => item["client_item_id"] = json!("row-10"),
-                _ => {}
-            })
-            .map(|_| ()),
-            Err(ManifestRejection::ItemNotAnObject {
-                index: 100,
-                found: "a number"
-            })
-        );
-        // …a non-object in the second half before a duplicate after it…
-        assert_eq!(
-            large(|i, item| match i {
-                3_500 => *item = json!(7),
-                5_000 => item["client_item_id"] = json!("row-10"),
-                _ => {}
-            })
-            .map(|_| ()),
-            Err(ManifestRejection::ItemNotAnObject {
-                index: 3_500,
-                found: "a number"
-            })
-        );
+        // duplicate late in the manifest (at 5,000) before a non-object even later; a
+        // non-object early in the first run, or in the second half, before the duplicate…
+        let not_an_object = |index| ManifestRejection::ItemNotAnObject {
+            index,
+            found: "a number",
+        };
+        let cases = [
+            (
+                5_500,
+                ManifestRejection::DuplicateClientItemId {
+                    id: "row-10".into(),
+                    first_index: 10,
+                    second_index: 5_000,
+                },
+            ),
+            (100, not_an_object(100)),
+            (3_500, not_an_object(3_500)),
+        ];
+        for (non_object, expected) in cases {
+            let judged = large(|i, item| {
+                if i == non_object {
+                    *item = json!(7);
+                }
+                if i == 5_000 {
+                    item["client_item_id"] = json!("row-10");
+                }
+            });
+            assert_eq!(judged.map(|_| ()), Err(expected), "non-object {non_object}");
+        }
         // …and for one item, its duplicate id before its unknown field.
         let both = large(|i, item| {
             if i == 4_000 {

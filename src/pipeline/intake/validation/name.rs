@@ -60,42 +60,36 @@ mod tests {
 
     #[test]
     fn manifest_names_follow_the_rule() {
-        assert_eq!(check_manifest_name("daily.json"), Ok("daily".to_owned()));
-        assert_eq!(
-            check_manifest_name("Daily_2026-03.v2.json"),
-            Ok("Daily_2026-03.v2".to_owned())
-        );
-        assert_eq!(
-            check_manifest_name("daily.txt"),
-            Err(ManifestRejection::NameWithoutJsonSuffix)
-        );
-        assert_eq!(
-            check_manifest_name("daily.JSON"),
-            Err(ManifestRejection::NameWithoutJsonSuffix)
-        );
-        assert_eq!(
-            check_manifest_name(".json"),
-            Err(ManifestRejection::NameEmpty)
-        );
+        use ManifestRejection::*;
+        let cases = [
+            ("daily.json".to_owned(), Ok("daily")),
+            ("Daily_2026-03.v2.json".to_owned(), Ok("Daily_2026-03.v2")),
+            ("daily.txt".to_owned(), Err(NameWithoutJsonSuffix)),
+            ("daily.JSON".to_owned(), Err(NameWithoutJsonSuffix)),
+            (".json".to_owned(), Err(NameEmpty)),
+            (
+                format!("{}.json", "a".repeat(201)),
+                Err(NameTooLong { length: 201 }),
+            ),
+            (
+                "dai ly.json".to_owned(),
+                Err(NameInvalidCharacter { character: ' ' }),
+            ),
+            (
+                "daily~2.json".to_owned(),
+                Err(NameInvalidCharacter { character: '~' }),
+            ),
+            (
+                "é.json".to_owned(),
+                Err(NameInvalidCharacter { character: 'é' }),
+            ),
+        ];
+        for (file_name, expected) in cases {
+            let expected = expected.map(str::to_owned);
+            assert_eq!(check_manifest_name(&file_name), expected, "{file_name:?}");
+        }
         let longest = format!("{}.json", "a".repeat(200));
         assert!(check_manifest_name(&longest).is_ok());
-        let too_long = format!("{}.json", "a".repeat(201));
-        assert_eq!(
-            check_manifest_name(&too_long),
-            Err(ManifestRejection::NameTooLong { length: 201 })
-        );
-        assert_eq!(
-            check_manifest_name("dai ly.json"),
-            Err(ManifestRejection::NameInvalidCharacter { character: ' ' })
-        );
-        assert_eq!(
-            check_manifest_name("daily~2.json"),
-            Err(ManifestRejection::NameInvalidCharacter { character: '~' })
-        );
-        assert_eq!(
-            check_manifest_name("é.json"),
-            Err(ManifestRejection::NameInvalidCharacter { character: 'é' })
-        );
     }
 
     #[test]
