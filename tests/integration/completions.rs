@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::helpers::command;
+use crate::helpers::{command, succeeded};
 
 /// Captures what zsh's completion system offers for a line: an interactive zsh in a
 /// pseudo-terminal (`zpty`) with `compadd` wrapped to print each match between markers
@@ -42,7 +42,7 @@ fn installed(shell: &str) -> bool {
 
 /// What `shell` offers for `line` (completing its last word), run in `cwd`.
 fn offered(shell: &str, completions: &Path, line: &str, cwd: &Path) -> Vec<String> {
-    let output = match shell {
+    let mut run = match shell {
         "bash" => {
             let script = completions.join("tented-bulkd.bash");
             // The words as bash splits them; a line ending in a space completes "".
@@ -60,40 +60,31 @@ fi
 printf '%s\n' "${{COMPREPLY[@]}}""#,
                 script.display()
             );
-            Command::new("bash")
-                .args(["--norc", "--noprofile", "-c", &program])
-                .env("LINE", line)
-                .current_dir(cwd)
-                .output()
+            let mut bash = Command::new("bash");
+            bash.args(["--norc", "--noprofile", "-c", &program])
+                .env("LINE", line);
+            bash
         }
         "fish" => {
             let script = completions.join("tented-bulkd.fish");
-            Command::new("fish")
-                .args(["--no-config", "-c"])
-                .arg(format!(
-                    "source '{}'; complete -C '{line}'",
-                    script.display()
-                ))
-                .current_dir(cwd)
-                .output()
+            let mut fish = Command::new("fish");
+            fish.args(["--no-config", "-c"]).arg(format!(
+                "source '{}'; complete -C '{line}'",
+                script.display()
+            ));
+            fish
         }
         _ => {
             let capture = cwd.join(".capture.zsh");
             std::fs::write(&capture, ZSH_CAPTURE).expect("the capture script");
-            Command::new("zsh")
-                .arg("-f")
-                .arg(&capture)
-                .arg(completions)
-                .arg(line)
-                .current_dir(cwd)
-                .output()
+            let mut zsh = Command::new("zsh");
+            zsh.arg("-f").arg(&capture).arg(completions).arg(line);
+            zsh
         }
-    }
-    .expect("the shell runs");
-    assert!(
-        output.status.success(),
-        "{shell} completing `{line}`: {}",
-        String::from_utf8_lossy(&output.stderr)
+    };
+    let output = succeeded(
+        run.current_dir(cwd),
+        &format!("{shell} completing `{line}`"),
     );
     String::from_utf8_lossy(&output.stdout)
         .lines()

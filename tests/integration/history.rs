@@ -206,8 +206,7 @@ async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
 
 /// The JSON Schema `tented-bulkd schema WHICH` prints.
 fn printed_schema(which: &str) -> Value {
-    let output = command(["schema", which]).output().expect("schema runs");
-    assert!(output.status.success(), "schema {which}");
+    let output = succeeded(&mut command(["schema", which]), &format!("schema {which}"));
     serde_json::from_slice(&output.stdout).expect("a schema")
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{bulk_manifest, free_port, quick_sim, TestApp};
+use crate::helpers::{bulk_manifest, free_port, quick_sim, succeeded, TestApp};
 
 fn monitoring(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -285,17 +285,11 @@ fn the_alert_rules_pass_their_promtool_tests() {
         vec!["check", "rules", "tented-bulkd.rules.yml"],
         vec!["test", "rules", "tented-bulkd.rules.test.yml"],
     ] {
-        let output = Command::new(&promtool)
-            .args(&args)
-            .current_dir(monitoring(""))
-            .output()
-            .expect("promtool runs");
-        assert!(
-            output.status.success(),
-            "promtool {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+        succeeded(
+            Command::new(&promtool)
+                .args(&args)
+                .current_dir(monitoring("")),
+            &format!("promtool {}", args.join(" ")),
         );
     }
     // Each alert of the rules has a test that makes it fire.

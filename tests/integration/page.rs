@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use tented_bulkd::simulator::Simulator;
 
 use crate::helpers::{
-    bulk_manifest, drop_bytes, drop_manifest, free_port, quick_sim, try_wait_until, write_config,
-    BinaryDaemon, TestConfig,
+    bulk_manifest, drop_bytes, drop_manifest, free_port, quick_sim, succeeded, try_wait_until,
+    write_config, BinaryDaemon, TestConfig,
 };
 
 /// A file name with markup in it. Intake refuses the name (NAME may hold only letters,
@@ -59,16 +59,9 @@ fn headless(browser: &Path, profile: &Path) -> Command {
 
 /// The page's DOM after it loaded, as Chromium serialises it.
 fn dump_dom(browser: &Path, profile: &Path, url: &str) -> String {
-    let output = headless(browser, profile)
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("chromium runs");
-    assert!(
-        output.status.success(),
-        "chromium --dump-dom {url}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut dump = headless(browser, profile);
+    dump.arg("--dump-dom").arg(url);
+    let output = succeeded(&mut dump, &format!("chromium --dump-dom {url}"));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -229,16 +222,11 @@ async fn the_status_page_in_chromium_shows_what_status_says_and_runs_nothing() {
     let shot = std::env::var_os("PAGE_SCREENSHOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.path().join("status.png"));
-    let output = headless(&browser, profile.path())
+    let mut screenshot = headless(&browser, profile.path());
+    screenshot
         .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("http://{admin}/"))
-        .output()
-        .expect("chromium runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(format!("http://{admin}/"));
+    succeeded(&mut screenshot, "chromium --screenshot");
     let png = std::fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     daemon.sigterm().await.expect("stops");

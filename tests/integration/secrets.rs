@@ -131,15 +131,9 @@ async fn the_api_key_appears_in_no_output() {
         &["show", "secret", "--json", "--items"],
         &["backup", backup_arg.as_str()],
     ] {
-        let output = command(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .expect("the binary runs");
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
+        let output = succeeded(
+            command(args).arg("--config").arg(&config),
+            &format!("{args:?}"),
         );
         assert!(!output.stdout.is_empty(), "{args:?} prints something");
         assert_no_key(&format!("{args:?} stdout"), &output.stdout);

@@ -134,15 +134,7 @@ async fn validate_reports_per_item_and_exits_one_when_anything_would_be_rejected
     let good = dir.path().join("good.json");
     std::fs::write(&good, serde_json::to_vec(&bulk_manifest(3)).expect("json"))
         .expect("write manifest");
-    let output = command(["validate"])
-        .arg(&good)
-        .output()
-        .expect("the binary runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let output = succeeded(command(["validate"]).arg(&good), "validate good.json");
     assert!(String::from_utf8_lossy(&output.stdout).contains("3 accepted, 0 rejected"));
 
     let mut manifest = bulk_manifest(3);

@@ -4,12 +4,28 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::wait::{try_wait_until, Failure, Progress};
 use super::TestConfig;
+
+/// Runs `command` to its end and returns what it printed, asserting that it exited 0; a
+/// failure names `what` and shows what it printed on both streams.
+pub fn succeeded(command: &mut Command, what: &str) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{what}: it does not run: {error}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
 
 /// The binary Cargo built for these tests (with the `failpoints` feature).
 pub const BIN: &str = env!("CARGO_BIN_EXE_tented-bulkd");

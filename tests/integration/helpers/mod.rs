@@ -8,7 +8,7 @@ mod binary;
 pub mod lazyfs;
 mod wait;
 
-pub use binary::{cli, command, write_config, BinaryDaemon, READY_LINE, START_WAIT};
+pub use binary::{cli, command, succeeded, write_config, BinaryDaemon, READY_LINE, START_WAIT};
 pub use wait::{try_wait_until, wait_until, Progress};
 
 use std::path::{Path, PathBuf};
