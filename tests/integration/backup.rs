@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use tented_bulkd::simulator::{SimConfig, Simulator};
+use tented_bulkd::simulator::SimConfig;
 
 use crate::helpers::*;
 
@@ -28,18 +28,14 @@ fn show(config: &Path, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinished_work_paused() {
-    let sim = Simulator::start(
-        SimConfig {
-            generation_time: (Duration::from_millis(1500), Duration::from_millis(2000)),
-            ..quick_sim()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("simulator starts");
+    let sim = start_simulator(SimConfig {
+        generation_time: (Duration::from_millis(1500), Duration::from_millis(2000)),
+        ..quick_sim()
+    })
+    .await;
     let key = [("TENTED_API_KEY", "sim-key")];
     let first = tempfile::tempdir().expect("temp dir");
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let config = config_in(first.path(), &sim.base_url(), &admin);
     let daemon = BinaryDaemon::run(&config, &first.path().join("daemon.log"), &key);
     daemon.wait_ready().await.expect("the daemon gets ready");
@@ -100,7 +96,7 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
 
     // Into an empty one: offline, then a daemon on it.
     let second = tempfile::tempdir().expect("temp dir");
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let config = config_in(second.path(), &sim.base_url(), &admin);
     let (code, stdout, stderr) = cli(&config, &["restore", backup.to_str().expect("utf-8")]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -163,11 +159,7 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
 #[test]
 fn backup_says_why_when_the_daemon_cannot_be_reached_and_leaves_the_file_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = config_in(
-        dir.path(),
-        "http://127.0.0.1:9",
-        &format!("127.0.0.1:{}", free_port()),
-    );
+    let config = config_in(dir.path(), "http://127.0.0.1:9", &free_address());
     let target = dir.path().join("keep.backup");
     std::fs::write(&target, b"precious").expect("write");
     let (code, _, stderr) = cli(&config, &["backup", target.to_str().expect("utf-8")]);

@@ -18,7 +18,7 @@ use tented_bulkd::api::{CallObserver, ClientConfig, Endpoint, Outcome, TentedCli
 use tented_bulkd::settings::ApiKey;
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, SimConfig, Simulator};
 
-use crate::helpers::{wait_until, Progress};
+use crate::helpers::{start_simulator, wait_until, Progress};
 
 const KEY: &str = "sim-key";
 /// The longest any lifecycle wait may take.
@@ -61,9 +61,7 @@ fn client_for(base_url: String, timeout: Duration) -> TentedClient {
 }
 
 async fn start(config: SimConfig) -> (Simulator, TentedClient) {
-    let sim = Simulator::start(config, "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
+    let sim = start_simulator(config).await;
     let client = client_for(sim.base_url(), Duration::from_secs(5));
     (sim, client)
 }

@@ -39,7 +39,7 @@ pub(crate) fn raw(admin: &str, method: &str, path: &str, host: &str) -> (u16, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tcp_endpoint_is_read_only_and_answers_only_its_own_host() {
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let mut app =
         TestApp::spawn_with(unhurried_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
     let socket = app.dir.path().join("control.sock");

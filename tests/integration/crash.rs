@@ -24,7 +24,8 @@ use tented_bulkd::state::item::{ItemState, RejectedBy, ANSWER_LOST_MESSAGE};
 use tented_bulkd::state::manifest::FinalCounts;
 
 use crate::helpers::{
-    self, drop_bytes, try_wait_until, write_config, BinaryDaemon, TestConfig, READY_LINE,
+    self, drop_bytes, start_simulator, try_wait_until, write_config, BinaryDaemon, TestConfig,
+    READY_LINE,
 };
 
 pub(crate) const NAME: &str = "crashy";
@@ -125,9 +126,7 @@ impl Scenario {
         dir: tempfile::TempDir,
         root: PathBuf,
     ) -> Scenario {
-        let sim = Simulator::start(sim, "127.0.0.1:0")
-            .await
-            .expect("simulator starts");
+        let sim = start_simulator(sim).await;
         write_config(&root, &TestConfig::new(&root, &sim.base_url()));
         Scenario {
             label: label.into(),

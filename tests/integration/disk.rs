@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tented_bulkd::simulator::Simulator;
+use tented_bulkd::simulator::SimConfig;
 
 use crate::helpers::*;
 
@@ -90,20 +90,13 @@ async fn daemon_with_full(
 ) -> (BinaryDaemon, String, Tmpfs, PathBuf) {
     let mount = Tmpfs::mount(&dir.join(folder), "256k");
     let filler = mount.fill();
-    let admin = format!("127.0.0.1:{}", free_port());
-    let config = write_config(
+    let admin = free_address();
+    let (_, daemon) = run_until_ready(
         dir,
         &TestConfig::new(dir, base_url).set("admin", "listen", admin.as_str()),
-    );
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.join("daemon.log"),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon
-        .wait_ready()
-        .await
-        .expect("the daemon starts on a full disk");
+    )
+    .await;
     (daemon, admin, mount, filler)
 }
 
@@ -128,9 +121,7 @@ async fn wait_health(admin: &str, daemon: &BinaryDaemon, want: u16, mentions: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_keeps_the_result_pending_turns_health_red_and_recovers_by_itself() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
+    let sim = start_simulator(quick_sim()).await;
     let (daemon, admin, _mount, filler) =
         daemon_with_full(dir.path(), "outbox", &sim.base_url()).await;
     let red = wait_health(&admin, &daemon, 503, "paths.outbox").await;
@@ -167,9 +158,7 @@ async fn a_full_outbox_keeps_the_result_pending_turns_health_red_and_recovers_by
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_archive_keeps_the_manifest_in_the_inbox_until_it_can_be_moved() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
+    let sim = start_simulator(quick_sim()).await;
     let (daemon, admin, _mount, filler) =
         daemon_with_full(dir.path(), "archive", &sim.base_url()).await;
     wait_health(&admin, &daemon, 503, "paths.archive").await;
@@ -204,21 +193,15 @@ async fn a_full_archive_keeps_the_manifest_in_the_inbox_until_it_can_be_moved() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_itself() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
+    let sim = start_simulator(quick_sim()).await;
     let mount = Tmpfs::mount(&dir.path().join("state"), "8m");
-    let admin = format!("127.0.0.1:{}", free_port());
-    let config = write_config(
+    let admin = free_address();
+    let (config, daemon) = run_until_ready(
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
-    );
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.path().join("daemon.log"),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon.wait_ready().await.expect("the daemon starts");
+    )
+    .await;
     drop_manifest(dir.path(), "before.json", &bulk_manifest(2));
     daemon
         .wait_for_file(&dir.path().join("outbox/before.result.json"), START_WAIT)
@@ -278,23 +261,18 @@ async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_its
 async fn a_create_answer_arriving_on_a_full_state_disk_is_recorded_once_space_is_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Every answer takes 2 s: the disk fills while the create request is on the wire.
-    let sim = Simulator::start(
-        tented_bulkd::simulator::SimConfig {
-            latency: (Duration::from_secs(2), Duration::from_secs(2)),
-            ..quick_sim()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("simulator starts");
+    let sim = start_simulator(SimConfig {
+        latency: (Duration::from_secs(2), Duration::from_secs(2)),
+        ..quick_sim()
+    })
+    .await;
     let mount = Tmpfs::mount(&dir.path().join("state"), "8m");
-    let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.path().join("daemon.log"),
+    let (_, daemon) = run_until_ready(
+        dir.path(),
+        &TestConfig::new(dir.path(), &sim.base_url()),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon.wait_ready().await.expect("the daemon starts");
+    )
+    .await;
     drop_manifest(dir.path(), "onwire.json", &bulk_manifest(25));
     wait_until("the create request on the wire", START_WAIT, || async {
         let posts = bulk_posts(&sim.calls()).len();

@@ -189,7 +189,7 @@ async fn a_request_that_could_not_connect_is_sent_once_the_api_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_pauses_every_call_turns_health_red_and_fails_nothing() {
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let mut app = TestApp::spawn_with(
         SimConfig {
             generation_time: (Duration::from_millis(600), Duration::from_millis(800)),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tented_bulkd::simulator::{SimConfig, Simulator};
+use tented_bulkd::simulator::SimConfig;
 
 use crate::helpers::*;
 
@@ -27,7 +27,7 @@ async fn get(admin: &str, path: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_to_the_end() {
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let mut app =
         TestApp::spawn_with(unhurried_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
     let socket = app.dir.path().join("control.sock");
@@ -89,12 +89,10 @@ async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
+    let sim = start_simulator(quick_sim()).await;
     std::fs::write(dir.path().join("api_key"), "sim-key").expect("write the key file");
-    let admin = format!("127.0.0.1:{}", free_port());
-    let config = write_config(
+    let admin = free_address();
+    let (config, daemon) = run_until_ready(
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url())
             .set(
@@ -103,9 +101,9 @@ async fn list_and_show_print_tables_and_json_from_the_running_daemon() {
                 dir.path().join("api_key").display().to_string(),
             )
             .set("admin", "listen", admin.as_str()),
-    );
-    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
-    daemon.wait_ready().await.expect("the daemon gets ready");
+        &[],
+    )
+    .await;
     let (code, stdout, _) = cli(&config, &["list"]);
     assert_eq!(code, Some(0));
     assert_eq!(stdout.trim(), "no manifests in the store");
@@ -225,7 +223,7 @@ fn assert_valid(which: &str, value: &Value) {
 /// words, and each matches the schema `schema show|list|status` prints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_list_and_status_speak_the_result_files_words_and_match_their_schemas() {
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let app = TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
     app.drop_manifest("words.json", &bulk_manifest(30));
     app.wait_result("words", WAIT).await;

@@ -68,7 +68,7 @@ async fn scrape(admin: &str) -> Scrape {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_finished_after_the_manifest_left_the_active_set() {
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let mut app = TestApp::spawn_with(
         SimConfig {
             failure_rate: 0.0,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{bulk_manifest, free_port, quick_sim, succeeded, TestApp};
+use crate::helpers::{bulk_manifest, free_address, quick_sim, succeeded, TestApp};
 
 fn monitoring(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -134,7 +134,7 @@ fn check_metrics(promtool: &Path, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_formats_of_metrics_pass_promtool_and_carry_the_process_metrics() {
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let app = TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
     app.drop_manifest("seen.json", &bulk_manifest(3));
     app.wait_result("seen", Duration::from_secs(30)).await;
@@ -186,7 +186,7 @@ async fn both_formats_of_metrics_pass_promtool_and_carry_the_process_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_and_the_rules_query_only_metrics_the_daemon_exports() {
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let app = TestApp::spawn_with(
         quick_sim(),
         &[

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use tented_bulkd::simulator::SimConfig;
+
 use crate::helpers::*;
 
 /// Runs the binary with `args` and returns (exit code, stdout, stderr).
@@ -196,7 +198,7 @@ fn check_config_prints_the_effective_settings_with_the_key_redacted_and_its_sour
 async fn status_exits_1_when_the_daemon_cannot_be_reached_or_does_not_answer_saying_which() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Nothing listens on this port.
-    let closed = format!("127.0.0.1:{}", free_port());
+    let closed = free_address();
     let config = write_config(
         dir.path(),
         &TestConfig::new(dir.path(), "http://127.0.0.1:9").set("admin", "listen", closed.as_str()),
@@ -245,9 +247,7 @@ fn device_and_inode(path: &Path) -> String {
 /// Runs a daemon with its stderr in `log` and `env` added, drops a good and a bad
 /// manifest, waits for both results, stops it, and returns its stderr.
 async fn daemon_log(dir: &Path, env: &[(&str, &str)], log_format: &str) -> String {
-    let sim = tented_bulkd::simulator::Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
+    let sim = start_simulator(quick_sim()).await;
     let config = write_config(
         dir,
         &TestConfig::new(dir, &sim.base_url()).set("log", "format", log_format),
@@ -398,15 +398,11 @@ impl Drop for NotifyListener {
 async fn systemd_hears_ready_a_status_line_with_live_counts_and_keep_alives_at_half_watchdog_usec()
 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = tented_bulkd::simulator::Simulator::start(
-        tented_bulkd::simulator::SimConfig {
-            generation_time: (Duration::from_secs(4), Duration::from_secs(5)),
-            ..quick_sim()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("simulator starts");
+    let sim = start_simulator(SimConfig {
+        generation_time: (Duration::from_secs(4), Duration::from_secs(5)),
+        ..quick_sim()
+    })
+    .await;
     let notify = NotifyListener::bind(dir.path());
     let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
     let socket = path_arg(&notify.path);
@@ -481,22 +477,17 @@ async fn systemd_hears_ready_a_status_line_with_live_counts_and_keep_alives_at_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_reads_in_order_names_items_and_keeps_a_401_pause_quiet() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = tented_bulkd::simulator::Simulator::start(
-        tented_bulkd::simulator::SimConfig {
-            generation_time: (Duration::from_secs(4), Duration::from_secs(5)),
-            ..quick_sim()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("simulator starts");
-    let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.path().join("daemon.log"),
+    let sim = start_simulator(SimConfig {
+        generation_time: (Duration::from_secs(4), Duration::from_secs(5)),
+        ..quick_sim()
+    })
+    .await;
+    let (_, daemon) = run_until_ready(
+        dir.path(),
+        &TestConfig::new(dir.path(), &sim.base_url()),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon.wait_ready().await.expect("ready");
+    )
+    .await;
 
     drop_bytes(dir.path(), "broken.json", b"{ not json");
     daemon
@@ -559,16 +550,13 @@ async fn the_log_reads_in_order_names_items_and_keeps_a_401_pause_quiet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_control_is_an_error_on_stderr() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = tented_bulkd::simulator::Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
-    let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.path().join("daemon.log"),
+    let sim = start_simulator(quick_sim()).await;
+    let (config, daemon) = run_until_ready(
+        dir.path(),
+        &TestConfig::new(dir.path(), &sim.base_url()),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon.wait_ready().await.expect("ready");
+    )
+    .await;
     let (code, stdout, stderr) = cli(&config, &["pause", "nobody"]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(stdout.is_empty(), "stdout: {stdout}");

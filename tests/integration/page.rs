@@ -8,13 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tented_bulkd::simulator::Simulator;
-
 use crate::helpers::{
-    bulk_manifest, drop_bytes, drop_manifest, free_port, quick_sim, succeeded, try_wait_until,
-    write_config, BinaryDaemon, TestConfig,
+    bulk_manifest, drop_bytes, drop_manifest, free_address, quick_sim, run_until_ready,
+    start_simulator, succeeded, try_wait_until, TestConfig,
 };
+use serde_json::{json, Value};
 
 /// A file name with markup in it. Intake refuses the name (NAME may hold only letters,
 /// digits, `.`, `-` and `_`) and names the manifest after it with the rest replaced, so
@@ -86,20 +84,14 @@ async fn the_status_page_in_chromium_shows_what_status_says_and_runs_nothing() {
         }
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
-    let admin = format!("127.0.0.1:{}", free_port());
-    let config = write_config(
+    let sim = start_simulator(quick_sim()).await;
+    let admin = free_address();
+    let (_, daemon) = run_until_ready(
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
-    );
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.path().join("daemon.log"),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon.wait_ready().await.expect("the daemon gets ready");
+    )
+    .await;
 
     // Two manifests that finish, one of them with a hostile name.
     drop_manifest(dir.path(), "fine.json", &bulk_manifest(5));

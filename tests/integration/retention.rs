@@ -188,22 +188,16 @@ async fn the_recently_finished_are_lists_finished_ones_and_show_agrees_with_list
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_grown_past_its_records_is_compacted_and_the_daemon_goes_on() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = tented_bulkd::simulator::Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
-    let config = write_config(
+    let sim = start_simulator(quick_sim()).await;
+    let (_, daemon) = run_until_ready(
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url())
             .set("api", "requests_per_second", 200)
             .set("retention", "store", "1s")
             .set("retention", "compact_above_mib", 1),
-    );
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.path().join("daemon.log"),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon.wait_ready().await.expect("the daemon gets ready");
+    )
+    .await;
     let mut compacted_after = None;
     for m in 0..16 {
         let mut manifest = bulk_manifest(250);

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tented_bulkd::simulator::{SimConfig, Simulator};
+use tented_bulkd::simulator::SimConfig;
 
 use crate::helpers::*;
 
@@ -70,20 +70,16 @@ async fn the_api_key_appears_in_no_output() {
     let dir = tempfile::tempdir().expect("temp dir");
     let work = dir.path().join("work");
     std::fs::create_dir(&work).expect("the work folder");
-    let sim = Simulator::start(
-        SimConfig {
-            api_key: KEY.to_owned(),
-            failure_rate: 0.3,
-            ..quick_sim()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("simulator starts");
+    let sim = start_simulator(SimConfig {
+        api_key: KEY.to_owned(),
+        failure_rate: 0.3,
+        ..quick_sim()
+    })
+    .await;
     // The key file and the configuration lie outside `work`, the folder searched.
     let key_file = dir.path().join("api_key");
     std::fs::write(&key_file, KEY).expect("write the key file");
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = free_address();
     let config = write_config(
         dir.path(),
         &TestConfig::new(&work, &sim.base_url())

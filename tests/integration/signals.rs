@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tented_bulkd::simulator::{SimConfig, Simulator};
+use tented_bulkd::simulator::SimConfig;
 
 use crate::helpers::*;
 
@@ -25,18 +25,16 @@ async fn wait_result(daemon: &BinaryDaemon, dir: &Path, name: &str) -> ResultDoc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_a_corrected_key_and_sigterm_exits_zero() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
+    let sim = start_simulator(quick_sim()).await;
     let key_file = dir.path().join("api_key");
     std::fs::write(&key_file, "a-wrong-key\n").expect("write the key file");
-    let admin = format!("127.0.0.1:{}", free_port());
-    let config = write_config(
+    let admin = free_address();
+    let (config, daemon) = run_until_ready(
         dir.path(),
         &config_with_key_file(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
-    );
-    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
-    daemon.wait_ready().await.expect("the daemon gets ready");
+        &[],
+    )
+    .await;
 
     // The wrong key: the first call is refused and health turns red; nothing is failed.
     drop_manifest(dir.path(), "m.json", &bulk_manifest(5));
@@ -164,23 +162,19 @@ async fn validate_reports_per_item_and_exits_one_when_anything_would_be_rejected
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_cancel_and_resume_talk_to_the_running_daemon() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(
-        SimConfig {
-            templates: vec!["tpl_other".into()],
-            ..quick_sim()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("simulator starts");
+    let sim = start_simulator(SimConfig {
+        templates: vec!["tpl_other".into()],
+        ..quick_sim()
+    })
+    .await;
     std::fs::write(dir.path().join("api_key"), "sim-key").expect("write the key file");
-    let admin = format!("127.0.0.1:{}", free_port());
-    let config = write_config(
+    let admin = free_address();
+    let (config, daemon) = run_until_ready(
         dir.path(),
         &config_with_key_file(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
-    );
-    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
-    daemon.wait_ready().await.expect("the daemon gets ready");
+        &[],
+    )
+    .await;
     assert_eq!(health(&admin).await, Some(200), "healthy once ready");
     let out = command(["status", "--config"])
         .arg(&config)
@@ -231,16 +225,14 @@ async fn status_cancel_and_resume_talk_to_the_running_daemon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_json_object_per_line_and_name_the_manifest() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(quick_sim(), "127.0.0.1:0")
-        .await
-        .expect("simulator starts");
+    let sim = start_simulator(quick_sim()).await;
     std::fs::write(dir.path().join("api_key"), "sim-key").expect("write the key file");
-    let config = write_config(
+    let (_, daemon) = run_until_ready(
         dir.path(),
         &config_with_key_file(dir.path(), &sim.base_url()).set("log", "format", "json"),
-    );
-    let daemon = BinaryDaemon::run(&config, &dir.path().join("daemon.log"), &[]);
-    daemon.wait_ready().await.expect("the daemon gets ready");
+        &[],
+    )
+    .await;
     drop_manifest(dir.path(), "jsonlog.json", &bulk_manifest(2));
     wait_result(&daemon, dir.path(), "jsonlog").await;
     daemon.sigterm().await.expect("SIGTERM exits 0");

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tented_bulkd::simulator::{SimConfig, Simulator};
+use tented_bulkd::simulator::SimConfig;
 
 use crate::helpers::*;
 
@@ -79,29 +79,21 @@ fn soak_compact_mib() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_size_and_memory_level_off_while_retention_prunes_as_it_goes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(
-        SimConfig {
-            queue_time: (Duration::from_millis(5), Duration::from_millis(20)),
-            generation_time: (Duration::from_millis(20), Duration::from_millis(80)),
-            ..quick_sim()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("simulator starts");
-    let config = write_config(
+    let sim = start_simulator(SimConfig {
+        queue_time: (Duration::from_millis(5), Duration::from_millis(20)),
+        generation_time: (Duration::from_millis(20), Duration::from_millis(80)),
+        ..quick_sim()
+    })
+    .await;
+    let (_, daemon) = run_until_ready(
         dir.path(),
         &TestConfig::new(dir.path(), &sim.base_url())
             .set("api", "requests_per_second", soak_rps())
             .set("retention", "store", "1s")
             .set("retention", "compact_above_mib", soak_compact_mib()),
-    );
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.path().join("daemon.log"),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon.wait_ready().await.expect("the daemon gets ready");
+    )
+    .await;
     let manifests = soak_items().div_ceil(PER_MANIFEST).max(8);
     let mut samples: Vec<(usize, u64, u64)> = Vec::new();
     for m in 0..manifests {

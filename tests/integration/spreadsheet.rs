@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Output;
 
 use serde_json::{json, Value};
-use tented_bulkd::simulator::{SimConfig, Simulator};
+use tented_bulkd::simulator::SimConfig;
 
 use crate::helpers::*;
 
@@ -104,22 +104,17 @@ fn assert_matches_printed_schema(which: &str, instance: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csv_makes_the_round_trip_and_the_result_csv_joins_back_by_client_item_id() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Simulator::start(
-        SimConfig {
-            taken_aliases: vec!["taken-alias".into()],
-            ..quick_sim()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("simulator starts");
-    let config = write_config(dir.path(), &TestConfig::new(dir.path(), &sim.base_url()));
-    let daemon = BinaryDaemon::run(
-        &config,
-        &dir.path().join("daemon.log"),
+    let sim = start_simulator(SimConfig {
+        taken_aliases: vec!["taken-alias".into()],
+        ..quick_sim()
+    })
+    .await;
+    let (config, daemon) = run_until_ready(
+        dir.path(),
+        &TestConfig::new(dir.path(), &sim.base_url()),
         &[("TENTED_API_KEY", "sim-key")],
-    );
-    daemon.wait_ready().await.expect("the daemon gets ready");
+    )
+    .await;
 
     let csv_path = dir.path().join("people.csv");
     std::fs::write(&csv_path, PEOPLE_CSV).expect("write the CSV");

@@ -27,6 +27,19 @@ pub fn succeeded(command: &mut Command, what: &str) -> Output {
     output
 }
 
+/// Writes `config` into `dir`, runs the real binary on it with `env` (its stderr in
+/// `dir/daemon.log`) and waits until it is ready: the configuration's path and the daemon.
+pub async fn run_until_ready(
+    dir: &Path,
+    config: &TestConfig,
+    env: &[(&str, &str)],
+) -> (PathBuf, BinaryDaemon) {
+    let path = write_config(dir, config);
+    let daemon = BinaryDaemon::run(&path, &dir.join("daemon.log"), env);
+    daemon.wait_ready().await.expect("the daemon gets ready");
+    (path, daemon)
+}
+
 /// The binary Cargo built for these tests (with the `failpoints` feature).
 pub const BIN: &str = env!("CARGO_BIN_EXE_tented-bulkd");
 

@@ -8,7 +8,9 @@ mod binary;
 pub mod lazyfs;
 mod wait;
 
-pub use binary::{cli, command, succeeded, write_config, BinaryDaemon, READY_LINE, START_WAIT};
+pub use binary::{
+    cli, command, run_until_ready, succeeded, write_config, BinaryDaemon, READY_LINE, START_WAIT,
+};
 pub use wait::{try_wait_until, wait_until, Progress};
 
 use std::path::{Path, PathBuf};
@@ -461,6 +463,18 @@ pub fn sent_client_ids(calls: &[RecordedCall]) -> Vec<String> {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
+}
+
+/// A loopback address with a free port, for `admin.listen`.
+pub fn free_address() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// The simulator, listening on a free port of the loopback.
+pub async fn start_simulator(config: SimConfig) -> Simulator {
+    Simulator::start(config, "127.0.0.1:0")
+        .await
+        .expect("simulator starts")
 }
 
 /// `GET http://ADMIN/healthz`: its status, or `None` when nothing answers.
