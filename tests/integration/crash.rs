@@ -350,24 +350,10 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
     let inbox = visible_files(&sc.path("inbox"));
     ensure!(inbox.is_empty(), "files left in the inbox: {inbox:?}");
 
-    let result: ResultDocument = serde_json::from_slice(
-        &std::fs::read(sc.result_path()).map_err(|e| format!("no result: {e}"))?,
-    )
-    .map_err(|e| format!("the result is not a result document: {e}"))?;
-    ensure!(
-        result.manifest == format!("{NAME}.json"),
-        "result names {}",
-        result.manifest
-    );
-    ensure!(
-        result.error.is_none(),
-        "the manifest was rejected: {:?}",
-        result.error
-    );
+    let result = accepted_result(&sc.result_path(), NAME)?;
 
     let expected: Vec<String> = (0..ITEMS).map(client_id).collect();
     let items = checked_items(&result, &expected)?;
-    let keys: Vec<&str> = expected.iter().map(String::as_str).collect();
 
     // Nothing sent twice; the locally rejected item never sent.
     let posts = helpers::bulk_posts(&calls);
@@ -415,29 +401,7 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
     }
 
     // Tents agree with the simulator; unknown items say why and are in the retry manifest.
-    let retry: Option<Value> = std::fs::read(sc.retry_path())
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let not_completed: Vec<&str> = keys
-        .iter()
-        .copied()
-        .filter(|id| items[id].status != ItemState::Completed)
-        .collect();
-    let retry_ids: Vec<String> = retry
-        .as_ref()
-        .and_then(|r| r["items"].as_array())
-        .map(|items| {
-            items
-                .iter()
-                .map(|i| i["client_item_id"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    ensure!(
-        retry_ids.len() == not_completed.len()
-            && retry_ids.iter().zip(&not_completed).all(|(a, b)| a == *b),
-        "the retry manifest should hold exactly the items that did not complete {not_completed:?}, holds {retry_ids:?}"
-    );
+    let retry_ids = check_retry_manifest(&sc.retry_path(), &expected, &items)?;
     let base_url = sc.sim.base_url();
     for (id, item) in &items {
         let status = item.status.as_str();
@@ -449,10 +413,7 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         }
         match item.status {
             ItemState::Completed | ItemState::Failed => {
-                let tent_id = item
-                    .tent_id
-                    .as_deref()
-                    .ok_or_else(|| format!("{id} is {status} without a tent_id"))?;
+                let tent_id = tent_of(id, item)?;
                 let truth = sim_tent(&base_url, tent_id).await?;
                 ensure!(
                     truth["status"] == status,
@@ -469,11 +430,7 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
                 }
             }
             ItemState::Unknown => {
-                let message = item.message.as_deref().unwrap_or("");
-                ensure!(
-                    message.contains(ANSWER_LOST_MESSAGE),
-                    "{id} is unknown but its message does not say the answer was lost: {message:?}"
-                );
+                says_the_answer_was_lost(id, item)?;
                 ensure!(
                     retry_ids.iter().any(|retried| retried == id),
                     "{id} is unknown but not in the retry manifest"
@@ -490,6 +447,43 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
         admitted.len(),
         serde_json::to_string(&result.counts).unwrap_or_default()
     ))
+}
+
+/// The result document at `path`, once checked: it is whole, names the manifest `name`
+/// and does not reject it as a whole.
+pub(crate) fn accepted_result(path: &Path, name: &str) -> Result<ResultDocument, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{name}: no result: {e}"))?;
+    let result: ResultDocument = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{name}: the result is not a result document: {e}"))?;
+    ensure!(
+        result.manifest == format!("{name}.json"),
+        "{name}: result names {}",
+        result.manifest
+    );
+    ensure!(
+        result.error.is_none(),
+        "{name}: the manifest was rejected as a whole: {:?}",
+        result.error
+    );
+    Ok(result)
+}
+
+/// The tent of a completed or failed item, which must have one.
+pub(crate) fn tent_of<'a>(id: &str, item: &'a ItemResult) -> Result<&'a str, String> {
+    let status = item.status.as_str();
+    item.tent_id
+        .as_deref()
+        .ok_or_else(|| format!("{id} is {status} without a tent_id"))
+}
+
+/// An unknown item's message says that the answer to its request was lost.
+pub(crate) fn says_the_answer_was_lost(id: &str, item: &ItemResult) -> Result<(), String> {
+    let message = item.message.as_deref().unwrap_or("");
+    ensure!(
+        message.contains(ANSWER_LOST_MESSAGE),
+        "{id} is unknown but its message does not say the answer was lost: {message:?}"
+    );
+    Ok(())
 }
 
 /// A result's items by key, once checked: every item of the manifest (`ids`) once, in
@@ -569,6 +563,88 @@ pub(crate) fn nth(point: &str, n: usize) -> String {
     }
 }
 
+/// The retry manifest at `path` holds exactly the items that did not complete, in the
+/// manifest's order (`ids`; an absent or unreadable one holds none); its items' ids.
+pub(crate) fn check_retry_manifest(
+    path: &Path,
+    ids: &[String],
+    items: &BTreeMap<&str, &ItemResult>,
+) -> Result<Vec<String>, String> {
+    let not_completed: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| items[id].status != ItemState::Completed)
+        .collect();
+    let retry: Option<Value> = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let retry_ids: Vec<String> = retry
+        .as_ref()
+        .and_then(|r| r["items"].as_array())
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| i["client_item_id"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        retry_ids.len() == not_completed.len()
+            && retry_ids.iter().zip(&not_completed).all(|(a, b)| a == *b),
+        "the retry manifest should hold exactly the items that did not complete {not_completed:?}, holds {retry_ids:?}"
+    );
+    Ok(retry_ids)
+}
+
+/// Waits for a run with `failpoints` armed to end in its fail point's abort (true) or, for
+/// a point that it may not reach, to write and record the result, then stops it (false).
+/// A point that must fire and did not, and any other end, are errors.
+pub(crate) async fn crashed_or_finished(
+    daemon: &BinaryDaemon,
+    failpoints: &str,
+    fire: Fire,
+) -> Result<bool, String> {
+    let run = &daemon.label;
+    // The run ends in a crash; or, for a point that may lie beyond the end of this run,
+    // once the result is written and recorded (the manifest's last commit).
+    let status = try_wait_until(
+        format!("{run}: with `{failpoints}`, the daemon crashing or finishing"),
+        CRASH_WAIT,
+        || async {
+            if let Some(status) = daemon.exited() {
+                return Some(Some(status));
+            }
+            if fire == Fire::May && daemon.stderr().contains(RESULT_WRITTEN) {
+                return Some(None);
+            }
+            None
+        },
+    )
+    .await?;
+    let Some(status) = status else {
+        ensure!(
+            fire == Fire::May,
+            "{run}: the fail point `{failpoints}` never fired"
+        );
+        daemon.sigterm().await?;
+        return Ok(false);
+    };
+    ensure!(
+        !status.success(),
+        "{run}: with `{failpoints}` the daemon exited 0 by itself"
+    );
+    ensure!(
+        status.signal() == Some(6),
+        "{run}: with `{failpoints}` the daemon ended with {status}, not SIGABRT from the fail point: {}",
+        daemon.stderr_tail(10)
+    );
+    ensure!(
+        daemon.stderr().contains("simulated crash"),
+        "{run}: the daemon aborted but not through a fail point"
+    );
+    Ok(true)
+}
+
 /// Runs the daemon with the fail points of each stage armed until it crashes (or finishes),
 /// then restarts it cleanly until the result is written, stops it with SIGTERM, and checks
 /// the invariants. A later stage crashes the restart (recovery itself) again.
@@ -577,48 +653,7 @@ async fn run_fail_point(sc: &mut Scenario, plan: &Plan) -> Result<String, String
     let mut fired_all = true;
     for failpoints in &plan.stages {
         let daemon = sc.spawn(Some(failpoints));
-        let run = daemon.label.clone();
-        // The run ends in a crash; or, for a point that may lie beyond the end of this run,
-        // once the result is written and recorded (the manifest's last commit).
-        let status = try_wait_until(
-            format!("{run}: with `{failpoints}`, the daemon crashing or finishing"),
-            CRASH_WAIT,
-            || async {
-                if let Some(status) = daemon.exited() {
-                    return Some(Some(status));
-                }
-                if plan.fire == Fire::May && daemon.stderr().contains(RESULT_WRITTEN) {
-                    return Some(None);
-                }
-                None
-            },
-        )
-        .await?;
-        let fired = match status {
-            Some(status) => {
-                ensure!(
-                    !status.success(),
-                    "{run}: with `{failpoints}` the daemon exited 0 by itself"
-                );
-                ensure!(
-                    status.signal() == Some(6),
-                    "{run}: with `{failpoints}` the daemon ended with {status}, not SIGABRT from the fail point"
-                );
-                ensure!(
-                    daemon.stderr().contains("simulated crash"),
-                    "{run}: the daemon aborted but not through a fail point"
-                );
-                true
-            }
-            None => {
-                daemon.sigterm().await?;
-                false
-            }
-        };
-        ensure!(
-            fired || plan.fire == Fire::May,
-            "{run}: the fail point `{failpoints}` never fired"
-        );
+        let fired = crashed_or_finished(&daemon, failpoints, plan.fire).await?;
         if !fired {
             fired_all = false;
             break;
@@ -820,9 +855,10 @@ async fn random_kills(seed: u64, slow: bool) -> Result<String, String> {
     outcome.map_err(|e| format!("{e}\n{}", sc.log_tails()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_sigkills_and_restarts_lose_and_repeat_nothing() {
-    let seed = std::env::var("CRASH_TEST_SEED")
+/// A random test's seed: the number in the environment variable `variable` (to replay a
+/// run), else the clock's milliseconds.
+pub(crate) fn seed_from(variable: &str) -> u64 {
+    std::env::var(variable)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -830,7 +866,12 @@ async fn random_sigkills_and_restarts_lose_and_repeat_nothing() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(1)
-        });
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sigkills_and_restarts_lose_and_repeat_nothing() {
+    let seed = seed_from("CRASH_TEST_SEED");
     println!("random kill seed: {seed} (replay with CRASH_TEST_SEED={seed})");
     let mut set = tokio::task::JoinSet::new();
     for k in 0..4u64 {

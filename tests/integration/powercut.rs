@@ -32,12 +32,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tented_bulkd::pipeline::outbox::ResultDocument;
 use tented_bulkd::simulator::{EndpointFaults, FaultRates, RecordedCall, SimConfig};
-use tented_bulkd::state::item::{ItemState, RejectedBy, ANSWER_LOST_MESSAGE};
+use tented_bulkd::state::item::{ItemState, RejectedBy};
 use tented_bulkd::state::manifest::FinalStatus;
 
 use crate::crash::{
-    self, check_invariants, check_poll_floor, crash_sim, ensure, nth, posted_ids, sim_tent,
-    visible_files, Check, Fire, Scenario, CRASH_WAIT, NAME, RESULT_WAIT, RESULT_WRITTEN,
+    self, accepted_result, check_invariants, check_poll_floor, check_retry_manifest, crash_sim,
+    crashed_or_finished, ensure, nth, posted_ids, says_the_answer_was_lost, seed_from, sim_tent,
+    tent_of, visible_files, Check, Fire, Scenario, CRASH_WAIT, NAME, RESULT_WAIT, RESULT_WRITTEN,
 };
 use crate::helpers::lazyfs::{self, write_synced, LazyFs, Skip};
 use crate::helpers::{self, try_wait_until, BinaryDaemon, TestConfig, READY_LINE, START_WAIT};
@@ -288,39 +289,7 @@ async fn cut_after_fail_point(plan: &CutPlan) -> Outcome {
         ps.drop_synced(&format!("{NAME}.json"), &ps.sc.manifest_bytes);
         let failpoints = plan.failpoints.as_str();
         let daemon = ps.sc.spawn(Some(failpoints));
-        let run = daemon.label.clone();
-        let status = try_wait_until(
-            format!("{run}: with `{failpoints}`, the daemon crashing or finishing"),
-            CRASH_WAIT,
-            || async {
-                if let Some(status) = daemon.exited() {
-                    return Some(Some(status));
-                }
-                if plan.fire == Fire::May && daemon.stderr().contains(RESULT_WRITTEN) {
-                    return Some(None);
-                }
-                None
-            },
-        )
-        .await?;
-        let fired = match status {
-            Some(status) => {
-                ensure!(
-                    status.signal() == Some(6) && daemon.stderr().contains("simulated crash"),
-                    "{run}: with `{failpoints}` the daemon ended with {status}, not the fail point's abort: {}",
-                    daemon.stderr_tail(10)
-                );
-                true
-            }
-            None => {
-                daemon.sigterm().await?;
-                false
-            }
-        };
-        ensure!(
-            fired || plan.fire == Fire::May,
-            "{run}: the fail point `{failpoints}` never fired"
-        );
+        let fired = crashed_or_finished(&daemon, failpoints, plan.fire).await?;
         drop(daemon);
         // The power goes: a crash is followed by losing whatever was not synced.
         ps.cut().await?;
@@ -338,7 +307,11 @@ async fn cut_after_fail_point(plan: &CutPlan) -> Outcome {
         let summary = check_invariants(&ps.sc).await?;
         Ok::<_, String>(format!(
             "{}; {summary}",
-            if fired { "crashed, cut" } else { "not reached, cut" }
+            if fired {
+                "crashed, cut"
+            } else {
+                "not reached, cut"
+            }
         ))
     }
     .await;
@@ -917,28 +890,13 @@ async fn check_storm(
             archived.as_deref() == Some(&m.bytes[..]),
             "{name}: the archive copy is not the manifest that was dropped"
         );
-        let result: ResultDocument = serde_json::from_slice(
-            &std::fs::read(sc.path(&format!("outbox/{name}.result.json")))
-                .map_err(|e| format!("{name}: no result: {e}"))?,
-        )
-        .map_err(|e| format!("{name}: the result is not a result document: {e}"))?;
-        ensure!(
-            result.manifest == format!("{name}.json"),
-            "{name}: result names {}",
-            result.manifest
-        );
+        let result = accepted_result(&sc.path(&format!("outbox/{name}.result.json")), name)?;
         ensure!(
             result.kind.as_str() == m.kind,
             "{name}: result kind {}",
             result.kind.as_str()
         );
-        ensure!(
-            result.error.is_none(),
-            "{name}: rejected as a whole: {:?}",
-            result.error
-        );
         let items = crash::checked_items(&result, &m.ids).map_err(|e| format!("{name}: {e}"))?;
-        let keys: Vec<&str> = m.ids.iter().map(String::as_str).collect();
 
         // Nothing sent twice: no client_item_id in two create requests, leaving out those
         // answered 429/5xx (not admitted, and retried).
@@ -996,39 +954,15 @@ async fn check_storm(
         }
 
         // The retry manifest holds exactly the items that did not complete.
-        let not_completed: Vec<&str> = keys
-            .iter()
-            .copied()
-            .filter(|id| items[id].status != ItemState::Completed)
-            .collect();
-        let retry: Option<Value> = std::fs::read(sc.path(&format!("outbox/{name}.retry.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let retry_ids: Vec<String> = retry
-            .as_ref()
-            .and_then(|r| r["items"].as_array())
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|i| i["client_item_id"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        ensure!(
-            retry_ids.len() == not_completed.len()
-                && retry_ids.iter().zip(&not_completed).all(|(a, b)| a == *b),
-            "{name}: the retry manifest should hold exactly the items that did not complete {not_completed:?}, holds {retry_ids:?}"
-        );
+        let retry_path = sc.path(&format!("outbox/{name}.retry.json"));
+        check_retry_manifest(&retry_path, &m.ids, &items).map_err(|e| format!("{name}: {e}"))?;
 
         // Final statuses agree with the simulator; unknown only with the answer-lost message.
         for (id, item) in &items {
             let status = item.status.as_str();
             match item.status {
                 ItemState::Completed | ItemState::Failed => {
-                    let tent_id = item
-                        .tent_id
-                        .as_deref()
-                        .ok_or_else(|| format!("{name}/{id} is {status} without a tent_id"))?;
+                    let tent_id = tent_of(&format!("{name}/{id}"), item)?;
                     ensure!(
                         admitted.contains(id),
                         "{name}/{id} has tent {tent_id} but was never in an admitted request"
@@ -1041,11 +975,7 @@ async fn check_storm(
                     );
                 }
                 ItemState::Unknown => {
-                    let message = item.message.as_deref().unwrap_or("");
-                    ensure!(
-                        message.contains(ANSWER_LOST_MESSAGE),
-                        "{name}/{id} is unknown but its message does not say the answer was lost: {message:?}"
-                    );
+                    says_the_answer_was_lost(&format!("{name}/{id}"), item)?;
                 }
                 _ => {}
             }
@@ -1156,15 +1086,7 @@ async fn a_storm_of_kills_and_power_cuts_over_three_kinds_of_manifest_loses_and_
     if !lazyfs_or_skip(test) {
         return;
     }
-    let seed = std::env::var("POWERCUT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(1)
-        });
+    let seed = seed_from("POWERCUT_SEED");
     println!("power-cut storm seed: {seed} (replay with POWERCUT_SEED={seed})");
     let scenarios: Scenarios = (0..2u64)
         .map(|k| {
