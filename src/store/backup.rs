@@ -342,7 +342,6 @@ impl From<StreamError> for BackupError {
 mod tests {
     use super::*;
     use crate::state::control::Control;
-    use crate::state::item::ItemRecord;
 
     async fn add_manifest(store: &Store, name: &str, finished: bool) -> u64 {
         let id = store.new_manifest_id().expect("an id");
@@ -350,14 +349,8 @@ mod tests {
         let mut txn = writer
             .create(crate::store::received_for_test(id, name, 1))
             .expect("create");
-        txn.insert_item(ItemRecord::pending(
-            id,
-            0,
-            format!("{name}-0"),
-            "{}".into(),
-            Default::default(),
-        ))
-        .expect("insert");
+        txn.insert_item(crate::store::pending_for_test(id, 0, &format!("{name}-0")))
+            .expect("insert");
         txn.index_name();
         txn.index_client_item(&format!("{name}-0"), 0);
         txn.commit().await.expect("commit");

@@ -299,10 +299,20 @@ pub(crate) fn reopen(path: &std::path::Path) -> Result<Store, StoreError> {
 /// Test support: a pending item with no fields.
 #[cfg(test)]
 pub(crate) fn test_item(manifest_id: u64, index: u32) -> crate::state::item::ItemRecord {
+    pending_for_test(manifest_id, index, &format!("row-{index}"))
+}
+
+/// Test support: a pending item with no fields, of the given client item id.
+#[cfg(test)]
+pub(crate) fn pending_for_test(
+    manifest_id: u64,
+    index: u32,
+    client_item_id: &str,
+) -> crate::state::item::ItemRecord {
     crate::state::item::ItemRecord::pending(
         manifest_id,
         index,
-        format!("row-{index}"),
+        client_item_id.to_owned(),
         "{}".into(),
         Default::default(),
     )

@@ -193,7 +193,6 @@ impl Store {
 mod tests {
     use super::super::*;
     use crate::schedule::TentPollRecord;
-    use crate::state::item::ItemRecord;
     use crate::state::job::{JobKind, JobRecord};
 
     async fn finished_manifest(store: &Store, name: &str, items: u32) -> u64 {
@@ -204,14 +203,8 @@ mod tests {
             .expect("create");
         for index in 0..items {
             let client = format!("{name}-{index}");
-            txn.insert_item(ItemRecord::pending(
-                id,
-                index,
-                client.clone(),
-                "{}".into(),
-                Default::default(),
-            ))
-            .expect("insert");
+            txn.insert_item(crate::store::pending_for_test(id, index, &client))
+                .expect("insert");
             txn.index_client_item(&client, index);
         }
         txn.index_name();

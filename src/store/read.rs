@@ -318,14 +318,8 @@ mod tests {
             let mut txn = writer
                 .create(received_for_test(id, "daily", 2))
                 .expect("create");
-            txn.insert_item(ItemRecord::pending(
-                id,
-                0,
-                "a".into(),
-                "{}".into(),
-                Default::default(),
-            ))
-            .expect("insert");
+            txn.insert_item(crate::store::pending_for_test(id, 0, "a"))
+                .expect("insert");
             txn.insert_item(ItemRecord::rejected_locally(
                 id,
                 1,

@@ -345,14 +345,8 @@ mod tests {
         let mut txn = writer
             .create(received_for_test(id, "daily", 2))
             .expect("create");
-        txn.insert_item(ItemRecord::pending(
-            id,
-            0,
-            "a".into(),
-            "{}".into(),
-            Default::default(),
-        ))
-        .expect("insert");
+        txn.insert_item(crate::store::pending_for_test(id, 0, "a"))
+            .expect("insert");
         txn.commit().await.unwrap();
         // The commit let the lock go: this writer begins nothing more, a new one can be had.
         assert!(matches!(writer.begin(id), Err(StoreError::WriterSpent)));
