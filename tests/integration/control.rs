@@ -5,16 +5,8 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use tented_bulkd::simulator::SimConfig;
-
 use crate::helpers::*;
-
-fn unhurried_sim() -> SimConfig {
-    SimConfig {
-        generation_time: (Duration::from_millis(700), Duration::from_millis(900)),
-        ..quick_sim()
-    }
-}
+use crate::history::held_after_its_first_chunk;
 
 /// One raw HTTP/1.1 exchange on `admin` with the given method and Host: (status, text).
 pub(crate) fn raw(admin: &str, method: &str, path: &str, host: &str) -> (u16, String) {
@@ -39,15 +31,7 @@ pub(crate) fn raw(admin: &str, method: &str, path: &str, host: &str) -> (u16, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tcp_endpoint_is_read_only_and_answers_only_its_own_host() {
-    let admin = free_address();
-    let mut app =
-        TestApp::spawn_with(unhurried_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
-    let socket = app.dir.path().join("control.sock");
-    app.drop_manifest("held.json", &bulk_manifest(50));
-    app.wait_calls("the first chunk admitted", |calls| {
-        bulk_posts(calls).iter().any(|c| c.status == Some(202))
-    })
-    .await;
+    let (mut app, admin, socket) = held_after_its_first_chunk().await;
 
     // A POST over TCP changes nothing: 405, the manifest runs on.
     for path in ["/manifests/held/cancel", "/manifests/held/pause", "/backup"] {

@@ -1,6 +1,7 @@
 //! History and the pause control (SPEC sections 2 and 8): `list`, `show`, `pause`, over
 //! the real admin endpoint and through the real binary.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,6 +18,22 @@ fn unhurried_sim() -> SimConfig {
     }
 }
 
+/// A daemon (the admin endpoint on the address returned, the control socket at the path
+/// returned) running the manifest `held` of 50 items, its first chunk admitted and its
+/// generations unhurried.
+pub(crate) async fn held_after_its_first_chunk() -> (TestApp, String, PathBuf) {
+    let admin = free_address();
+    let app =
+        TestApp::spawn_with(unhurried_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
+    let socket = app.dir.path().join("control.sock");
+    app.drop_manifest("held.json", &bulk_manifest(50));
+    app.wait_calls("the first chunk admitted", |calls| {
+        bulk_posts(calls).iter().any(|c| c.status == Some(202))
+    })
+    .await;
+    (app, admin, socket)
+}
+
 async fn get(admin: &str, path: &str) -> (u16, Value) {
     let response = reqwest::get(format!("http://{admin}{path}"))
         .await
@@ -27,17 +44,9 @@ async fn get(admin: &str, path: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_manifest_sends_nothing_more_but_its_admitted_items_are_polled_to_the_end() {
-    let admin = free_address();
-    let mut app =
-        TestApp::spawn_with(unhurried_sim(), &[("TENTED_BULKD__ADMIN__LISTEN", &admin)]).await;
-    let socket = app.dir.path().join("control.sock");
-    app.drop_manifest("held.json", &bulk_manifest(50));
     // Slow start holds the second chunk until the first one's items have answers, so the
     // pause lands between the two.
-    app.wait_calls("the first chunk admitted", |calls| {
-        bulk_posts(calls).iter().any(|c| c.status == Some(202))
-    })
-    .await;
+    let (mut app, admin, socket) = held_after_its_first_chunk().await;
     let (status, answer) = socket_post(&socket, "/manifests/held/pause").await;
     assert_eq!(status, 200, "{answer}");
     assert!(
