@@ -268,6 +268,14 @@ fn times_sent(posts: &[&RecordedCall]) -> HashMap<String, usize> {
     sent
 }
 
+/// The ids that `times_sent` counts more than once.
+fn sent_twice(sent: &HashMap<String, usize>) -> Vec<&String> {
+    sent.iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect()
+}
+
 pub(crate) fn is_2xx(call: &RecordedCall) -> bool {
     call.status.is_some_and(|s| (200..300).contains(&s))
 }
@@ -358,11 +366,7 @@ pub(crate) async fn check_invariants(sc: &Scenario) -> Result<String, String> {
     // Nothing sent twice; the locally rejected item never sent.
     let posts = helpers::bulk_posts(&calls);
     let sent = times_sent(&posts);
-    let twice: Vec<&String> = sent
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect();
+    let twice = sent_twice(&sent);
     ensure!(twice.is_empty(), "items sent more than once: {twice:?}");
     ensure!(
         posts.len() <= 2,
@@ -1211,11 +1215,7 @@ async fn a_crash_with_several_requests_in_flight_loses_and_repeats_nothing() {
     let calls = sc.sim.calls();
     let posts = helpers::bulk_posts(&calls);
     let sent = times_sent(&posts);
-    let twice: Vec<&String> = sent
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect();
+    let twice = sent_twice(&sent);
     assert!(twice.is_empty(), "sent twice: {twice:?}");
     assert_eq!(sent.len(), ITEMS, "every item was sent once");
     let items = &result.items;
