@@ -13,8 +13,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tented_bulkd::simulator::{SimConfig, Simulator};
-
 /// SPEC section 7's bound for 10,000 files, scaled to the count (the same rate).
 const SECONDS_PER_10_000: f64 = 10.0;
 /// How long a run may take before it is given up (the target is missed by far then).
@@ -151,16 +149,7 @@ fn main() {
     let runtime = common::runtime();
     let outcome = runtime.block_on(async {
         // Answers that take 30 s keep the daemon's sending out of the figures.
-        let sim = Simulator::start(
-            SimConfig {
-                latency: (Duration::from_secs(30), Duration::from_secs(30)),
-                seed: Some(16),
-                ..SimConfig::default()
-            },
-            "127.0.0.1:0",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let sim = common::slow_answering_simulator().await?;
         let mut failed = false;
         println!("many small manifests (1-24 items) renamed into the inbox at once");
         for count in [1_000usize, 10_000] {

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tented_bulkd::manifest::{ManifestKind, TopFields};
 use tented_bulkd::pipeline::intake::{sha256, validation::validate_manifest};
-use tented_bulkd::simulator::{SimConfig, Simulator};
 use tented_bulkd::state::item::{ItemEvent, ItemRecord};
 use tented_bulkd::state::job::{JobEvent, JobKind, JobRecord};
 use tented_bulkd::store::{ChunkCursor, ManifestRecord, Received, Store};
@@ -613,16 +612,7 @@ async fn scenario(report: &mut Report, scenario: Scenario) -> Result<(), Failure
     // The daemon works on a copy: its start (recovery, sending) changes the store.
     let state = dir.path().join("state");
     copy(&filled, &state)?;
-    let sim = Simulator::start(
-        SimConfig {
-            latency: (Duration::from_secs(30), Duration::from_secs(30)),
-            seed: Some(16),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0",
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let sim = common::slow_answering_simulator().await?;
     let admin = free_loopback_address()?;
     let env = env(dir.path(), &sim.base_url(), &admin);
     let daemon = start_daemon(&env, &admin).await?;
