@@ -195,40 +195,27 @@ impl Store {
                 return Ok(self);
             }
         };
+        // sled's files are closed before the switch; the rest of the store (the folder's
+        // lock among it) goes on into the compacted one.
         let Store {
-            db,
-            tree,
-            writer,
-            marker,
-            tally,
-            newest_id,
-            write_failed,
-            _lock,
-            folder: _,
-            durable,
-            sync_stats,
-            marked,
-            committed,
+            db, tree, durable, ..
         } = self;
         drop(tree);
         drop(durable);
         drop(db);
-        let (db, tree, folder, durable) =
-            compacted_or_reopened(path, folder, (&spool, records), &sync_stats, (files, live))?;
+        let (db, tree, folder, durable) = compacted_or_reopened(
+            path,
+            folder,
+            (&spool, records),
+            &self.sync_stats,
+            (files, live),
+        )?;
         Ok(Store {
             db,
             tree,
-            writer,
-            marker,
-            tally,
-            newest_id,
-            write_failed,
-            _lock,
             folder,
             durable: std::sync::Arc::new(durable),
-            sync_stats,
-            marked,
-            committed,
+            ..self
         })
     }
 
