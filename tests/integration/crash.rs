@@ -174,6 +174,11 @@ impl Scenario {
         std::fs::read_to_string(&self.logs[run - 1]).unwrap_or_default()
     }
 
+    /// What `outcome` holds, or the test fails with its error and every run's log tail.
+    pub(crate) fn passed<T>(&self, outcome: Result<T, String>) -> T {
+        outcome.unwrap_or_else(|e| panic!("{e}\n{}", self.log_tails()))
+    }
+
     /// The last lines of every run's stderr, for failure messages.
     pub(crate) fn log_tails(&self) -> String {
         let mut out = String::new();
@@ -933,9 +938,7 @@ async fn a_second_daemon_on_the_same_state_folder_is_refused_and_the_first_goes_
         check_invariants(&sc).await
     }
     .await;
-    if let Err(e) = outcome {
-        panic!("{e}\n{}", sc.log_tails());
-    }
+    sc.passed(outcome);
     let posts = helpers::bulk_posts(&sc.sim.calls()).len();
     assert_eq!(posts, 2, "one request per chunk");
 }
@@ -951,9 +954,7 @@ async fn finished_scenario(label: &str, seed: u64) -> Scenario {
         check_invariants(&sc).await
     }
     .await;
-    if let Err(e) = outcome {
-        panic!("{e}\n{}", sc.log_tails());
-    }
+    sc.passed(outcome);
     sc
 }
 
@@ -1040,9 +1041,8 @@ async fn a_store_with_garbage_over_every_file_stops_start_up_with_a_clear_messag
     for (n, file) in files_under(&sc.path("state")).iter().enumerate() {
         garble(file, n as u64);
     }
-    if let Err(e) = expect_refused_start(&mut sc, "garbage over every file of the store").await {
-        panic!("{e}\n{}", sc.log_tails());
-    }
+    let outcome = expect_refused_start(&mut sc, "garbage over every file of the store").await;
+    sc.passed(outcome);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1051,9 +1051,8 @@ async fn a_store_whose_data_file_is_garbage_is_not_opened_as_an_empty_store() {
     let data = sc.path("state/db");
     assert!(data.exists(), "sled keeps its data in state/db");
     garble(&data, 5);
-    if let Err(e) = expect_refused_start(&mut sc, "garbage over state/db").await {
-        panic!("{e}\n{}", sc.log_tails());
-    }
+    let outcome = expect_refused_start(&mut sc, "garbage over state/db").await;
+    sc.passed(outcome);
 }
 
 /// A disk that reported writes synced and lost them: the marker names a manifest the store
@@ -1088,9 +1087,7 @@ async fn a_store_behind_its_marker_is_refused_with_the_steps_to_recover() {
         Ok::<(), String>(())
     }
     .await;
-    if let Err(e) = outcome {
-        panic!("{e}\n{}", sc.log_tails());
-    }
+    sc.passed(outcome);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
