@@ -133,10 +133,9 @@ async fn a_backup_taken_while_running_restores_into_an_empty_state_with_unfinish
     let (code, stdout, _) = cli(&config, &["resume", "busy"]);
     assert_eq!(code, Some(0), "{stdout}");
     let result = daemon
-        .wait_for_file(&second.path().join("outbox/busy.result.json"), START_WAIT)
+        .wait_result(second.path(), "busy", START_WAIT)
         .await
         .expect("busy's result");
-    let result: ResultDocument = serde_json::from_slice(&result).expect("a result document");
     assert_eq!(result.counts.completed, 40);
     // A new manifest gets an id after the restored ones: newest first in the list.
     drop_manifest(second.path(), "fresh.json", &bulk_manifest(1));

@@ -145,10 +145,9 @@ async fn a_full_outbox_keeps_the_result_pending_turns_health_red_and_recovers_by
     // Space is back: the result follows by itself, and health turns green.
     std::fs::remove_file(&filler).expect("free the space");
     let result = daemon
-        .wait_for_file(&dir.path().join("outbox/full.result.json"), START_WAIT)
+        .wait_result(dir.path(), "full", START_WAIT)
         .await
         .expect("the result once space is back");
-    let result: ResultDocument = serde_json::from_slice(&result).expect("a whole result");
     assert_eq!(result.counts.completed, 3);
     wait_health(&admin, &daemon, 200, "ok").await;
     assert_eq!(bulk_posts(&sim.calls()).len(), 1, "nothing sent twice");
@@ -180,10 +179,9 @@ async fn a_full_archive_keeps_the_manifest_in_the_inbox_until_it_can_be_moved() 
     })
     .await;
     let result = daemon
-        .wait_for_file(&dir.path().join("outbox/kept.result.json"), START_WAIT)
+        .wait_result(dir.path(), "kept", START_WAIT)
         .await
         .expect("the result");
-    let result: ResultDocument = serde_json::from_slice(&result).expect("a whole result");
     assert_eq!(result.counts.completed, 2);
     assert_eq!(bulk_posts(&sim.calls()).len(), 1, "taken once, sent once");
     wait_health(&admin, &daemon, 200, "ok").await;
@@ -224,10 +222,9 @@ async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_its
     );
     std::fs::remove_file(&filler).expect("free the space");
     let result = daemon
-        .wait_for_file(&dir.path().join("outbox/during.result.json"), START_WAIT)
+        .wait_result(dir.path(), "during", START_WAIT)
         .await
         .expect("the result once space is back");
-    let result: ResultDocument = serde_json::from_slice(&result).expect("a whole result");
     assert_eq!(result.counts.completed, 40);
     assert!(
         daemon.stderr().contains("opening the store again"),
@@ -294,10 +291,9 @@ async fn a_create_answer_arriving_on_a_full_state_disk_is_recorded_once_space_is
     );
     std::fs::remove_file(&filler).expect("free the space");
     let result = daemon
-        .wait_for_file(&dir.path().join("outbox/onwire.result.json"), START_WAIT)
+        .wait_result(dir.path(), "onwire", START_WAIT)
         .await
         .expect("the result once space is back");
-    let result: ResultDocument = serde_json::from_slice(&result).expect("a whole result");
     assert_eq!(result.counts.completed, 25, "{:?}", result.counts);
     assert_eq!(result.counts.unknown, 0, "{:?}", result.counts);
     let stderr = daemon.stderr();

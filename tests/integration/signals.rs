@@ -14,12 +14,10 @@ fn config_with_key_file(dir: &Path, base_url: &str) -> TestConfig {
 
 /// Waits for `DIR/outbox/NAME.result.json`, written by `daemon`, and returns it.
 async fn wait_result(daemon: &BinaryDaemon, dir: &Path, name: &str) -> ResultDocument {
-    let path = dir.join(format!("outbox/{name}.result.json"));
-    let bytes = daemon
-        .wait_for_file(&path, START_WAIT)
+    daemon
+        .wait_result(dir, name, START_WAIT)
         .await
-        .expect("the result file");
-    serde_json::from_slice(&bytes).expect("the result file is a result document")
+        .expect("the result file, a result document")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
