@@ -33,12 +33,7 @@ async fn scrape(admin: &str) -> Scrape {
         .await
         .expect("/metrics answers");
     assert_eq!(response.status().as_u16(), 200);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = header_text(&response, "content-type");
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
@@ -96,12 +91,7 @@ async fn metrics_count_what_finished_after_the_manifest_left_the_active_set() {
     manifest["items"][4]["input_data"] = serde_json::json!("not an object");
     app.drop_manifest("counted.json", &manifest);
     app.wait_result("counted", WAIT).await;
-    let id = app
-        .ctx()
-        .store
-        .manifest_named("counted")
-        .expect("reads")
-        .expect("named");
+    let id = app.manifest_id("counted");
     wait_until("the manifest to leave the active set", WAIT, || async {
         !app.ctx().active_ids().contains(&id)
     })

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::helpers::{
-    bulk_manifest, drop_bytes, drop_manifest, free_address, quick_sim, run_until_ready,
-    start_simulator, succeeded, try_wait_until, TestConfig,
+    bulk_manifest, drop_bytes, drop_manifest, free_address, header_text, quick_sim,
+    run_until_ready, start_simulator, succeeded, try_wait_until, TestConfig,
 };
 use serde_json::{json, Value};
 
@@ -131,12 +131,7 @@ async fn the_status_page_in_chromium_shows_what_status_says_and_runs_nothing() {
     // The page's headers: HTML, a policy that runs no script.
     let response = get(&admin, "/").await;
     assert_eq!(response.status(), 200);
-    let policy = response
-        .headers()
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let policy = header_text(&response, "content-security-policy");
     assert!(
         policy.contains("script-src 'none'") && policy.contains("default-src 'none'"),
         "{policy}"

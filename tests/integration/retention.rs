@@ -79,12 +79,7 @@ async fn with_retention_off_nothing_is_pruned() {
         TestApp::spawn_with(quick_sim(), &[("TENTED_BULKD__RETENTION__STORE", "off")]).await;
     app.drop_manifest("kept.json", &bulk_manifest(2));
     app.wait_result("kept", WAIT).await;
-    let id = app
-        .ctx()
-        .store
-        .manifest_named("kept")
-        .expect("reads")
-        .expect("named");
+    let id = app.manifest_id("kept");
     // Several sweeper passes: far longer than a short retention would have needed.
     app.daemon().sweeper_passes(3).await;
     assert!(app.ctx().store.summary(id).expect("reads").is_none());

@@ -333,6 +333,15 @@ impl TestApp {
         wait_result_file(&self.result_path(name), within).await
     }
 
+    /// The id of the manifest the store knows as `name`, which it must know.
+    pub fn manifest_id(&self, name: &str) -> u64 {
+        self.ctx()
+            .store
+            .manifest_named(name)
+            .expect("reads")
+            .expect("named")
+    }
+
     pub fn read_json(&self, sub: &str) -> Option<Value> {
         std::fs::read(self.path(sub))
             .ok()
@@ -475,6 +484,16 @@ pub async fn start_simulator(config: SimConfig) -> Simulator {
     Simulator::start(config, "127.0.0.1:0")
         .await
         .expect("simulator starts")
+}
+
+/// A header of `response` as text ("" when absent or not text).
+pub fn header_text(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `GET http://ADMIN/healthz`: its status, or `None` when nothing answers.
