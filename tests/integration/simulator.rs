@@ -1531,49 +1531,49 @@ async fn dropped_connections_are_real_and_admission_depends_on_when() {
     .await;
     let body = json!({ "template_id": "tpl_a", "items": [item(0), item(1)] });
 
-    h.sim.set_faults(EndpointFaults {
-        bulk_create: FaultRates {
-            drop_before_rate: 1.0,
+    // drop_before closes the connection before anything is admitted, drop_after once
+    // both items are; either way no answer comes, and the client does not retry.
+    let cases = [
+        (
+            FaultRates {
+                drop_before_rate: 1.0,
+                ..Default::default()
+            },
+            "drop_before",
+            5,
+            "drop_before admits nothing",
+        ),
+        (
+            FaultRates {
+                drop_after_rate: 1.0,
+                ..Default::default()
+            },
+            "drop_after",
+            3,
+            "drop_after admitted both items",
+        ),
+    ];
+    for (n, (rates, label, credits, admitted)) in cases.into_iter().enumerate() {
+        h.sim.set_faults(EndpointFaults {
+            bulk_create: rates,
             ..Default::default()
-        },
-        ..Default::default()
-    });
-    let err = h
-        .http
-        .post(format!("{}/v1/tents/bulk", h.base))
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .expect_err("the connection must be closed without an answer");
-    assert!(err.status().is_none() && !err.is_timeout(), "{err:?}");
-    assert_eq!(h.sim.credits(), Some(5), "drop_before admits nothing");
-    let calls = h.sim.calls();
-    assert_eq!(calls.len(), 1, "the client did not retry");
-    assert_eq!(calls[0].fault.as_deref(), Some("drop_before"));
-    assert_eq!(calls[0].status, None);
-
-    h.sim.set_faults(EndpointFaults {
-        bulk_create: FaultRates {
-            drop_after_rate: 1.0,
-            ..Default::default()
-        },
-        ..Default::default()
-    });
-    let err = h
-        .http
-        .post(format!("{}/v1/tents/bulk", h.base))
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .expect_err("the connection must be closed without an answer");
-    assert!(err.status().is_none() && !err.is_timeout(), "{err:?}");
-    assert_eq!(h.sim.credits(), Some(3), "drop_after admitted both items");
-    let call = h.sim.calls().pop().unwrap();
-    assert_eq!(call.fault.as_deref(), Some("drop_after"));
-    assert_eq!(call.status, None);
-    assert_eq!(h.sim.calls().len(), 2);
+        });
+        let err = h
+            .http
+            .post(format!("{}/v1/tents/bulk", h.base))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect_err("the connection must be closed without an answer");
+        assert!(err.status().is_none() && !err.is_timeout(), "{err:?}");
+        assert_eq!(h.sim.credits(), Some(credits), "{admitted}");
+        let calls = h.sim.calls();
+        assert_eq!(calls.len(), n + 1, "the client did not retry");
+        let call = calls.last().unwrap();
+        assert_eq!(call.fault.as_deref(), Some(label));
+        assert_eq!(call.status, None);
+    }
 
     // The simulator keeps serving new connections.
     h.sim.set_faults(EndpointFaults::default());
