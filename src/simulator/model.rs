@@ -1039,6 +1039,24 @@ mod tests {
         }
     }
 
+    /// The code and message of a verdict that must be a rejection (`why` names the case).
+    fn rejected(verdict: ItemVerdict, why: &str) -> (&'static str, String) {
+        match verdict {
+            ItemVerdict::Reject(r) => (r.code, r.message),
+            ItemVerdict::Admit(_) => panic!("{why}: admitted"),
+        }
+    }
+
+    /// A model of the default configuration with `credits` (`None`: unlimited) and `seed`.
+    fn model_with(credits: Option<u64>, seed: u64) -> Model {
+        let config = SimConfig {
+            credits,
+            seed: Some(seed),
+            ..SimConfig::default()
+        };
+        Model::new(config).unwrap()
+    }
+
     fn invalid() -> Rejection {
         Rejection {
             code: "INVALID_ITEM",
@@ -1085,47 +1103,31 @@ mod tests {
 
     #[test]
     fn a_valid_item_is_rejected_when_credits_are_exhausted() {
-        match judge_item(Ok(candidate("Spring 1", None)), Some(0)) {
-            ItemVerdict::Reject(r) => {
-                assert_eq!(r.code, "INSUFFICIENT_CREDITS");
-                assert_eq!(r.message, "Insufficient credits");
-            }
-            ItemVerdict::Admit(_) => panic!("admitted without a credit"),
-        }
+        let verdict = judge_item(Ok(candidate("Spring 1", None)), Some(0));
+        let (code, message) = rejected(verdict, "without a credit");
+        assert_eq!(code, "INSUFFICIENT_CREDITS");
+        assert_eq!(message, "Insufficient credits");
     }
 
     #[test]
     fn an_invalid_item_keeps_its_own_rejection_whatever_the_balance() {
         for balance in [None, Some(0), Some(3)] {
-            match judge_item(Err(invalid()), balance) {
-                ItemVerdict::Reject(r) => {
-                    assert_eq!(r.code, "INVALID_ITEM");
-                    assert_eq!(r.message, "bad item");
-                }
-                ItemVerdict::Admit(_) => panic!("an invalid item was admitted"),
-            }
+            let verdict = judge_item(Err(invalid()), balance);
+            let (code, message) = rejected(verdict, "an invalid item");
+            assert_eq!(code, "INVALID_ITEM");
+            assert_eq!(message, "bad item");
         }
     }
 
     #[test]
     fn charging_stops_at_zero_and_unlimited_stays_unlimited() {
-        let limited = SimConfig {
-            credits: Some(1),
-            seed: Some(1),
-            ..SimConfig::default()
-        };
-        let mut model = Model::new(limited).unwrap();
+        let mut model = model_with(Some(1), 1);
         assert!(model.try_charge());
         assert!(!model.try_charge());
         model.take_credit();
         assert_eq!(model.config.credits, Some(0));
 
-        let unlimited = SimConfig {
-            credits: None,
-            seed: Some(1),
-            ..SimConfig::default()
-        };
-        let mut model = Model::new(unlimited).unwrap();
+        let mut model = model_with(None, 1);
         assert!(model.try_charge());
         assert_eq!(model.config.credits, None);
     }
@@ -1281,12 +1283,7 @@ mod tests {
 
     #[test]
     fn admission_applies_verdicts_in_order_and_charges_one_credit_each() {
-        let config = SimConfig {
-            credits: Some(1),
-            seed: Some(3),
-            ..SimConfig::default()
-        };
-        let mut model = Model::new(config).unwrap();
+        let mut model = model_with(Some(1), 3);
         let items = vec![
             Ok(candidate("A", Some("a"))),
             Err(invalid()),
