@@ -15,8 +15,8 @@ use std::time::Duration;
 /// The probe's name in each folder (hidden; never a manifest or a result).
 pub const PROBE_FILE: &str = ".tented-bulkd-write-probe";
 
-/// How much the probe writes: a little more than a page, so that a folder with no room
-/// for a result file fails it.
+/// How much the probe writes (16 KiB), so that a folder with no room for a result file
+/// fails it.
 const PROBE_BYTES: usize = 16 * 1024;
 
 /// The longest time between two probes.
@@ -25,7 +25,7 @@ pub const PROBE_EVERY_MAX: Duration = Duration::from_secs(30);
 /// How often a failing folder is logged again.
 const LOG_AGAIN_EVERY: Duration = Duration::from_secs(60);
 
-/// Fills the probe file in `dir` with a little more than a page, then empties it.
+/// Fills the probe file in `dir` with 16 KiB, then empties it.
 ///
 /// The file stays between probes (empty, hidden) and goes when the daemon stops
 /// ([`remove_probe`]). Creating and removing it at every probe would leave a trail of

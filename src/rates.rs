@@ -1,6 +1,6 @@
 //! The calls to Tented per second over the last hour, creates and polls apart, for the
 //! status page's plot: a ring of 3,600 one-second slots, written as each call ends.
-//! Fixed size (28 KiB), whatever the daemon does; nothing is kept across restarts.
+//! Fixed size (about 56 KiB: 3,600 slots of 16 bytes), whatever the daemon does; nothing is kept across restarts.
 
 use std::sync::Mutex;
 use std::time::Instant;

@@ -15,7 +15,7 @@ use url::Url;
 /// The default configuration, with a comment on every key.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
 
-/// Where `run`, `status`, `cancel` and `resume` look for the configuration by default.
+/// Where every command that reads the configuration looks for it by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tented-bulkd/config.toml";
 
 /// The prefix of environment variables that override configuration keys.

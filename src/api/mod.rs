@@ -1,7 +1,9 @@
 //! Tented's API: wire types, the HTTP client and the shared request budget.
 //!
 //! Invariant: this is the only module that speaks HTTP to Tented. Its types stop at the
-//! submission, polling and reconciliation modules; the store never sees them.
+//! submission, polling and reconciliation modules, with two exceptions: the item
+//! record keeps `GenerationStatus` and `PublicationStatus`, so a change to those two enums
+//! is a change of the store's format.
 
 pub mod budget;
 pub mod client;

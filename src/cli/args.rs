@@ -216,7 +216,8 @@ pub enum Command {
     /// Prints the JSON Schema of a manifest, a result file, or what `list`, `show` and
     /// `status` print with `--json`.
     Schema {
-        /// Which schema: `manifest` (what the inbox takes) or `result` (what the outbox gives).
+        /// Which schema: `manifest` (what the inbox takes), `result` (what the outbox gives),
+        /// or `list`, `show`, `status` (what they print with `--json`).
         #[arg(value_enum)]
         which: SchemaName,
     },

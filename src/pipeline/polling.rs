@@ -3,7 +3,9 @@
 //! A single `DelayQueue` holds one entry per job that still has unfinished items, due at
 //! [`next_poll_due_ms`]: at least `poll.interval` after admission, and at least
 //! `max(poll.interval, Retry-After)` after the previous poll. The time of each poll is
-//! persisted *before* the request goes out, so the floor holds across restarts and crashes.
+//! recorded before the request goes out (durable with the next sync, at most 100 ms
+//! later), and after a start no job is polled before a floor has passed: the floor holds
+//! across restarts and crashes. An answer's `Retry-After` is synced before anything else.
 //! Polls share the client's request budget; a few run at once so that a slow answer does
 //! not hold up the others.
 

@@ -22,7 +22,8 @@ pub enum ErrorCode {
     AnswerLost,
     /// Tented reported the generation failed.
     GenerationFailed,
-    /// Its job answered 404 for longer than allowed.
+    /// Its job answered 404 for longer than allowed, or Tented's own `NOT_FOUND` (an
+    /// unknown asset, at admission).
     NotFound,
     /// Its request could not be built or sent at all.
     NotSent,

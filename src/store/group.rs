@@ -129,7 +129,8 @@ impl Store {
     ///
     /// Only for what a restart repairs if a crash or a power cut takes it first, and that
     /// no request or file rests on: a poll's time (after a start no job is polled before a
-    /// floor has passed), a poll's answer that finishes nothing (the job is polled again
+    /// floor has passed), a poll's answer that does not finish its manifest, even one that
+    /// completes items (the job is polled again
     /// and answers the same), the mark that a result is written (it is written again, the
     /// same bytes, from durable state). A create's intent and answer, and the commit that
     /// finishes a manifest, are never left to it.

@@ -7,7 +7,9 @@
 //! [`durable`] has made them durable (sled's flush, then `fdatasync` of its log: sled's own
 //! `sync_file_range` does not survive a power cut), so that callers can perform side
 //! effects (requests, files) knowing the state that explains them survives a crash or a
-//! power cut. The writer's lock is let go before that wait, so that commits waiting
+//! power cut. The one exception, [`Txn::commit_soon`], is for what a restart repairs and
+//! nothing rests on: it returns at once and is durable with the next sync, at most
+//! [`DURABLE_WITHIN`] later. The writer's lock is let go before that wait, so that commits waiting
 //! together share one sync (group commit).
 //!
 //! Key layout (all integers big-endian, so that byte order is numeric order):
@@ -143,8 +145,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A store that no start can use as it is (damaged, behind its marker, of a newer
-    /// format): the process exits 78, which systemd does not restart.
+    /// A store that no start can use as it is (damaged, behind its marker, of another
+    /// format, older or newer): the process exits 78, which systemd does not restart.
     pub fn needs_an_operator(&self) -> bool {
         matches!(
             self,

@@ -46,7 +46,7 @@ pub struct ManifestRecord {
     /// Chunks below this number have all been taken for sending once.
     pub next_chunk: u32,
     /// Items by [`ItemState`].
-    /// Private: kept true by [`Txn::apply`] and [`Txn::insert_item`].
+    /// Private: kept true by [`Txn::apply`] and [`super::NewManifest::insert_item`].
     pub(super) counts: ItemCounts,
     /// The file has left the inbox for the archive.
     pub archived: bool,

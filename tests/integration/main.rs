@@ -12,7 +12,8 @@
 //! - [`control`]: the read-only TCP endpoint (405, 421) and the control socket (0660).
 //! - [`crash`]: the real binary killed with fail points and SIGKILL (`CRASH_TEST_SEED=N`
 //!   replays its random kills).
-//! - [`disk`]: a full outbox or archive (a small tmpfs; needs root, fails if it cannot mount).
+//! - [`disk`]: a full outbox, archive or state folder (a small tmpfs; needs root, fails if
+//!   it cannot mount).
 //! - [`faults`]: every fault knob of the simulator, disk trouble, a soak.
 //! - [`history`]: `list`, `show` and `pause`, over the admin endpoint and the real binary.
 //! - [`hostile`]: a barrage of hostile files into a running daemon.
