@@ -6,6 +6,8 @@
 //!   `reqwest`; only [`crate::store`] uses `sled`.
 //! - The daemon never imports the simulator, and the simulator imports nothing of the
 //!   daemon; the pipeline never imports the wiring around it (daemon, admin, cli, demo).
+//! - A pipeline stage never imports an earlier one ([`PIPELINE_STAGES`]), and
+//!   `pipeline::policy` imports no stage.
 //! - No function outside tests is longer than [`MAX_FUNCTION_LINES`] lines, except the
 //!   ones listed in [`KNOWN_LONG_FUNCTIONS`].
 //!
@@ -107,6 +109,67 @@ fn the_pipeline_never_imports_the_wiring() {
         .collect();
     assert_no_offence(
         "a pipeline stage refers to the wiring (daemon, admin, cli or demo)",
+        &offences,
+    );
+}
+
+/// The pipeline's stages in the order a manifest meets them (ARCHITECTURE.md). A stage
+/// hands its work on, so it may use the stages after it, never one before it; what
+/// several of them decide alike is in `pipeline::policy`, which imports none of them.
+const PIPELINE_STAGES: &[&str] = &[
+    "intake",
+    "submission",
+    "polling",
+    "reconciliation",
+    "outbox",
+];
+
+/// Where a module path (`pipeline::polling::run`, without `crate`) falls in
+/// [`PIPELINE_STAGES`], if it is in a stage.
+fn stage_position(path: &[String]) -> Option<usize> {
+    match path {
+        [pipeline, stage, ..] if pipeline == "pipeline" => {
+            PIPELINE_STAGES.iter().position(|s| s == stage)
+        }
+        _ => None,
+    }
+}
+
+/// The lines of the stages' files (tests included) that refer to an earlier stage, or
+/// that make `pipeline::policy` refer to any stage.
+fn backward_stage_references(files: &[SourceFile]) -> Vec<Finding> {
+    let mut offences = Vec::new();
+    for file in files {
+        let Some(module) = &file.module else {
+            continue;
+        };
+        let segments: Vec<String> = module.split("::").map(str::to_owned).collect();
+        let is_policy = segments.get(1).is_some_and(|s| s == "policy") && segments[0] == "pipeline";
+        let from = stage_position(&segments);
+        if from.is_none() && !is_policy {
+            continue;
+        }
+        for reference in file.crate_references(&file.code) {
+            let to = stage_position(&reference.path);
+            let backward = match (from, to) {
+                (Some(from), Some(to)) => to < from,
+                (None, Some(_)) => is_policy,
+                (_, None) => false,
+            };
+            if backward {
+                offences.push(file.finding(reference.line));
+            }
+        }
+    }
+    offences
+}
+
+#[test]
+fn no_pipeline_stage_imports_an_earlier_one() {
+    let offences = backward_stage_references(&load_tree());
+    assert_no_offence(
+        "a pipeline stage refers to an earlier stage (intake → submission → polling → \
+         reconciliation → outbox), or pipeline::policy refers to a stage",
         &offences,
     );
 }
@@ -1194,6 +1257,31 @@ fn scanners_read_use_trees_and_literals() {
 }
 
 #[test]
+fn the_stage_order_check_reads_backward_and_forward_references() {
+    let later = SourceFile::new(
+        "src/pipeline/reconciliation.rs",
+        "use crate::pipeline::submission::judge;\nfn f() { crate::pipeline::outbox::finish_if_done(); }\n",
+    );
+    let policy = SourceFile::new(
+        "src/pipeline/policy/slow_start.rs",
+        "fn g() { crate::pipeline::polling::run(); }\n",
+    );
+    let beside = SourceFile::new(
+        "src/pipeline/recovery.rs",
+        "use crate::pipeline::intake::archive;\n",
+    );
+    let found = backward_stage_references(&[later, policy, beside]);
+    let lines: Vec<(&str, usize)> = found.iter().map(|f| (f.path.as_str(), f.line)).collect();
+    assert_eq!(
+        lines,
+        [
+            ("src/pipeline/reconciliation.rs", 1),
+            ("src/pipeline/policy/slow_start.rs", 1)
+        ]
+    );
+}
+
+#[test]
 fn scanners_read_the_real_tree() {
     let files = load_tree();
     assert!(
@@ -1226,12 +1314,20 @@ fn scanners_read_the_real_tree() {
         "only {} functions found",
         functions.len()
     );
-    let edge = (
-        "pipeline::controls".to_owned(),
-        "pipeline::outbox".to_owned(),
-    );
-    assert!(
-        graph.edges.contains_key(&edge),
-        "controls imports outbox (crate::pipeline::outbox::finish_if_done)"
-    );
+    let known_edges = [
+        ("pipeline::controls", "pipeline::outbox", "finish_if_done"),
+        // A stage handing its work on: the forward import the stage order allows.
+        (
+            "pipeline::polling",
+            "pipeline::reconciliation",
+            "record_bulk_poll",
+        ),
+    ];
+    for (from, to, what) in known_edges {
+        let edge = (from.to_owned(), to.to_owned());
+        assert!(
+            graph.edges.contains_key(&edge),
+            "{from} imports {to} ({what})"
+        );
+    }
 }

@@ -13,11 +13,16 @@
 //! start, [`controls`] are the operator's cancel, pause and resume, and [`retention`]
 //! prunes finished manifests in the background once `retention.store` has passed.
 //!
+//! What several stages decide alike (the failure threshold, the slow start, the
+//! publication an item asked for, the request window) is in [`policy`], which imports no
+//! stage: a stage uses the stages after it, never one before it.
+//!
 //! Nothing here imports the daemon's wiring (`daemon`) or the admin endpoint (`admin`).
 
 pub mod controls;
 pub mod intake;
 pub mod outbox;
+pub mod policy;
 pub mod polling;
 pub mod reconciliation;
 pub mod recovery;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use crate::context::Context;
-use crate::pipeline::submission::Window;
+use crate::pipeline::policy::{holds_back, Answers, Window};
 use crate::schedule::{
     job_due_ms, next_poll_due_ms, template_key, times_keys_nearest, with_expectation, ExpectedJob,
     JobKey, PollResult,
@@ -218,9 +218,7 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
     // at the floor, for that success, not at the expected end of the whole job: it is
     // what lets the next chunks go. Once one came, the window opens by doubling, and
     // later jobs are polled where their answers are.
-    if crate::pipeline::submission::holds_back(ctx, &manifest)
-        && crate::pipeline::submission::Answers::of(&manifest).succeeded == 0
-    {
+    if holds_back(ctx, &manifest) && Answers::of(&manifest).succeeded == 0 {
         return None;
     }
     let times_keys = times_keys_nearest(manifest.kind, template_id, job.item_indices.len());

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::types::*;
 use crate::api::Outcome;
 use crate::context::Context;
-use crate::pipeline::submission::{requested_alias, wants_publication};
+use crate::pipeline::policy::{judge, requested_alias, wants_publication};
 use crate::schedule::TentPollRecord;
 use crate::schedule::{
     next_poll_due_ms, retry_after_ms, times_key, GenerationTimes, JobKey, PollResult,
@@ -401,7 +401,7 @@ pub async fn record_bulk_poll(
         };
         let lasting = keeps_the_job_back(&job);
         txn.put_job(job);
-        newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
+        newly_proven = judge(ctx, &mut txn, completed_before)?;
         // The last answer finishes the manifest in its own commit, durable before the
         // result is written; any other answer is a read that a restart repeats.
         commit_answer(txn, now, lasting).await?;
@@ -521,7 +521,7 @@ async fn fetch_details(
         }
         // Details complete items: answers like a poll's, for the threshold, the proof
         // and the slow start (the manifest may be holding chunks back for them).
-        let newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
+        let newly_proven = judge(ctx, &mut txn, completed_before)?;
         // Like a poll's answer: a read, synced only when a restart must honour its wait.
         if retry_after.is_some() {
             txn.commit().await?;
@@ -590,7 +590,7 @@ pub async fn record_tent_poll(
         };
         let lasting = keeps_the_job_back(&job);
         txn.put_job(job);
-        newly_proven = crate::pipeline::submission::judge(ctx, &mut txn, completed_before)?;
+        newly_proven = judge(ctx, &mut txn, completed_before)?;
         // The last answer finishes the manifest in its own commit, durable before the
         // result is written; any other answer is a read that a restart repeats.
         commit_answer(txn, now, lasting).await?;

@@ -19,38 +19,28 @@ mod answer;
 mod fair;
 mod parked;
 mod requests;
-mod slow_start;
-mod window;
 
 use fair::ReadyQueue;
 pub use parked::Parked;
-pub use slow_start::{holds_back, holds_for_answers, judge, proven, Answers};
 use tokio::task::JoinSet;
-pub use window::Window;
 
 use requests::{
     build_bulk_request, build_create_request, build_edit_request, requested_tent_name, Unsendable,
 };
-pub use requests::{requested_alias, wants_publication};
 
 use crate::api::types::*;
 use crate::api::{BudgetPermit, Outcome};
 use crate::context::Context;
 use crate::manifest::ManifestKind;
+use crate::pipeline::policy::{holds_back, judge, Window, BULK_CHUNK};
 use crate::schedule::JobKey;
-use crate::state::control::{Control, ControlEvent};
+use crate::state::control::Control;
 use crate::state::item::{ItemEvent, ItemRecord, ItemState};
 use crate::state::job::{JobEvent, JobKind, JobRecord, JobState};
 use crate::store::{Applied, ChunkCursor, ManifestRecord, StoreError, Txn};
 use answer::{
     interpret, AnswerEffects, CreateAnswer, JobLearns, Retry, SentRequest, SingleAdmission,
 };
-
-/// Items per bulk request (the API's maximum).
-pub const BULK_CHUNK: u32 = 25;
-
-/// The failure threshold is judged once this many items have a final answer from the API.
-pub const THRESHOLD_MIN_ANSWERS: u32 = 25;
 
 /// First backoff after a 5xx, a 429 on a bulk create, or a request that was not sent
 /// (shorter when `poll.interval` is shorter, i.e. against the simulator).
@@ -699,28 +689,5 @@ fn log_answer(manifest: &ManifestRecord, answer: &CreateAnswer, indices: &[u32])
         }
         // Logged where it was found.
         CreateAnswer::Unsendable { .. } => {}
-    }
-}
-
-/// Pauses a manifest's remaining chunks when too many of its answered items went wrong.
-pub fn check_failure_threshold(txn: &mut Txn<'_>, threshold: f64) {
-    let manifest = txn.manifest();
-    if manifest.threshold_overridden() || !manifest.control().is_running() {
-        return;
-    }
-    let more_to_send =
-        manifest.count(ItemState::Pending) > 0 || manifest.count(ItemState::CreditWait) > 0;
-    if !more_to_send {
-        return;
-    }
-    let answers = Answers::of(manifest);
-    let (bad, answered) = (answers.went_wrong, answers.total());
-    if answered >= THRESHOLD_MIN_ANSWERS && f64::from(bad) > threshold * f64::from(answered) {
-        let name = manifest.name.clone();
-        let reason = format!(
-            "{bad} of the {answered} items answered so far failed or were rejected, over the failure threshold of {threshold}; the remaining items wait for `tented-bulkd resume {name}` or `tented-bulkd cancel {name}`"
-        );
-        tracing::warn!(manifest = %name, "manifest paused: {reason}");
-        txn.apply_control(ControlEvent::ThresholdTripped { reason });
     }
 }

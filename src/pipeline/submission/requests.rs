@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::api::types::{BulkCreateRequest, BulkItem, CreateTentRequest, EditTentRequest};
-use crate::manifest::{ItemFields, JsonText, ManifestKind, TopFields};
+use crate::manifest::{ItemFields, JsonText, TopFields};
 use crate::state::item::ItemRecord;
 use crate::store::ManifestRecord;
 
@@ -136,33 +136,12 @@ pub fn build_edit_request(item: &ItemRecord) -> Result<(String, EditTentRequest)
     ))
 }
 
-/// Whether an item asked for auto-publish (bulk: the manifest's flag; create: the item
-/// over the defaults; edit: the item).
-pub fn wants_publication(manifest: &ManifestRecord, item: &ItemRecord) -> bool {
-    let own = item.fields.as_ref();
-    let flag = match manifest.kind {
-        ManifestKind::Bulk => manifest.top.auto_publish,
-        ManifestKind::Create => own
-            .and_then(|f| f.auto_publish)
-            .or_else(|| manifest.top.defaults.as_ref().and_then(|d| d.auto_publish)),
-        ManifestKind::Edit => own.and_then(|f| f.auto_publish),
-    };
-    flag == Some(true)
-}
-
 /// The tent name a single create asked for (the item's `name`, or the defaults').
 pub fn requested_tent_name(manifest: &ManifestRecord, item: &ItemRecord) -> Option<String> {
     item.fields
         .as_ref()
         .and_then(|f| f.name.clone())
         .or_else(|| manifest.top.defaults.as_ref().and_then(|d| d.name.clone()))
-}
-
-/// The alias an item asked for (for the result's publication object).
-pub fn requested_alias(item: &ItemRecord) -> Option<String> {
-    item.fields
-        .as_ref()
-        .and_then(|f| f.custom_page_alias.clone())
 }
 
 #[cfg(test)]

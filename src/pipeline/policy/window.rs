@@ -4,7 +4,7 @@
 //! a recent high percentile of the admission time, rounded up, at least 1, at most
 //! `submit.max_in_flight`. That cap is also the most requests a crash can leave
 //! `unknown`. The poller sizes its polls under way the same way (a poll's time, up to
-//! `polling::MAX_CONCURRENT_POLLS`).
+//! `polling::MAX_CONCURRENT_POLLS`). Submission and polling each keep one.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -24,34 +24,11 @@ use crate::schedule::template_key;
 use crate::state::item::ItemState;
 use crate::store::{ManifestRecord, StoreError, Txn};
 
-use super::{check_failure_threshold, BULK_CHUNK, THRESHOLD_MIN_ANSWERS};
+use super::threshold::{check_failure_threshold, Answers, THRESHOLD_MIN_ANSWERS};
+use super::BULK_CHUNK;
 
 /// The most doublings the window counts (2^20 chunks: open, for any manifest).
 const MAX_DOUBLINGS: u32 = 20;
-
-/// A manifest's final answers from the API: items that completed, and items that failed
-/// or that the API refused (local rejections are not the template's doing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Answers {
-    pub succeeded: u32,
-    pub went_wrong: u32,
-}
-
-impl Answers {
-    pub fn of(manifest: &ManifestRecord) -> Answers {
-        let api_rejected = manifest
-            .count(ItemState::Rejected)
-            .saturating_sub(manifest.local_rejections);
-        Answers {
-            succeeded: manifest.count(ItemState::Completed),
-            went_wrong: manifest.count(ItemState::Failed) + api_rejected,
-        }
-    }
-
-    pub fn total(self) -> u32 {
-        self.succeeded + self.went_wrong
-    }
-}
 
 /// The items a manifest may have at risk (in flight, failed or refused) after
 /// these answers: one chunk, doubled by every success beyond the failures.
