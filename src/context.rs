@@ -2,7 +2,7 @@
 //! signals between the stages' tasks. Built by the daemon's wiring (`daemon.rs`).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::{mpsc, Notify};
@@ -28,10 +28,6 @@ pub struct Context {
     pub new_jobs: mpsc::UnboundedSender<JobKey>,
     /// Counts the main loop's progress (for the watchdog).
     pub progress: AtomicU64,
-    /// True while the budget, not the floor, delays polls.
-    pub budget_bound: AtomicBool,
-    /// True while the budget, not the slots or the answers, delays creates.
-    pub creates_budget_bound: AtomicBool,
     /// What the daemon knows of each template: generation times, proof, running jobs.
     pub templates: Templates,
     /// Serialises the writing of result files (not the store: other work goes on meanwhile).

@@ -118,8 +118,6 @@ pub fn build_context(
         nudges: Default::default(),
         new_jobs,
         progress: AtomicU64::new(0),
-        budget_bound: std::sync::atomic::AtomicBool::new(false),
-        creates_budget_bound: std::sync::atomic::AtomicBool::new(false),
         finishing: tokio::sync::Mutex::new(()),
         metrics,
         storage: Default::default(),

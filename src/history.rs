@@ -3,8 +3,8 @@
 //! whole manifests and pruned summaries alike; and `/status` (the manifests in flight, the
 //! daemon's health and budget), which `status` and the status page print.
 
+use crate::api::CallClass;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -416,14 +416,15 @@ pub fn status_report(ctx: &Context) -> StatusReport {
     }
     let auth_paused = ctx.client.auth_paused();
     let storage_problems = ctx.storage.problems();
+    let budget = ctx.client.budget();
     StatusReport {
         healthy: !auth_paused && storage_problems.is_empty(),
         auth_paused,
         storage_problems,
-        budget_limited: ctx.budget_bound.load(Ordering::Relaxed),
+        budget_limited: budget.holding_back(CallClass::Poll),
         budget_holding_back: match (
-            ctx.creates_budget_bound.load(Ordering::Relaxed),
-            ctx.budget_bound.load(Ordering::Relaxed),
+            budget.holding_back(CallClass::Create),
+            budget.holding_back(CallClass::Poll),
         ) {
             (true, true) => Some("creates and polls".into()),
             (true, false) => Some("creates".into()),

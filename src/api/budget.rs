@@ -5,7 +5,7 @@
 //! waiting obeys `tokio::time::pause()` in tests: governor's own `until_ready` would sleep
 //! on a timer that paused time does not move.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ struct BudgetInner {
     creates_since_poll: AtomicU64,
     /// Time each class waited for the budget, in all (nanoseconds): creates, polls.
     waited_nanos: [AtomicU64; 2],
+    /// Whether the budget is what holds each class back now, as the stage that waited
+    /// judged it (see [`Budget::note_holding_back`]): creates, polls.
+    holding_back: [AtomicBool; 2],
 }
 
 impl Budget {
@@ -108,6 +111,7 @@ impl Budget {
                 polls_waiting: AtomicU64::new(0),
                 creates_since_poll: AtomicU64::new(0),
                 waited_nanos: [AtomicU64::new(0), AtomicU64::new(0)],
+                holding_back: [AtomicBool::new(false), AtomicBool::new(false)],
             }),
         }
     }
@@ -224,6 +228,19 @@ impl Budget {
         )
     }
 
+    /// Records whether the budget, and not the stage's own pace or a 401 pause, is what
+    /// held `class`'s latest call back (the submitter and the poller judge it from their
+    /// permit's wait); returns whether it has just begun to (worth a log line).
+    pub fn note_holding_back(&self, class: CallClass, holding: bool) -> bool {
+        let was = self.inner.holding_back[class as usize].swap(holding, Ordering::Relaxed);
+        holding && !was
+    }
+
+    /// Whether the budget is what holds `class` back now (`/status`).
+    pub fn holding_back(&self, class: CallClass) -> bool {
+        self.inner.holding_back[class as usize].load(Ordering::Relaxed)
+    }
+
     /// How many calls waited noticeably for the budget, and for how long in all.
     pub fn delays(&self) -> (u64, Duration) {
         (
@@ -276,6 +293,24 @@ fn nonzero_one() -> std::num::NonZeroU32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holding_back_is_told_once_per_class_until_it_stops() {
+        let budget = Budget::new(5);
+        assert!(budget.note_holding_back(CallClass::Poll, true), "it begins");
+        assert!(
+            !budget.note_holding_back(CallClass::Poll, true),
+            "told once"
+        );
+        assert!(budget.holding_back(CallClass::Poll));
+        assert!(!budget.holding_back(CallClass::Create), "classes apart");
+        assert!(!budget.note_holding_back(CallClass::Poll, false));
+        assert!(!budget.holding_back(CallClass::Poll));
+        assert!(
+            budget.note_holding_back(CallClass::Poll, true),
+            "begins again"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn budget_spaces_calls_at_the_configured_rate() {

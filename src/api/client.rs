@@ -213,6 +213,10 @@ pub trait CallObserver: Send + Sync {
     fn call_finished(&self, endpoint: Endpoint, answer: &str, took: Duration);
 }
 
+/// A wait for the budget longer than this means the budget, not the caller's own pace,
+/// is what holds its calls back.
+pub const BUDGET_HOLDS_BACK_AFTER: Duration = Duration::from_secs(1);
+
 /// Proof that one cell of the request budget was reserved for the next call.
 #[derive(Debug)]
 pub struct BudgetPermit {
@@ -314,6 +318,15 @@ impl TentedClient {
 
     pub fn budget(&self) -> &Budget {
         &self.inner.budget
+    }
+
+    /// Notes whether the budget is what held back the call `permit` was reserved for (a
+    /// wait over [`BUDGET_HOLDS_BACK_AFTER`]; a wait through a 401 pause is the pause's,
+    /// which logs it once a minute); returns whether it has just begun to (worth a log
+    /// line). Read back by [`Budget::holding_back`].
+    pub fn note_budget_wait(&self, class: CallClass, permit: &BudgetPermit) -> bool {
+        let holding = permit.waited() > BUDGET_HOLDS_BACK_AFTER && !self.auth_paused();
+        self.budget().note_holding_back(class, holding)
     }
 
     /// True while a 401 pauses every call.

@@ -10,7 +10,6 @@
 //! not hold up the others.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
+use crate::api::CallClass;
 use crate::context::Context;
 use crate::pipeline::policy::{holds_back, Answers, Window};
 use crate::schedule::{
@@ -256,15 +256,11 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), 
     //    the time it leaves. It needs no sync of its own before it leaves (one comes
     //    within `DURABLE_WITHIN`): after a start no job is polled before a floor has passed.
     let permit = ctx.client.reserve().await;
-    // A wait through a 401 pause is the pause's (logged once a minute), not the budget's.
-    let budget_bound = permit.waited() > Duration::from_secs(1) && !ctx.client.auth_paused();
-    if budget_bound && !ctx.budget_bound.swap(true, Ordering::Relaxed) {
+    if ctx.client.note_budget_wait(CallClass::Poll, &permit) {
         tracing::info!(
             waited_ms = permit.waited().as_millis() as u64,
             "the request budget (api.requests_per_second), not the poll floor, is what delays polls"
         );
-    } else if !budget_bound {
-        ctx.budget_bound.store(false, Ordering::Relaxed);
     }
     let (job, remote_id) = {
         let writer = ctx.store.writer().await;

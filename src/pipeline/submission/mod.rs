@@ -329,13 +329,9 @@ pub async fn step(ctx: &Arc<Context>, submitter: &mut Submitter) -> Result<Step,
     // Wait for the budget (and any 401 pause) before recording anything, so that a long
     // wait, a shutdown or a crash in it never leaves items `Sending` that were not sent.
     let permit = ctx.client.reserve_as(crate::api::CallClass::Create).await;
-    // A wait through a 401 pause is the pause's (logged once a minute), not the budget's.
-    let held_back = permit.waited() > Duration::from_secs(1) && !ctx.client.auth_paused();
     if ctx
-        .creates_budget_bound
-        .swap(held_back, std::sync::atomic::Ordering::Relaxed)
-        != held_back
-        && held_back
+        .client
+        .note_budget_wait(crate::api::CallClass::Create, &permit)
     {
         tracing::info!(
             waited_ms = permit.waited().as_millis() as u64,
