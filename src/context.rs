@@ -22,10 +22,6 @@ pub struct Context {
     pub clock: Clock,
     /// Manifests that are not finished yet, and when each reaches `poll.max_wait`.
     pub active: Active,
-    /// Tells the submitter which manifests may have something new to send.
-    pub nudges: Nudges,
-    /// Admitted jobs for the poll scheduler.
-    pub new_jobs: mpsc::UnboundedSender<JobKey>,
     /// Counts the main loop's progress (for the watchdog).
     pub progress: AtomicU64,
     /// What the daemon knows of each template: generation times, proof, running jobs.
@@ -39,9 +35,54 @@ pub struct Context {
     /// Cancelled when the store must be opened again (it cannot write although its
     /// folder has room again): the run stops its tasks and its caller starts a new one.
     pub reopen: tokio_util::sync::CancellationToken,
+    /// The sending ends of what the stages hand the submitter and the poller.
+    handoff: Handoff,
 }
 
 impl Context {
+    /// A context over an opened store and client, with the receiving ends of its
+    /// handoffs, for the tasks that own them.
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        client: TentedClient,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        templates: Templates,
+    ) -> (Context, Receivers) {
+        let (handoff, receivers) = handoff();
+        let ctx = Context {
+            settings,
+            store,
+            client,
+            clock: Clock::new(),
+            active: Active::default(),
+            progress: AtomicU64::new(0),
+            templates,
+            finishing: tokio::sync::Mutex::new(()),
+            metrics,
+            storage: Default::default(),
+            reopen: tokio_util::sync::CancellationToken::new(),
+            handoff,
+        };
+        (ctx, receivers)
+    }
+
+    /// This manifest may have something to send now (for the submitter).
+    pub fn nudge(&self, id: u64) {
+        self.handoff.nudges.nudge(id);
+    }
+
+    /// Every manifest may have something to send now (a template became proven).
+    pub fn nudge_all(&self) {
+        self.handoff.nudges.nudge_all();
+    }
+
+    /// A job was admitted: the poller schedules it.
+    pub fn poll_admitted(&self, job: JobKey) {
+        // The poller is gone only once the pipeline stops; the job is found at the next start.
+        let _ = self.handoff.admitted.send(job);
+    }
+
     pub fn poll_floor_ms(&self) -> u64 {
         crate::clock::duration_ms(self.settings.poll.interval)
     }
@@ -159,17 +200,49 @@ impl Active {
     }
 }
 
+/// What the stages hand the tasks that act on it: the sending ends, which every stage
+/// reaches through the context's methods ([`Context::nudge`], [`Context::nudge_all`],
+/// [`Context::poll_admitted`]).
+struct Handoff {
+    nudges: std::sync::Arc<Nudges>,
+    admitted: mpsc::UnboundedSender<JobKey>,
+}
+
+/// The receiving ends of the handoffs, each owned by one task: the submitter's nudges
+/// and the poller's admitted jobs.
+pub struct Receivers {
+    pub nudges: NudgeReceiver,
+    pub admitted: mpsc::UnboundedReceiver<JobKey>,
+}
+
+fn handoff() -> (Handoff, Receivers) {
+    let nudges = std::sync::Arc::new(Nudges::default());
+    let (admitted, admitted_rx) = mpsc::unbounded_channel();
+    let handoff = Handoff {
+        nudges: std::sync::Arc::clone(&nudges),
+        admitted,
+    };
+    let receivers = Receivers {
+        nudges: NudgeReceiver(nudges),
+        admitted: admitted_rx,
+    };
+    (handoff, receivers)
+}
+
 /// The manifests that may have something new to send (a new manifest, an answer, a
 /// resume): the submitter looks at these, never at every manifest.
 #[derive(Default)]
-pub struct Nudges {
+struct Nudges {
     ids: Mutex<(bool, BTreeSet<u64>)>,
     notify: Notify,
 }
 
+/// The submitter's end of the nudges.
+pub struct NudgeReceiver(std::sync::Arc<Nudges>);
+
 impl Nudges {
     /// This manifest may have something to send now.
-    pub fn nudge(&self, id: u64) {
+    fn nudge(&self, id: u64) {
         self.ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -179,18 +252,20 @@ impl Nudges {
     }
 
     /// Every manifest may (a template became proven, the store was opened again).
-    pub fn nudge_all(&self) {
+    fn nudge_all(&self) {
         self.ids.lock().unwrap_or_else(|p| p.into_inner()).0 = true;
         self.notify.notify_one();
     }
+}
 
+impl NudgeReceiver {
     /// Whether every manifest was nudged, and the manifests nudged since the last take.
     pub fn take(&self) -> (bool, BTreeSet<u64>) {
-        std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.0.ids.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Resolves at the next nudge (or at once if one came since the last wait).
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
+        self.0.notify.notified()
     }
 }

@@ -4,19 +4,16 @@
 //! before it ends; all are tracked by one `TaskTracker`, so nothing outlives `run`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{ClientConfig, TentedClient};
-use crate::clock::Clock;
-use crate::context::Context;
+use crate::context::{Context, Receivers};
 use crate::pipeline::submission::Parked;
-use crate::schedule::JobKey;
 use crate::settings::{ApiKey, Settings};
 use crate::store::{Store, StoreError};
 
@@ -94,7 +91,7 @@ fn create_folder(path: &Path) -> Result<(), DaemonError> {
 pub fn build_context(
     settings: Settings,
     api_key: ApiKey,
-) -> Result<(Arc<Context>, mpsc::UnboundedReceiver<JobKey>), DaemonError> {
+) -> Result<(Arc<Context>, Receivers), DaemonError> {
     create_folders(&settings)?;
     let store = Store::open_with(&settings.paths.state, settings.retention.compaction())?;
     let templates =
@@ -108,23 +105,8 @@ pub fn build_context(
     })?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     client.observe_calls(Arc::clone(&metrics) as Arc<dyn crate::api::client::CallObserver>);
-    let (new_jobs, jobs_rx) = mpsc::unbounded_channel();
-    let ctx = Arc::new(Context {
-        settings,
-        store,
-        client,
-        clock: Clock::new(),
-        active: Default::default(),
-        nudges: Default::default(),
-        new_jobs,
-        progress: AtomicU64::new(0),
-        finishing: tokio::sync::Mutex::new(()),
-        metrics,
-        storage: Default::default(),
-        reopen: CancellationToken::new(),
-        templates,
-    });
-    Ok((ctx, jobs_rx))
+    let (ctx, receivers) = Context::new(settings, store, client, metrics, templates);
+    Ok((Arc::new(ctx), receivers))
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then stops taking work, lets requests
@@ -135,8 +117,8 @@ pub async fn run(
     shutdown: CancellationToken,
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), DaemonError> {
-    let (ctx, jobs_rx) = build_context(settings, api_key)?;
-    run_with_context(ctx, jobs_rx, shutdown, lifecycle).await
+    let (ctx, receivers) = build_context(settings, api_key)?;
+    run_with_context(ctx, receivers, shutdown, lifecycle).await
 }
 
 /// How long to wait between two tries to open the store again.
@@ -159,7 +141,7 @@ pub async fn run_reopening(
     // Create answers the store could not record outlive each pipeline (see `Parked`).
     let parked = Parked::default();
     loop {
-        let (ctx, jobs_rx) = match build_context(settings.clone(), api_key.clone()) {
+        let (ctx, receivers) = match build_context(settings.clone(), api_key.clone()) {
             Ok(built) => built,
             // At start-up every error stops it; later, only a damaged store does.
             Err(e)
@@ -183,7 +165,7 @@ pub async fn run_reopening(
         publish(Some(Arc::clone(&ctx)));
         run_pipeline(
             Arc::clone(&ctx),
-            jobs_rx,
+            receivers,
             shutdown.clone(),
             Arc::clone(&lifecycle),
             parked.clone(),
@@ -205,12 +187,12 @@ pub async fn run_reopening(
 
 pub async fn run_with_context(
     ctx: Arc<Context>,
-    jobs_rx: mpsc::UnboundedReceiver<JobKey>,
+    receivers: Receivers,
     shutdown: CancellationToken,
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), DaemonError> {
     let parked = Parked::default();
-    run_pipeline(ctx, jobs_rx, shutdown, lifecycle, parked.clone()).await?;
+    run_pipeline(ctx, receivers, shutdown, lifecycle, parked.clone()).await?;
     parked.log_lost();
     Ok(())
 }
@@ -220,7 +202,7 @@ pub async fn run_with_context(
 /// recovery would report their items `unknown`.
 async fn run_pipeline(
     ctx: Arc<Context>,
-    jobs_rx: mpsc::UnboundedReceiver<JobKey>,
+    receivers: Receivers,
     shutdown: CancellationToken,
     lifecycle: Arc<dyn Lifecycle>,
     parked: Parked,
@@ -264,7 +246,9 @@ async fn run_pipeline(
     // The tasks stop on shutdown, or when the store must be opened again.
     let run = shutdown.child_token();
     let listeners = (admin_listener, socket);
-    let tracker = spawn_tasks(&ctx, jobs_rx, watcher, listeners, &lifecycle, &run, parked);
+    let tracker = spawn_tasks(
+        &ctx, receivers, watcher, listeners, &lifecycle, &run, parked,
+    );
 
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -299,7 +283,7 @@ async fn run_pipeline(
 /// watchdog), every one stopping on `run`.
 fn spawn_tasks(
     ctx: &Arc<Context>,
-    jobs_rx: mpsc::UnboundedReceiver<JobKey>,
+    receivers: Receivers,
     watcher: crate::pipeline::intake::watch::InboxWatcher,
     (admin_listener, socket): (
         Option<tokio::net::TcpListener>,
@@ -317,12 +301,13 @@ fn spawn_tasks(
     ));
     tracker.spawn(crate::pipeline::submission::run(
         Arc::clone(ctx),
+        receivers.nudges,
         run.clone(),
         parked,
     ));
     tracker.spawn(crate::pipeline::polling::run(
         Arc::clone(ctx),
-        jobs_rx,
+        receivers.admitted,
         run.clone(),
     ));
     tracker.spawn(crate::pipeline::reconciliation::sweep_loop(

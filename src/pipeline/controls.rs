@@ -38,7 +38,7 @@ pub async fn resume(ctx: &Context, manifest_id: u64) -> Result<bool, StoreError>
     }
     txn.commit().await?;
     drop(writer);
-    ctx.nudges.nudge(manifest_id);
+    ctx.nudge(manifest_id);
     Ok(resumed)
 }
 

@@ -85,10 +85,10 @@ impl Scheduler {
     }
 }
 
-/// The poller task.
+/// The poller task. It owns the receiving end of the admitted jobs ([`Context::poll_admitted`]).
 pub async fn run(
     ctx: Arc<Context>,
-    mut new_jobs: mpsc::UnboundedReceiver<JobKey>,
+    mut admitted: mpsc::UnboundedReceiver<JobKey>,
     shutdown: CancellationToken,
 ) {
     let mut scheduler = Scheduler::new();
@@ -101,7 +101,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(key) = new_jobs.recv() => {
+            Some(key) = admitted.recv() => {
                 match ctx.store.job(key.manifest_id, key.seq) {
                     Ok(Some(job)) => {
                         let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);

@@ -344,9 +344,9 @@ fn still_unfinished(
 /// just become proven may let every manifest of it.
 fn nudge_after_answers(ctx: &Context, manifest_id: u64, newly_proven: bool) {
     if newly_proven {
-        ctx.nudges.nudge_all();
+        ctx.nudge_all();
     } else {
-        ctx.nudges.nudge(manifest_id);
+        ctx.nudge(manifest_id);
     }
 }
 

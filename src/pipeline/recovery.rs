@@ -20,7 +20,7 @@ pub async fn recover(ctx: &Context) -> Result<(), StoreError> {
             continue;
         }
         ctx.activate(manifest);
-        ctx.nudges.nudge(manifest.id);
+        ctx.nudge(manifest.id);
         if !manifest.archived {
             let path = ctx.settings.paths.inbox.join(&manifest.inbox_file);
             let same_file = crate::pipeline::intake::sha256_file(&path)

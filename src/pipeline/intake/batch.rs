@@ -359,7 +359,7 @@ async fn take_group(
     // Sending starts once the group is archived (a file whose move failed is sent too:
     // its record is durable).
     for id in taken_ids {
-        ctx.nudges.nudge(id);
+        ctx.nudge(id);
     }
     // A manifest with nothing to send (rejected, or every item rejected) finishes now,
     // after the line that says it was taken.

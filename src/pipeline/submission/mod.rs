@@ -30,7 +30,7 @@ use requests::{
 
 use crate::api::types::*;
 use crate::api::{BudgetPermit, Outcome};
-use crate::context::Context;
+use crate::context::{Context, NudgeReceiver};
 use crate::manifest::ManifestKind;
 use crate::pipeline::policy::{holds_back, judge, Window, BULK_CHUNK};
 use crate::schedule::JobKey;
@@ -165,8 +165,8 @@ impl Submitter {
     }
 
     /// Queues the manifests nudged since the last look, and those whose timer is due.
-    fn absorb(&mut self, ctx: &Context) {
-        let (all, nudged) = ctx.nudges.take();
+    fn absorb(&mut self, ctx: &Context, nudges: &NudgeReceiver) {
+        let (all, nudged) = nudges.take();
         if all {
             for id in ctx.active_ids() {
                 self.ready.insert(id);
@@ -194,8 +194,13 @@ impl Submitter {
 /// The submitter task: keeps as many create requests on the wire as the budget and the
 /// admission time need (at most `submit.max_in_flight`), and lets the requests under way
 /// end (and their answers be recorded) at shutdown. Answers the store could not record
-/// wait in `parked` (see [`Parked`]).
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken, parked: Parked) {
+/// wait in `parked` (see [`Parked`]). It owns the receiving end of the nudges.
+pub async fn run(
+    ctx: Arc<Context>,
+    nudges: NudgeReceiver,
+    shutdown: CancellationToken,
+    parked: Parked,
+) {
     let mut submitter = Submitter::new(&ctx.settings, parked);
     while !shutdown.is_cancelled() {
         while let Some(done) = submitter.in_flight.try_join_next() {
@@ -205,7 +210,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken, parked: Parked)
             // The store writes again without being opened again.
             submitter.parked.record_all(&ctx).await;
         }
-        submitter.absorb(&ctx);
+        submitter.absorb(&ctx, &nudges);
         let mut wait = submitter.timers.first().map(|&(at, _)| at);
         if ctx.store.write_failed() {
             // No intent is recorded (its items would read `Sending`, never sent) until
@@ -228,7 +233,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken, parked: Parked)
                 .instant_at(at)
                 .saturating_duration_since(tokio::time::Instant::now())
         });
-        let nudged = ctx.nudges.notified();
+        let nudged = nudges.notified();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(done) = submitter.in_flight.join_next(), if !submitter.in_flight.is_empty() => {
@@ -598,7 +603,7 @@ async fn record_answer(
     txn.commit().await?;
     drop(writer);
     if any_admitted {
-        let _ = ctx.new_jobs.send(JobKey {
+        ctx.poll_admitted(JobKey {
             manifest_id: id,
             seq,
         });
@@ -608,7 +613,7 @@ async fn record_answer(
     // answer's backoff (`Submitter::settle`): a nudge from here could let its chunk go
     // again before the backoff is known.
     if newly_proven {
-        ctx.nudges.nudge_all();
+        ctx.nudge_all();
     }
     Ok(effects.retry)
 }

@@ -81,7 +81,7 @@ impl Parked {
             match recorded {
                 Ok(_) => {
                     tracing::info!(manifest = %parked.manifest.name, seq = parked.seq, "recorded the answer kept in memory while the store could not write");
-                    ctx.nudges.nudge(parked.manifest.id);
+                    ctx.nudge(parked.manifest.id);
                 }
                 Err(e) if ctx.store.write_failed() => {
                     tracing::warn!(manifest = %parked.manifest.name, seq = parked.seq, "the answer kept in memory cannot be recorded yet: {e}");
