@@ -32,7 +32,7 @@ async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
     if ctx.client.auth_paused() {
         problems.push("Tented refuses the API key (401); every call is paused".to_string());
     }
-    problems.extend(ctx.storage.problems());
+    problems.extend(ctx.health.storage().problems());
     if problems.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
@@ -160,7 +160,7 @@ pub fn metrics_snapshot(ctx: &Context) -> crate::metrics::Snapshot {
         auth_paused: ctx.client.auth_paused(),
         store_bytes: ctx.store.size_on_disk(),
         store_syncs: Some(ctx.store.sync_stats().clone()),
-        storage_healthy: ctx.storage.problems().is_empty(),
+        storage_healthy: ctx.health.storage().problems().is_empty(),
         oldest_unfinished_age: oldest_received_ms
             .map(|at| std::time::Duration::from_millis(ctx.clock.now_ms().saturating_sub(at))),
         budget_requests_per_second: ctx.client.budget().requests_per_second(),

@@ -2,7 +2,6 @@
 //! signals between the stages' tasks. Built by the daemon's wiring (`daemon.rs`).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::{mpsc, Notify};
@@ -22,19 +21,15 @@ pub struct Context {
     pub clock: Clock,
     /// Manifests that are not finished yet, and when each reaches `poll.max_wait`.
     pub active: Active,
-    /// Counts the main loop's progress (for the watchdog).
-    pub progress: AtomicU64,
     /// What the daemon knows of each template: generation times, proof, running jobs.
     pub templates: Templates,
     /// Serialises the writing of result files (not the store: other work goes on meanwhile).
     pub finishing: tokio::sync::Mutex<()>,
     /// The metrics observed as things happen (calls, poll lateness).
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// The folders that cannot be written now (disk full, unwritable).
-    pub storage: crate::health::StorageHealth,
-    /// Cancelled when the store must be opened again (it cannot write although its
-    /// folder has room again): the run stops its tasks and its caller starts a new one.
-    pub reopen: tokio_util::sync::CancellationToken,
+    /// The daemon's health (its folders, its progress, a store to open again), owned by
+    /// its supervision in `daemon.rs`; the stages mark progress and ask for a reopen.
+    pub health: crate::health::Health,
     /// The sending ends of what the stages hand the submitter and the poller.
     handoff: Handoff,
 }
@@ -56,12 +51,10 @@ impl Context {
             client,
             clock: Clock::new(),
             active: Active::default(),
-            progress: AtomicU64::new(0),
             templates,
             finishing: tokio::sync::Mutex::new(()),
             metrics,
-            storage: Default::default(),
-            reopen: tokio_util::sync::CancellationToken::new(),
+            health: Default::default(),
             handoff,
         };
         (ctx, receivers)
@@ -85,10 +78,6 @@ impl Context {
 
     pub fn poll_floor_ms(&self) -> u64 {
         crate::clock::duration_ms(self.settings.poll.interval)
-    }
-
-    pub fn mark_progress(&self) {
-        self.progress.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn active_ids(&self) -> Vec<u64> {

@@ -4,7 +4,6 @@
 //! before it ends; all are tracked by one `TaskTracker`, so nothing outlives `run`.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,7 +170,7 @@ pub async fn run_reopening(
             parked.clone(),
         )
         .await?;
-        if shutdown.is_cancelled() || !ctx.reopen.is_cancelled() {
+        if shutdown.is_cancelled() || !ctx.health.must_reopen() {
             parked.log_lost();
             return Ok(());
         }
@@ -212,7 +211,7 @@ async fn run_pipeline(
             waiting = parked.len(),
             "answers kept in memory cannot be recorded yet: opening the store again"
         );
-        ctx.reopen.cancel();
+        ctx.health.reopen();
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(REOPEN_RETRY) => {}
@@ -252,7 +251,7 @@ async fn run_pipeline(
 
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        _ = ctx.reopen.cancelled() => {}
+        _ = ctx.health.reopen_asked() => {}
     }
     let reopening = !shutdown.is_cancelled();
     run.cancel();
@@ -371,13 +370,13 @@ async fn storage_probe_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
                     if outcome.is_ok() && (suspect || ctx.store.write_failed()) {
                         if let Err(e) = ctx.store.write_probe().await {
                             tracing::error!("the store cannot write although its folder can ({e}): opening it again");
-                            ctx.reopen.cancel();
+                            ctx.health.reopen();
                             return;
                         }
                         suspect = false;
                     }
                 }
-                ctx.storage.record(key, &dir, outcome);
+                ctx.health.storage().record(key, &dir, outcome);
             }
         }
         tokio::select! {
@@ -412,7 +411,7 @@ async fn watchdog_loop(
     lifecycle: Arc<dyn Lifecycle>,
     shutdown: CancellationToken,
 ) {
-    let mut last = ctx.progress.load(Ordering::Relaxed);
+    let mut last = ctx.health.progress();
     let period = lifecycle
         .watchdog_period()
         .unwrap_or_else(|| ctx.settings.poll.interval.min(Duration::from_secs(10)));
@@ -432,7 +431,7 @@ async fn watchdog_loop(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wake) => {}
         }
-        let now = ctx.progress.load(Ordering::Relaxed);
+        let now = ctx.health.progress();
         if now != last {
             lifecycle.alive();
             last = now;
@@ -501,7 +500,7 @@ pub fn status_line(ctx: &Context) -> String {
     if ctx.client.auth_paused() {
         line.push_str("; UNHEALTHY: Tented refuses the API key");
     }
-    for problem in ctx.storage.problems() {
+    for problem in ctx.health.storage().problems() {
         line.push_str(&format!("; UNHEALTHY: {problem}"));
     }
     line

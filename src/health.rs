@@ -5,10 +5,15 @@
 //! change and every minute). The pipeline itself never exits for it: a manifest that
 //! cannot be made durable stays in the inbox, a result that cannot be written stays
 //! pending, and both are tried again; once space is back the probe clears by itself.
+//!
+//! [`Health`] is the daemon's health as its supervision in `daemon.rs` (the storage
+//! probe, the watchdog, the run loop) owns it: the probe's findings, the pipeline's
+//! progress, and whether the store must be opened again.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -52,6 +57,53 @@ pub fn remove_probe(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(dir.join(PROBE_FILE)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// The daemon's health, owned by its supervision (`daemon.rs`): the stages only mark
+/// their progress and ask for the store to be opened again.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The folders that cannot be written now (the storage probe's findings).
+    storage: StorageHealth,
+    /// Counts the main loops' progress (for the watchdog).
+    progress: AtomicU64,
+    /// Cancelled when the store must be opened again (it cannot write although its
+    /// folder has room again, or it asks for a compaction): the run stops its tasks and
+    /// its caller starts a new one.
+    reopen: tokio_util::sync::CancellationToken,
+}
+
+impl Health {
+    /// The storage probe's findings: recorded by the probe, read by `/healthz`,
+    /// `/status` and the status line.
+    pub fn storage(&self) -> &StorageHealth {
+        &self.storage
+    }
+
+    /// A main loop made progress (the sweeper's tick, a poll, a send, an intake).
+    pub fn mark_progress(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How much progress the main loops made since start (the watchdog compares).
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Asks for the store to be opened again: the run stops its tasks.
+    pub fn reopen(&self) {
+        self.reopen.cancel();
+    }
+
+    /// Whether the store must be opened again.
+    pub fn must_reopen(&self) -> bool {
+        self.reopen.is_cancelled()
+    }
+
+    /// Resolves once the store must be opened again.
+    pub fn reopen_asked(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.reopen.cancelled()
     }
 }
 

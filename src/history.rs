@@ -415,7 +415,7 @@ pub fn status_report(ctx: &Context) -> StatusReport {
         }
     }
     let auth_paused = ctx.client.auth_paused();
-    let storage_problems = ctx.storage.problems();
+    let storage_problems = ctx.health.storage().problems();
     let budget = ctx.client.budget();
     StatusReport {
         healthy: !auth_paused && storage_problems.is_empty(),

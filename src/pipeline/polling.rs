@@ -125,7 +125,7 @@ pub async fn run(
                 task_jobs.insert(handle.id(), key);
             }
             Some(joined) = inflight.join_next_with_id() => {
-                ctx.mark_progress();
+                ctx.health.mark_progress();
                 let retry_at = ctx.clock.now_ms().saturating_add(ctx.poll_floor_ms());
                 match joined {
                     Ok((id, (key, result, took))) => {

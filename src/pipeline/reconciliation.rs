@@ -677,7 +677,7 @@ pub async fn sweep_loop(ctx: Arc<Context>, shutdown: CancellationToken) {
                 ctx.active.again_at(id, ctx.clock.now_ms());
             }
         }
-        ctx.mark_progress();
+        ctx.health.mark_progress();
     }
 }
 

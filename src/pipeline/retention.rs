@@ -47,7 +47,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
                 files_bytes = ctx.store.size_on_disk(),
                 "the store's files have grown past what pruning left in them: opening the store again to compact it"
             );
-            ctx.reopen.cancel();
+            ctx.health.reopen();
             return;
         }
     }

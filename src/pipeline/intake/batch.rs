@@ -290,7 +290,7 @@ pub async fn take_ready(
         for (path, outcome) in group.paths.iter().zip(outcomes) {
             done(path, outcome);
         }
-        ctx.mark_progress();
+        ctx.health.mark_progress();
         if shutdown.is_cancelled() {
             if let Some(reading) = reading {
                 reading.stop().await;

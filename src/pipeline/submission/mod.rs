@@ -218,7 +218,7 @@ pub async fn run(
             wait = Some(ctx.clock.now_ms() + crate::clock::duration_ms(ERROR_PAUSE));
         } else if submitter.in_flight.len() < submitter.window.size() {
             let step = step(&ctx, &mut submitter).await;
-            ctx.mark_progress();
+            ctx.health.mark_progress();
             match step {
                 Ok(Step::Sent) => continue,
                 Ok(Step::Idle { until_ms }) => wait = until_ms,

@@ -238,12 +238,12 @@ impl TestDaemon {
     /// pass wakes it (one wake-up may be pending). So `2 × (passes + 1)` moves include
     /// `passes + 1` pass ends: the last `passes` of them ends of passes begun after this call.
     pub async fn sweeper_passes(&self, passes: u64) {
-        let from = self.ctx.progress.load(Ordering::Relaxed);
+        let from = self.ctx.health.progress();
         let moves = 2 * (passes + 1);
         wait_until(
             format!("{passes} whole passes of the sweeper"),
             WAIT,
-            || async { self.ctx.progress.load(Ordering::Relaxed) >= from + moves },
+            || async { self.ctx.health.progress() >= from + moves },
         )
         .await;
     }
