@@ -23,8 +23,6 @@ pub struct Context {
     pub active: Active,
     /// What the daemon knows of each template: generation times, proof, running jobs.
     pub templates: Templates,
-    /// Serialises the writing of result files (not the store: other work goes on meanwhile).
-    pub finishing: tokio::sync::Mutex<()>,
     /// The metrics observed as things happen (calls, poll lateness).
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The daemon's health (its folders, its progress, a store to open again), owned by
@@ -52,7 +50,6 @@ impl Context {
             clock: Clock::new(),
             active: Active::default(),
             templates,
-            finishing: tokio::sync::Mutex::new(()),
             metrics,
             health: Default::default(),
             handoff,
@@ -100,12 +97,17 @@ impl Context {
     }
 }
 
-/// The manifests that are not finished, indexed by the time each reaches `poll.max_wait`
-/// (so that the sweeper looks only at those whose time has come), and those whose result
-/// could not be written yet (tried again by the sweeper).
+/// The manifests in flight, from intake (or recovery) until the outbox has written their
+/// result: indexed by the time each reaches `poll.max_wait` (so that the sweeper looks
+/// only at those whose time has come), those whose result could not be written yet
+/// (tried again by the sweeper), and the outbox's lock that lets one finisher at a time
+/// take a manifest out.
 #[derive(Default)]
 pub struct Active {
     inner: Mutex<ActiveInner>,
+    /// Serialises the writing of result files (not the store: other work goes on
+    /// meanwhile), so that a poll and the sweeper never both write a result.
+    finishing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -171,6 +173,11 @@ impl Active {
         let later = inner.by_deadline.split_off(&(now_ms.saturating_add(1), 0));
         let due = std::mem::replace(&mut inner.by_deadline, later);
         due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Waits for the outbox's turn to finish a manifest (one finisher at a time).
+    pub async fn finishing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.finishing.lock().await
     }
 
     /// A manifest whose result could not be written (it is tried again).

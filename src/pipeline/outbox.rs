@@ -524,7 +524,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
     // One finisher at a time, so that a poll and the sweeper never both write a result.
     // The store's writer lock is held only for the two small commits: the result's items
     // are all final and can no longer change, so building and writing it needs no lock.
-    let _finishing = ctx.finishing.lock().await;
+    let _finishing = ctx.active.finishing().await;
     let manifest = {
         let writer = ctx.store.writer().await;
         let mut txn = writer.begin(manifest_id)?;
