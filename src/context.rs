@@ -1,5 +1,12 @@
-//! What every stage of the pipeline shares: settings, store, client, clock, and the
-//! signals between the stages' tasks. Built by the daemon's wiring (`daemon.rs`).
+//! What every stage of the pipeline shares, built by the daemon's wiring (`daemon.rs`):
+//! the settings, the store, the client, the clock and the metrics; the two things several
+//! stages genuinely share (the manifests in flight, what is known of each template); the
+//! daemon's health; and the sending ends of the stages' handoffs.
+//!
+//! What one stage owns stays with it: the submitter's ready queue, timers and window, the
+//! poller's due-time queue, and the receiving ends of the handoffs ([`Receivers`]: the
+//! submitter's nudges, the poller's admitted jobs). The others reach them only through
+//! narrow methods ([`Context::nudge`], [`Context::nudge_all`], [`Context::poll_admitted`]).
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -17,14 +24,21 @@ use crate::store::Store;
 pub struct Context {
     pub settings: Settings,
     pub store: Store,
+    /// Tented's client, with the request budget every call waits for.
     pub client: TentedClient,
     pub clock: Clock,
-    /// Manifests that are not finished yet, and when each reaches `poll.max_wait`.
-    pub active: Active,
-    /// What the daemon knows of each template: generation times, proof, running jobs.
-    pub templates: Templates,
     /// The metrics observed as things happen (calls, poll lateness).
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The manifests in flight, shared by every stage: intake and recovery add them, the
+    /// outbox takes them out once their result is written, the sweeper reads their
+    /// deadlines, the submitter, the poller and the status views their ids.
+    pub active: Active,
+    /// What the daemon knows of each template, shared by three stages: the slow start's
+    /// proof (submission, and reconciliation through `policy::judge`), the running jobs
+    /// and learned generation times a first poll is timed by (polling), and the times
+    /// learned from a finished job (reconciliation). The store keeps the times and
+    /// proofs; this is their in-memory copy, one per daemon.
+    pub templates: Templates,
     /// The daemon's health (its folders, its progress, a store to open again), owned by
     /// its supervision in `daemon.rs`; the stages mark progress and ask for a reopen.
     pub health: crate::health::Health,
