@@ -1,12 +1,13 @@
 //! What every stage of the pipeline shares, built by the daemon's wiring (`daemon.rs`):
 //! the settings, the store, the client, the clock and the metrics; the two things several
-//! stages genuinely share (the manifests in flight, what is known of each template); the
-//! daemon's health; and the sending ends of the stages' handoffs.
+//! stages genuinely share (the manifests in flight, each template's proof for the slow
+//! start); the daemon's health; and the sending ends of the stages' handoffs.
 //!
-//! What one stage owns stays with it: the submitter's ready queue, timers and window, the
-//! poller's due-time queue, and the receiving ends of the handoffs ([`Receivers`]: the
-//! submitter's nudges, the poller's admitted jobs). The others reach them only through
-//! narrow methods ([`Context::nudge`], [`Context::nudge_all`], [`Context::poll_admitted`]).
+//! What one stage owns stays with it ([`Owned`]): the submitter's nudges (and its ready
+//! queue, timers and window), the poller's admitted jobs and learned generation times
+//! (and its due-time queue). The others reach them only through narrow methods
+//! ([`Context::nudge`], [`Context::nudge_all`], [`Context::poll_admitted`]), or, for
+//! reconciliation, the poller's handle passed with each poll answer.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::api::TentedClient;
 use crate::clock::Clock;
 use crate::schedule::JobKey;
-use crate::schedule::Templates;
+use crate::schedule::{Generations, TemplateProofs};
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -33,12 +34,12 @@ pub struct Context {
     /// outbox takes them out once their result is written, the sweeper reads their
     /// deadlines, the submitter, the poller and the status views their ids.
     pub active: Active,
-    /// What the daemon knows of each template, shared by three stages: the slow start's
-    /// proof (submission, and reconciliation through `policy::judge`), the running jobs
-    /// and learned generation times a first poll is timed by (polling), and the times
-    /// learned from a finished job (reconciliation). The store keeps the times and
-    /// proofs; this is their in-memory copy, one per daemon.
-    pub templates: Templates,
+    /// Each template's proof for the slow start, shared by three stages through
+    /// `pipeline::policy`: judged after every answer (`policy::judge`: create answers in
+    /// submission, poll answers in reconciliation), read by `policy::holds_back`
+    /// (submission's plan, polling's first poll). The store keeps the proofs; this is
+    /// their in-memory copy.
+    pub proofs: TemplateProofs,
     /// The daemon's health (its folders, its progress, a store to open again), owned by
     /// its supervision in `daemon.rs`; the stages mark progress and ask for a reopen.
     pub health: crate::health::Health,
@@ -54,21 +55,22 @@ impl Context {
         store: Store,
         client: TentedClient,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
-        templates: Templates,
-    ) -> (Context, Receivers) {
-        let (handoff, receivers) = handoff();
+        proofs: TemplateProofs,
+        generations: Generations,
+    ) -> (Context, Owned) {
+        let (handoff, owned) = handoff(generations);
         let ctx = Context {
             settings,
             store,
             client,
             clock: Clock::new(),
             active: Active::default(),
-            templates,
+            proofs,
             metrics,
             health: Default::default(),
             handoff,
         };
-        (ctx, receivers)
+        (ctx, owned)
     }
 
     /// This manifest may have something to send now (for the submitter).
@@ -218,25 +220,28 @@ struct Handoff {
     admitted: mpsc::UnboundedSender<JobKey>,
 }
 
-/// The receiving ends of the handoffs, each owned by one task: the submitter's nudges
-/// and the poller's admitted jobs.
-pub struct Receivers {
+/// What the daemon hands the one task that owns each part: the receiving ends of the
+/// handoffs (the submitter's nudges, the poller's admitted jobs) and the poller's learned
+/// generation times.
+pub struct Owned {
     pub nudges: NudgeReceiver,
     pub admitted: mpsc::UnboundedReceiver<JobKey>,
+    pub generations: Generations,
 }
 
-fn handoff() -> (Handoff, Receivers) {
+fn handoff(generations: Generations) -> (Handoff, Owned) {
     let nudges = std::sync::Arc::new(Nudges::default());
     let (admitted, admitted_rx) = mpsc::unbounded_channel();
     let handoff = Handoff {
         nudges: std::sync::Arc::clone(&nudges),
         admitted,
     };
-    let receivers = Receivers {
+    let owned = Owned {
         nudges: NudgeReceiver(nudges),
         admitted: admitted_rx,
+        generations,
     };
-    (handoff, receivers)
+    (handoff, owned)
 }
 
 /// The manifests that may have something new to send (a new manifest, an answer, a

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{ClientConfig, TentedClient};
-use crate::context::{Context, Receivers};
+use crate::context::{Context, Owned};
 use crate::pipeline::submission::Parked;
 use crate::settings::{ApiKey, Settings};
 use crate::store::{Store, StoreError};
@@ -90,11 +90,11 @@ fn create_folder(path: &Path) -> Result<(), DaemonError> {
 pub fn build_context(
     settings: Settings,
     api_key: ApiKey,
-) -> Result<(Arc<Context>, Receivers), DaemonError> {
+) -> Result<(Arc<Context>, Owned), DaemonError> {
     create_folders(&settings)?;
     let store = Store::open_with(&settings.paths.state, settings.retention.compaction())?;
-    let templates =
-        crate::schedule::Templates::new(store.generation_times()?, store.template_proofs()?);
+    let generations = crate::schedule::Generations::new(store.generation_times()?);
+    let proofs = crate::schedule::TemplateProofs::new(store.template_proofs()?);
     let client = TentedClient::new(ClientConfig {
         base_url: settings.api.base_url.clone(),
         api_key,
@@ -104,8 +104,8 @@ pub fn build_context(
     })?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     client.observe_calls(Arc::clone(&metrics) as Arc<dyn crate::api::client::CallObserver>);
-    let (ctx, receivers) = Context::new(settings, store, client, metrics, templates);
-    Ok((Arc::new(ctx), receivers))
+    let (ctx, owned) = Context::new(settings, store, client, metrics, proofs, generations);
+    Ok((Arc::new(ctx), owned))
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then stops taking work, lets requests
@@ -116,8 +116,8 @@ pub async fn run(
     shutdown: CancellationToken,
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), DaemonError> {
-    let (ctx, receivers) = build_context(settings, api_key)?;
-    run_with_context(ctx, receivers, shutdown, lifecycle).await
+    let (ctx, owned) = build_context(settings, api_key)?;
+    run_with_context(ctx, owned, shutdown, lifecycle).await
 }
 
 /// How long to wait between two tries to open the store again.
@@ -140,7 +140,7 @@ pub async fn run_reopening(
     // Create answers the store could not record outlive each pipeline (see `Parked`).
     let parked = Parked::default();
     loop {
-        let (ctx, receivers) = match build_context(settings.clone(), api_key.clone()) {
+        let (ctx, owned) = match build_context(settings.clone(), api_key.clone()) {
             Ok(built) => built,
             // At start-up every error stops it; later, only a damaged store does.
             Err(e)
@@ -164,7 +164,7 @@ pub async fn run_reopening(
         publish(Some(Arc::clone(&ctx)));
         run_pipeline(
             Arc::clone(&ctx),
-            receivers,
+            owned,
             shutdown.clone(),
             Arc::clone(&lifecycle),
             parked.clone(),
@@ -186,12 +186,12 @@ pub async fn run_reopening(
 
 pub async fn run_with_context(
     ctx: Arc<Context>,
-    receivers: Receivers,
+    owned: Owned,
     shutdown: CancellationToken,
     lifecycle: Arc<dyn Lifecycle>,
 ) -> Result<(), DaemonError> {
     let parked = Parked::default();
-    run_pipeline(ctx, receivers, shutdown, lifecycle, parked.clone()).await?;
+    run_pipeline(ctx, owned, shutdown, lifecycle, parked.clone()).await?;
     parked.log_lost();
     Ok(())
 }
@@ -201,7 +201,7 @@ pub async fn run_with_context(
 /// recovery would report their items `unknown`.
 async fn run_pipeline(
     ctx: Arc<Context>,
-    receivers: Receivers,
+    owned: Owned,
     shutdown: CancellationToken,
     lifecycle: Arc<dyn Lifecycle>,
     parked: Parked,
@@ -245,9 +245,7 @@ async fn run_pipeline(
     // The tasks stop on shutdown, or when the store must be opened again.
     let run = shutdown.child_token();
     let listeners = (admin_listener, socket);
-    let tracker = spawn_tasks(
-        &ctx, receivers, watcher, listeners, &lifecycle, &run, parked,
-    );
+    let tracker = spawn_tasks(&ctx, owned, watcher, listeners, &lifecycle, &run, parked);
 
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -282,7 +280,7 @@ async fn run_pipeline(
 /// watchdog), every one stopping on `run`.
 fn spawn_tasks(
     ctx: &Arc<Context>,
-    receivers: Receivers,
+    owned: Owned,
     watcher: crate::pipeline::intake::watch::InboxWatcher,
     (admin_listener, socket): (
         Option<tokio::net::TcpListener>,
@@ -300,13 +298,14 @@ fn spawn_tasks(
     ));
     tracker.spawn(crate::pipeline::submission::run(
         Arc::clone(ctx),
-        receivers.nudges,
+        owned.nudges,
         run.clone(),
         parked,
     ));
     tracker.spawn(crate::pipeline::polling::run(
         Arc::clone(ctx),
-        receivers.admitted,
+        owned.admitted,
+        owned.generations,
         run.clone(),
     ));
     tracker.spawn(crate::pipeline::reconciliation::sweep_loop(

@@ -168,7 +168,7 @@ impl TemplateProof {
     }
 }
 
-/// A job whose first poll is being planned: [`Templates::expected_ms`].
+/// A job whose first poll is being planned: [`Generations::expected_ms`].
 pub struct ExpectedJob<'a> {
     pub key: JobKey,
     /// Its template's key ([`template_key`]).
@@ -199,40 +199,36 @@ pub fn times_keys_nearest(
         .collect()
 }
 
-/// What the daemon knows of each template (its generation-times key) while it runs:
-/// the learned generation times and proof (copies of the store's, kept in step by
-/// reconciliation) and the bulk jobs still running, indexed so that no lookup scans
-/// every job.
+/// What the poller knows of each template (its generation-times key) while it runs: the
+/// learned generation times (a copy of the store's, kept in step by the poller with
+/// what reconciliation records) and the bulk jobs still running, indexed so that no
+/// lookup scans every job. Owned by the poller (`pipeline::polling::run`), which hands
+/// it to each poll.
 #[derive(Default)]
-pub struct Templates {
-    inner: std::sync::Mutex<TemplatesInner>,
+pub struct Generations {
+    inner: std::sync::Mutex<GenerationsInner>,
 }
 
 #[derive(Default)]
-struct TemplatesInner {
+struct GenerationsInner {
     times: HashMap<String, GenerationTimes>,
-    proofs: HashMap<String, TemplateProof>,
     /// Per template, its running jobs by admission time.
     running: HashMap<String, BTreeSet<(u64, JobKey)>>,
     /// Each running job's template and admission time.
     jobs: HashMap<JobKey, (String, u64)>,
 }
 
-impl Templates {
-    pub fn new(
-        times: HashMap<String, GenerationTimes>,
-        proofs: HashMap<String, TemplateProof>,
-    ) -> Templates {
-        Templates {
-            inner: std::sync::Mutex::new(TemplatesInner {
+impl Generations {
+    pub fn new(times: HashMap<String, GenerationTimes>) -> Generations {
+        Generations {
+            inner: std::sync::Mutex::new(GenerationsInner {
                 times,
-                proofs,
-                ..TemplatesInner::default()
+                ..GenerationsInner::default()
             }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TemplatesInner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GenerationsInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -294,18 +290,37 @@ impl Templates {
         self.lock().times.insert(key, times);
     }
 
+    /// Bulk jobs running now (for tests and the status line).
+    pub fn running_jobs(&self) -> usize {
+        self.lock().jobs.len()
+    }
+}
+
+/// Each template's proof for the slow start (a copy of the store's `P` records, kept in
+/// step by `pipeline::policy::judge`, the one writer; read by `policy::proven`).
+#[derive(Default)]
+pub struct TemplateProofs {
+    proofs: std::sync::Mutex<HashMap<String, TemplateProof>>,
+}
+
+impl TemplateProofs {
+    pub fn new(proofs: HashMap<String, TemplateProof>) -> TemplateProofs {
+        TemplateProofs {
+            proofs: std::sync::Mutex::new(proofs),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TemplateProof>> {
+        self.proofs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn proof(&self, key: &str) -> TemplateProof {
-        self.lock().proofs.get(key).copied().unwrap_or_default()
+        self.lock().get(key).copied().unwrap_or_default()
     }
 
     /// Keeps the in-memory copy in step with a proof the store records.
     pub fn set_proof(&self, key: &str, proof: TemplateProof) {
-        self.lock().proofs.insert(key.to_string(), proof);
-    }
-
-    /// Bulk jobs running now (for tests and the status line).
-    pub fn running_jobs(&self) -> usize {
-        self.lock().jobs.len()
+        self.lock().insert(key.to_string(), proof);
     }
 }
 
@@ -442,7 +457,7 @@ mod tests {
             ["t#4", "t#8", "t#2", "t#16", "t#1", "t#32"]
         );
         assert_eq!(times_keys_nearest(Create, None, 1), ["#create"]);
-        let templates = Templates::default();
+        let templates = Generations::default();
         let keys = times_keys_nearest(Bulk, Some("t"), 3);
         let job = |seq, admitted_ms| ExpectedJob {
             key: JobKey {

@@ -23,7 +23,7 @@ use crate::context::Context;
 use crate::pipeline::policy::{holds_back, Answers, Window};
 use crate::schedule::{
     job_due_ms, next_poll_due_ms, template_key, times_keys_nearest, with_expectation, ExpectedJob,
-    JobKey, PollResult,
+    Generations, JobKey, PollResult,
 };
 use crate::state::job::{JobKind, JobRecord, JobState};
 use crate::store::StoreError;
@@ -89,10 +89,12 @@ impl Scheduler {
 pub async fn run(
     ctx: Arc<Context>,
     mut admitted: mpsc::UnboundedReceiver<JobKey>,
+    generations: Generations,
     shutdown: CancellationToken,
 ) {
+    let generations = Arc::new(generations);
     let mut scheduler = Scheduler::new();
-    schedule_loaded(&ctx, &mut scheduler);
+    schedule_loaded(&ctx, &generations, &mut scheduler);
     let mut inflight: JoinSet<(JobKey, Result<PollResult, StoreError>, Option<Duration>)> =
         JoinSet::new();
     let mut window = Window::new(ctx.settings.api.requests_per_second, MAX_CONCURRENT_POLLS);
@@ -105,7 +107,7 @@ pub async fn run(
                 match ctx.store.job(key.manifest_id, key.seq) {
                     Ok(Some(job)) => {
                         let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0);
-                        let due = with_expectation(due, &job, expected_ms(&ctx, &job));
+                        let due = with_expectation(due, &job, expected_ms(&ctx, &generations, &job));
                         scheduler.schedule(key, ctx.clock.instant_at(due));
                     }
                     Ok(None) => {}
@@ -114,9 +116,10 @@ pub async fn run(
             }
             Some(key) = scheduler.next_due(), if inflight.len() < window.size() && !scheduler.is_empty() => {
                 let ctx = Arc::clone(&ctx);
+                let generations = Arc::clone(&generations);
                 let handle = inflight.spawn(async move {
                     let started = tokio::time::Instant::now();
-                    match poll_job(&ctx, key).await {
+                    match poll_job(&ctx, &generations, key).await {
                         // Only a poll that went out says how long one takes.
                         Ok((result, sent)) => (key, Ok(result), sent.then(|| started.elapsed())),
                         Err(e) => (key, Err(e), None),
@@ -135,7 +138,7 @@ pub async fn run(
                         }
                         match result {
                             Ok(PollResult::Again(at)) => scheduler.schedule(key, ctx.clock.instant_at(at)),
-                            Ok(PollResult::Done) => ctx.templates.job_finished(key),
+                            Ok(PollResult::Done) => generations.job_finished(key),
                             Err(e) => {
                                 tracing::error!(manifest_id = key.manifest_id, seq = key.seq, "polling: {e}");
                                 scheduler.schedule(key, ctx.clock.instant_at(retry_at));
@@ -157,7 +160,12 @@ pub async fn run(
 }
 
 /// `None` when the job may be polled now; else when it may.
-fn not_due_until(ctx: &Context, key: JobKey, floor: u64) -> Result<Option<PollResult>, StoreError> {
+fn not_due_until(
+    ctx: &Context,
+    generations: &Generations,
+    key: JobKey,
+    floor: u64,
+) -> Result<Option<PollResult>, StoreError> {
     let Some(job) = ctx.store.job(key.manifest_id, key.seq)? else {
         return Ok(Some(PollResult::Done));
     };
@@ -170,12 +178,16 @@ fn not_due_until(ctx: &Context, key: JobKey, floor: u64) -> Result<Option<PollRe
         }
         _ => None,
     };
-    let due = with_expectation(job_due_ms(&job, tent, floor), &job, expected_ms(ctx, &job));
+    let due = with_expectation(
+        job_due_ms(&job, tent, floor),
+        &job,
+        expected_ms(ctx, generations, &job),
+    );
     Ok((due > ctx.clock.now_ms()).then_some(PollResult::Again(due)))
 }
 
 /// Schedules every admitted job of every unfinished manifest, at start.
-fn schedule_loaded(ctx: &Context, scheduler: &mut Scheduler) {
+fn schedule_loaded(ctx: &Context, generations: &Generations, scheduler: &mut Scheduler) {
     // A poll recorded before a crash may have left a little after its recorded time (the
     // record's flush comes first): after a start, no job is polled sooner than one floor
     // from now, which is after every poll the previous run sent.
@@ -184,7 +196,7 @@ fn schedule_loaded(ctx: &Context, scheduler: &mut Scheduler) {
         Ok(jobs) => {
             for job in jobs {
                 let due = next_poll_due_ms(&job, ctx.poll_floor_ms(), 0).max(after_start);
-                let due = with_expectation(due, &job, expected_ms(ctx, &job));
+                let due = with_expectation(due, &job, expected_ms(ctx, generations, &job));
                 scheduler.schedule(
                     JobKey {
                         manifest_id: job.manifest_id,
@@ -201,7 +213,7 @@ fn schedule_loaded(ctx: &Context, scheduler: &mut Scheduler) {
 /// When a bulk job that was never polled can first be expected to have finished, from
 /// what the daemon learned of its template. Without an answer (none learned yet, or the
 /// manifest cannot be read) the job is polled at the floor, as it always could be.
-fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
+fn expected_ms(ctx: &Context, generations: &Generations, job: &JobRecord) -> Option<u64> {
     if job.kind != JobKind::Bulk || job.last_polled_at_ms.is_some() {
         return None;
     }
@@ -213,7 +225,7 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
         manifest_id: job.manifest_id,
         seq: job.seq,
     };
-    ctx.templates.job_running(id, &template, admitted);
+    generations.job_running(id, &template, admitted);
     // A manifest that holds chunks back until its first success (the slow start) polls
     // at the floor, for that success, not at the expected end of the whole job: it is
     // what lets the next chunks go. Once one came, the window opens by doubling, and
@@ -228,8 +240,7 @@ fn expected_ms(ctx: &Context, job: &JobRecord) -> Option<u64> {
         times_keys: &times_keys,
         admitted_ms: admitted,
     };
-    ctx.templates
-        .expected_ms(&expected, ctx.clock.now_ms(), ctx.poll_floor_ms())
+    generations.expected_ms(&expected, ctx.clock.now_ms(), ctx.poll_floor_ms())
 }
 
 /// Every admitted job of every unfinished manifest.
@@ -247,9 +258,13 @@ fn load_jobs(ctx: &Context) -> Result<Vec<JobRecord>, StoreError> {
 
 /// Polls one job once (and fetches publication details it calls for).
 /// Returns also whether a request went out (a job not due yet sends none).
-pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), StoreError> {
+pub async fn poll_job(
+    ctx: &Context,
+    generations: &Generations,
+    key: JobKey,
+) -> Result<(PollResult, bool), StoreError> {
     let floor = ctx.poll_floor_ms();
-    if let Some(later) = not_due_until(ctx, key, floor)? {
+    if let Some(later) = not_due_until(ctx, generations, key, floor)? {
         return Ok((later, false));
     }
     // 1. Reserve the budget, then record the poll, then send it: the recorded time is
@@ -310,7 +325,8 @@ pub async fn poll_job(ctx: &Context, key: JobKey) -> Result<(PollResult, bool), 
     let result = match job.kind {
         JobKind::Bulk => {
             let outcome = ctx.client.bulk_job_with(permit, &remote_id).await;
-            crate::pipeline::reconciliation::record_bulk_poll(ctx, key, outcome).await?
+            crate::pipeline::reconciliation::record_bulk_poll(ctx, generations, key, outcome)
+                .await?
         }
         JobKind::Create | JobKind::Edit => {
             let outcome = ctx.client.tent_with(permit, &remote_id).await;

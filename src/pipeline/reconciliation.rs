@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::pipeline::policy::{judge, requested_alias, wants_publication};
 use crate::schedule::TentPollRecord;
 use crate::schedule::{
-    next_poll_due_ms, retry_after_ms, times_key, GenerationTimes, JobKey, PollResult,
+    next_poll_due_ms, retry_after_ms, times_key, GenerationTimes, Generations, JobKey, PollResult,
 };
 use crate::state::item::{ItemEvent, ItemRecord, ItemState, NoticeRecord, PublicationRecord};
 use crate::state::job::{JobEvent, JobRecord, JobState};
@@ -351,8 +351,11 @@ fn nudge_after_answers(ctx: &Context, manifest_id: u64, newly_proven: bool) {
 }
 
 /// Records the answer to `GET /v1/bulk-jobs/{id}`, then fetches details it calls for.
+/// Generation times learned from a finished job go to the store and to the poller's
+/// copy (`generations`, which the poller hands over with the answer).
 pub async fn record_bulk_poll(
     ctx: &Context,
+    generations: &Generations,
     key: JobKey,
     outcome: Outcome<BulkJobStatus>,
 ) -> Result<PollResult, StoreError> {
@@ -407,7 +410,7 @@ pub async fn record_bulk_poll(
         commit_answer(txn, now, lasting).await?;
     }
     if let Some((key, times)) = learned {
-        ctx.templates.learned(key, times);
+        generations.learned(key, times);
     }
     // Answers may release a manifest that waits for its first answers.
     nudge_after_answers(ctx, key.manifest_id, newly_proven);

@@ -58,7 +58,7 @@ pub fn holds_for_answers(manifest: &ManifestRecord) -> bool {
 /// Whether the manifest's template was proven before it arrived (it starts open).
 pub fn proven(ctx: &Context, manifest: &ManifestRecord) -> bool {
     let key = template_key(manifest.kind, manifest.top.template_id.as_deref());
-    ctx.templates.proof(&key).proven_for_manifest(
+    ctx.proofs.proof(&key).proven_for_manifest(
         manifest.received_at_ms,
         ctx.clock.now_ms(),
         crate::clock::duration_ms(ctx.settings.submit.proven_for),
@@ -88,7 +88,7 @@ pub fn judge(ctx: &Context, txn: &mut Txn<'_>, completed_before: u32) -> Result<
     let key = template_key(manifest.kind, manifest.top.template_id.as_deref());
     let now = ctx.clock.now_ms();
     let proven_for = crate::clock::duration_ms(ctx.settings.submit.proven_for);
-    let old = ctx.templates.proof(&key);
+    let old = ctx.proofs.proof(&key);
     let mut new = old;
     if manifest.count(ItemState::Completed) > completed_before {
         new = old.completed(now, proven_for).unwrap_or(old);
@@ -101,7 +101,7 @@ pub fn judge(ctx: &Context, txn: &mut Txn<'_>, completed_before: u32) -> Result<
         return Ok(false);
     }
     txn.put_template_proof(&key, new)?;
-    ctx.templates.set_proof(&key, new);
+    ctx.proofs.set_proof(&key, new);
     Ok(!old.proven(now, proven_for) && new.proven(now, proven_for))
 }
 
