@@ -372,6 +372,7 @@ pub async fn record_bulk_poll(
         let Some(mut job) = txn.job(key.seq)? else {
             return Ok(PollResult::Done);
         };
+        let held_back_before = keeps_the_job_back(&job);
         let manifest = txn.manifest().clone();
         let completed_before = manifest.count(ItemState::Completed);
         let Some(bulk_job_id) = job.admission().map(|a| a.remote_id.to_owned()) else {
@@ -402,9 +403,14 @@ pub async fn record_bulk_poll(
         } else {
             PollResult::Done
         };
-        let lasting = keeps_the_job_back(&job);
+        // A wait set or cleared (a cleared 404 clock lost to a crash would count an old
+        // 404 against the job) is synced; so is a decision the answer led to (a threshold
+        // pause, a template proven).
+        let mut lasting = held_back_before || keeps_the_job_back(&job);
         txn.put_job(job);
+        let control_before = txn.manifest().control().clone();
         newly_proven = judge(ctx, &mut txn, completed_before)?;
+        lasting |= newly_proven || *txn.manifest().control() != control_before;
         // The last answer finishes the manifest in its own commit, durable before the
         // result is written; any other answer is a read that a restart repeats.
         commit_answer(txn, now, lasting).await?;
@@ -444,8 +450,8 @@ async fn job_finished(ctx: &Context, key: JobKey) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// Whether a poll's answer set what a restart must keep: a `Retry-After`, a backoff, the
-/// clock of a job answering 404.
+/// Whether a job carries what a restart must keep: a `Retry-After`, a backoff, the clock
+/// of a job answering 404 (an answer that sets or clears one is synced).
 fn keeps_the_job_back(job: &JobRecord) -> bool {
     job.retry_after_ms.is_some() || job.poll_failures > 0 || job.not_found_since_ms.is_some()
 }
@@ -552,6 +558,7 @@ pub async fn record_tent_poll(
         let Some(mut job) = txn.job(key.seq)? else {
             return Ok(PollResult::Done);
         };
+        let held_back_before = keeps_the_job_back(&job);
         let manifest = txn.manifest().clone();
         let completed_before = manifest.count(ItemState::Completed);
         let (Some(tent_id), Some(index)) = (
@@ -591,9 +598,14 @@ pub async fn record_tent_poll(
         } else {
             PollResult::Again(next_poll_due_ms(&job, floor, jitter))
         };
-        let lasting = keeps_the_job_back(&job);
+        // A wait set or cleared (a cleared 404 clock lost to a crash would count an old
+        // 404 against the job) is synced; so is a decision the answer led to (a threshold
+        // pause, a template proven).
+        let mut lasting = held_back_before || keeps_the_job_back(&job);
         txn.put_job(job);
+        let control_before = txn.manifest().control().clone();
         newly_proven = judge(ctx, &mut txn, completed_before)?;
+        lasting |= newly_proven || *txn.manifest().control() != control_before;
         // The last answer finishes the manifest in its own commit, durable before the
         // result is written; any other answer is a read that a restart repeats.
         commit_answer(txn, now, lasting).await?;

@@ -214,6 +214,11 @@ impl Durability {
                 .flush()
                 .map_err(StoreError::from)
                 .and_then(|_| this.sync_files());
+            // Poisoned here, not only by the waiter: one that stopped waiting (a dropped
+            // future) must not let a failed sync pass unnoticed.
+            if result.is_err() {
+                this.poisoned.store(true, Ordering::SeqCst);
+            }
             let _ = done.send(result);
         });
         self.syncer

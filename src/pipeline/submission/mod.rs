@@ -574,6 +574,12 @@ async fn record_answer(
     let Some(mut job) = txn.job(seq)? else {
         return Ok(Retry::Unchanged);
     };
+    if job.state() != JobState::Sending {
+        // Recorded already: a parked answer whose commit reached the disk although its
+        // sync reported a failure (the store was opened again since).
+        tracing::info!(manifest = %manifest.name, seq, "this answer was recorded already");
+        return Ok(Retry::Unchanged);
+    }
     let indices = job.item_indices.clone();
     let completed_before = txn.manifest().count(ItemState::Completed);
     log_answer(manifest, answer, &indices);
