@@ -1,5 +1,6 @@
 //! Whether the daemon can write where it must (SPEC section 8, disk full): a small probe
-//! file filled (and emptied again) in the state, outbox and archive folders, every
+//! file filled (and emptied again), renamed and back, and the inodes left, in the state,
+//! outbox and archive folders, every
 //! `min(poll.interval, 30s)`. While a probe fails, `/healthz` answers 503 naming the
 //! folder and the error, `/status` and `STATUS=` say so, and an error is logged (at the
 //! change and every minute). The pipeline itself never exits for it: a manifest that
@@ -19,6 +20,9 @@ use std::time::Duration;
 
 /// The probe's name in each folder (hidden; never a manifest or a result).
 pub const PROBE_FILE: &str = ".tented-bulkd-write-probe";
+
+/// The name the probe file is renamed to and back (the folder's entries can be written).
+const PROBE_FILE_MOVED: &str = ".tented-bulkd-write-probe.moved";
 
 /// How much the probe writes (16 KiB), so that a folder with no room for a result file
 /// fails it.
@@ -49,15 +53,45 @@ pub fn probe_folder(dir: &Path) -> std::io::Result<()> {
     // Emptied whatever happened (a half-written probe must not keep the space).
     let emptied = file.set_len(0);
     written?;
-    emptied
+    emptied?;
+    // The folder itself, which writing into an existing file does not prove: its entries
+    // can change (a rename, as every result and archive move needs; no inode made or
+    // freed), and new files have inodes left.
+    let moved = dir.join(PROBE_FILE_MOVED);
+    std::fs::rename(dir.join(PROBE_FILE), &moved)?;
+    std::fs::rename(&moved, dir.join(PROBE_FILE))?;
+    inodes_left(dir)
+}
+
+/// Fails when the folder's file system has no inode left for a new file (a file system
+/// that does not count inodes, as btrfs, passes).
+fn inodes_left(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("a folder name with a NUL byte"))?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `stats` a valid, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if stats.f_files > 0 && stats.f_favail == 0 {
+        return Err(std::io::Error::other(
+            "no inode left for a new file (no space left on device)",
+        ));
+    }
+    Ok(())
 }
 
 /// Removes the probe file from `dir` (when the daemon stops); a missing one is fine.
 pub fn remove_probe(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(dir.join(PROBE_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    for name in [PROBE_FILE, PROBE_FILE_MOVED] {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// The daemon's health, owned by its supervision (`daemon.rs`): the stages only mark

@@ -23,15 +23,14 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Tmpfs {
+        Tmpfs::mount_with(path, &format!("size={size},mode=0755"))
+    }
+
+    /// A tmpfs with these mount options (`size=…,nr_inodes=…`).
+    fn mount_with(path: &Path, options: &str) -> Tmpfs {
         std::fs::create_dir_all(path).expect("the mount point");
         let output = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(path)
             .output();
         match output {
@@ -305,4 +304,35 @@ async fn a_create_answer_arriving_on_a_full_state_disk_is_recorded_once_space_is
     );
     assert_eq!(bulk_posts(&sim.calls()).len(), 1, "nothing sent twice");
     daemon.sigterm().await.expect("SIGTERM exits 0");
+}
+
+/// Room for bytes but no inode left: no result can be created, though the probe's own file
+/// can still be filled. Health says so (the probe checks the folder's inodes and renames
+/// its file), and turns green once inodes are free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_out_of_inodes_turns_health_red_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = start_simulator(quick_sim()).await;
+    let mount = Tmpfs::mount_with(&dir.path().join("outbox"), "size=1m,nr_inodes=32,mode=0755");
+    let admin = free_address();
+    let (_, daemon) = run_until_ready(
+        dir.path(),
+        &TestConfig::new(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
+        &[("TENTED_API_KEY", "sim-key")],
+    )
+    .await;
+    wait_health(&admin, &daemon, 200, "").await;
+    let mut fillers = Vec::new();
+    while let Ok(file) = std::fs::File::create(mount.path.join(format!("f{}", fillers.len()))) {
+        drop(file);
+        fillers.push(mount.path.join(format!("f{}", fillers.len())));
+    }
+    assert!(!fillers.is_empty(), "the inodes are used up");
+    let red = wait_health(&admin, &daemon, 503, "paths.outbox").await;
+    assert!(red.contains("no inode left"), "{red}");
+    for filler in &fillers {
+        std::fs::remove_file(filler).expect("free an inode");
+    }
+    wait_health(&admin, &daemon, 200, "").await;
+    assert!(daemon.exited().is_none(), "the daemon never exits for it");
 }
