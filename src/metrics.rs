@@ -417,12 +417,12 @@ fn counter_family(rows: &[(&'static str, u64)]) -> Family<StatusLabels, Counter>
 }
 
 impl CallObserver for Metrics {
-    fn call_finished(&self, endpoint: Endpoint, answer: &str, took: Duration) {
-        if answer != "not_sent" {
-            let left = std::time::Instant::now()
+    fn call_finished(&self, endpoint: Endpoint, answer: &str, left: bool, took: Duration) {
+        if left {
+            let sent_at = std::time::Instant::now()
                 .checked_sub(took)
                 .unwrap_or_else(std::time::Instant::now);
-            self.rates.record(left, endpoint.is_create());
+            self.rates.record(sent_at, endpoint.is_create());
         }
         self.api_calls
             .get_or_create(&CallLabels {
@@ -469,7 +469,7 @@ mod tests {
     #[test]
     fn the_text_has_help_type_and_the_values_given() {
         let metrics = Metrics::new();
-        metrics.call_finished(Endpoint::BulkCreate, "202", Duration::from_millis(30));
+        metrics.call_finished(Endpoint::BulkCreate, "202", true, Duration::from_millis(30));
         metrics.observe_poll_lateness(Duration::from_millis(5));
         let syncs = crate::store::SyncStats::default();
         syncs.syncs.inc_by(7);

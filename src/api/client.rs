@@ -209,8 +209,9 @@ impl AuthGate {
 /// Told of every call once its outcome is known (the daemon's metrics).
 pub trait CallObserver: Send + Sync {
     /// A call to `endpoint` ended with `answer` (the HTTP status, `not_sent` or
-    /// `uncertain`) after `took` on the wire.
-    fn call_finished(&self, endpoint: Endpoint, answer: &str, took: Duration);
+    /// `uncertain`, the label of `/metrics`) after `took`; `left` says whether it went on
+    /// the wire at all (not `not_sent`).
+    fn call_finished(&self, endpoint: Endpoint, answer: &str, left: bool, took: Duration);
 }
 
 /// A wait for the budget longer than this means the budget, not the caller's own pace,
@@ -457,7 +458,8 @@ impl TentedClient {
         self.inner.auth.observe(status);
         let label = outcome.label();
         if let Some(observer) = self.inner.observer.get() {
-            observer.call_finished(endpoint, &label, took);
+            let left = !matches!(outcome, Outcome::NotSent { .. });
+            observer.call_finished(endpoint, &label, left, took);
         }
         outcome
     }

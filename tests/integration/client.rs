@@ -72,7 +72,7 @@ async fn start(config: SimConfig) -> (Simulator, TentedClient) {
 struct CallLog(std::sync::Mutex<Vec<(Endpoint, String)>>);
 
 impl CallObserver for CallLog {
-    fn call_finished(&self, endpoint: Endpoint, answer: &str, _took: Duration) {
+    fn call_finished(&self, endpoint: Endpoint, answer: &str, _left: bool, _took: Duration) {
         let mut calls = self.0.lock().unwrap_or_else(|p| p.into_inner());
         calls.push((endpoint, answer.to_string()));
     }
