@@ -89,14 +89,20 @@ async fn daemon_with_full(
 ) -> (BinaryDaemon, String, Tmpfs, PathBuf) {
     let mount = Tmpfs::mount(&dir.join(folder), "256k");
     let filler = mount.fill();
+    let (_, daemon, admin) = daemon_ready(dir, base_url).await;
+    (daemon, admin, mount, filler)
+}
+
+/// The real binary, ready, with its admin endpoint: (its config, it, the endpoint).
+async fn daemon_ready(dir: &Path, base_url: &str) -> (PathBuf, BinaryDaemon, String) {
     let admin = free_address();
-    let (_, daemon) = run_until_ready(
+    let (config, daemon) = run_until_ready(
         dir,
         &TestConfig::new(dir, base_url).set("admin", "listen", admin.as_str()),
         &[("TENTED_API_KEY", "sim-key")],
     )
     .await;
-    (daemon, admin, mount, filler)
+    (config, daemon, admin)
 }
 
 async fn wait_health(admin: &str, daemon: &BinaryDaemon, want: u16, mentions: &str) -> String {
@@ -192,13 +198,7 @@ async fn a_full_state_folder_keeps_the_manifest_in_the_inbox_and_recovers_by_its
     let dir = tempfile::tempdir().expect("temp dir");
     let sim = start_simulator(quick_sim()).await;
     let mount = Tmpfs::mount(&dir.path().join("state"), "8m");
-    let admin = free_address();
-    let (config, daemon) = run_until_ready(
-        dir.path(),
-        &TestConfig::new(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
-        &[("TENTED_API_KEY", "sim-key")],
-    )
-    .await;
+    let (config, daemon, admin) = daemon_ready(dir.path(), &sim.base_url()).await;
     drop_manifest(dir.path(), "before.json", &bulk_manifest(2));
     daemon
         .wait_for_file(&dir.path().join("outbox/before.result.json"), START_WAIT)
@@ -314,13 +314,7 @@ async fn an_outbox_out_of_inodes_turns_health_red_and_recovers_by_itself() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sim = start_simulator(quick_sim()).await;
     let mount = Tmpfs::mount_with(&dir.path().join("outbox"), "size=1m,nr_inodes=32,mode=0755");
-    let admin = free_address();
-    let (_, daemon) = run_until_ready(
-        dir.path(),
-        &TestConfig::new(dir.path(), &sim.base_url()).set("admin", "listen", admin.as_str()),
-        &[("TENTED_API_KEY", "sim-key")],
-    )
-    .await;
+    let (_, daemon, admin) = daemon_ready(dir.path(), &sim.base_url()).await;
     wait_health(&admin, &daemon, 200, "").await;
     let mut fillers = Vec::new();
     while let Ok(file) = std::fs::File::create(mount.path.join(format!("f{}", fillers.len()))) {
