@@ -210,10 +210,7 @@ impl Durability {
         let (done, synced) = tokio::sync::oneshot::channel();
         let (this, db) = (std::sync::Arc::clone(self), db.clone());
         let work: SyncWork = Box::new(move || {
-            let result = db
-                .flush()
-                .map_err(StoreError::from)
-                .and_then(|_| this.sync_files());
+            let result = this.flush_and_sync_files(&db);
             // Poisoned here, not only by the waiter: one that stopped waiting (a dropped
             // future) must not let a failed sync pass unnoticed.
             if result.is_err() {
@@ -274,10 +271,15 @@ impl Durability {
     /// sync and their folder, on this thread.
     fn sync_now(&self, db: &sled::Db) -> Result<(), StoreError> {
         let started = Instant::now();
-        db.flush()?;
-        self.sync_files()?;
+        self.flush_and_sync_files(db)?;
         self.count(started);
         Ok(())
+    }
+
+    /// sled's flush (its buffers written), then [`Durability::sync_files`].
+    fn flush_and_sync_files(&self, db: &sled::Db) -> Result<(), StoreError> {
+        db.flush()?;
+        self.sync_files()
     }
 
     /// After sled's flush: `fdatasync` of its log, then the blob files it wrote since the

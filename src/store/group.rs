@@ -307,14 +307,7 @@ mod tests {
     async fn a_commit_left_to_soon_returns_at_once_and_is_synced_within_its_bound() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open");
-        let id = store.new_manifest_id().expect("id");
-        let writer = store.writer().await;
-        let mut txn = writer
-            .create(received_for_test(id, "soon", 1))
-            .expect("create");
-        txn.index_name();
-        txn.insert_item(test_item(id, 0)).expect("item");
-        txn.commit().await.expect("created");
+        let id = super::super::committed_for_test(&store, 1).await;
         let stop = tokio_util::sync::CancellationToken::new();
         let syncer = {
             let (store, stop) = (store.clone(), stop.clone());
