@@ -406,7 +406,7 @@ pub async fn record_bulk_poll(
         // A wait set or cleared (a cleared 404 clock lost to a crash would count an old
         // 404 against the job) is synced; so is a decision the answer led to (a threshold
         // pause, a template proven).
-        let mut lasting = held_back_before || keeps_the_job_back(&job);
+        let mut lasting = changes_a_wait(held_back_before, &job);
         txn.put_job(job);
         let control_before = txn.manifest().control().clone();
         newly_proven = judge(ctx, &mut txn, completed_before)?;
@@ -454,6 +454,12 @@ async fn job_finished(ctx: &Context, key: JobKey) -> Result<bool, StoreError> {
 /// of a job answering 404 (an answer that sets or clears one is synced).
 fn keeps_the_job_back(job: &JobRecord) -> bool {
     job.retry_after_ms.is_some() || job.poll_failures > 0 || job.not_found_since_ms.is_some()
+}
+
+/// Whether an answer set, kept or cleared a wait on the job (`held_back_before`: it had
+/// one before the answer): a restart must see the change.
+fn changes_a_wait(held_back_before: bool, after: &JobRecord) -> bool {
+    held_back_before || keeps_the_job_back(after)
 }
 
 /// Commits a poll's answer: synced when it finishes the manifest (its result follows and
@@ -601,7 +607,7 @@ pub async fn record_tent_poll(
         // A wait set or cleared (a cleared 404 clock lost to a crash would count an old
         // 404 against the job) is synced; so is a decision the answer led to (a threshold
         // pause, a template proven).
-        let mut lasting = held_back_before || keeps_the_job_back(&job);
+        let mut lasting = changes_a_wait(held_back_before, &job);
         txn.put_job(job);
         let control_before = txn.manifest().control().clone();
         newly_proven = judge(ctx, &mut txn, completed_before)?;
@@ -732,6 +738,35 @@ mod tests {
             error_code: None,
             message: Some("boom".into()),
         }
+    }
+
+    #[test]
+    fn an_answer_that_sets_or_clears_a_wait_is_synced_a_routine_one_is_not() {
+        let success = || Outcome::Success {
+            status: 200,
+            body: (),
+            retry_after: None,
+        };
+        let mut job = JobRecord::admitted_for_test(1, 0, crate::state::job::JobKind::Bulk, 1_000);
+        let before = keeps_the_job_back(&job);
+        let _ = note_poll_answer(&mut job, success(), 12_000, "m", "bulk job J");
+        assert!(!changes_a_wait(before, &job), "a routine answer");
+        // A 404 clock running, then cleared by a success: lost, an old 404 start would
+        // count against the job after a restart.
+        job.not_found_since_ms = Some(20_000);
+        let before = keeps_the_job_back(&job);
+        let _ = note_poll_answer(&mut job, success(), 32_000, "m", "bulk job J");
+        assert_eq!(job.not_found_since_ms, None);
+        assert!(changes_a_wait(before, &job), "a cleared 404 clock");
+        // A Retry-After set by the answer.
+        let before = keeps_the_job_back(&job);
+        let waited = Outcome::Success {
+            status: 200,
+            body: (),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        let _ = note_poll_answer(&mut job, waited, 44_000, "m", "bulk job J");
+        assert!(changes_a_wait(before, &job), "a Retry-After set");
     }
 
     #[test]
