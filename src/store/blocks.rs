@@ -224,7 +224,7 @@ impl NewItems {
         &mut self,
         manifest_id: u64,
         all: bool,
-        batch: &mut sled::Batch,
+        writes: &mut Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         let mut blocks = std::mem::take(&mut self.full);
         self.full_items = 0;
@@ -233,10 +233,10 @@ impl NewItems {
         }
         for (block, mut items) in blocks {
             items.sort_by_key(|item| item.index);
-            batch.insert(
-                &block_key(manifest_id, block)[..],
+            writes.push((
+                block_key(manifest_id, block).to_vec(),
                 encode(&StoredBlock::V1(items))?,
-            );
+            ));
         }
         Ok(())
     }
@@ -292,11 +292,13 @@ mod tests {
             assert!(new.add(crate::store::test_item(7, index)).is_none());
         }
         assert_eq!(new.full_items(), 25);
-        let mut batch = sled::Batch::default();
-        new.write_blocks(7, false, &mut batch).expect("encodes");
+        let mut writes = Vec::new();
+        new.write_blocks(7, false, &mut writes).expect("encodes");
         assert_eq!(new.full_items(), 0);
+        assert_eq!(writes.len(), 1, "one full block");
         assert_eq!(new.open.len(), 1, "items 25..30 wait for the end");
-        new.write_blocks(7, true, &mut batch).expect("encodes");
+        new.write_blocks(7, true, &mut writes).expect("encodes");
         assert!(new.open.is_empty());
+        assert_eq!(writes.len(), 2);
     }
 }

@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{encode, item_key, manifest_key, ManifestRecord, Store, StoreError, StoredItem};
+use super::{
+    encode, item_key, logged, manifest_key, ManifestRecord, Store, StoreError, StoredItem,
+};
 use crate::state::item::ItemRecord;
 use crate::state::manifest::ItemCounts;
 
@@ -55,38 +57,37 @@ pub(super) fn holds_lock(slot: &WriterSlot) -> bool {
 /// Keys and values to write.
 pub(super) type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// What a transaction writes at its commit.
-pub(super) enum Write {
-    /// One atomic batch.
-    Batch(sled::Batch),
-    /// The manifest's record alone (its id, its encoding): sled's `insert`, atomic by
-    /// itself, spares the two writes of the log that a batch costs.
-    Record(u64, Vec<u8>),
-}
-
-/// Applies a transaction's writes, then lets the writer's lock go: the next writer may
-/// read them and write its own while this one waits for the disk, and one sync serves
-/// both (group commit). Returns the batch's ticket. A second transaction of one writer,
-/// begun before the first committed, would write without the lock: refused, before
-/// anything is written.
+/// Applies a transaction's writes, then `manifest` (its id and record) last, and lets the
+/// writer's lock go: the next writer may read them and write its own while this one waits
+/// for the disk, and one sync serves both (group commit). Returns the batch's ticket. A
+/// transaction up to [`logged::LOGGED_LIMIT`] is logged ([`logged::apply_logged`]), a
+/// larger one is one sled batch. A second transaction of one writer, begun before the
+/// first committed, would write without the lock: refused, before anything is written.
 pub(super) fn apply_writes(
     store: &Store,
     writer: &WriterSlot,
-    writes: Write,
+    writes: KeyValues,
+    manifest: (u64, Vec<u8>),
 ) -> Result<u64, StoreError> {
     if !holds_lock(writer) {
         return Err(StoreError::WriterSpent);
     }
     fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
-    let written = match writes {
-        Write::Record(id, record) => store.tree.insert(&manifest_key(id)[..], record).map(|_| ()),
-        Write::Batch(batch) => store.tree.apply_batch(batch),
+    let written = if logged::size_of(&writes) + manifest.1.len() <= logged::LOGGED_LIMIT {
+        logged::apply_logged(store, writes, manifest)
+    } else {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            batch.insert(key, value);
+        }
+        batch.insert(&manifest_key(manifest.0)[..], manifest.1);
+        store.apply_batch(batch)
     };
     if let Err(e) = written {
         store
             .write_failed
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        return Err(e.into());
+        return Err(e);
     }
     let ticket = store.durable.applied();
     let guard = writer
@@ -97,17 +98,17 @@ pub(super) fn apply_writes(
     Ok(ticket)
 }
 
-/// Adds the records of items to a batch.
+/// Adds the records of items to a transaction's writes.
 pub(super) fn put_items(
-    batch: &mut sled::Batch,
+    writes: &mut KeyValues,
     manifest_id: u64,
     items: BTreeMap<u32, ItemRecord>,
 ) -> Result<(), StoreError> {
     for (index, item) in items {
-        batch.insert(
-            &item_key(manifest_id, index)[..],
+        writes.push((
+            item_key(manifest_id, index).to_vec(),
             encode(&StoredItem::V2(item))?,
-        );
+        ));
     }
     Ok(())
 }

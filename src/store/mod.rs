@@ -49,6 +49,7 @@ pub mod compaction;
 mod durable;
 mod format;
 mod group;
+mod logged;
 mod new_manifest;
 mod open;
 pub mod prune;

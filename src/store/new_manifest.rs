@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::group::{apply_writes, put_items, KeyValues, Write, WriterSlot};
+use super::group::{apply_writes, put_items, KeyValues, WriterSlot};
 use super::{
-    blocks, encode, hash_key, manifest_key, name_key, Applied, ManifestRecord, Store, StoreError,
-    StoredBucket, StoredManifest,
+    blocks, encode, hash_key, name_key, Applied, ManifestRecord, Store, StoreError, StoredBucket,
+    StoredManifest,
 };
 use crate::state::item::{ItemRecord, RejectedBy};
 use crate::state::manifest::ItemCounts;
@@ -68,10 +68,14 @@ impl<'w> NewManifest<'w> {
             self.items.insert(record.index, record);
         }
         if self.new_items.full_items() >= NEW_MANIFEST_SLICE {
-            let mut batch = sled::Batch::default();
+            let mut writes = Vec::new();
             self.new_items
-                .write_blocks(self.manifest.id, false, &mut batch)?;
-            self.store.tree.apply_batch(batch)?;
+                .write_blocks(self.manifest.id, false, &mut writes)?;
+            let mut batch = sled::Batch::default();
+            for (key, value) in writes {
+                batch.insert(key, value);
+            }
+            self.store.apply_batch(batch)?;
         }
         Ok(())
     }
@@ -112,21 +116,18 @@ impl<'w> NewManifest<'w> {
     /// after another then share one sync (intake's groups of files).
     pub fn apply_without_sync(mut self) -> Result<Applied, StoreError> {
         let id = self.manifest.id;
-        let mut batch = sled::Batch::default();
-        // The last slice goes with the record, so that a small manifest is one batch
-        // (each batch costs sled two writes of its log).
-        self.new_items.write_blocks(id, true, &mut batch)?;
+        let mut writes: KeyValues = Vec::new();
+        // The last slice goes with the record, so that a small manifest is one
+        // transaction, logged (a sled batch would cost two writes of its log).
+        self.new_items.write_blocks(id, true, &mut writes)?;
         for (bucket, entries) in self.new_items.take_buckets() {
             let key = blocks::bucket_key(bucket, id);
-            batch.insert(&key[..], encode(&StoredBucket::V1(entries))?);
+            writes.push((key.to_vec(), encode(&StoredBucket::V1(entries))?));
         }
-        for (key, value) in std::mem::take(&mut self.indexes) {
-            batch.insert(key, value);
-        }
-        put_items(&mut batch, id, std::mem::take(&mut self.items))?;
+        writes.append(&mut self.indexes);
+        put_items(&mut writes, id, std::mem::take(&mut self.items))?;
         let record = encode(&StoredManifest::V2(self.manifest.clone()))?;
-        batch.insert(&manifest_key(id)[..], record);
-        let ticket = apply_writes(self.store, self.writer, Write::Batch(batch))?;
+        let ticket = apply_writes(self.store, self.writer, writes, (id, record))?;
         Ok(Applied {
             ticket,
             created: true,

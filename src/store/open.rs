@@ -154,6 +154,13 @@ impl Store {
         };
         // First: a store of another format is left untouched, whatever else it holds.
         store.check_format(path)?;
+        let rewritten = store.finish_cut_commit()?;
+        if rewritten > 0 {
+            tracing::info!(
+                records = rewritten,
+                "wrote again the last transaction, which a crash may have cut short"
+            );
+        }
         store.check_marker(path)?;
         let store = store.compact_if_due(path, &folder, compaction)?;
         store.newest_id.store(
@@ -238,7 +245,7 @@ impl Store {
                         batch.remove(key);
                         removed += 1;
                     }
-                    self.tree.apply_batch(batch)?;
+                    self.apply_batch(batch)?;
                 }
                 match id.checked_add(1) {
                     Some(next) => from = prefixed(prefix, next).to_vec(),

@@ -121,7 +121,7 @@ impl Store {
                 pruned.jobs += 1;
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.apply_batch(batch)?;
         Ok(pruned)
     }
 
@@ -182,6 +182,8 @@ impl Store {
             // Not begun, or not done: the manifest record stays, and the next pass goes on.
             return Ok(());
         }
+        // `W` first: it may hold this record, and must never be written again over it.
+        self.forget_commit()?;
         self.tree.remove(manifest_key(id))?;
         let ticket = self.durable.applied();
         self.sync(ticket).await?;

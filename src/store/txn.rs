@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use super::group::{apply_writes, holds_lock, put_items, KeyValues, Write, WriterSlot};
+use super::group::{apply_writes, holds_lock, put_items, KeyValues, WriterSlot};
 use super::{
-    blocks, decode, encode, generation_key, item_key, job_key, manifest_key, proof_key, tent_key,
-    Applied, ManifestRecord, NewManifest, Store, StoreError, StoredGenerationTimes, StoredItem,
-    StoredJob, StoredManifest, StoredTemplateProof, StoredTentPoll,
+    blocks, decode, encode, generation_key, item_key, job_key, proof_key, tent_key, Applied,
+    ManifestRecord, NewManifest, Store, StoreError, StoredGenerationTimes, StoredItem, StoredJob,
+    StoredManifest, StoredTemplateProof, StoredTentPoll,
 };
 use crate::schedule::{GenerationTimes, TemplateProof, TentPollRecord};
 use crate::state::item::{ItemEvent, ItemRecord, ItemState};
@@ -272,24 +272,16 @@ impl<'w> Txn<'w> {
     pub fn apply_without_sync(mut self) -> Result<Applied, StoreError> {
         let id = self.manifest.id;
         let record = encode(&StoredManifest::V2(self.manifest.clone()))?;
-        let writes = if self.changes_record_only() {
-            Write::Record(id, record)
-        } else {
-            let mut batch = sled::Batch::default();
-            batch.insert(&manifest_key(id)[..], record);
-            put_items(&mut batch, id, std::mem::take(&mut self.items))?;
-            for (seq, job) in std::mem::take(&mut self.jobs) {
-                batch.insert(&job_key(id, seq)[..], encode(&StoredJob::V1(job))?);
-            }
-            for (key, value) in std::mem::take(&mut self.extra) {
-                batch.insert(key, value);
-            }
-            for (tent_id, record) in std::mem::take(&mut self.tent_polls) {
-                batch.insert(tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?);
-            }
-            Write::Batch(batch)
-        };
-        let ticket = apply_writes(self.store, self.writer, writes)?;
+        let mut writes: KeyValues = Vec::new();
+        put_items(&mut writes, id, std::mem::take(&mut self.items))?;
+        for (seq, job) in std::mem::take(&mut self.jobs) {
+            writes.push((job_key(id, seq).to_vec(), encode(&StoredJob::V1(job))?));
+        }
+        writes.append(&mut self.extra);
+        for (tent_id, record) in std::mem::take(&mut self.tent_polls) {
+            writes.push((tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?));
+        }
+        let ticket = apply_writes(self.store, self.writer, writes, (id, record))?;
         Ok(Applied {
             ticket,
             created: false,
@@ -297,15 +289,6 @@ impl<'w> Txn<'w> {
             newly_final: self.newly_final,
             manifest: self.manifest,
         })
-    }
-
-    /// Whether the transaction changes the manifest's record and nothing else (intake's
-    /// `archived`, a moved cursor).
-    fn changes_record_only(&self) -> bool {
-        self.items.is_empty()
-            && self.jobs.is_empty()
-            && self.extra.is_empty()
-            && self.tent_polls.is_empty()
     }
 }
 
