@@ -259,7 +259,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let id = store.new_manifest_id().expect("id");
         {
-            // Its items, its indexes and its record: one batch.
+            // Its items, its indexes and its record: one transaction.
             let writer = store.writer().await;
             let mut txn = writer
                 .create(received_for_test(id, "small", 3))

@@ -103,7 +103,7 @@ impl<'w> NewManifest<'w> {
 
     /// Writes everything and waits until it is durable: the full slices of items went
     /// first, in blocks; the last slice, the client id buckets, the indexes and the
-    /// record come last, in one batch.
+    /// record come last, in one transaction (logged, or one batch when large).
     pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
         let store = self.store;
         let applied = self.apply_without_sync()?;
