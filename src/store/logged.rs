@@ -7,7 +7,7 @@
 //! on top of the sync that the commit pays anyway. A single `insert` only reserves room in
 //! the current buffer, which the next sync writes once for every commit since the last.
 //!
-//! So a transaction that is not large is logged ([`apply_logged`]): all its writes, encoded
+//! So a [`super::Txn`] that is not large is logged ([`apply_logged`]): all its writes, encoded
 //! as one value, go first under the one key `W`, then each write on its own, the
 //! manifest's record last. sled recovers a prefix of its log (it stops at the first torn
 //! message, `LogIter::next`), so after a crash either none of the writes that follow a `W`

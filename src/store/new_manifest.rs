@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::group::{apply_writes, put_items, KeyValues, WriterSlot};
+use super::group::{apply_writes, put_items, Atomic, KeyValues, WriterSlot};
 use super::{
     blocks, encode, hash_key, name_key, Applied, ManifestRecord, Store, StoreError, StoredBucket,
     StoredManifest,
@@ -103,7 +103,7 @@ impl<'w> NewManifest<'w> {
 
     /// Writes everything and waits until it is durable: the full slices of items went
     /// first, in blocks; the last slice, the client id buckets, the indexes and the
-    /// record come last, in one transaction (logged, or one batch when large).
+    /// record come last, in one batch.
     pub async fn commit(self) -> Result<ManifestRecord, StoreError> {
         let store = self.store;
         let applied = self.apply_without_sync()?;
@@ -117,8 +117,7 @@ impl<'w> NewManifest<'w> {
     pub fn apply_without_sync(mut self) -> Result<Applied, StoreError> {
         let id = self.manifest.id;
         let mut writes: KeyValues = Vec::new();
-        // The last slice goes with the record, so that a small manifest is one
-        // transaction, logged (a sled batch would cost two writes of its log).
+        // The last slice goes with the record, so that a small manifest is one batch.
         self.new_items.write_blocks(id, true, &mut writes)?;
         for (bucket, entries) in self.new_items.take_buckets() {
             let key = blocks::bucket_key(bucket, id);
@@ -127,7 +126,7 @@ impl<'w> NewManifest<'w> {
         writes.append(&mut self.indexes);
         put_items(&mut writes, id, std::mem::take(&mut self.items))?;
         let record = encode(&StoredManifest::V2(self.manifest.clone()))?;
-        let ticket = apply_writes(self.store, self.writer, writes, (id, record))?;
+        let ticket = apply_writes(self.store, self.writer, writes, (id, record), Atomic::Batch)?;
         Ok(Applied {
             ticket,
             created: true,
