@@ -71,8 +71,9 @@ pub(super) enum Atomic {
 
 /// Applies a transaction's writes, then `manifest` (its id and record) last, and lets the
 /// writer's lock go: the next writer may read them and write its own while this one waits
-/// for the disk, and one sync serves both (group commit). Returns the batch's ticket. A second transaction of one writer, begun before the
-/// first committed, would write without the lock: refused, before anything is written.
+/// for the disk, and one sync serves both (group commit). Returns the batch's ticket. A
+/// second transaction of one writer, begun before the first committed, would write without
+/// the lock: refused, before anything is written.
 pub(super) fn apply_writes(
     store: &Store,
     writer: &WriterSlot,
