@@ -73,6 +73,8 @@ pub(super) fn apply_logged(
 }
 
 impl Store {
+    /// The tree of `W`, looked up in the open database each time (a map lookup): a handle
+    /// kept in [`Store`] could outlive a compaction's switch to a new database.
     fn commits(&self) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree(COMMITS_TREE)?)
     }
@@ -121,20 +123,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{received_for_test, reopen, test_item};
+    use crate::store::{committed_for_test, reopen, test_item};
 
     /// A store with one manifest of `items` items, committed.
     async fn store_with_manifest(dir: &std::path::Path, items: u32) -> (Store, u64) {
         let store = Store::open(dir).expect("open");
-        let id = store.new_manifest_id().expect("id");
-        let writer = store.writer().await;
-        let mut new = writer
-            .create(received_for_test(id, "m", items))
-            .expect("create");
-        for index in 0..items {
-            new.insert_item(test_item(id, index)).expect("insert");
-        }
-        new.commit().await.expect("commit");
+        let id = committed_for_test(&store, items).await;
         (store, id)
     }
 
@@ -183,7 +177,7 @@ mod tests {
         store.db.flush().expect("flush");
         assert_eq!(
             store.manifest(id).expect("read").expect("there").name,
-            "m",
+            "daily",
             "the cut commit's record is missing"
         );
         drop(store);
