@@ -355,8 +355,7 @@ async fn intake(report: &mut Report) -> Result<(), Failure> {
     .await
     .map_err(|e| e.to_string())?;
     let text = manifest_text("big", INTAKE_ITEMS, "normal");
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_tented-bulkd"));
-    let mut child = std::process::Command::new(binary)
+    let mut child = std::process::Command::new(daemon_binary())
         .arg("run")
         .envs(env(dir.path(), &sim.base_url(), "", BUDGET))
         .env("TENTED_API_KEY", "sim-key")
@@ -582,12 +581,20 @@ struct Usage {
     peak_kib: f64,
 }
 
+/// The daemon binary the bench runs: this build's, or `TENTED_BENCH_THROUGHPUT_BINARY` (a copy of an
+/// earlier build, to compare two builds run after run on the same machine).
+fn daemon_binary() -> PathBuf {
+    std::env::var_os("TENTED_BENCH_THROUGHPUT_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tented-bulkd")))
+}
+
 impl DaemonChild {
     fn start(dir: &Path, base_url: &str, admin: &str) -> Result<Self, Failure> {
         let stderr = dir.join("daemon.stderr");
         let file =
             std::fs::File::create(&stderr).map_err(|e| format!("{}: {e}", stderr.display()))?;
-        let process = std::process::Command::new(env!("CARGO_BIN_EXE_tented-bulkd"))
+        let process = std::process::Command::new(daemon_binary())
             .arg("run")
             .envs(env(dir, base_url, admin, MANY_BUDGET))
             .env("TENTED_API_KEY", "sim-key")
