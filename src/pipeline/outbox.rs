@@ -543,7 +543,7 @@ async fn try_finish(ctx: &Context, manifest_id: u64) -> Result<(), OutboxError> 
             // whose sync failed): the result is written only from state on the disk.
             drop(txn);
             drop(writer);
-            ctx.store.sync_applied().await?;
+            ctx.store.sync_finish(manifest_id).await?;
             manifest
         }
     };

@@ -130,6 +130,9 @@ impl Store {
     /// Returns once `applied` is on the disk (see [`super::Txn::commit`]).
     pub async fn durable(&self, applied: Applied) -> Result<ManifestRecord, StoreError> {
         self.sync(applied.ticket).await?;
+        if applied.finished_now {
+            self.finish_durable(applied.manifest.id, applied.ticket);
+        }
         if applied.created {
             self.mark_newest(applied.manifest.id).await;
         }
@@ -301,6 +304,77 @@ mod tests {
             .items_with_client_ids(&["row-1"].into_iter().collect())
             .expect("client ids");
         assert_eq!(found.get("row-1"), Some(&vec![(id, 1)]));
+    }
+
+    /// Cancels manifest `id`'s only item and finishes it, committed without waiting.
+    async fn finish_soon(store: &Store, id: u64) {
+        let writer = store.writer().await;
+        let mut txn = writer.begin(id).expect("begin");
+        txn.apply(0, crate::state::item::ItemEvent::Cancel)
+            .expect("cancel");
+        assert!(txn.finish(1), "its only item is final");
+        txn.commit_soon().expect("commit");
+    }
+
+    /// Changes manifest `id`'s record, committed without waiting.
+    async fn touch_soon(store: &Store, id: u64) {
+        let writer = store.writer().await;
+        let mut txn = writer.begin(id).expect("begin");
+        txn.manifest_mut().archived = true;
+        txn.commit_soon().expect("commit");
+    }
+
+    #[tokio::test]
+    async fn a_finish_is_synced_for_its_result_alone_and_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let finished = super::super::committed_for_test(&store, 1).await;
+        let other = super::super::committed_for_test(&store, 1).await;
+        finish_soon(&store, finished).await;
+        let before = store.sync_stats().syncs.get();
+        store.sync_finish(finished).await.expect("sync");
+        assert_eq!(
+            store.sync_stats().syncs.get(),
+            before + 1,
+            "its commit synced"
+        );
+        // Seen durable: neither it again nor another manifest's pending commit costs one.
+        touch_soon(&store, other).await;
+        store.sync_finish(finished).await.expect("sync");
+        assert_eq!(store.sync_stats().syncs.get(), before + 1, "no sync more");
+        // A manifest finished before the store opened is durable.
+        drop(store);
+        let store = reopen(dir.path()).expect("reopen");
+        touch_soon(&store, other).await;
+        let before = store.sync_stats().syncs.get();
+        store.sync_finish(finished).await.expect("sync");
+        assert_eq!(
+            store.sync_stats().syncs.get(),
+            before,
+            "none after a reopen"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finish_waited_for_needs_no_sync_for_its_result() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let finished = super::super::committed_for_test(&store, 1).await;
+        let other = super::super::committed_for_test(&store, 1).await;
+        {
+            let writer = store.writer().await;
+            let mut txn = writer.begin(finished).expect("begin");
+            txn.apply(0, crate::state::item::ItemEvent::Cancel)
+                .expect("cancel");
+            assert!(txn.finish(1));
+            txn.commit().await.expect("commit");
+        }
+        touch_soon(&store, other).await;
+        let before = store.sync_stats().syncs.get();
+        store.sync_finish(finished).await.expect("sync");
+        assert_eq!(store.sync_stats().syncs.get(), before, "already durable");
+        store.sync_applied().await.expect("sync");
+        assert_eq!(store.sync_stats().syncs.get(), before + 1, "the other's");
     }
 
     #[tokio::test]

@@ -190,6 +190,10 @@ pub struct Store {
     marked: std::sync::Arc<tokio::sync::Mutex<u64>>,
     /// The newest manifest id whose creating commit is durable.
     committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Manifests finished by a commit of this process not yet seen durable, with that
+    /// commit's ticket ([`Store::sync_finish`]). Whatever was committed before the store
+    /// opened is durable.
+    finishes: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u64>>>,
 }
 
 impl Store {
@@ -240,6 +244,48 @@ impl Store {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         synced
+    }
+
+    /// Returns once the commit that finished manifest `id` is on the disk: at once when it
+    /// was seen durable already (or made before the store opened), else after the sync
+    /// that covers it. Not [`Store::sync_applied`]: under load other commits are always
+    /// waiting, and syncing them too cost a sync per finished manifest.
+    pub async fn sync_finish(&self, id: u64) -> Result<(), StoreError> {
+        let Some(ticket) = self.finish_ticket(id) else {
+            return Ok(());
+        };
+        self.sync(ticket).await?;
+        self.finish_durable(id, ticket);
+        Ok(())
+    }
+
+    /// The ticket of the commit of this process that finished manifest `id`, until seen
+    /// durable.
+    fn finish_ticket(&self, id: u64) -> Option<u64> {
+        self.finishes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// Manifest `id` was finished by the commit of `ticket`, not durable yet.
+    pub(super) fn finish_applied(&self, id: u64, ticket: u64) {
+        self.finishes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(id, ticket);
+    }
+
+    /// The commit of `ticket`, which finished manifest `id`, is durable.
+    pub(super) fn finish_durable(&self, id: u64, ticket: u64) {
+        let mut finishes = self
+            .finishes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if finishes.get(&id).is_some_and(|t| *t <= ticket) {
+            finishes.remove(&id);
+        }
     }
 
     /// Returns once everything applied so far is on the disk (without a batch of its own).

@@ -151,6 +151,7 @@ impl Store {
             sync_stats,
             marked: Default::default(),
             committed: Default::default(),
+            finishes: Default::default(),
         };
         // First: a store of another format is left untouched, whatever else it holds.
         store.check_format(path)?;

@@ -288,10 +288,14 @@ impl<'w> Txn<'w> {
             (id, record),
             Atomic::LoggedIfSmall,
         )?;
+        let finished_now = self.manifest.finished_at_ms.is_some() && !self.finished_before;
+        if finished_now {
+            self.store.finish_applied(id, ticket);
+        }
         Ok(Applied {
             ticket,
             created: false,
-            finished_now: self.manifest.finished_at_ms.is_some() && !self.finished_before,
+            finished_now,
             newly_final: self.newly_final,
             manifest: self.manifest,
         })
