@@ -268,13 +268,15 @@ async fn probe(ctx: &Context, id: u64, now: u64) -> Result<Plan, StoreError> {
     };
     let plan = plan_next(ctx, &mut txn, now)?;
     if let Plan::Nothing = plan {
-        // Only a moved cursor or a cleared credit retry is worth a write.
+        // Only a moved cursor or a cleared credit retry is worth a write, and neither a
+        // sync: lost to a crash, `plan_next` moves and clears them again. Synced, this
+        // was a sync per manifest (after its last chunk went).
         let unchanged = writer
             .store()
             .manifest(id)?
             .is_some_and(|stored| &stored == txn.manifest());
         if !unchanged {
-            txn.commit().await?;
+            txn.commit_soon()?;
         }
     }
     Ok(plan)
