@@ -57,18 +57,6 @@ pub(super) fn holds_lock(slot: &WriterSlot) -> bool {
 /// Keys and values to write.
 pub(super) type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// How a transaction's writes are made atomic.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Atomic {
-    /// Logged ([`logged::apply_logged`]) up to [`logged::LOGGED_LIMIT`], else a batch: a
-    /// [`super::Txn`].
-    LoggedIfSmall,
-    /// One sled batch: a [`super::NewManifest`]. Logging them cost more memory than it
-    /// saved CPU: with 10,000 files dropped at once, one run peaked at 173 MiB logged,
-    /// against 117-150 MiB as batches (1.28 against 1.26-1.39 ms of CPU per call).
-    Batch,
-}
-
 /// Applies a transaction's writes, then `manifest` (its id and record) last, and lets the
 /// writer's lock go: the next writer may read them and write its own while this one waits
 /// for the disk, and one sync serves both (group commit). Returns the batch's ticket. A
@@ -79,14 +67,13 @@ pub(super) fn apply_writes(
     writer: &WriterSlot,
     writes: KeyValues,
     manifest: (u64, Vec<u8>),
-    atomic: Atomic,
 ) -> Result<u64, StoreError> {
     if !holds_lock(writer) {
         return Err(StoreError::WriterSpent);
     }
     fail::fail_point!("store-before-commit", |_| crate::crash::simulated_crash());
     let small = logged::size_of(&writes) + manifest.1.len() <= logged::LOGGED_LIMIT;
-    let written = if atomic == Atomic::LoggedIfSmall && small {
+    let written = if small {
         logged::apply_logged(store, writes, manifest)
     } else {
         let mut batch = sled::Batch::default();

@@ -18,7 +18,10 @@
 //!
 //! The rule that keeps this true: **every other write to the tree removes `W` first**
 //! (in its batch: [`forget_commit`]), so that an older `W` is never written again over
-//! something newer. Readers see a logged transaction's records one by one; the manifest's
+//! something newer. One exception, which cannot meet a `W`: a new manifest's blocks,
+//! before its record ([`Store::insert_unreachable`]): keys no `W` holds or will hold, since
+//! a `W` holds a transaction on a manifest already recorded, or a new one's keys other than
+//! its blocks. Readers see a logged transaction's records one by one; the manifest's
 //! record comes last, so whoever reads it new finds its items and jobs new too.
 
 use super::{decode, encode, manifest_key, Store, StoreError};
@@ -86,6 +89,25 @@ impl Store {
         Ok(())
     }
 
+    /// Writes records that nothing reaches until a later commit writes their manifest's
+    /// record (a new manifest's blocks and item records): single inserts, neither a batch
+    /// nor `W`. A crash leaves some of them behind, unreachable, which the next open
+    /// removes ([`Store::remove_intake_leftovers`]); a record written after them finds
+    /// them all, as sled recovers a prefix of its log.
+    pub(super) fn insert_unreachable(
+        &self,
+        writes: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        for (key, value) in writes {
+            if let Err(e) = self.tree.insert(key, value) {
+                self.write_failed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a sled batch, `W` removed first.
     pub(super) fn apply_batch(&self, batch: sled::Batch) -> Result<(), StoreError> {
         self.forget_commit()?;
@@ -149,6 +171,64 @@ mod tests {
         // A batch removes W, so that W is never written again over what it wrote.
         store.apply_batch(sled::Batch::default()).expect("batch");
         assert!(store.logged_commit().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_new_manifest_logs_all_but_its_items_which_go_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, id) = store_with_manifest(dir.path(), 3).await;
+        let writes = store.logged_commit().expect("W is there");
+        let keys: Vec<u8> = writes
+            .iter()
+            .filter_map(|(k, _)| k.first().copied())
+            .collect();
+        assert!(
+            !keys.contains(&b'F') && !keys.contains(&b'I'),
+            "no block or item in W: {keys:?}"
+        );
+        assert_eq!(
+            writes.last().map(|(k, _)| k.clone()),
+            Some(manifest_key(id).to_vec()),
+            "the manifest's record is written last"
+        );
+        assert_eq!(
+            store.items(id).expect("items").len(),
+            3,
+            "its items are there"
+        );
+        drop(store);
+        let store = reopen(dir.path()).expect("reopens");
+        assert_eq!(store.items(id).expect("items").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_new_manifest_cut_before_its_record_leaves_nothing_after_the_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let kept = committed_for_test(&store, 2).await;
+        // What a crash leaves of a new manifest: its items, written before its record.
+        let cut = store.new_manifest_id().expect("id");
+        let mut items = super::super::blocks::NewItems::default();
+        for index in 0..3 {
+            let _ = items.add(test_item(cut, index));
+        }
+        let mut writes = Vec::new();
+        items.write_blocks(cut, true, &mut writes).expect("blocks");
+        assert!(!writes.is_empty());
+        store.insert_unreachable(writes).expect("inserted");
+        store.db.flush().expect("flush");
+        let of_cut = |store: &Store| {
+            super::super::records_for_test(store)
+                .iter()
+                .filter(|(k, _)| k.len() >= 9 && k[1..9] == cut.to_be_bytes())
+                .count()
+        };
+        assert!(of_cut(&store) > 0, "its items were written");
+        drop(store);
+        let store = reopen(dir.path()).expect("reopens");
+        assert!(store.manifest(cut).expect("read").is_none());
+        assert_eq!(of_cut(&store), 0, "nothing of the cut manifest is left");
+        assert_eq!(store.items(kept).expect("items").len(), 2);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::group::{apply_writes, holds_lock, put_items, Atomic, KeyValues, WriterSlot};
+use super::group::{apply_writes, holds_lock, put_items, KeyValues, WriterSlot};
 use super::{
     blocks, decode, encode, generation_key, item_key, job_key, proof_key, tent_key, Applied,
     ManifestRecord, NewManifest, Store, StoreError, StoredGenerationTimes, StoredItem, StoredJob,
@@ -281,13 +281,7 @@ impl<'w> Txn<'w> {
         for (tent_id, record) in std::mem::take(&mut self.tent_polls) {
             writes.push((tent_key(&tent_id), encode(&StoredTentPoll::V1(record))?));
         }
-        let ticket = apply_writes(
-            self.store,
-            self.writer,
-            writes,
-            (id, record),
-            Atomic::LoggedIfSmall,
-        )?;
+        let ticket = apply_writes(self.store, self.writer, writes, (id, record))?;
         let finished_now = self.manifest.finished_at_ms.is_some() && !self.finished_before;
         if finished_now {
             self.store.finish_applied(id, ticket);
