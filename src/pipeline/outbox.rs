@@ -464,16 +464,12 @@ pub fn write_all_atomically(files: &[(PathBuf, Vec<u8>)]) -> Result<(), OutboxEr
         let path = path.to_path_buf();
         move |source: std::io::Error| OutboxError::Write { path, source }
     };
-    let Some(folder) = files
-        .first()
-        .and_then(|(path, _)| path.parent())
-        .map(Path::to_path_buf)
-    else {
+    let Some(folder) = files.first().map(|(path, _)| folder_of(path).to_path_buf()) else {
         return Ok(());
     };
     let mut written = Vec::with_capacity(files.len());
     for (path, bytes) in files {
-        if path.parent() != Some(folder.as_path()) {
+        if folder_of(path) != folder.as_path() {
             return Err(wrap(path)(std::io::Error::other(
                 "not in the folder of the other files written with it (a bug)",
             )));
@@ -494,6 +490,15 @@ pub fn write_all_atomically(files: &[(PathBuf, Vec<u8>)]) -> Result<(), OutboxEr
     std::fs::File::open(&folder)
         .and_then(|dir| dir.sync_all())
         .map_err(wrap(&folder))
+}
+
+/// The folder a file is written in: its parent, or the current folder for a bare name
+/// (`from-csv --out NAME.json`).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
 }
 
 pub fn result_path(ctx: &Context, manifest: &ManifestRecord) -> PathBuf {
@@ -672,6 +677,13 @@ mod tests {
             RESULT_CSV_HEADER,
             "client_item_id,index,status,tent_id,tent_name,generation_id,published_url,publication_status,applied_custom_page_alias,error_code,message"
         );
+    }
+
+    #[test]
+    fn a_bare_file_name_is_written_in_the_current_folder() {
+        assert_eq!(folder_of(Path::new("daily.json")), Path::new("."));
+        assert_eq!(folder_of(Path::new("out/daily.json")), Path::new("out"));
+        assert_eq!(folder_of(Path::new("/daily.json")), Path::new("/"));
     }
 
     #[test]

@@ -341,6 +341,24 @@ fn from_csv_prints_or_writes_the_manifest_and_its_errors_name_the_file_line_and_
     );
     let validated = run_binary(&["validate", &out_arg]);
     assert!(validated.status.success(), "{}", text(&validated.stdout));
+    // A bare name is written in the current folder.
+    let csv = dir.path().join("in.csv").display().to_string();
+    let bare = command([
+        "from-csv",
+        &csv,
+        "--template",
+        "tpl_x",
+        "--out",
+        "bare.json",
+    ])
+    .current_dir(dir.path())
+    .output()
+    .expect("the binary runs");
+    assert!(bare.status.success(), "{}", text(&bare.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("bare.json")).expect("bare.json"),
+        printed.stdout
+    );
 
     let bad = from_csv(
         dir.path(),
