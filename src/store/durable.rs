@@ -12,7 +12,10 @@
 //! lets the writer's lock go and waits in [`Durability::sync`]. One sync at a time runs;
 //! it covers every batch applied before it started, so the writers that queued behind it
 //! find their ticket covered and return without a sync of their own. N commits that wait
-//! together cost two syncs, not N. What a restart repairs needs no sync of its own
+//! together cost two syncs, not N. Under load (the last sync ended less than
+//! [`BUSY_WITHIN`] ago) a sync first waits [`GATHER`], so that the commits applied
+//! meanwhile ride on it too (PostgreSQL's `commit_delay`); an idle store syncs at once.
+//! What a restart repairs needs no sync of its own
 //! ([`super::Store::durable_soon`]): it rides on the next commit's, or on one run at most
 //! [`super::DURABLE_WITHIN`] later.
 //!
@@ -82,7 +85,22 @@ pub(crate) struct Durability {
     pub(super) soon: tokio::sync::Notify,
     /// Hands work to the store's sync thread, which ends when this is dropped.
     syncer: Mutex<std::sync::mpsc::Sender<SyncWork>>,
+    /// When the last sync ended ([`BUSY_WITHIN`]).
+    last_ended: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How long a sync waits before it starts when the store is busy: every commit applied
+/// meanwhile rides on it. A sync is a write of sled's log handed to its thread pool (which
+/// wakes all its idle threads), `sync_file_range`, `fdatasync` and a wake-up of every
+/// waiter. With 1,000 small manifests at 200 calls a second, 5 ms took syncs from 1.49
+/// to 0.54 per API call, context switches from 83k to 61k and CPU per call by a fifth;
+/// a create's intent and its answer each wait this long more, against admissions of a
+/// second and polls ten seconds apart.
+pub(crate) const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A sync that begins within this long after the last one ended gathers first
+/// ([`GATHER`]): syncs that close together mean more commits are coming.
+pub(crate) const BUSY_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A sync to run on the store's sync thread.
 type SyncWork = Box<dyn FnOnce() + Send>;
@@ -146,6 +164,7 @@ impl Durability {
             stats,
             soon: tokio::sync::Notify::new(),
             syncer: Mutex::new(start_sync_thread(folder)?),
+            last_ended: Mutex::new(None),
         };
         let conf = folder.join(CONF_FILE);
         if conf.exists() {
@@ -185,14 +204,34 @@ impl Durability {
             return Ok(());
         }
         self.refuse_if_poisoned()?;
+        if self.busy() {
+            tokio::time::sleep(GATHER).await;
+        }
         // Everything applied before this line is covered by the sync below.
         let target = self.applied.load(Ordering::SeqCst);
         let started = Instant::now();
         let synced = self.on_sync_thread(db).await;
+        self.ended_now();
         self.poison_on_error(synced)?;
         self.count(started);
         self.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether the last sync ended within [`BUSY_WITHIN`].
+    fn busy(&self) -> bool {
+        self.last_ended
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|ended| ended.elapsed() < BUSY_WITHIN)
+    }
+
+    /// A sync ended now.
+    fn ended_now(&self) {
+        *self
+            .last_ended
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(tokio::time::Instant::now());
     }
 
     /// sled's flush and the file syncs ([`Durability::sync_now`]'s work) on the store's
@@ -430,6 +469,35 @@ mod tests {
             "{WRITERS} commits waiting together took {syncs} syncs"
         );
         assert!(durability.durable.load(Ordering::SeqCst) >= WRITERS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_store_gathers_before_it_syncs_and_an_idle_one_does_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, durability, stats) = open(dir.path());
+        let commit = |n: u8| {
+            db.insert([n], vec![n]).expect("insert");
+            durability.applied()
+        };
+        // Idle: no sync ended within BUSY_WITHIN, so the first sync does not wait.
+        tokio::time::advance(BUSY_WITHIN * 2).await;
+        let first = commit(1);
+        let before = tokio::time::Instant::now();
+        durability.sync(&db, first).await.expect("sync");
+        assert!(before.elapsed() < GATHER, "an idle store syncs at once");
+        // Busy: the next sync gathers, and a commit applied meanwhile rides on it.
+        let opened = stats.syncs.get();
+        let second = commit(2);
+        let gathering = {
+            let (db, durability) = (db.clone(), Arc::clone(&durability));
+            tokio::spawn(async move { durability.sync(&db, second).await })
+        };
+        tokio::time::sleep(GATHER / 5).await;
+        let third = commit(3);
+        durability.sync(&db, third).await.expect("sync");
+        gathering.await.expect("task").expect("sync");
+        assert_eq!(stats.syncs.get(), opened + 1, "one sync for both");
+        assert!(durability.durable.load(Ordering::SeqCst) >= third);
     }
 
     #[tokio::test]
