@@ -2,8 +2,8 @@
 //! spreadsheets, and a retry manifest where needed.
 //!
 //! Each is written atomically (temporary file, fsync, rename, then one fsync of the folder
-//! for a manifest's files) once every item is final, `NAME.result.json` last, so a reader that waits for it finds every
-//! file of the manifest in place. The finishing time is recorded first, so a result
+//! for a manifest's files) once every item is final, `NAME.result.json` last, so a reader
+//! that waits for it finds every file of the manifest in place. The finishing time is recorded first, so a result
 //! written again after a crash is the same file. The types here are what `tented-bulkd
 //! schema result` is generated from.
 
@@ -475,9 +475,12 @@ pub fn write_all_atomically(files: &[(PathBuf, Vec<u8>)]) -> Result<(), OutboxEr
             )));
         }
         let name = path.file_name().unwrap_or_default().to_string_lossy();
+        // The mode a plain `File::create` gives (0666 less the umask), not tempfile's
+        // 0600: the outbox is read by whoever consumes the results.
         let mut file = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&folder)
             .map_err(wrap(path))?;
         file.write_all(bytes).map_err(wrap(path))?;
@@ -700,6 +703,16 @@ mod tests {
         for (file, bytes) in &files {
             assert_eq!(&std::fs::read(file).expect("read"), bytes);
         }
+        // Readable as a file made the plain way is (0666 less the umask), not 0600.
+        let plain = tempfile::tempdir().expect("temp dir");
+        let plain = plain.path().join("plain");
+        std::fs::File::create(&plain).expect("a plain file");
+        let mode = |p: &Path| {
+            std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(p).expect("meta").permissions(),
+            )
+        };
+        assert_eq!(mode(&path("a.result.json")), mode(&plain));
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .expect("list")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
