@@ -134,11 +134,11 @@ impl Store {
     /// Only for what a restart repairs if a crash or a power cut takes it first, and that
     /// no request or file rests on: a poll's time (after a start no job is polled before a
     /// floor has passed), a poll's answer that does not finish its manifest, even one that
-    /// completes items (the job is polled again
-    /// and answers the same), the mark that a result is written (it is written again, the
-    /// same bytes, from durable state), a chunk cursor moved past sent chunks or a credit
-    /// retry cleared (the submitter's next look moves and clears them again). A create's intent and answer, and the commit that
-    /// finishes a manifest, are never left to it.
+    /// completes items (the job is polled again and answers the same), the mark that a
+    /// result is written (it is written again, the same bytes, from durable state), a
+    /// chunk cursor moved past sent chunks or a credit retry cleared (the submitter's next
+    /// look moves and clears them again). A create's intent and answer, and the commit
+    /// that finishes a manifest, are never left to it.
     pub fn durable_soon(&self, applied: Applied) -> ManifestRecord {
         debug_assert!(!applied.created, "a new manifest must be durable first");
         self.count_finished(&applied);
