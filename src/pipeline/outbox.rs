@@ -495,6 +495,57 @@ pub fn write_all_atomically(files: &[(PathBuf, Vec<u8>)]) -> Result<(), OutboxEr
         .map_err(wrap(&folder))
 }
 
+/// The kinds of file [`write_all_atomically`] writes into the outbox.
+const OUTBOX_SUFFIXES: [&str; 3] = [".result.json", ".result.csv", ".retry.json"];
+
+/// Removes the temporary files a crash left in the outbox `folder` (between the writes of
+/// [`write_all_atomically`] and their renames): `.NAME.result.json.XXXXXX.tmp` and the
+/// like, nothing else. For the start, before any result is written: the outbox is this
+/// daemon's. Returns how many went.
+pub fn remove_leftover_temporaries(folder: &Path) -> Result<usize, OutboxError> {
+    let wrap = |source: std::io::Error| OutboxError::Write {
+        path: folder.to_path_buf(),
+        source,
+    };
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(wrap(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(wrap)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_leftover_temporary(name) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(wrap(e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether `name` is one of [`write_all_atomically`]'s temporary files in the outbox.
+fn is_leftover_temporary(name: &str) -> bool {
+    let Some(inner) = name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    // `NAME.result.json` + `.` + tempfile's random part (no dot in it).
+    let Some((target, random)) = inner.rsplit_once('.') else {
+        return false;
+    };
+    !random.is_empty()
+        && OUTBOX_SUFFIXES
+            .iter()
+            .any(|suffix| target.ends_with(suffix))
+}
+
 /// The folder a file is written in: its parent, or the current folder for a bare name
 /// (`from-csv --out NAME.json`).
 fn folder_of(path: &Path) -> &Path {
@@ -679,6 +730,47 @@ mod tests {
         assert_eq!(
             RESULT_CSV_HEADER,
             "client_item_id,index,status,tent_id,tent_name,generation_id,published_url,publication_status,applied_custom_page_alias,error_code,message"
+        );
+    }
+
+    #[test]
+    fn only_the_outbox_temporary_files_a_crash_left_are_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let names = [
+            ".daily.result.json.aB3xYz.tmp",
+            ".daily.result.csv.Q1w2E3.tmp",
+            ".daily.retry.json.zzzzzz.tmp",
+            // Not ours: kept.
+            "daily.result.json",
+            ".daily.result.json",
+            ".notes.txt.abcdef.tmp",
+            "report.tmp",
+            ".daily.result.json.tmp",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), "x").expect("write");
+        }
+        assert_eq!(remove_leftover_temporaries(dir.path()).expect("scan"), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut kept = names[3..].to_vec();
+        kept.sort();
+        assert_eq!(left, kept);
+        // What write_all_atomically names its temporary files is what is removed.
+        let file = tempfile::Builder::new()
+            .prefix(".m.result.json.")
+            .suffix(".tmp")
+            .tempfile_in(dir.path())
+            .expect("temporary");
+        let (_, path) = file.keep().expect("kept");
+        assert_eq!(remove_leftover_temporaries(dir.path()).expect("scan"), 1);
+        assert!(!path.exists());
+        assert_eq!(
+            remove_leftover_temporaries(&dir.path().join("none")).expect("absent"),
+            0
         );
     }
 

@@ -3,7 +3,8 @@
 //! - A request recorded as `Sending` got no recorded answer: it may or may not have been
 //!   admitted, so its items become `unknown` (never resent).
 //! - A manifest recorded but still in the inbox is moved to the archive.
-//! - Finished manifests whose result file was not written get it.
+//! - Finished manifests whose result file was not written get it, after the temporary
+//!   files a crash left in the outbox are removed.
 //! - Unsent chunks and admitted jobs are picked up by the submitter and the poller, which
 //!   read the store.
 
@@ -66,6 +67,14 @@ pub async fn recover(ctx: &Context) -> Result<(), StoreError> {
         }
         txn.commit().await?;
         tracing::error!(manifest = %manifest.name, "a create request was under way when the daemon stopped: its items end as unknown and are not resent");
+    }
+    match crate::pipeline::outbox::remove_leftover_temporaries(&ctx.settings.paths.outbox) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(
+            removed,
+            "recovery: removed the temporary files a crash left in the outbox"
+        ),
+        Err(e) => tracing::warn!("recovery: cannot look for temporary files in the outbox: {e}"),
     }
     for id in ctx.active_ids() {
         crate::pipeline::outbox::finish_if_done(ctx, id).await;

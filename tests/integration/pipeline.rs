@@ -936,3 +936,22 @@ async fn a_small_manifest_is_not_queued_behind_a_big_one() {
         "the small manifest finished before the big one's 400 requests were all sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_temporary_files_a_crash_left_are_gone_after_a_start() {
+    let mut app = TestApp::spawn(quick_sim()).await;
+    app.stop_daemon().await;
+    // What a crash between a result's writes and their renames leaves, and an
+    // operator's file that only looks alike.
+    let leftover = app.path("outbox/.daily.result.json.Ab12Cd.tmp");
+    let foreign = app.path("outbox/.daily.notes.Ab12Cd.tmp");
+    std::fs::write(&leftover, "{").expect("leftover");
+    std::fs::write(&foreign, "notes").expect("foreign");
+    app.start_daemon().await;
+    wait_until("the leftover removed", Duration::from_secs(10), || async {
+        (!leftover.exists()).then_some(())
+    })
+    .await;
+    assert!(foreign.exists(), "only the daemon's temporary files go");
+    app.stop_daemon().await;
+}
