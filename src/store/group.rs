@@ -294,14 +294,19 @@ mod tests {
         assert_eq!(found.get("row-1"), Some(&vec![(id, 1)]));
     }
 
-    /// Cancels manifest `id`'s only item and finishes it, committed without waiting.
-    async fn finish_soon(store: &Store, id: u64) {
+    /// Cancels manifest `id`'s only item and finishes it, committed waiting for the disk
+    /// (`wait`) or not.
+    async fn finish_one(store: &Store, id: u64, wait: bool) {
         let writer = store.writer().await;
         let mut txn = writer.begin(id).expect("begin");
         txn.apply(0, crate::state::item::ItemEvent::Cancel)
             .expect("cancel");
         assert!(txn.finish(1), "its only item is final");
-        txn.commit_soon().expect("commit");
+        if wait {
+            txn.commit().await.expect("commit");
+        } else {
+            txn.commit_soon().expect("commit");
+        }
     }
 
     /// Changes manifest `id`'s record, committed without waiting.
@@ -318,7 +323,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let finished = super::super::committed_for_test(&store, 1).await;
         let other = super::super::committed_for_test(&store, 1).await;
-        finish_soon(&store, finished).await;
+        finish_one(&store, finished, false).await;
         let before = store.sync_stats().syncs.get();
         store.sync_finish(finished).await.expect("sync");
         assert_eq!(
@@ -349,14 +354,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let finished = super::super::committed_for_test(&store, 1).await;
         let other = super::super::committed_for_test(&store, 1).await;
-        {
-            let writer = store.writer().await;
-            let mut txn = writer.begin(finished).expect("begin");
-            txn.apply(0, crate::state::item::ItemEvent::Cancel)
-                .expect("cancel");
-            assert!(txn.finish(1));
-            txn.commit().await.expect("commit");
-        }
+        finish_one(&store, finished, true).await;
         touch_soon(&store, other).await;
         let before = store.sync_stats().syncs.get();
         store.sync_finish(finished).await.expect("sync");
