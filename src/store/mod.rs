@@ -2,16 +2,16 @@
 //!
 //! Invariant: this is the only module that touches sled. Every change goes through a
 //! transaction, a [`Txn`] on an existing manifest or a [`NewManifest`] that creates one,
-//! which applies its writes atomically (a `Txn` logged after the commit record `W`, or a
-//! sled batch when large: `logged.rs`; a new manifest in batches, its items in slices
-//! first, then its record, which is what makes them reachable) and returns only after
-//! [`durable`] has made them durable (sled's flush, then `fdatasync` of its log: sled's own
-//! `sync_file_range` does not survive a power cut), so that callers can perform side
-//! effects (requests, files) knowing the state that explains them survives a crash or a
-//! power cut. The one exception, [`Txn::commit_soon`], is for what a restart repairs and
-//! nothing rests on: it returns at once and is durable with the next sync, at most
-//! [`DURABLE_WITHIN`] later. The writer's lock is let go before that wait, so that commits waiting
-//! together share one sync (group commit).
+//! which applies its writes atomically (logged after the commit record `W`, or a sled
+//! batch when large: `logged.rs`; a new manifest's items go first, unreachable until its
+//! record, which is what makes them reachable) and returns only after [`durable`] has made
+//! them durable (sled's flush, then `fdatasync` of its log: sled's own `sync_file_range`
+//! does not survive a power cut), so that callers can perform side effects (requests,
+//! files) knowing the state that explains them survives a crash or a power cut. The one
+//! exception, [`Txn::commit_soon`], is for what a restart repairs and nothing rests on: it
+//! returns at once and is durable with the next sync, at most [`DURABLE_WITHIN`] later.
+//! The writer's lock is let go before that wait, so that commits waiting together share
+//! one sync (group commit).
 //!
 //! Key layout (all integers big-endian, so that byte order is numeric order):
 //!
