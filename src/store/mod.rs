@@ -3,8 +3,8 @@
 //! Invariant: this is the only module that touches sled. Every change goes through a
 //! transaction, a [`Txn`] on an existing manifest or a [`NewManifest`] that creates one,
 //! which applies its writes atomically (logged after the commit record `W`, or a sled
-//! batch when large: `logged.rs`; a new manifest's items go first, unreachable until its
-//! record, which is what makes them reachable) and returns only after [`durable`] has made
+//! batch when large: `logged.rs`; a new manifest's items go first, reachable only once
+//! its record, written last, is there) and returns only after [`durable`] has made
 //! them durable (sled's flush, then `fdatasync` of its log: sled's own `sync_file_range`
 //! does not survive a power cut), so that callers can perform side effects (requests,
 //! files) knowing the state that explains them survives a crash or a power cut. The one
