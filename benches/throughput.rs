@@ -1134,13 +1134,42 @@ fn main() {
     std::process::exit(i32::from(report.failed));
 }
 
-/// A fresh folder for one case, under cargo's target folder rather than `/tmp`.
+/// A fresh folder for one case, in a block group of its own where the file system can
+/// give it one.
 ///
 /// On ext4 without a journal (this machine's), a new file's inode is found by skipping
-/// every inode of its group deleted in the last minute (five, if the inode table is still
-/// dirty). In `/tmp`, other processes' deleted temporary files made that skip a sixth of
-/// the daemon's CPU, all in creating result files: the machine's churn, not the daemon's
-/// cost. For the same reason each case's folder is removed only once every case has run.
+/// every inode of its group deleted in the last minute (six, if the inode table is still
+/// dirty). Files deleted nearby, by other processes in `/tmp` or by the bench's own
+/// removal of the previous run's folders (thousands of files, seconds before the next
+/// run's first case), made that skip a quarter of the daemon's CPU, all in creating
+/// result files: the machine's churn, not the daemon's cost. So the cases' folders are
+/// made in a parent marked as the top of a hierarchy (`chattr +T`), which ext4's Orlov
+/// allocator spreads over the groups with the most room, away from recent deletions; and
+/// each case's folder is removed only once every case has run.
 fn bench_dir() -> Result<tempfile::TempDir, String> {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| e.to_string())
+    static PARENT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let parent = PARENT.get_or_init(|| {
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-cases");
+        if let Err(e) = std::fs::create_dir_all(&parent) {
+            println!("note: cannot make {}: {e}", parent.display());
+        }
+        let marked = std::process::Command::new("chattr")
+            .arg("+T")
+            .arg(&parent)
+            .output();
+        let failed = match marked {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            Err(e) => Some(format!("no chattr: {e}")),
+        };
+        if let Some(why) = failed {
+            println!(
+                "note: cannot mark {} with chattr +T ({why}): cases may share a block \
+                 group with recently deleted files",
+                parent.display()
+            );
+        }
+        parent
+    });
+    tempfile::tempdir_in(parent).map_err(|e| e.to_string())
 }
