@@ -1212,9 +1212,11 @@ fn main() {
 /// removal of the previous run's folders (thousands of files, seconds before the next
 /// run's first case), made that skip a quarter of the daemon's CPU, all in creating
 /// result files: the machine's churn, not the daemon's cost. So the cases' folders are
-/// made in a parent marked as the top of a hierarchy (`chattr +T`), which ext4's Orlov
-/// allocator spreads over the groups with the most room, away from recent deletions; and
-/// each case's folder is removed only once every case has run.
+/// made in a parent marked as the top of a hierarchy (`chattr +T`): ext4's Orlov
+/// allocator then puts each in the group with the fewest folders among those with room,
+/// most often away from the deleted files (not always: a group that the deletion emptied
+/// has no folder left; measured, 3.5% of a case's CPU in that scan instead of 26%). Each
+/// case's folder is removed only once every case has run.
 fn bench_dir() -> Result<tempfile::TempDir, String> {
     static PARENT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let parent = PARENT.get_or_init(|| {
