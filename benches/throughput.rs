@@ -582,10 +582,10 @@ struct Usage {
     peak_kib: f64,
 }
 
-/// CPU time (user + system) of every thread process `pid` ran, living or gone, in
+/// CPU time (user + system) of every thread that process `pid` ran, living or gone, in
 /// seconds, from its process CPU clock (nanoseconds). `utime + stime` in /proc/PID/stat
 /// are the same time counted in 10 ms ticks: at 10 manifests (25 calls, 0.04 s) a tick
-/// was 0.4 ms a call, and every run gave exactly 1.600 ms.
+/// was 0.4 ms a call, and three whole runs gave exactly 1.600 ms there.
 fn process_cpu_seconds(pid: i32) -> Result<f64, Failure> {
     let mut clock: libc::clockid_t = 0;
     // SAFETY: `clock` is a valid, writable clockid_t for the call to fill.
@@ -764,8 +764,8 @@ const WARM_UP: &str = "warmup";
 ///
 /// A daemon's first manifest pays for what later ones find ready: the API connection,
 /// the runtime's blocking threads, sled's I/O pool, the first pages of the heap. At 10
-/// small manifests (25 calls) that was a third of the case's CPU, and it is no cost of a
-/// call in a daemon that runs for months; it is printed on its own. Another template
+/// small manifests (25 calls) that was about a fifth of the case's CPU (7-11 ms), and it
+/// is no cost of a call in a daemon that runs for months; it is printed on its own. Another template
 /// keeps `tpl_bench` unproven and unlearned, as a fresh daemon's: every case still pays
 /// the slow start and learns its generation times.
 async fn warm_up(dir: &Path) -> Result<(), Failure> {
