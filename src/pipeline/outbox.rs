@@ -3,9 +3,9 @@
 //!
 //! Each is written atomically (temporary file, fsync, rename, then one fsync of the folder
 //! for a manifest's files) once every item is final, `NAME.result.json` last, so a reader
-//! that waits for it finds every file of the manifest in place. The finishing time is recorded first, so a result
-//! written again after a crash is the same file. The types here are what `tented-bulkd
-//! schema result` is generated from.
+//! that waits for it finds every file of the manifest in place. The finishing time is
+//! recorded first, so a result written again after a crash is the same file. The types
+//! here are what `tented-bulkd schema result` is generated from.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -451,7 +451,7 @@ pub fn result_csv(result: &ResultDocument) -> Result<Vec<u8>, OutboxError> {
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
-    write_all_atomically(&[(path.to_path_buf(), bytes.to_vec())])
+    write_all_atomically(&[(path.to_path_buf(), bytes)])
 }
 
 /// Writes each of `files` atomically, all in one folder: each to a temporary file beside
@@ -459,7 +459,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
 /// for all of them. A crash before that sync can lose renames, never a file's bytes; the
 /// result's files are then written again from the store, the same bytes. (One folder
 /// sync a manifest, not one a file: a quarter of the outbox's `fsync`s.)
-pub fn write_all_atomically(files: &[(PathBuf, Vec<u8>)]) -> Result<(), OutboxError> {
+pub fn write_all_atomically<B: AsRef<[u8]>>(files: &[(PathBuf, B)]) -> Result<(), OutboxError> {
     let wrap = |path: &Path| {
         let path = path.to_path_buf();
         move |source: std::io::Error| OutboxError::Write { path, source }
@@ -483,7 +483,7 @@ pub fn write_all_atomically(files: &[(PathBuf, Vec<u8>)]) -> Result<(), OutboxEr
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&folder)
             .map_err(wrap(path))?;
-        file.write_all(bytes).map_err(wrap(path))?;
+        file.write_all(bytes.as_ref()).map_err(wrap(path))?;
         file.as_file().sync_all().map_err(wrap(path))?;
         written.push((path, file));
     }
