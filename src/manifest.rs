@@ -196,7 +196,10 @@ pub struct JsonText(String);
 
 impl JsonText {
     pub fn of(value: &serde_json::Value) -> JsonText {
-        JsonText(value.to_string())
+        // The compact text `Display` gives, written into one buffer grown by doubling
+        // (`Display` grows a `String` a token at a time). A value always serializes; the
+        // fallback is never taken.
+        JsonText(serde_json::to_string(value).unwrap_or_else(|_| value.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -456,7 +459,8 @@ impl TopFields {
 impl ItemFields {
     /// The typed fields of an item that validation accepted.
     pub fn from_validated(item: &serde_json::Value) -> Result<ItemFields, FieldsError> {
-        serde_json::from_value::<ItemDocument>(item.clone())
+        // Typed from the borrowed value, not from a copy of it.
+        ItemDocument::deserialize(item)
             .map(ItemFields::from)
             .map_err(|source| FieldsError {
                 what: "item",
