@@ -115,6 +115,14 @@ impl IntakeItem {
         })
     }
 
+    /// The state of [`IntakeItem::record`], without parsing the item.
+    pub(super) fn state(&self) -> ItemState {
+        match self.rejection {
+            Some(_) => ItemState::Rejected,
+            None => ItemState::Pending,
+        }
+    }
+
     /// The record again: a pending item's fields parsed from its text as at intake.
     pub(super) fn record(self, manifest_id: u64) -> Result<ItemRecord, StoreError> {
         let mut record = match self.rejection {

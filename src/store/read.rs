@@ -12,7 +12,7 @@ use super::{
     StoredJob, StoredManifest, StoredTemplateProof, StoredTentPoll,
 };
 use crate::schedule::{GenerationTimes, TemplateProof, TentPollRecord};
-use crate::state::item::ItemRecord;
+use crate::state::item::{ItemRecord, ItemState};
 use crate::state::job::JobRecord;
 
 impl Store {
@@ -93,6 +93,43 @@ impl Store {
         Ok(out.into_values().collect())
     }
 
+    /// The states of items `from..to` of a manifest, in order, as [`Store::items_range`]
+    /// gives them, but an item still as intake wrote it is not parsed: what a look at
+    /// whether there is something to send needs.
+    pub fn states_range(
+        &self,
+        manifest_id: u64,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<(u32, ItemState)>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut out = BTreeMap::new();
+        for entry in self
+            .tree
+            .range(item_key(manifest_id, from)..item_key(manifest_id, to))
+        {
+            let (key, bytes) = entry?;
+            let record = decode::<StoredItem>(&key, &bytes)?.current();
+            out.insert(record.index, record.state());
+        }
+        let blocks = blocks::block_key(manifest_id, from / blocks::BLOCK)
+            ..=blocks::block_key(manifest_id, (to - 1) / blocks::BLOCK);
+        for entry in self.tree.range(blocks) {
+            let (key, bytes) = entry?;
+            if block_covered(&key, from..to, &out) {
+                continue;
+            }
+            for item in blocks::decode_block(&key, &bytes)? {
+                if (from..to).contains(&item.index) {
+                    out.entry(item.index).or_insert_with(|| item.state());
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     /// Adds the items of a block in `range` that have no record of their own to `out`.
     fn overlay_block(
         &self,
@@ -102,16 +139,8 @@ impl Store {
         range: std::ops::Range<u32>,
         out: &mut BTreeMap<u32, ItemRecord>,
     ) -> Result<(), StoreError> {
-        // A block whose items in range all have records of their own is not decoded (the
-        // usual case once a manifest is under way). The last block may hold fewer than
-        // 25: it is decoded unless every index it could hold is there.
-        if let Some(block) = key.get(9..13).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
-            let first = u32::from_be_bytes(block).saturating_mul(blocks::BLOCK);
-            let lo = first.max(range.start);
-            let hi = first.saturating_add(blocks::BLOCK).min(range.end);
-            if lo >= hi || out.range(lo..hi).count() == (hi - lo) as usize {
-                return Ok(());
-            }
+        if block_covered(key, range.clone(), out) {
+            return Ok(());
         }
         for item in blocks::decode_block(key, bytes)? {
             if range.contains(&item.index) && !out.contains_key(&item.index) {
@@ -262,6 +291,20 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Whether every item of `range` that the block under `key` could hold is in `out`
+/// already (has a record of its own): then the block is not decoded, the usual case once
+/// a manifest is under way. The last block may hold fewer than 25: it is decoded unless
+/// every index it could hold is there.
+fn block_covered<V>(key: &[u8], range: std::ops::Range<u32>, out: &BTreeMap<u32, V>) -> bool {
+    let Some(block) = key.get(9..13).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+        return false;
+    };
+    let first = u32::from_be_bytes(block).saturating_mul(blocks::BLOCK);
+    let lo = first.max(range.start);
+    let hi = first.saturating_add(blocks::BLOCK).min(range.end);
+    lo >= hi || out.range(lo..hi).count() == (hi - lo) as usize
 }
 
 #[cfg(test)]

@@ -177,9 +177,52 @@ impl<'w> Txn<'w> {
             .record(id)
     }
 
+    /// The states of items `from..to`, in order, as this transaction sees them: an item
+    /// still as intake wrote it is not parsed (see [`super::Store::states_range`]).
+    pub fn states_range(&self, from: u32, to: u32) -> Result<Vec<(u32, ItemState)>, StoreError> {
+        let mut states = self.store.states_range(self.manifest.id, from, to)?;
+        for (index, state) in &mut states {
+            if let Some(changed) = self.items.get(index) {
+                *state = changed.state();
+            }
+        }
+        Ok(states)
+    }
+
     /// Applies an event to an item through the state machine and keeps the counts true.
     pub fn apply(&mut self, index: u32, event: ItemEvent) -> Result<ItemState, StoreError> {
-        let mut item = self.item(index)?;
+        let item = self.item(index)?;
+        self.apply_to(item, event)
+    }
+
+    /// [`Txn::apply`] to an item this transaction has just read (from
+    /// [`Txn::items_range`]), so that it is not read and parsed again. A record of
+    /// another manifest is refused; one this transaction has changed since is taken as
+    /// changed, not as given.
+    pub fn apply_read(
+        &mut self,
+        item: ItemRecord,
+        event: ItemEvent,
+    ) -> Result<ItemState, StoreError> {
+        if item.manifest_id != self.manifest.id {
+            return Err(StoreError::NoItem {
+                manifest_id: self.manifest.id,
+                index: item.index,
+            });
+        }
+        let item = match self.items.get(&item.index) {
+            Some(changed) => changed.clone(),
+            None => item,
+        };
+        self.apply_to(item, event)
+    }
+
+    fn apply_to(
+        &mut self,
+        mut item: ItemRecord,
+        event: ItemEvent,
+    ) -> Result<ItemState, StoreError> {
+        let index = item.index;
         let before = item.state();
         item.apply(event)?;
         let after = item.state();
@@ -320,6 +363,91 @@ mod tests {
         assert!(
             store.manifest(b).expect("read").is_none(),
             "nothing of it was written"
+        );
+    }
+
+    #[tokio::test]
+    async fn states_range_agrees_with_items_range_and_apply_read_takes_what_was_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = store.new_manifest_id().expect("id");
+        {
+            // 60 items in three blocks, every seventh rejected locally.
+            let writer = store.writer().await;
+            let mut txn = writer
+                .create(received_for_test(id, "daily", 60))
+                .expect("create");
+            for index in 0..60 {
+                let item = if index % 7 == 0 {
+                    let (client, given) = (format!("row-{index}"), "{}".into());
+                    ItemRecord::rejected_locally(id, index, client, given, "bad".into())
+                } else {
+                    crate::store::test_item(id, index)
+                };
+                txn.insert_item(item).expect("insert");
+            }
+            txn.commit().await.expect("commit");
+        }
+        let other = crate::store::committed_for_test(&store, 3).await;
+        {
+            // Item 26 gets a record of its own.
+            let writer = store.writer().await;
+            let mut txn = writer.begin(id).expect("begin");
+            txn.apply(26, ItemEvent::SendIntent { job_seq: 1 })
+                .expect("apply");
+            txn.commit().await.expect("commit");
+        }
+        let writer = store.writer().await;
+        let mut txn = writer.begin(id).expect("begin");
+        // Item 30 changes in this transaction only.
+        txn.apply(30, ItemEvent::Cancel).expect("cancel");
+        let items = txn.items_range(20, 55).expect("items");
+        let states = txn.states_range(20, 55).expect("states");
+        let expected: Vec<(u32, ItemState)> = items.iter().map(|i| (i.index, i.state())).collect();
+        assert_eq!(states, expected);
+        assert_eq!(states.len(), 35);
+        assert_eq!(states[1], (21, ItemState::Rejected));
+        assert_eq!(states[2], (22, ItemState::Pending));
+        assert_eq!(states[6], (26, ItemState::Sending));
+        assert_eq!(states[10], (30, ItemState::Canceled));
+        assert!(txn.states_range(55, 55).expect("empty").is_empty());
+        assert_eq!(txn.states_range(58, 100).expect("last block").len(), 2);
+
+        // An item as read is applied without reading it again…
+        let read = items[11].clone();
+        assert_eq!(read.index, 31);
+        let state = txn.apply_read(read, ItemEvent::SendIntent { job_seq: 2 });
+        assert_eq!(state.expect("applied"), ItemState::Sending);
+        // …one changed since it was read is taken as changed (canceled: not sendable)…
+        let stale = items[12].clone();
+        txn.apply(32, ItemEvent::Cancel).expect("cancel");
+        assert!(txn
+            .apply_read(stale, ItemEvent::SendIntent { job_seq: 2 })
+            .is_err());
+        // …and another manifest's item is refused.
+        let foreign = store.items_range(other, 0, 1).expect("read").remove(0);
+        assert!(matches!(
+            txn.apply_read(foreign, ItemEvent::Cancel),
+            Err(StoreError::NoItem { .. })
+        ));
+        let record = txn.commit().await.expect("commit");
+        assert_eq!(record.count(ItemState::Sending), 2);
+        assert_eq!(record.count(ItemState::Canceled), 2);
+        assert_eq!(record.count(ItemState::Rejected), 9);
+        assert_eq!(record.count(ItemState::Pending), 47);
+        assert_eq!(
+            store.item(id, 31).expect("read").expect("there").job_seq,
+            Some(2)
+        );
+        let refused = store.item(id, 32).expect("read").expect("there");
+        assert_eq!(
+            refused.state(),
+            ItemState::Canceled,
+            "a refused event loses nothing"
+        );
+        assert_eq!(
+            store.item(other, 0).expect("read").expect("there").state(),
+            ItemState::Pending
         );
     }
 

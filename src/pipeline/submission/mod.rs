@@ -251,35 +251,61 @@ pub async fn run(
 
 /// What to send next for one manifest.
 enum Plan {
-    Items(Vec<ItemRecord>),
+    /// These items, to be recorded `Sending`. `rest_of_chunk`: they are every item of
+    /// the cursor's chunk still to send, so the cursor moves on with them.
+    Items {
+        items: Vec<ItemRecord>,
+        rest_of_chunk: bool,
+    },
+    /// Something to send (a [`Look::Probe`] does not read what).
+    Ready,
     Nothing,
     Later(u64),
+}
+
+/// How [`plan_next`] looks at the items to send.
+#[derive(Clone, Copy, PartialEq)]
+enum Look {
+    /// Whether there is any: the items' states only, not their records (an item still as
+    /// intake wrote it is not parsed).
+    Probe,
+    /// Which: their records, to send.
+    Take,
+}
+
+/// What [`probe`] finds of one manifest.
+enum Probe {
+    /// Something to send now; the manifest's weight.
+    Ready(u32),
+    /// Nothing to send before this time.
+    Later(u64),
+    Nothing,
 }
 
 /// Looks at one manifest: whether it has something to send now (then its weight), must
 /// wait until a time, or has nothing (it leaves the queue until nudged). Nothing is
 /// recorded but moved cursors.
-async fn probe(ctx: &Context, id: u64, now: u64) -> Result<Plan, StoreError> {
+async fn probe(ctx: &Context, id: u64, now: u64) -> Result<Probe, StoreError> {
     let writer = ctx.store.writer().await;
     let mut txn = match writer.begin(id) {
         Ok(txn) => txn,
-        Err(StoreError::NoManifest(_)) => return Ok(Plan::Nothing),
+        Err(StoreError::NoManifest(_)) => return Ok(Probe::Nothing),
         Err(e) => return Err(e),
     };
-    let plan = plan_next(ctx, &mut txn, now)?;
-    if let Plan::Nothing = plan {
-        // Only a moved cursor or a cleared credit retry is worth a write, and neither a
-        // sync: lost to a crash, `plan_next` moves and clears them again. Synced, this
-        // was a sync per manifest (after its last chunk went).
-        let unchanged = writer
-            .store()
-            .manifest(id)?
-            .is_some_and(|stored| &stored == txn.manifest());
-        if !unchanged {
-            txn.commit_soon()?;
+    let before = txn.manifest().clone();
+    match plan_next(ctx, &mut txn, now, Look::Probe)? {
+        Plan::Ready | Plan::Items { .. } => Ok(Probe::Ready(before.top.priority.weight())),
+        Plan::Later(at) => Ok(Probe::Later(at)),
+        Plan::Nothing => {
+            // Only a moved cursor or a cleared credit retry is worth a write, and neither
+            // a sync: lost to a crash, `plan_next` moves and clears them again. Synced,
+            // this was a sync per manifest (after its last chunk went).
+            if txn.manifest() != &before {
+                txn.commit_soon()?;
+            }
+            Ok(Probe::Nothing)
         }
     }
-    Ok(plan)
 }
 
 /// The next manifest whose turn it is and that has something to send now, with its
@@ -297,18 +323,9 @@ async fn next_turn(
             }
         }
         match probe(ctx, id, now).await {
-            Ok(Plan::Items(_)) => match ctx.store.manifest(id) {
-                Ok(Some(manifest)) => return Ok(Some((id, manifest.top.priority.weight()))),
-                Ok(None) => {}
-                Err(e) => {
-                    // Looked at again after a pause, never forgotten.
-                    let again = now.saturating_add(crate::clock::duration_ms(ERROR_PAUSE));
-                    submitter.timers.insert((again, id));
-                    return Err(e);
-                }
-            },
-            Ok(Plan::Nothing) => {}
-            Ok(Plan::Later(at)) => {
+            Ok(Probe::Ready(weight)) => return Ok(Some((id, weight))),
+            Ok(Probe::Nothing) => {}
+            Ok(Probe::Later(at)) => {
                 submitter.timers.insert((at, id));
             }
             Err(e) => {
@@ -379,7 +396,11 @@ async fn record_intent(ctx: &Context, id: u64) -> Result<Option<Intent>, StoreEr
     let writer = ctx.store.writer().await;
     let mut txn = writer.begin(id)?;
     let now = ctx.clock.now_ms();
-    let Plan::Items(items) = plan_next(ctx, &mut txn, now)? else {
+    let Plan::Items {
+        items,
+        rest_of_chunk,
+    } = plan_next(ctx, &mut txn, now, Look::Take)?
+    else {
         return Ok(None);
     };
     let seq = txn.take_job_seq();
@@ -389,7 +410,12 @@ async fn record_intent(ctx: &Context, id: u64) -> Result<Option<Intent>, StoreEr
         ManifestKind::Edit => JobKind::Edit,
     };
     for item in &items {
-        txn.apply(item.index, ItemEvent::SendIntent { job_seq: seq })?;
+        txn.apply_read(item.clone(), ItemEvent::SendIntent { job_seq: seq })?;
+    }
+    if rest_of_chunk {
+        // Nothing of the chunk is left to send (a chunk not admitted moves the cursor
+        // back to it): the next look starts at the next chunk, not reading this one again.
+        txn.move_chunk_cursor(ChunkCursor::Next);
     }
     let indices = items.iter().map(|i| i.index).collect();
     txn.put_job(JobRecord::sending(id, seq, kind, indices, now));
@@ -397,7 +423,7 @@ async fn record_intent(ctx: &Context, id: u64) -> Result<Option<Intent>, StoreEr
     Ok(Some((applied.manifest().clone(), seq, items, applied)))
 }
 
-fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreError> {
+fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64, look: Look) -> Result<Plan, StoreError> {
     let max_wait_ms = crate::clock::duration_ms(ctx.settings.poll.max_wait);
     let manifest = txn.manifest().clone();
     if manifest.finished_at_ms.is_some()
@@ -421,13 +447,9 @@ fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreEr
         let mut chunk = 0;
         while chunk * size < manifest.item_count {
             let to = ((chunk + 1) * size).min(manifest.item_count);
-            let waiting: Vec<ItemRecord> = txn
-                .items_range(chunk * size, to)?
-                .into_iter()
-                .filter(|i| i.state() == ItemState::CreditWait)
-                .collect();
-            if !waiting.is_empty() {
-                return Ok(Plan::Items(waiting));
+            let range = (chunk * size, to);
+            if let Some(plan) = items_in(txn, range, ItemState::CreditWait, look, false)? {
+                return Ok(plan);
             }
             chunk += 1;
         }
@@ -439,16 +461,38 @@ fn plan_next(ctx: &Context, txn: &mut Txn<'_>, now: u64) -> Result<Plan, StoreEr
             return Ok(Plan::Nothing);
         }
         let to = from.saturating_add(size).min(manifest.item_count);
-        let pending: Vec<ItemRecord> = txn
-            .items_range(from, to)?
-            .into_iter()
-            .filter(|i| i.state() == ItemState::Pending)
-            .collect();
-        if !pending.is_empty() {
-            return Ok(Plan::Items(pending));
+        if let Some(plan) = items_in(txn, (from, to), ItemState::Pending, look, true)? {
+            return Ok(plan);
         }
         txn.move_chunk_cursor(ChunkCursor::Next);
     }
+}
+
+/// The plan of the items of `range` in `state`, if there are any: their records
+/// ([`Look::Take`]) or only that there are ([`Look::Probe`]).
+fn items_in(
+    txn: &Txn<'_>,
+    (from, to): (u32, u32),
+    state: ItemState,
+    look: Look,
+    rest_of_chunk: bool,
+) -> Result<Option<Plan>, StoreError> {
+    if look == Look::Probe {
+        let states = txn.states_range(from, to)?;
+        return Ok(states
+            .iter()
+            .any(|&(_, s)| s == state)
+            .then_some(Plan::Ready));
+    }
+    let items: Vec<ItemRecord> = txn
+        .items_range(from, to)?
+        .into_iter()
+        .filter(|i| i.state() == state)
+        .collect();
+    Ok((!items.is_empty()).then_some(Plan::Items {
+        items,
+        rest_of_chunk,
+    }))
 }
 
 /// How long the submitter waits before trying again to record an answer it could not
