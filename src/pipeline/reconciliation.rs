@@ -266,7 +266,8 @@ fn apply_bulk_answer(
             continue;
         }
         if let Some(event) = bulk_item_event(&item, job_item, auto_publish) {
-            txn.apply(index, event)?;
+            // Applied to the record just read, not read again.
+            txn.apply_read(item, event)?;
         }
     }
     Ok(())
