@@ -72,24 +72,7 @@ impl Store {
         from: u32,
         to: u32,
     ) -> Result<Vec<ItemRecord>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let mut out = BTreeMap::new();
-        for entry in self
-            .tree
-            .range(item_key(manifest_id, from)..item_key(manifest_id, to))
-        {
-            let (key, bytes) = entry?;
-            let record = decode::<StoredItem>(&key, &bytes)?.current();
-            out.insert(record.index, record);
-        }
-        let blocks = blocks::block_key(manifest_id, from / blocks::BLOCK)
-            ..=blocks::block_key(manifest_id, (to - 1) / blocks::BLOCK);
-        for entry in self.tree.range(blocks) {
-            let (key, bytes) = entry?;
-            self.overlay_block(manifest_id, &key, &bytes, from..to, &mut out)?;
-        }
+        let out = self.range_with(manifest_id, from..to, Ok, |item| item.record(manifest_id))?;
         Ok(out.into_values().collect())
     }
 
@@ -102,67 +85,53 @@ impl Store {
         from: u32,
         to: u32,
     ) -> Result<Vec<(u32, ItemState)>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let mut out = BTreeMap::new();
-        for entry in self
-            .tree
-            .range(item_key(manifest_id, from)..item_key(manifest_id, to))
-        {
-            let (key, bytes) = entry?;
-            let record = decode::<StoredItem>(&key, &bytes)?.current();
-            out.insert(record.index, record.state());
-        }
-        let blocks = blocks::block_key(manifest_id, from / blocks::BLOCK)
-            ..=blocks::block_key(manifest_id, (to - 1) / blocks::BLOCK);
-        for entry in self.tree.range(blocks) {
-            let (key, bytes) = entry?;
-            if block_covered(&key, from..to, &out) {
-                continue;
-            }
-            for item in blocks::decode_block(&key, &bytes)? {
-                if (from..to).contains(&item.index) {
-                    out.entry(item.index).or_insert_with(|| item.state());
-                }
-            }
-        }
+        let out = self.range_with(
+            manifest_id,
+            from..to,
+            |record| Ok(record.state()),
+            |item| Ok(item.state()),
+        )?;
         Ok(out.into_iter().collect())
     }
 
-    /// Adds the items of a block in `range` that have no record of their own to `out`.
-    fn overlay_block(
+    /// Items `range` of a manifest by index, each made by `of_record` from its own record
+    /// or, where it has none, by `of_intake` from its block.
+    fn range_with<T>(
         &self,
         manifest_id: u64,
-        key: &[u8],
-        bytes: &[u8],
         range: std::ops::Range<u32>,
-        out: &mut BTreeMap<u32, ItemRecord>,
-    ) -> Result<(), StoreError> {
-        if block_covered(key, range.clone(), out) {
-            return Ok(());
+        of_record: impl Fn(ItemRecord) -> Result<T, StoreError>,
+        of_intake: impl Fn(blocks::IntakeItem) -> Result<T, StoreError>,
+    ) -> Result<BTreeMap<u32, T>, StoreError> {
+        let mut out = BTreeMap::new();
+        if range.is_empty() {
+            return Ok(out);
         }
-        for item in blocks::decode_block(key, bytes)? {
-            if range.contains(&item.index) && !out.contains_key(&item.index) {
-                out.insert(item.index, item.record(manifest_id)?);
+        let records = item_key(manifest_id, range.start)..item_key(manifest_id, range.end);
+        for entry in self.tree.range(records) {
+            let (key, bytes) = entry?;
+            let record = decode::<StoredItem>(&key, &bytes)?.current();
+            out.insert(record.index, of_record(record)?);
+        }
+        let blocks = blocks::block_key(manifest_id, range.start / blocks::BLOCK)
+            ..=blocks::block_key(manifest_id, (range.end - 1) / blocks::BLOCK);
+        for entry in self.tree.range(blocks) {
+            let (key, bytes) = entry?;
+            if block_covered(&key, range.clone(), &out) {
+                continue;
+            }
+            for item in blocks::decode_block(&key, &bytes)? {
+                if range.contains(&item.index) && !out.contains_key(&item.index) {
+                    out.insert(item.index, of_intake(item)?);
+                }
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Every item of a manifest, in order.
     pub fn items(&self, manifest_id: u64) -> Result<Vec<ItemRecord>, StoreError> {
-        let mut out = BTreeMap::new();
-        for entry in self.tree.scan_prefix(prefixed(b'I', manifest_id)) {
-            let (key, bytes) = entry?;
-            let record = decode::<StoredItem>(&key, &bytes)?.current();
-            out.insert(record.index, record);
-        }
-        for entry in self.tree.scan_prefix(prefixed(b'F', manifest_id)) {
-            let (key, bytes) = entry?;
-            self.overlay_block(manifest_id, &key, &bytes, 0..u32::MAX, &mut out)?;
-        }
-        Ok(out.into_values().collect())
+        self.items_range(manifest_id, 0, u32::MAX)
     }
 
     pub fn job(&self, manifest_id: u64, seq: u32) -> Result<Option<JobRecord>, StoreError> {
