@@ -196,9 +196,10 @@ impl<'w> Txn<'w> {
     }
 
     /// [`Txn::apply`] to an item this transaction has just read (from
-    /// [`Txn::items_range`]), so that it is not read and parsed again. A record of
-    /// another manifest is refused; one this transaction has changed since is taken as
-    /// changed, not as given.
+    /// [`Txn::items_range`] or [`Txn::item`]), so that it is not read and parsed again.
+    /// A record of another manifest is refused; one this transaction has changed since is
+    /// taken as changed, not as given. (A record read by an earlier transaction may be
+    /// stale: not for this.)
     pub fn apply_read(
         &mut self,
         item: ItemRecord,
