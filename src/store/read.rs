@@ -358,6 +358,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn states_are_read_without_parsing_an_item_still_in_its_block() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = committed_for_test(&store, 2).await;
+        // The block again, its second item's text one that no parse accepts (a damaged
+        // store): only reading that item's record can fail on it.
+        let key = blocks::block_key(id, 0);
+        let mut items = store.block(id, 0).expect("block");
+        items[1].given = "{not json".into();
+        let bytes = crate::store::encode(&blocks::StoredBlock::V1(items)).expect("encode");
+        store.tree.insert(key, bytes).expect("write");
+        assert_eq!(
+            store
+                .states_range(id, 0, 2)
+                .expect("states, nothing parsed"),
+            vec![(0, ItemState::Pending), (1, ItemState::Pending)]
+        );
+        assert!(matches!(
+            store.items_range(id, 0, 2),
+            Err(StoreError::IntakeItem { index: 1, .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn items_are_read_from_their_block_until_they_change_and_from_their_record_after() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open");
